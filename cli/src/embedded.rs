@@ -1,0 +1,77 @@
+//! An embedded cluster: a job manager and one task manager in this process,
+//! talking gRPC over loopback exactly like separate processes do.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tokio::net::TcpListener;
+use weir_jobmanager::{JobManager, JobManagerOptions};
+use weir_proto::v1;
+use weir_taskmanager::{TaskManager, TaskManagerOptions};
+
+use crate::client;
+use crate::output::{self, Format};
+
+/// A running embedded cluster.
+pub struct Embedded {
+    jm: JobManager,
+    tm: TaskManager,
+    /// URL of the job manager.
+    pub url: String,
+}
+
+impl Embedded {
+    /// Starts a job manager and a task manager with `slots` slots, and waits
+    /// until the task manager has registered.
+    pub async fn start(slots: u32) -> anyhow::Result<Embedded> {
+        let jm = JobManager::start(TcpListener::bind("127.0.0.1:0").await?, JobManagerOptions::default())?;
+        let url = format!("http://{}", jm.addr);
+        let tm = TaskManager::start(TcpListener::bind("127.0.0.1:0").await?, TaskManagerOptions::new(url.clone(), slots))?;
+        let mut c = client::connect(&url).await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let o = c.cluster_overview(v1::ClusterOverviewRequest {}).await.map_err(client::status)?.into_inner();
+            if !o.task_managers.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the embedded task manager did not register within 10s");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(Embedded { jm, tm, url })
+    }
+
+    /// Stops both processes' services.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.tm.shutdown().await?;
+        self.jm.shutdown().await
+    }
+}
+
+/// `weir local`: runs a job file on an embedded cluster until it ends.
+pub async fn run_local(job: &Path, parallelism: Option<u32>, slots: Option<u32>, fmt: Format) -> anyhow::Result<ExitCode> {
+    let graph = client::read_job(job)?;
+    let plan = weir_runtime::graph::Plan::new(&graph, parallelism.unwrap_or(0))
+        .map_err(|e| anyhow::anyhow!("job file {}: {e}", job.display()))?;
+    let cluster = Embedded::start(slots.unwrap_or(plan.slots_needed()).max(1)).await.context("starting the embedded cluster")?;
+    let mut c = client::connect(&cluster.url).await?;
+    let id = client::submit(&mut c, &graph, parallelism).await?;
+    if fmt == Format::Text {
+        eprintln!("job {id} ({}) running on an embedded cluster; Ctrl-C cancels it", graph.name);
+    }
+    let details = tokio::select! {
+        d = client::wait_for_end(&mut c, &id, Duration::from_secs(10)) => d?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("cancelling job {id}");
+            let mut c2 = client::connect(&cluster.url).await?;
+            c2.cancel_job(v1::CancelJobRequest { job_id: id.clone() }).await.map_err(client::status)?;
+            client::wait_for_end(&mut c2, &id, Duration::from_secs(10)).await?
+        }
+    };
+    output::details(fmt, &details);
+    cluster.shutdown().await?;
+    Ok(client::exit_code(&details))
+}

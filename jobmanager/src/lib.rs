@@ -1,0 +1,72 @@
+//! The Weir job manager: accepts jobs, plans and validates them, places their
+//! subtasks on task manager slots, deploys them, tracks their state, and
+//! detects lost task managers by their heartbeats.
+//!
+//! - [`scheduler`]: slot allocation and placement (pure);
+//! - [`cluster`]: the core task that owns all cluster state;
+//! - [`service`]: the gRPC service in front of it;
+//! - [`config`]: the `jobmanager:` configuration section.
+//!
+//! Operators never run here; the job manager only sees JobGraphs and plans.
+
+pub mod cluster;
+pub mod config;
+pub mod scheduler;
+pub mod service;
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use weir_proto::v1::job_manager_service_server::JobManagerServiceServer;
+
+pub use cluster::{ClusterHandle, JobManagerOptions};
+
+/// Largest gRPC message accepted (job graphs with inline tables can be big).
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// A running job manager.
+#[derive(Debug)]
+pub struct JobManager {
+    /// Where it serves gRPC.
+    pub addr: SocketAddr,
+    /// Handle to its core.
+    pub cluster: ClusterHandle,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    shutdown: CancellationToken,
+}
+
+impl JobManager {
+    /// Starts a job manager serving on `listener`.
+    pub fn start(listener: TcpListener, opts: JobManagerOptions) -> anyhow::Result<JobManager> {
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let (core, cluster) = cluster::Cluster::new(opts);
+        let core_task = tokio::spawn(core.run(shutdown.clone()));
+        let svc = JobManagerServiceServer::new(service::JobManagerRpc::new(cluster.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), token.cancelled())
+                .await?;
+            core_task.await?;
+            Ok(())
+        });
+        tracing::info!(%addr, "job manager listening");
+        Ok(JobManager { addr, cluster, task, shutdown })
+    }
+
+    /// Stops serving and waits for the server to end.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await?
+    }
+
+    /// Waits until the server stops by itself (it only does on error).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.task).await?
+    }
+}

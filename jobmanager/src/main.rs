@@ -1,0 +1,70 @@
+//! `weir-jobmanager`: serves job control and task manager membership.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use weir_config::load_section;
+use weir_jobmanager::config::JobManagerSection;
+use weir_jobmanager::JobManager;
+
+/// The Weir job manager.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Address to serve gRPC on [default: 127.0.0.1:6123].
+    #[arg(long, env = "WEIR_JOBMANAGER_RPC_ADDR")]
+    rpc_addr: Option<SocketAddr>,
+    /// Config file (its `jobmanager:` section is read).
+    #[arg(long, env = "WEIR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Task manager silence after which it is lost, e.g. `5s`.
+    #[arg(long, env = "WEIR_JOBMANAGER_HEARTBEAT_TIMEOUT", value_parser = humantime::parse_duration)]
+    heartbeat_timeout: Option<std::time::Duration>,
+    /// Expected period of task manager heartbeats, e.g. `1s`.
+    #[arg(long, env = "WEIR_JOBMANAGER_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Option<std::time::Duration>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    let args = Args::parse();
+    let mut section: JobManagerSection = match &args.config {
+        Some(p) => load_section(p, "jobmanager")?,
+        None => JobManagerSection::default(),
+    };
+    section.rpc_addr = args.rpc_addr.or(section.rpc_addr);
+    section.heartbeat_timeout = args.heartbeat_timeout.or(section.heartbeat_timeout);
+    section.heartbeat_interval = args.heartbeat_interval.or(section.heartbeat_interval);
+    let opts = section.options()?;
+    let addr = section.rpc_addr.unwrap_or_else(|| JobManagerSection::DEFAULT_RPC_ADDR.parse().expect("valid default"));
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let mut jm = JobManager::start(listener, opts)?;
+    tokio::select! {
+        r = jm.wait() => r,
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            jm.shutdown().await
+        }
+    }
+}
+
+fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

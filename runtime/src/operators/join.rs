@@ -1,0 +1,359 @@
+//! `lookup_join`: a keyed stream–table join. Input 0 is the stream; input 1
+//! is an upsert changelog that builds the table (the last row per key wins;
+//! a row whose `delete_column` is true removes its key). Each stream record is
+//! joined with the table as it is when the record arrives — the semantics of
+//! Kafka Streams' `GlobalKTable` join.
+//!
+//! Routing: the table input is either broadcast (every subtask holds the whole
+//! table) or hash-partitioned on `table_key` while the stream is partitioned on
+//! `key` (each subtask holds its share).
+//!
+//! With `bootstrap: true` the stream is held back until the table input has
+//! ended, so that a bounded table is complete before the first lookup (for a
+//! bounded table only: an unbounded table input never ends).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{new_null_array, Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use arrow::compute::{cast, interleave, take_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+use serde::Deserialize;
+
+use super::{Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo};
+use crate::error::{OpResult, PlanError};
+use crate::graph::Partitioning;
+use crate::keygroup::is_key_type;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    key: Vec<String>,
+    table_key: Vec<String>,
+    #[serde(default)]
+    columns: Option<Vec<String>>,
+    #[serde(default)]
+    join_type: JoinType,
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    delete_column: Option<String>,
+    #[serde(default)]
+    bootstrap: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum JoinType {
+    #[default]
+    Inner,
+    Left,
+}
+
+#[derive(Debug, Clone)]
+struct Planned {
+    key: Vec<usize>,
+    table_key: Vec<usize>,
+    key_types: Vec<DataType>,
+    values: Vec<usize>,
+    delete: Option<usize>,
+    join_type: JoinType,
+    bootstrap: bool,
+    schema: SchemaRef,
+    value_schema: SchemaRef,
+}
+
+/// Key types are compared after widening: integers as int64, strings as utf8.
+fn key_type(dt: &DataType) -> DataType {
+    if dt.is_integer() {
+        DataType::Int64
+    } else if matches!(dt, DataType::LargeUtf8) {
+        DataType::Utf8
+    } else {
+        dt.clone()
+    }
+}
+
+fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
+    let c: Config = ctx.config()?;
+    let (stream, table) = (&ctx.inputs[0], &ctx.inputs[1]);
+    if c.key.is_empty() || c.key.len() != c.table_key.len() {
+        return Err(ctx.error("key and table_key need the same number (at least one) of columns").field("config.table_key"));
+    }
+    let find = |schema: &SchemaRef, name: &str, field: &str, side: &str| {
+        schema
+            .index_of(name)
+            .map_err(|_| ctx.error(format!("no column `{name}` in the {side} input")).field(field.to_string()))
+    };
+    let mut key = Vec::new();
+    let mut table_key = Vec::new();
+    let mut key_types = Vec::new();
+    for (k, tk) in c.key.iter().zip(&c.table_key) {
+        let (i, j) = (find(stream, k, "config.key", "stream")?, find(table, tk, "config.table_key", "table")?);
+        let (a, b) = (stream.field(i).data_type(), table.field(j).data_type());
+        if !is_key_type(a) || key_type(a) != key_type(b) {
+            return Err(ctx
+                .error(format!("stream key `{k}` ({a}) and table key `{tk}` ({b}) cannot be compared"))
+                .field("config.table_key"));
+        }
+        key.push(i);
+        table_key.push(j);
+        key_types.push(key_type(a));
+    }
+    let delete = match &c.delete_column {
+        None => None,
+        Some(d) => {
+            let i = find(table, d, "config.delete_column", "table")?;
+            if table.field(i).data_type() != &DataType::Boolean {
+                return Err(ctx.error(format!("delete_column `{d}` must be boolean")).field("config.delete_column"));
+            }
+            Some(i)
+        }
+    };
+    let values: Vec<usize> = match &c.columns {
+        Some(cols) => cols.iter().map(|n| find(table, n, "config.columns", "table")).collect::<Result<_, _>>()?,
+        None => (0..table.fields().len()).filter(|i| !table_key.contains(i) && Some(*i) != delete).collect(),
+    };
+    let prefix = c.prefix.clone().unwrap_or_default();
+    let mut fields: Vec<Field> = stream.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut value_fields = Vec::new();
+    for &v in &values {
+        let f = table.field(v);
+        let name = format!("{prefix}{}", f.name());
+        if fields.iter().any(|x| x.name() == &name) {
+            return Err(ctx
+                .error(format!("column `{name}` exists on both sides; set `prefix` to rename the table's columns"))
+                .field("config.columns"));
+        }
+        let out = Field::new(name, f.data_type().clone(), f.is_nullable() || c.join_type == JoinType::Left);
+        fields.push(out.clone());
+        value_fields.push(out);
+    }
+    if ctx.parallelism > 1 {
+        let table_edge = ctx.input_edges[1];
+        match table_edge.partitioning {
+            Partitioning::Broadcast => {}
+            Partitioning::Hash if table_edge.key == c.table_key => ctx.require_keyed_input(0, &c.key, "config.key")?,
+            _ => {
+                return Err(ctx
+                    .error(format!(
+                        "at parallelism {} the table input must be broadcast, or hash-partitioned on [{}] with the stream on [{}]",
+                        ctx.parallelism,
+                        c.table_key.join(", "),
+                        c.key.join(", ")
+                    ))
+                    .field("config.table_key"))
+            }
+        }
+    }
+    Ok(Planned {
+        key,
+        table_key,
+        key_types,
+        values,
+        delete,
+        join_type: c.join_type,
+        bootstrap: c.bootstrap,
+        schema: Arc::new(Schema::new(fields)),
+        value_schema: Arc::new(Schema::new(value_fields)),
+    })
+}
+
+/// Factory of `lookup_join`.
+#[derive(Debug)]
+pub struct LookupJoinFactory;
+
+impl OperatorFactory for LookupJoinFactory {
+    fn kind(&self) -> &'static str {
+        "lookup_join"
+    }
+    fn arity(&self) -> Arity {
+        Arity::Two
+    }
+    fn plan(&self, ctx: &PlanContext<'_>) -> Result<SchemaRef, PlanError> {
+        Ok(plan(ctx)?.schema)
+    }
+    fn create(&self, ctx: &PlanContext<'_>, _: SubtaskInfo) -> Result<Instance, PlanError> {
+        let p = plan(ctx)?;
+        let converter = RowConverter::new(p.key_types.iter().map(|t| SortField::new(t.clone())).collect())
+            .map_err(|e| ctx.error(e.to_string()))?;
+        let null_row = RecordBatch::try_new(
+            p.value_schema.clone(),
+            p.value_schema.fields().iter().map(|f| new_null_array(f.data_type(), 1)).collect(),
+        )
+        .map_err(|e| ctx.error(e.to_string()))?;
+        Ok(Instance::Operator(Box::new(LookupJoin {
+            converter,
+            batches: Vec::new(),
+            index: HashMap::new(),
+            dead: 0,
+            null_row,
+            table_ended: false,
+            held: Vec::new(),
+            held_watermark: None,
+            p,
+        })))
+    }
+}
+
+struct LookupJoin {
+    p: Planned,
+    converter: RowConverter,
+    /// Table values (projected), in arrival order.
+    batches: Vec<RecordBatch>,
+    /// Key -> (batch, row) of its latest value.
+    index: HashMap<Box<[u8]>, (usize, usize)>,
+    /// Rows in `batches` no longer referenced by `index`.
+    dead: usize,
+    /// One all-null row: the "match" of unmatched rows in a left join.
+    null_row: RecordBatch,
+    table_ended: bool,
+    held: Vec<RecordBatch>,
+    held_watermark: Option<i64>,
+}
+
+impl LookupJoin {
+    fn keys(&self, batch: &RecordBatch, cols: &[usize]) -> OpResult<(arrow::row::Rows, Option<arrow::buffer::NullBuffer>)> {
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(cols.len());
+        let mut nulls: Option<arrow::buffer::NullBuffer> = None;
+        for (&c, t) in cols.iter().zip(&self.p.key_types) {
+            let a = batch.column(c);
+            nulls = arrow::buffer::NullBuffer::union(nulls.as_ref(), a.logical_nulls().as_ref());
+            arrays.push(if a.data_type() == t { a.clone() } else { cast(a, t)? });
+        }
+        Ok((self.converter.convert_columns(&arrays)?, nulls))
+    }
+
+    fn upsert(&mut self, batch: RecordBatch) -> OpResult<()> {
+        let (rows, nulls) = self.keys(&batch, &self.p.table_key.clone())?;
+        let deletes = self.p.delete.map(|d| batch.column(d).as_boolean().clone());
+        let values = batch.project(&self.p.values)?;
+        let b = self.batches.len();
+        let mut kept = 0;
+        for r in 0..batch.num_rows() {
+            if nulls.as_ref().is_some_and(|n| n.is_null(r)) {
+                continue;
+            }
+            let key: Box<[u8]> = rows.row(r).as_ref().into();
+            let delete = deletes.as_ref().is_some_and(|d| d.is_valid(r) && d.value(r));
+            let old = if delete { self.index.remove(&key) } else { self.index.insert(key, (b, r)) };
+            if old.is_some() {
+                self.dead += 1;
+            }
+            kept += 1;
+        }
+        self.dead += batch.num_rows() - kept;
+        self.batches.push(values);
+        self.compact()
+    }
+
+    /// Rewrites the table into one batch when most stored rows are dead.
+    fn compact(&mut self) -> OpResult<()> {
+        let live = self.index.len();
+        if self.dead < 4096 || self.dead < 2 * live {
+            return Ok(());
+        }
+        let entries: Vec<(Box<[u8]>, (usize, usize))> = self.index.drain().collect();
+        let picks: Vec<(usize, usize)> = entries.iter().map(|(_, at)| *at).collect();
+        let columns = self.gather(&picks)?;
+        let merged = RecordBatch::try_new(self.p.value_schema.clone(), columns)?;
+        self.batches = vec![merged];
+        self.index = entries.into_iter().enumerate().map(|(i, (k, _))| (k, (0, i))).collect();
+        self.dead = 0;
+        Ok(())
+    }
+
+    /// Table value columns for `(batch, row)` picks; `batches.len()` picks the null row.
+    fn gather(&self, picks: &[(usize, usize)]) -> OpResult<Vec<ArrayRef>> {
+        (0..self.p.values.len())
+            .map(|c| {
+                let arrays: Vec<&dyn Array> =
+                    self.batches.iter().chain(std::iter::once(&self.null_row)).map(|b| b.column(c).as_ref()).collect();
+                Ok(interleave(&arrays, picks)?)
+            })
+            .collect()
+    }
+
+    fn join(&self, batch: RecordBatch, out: &mut Collector) -> OpResult<()> {
+        let (rows, nulls) = self.keys(&batch, &self.p.key)?;
+        let mut stream_rows: Vec<u32> = Vec::with_capacity(batch.num_rows());
+        let mut picks = Vec::with_capacity(batch.num_rows());
+        let null_pick = (self.batches.len(), 0);
+        for r in 0..batch.num_rows() {
+            let hit = if nulls.as_ref().is_some_and(|n| n.is_null(r)) { None } else { self.index.get(rows.row(r).as_ref()) };
+            match (hit, self.p.join_type) {
+                (Some(&at), _) => {
+                    stream_rows.push(r as u32);
+                    picks.push(at);
+                }
+                (None, JoinType::Left) => {
+                    stream_rows.push(r as u32);
+                    picks.push(null_pick);
+                }
+                (None, JoinType::Inner) => {}
+            }
+        }
+        if stream_rows.is_empty() {
+            return Ok(());
+        }
+        let left = if stream_rows.len() == batch.num_rows() {
+            batch
+        } else {
+            take_record_batch(&batch, &UInt32Array::from(stream_rows))?
+        };
+        let mut columns = left.columns().to_vec();
+        columns.extend(self.gather(&picks)?);
+        out.emit(RecordBatch::try_new(self.p.schema.clone(), columns)?);
+        Ok(())
+    }
+
+    fn release(&mut self, out: &mut Collector) -> OpResult<()> {
+        for b in std::mem::take(&mut self.held) {
+            self.join(b, out)?;
+        }
+        if let Some(w) = self.held_watermark.take() {
+            out.emit_watermark(w);
+        }
+        Ok(())
+    }
+
+    fn holding(&self) -> bool {
+        self.p.bootstrap && !self.table_ended
+    }
+}
+
+impl Operator for LookupJoin {
+    fn process_batch(&mut self, input: usize, batch: RecordBatch, out: &mut Collector) -> OpResult<()> {
+        match input {
+            0 if self.holding() => {
+                self.held.push(batch);
+                Ok(())
+            }
+            0 => self.join(batch, out),
+            _ => self.upsert(batch),
+        }
+    }
+
+    fn process_watermark(&mut self, watermark: i64, out: &mut Collector) -> OpResult<()> {
+        if self.holding() {
+            self.held_watermark = Some(watermark);
+        } else {
+            out.emit_watermark(watermark);
+        }
+        Ok(())
+    }
+
+    fn end_input(&mut self, input: usize, out: &mut Collector) -> OpResult<()> {
+        if input == 1 {
+            self.table_ended = true;
+            self.release(out)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Collector) -> OpResult<()> {
+        self.table_ended = true;
+        self.release(out)
+    }
+}

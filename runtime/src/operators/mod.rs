@@ -1,0 +1,253 @@
+//! Operators: the traits every operator implements, the registry that task
+//! managers instantiate them from by name, and the built-in operators.
+//!
+//! Operators work a whole Arrow batch at a time and see only a [`Collector`]
+//! for their output: never channels, gRPC or files outside their own config.
+
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use serde::de::DeserializeOwned;
+
+use crate::channel::StreamElement;
+use crate::error::{OpResult, PlanError};
+use crate::graph::EdgeSpec;
+
+pub mod datagen;
+pub mod join;
+pub mod project;
+pub mod registry;
+pub mod sinks;
+pub mod values;
+pub mod watermark;
+pub mod window;
+
+/// How many inputs an operator kind takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arity {
+    /// A source: no input.
+    Source,
+    /// One input.
+    One,
+    /// Two inputs (0 and 1).
+    Two,
+}
+
+/// What an operator's factory knows at plan time.
+#[derive(Debug)]
+pub struct PlanContext<'a> {
+    /// The operator's uid.
+    pub uid: &'a str,
+    /// Its line in the job file (0 if unknown).
+    pub line: u32,
+    /// Its configuration.
+    pub config: &'a serde_json::Value,
+    /// Schemas of its inputs, by input index.
+    pub inputs: &'a [SchemaRef],
+    /// The edges feeding its inputs, by input index.
+    pub input_edges: &'a [&'a EdgeSpec],
+    /// Its resolved parallelism.
+    pub parallelism: u32,
+}
+
+impl PlanContext<'_> {
+    /// Decodes the typed configuration, rejecting unknown fields.
+    pub fn config<T: DeserializeOwned>(&self) -> Result<T, PlanError> {
+        serde_json::from_value(self.config.clone()).map_err(|e| self.error(e.to_string()).field("config"))
+    }
+
+    /// An error about this operator.
+    pub fn error(&self, message: impl Into<String>) -> PlanError {
+        PlanError::operator(self.uid, self.line, message)
+    }
+
+    /// Checks that input `input` is routed by `key` (hash-partitioned on it),
+    /// as keyed operators require; any routing works at parallelism 1.
+    pub fn require_keyed_input(&self, input: usize, key: &[String], field: &str) -> Result<(), PlanError> {
+        if self.parallelism == 1 {
+            return Ok(());
+        }
+        let edge = self.input_edges[input];
+        if edge.partitioning != crate::graph::Partitioning::Hash || edge.key != key {
+            return Err(self
+                .error(format!(
+                    "this keyed operator runs at parallelism {} and needs input {input} partitioned by hash on [{}]; the edge from `{}` is {}{}",
+                    self.parallelism,
+                    key.join(", "),
+                    edge.from,
+                    edge.partitioning,
+                    if edge.key.is_empty() { String::new() } else { format!(" on [{}]", edge.key.join(", ")) }
+                ))
+                .field(field));
+        }
+        Ok(())
+    }
+}
+
+/// Where an instantiated operator runs.
+#[derive(Debug, Clone, Copy)]
+pub struct SubtaskInfo {
+    /// Subtask index.
+    pub index: u32,
+    /// Parallelism of the operator.
+    pub parallelism: u32,
+    /// Number of key groups of the job.
+    pub max_parallelism: u32,
+}
+
+/// Builds operators of one kind.
+pub trait OperatorFactory: Send + Sync {
+    /// Registry name.
+    fn kind(&self) -> &'static str;
+    /// Number of inputs.
+    fn arity(&self) -> Arity;
+    /// Whether the operator ends a pipeline (has no output edges).
+    fn is_sink(&self) -> bool {
+        false
+    }
+    /// Validates the configuration against the input schemas and returns the
+    /// output schema (a sink returns its input schema).
+    fn plan(&self, ctx: &PlanContext<'_>) -> Result<SchemaRef, PlanError>;
+    /// Instantiates subtask `subtask` of the operator.
+    fn create(&self, ctx: &PlanContext<'_>, subtask: SubtaskInfo) -> Result<Instance, PlanError>;
+}
+
+/// An instantiated operator.
+pub enum Instance {
+    /// A source.
+    Source(Box<dyn SourceOperator>),
+    /// An operator with inputs.
+    Operator(Box<dyn Operator>),
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Instance::Source(_) => "Instance::Source",
+            Instance::Operator(_) => "Instance::Operator",
+        })
+    }
+}
+
+/// Collects what an operator emits, in order.
+#[derive(Debug, Default)]
+pub struct Collector {
+    elements: Vec<StreamElement>,
+}
+
+impl Collector {
+    /// Emits a batch (empty batches are dropped).
+    pub fn emit(&mut self, batch: RecordBatch) {
+        if batch.num_rows() > 0 {
+            self.elements.push(StreamElement::Batch(batch));
+        }
+    }
+
+    /// Emits a watermark.
+    pub fn emit_watermark(&mut self, watermark: i64) {
+        self.elements.push(StreamElement::Watermark(watermark));
+    }
+
+    /// Emits an idleness change.
+    pub fn emit_idle(&mut self, idle: bool) {
+        self.elements.push(StreamElement::Idle(idle));
+    }
+
+    /// Takes everything emitted so far.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, StreamElement> {
+        self.elements.drain(..)
+    }
+
+    /// Whether nothing was emitted.
+    pub fn is_empty(&self) -> bool {
+        self.elements.is_empty()
+    }
+
+    pub(crate) fn take(&mut self) -> Vec<StreamElement> {
+        std::mem::take(&mut self.elements)
+    }
+}
+
+/// An operator with one or two inputs.
+pub trait Operator: Send {
+    /// Processes one batch from input `input`.
+    fn process_batch(&mut self, input: usize, batch: RecordBatch, out: &mut Collector) -> OpResult<()>;
+
+    /// Event time advanced to `watermark` (the minimum over all inputs).
+    fn process_watermark(&mut self, watermark: i64, out: &mut Collector) -> OpResult<()> {
+        out.emit_watermark(watermark);
+        Ok(())
+    }
+
+    /// All inputs became idle (`true`) or one became active again (`false`).
+    fn process_idle(&mut self, idle: bool, out: &mut Collector) -> OpResult<()> {
+        out.emit_idle(idle);
+        Ok(())
+    }
+
+    /// Processing time passed; called on the task's timer.
+    fn on_processing_time(&mut self, _now: Instant, _out: &mut Collector) -> OpResult<()> {
+        Ok(())
+    }
+
+    /// Input `input` has ended (other inputs may still be running).
+    fn end_input(&mut self, _input: usize, _out: &mut Collector) -> OpResult<()> {
+        Ok(())
+    }
+
+    /// Every input has ended: emit whatever is still held.
+    fn finish(&mut self, _out: &mut Collector) -> OpResult<()> {
+        Ok(())
+    }
+
+    /// Records written to an external system (sinks only).
+    fn sink_records(&self) -> u64 {
+        0
+    }
+}
+
+/// What a source did on one poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceStatus {
+    /// It emitted something; poll again.
+    Emitted,
+    /// Nothing to emit before this much time has passed.
+    Wait(Duration),
+    /// It has emitted everything it ever will.
+    Finished,
+}
+
+/// A source: produces batches when polled.
+pub trait SourceOperator: Send {
+    /// Emits the next batch (or watermark), or says when to come back.
+    fn poll(&mut self, out: &mut Collector) -> OpResult<SourceStatus>;
+}
+
+/// Parses a duration written as `10s`, `250ms`, `1m`.
+pub mod duration {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    /// Deserialize a human-readable duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("invalid duration `{s}`: {e}")))
+    }
+
+    /// Optional variant.
+    pub mod option {
+        use super::*;
+        /// Deserialize an optional human-readable duration.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            let s: Option<String> = Option::deserialize(d)?;
+            s.map(|s| humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("invalid duration `{s}`: {e}"))))
+                .transpose()
+        }
+    }
+}
+
+/// Milliseconds in a duration, as event-time arithmetic needs them.
+pub fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

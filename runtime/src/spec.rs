@@ -1,0 +1,223 @@
+//! YAML job files: a direct mirror of [`JobGraph`]. See `docs/job-files.md`.
+//!
+//! ```yaml
+//! name: w1-passthrough
+//! parallelism: 2            # default for operators that set none
+//! max_parallelism: 128      # key groups
+//! operators:
+//!   - uid: gen
+//!     kind: datagen
+//!     config: {events: 20000000}
+//!   - uid: sink
+//!     kind: discard
+//! edges:
+//!   - {from: gen, to: sink, partition: forward}
+//! ```
+
+use serde::Deserialize;
+
+use crate::error::PlanError;
+use crate::graph::{EdgeSpec, JobGraph, OperatorSpec, Partitioning, DEFAULT_MAX_PARALLELISM};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobFile {
+    name: String,
+    #[serde(default)]
+    parallelism: u32,
+    #[serde(default)]
+    max_parallelism: Option<u32>,
+    operators: Vec<OperatorEntry>,
+    #[serde(default)]
+    edges: Vec<EdgeEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OperatorEntry {
+    uid: String,
+    kind: String,
+    #[serde(default)]
+    parallelism: u32,
+    #[serde(default = "yes")]
+    chaining: bool,
+    #[serde(default)]
+    config: Option<serde_yaml::Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EdgeEntry {
+    from: String,
+    to: String,
+    #[serde(default = "forward")]
+    partition: Partitioning,
+    #[serde(default)]
+    key: Vec<String>,
+    #[serde(default)]
+    input: u32,
+}
+
+fn forward() -> Partitioning {
+    Partitioning::Forward
+}
+
+/// Parses a YAML job file into a [`JobGraph`]. Syntax errors, unknown fields
+/// and wrong types are reported with their line; operator lines are kept in
+/// the graph so that planning errors can name them too.
+pub fn parse_job_yaml(text: &str) -> Result<JobGraph, PlanError> {
+    let file: JobFile = serde_yaml::from_str(text).map_err(|e| {
+        let line = e.location().map(|l| l.line() as u32).unwrap_or(0);
+        // serde_yaml appends " at line L column C"; the line is reported separately.
+        let msg = e.to_string();
+        let msg = match msg.find(" at line ") {
+            Some(i) => msg[..i].to_string(),
+            None => msg,
+        };
+        PlanError { operator: None, field: None, line, message: format!("invalid job file: {msg}") }
+    })?;
+    let lines = ItemLines::scan(text);
+    let mut operators = Vec::with_capacity(file.operators.len());
+    for (i, op) in file.operators.into_iter().enumerate() {
+        let line = lines.operators.get(i).copied().unwrap_or(0);
+        let config = match op.config {
+            None => serde_json::Value::Object(Default::default()),
+            Some(v) => serde_json::to_value(v).map_err(|e| {
+                PlanError::operator(&op.uid, line, format!("config is not representable as JSON: {e}")).field("config")
+            })?,
+        };
+        if !config.is_object() {
+            return Err(PlanError::operator(&op.uid, line, "config must be a mapping").field("config"));
+        }
+        operators.push(OperatorSpec {
+            uid: op.uid,
+            kind: op.kind,
+            parallelism: op.parallelism,
+            config,
+            chainable: op.chaining,
+            line,
+        });
+    }
+    let edges = file
+        .edges
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| EdgeSpec {
+            from: e.from,
+            to: e.to,
+            partitioning: e.partition,
+            key: e.key,
+            input: e.input,
+            line: lines.edges.get(i).copied().unwrap_or(0),
+        })
+        .collect();
+    Ok(JobGraph {
+        name: file.name,
+        max_parallelism: file.max_parallelism.unwrap_or(DEFAULT_MAX_PARALLELISM),
+        default_parallelism: file.parallelism,
+        operators,
+        edges,
+    })
+}
+
+/// 1-based lines of the items of the top-level `operators:` and `edges:`
+/// sequences, found by indentation (block style) or by `{` (flow items).
+#[derive(Debug, Default)]
+struct ItemLines {
+    operators: Vec<u32>,
+    edges: Vec<u32>,
+}
+
+impl ItemLines {
+    fn scan(text: &str) -> Self {
+        let mut out = ItemLines::default();
+        let mut section: Option<bool> = None; // Some(true): operators, Some(false): edges
+        let mut item_indent: Option<usize> = None;
+        for (n, raw) in text.lines().enumerate() {
+            let line = raw.split(" #").next().unwrap_or("");
+            if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                continue;
+            }
+            let indent = line.len() - line.trim_start().len();
+            if indent == 0 {
+                item_indent = None;
+                section = if line.starts_with("operators:") {
+                    Some(true)
+                } else if line.starts_with("edges:") {
+                    Some(false)
+                } else {
+                    None
+                };
+                continue;
+            }
+            let Some(which) = section else { continue };
+            let trimmed = line.trim_start();
+            if trimmed.starts_with("- ") || trimmed == "-" {
+                let at = *item_indent.get_or_insert(indent);
+                if indent == at {
+                    let target = if which { &mut out.operators } else { &mut out.edges };
+                    target.push(n as u32 + 1);
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W1: &str = "\
+name: w1
+parallelism: 2
+operators:
+  - uid: gen
+    kind: datagen
+    config:
+      events: 100
+  # a comment
+  - uid: sink
+    kind: discard
+edges:
+  - {from: gen, to: sink}
+";
+
+    #[test]
+    fn parses_operators_edges_and_lines() {
+        let g = parse_job_yaml(W1).unwrap();
+        assert_eq!(g.name, "w1");
+        assert_eq!(g.default_parallelism, 2);
+        assert_eq!(g.max_parallelism, 128);
+        assert_eq!(g.operators[0].line, 4);
+        assert_eq!(g.operators[1].line, 9);
+        assert_eq!(g.operators[0].config["events"], 100);
+        assert_eq!(g.edges[0].line, 12);
+        assert_eq!(g.edges[0].partitioning, Partitioning::Forward);
+    }
+
+    #[test]
+    fn syntax_errors_carry_their_line() {
+        let e = parse_job_yaml("name: x\noperators:\n  - uid: a\n   kind: [\n").unwrap_err();
+        assert!(e.line >= 3, "{e:?}");
+        assert!(e.message.starts_with("invalid job file"), "{e}");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_line() {
+        let e = parse_job_yaml("name: x\noperators:\n  - uid: a\n    kind: datagen\n    paralelism: 2\n").unwrap_err();
+        assert!(e.message.contains("unknown field `paralelism`"), "{e}");
+        assert_eq!(e.line, 3);
+    }
+
+    #[test]
+    fn unknown_partitioning_is_rejected() {
+        let text = W1.replace("{from: gen, to: sink}", "{from: gen, to: sink, partition: shuffle}");
+        let e = parse_job_yaml(&text).unwrap_err();
+        assert!(e.message.contains("unknown variant `shuffle`"), "{e}");
+    }
+}

@@ -1,0 +1,599 @@
+//! The task loop: one subtask of one vertex (a chain of operators), reading
+//! its input channels, pushing elements through the chain and writing the
+//! chain's output to its output edges.
+//!
+//! Watermarks of a task are the minimum over its input channels (ended
+//! channels count as +∞, idle ones are left out); the head operator sees one
+//! watermark per advance. Output batches are partitioned per edge and
+//! buffered per channel until they reach `min_batch_rows` or the buffer
+//! timeout expires; control elements flush buffered data first, so order is
+//! kept on every channel.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{RecordBatch, UInt32Array};
+use arrow::compute::{concat_batches, take_record_batch};
+use tokio_util::sync::CancellationToken;
+
+use crate::channel::{Inbox, OutputChannel, StreamElement};
+use crate::error::OperatorError;
+use crate::graph::{Partitioning, Plan};
+use crate::keygroup::{hash_rows, key_group, subtask_for_key_group};
+use crate::operators::{registry, Collector, Instance, Operator, PlanContext, SourceOperator, SourceStatus, SubtaskInfo};
+
+/// Tunables of the data plane.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskOptions {
+    /// Longest time a partial batch waits in an output buffer.
+    pub buffer_timeout: Duration,
+    /// An output buffer is sent as soon as it holds this many rows.
+    pub min_batch_rows: usize,
+    /// Period of processing-time callbacks (watermark emission, idleness).
+    pub tick: Duration,
+}
+
+impl Default for TaskOptions {
+    fn default() -> Self {
+        Self { buffer_timeout: Duration::from_millis(10), min_batch_rows: 1024, tick: Duration::from_millis(10) }
+    }
+}
+
+/// Live counters of a task, readable while it runs.
+#[derive(Debug, Default)]
+pub struct TaskCounters {
+    /// Rows entering the chain (read from inputs, or produced by the source).
+    pub records_in: AtomicU64,
+    /// Rows leaving the chain's tail.
+    pub records_out: AtomicU64,
+    /// Rows written by sinks of the chain.
+    pub sink_records: AtomicU64,
+}
+
+/// Why a task stopped without finishing.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// It was cancelled.
+    #[error("canceled")]
+    Canceled,
+    /// An operator failed.
+    #[error("operator `{operator}` failed: {source}")]
+    Operator {
+        /// The operator's uid.
+        operator: String,
+        /// What went wrong.
+        source: OperatorError,
+    },
+    /// The data plane failed (a channel closed early, a peer vanished).
+    #[error("{0}")]
+    Exchange(OperatorError),
+}
+
+/// The operators of one subtask of a vertex, instantiated from the plan.
+pub struct Chain {
+    source: Option<(String, Box<dyn SourceOperator>)>,
+    ops: Vec<Box<dyn Operator>>,
+    uids: Vec<String>,
+    scratch: Vec<Collector>,
+    tail: Vec<StreamElement>,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain").field("operators", &self.uids).finish()
+    }
+}
+
+impl Chain {
+    /// Instantiates subtask `subtask` of `vertex`.
+    pub fn new(plan: &Plan, vertex: u32, subtask: u32) -> Result<Chain, crate::PlanError> {
+        let v = &plan.vertices[vertex as usize];
+        let mut source = None;
+        let mut ops = Vec::new();
+        let mut uids = Vec::new();
+        for &oi in &v.operators {
+            let op = &plan.graph.operators[oi];
+            let factory = registry::get(&op.kind)
+                .ok_or_else(|| crate::PlanError::operator(&op.uid, op.line, format!("unknown kind `{}`", op.kind)))?;
+            let edges: Vec<&crate::graph::EdgeSpec> = {
+                let mut e: Vec<_> = plan.graph.edges.iter().filter(|e| e.to == op.uid).collect();
+                e.sort_by_key(|e| e.input);
+                e
+            };
+            let ctx = PlanContext {
+                uid: &op.uid,
+                line: op.line,
+                config: &op.config,
+                inputs: &plan.input_schemas[oi],
+                input_edges: &edges,
+                parallelism: op.parallelism,
+            };
+            let info = SubtaskInfo { index: subtask, parallelism: op.parallelism, max_parallelism: plan.graph.max_parallelism };
+            match factory.create(&ctx, info)? {
+                Instance::Source(s) => source = Some((op.uid.clone(), s)),
+                Instance::Operator(o) => {
+                    ops.push(o);
+                    uids.push(op.uid.clone());
+                }
+            }
+        }
+        let scratch = (0..ops.len()).map(|_| Collector::default()).collect();
+        Ok(Chain { source, ops, uids, scratch, tail: Vec::new() })
+    }
+
+    fn fail(&self, level: usize, source: OperatorError) -> TaskError {
+        TaskError::Operator { operator: self.uids[level].clone(), source }
+    }
+
+    /// Pushes `element` into operator `level` (on input `input`) and
+    /// everything it emits down the chain; what leaves the tail is queued.
+    fn feed(&mut self, level: usize, input: usize, element: StreamElement) -> Result<(), TaskError> {
+        if level == self.ops.len() {
+            self.tail.push(element);
+            return Ok(());
+        }
+        let mut out = std::mem::take(&mut self.scratch[level]);
+        let op = &mut self.ops[level];
+        let res = match element {
+            StreamElement::Batch(b) => op.process_batch(input, b, &mut out),
+            StreamElement::Watermark(w) => op.process_watermark(w, &mut out),
+            StreamElement::Idle(i) => op.process_idle(i, &mut out),
+            StreamElement::EndOfInput | StreamElement::Broken(_) => Ok(()),
+        };
+        res.map_err(|e| self.fail(level, e))?;
+        let emitted = out.take();
+        self.scratch[level] = out;
+        for e in emitted {
+            self.feed(level + 1, 0, e)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on operator `level`, then pushes its output down the chain.
+    fn call(
+        &mut self,
+        level: usize,
+        f: impl FnOnce(&mut dyn Operator, &mut Collector) -> Result<(), OperatorError>,
+    ) -> Result<(), TaskError> {
+        let mut out = std::mem::take(&mut self.scratch[level]);
+        f(self.ops[level].as_mut(), &mut out).map_err(|e| self.fail(level, e))?;
+        let emitted = out.take();
+        self.scratch[level] = out;
+        for e in emitted {
+            self.feed(level + 1, 0, e)?;
+        }
+        Ok(())
+    }
+
+    fn end_input(&mut self, input: usize) -> Result<(), TaskError> {
+        if self.ops.is_empty() {
+            return Ok(());
+        }
+        self.call(0, |op, out| op.end_input(input, out))
+    }
+
+    fn finish(&mut self) -> Result<(), TaskError> {
+        for level in 0..self.ops.len() {
+            self.call(level, |op, out| op.finish(out))?;
+        }
+        Ok(())
+    }
+
+    fn on_processing_time(&mut self, now: Instant) -> Result<(), TaskError> {
+        for level in 0..self.ops.len() {
+            self.call(level, |op, out| op.on_processing_time(now, out))?;
+        }
+        Ok(())
+    }
+
+    fn sink_records(&self) -> u64 {
+        self.ops.iter().map(|o| o.sink_records()).sum()
+    }
+}
+
+/// How an output edge picks channels.
+#[derive(Debug)]
+pub enum Partitioner {
+    /// One channel (forward).
+    Single,
+    /// By key group of the key columns.
+    Hash {
+        /// Key column indices in the edge's schema.
+        key: Vec<usize>,
+        /// Number of key groups.
+        max_parallelism: u32,
+    },
+    /// Every channel.
+    Broadcast,
+    /// Round-robin over channels, per batch.
+    Rebalance {
+        /// Next channel.
+        next: usize,
+    },
+}
+
+/// One output edge of a task: a partitioner over channels, with a buffer per channel.
+#[derive(Debug)]
+pub struct OutputEdge {
+    partitioner: Partitioner,
+    channels: Vec<OutputChannel>,
+    pending: Vec<(Vec<RecordBatch>, usize)>,
+    hashes: Vec<u64>,
+    picks: Vec<Vec<u32>>,
+}
+
+impl OutputEdge {
+    /// An edge of the given partitioning over `channels` (downstream subtask
+    /// order; a forward edge has exactly one).
+    pub fn new(partitioning: Partitioning, key: Vec<usize>, max_parallelism: u32, channels: Vec<OutputChannel>) -> Self {
+        let partitioner = match partitioning {
+            Partitioning::Forward => Partitioner::Single,
+            Partitioning::Hash => Partitioner::Hash { key, max_parallelism },
+            Partitioning::Broadcast => Partitioner::Broadcast,
+            Partitioning::Rebalance => Partitioner::Rebalance { next: 0 },
+        };
+        let n = channels.len();
+        Self { partitioner, channels, pending: vec![(Vec::new(), 0); n], hashes: Vec::new(), picks: vec![Vec::new(); n] }
+    }
+
+    async fn push(&mut self, channel: usize, batch: RecordBatch, opts: &TaskOptions) -> Result<(), OperatorError> {
+        let (buf, rows) = &mut self.pending[channel];
+        *rows += batch.num_rows();
+        buf.push(batch);
+        if *rows >= opts.min_batch_rows {
+            self.flush_channel(channel).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_channel(&mut self, channel: usize) -> Result<(), OperatorError> {
+        let (buf, rows) = &mut self.pending[channel];
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let batch = if buf.len() == 1 {
+            buf.pop().expect("one batch")
+        } else {
+            let b = concat_batches(&buf[0].schema(), buf.iter())?;
+            buf.clear();
+            b
+        };
+        *rows = 0;
+        self.channels[channel].send(StreamElement::Batch(batch)).await
+    }
+
+    async fn flush(&mut self) -> Result<(), OperatorError> {
+        for c in 0..self.channels.len() {
+            self.flush_channel(c).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_batch(&mut self, batch: RecordBatch, opts: &TaskOptions) -> Result<(), OperatorError> {
+        let n = self.channels.len();
+        match &mut self.partitioner {
+            Partitioner::Single => self.push(0, batch, opts).await,
+            Partitioner::Rebalance { next } => {
+                let c = *next;
+                *next = (c + 1) % n;
+                self.push(c, batch, opts).await
+            }
+            Partitioner::Broadcast => {
+                for c in 0..n {
+                    self.push(c, batch.clone(), opts).await?;
+                }
+                Ok(())
+            }
+            Partitioner::Hash { key, max_parallelism } => {
+                let cols: Vec<_> = key.iter().map(|&k| batch.column(k).clone()).collect();
+                hash_rows(&cols, &mut self.hashes)?;
+                for p in &mut self.picks {
+                    p.clear();
+                }
+                let (m, p) = (*max_parallelism, n as u32);
+                for (r, &h) in self.hashes.iter().enumerate() {
+                    self.picks[subtask_for_key_group(key_group(h, m), m, p) as usize].push(r as u32);
+                }
+                for c in 0..n {
+                    let picked = self.picks[c].len();
+                    if picked == 0 {
+                        continue;
+                    }
+                    let part = if picked == batch.num_rows() {
+                        batch.clone()
+                    } else {
+                        take_record_batch(&batch, &UInt32Array::from(std::mem::take(&mut self.picks[c])))?
+                    };
+                    self.push(c, part, opts).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn send_control(&mut self, element: StreamElement) -> Result<(), OperatorError> {
+        self.flush().await?;
+        for ch in &self.channels {
+            ch.send(element.clone()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Watermark and end-of-input bookkeeping over all input channels.
+#[derive(Debug)]
+struct InputState {
+    watermarks: Vec<Vec<i64>>,
+    idle: Vec<Vec<bool>>,
+    ended: Vec<Vec<bool>>,
+    open_per_input: Vec<u32>,
+    open: u32,
+    current: i64,
+    all_idle: bool,
+}
+
+impl InputState {
+    fn new(channels: &[u32]) -> Self {
+        Self {
+            watermarks: channels.iter().map(|&n| vec![i64::MIN; n as usize]).collect(),
+            idle: channels.iter().map(|&n| vec![false; n as usize]).collect(),
+            ended: channels.iter().map(|&n| vec![false; n as usize]).collect(),
+            open_per_input: channels.to_vec(),
+            open: channels.iter().sum(),
+            current: i64::MIN,
+            all_idle: false,
+        }
+    }
+
+    /// The combined watermark if it advanced.
+    fn advance(&mut self) -> Option<i64> {
+        let mut min = i64::MAX;
+        let mut any = false;
+        for (i, ws) in self.watermarks.iter().enumerate() {
+            for (c, &w) in ws.iter().enumerate() {
+                if self.ended[i][c] || self.idle[i][c] {
+                    continue;
+                }
+                any = true;
+                min = min.min(w);
+            }
+        }
+        if any && min > self.current && min != i64::MAX {
+            self.current = min;
+            Some(min)
+        } else {
+            None
+        }
+    }
+
+    /// Whether every open channel is idle, if that changed.
+    fn idleness_changed(&mut self) -> Option<bool> {
+        let mut all = self.open > 0;
+        for (i, flags) in self.idle.iter().enumerate() {
+            for (c, &idle) in flags.iter().enumerate() {
+                if !self.ended[i][c] && !idle {
+                    all = false;
+                }
+            }
+        }
+        (all != self.all_idle).then(|| {
+            self.all_idle = all;
+            all
+        })
+    }
+}
+
+/// Everything a task needs to run.
+#[derive(Debug)]
+pub struct Task {
+    /// The chain to run.
+    pub chain: Chain,
+    /// Input channels (absent for a source task).
+    pub inbox: Option<Inbox>,
+    /// Output edges.
+    pub outputs: Vec<OutputEdge>,
+    /// Data-plane tunables.
+    pub options: TaskOptions,
+    /// Live counters.
+    pub counters: Arc<TaskCounters>,
+}
+
+impl Task {
+    /// Runs the task to the end of its input, or until cancelled or failed.
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), TaskError> {
+        let result = if self.chain.source.is_some() {
+            self.run_source(&cancel).await
+        } else {
+            self.run_inputs(&cancel).await
+        };
+        self.counters.sink_records.store(self.chain.sink_records(), Ordering::Relaxed);
+        result?;
+        self.chain.finish()?;
+        self.emit_tail().await?;
+        for out in &mut self.outputs {
+            out.send_control(StreamElement::EndOfInput).await.map_err(TaskError::Exchange)?;
+        }
+        self.counters.sink_records.store(self.chain.sink_records(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn emit_tail(&mut self) -> Result<(), TaskError> {
+        for element in std::mem::take(&mut self.chain.tail) {
+            match element {
+                StreamElement::Batch(b) => {
+                    self.counters.records_out.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                    for out in &mut self.outputs {
+                        out.send_batch(b.clone(), &self.options).await.map_err(TaskError::Exchange)?;
+                    }
+                }
+                control => {
+                    for out in &mut self.outputs {
+                        out.send_control(control.clone()).await.map_err(TaskError::Exchange)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), TaskError> {
+        for out in &mut self.outputs {
+            out.flush().await.map_err(TaskError::Exchange)?;
+        }
+        Ok(())
+    }
+
+    async fn tick(&mut self, now: Instant) -> Result<(), TaskError> {
+        self.chain.on_processing_time(now)?;
+        self.emit_tail().await?;
+        self.flush().await?;
+        self.counters.sink_records.store(self.chain.sink_records(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn run_source(&mut self, cancel: &CancellationToken) -> Result<(), TaskError> {
+        let (uid, mut source) = self.chain.source.take().expect("source task");
+        let mut out = Collector::default();
+        let mut last_tick = Instant::now();
+        let result = loop {
+            if cancel.is_cancelled() {
+                break Err(TaskError::Canceled);
+            }
+            let status = match source.poll(&mut out) {
+                Ok(s) => s,
+                Err(e) => break Err(TaskError::Operator { operator: uid.clone(), source: e }),
+            };
+            for element in out.take() {
+                if let StreamElement::Batch(b) = &element {
+                    self.counters.records_in.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                }
+                self.chain.feed(0, 0, element)?;
+            }
+            self.emit_tail().await?;
+            let now = Instant::now();
+            if now.duration_since(last_tick) >= self.options.tick {
+                last_tick = now;
+                self.tick(now).await?;
+            }
+            match status {
+                SourceStatus::Emitted => {}
+                SourceStatus::Finished => break Ok(()),
+                SourceStatus::Wait(d) => {
+                    let d = d.min(self.options.tick);
+                    tokio::select! {
+                        _ = cancel.cancelled() => break Err(TaskError::Canceled),
+                        _ = tokio::time::sleep(d) => {}
+                    }
+                }
+            }
+        };
+        self.chain.source = Some((uid, source));
+        result
+    }
+
+    async fn run_inputs(&mut self, cancel: &CancellationToken) -> Result<(), TaskError> {
+        let mut inbox = self.inbox.take().expect("a task without a source has inputs");
+        let mut state = InputState::new(&inbox.channels());
+        let mut ticker = tokio::time::interval(self.options.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while state.open > 0 {
+            let envelope = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(TaskError::Canceled),
+                e = inbox.recv() => match e {
+                    Some(e) => e,
+                    None => return Err(TaskError::Exchange(OperatorError::ChannelClosed("all input channels closed".into()))),
+                },
+                now = ticker.tick() => {
+                    self.tick(now.into_std()).await?;
+                    continue;
+                }
+            };
+            let (i, c) = (envelope.input as usize, envelope.channel as usize);
+            match envelope.element {
+                StreamElement::Batch(b) => {
+                    self.counters.records_in.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                    if state.idle[i][c] {
+                        state.idle[i][c] = false;
+                        if let Some(idle) = state.idleness_changed() {
+                            self.chain.feed(0, 0, StreamElement::Idle(idle))?;
+                        }
+                    }
+                    self.chain.feed(0, i, StreamElement::Batch(b))?;
+                }
+                StreamElement::Watermark(w) => {
+                    let slot = &mut state.watermarks[i][c];
+                    *slot = (*slot).max(w);
+                    if let Some(w) = state.advance() {
+                        self.chain.feed(0, 0, StreamElement::Watermark(w))?;
+                    }
+                }
+                StreamElement::Idle(idle) => {
+                    state.idle[i][c] = idle;
+                    if let Some(all) = state.idleness_changed() {
+                        self.chain.feed(0, 0, StreamElement::Idle(all))?;
+                    }
+                    if let Some(w) = state.advance() {
+                        self.chain.feed(0, 0, StreamElement::Watermark(w))?;
+                    }
+                }
+                StreamElement::Broken(why) => {
+                    return Err(TaskError::Exchange(OperatorError::ChannelClosed(format!("input {i} channel {c}: {why}"))));
+                }
+                StreamElement::EndOfInput => {
+                    if !state.ended[i][c] {
+                        state.ended[i][c] = true;
+                        state.open -= 1;
+                        state.open_per_input[i] -= 1;
+                        if state.open_per_input[i] == 0 {
+                            self.chain.end_input(i)?;
+                        }
+                        if state.open > 0 {
+                            if let Some(w) = state.advance() {
+                                self.chain.feed(0, 0, StreamElement::Watermark(w))?;
+                            }
+                        }
+                    }
+                }
+            }
+            inbox.release(envelope.input, envelope.channel);
+            self.emit_tail().await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermark_is_the_minimum_over_open_active_channels() {
+        let mut s = InputState::new(&[2, 1]);
+        s.watermarks[0][0] = 10;
+        assert_eq!(s.advance(), None, "channels without a watermark hold it back");
+        s.watermarks[0][1] = 5;
+        s.watermarks[1][0] = 7;
+        assert_eq!(s.advance(), Some(5));
+        s.idle[0][1] = true;
+        assert_eq!(s.advance(), Some(7));
+        s.ended[1][0] = true;
+        assert_eq!(s.advance(), Some(10));
+        s.watermarks[0][1] = 3;
+        s.idle[0][1] = false;
+        assert_eq!(s.advance(), None, "the watermark never goes back");
+    }
+
+    #[test]
+    fn all_idle_is_reported_once_per_change() {
+        let mut s = InputState::new(&[2]);
+        s.idle[0][0] = true;
+        assert_eq!(s.idleness_changed(), None);
+        s.idle[0][1] = true;
+        assert_eq!(s.idleness_changed(), Some(true));
+        assert_eq!(s.idleness_changed(), None);
+        s.idle[0][0] = false;
+        assert_eq!(s.idleness_changed(), Some(false));
+    }
+}

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Weir against the Flink baseline, in the same run, on the same machine.
+
+Runs each workload alternately on Weir (`weir bench`, release build) and on
+Apache Flink (`bench/flink/run.sh` of the shared workspace), several times
+each, and prints per workload the median events/s of both engines, the
+Weir/Flink ratio, and each engine's median peak resident memory (the whole
+process, measured by GNU time).
+
+Usage: scripts/bench.py [--events N] [--parallelism P] [--runs R] [--flink DIR] [WORKLOAD ...]
+"""
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+WORKLOADS = {"w1": "w1", "w2": "w2"}
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, text=True, **kw)
+
+
+def timed(cmd):
+    """Runs cmd under GNU time; returns (result line fields, peak RSS in MiB)."""
+    with tempfile.NamedTemporaryFile("r") as rss:
+        p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name] + cmd, text=True, capture_output=True)
+        if p.returncode != 0:
+            sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-3000:]}")
+        peak_kib = int(rss.read().strip().splitlines()[-1])
+    line = [l for l in p.stdout.splitlines() if l.startswith("workload=")][-1]
+    fields = dict(kv.split("=", 1) for kv in line.split())
+    return fields, peak_kib / 1024.0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("workloads", nargs="*", default=["w1", "w2"], choices=sorted(WORKLOADS))
+    ap.add_argument("--events", type=int, default=20_000_000)
+    ap.add_argument("--parallelism", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--flink", default=os.environ.get("FLINK_BASELINE_DIR", str(REPO.parent / "shared" / "bench" / "flink")))
+    args = ap.parse_args()
+
+    target = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache" / "weir" / "target"))
+    env = dict(os.environ, CARGO_TARGET_DIR=str(target))
+    print("building weir (release)...", file=sys.stderr)
+    sh(["cargo", "build", "--release", "--locked", "-p", "weir-cli"], cwd=REPO, env=env)
+    weir = str(target / "release" / "weir")
+    flink = Path(args.flink)
+    if not (flink / "run.sh").exists():
+        sys.exit(f"Flink baseline not found at {flink} (set --flink or FLINK_BASELINE_DIR)")
+    print("setting up the Flink baseline...", file=sys.stderr)
+    sh(["bash", str(flink / "setup.sh")], stdout=sys.stderr)
+
+    n, p = str(args.events), str(args.parallelism)
+    rows = []
+    for w in args.workloads:
+        runs = {"weir": [], "flink": []}
+        for r in range(args.runs):
+            for engine in ("weir", "flink"):
+                cmd = [weir, "bench", w, "--events", n, "--parallelism", p] if engine == "weir" else ["bash", str(flink / "run.sh"), w, n, p]
+                fields, rss = timed(cmd)
+                runs[engine].append((float(fields["events_per_sec"]), rss, fields["results"]))
+                print(f"  {w} run {r + 1} {engine}: {float(fields['events_per_sec']):,.0f} events/s, "
+                      f"peak {rss:,.0f} MiB, results={fields['results']}", file=sys.stderr)
+        wr = {e: statistics.median(x[0] for x in runs[e]) for e in runs}
+        mem = {e: statistics.median(x[1] for x in runs[e]) for e in runs}
+        results = {e: {x[2] for x in runs[e]} for e in runs}
+        if results["weir"] != results["flink"]:
+            print(f"warning: {w} results differ: weir={results['weir']} flink={results['flink']}", file=sys.stderr)
+        rows.append((w, wr["weir"], wr["flink"], wr["weir"] / wr["flink"], mem["weir"], mem["flink"]))
+
+    print(f"\nevents={n} parallelism={p} runs={args.runs} (medians)")
+    print(f"{'workload':<9}{'weir ev/s':>15}{'flink ev/s':>15}{'ratio':>9}{'weir MiB':>11}{'flink MiB':>11}")
+    for w, a, b, ratio, ma, mb in rows:
+        print(f"{w:<9}{a:>15,.0f}{b:>15,.0f}{ratio:>8.1f}x{ma:>11,.0f}{mb:>11,.0f}")
+
+
+if __name__ == "__main__":
+    main()

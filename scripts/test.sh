@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The project's test command: lints, builds every binary and runs every test
+# (unit, property and multi-process end-to-end) on a fresh machine with no
+# manual step. Build dependencies are vendored (protoc) or come from crates.io.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# One target directory outside the clone, reused across runs and clones.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
+
+echo "== format"
+cargo fmt --all -- --check
+echo "== lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== layering"
+# The runtime must stay transport-agnostic (see docs/architecture.md).
+if cargo tree -p weir-runtime -e normal --locked | grep -q '^.*tonic '; then
+  echo "weir-runtime depends on tonic" >&2; exit 1
+fi
+echo "== build"
+cargo build --workspace --bins --locked
+echo "== test"
+cargo test --workspace --locked

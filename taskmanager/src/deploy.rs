@@ -1,0 +1,204 @@
+//! Turning a deployment request into a running task: instantiate the chain,
+//! create its inbox, wire its outputs (local inboxes or remote streams), and
+//! run it on a thread of its own until it ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tracing::{info, warn};
+use weir_proto::v1;
+use weir_runtime::channel::{Inbox, OutputChannel};
+use weir_runtime::graph::{Partitioning, Plan};
+use weir_runtime::task::{Chain, OutputEdge, Task, TaskCounters, TaskError, TaskOptions};
+
+use crate::exchange::{remote_output, Peers};
+use crate::registry::{Registry, RunningTask, TaskId};
+
+/// What every deployment on a task manager shares.
+#[derive(Debug, Clone)]
+pub struct DeployContext {
+    /// This task manager's id.
+    pub task_manager_id: String,
+    /// Tasks and inboxes.
+    pub registry: Registry,
+    /// Connections to other task managers.
+    pub peers: Peers,
+    /// The task manager's main runtime (network I/O runs there).
+    pub runtime: tokio::runtime::Handle,
+    /// Reports to the job manager.
+    pub reports: mpsc::UnboundedSender<v1::TaskStateReport>,
+    /// Data-plane tunables.
+    pub options: TaskOptions,
+    /// Credits per input channel.
+    pub credits: usize,
+    /// How long to wait for a local consumer to be deployed.
+    pub deploy_wait: Duration,
+}
+
+/// Index of the channel from upstream subtask `source` on an edge: forward
+/// edges have a single channel.
+pub fn channel_index(partitioning: Partitioning, source: u32) -> u32 {
+    if partitioning == Partitioning::Forward {
+        0
+    } else {
+        source
+    }
+}
+
+/// Deploys one task. Returns once it is instantiated; it runs on its own thread.
+pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Status> {
+    let key = req.task.ok_or_else(|| Status::invalid_argument("no task key"))?;
+    let graph = req.graph.ok_or_else(|| Status::invalid_argument("no job graph"))?;
+    let plan = ctx
+        .registry
+        .plan(&key.job_id, key.attempt, || {
+            let g = weir_proto::graph_from_proto(&graph).map_err(|e| e.to_string())?;
+            Plan::new(&g, 0).map_err(|e| e.to_string())
+        })
+        .map_err(Status::invalid_argument)?;
+    let vertex = plan
+        .vertices
+        .get(key.vertex as usize)
+        .ok_or_else(|| Status::invalid_argument(format!("the job has no vertex {}", key.vertex)))?;
+    if key.subtask >= vertex.parallelism {
+        return Err(Status::invalid_argument(format!("vertex {} has no subtask {}", vertex.name, key.subtask)));
+    }
+    let chain = Chain::new(&plan, key.vertex, key.subtask).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let inputs = plan.inputs_of(key.vertex);
+    let inbox = (!inputs.is_empty()).then(|| {
+        let channels: Vec<u32> = inputs
+            .iter()
+            .map(|e| match plan.graph.edges[e.edge].partitioning {
+                Partitioning::Forward => 1,
+                _ => plan.vertices[e.from as usize].parallelism,
+            })
+            .collect();
+        Inbox::new(&channels, ctx.credits)
+    });
+    let id = TaskId { job: key.job_id.clone(), attempt: key.attempt, vertex: key.vertex, subtask: key.subtask };
+    let cancel = CancellationToken::new();
+    let counters = Arc::new(TaskCounters::default());
+    ctx.registry.add(
+        id.clone(),
+        RunningTask { cancel: cancel.clone(), counters: counters.clone() },
+        inbox.as_ref().map(|i| i.handle()),
+    );
+    let ctx = ctx.clone();
+    let name = format!("{}#{}", vertex.name, key.subtask);
+    let placements = req.placements;
+    std::thread::Builder::new()
+        .name(format!("task-{}-{}", key.vertex, key.subtask))
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    report(&ctx, &key, v1::TaskState::TaskFailed, format!("starting the task runtime failed: {e}"), false, &counters);
+                    ctx.registry.remove(&id);
+                    return;
+                }
+            };
+            report(&ctx, &key, v1::TaskState::TaskRunning, String::new(), false, &counters);
+            let result = rt.block_on(async {
+                let outputs = wire_outputs(&ctx, &plan, &key, &placements).await.map_err(|e| (e, true))?;
+                let task = Task { chain, inbox, outputs, options: ctx.options, counters: counters.clone() };
+                task.run(cancel).await.map_err(|e| {
+                    let exchange = matches!(e, TaskError::Exchange(_));
+                    (e.to_string(), exchange)
+                })
+            });
+            drop(rt);
+            match result {
+                Ok(()) => {
+                    info!(task = %name, records_in = counters.records_in.load(std::sync::atomic::Ordering::Relaxed), "task finished");
+                    report(&ctx, &key, v1::TaskState::TaskFinished, String::new(), false, &counters);
+                }
+                Err((msg, _)) if msg == TaskError::Canceled.to_string() => {
+                    report(&ctx, &key, v1::TaskState::TaskCanceled, String::new(), false, &counters);
+                }
+                Err((msg, exchange)) => {
+                    warn!(task = %name, error = %msg, "task failed");
+                    report(&ctx, &key, v1::TaskState::TaskFailed, msg, exchange, &counters);
+                }
+            }
+            ctx.registry.remove(&id);
+        })
+        .map_err(|e| Status::resource_exhausted(format!("spawning a task thread failed: {e}")))?;
+    Ok(())
+}
+
+fn report(ctx: &DeployContext, key: &v1::TaskKey, state: v1::TaskState, failure: String, exchange: bool, c: &TaskCounters) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let _ = ctx.reports.send(v1::TaskStateReport {
+        task: Some(key.clone()),
+        state: state as i32,
+        failure,
+        counters: Some(v1::TaskCounters {
+            records_in: c.records_in.load(Relaxed),
+            records_out: c.records_out.load(Relaxed),
+            sink_records: c.sink_records.load(Relaxed),
+        }),
+        exchange_failure: exchange,
+    });
+}
+
+async fn wire_outputs(
+    ctx: &DeployContext,
+    plan: &Plan,
+    key: &v1::TaskKey,
+    placements: &[v1::Placement],
+) -> Result<Vec<OutputEdge>, String> {
+    let vertex = &plan.vertices[key.vertex as usize];
+    let tail = *vertex.operators.last().expect("a vertex has operators");
+    let schema = plan.output_schemas[tail].clone();
+    let mut outputs = Vec::new();
+    for e in plan.outputs_of(key.vertex) {
+        let edge = &plan.graph.edges[e.edge];
+        let downstream = &plan.vertices[e.to as usize];
+        let targets: Vec<u32> = match edge.partitioning {
+            Partitioning::Forward => vec![key.subtask],
+            _ => (0..downstream.parallelism).collect(),
+        };
+        let chan = channel_index(edge.partitioning, key.subtask);
+        let mut channels: Vec<OutputChannel> = Vec::with_capacity(targets.len());
+        for d in targets {
+            let place = placements
+                .iter()
+                .find(|p| p.vertex == e.to && p.subtask == d)
+                .ok_or_else(|| format!("no placement for subtask {d} of {}", downstream.name))?;
+            if place.task_manager_id == ctx.task_manager_id {
+                let id = TaskId { job: key.job_id.clone(), attempt: key.attempt, vertex: e.to, subtask: d };
+                let inbox = ctx
+                    .registry
+                    .inbox(&id, ctx.deploy_wait)
+                    .await
+                    .ok_or_else(|| format!("downstream task {id} was not deployed within {:?}", ctx.deploy_wait))?;
+                channels.push(
+                    inbox
+                        .output_channel(e.input, chan, &format!("{} ({})", downstream.name, d))
+                        .ok_or_else(|| format!("downstream task {id} has no channel {}:{chan}", e.input))?,
+                );
+            } else {
+                let header = v1::ChannelHeader {
+                    job_id: key.job_id.clone(),
+                    attempt: key.attempt,
+                    edge: e.edge as u32,
+                    target_vertex: e.to,
+                    target_subtask: d,
+                    input: e.input,
+                    source_subtask: chan,
+                };
+                channels.push(remote_output(&ctx.runtime, &ctx.peers, &place.rpc_address, header, schema.clone())?);
+            }
+        }
+        let key_idx: Vec<usize> = edge
+            .key
+            .iter()
+            .map(|k| schema.index_of(k).map_err(|_| format!("key column {k} missing")))
+            .collect::<Result<_, _>>()?;
+        outputs.push(OutputEdge::new(edge.partitioning, key_idx, plan.graph.max_parallelism, channels));
+    }
+    Ok(outputs)
+}

@@ -1,0 +1,226 @@
+//! The Weir task manager: offers slots to the job manager, runs the subtasks
+//! deployed to it (one thread each), and moves data between them — through
+//! in-process channels when both ends are here, over gRPC streams otherwise.
+//!
+//! - [`registry`]: deployed tasks and their inboxes;
+//! - [`deploy`]: from a deployment request to a running task;
+//! - [`exchange`]: the network data plane (credit-based, Arrow IPC);
+//! - [`config`]: the `taskmanager:` configuration section.
+
+pub mod config;
+pub mod deploy;
+pub mod exchange;
+pub mod registry;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+use weir_proto::v1;
+use weir_proto::v1::data_exchange_server::DataExchangeServer;
+use weir_proto::v1::job_manager_service_client::JobManagerServiceClient;
+use weir_proto::v1::task_manager_service_server::{TaskManagerService, TaskManagerServiceServer};
+use weir_runtime::task::TaskOptions;
+
+use crate::deploy::DeployContext;
+use crate::exchange::{ExchangeService, Peers, MAX_FRAME_BYTES};
+use crate::registry::Registry;
+
+/// How a task manager runs.
+#[derive(Debug, Clone)]
+pub struct TaskManagerOptions {
+    /// Its id (unique in the cluster).
+    pub id: String,
+    /// The job manager, e.g. `http://127.0.0.1:6123`.
+    pub jobmanager: String,
+    /// Address other processes reach this one at; defaults to the bound address.
+    pub advertised_address: Option<String>,
+    /// Number of slots offered.
+    pub slots: u32,
+    /// Data-plane tunables.
+    pub task: TaskOptions,
+    /// Credits per input channel.
+    pub credits: usize,
+    /// How long a producer waits for its consumer to be deployed.
+    pub deploy_wait: Duration,
+}
+
+impl TaskManagerOptions {
+    /// Options with defaults for everything but the job manager and slots.
+    pub fn new(jobmanager: impl Into<String>, slots: u32) -> Self {
+        Self {
+            id: format!("tm-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            jobmanager: jobmanager.into(),
+            advertised_address: None,
+            slots,
+            task: TaskOptions::default(),
+            credits: weir_runtime::channel::DEFAULT_CREDITS,
+            deploy_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+struct TaskManagerRpc {
+    ctx: DeployContext,
+}
+
+#[tonic::async_trait]
+impl TaskManagerService for TaskManagerRpc {
+    async fn deploy_task(&self, req: Request<v1::DeployTaskRequest>) -> Result<Response<v1::DeployTaskResponse>, Status> {
+        deploy::deploy(&self.ctx, req.into_inner())?;
+        Ok(Response::new(v1::DeployTaskResponse {}))
+    }
+
+    async fn cancel_job_tasks(
+        &self,
+        req: Request<v1::CancelJobTasksRequest>,
+    ) -> Result<Response<v1::CancelJobTasksResponse>, Status> {
+        let r = req.into_inner();
+        let n = self.ctx.registry.cancel_job(&r.job_id, r.attempt);
+        info!(job_id = %r.job_id, attempt = r.attempt, tasks = n, "cancelling tasks");
+        Ok(Response::new(v1::CancelJobTasksResponse {}))
+    }
+}
+
+/// A running task manager.
+#[derive(Debug)]
+pub struct TaskManager {
+    /// Its id.
+    pub id: String,
+    /// Where it serves gRPC.
+    pub addr: SocketAddr,
+    registry: Registry,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TaskManager {
+    /// Starts serving on `listener` and registering with the job manager.
+    pub fn start(listener: TcpListener, opts: TaskManagerOptions) -> anyhow::Result<TaskManager> {
+        let addr = listener.local_addr()?;
+        let advertised = opts.advertised_address.clone().unwrap_or_else(|| {
+            let ip = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+            format!("http://{ip}:{}", addr.port())
+        });
+        let jm = Channel::from_shared(opts.jobmanager.clone())?.connect_timeout(Duration::from_secs(5)).connect_lazy();
+        let jm = JobManagerServiceClient::new(jm);
+        let registry = Registry::default();
+        let shutdown = CancellationToken::new();
+        let (reports, reports_rx) = mpsc::unbounded_channel();
+        let ctx = DeployContext {
+            task_manager_id: opts.id.clone(),
+            registry: registry.clone(),
+            peers: Peers::default(),
+            runtime: tokio::runtime::Handle::current(),
+            reports,
+            options: opts.task,
+            credits: opts.credits,
+            deploy_wait: opts.deploy_wait,
+        };
+        tokio::spawn(forward_reports(jm.clone(), reports_rx));
+        tokio::spawn(membership(jm, opts.clone(), advertised.clone(), registry.clone(), shutdown.clone()));
+        let tm_svc = TaskManagerServiceServer::new(TaskManagerRpc { ctx }).max_decoding_message_size(MAX_DEPLOY_BYTES);
+        let ex_svc = DataExchangeServer::new(ExchangeService::new(registry.clone(), opts.deploy_wait))
+            .max_decoding_message_size(MAX_FRAME_BYTES)
+            .max_encoding_message_size(MAX_FRAME_BYTES);
+        let token = shutdown.clone();
+        let server = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(tm_svc)
+                .add_service(ex_svc)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), token.cancelled())
+                .await?;
+            Ok(())
+        });
+        info!(id = %opts.id, %addr, %advertised, slots = opts.slots, jobmanager = %opts.jobmanager, "task manager listening");
+        Ok(TaskManager { id: opts.id, addr, registry, shutdown, server })
+    }
+
+    /// Cancels every task and stops serving.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.registry.cancel_all();
+        self.shutdown.cancel();
+        self.server.await?
+    }
+
+    /// Waits until the server stops by itself (it only does on error).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.server).await?
+    }
+}
+
+/// Largest deployment request accepted (it carries the job graph).
+const MAX_DEPLOY_BYTES: usize = 64 << 20;
+
+/// Registers with the job manager, then heartbeats; registers again whenever
+/// the job manager no longer knows this task manager.
+async fn membership(
+    mut jm: JobManagerServiceClient<Channel>,
+    opts: TaskManagerOptions,
+    advertised: String,
+    registry: Registry,
+    shutdown: CancellationToken,
+) {
+    let register = v1::RegisterTaskManagerRequest { task_manager_id: opts.id.clone(), rpc_address: advertised, slots: opts.slots };
+    'register: loop {
+        let mut backoff = Duration::from_millis(50);
+        let interval = loop {
+            match jm.register_task_manager(register.clone()).await {
+                Ok(r) => break Duration::from_millis(r.into_inner().heartbeat_interval_ms.max(10)),
+                Err(e) => {
+                    warn!(jobmanager = %opts.jobmanager, error = %e.message(), retry_in = ?backoff, "registering with the job manager failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        };
+        info!(jobmanager = %opts.jobmanager, "registered with the job manager");
+        let mut ticker = tokio::time::interval(interval);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let running = registry
+                .running()
+                .into_iter()
+                .map(|t| v1::TaskKey { job_id: t.job, vertex: t.vertex, subtask: t.subtask, attempt: t.attempt })
+                .collect();
+            match jm.heartbeat(v1::HeartbeatRequest { task_manager_id: opts.id.clone(), running }).await {
+                Ok(r) if r.get_ref().known => {}
+                Ok(_) => {
+                    warn!("the job manager no longer knows this task manager: cancelling tasks and registering again");
+                    registry.cancel_all();
+                    continue 'register;
+                }
+                Err(e) => warn!(error = %e.message(), "heartbeat failed"),
+            }
+        }
+    }
+}
+
+async fn forward_reports(mut jm: JobManagerServiceClient<Channel>, mut rx: mpsc::UnboundedReceiver<v1::TaskStateReport>) {
+    while let Some(report) = rx.recv().await {
+        let mut backoff = Duration::from_millis(50);
+        for attempt in 1..=5 {
+            match jm.report_task_state(report.clone()).await {
+                Ok(_) => break,
+                Err(e) => {
+                    warn!(attempt, error = %e.message(), "reporting task state failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+            }
+        }
+    }
+}

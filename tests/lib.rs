@@ -1,0 +1,216 @@
+//! Helpers for end-to-end tests: start the real `weir-jobmanager` and
+//! `weir-taskmanager` binaries on loopback, drive them with the real `weir`
+//! CLI, and wait on conditions with deadlines (never bare sleeps).
+//!
+//! The binaries must be built first (`cargo build --bins`); the README's test
+//! command does that.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// Path of a binary of this workspace, next to the test executable's `deps/`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: build the binaries first (cargo build --bins)", path.display());
+    path
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the repository").to_path_buf()
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("binding an ephemeral port").port()
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout`.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> anyhow::Result<Option<T>>) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    let mut last_err = None;
+    loop {
+        match check() {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if Instant::now() > deadline {
+            match last_err {
+                Some(e) => bail!("timed out after {timeout:?} waiting for {what}; last error: {e:#}"),
+                None => bail!("timed out after {timeout:?} waiting for {what}"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Proc {
+    /// The process.
+    pub child: Child,
+    /// Its name, for messages.
+    pub name: String,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Sends a signal.
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.id() as i32;
+        let _ = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    }
+
+    /// Kills with SIGKILL and reaps.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for exit within `timeout`; returns the exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let name = self.name.clone();
+        wait_until(&format!("{name} to exit"), timeout, || Ok(self.child.try_wait()?))
+    }
+
+    /// What the process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A job manager and task managers, each its own process.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Job manager URL.
+    pub url: String,
+    /// The job manager process.
+    pub jobmanager: Proc,
+    /// Task manager processes, by id.
+    pub taskmanagers: Vec<(String, Proc)>,
+    /// Scratch directory (logs, job files, outputs).
+    pub dir: tempfile::TempDir,
+}
+
+fn spawn(name: &str, cmd: &mut Command, dir: &Path) -> anyhow::Result<Proc> {
+    let log = dir.join(format!("{name}.log"));
+    let file = std::fs::File::create(&log)?;
+    let child = cmd
+        .env("WEIR_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    Ok(Proc { child, name: name.to_string(), log })
+}
+
+impl Cluster {
+    /// Starts a job manager (with `heartbeat_timeout`) and `tms` task
+    /// managers with `slots` slots each, and waits until all registered.
+    pub fn start(tms: usize, slots: u32, heartbeat_timeout: &str) -> anyhow::Result<Cluster> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let jobmanager = spawn(
+            "jobmanager",
+            Command::new(bin("weir-jobmanager"))
+                .args(["--rpc-addr", &format!("127.0.0.1:{port}")])
+                .args(["--heartbeat-interval", "250ms", "--heartbeat-timeout", heartbeat_timeout]),
+            dir.path(),
+        )?;
+        let mut taskmanagers = Vec::new();
+        for i in 0..tms {
+            let id = format!("tm-{}", (b'a' + i as u8) as char);
+            let p = spawn(
+                &id,
+                Command::new(bin("weir-taskmanager")).args(["--jobmanager", &url, "--slots", &slots.to_string(), "--id", &id]),
+                dir.path(),
+            )?;
+            taskmanagers.push((id, p));
+        }
+        let cluster = Cluster { url, jobmanager, taskmanagers, dir };
+        wait_until("task managers to register", Duration::from_secs(30), || {
+            let out = cluster.weir_json(&["taskmanagers"])?;
+            let n = out["task_managers"].as_array().map(|a| a.len()).unwrap_or(0);
+            Ok((n == tms).then_some(()))
+        })?;
+        Ok(cluster)
+    }
+
+    /// Runs `weir ARGS --jobmanager URL`.
+    pub fn weir(&self, args: &[&str]) -> anyhow::Result<Output> {
+        Ok(Command::new(bin("weir")).args(args).args(["--jobmanager", &self.url]).output()?)
+    }
+
+    /// Runs `weir ARGS --output json` and parses stdout; fails on a non-zero exit.
+    pub fn weir_json(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let out = Command::new(bin("weir")).args(args).args(["--jobmanager", &self.url, "--output", "json"]).output()?;
+        if !out.status.success() {
+            bail!("weir {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        serde_json::from_slice(&out.stdout).with_context(|| format!("parsing: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Submits a job file; returns the job id.
+    pub fn submit(&self, job: &Path, extra: &[&str]) -> anyhow::Result<String> {
+        let mut args = vec!["run", job.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        let v = self.weir_json(&args)?;
+        Ok(v["job_id"].as_str().context("job_id")?.to_string())
+    }
+
+    /// Waits for the job to reach one of `states`; returns its status.
+    pub fn wait_state(&self, job: &str, states: &[&str], timeout: Duration) -> anyhow::Result<serde_json::Value> {
+        wait_until(&format!("job {job} to reach {states:?}"), timeout, || {
+            let s = self.weir_json(&["status", job])?;
+            let state = s["state"].as_str().unwrap_or("");
+            Ok(states.contains(&state).then_some(s))
+        })
+    }
+
+    /// Writes a file into the scratch directory.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).expect("writing a scratch file");
+        p
+    }
+
+    /// The process of task manager `id`.
+    pub fn taskmanager(&mut self, id: &str) -> &mut Proc {
+        &mut self.taskmanagers.iter_mut().find(|(i, _)| i == id).expect("task manager id").1
+    }
+
+    /// Logs of every process, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut s = format!("--- jobmanager\n{}", self.jobmanager.log());
+        for (id, p) in &self.taskmanagers {
+            s.push_str(&format!("--- {id}\n{}", p.log()));
+        }
+        s
+    }
+}
+
+/// A job file from `jobs/` with text substitutions applied.
+pub fn job_file(name: &str, replace: &[(&str, &str)]) -> String {
+    let mut text = std::fs::read_to_string(repo().join("jobs").join(name)).expect("reading a job file");
+    for (from, to) in replace {
+        assert!(text.contains(from), "{name} does not contain {from:?}");
+        text = text.replace(from, to);
+    }
+    text
+}
