@@ -15,7 +15,8 @@ const LONG: Duration = Duration::from_secs(120);
 fn w2_at_parallelism_4_spans_two_task_managers_with_the_exact_result() -> anyhow::Result<()> {
     let cluster = Cluster::start(2, 2, "5s")?;
     let events: u64 = 1_234_567;
-    let job = cluster.write("w2.yaml", &job_file("w2-tumble.yaml", &[("events: 20000000", &format!("events: {events}"))]));
+    let job =
+        cluster.write("w2.yaml", &job_file("w2-tumble.yaml", &[("events: 20000000", &format!("events: {events}"))]));
     let id = cluster.submit(&job, &["--parallelism", "4"])?;
     let status = cluster.wait_state(&id, &["FINISHED", "FAILED", "CANCELED"], LONG)?;
     assert_eq!(status["state"], "FINISHED", "{status:#}\n{}", cluster.logs());
@@ -25,7 +26,8 @@ fn w2_at_parallelism_4_spans_two_task_managers_with_the_exact_result() -> anyhow
     assert_eq!(tasks.len(), 8, "two chains of four subtasks: {status:#}");
     let tms: BTreeSet<&str> = tasks.iter().map(|t| t["task_manager"].as_str().unwrap()).collect();
     assert_eq!(tms, BTreeSet::from(["tm-a", "tm-b"]));
-    let window_in: u64 = tasks.iter().filter(|t| t["vertex"] == "tumble -> sink").map(|t| t["records_in"].as_u64().unwrap()).sum();
+    let window_in: u64 =
+        tasks.iter().filter(|t| t["vertex"] == "tumble -> sink").map(|t| t["records_in"].as_u64().unwrap()).sum();
     assert_eq!(window_in, events, "every event reaches exactly one window subtask");
     Ok(())
 }
@@ -89,19 +91,22 @@ fn rejected(cluster: &Cluster, text: &str) -> anyhow::Result<String> {
 fn invalid_jobs_are_rejected_at_submit_with_precise_messages() -> anyhow::Result<()> {
     let cluster = Cluster::start(1, 1, "5s")?;
 
-    let err = rejected(&cluster, &job_file("w1-passthrough.yaml", &[("  - uid: sink\n    kind: discard", "  - uid: sink\n    kind: discard\n   - oops")]))?;
-    assert!(err.contains("bad.yaml") && err.contains("line 2"), "{err}");
+    // Malformed YAML: an unclosed flow mapping, reported at the line where parsing fails.
+    let err =
+        rejected(&cluster, &job_file("w1-passthrough.yaml", &[("{from: gen, to: price}", "{from: gen, to: price")]))?;
+    assert!(err.contains("bad.yaml: line 23: invalid job file"), "{err}");
 
     let err = rejected(&cluster, &job_file("w1-passthrough.yaml", &[("kind: filter", "kind: fliter")]))?;
     assert!(err.contains("job rejected"), "{err}");
-    assert!(err.contains("even-auctions at line 16, field `kind`: unknown operator kind `fliter`"), "{err}");
+    assert!(err.contains("even-auctions at line 15, field `kind`: unknown operator kind `fliter`"), "{err}");
 
     let err = rejected(&cluster, &job_file("w1-passthrough.yaml", &[("auction % 2 = 0", "channel + 1 > 0")]))?;
-    assert!(err.contains("even-auctions at line 16, field `config.predicate`"), "{err}");
+    assert!(err.contains("even-auctions at line 15, field `config.predicate`"), "{err}");
     assert!(err.contains("channel + 1 > 0"), "{err}");
 
-    let err = rejected(&cluster, &job_file("w1-passthrough.yaml", &[("price * 908 / 1000", "price * 908 / 1000 || 'x'")]))?;
-    assert!(err.contains("price at line 10"), "{err}");
+    let err = rejected(&cluster, &job_file("w1-passthrough.yaml", &[("price * 908 / 1000", "price * channel")]))?;
+    assert!(err.contains("price at line 10, field `config.columns[0].expr`"), "{err}");
+    assert!(err.contains("Int64 * Utf8"), "{err}");
     Ok(())
 }
 
@@ -125,7 +130,8 @@ fn local_mode_runs_the_enrichment_join() -> anyhow::Result<()> {
     let text = job_file("enrich.yaml", &[("/tmp/weir-enrich-events", out_dir.to_str().unwrap())]);
     let job = dir.path().join("enrich.yaml");
     std::fs::write(&job, text)?;
-    let out = std::process::Command::new(bin("weir")).args(["local", job.to_str().unwrap(), "--output", "json"]).output()?;
+    let out =
+        std::process::Command::new(bin("weir")).args(["local", job.to_str().unwrap(), "--output", "json"]).output()?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let status: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(status["state"], "FINISHED");
@@ -133,7 +139,8 @@ fn local_mode_runs_the_enrichment_join() -> anyhow::Result<()> {
     for part in std::fs::read_dir(&out_dir)? {
         for line in std::fs::read_to_string(part?.path())?.lines() {
             let v: serde_json::Value = serde_json::from_str(line)?;
-            *events.entry(v["display_name"].as_str().unwrap().to_string()).or_default() += v["events"].as_u64().unwrap();
+            *events.entry(v["display_name"].as_str().unwrap().to_string()).or_default() +=
+                v["events"].as_u64().unwrap();
         }
     }
     // 400000 events, channel = i % 4; the table's update renamed facebook.

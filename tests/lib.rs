@@ -32,7 +32,11 @@ pub fn free_port() -> u16 {
 }
 
 /// Polls `check` until it returns `Some`, or fails after `timeout`.
-pub fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> anyhow::Result<Option<T>>) -> anyhow::Result<T> {
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
     let deadline = Instant::now() + timeout;
     let mut last_err = None;
     loop {
@@ -128,9 +132,12 @@ impl Cluster {
         let url = format!("http://127.0.0.1:{port}");
         let jobmanager = spawn(
             "jobmanager",
-            Command::new(bin("weir-jobmanager"))
-                .args(["--rpc-addr", &format!("127.0.0.1:{port}")])
-                .args(["--heartbeat-interval", "250ms", "--heartbeat-timeout", heartbeat_timeout]),
+            Command::new(bin("weir-jobmanager")).args(["--rpc-addr", &format!("127.0.0.1:{port}")]).args([
+                "--heartbeat-interval",
+                "250ms",
+                "--heartbeat-timeout",
+                heartbeat_timeout,
+            ]),
             dir.path(),
         )?;
         let mut taskmanagers = Vec::new();
@@ -138,7 +145,14 @@ impl Cluster {
             let id = format!("tm-{}", (b'a' + i as u8) as char);
             let p = spawn(
                 &id,
-                Command::new(bin("weir-taskmanager")).args(["--jobmanager", &url, "--slots", &slots.to_string(), "--id", &id]),
+                Command::new(bin("weir-taskmanager")).args([
+                    "--jobmanager",
+                    &url,
+                    "--slots",
+                    &slots.to_string(),
+                    "--id",
+                    &id,
+                ]),
                 dir.path(),
             )?;
             taskmanagers.push((id, p));
@@ -159,11 +173,13 @@ impl Cluster {
 
     /// Runs `weir ARGS --output json` and parses stdout; fails on a non-zero exit.
     pub fn weir_json(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-        let out = Command::new(bin("weir")).args(args).args(["--jobmanager", &self.url, "--output", "json"]).output()?;
+        let out =
+            Command::new(bin("weir")).args(args).args(["--jobmanager", &self.url, "--output", "json"]).output()?;
         if !out.status.success() {
             bail!("weir {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-        serde_json::from_slice(&out.stdout).with_context(|| format!("parsing: {}", String::from_utf8_lossy(&out.stdout)))
+        serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("parsing: {}", String::from_utf8_lossy(&out.stdout)))
     }
 
     /// Submits a job file; returns the job id.

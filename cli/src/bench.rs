@@ -43,7 +43,11 @@ impl Workload {
                 b.forward("gen", "price").forward("price", "even-auctions").forward("even-auctions", "sink");
             }
             Workload::W2 => {
-                b.operator("timestamps", "watermark", json!({"timestamp_column": "event_time_ms", "interval": "200ms"}));
+                b.operator(
+                    "timestamps",
+                    "watermark",
+                    json!({"timestamp_column": "event_time_ms", "interval": "200ms"}),
+                );
                 b.operator(
                     "tumble",
                     "window",

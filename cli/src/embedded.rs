@@ -28,7 +28,8 @@ impl Embedded {
     pub async fn start(slots: u32) -> anyhow::Result<Embedded> {
         let jm = JobManager::start(TcpListener::bind("127.0.0.1:0").await?, JobManagerOptions::default())?;
         let url = format!("http://{}", jm.addr);
-        let tm = TaskManager::start(TcpListener::bind("127.0.0.1:0").await?, TaskManagerOptions::new(url.clone(), slots))?;
+        let tm =
+            TaskManager::start(TcpListener::bind("127.0.0.1:0").await?, TaskManagerOptions::new(url.clone(), slots))?;
         let mut c = client::connect(&url).await?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -52,11 +53,17 @@ impl Embedded {
 }
 
 /// `weir local`: runs a job file on an embedded cluster until it ends.
-pub async fn run_local(job: &Path, parallelism: Option<u32>, slots: Option<u32>, fmt: Format) -> anyhow::Result<ExitCode> {
+pub async fn run_local(
+    job: &Path,
+    parallelism: Option<u32>,
+    slots: Option<u32>,
+    fmt: Format,
+) -> anyhow::Result<ExitCode> {
     let graph = client::read_job(job)?;
     let plan = weir_runtime::graph::Plan::new(&graph, parallelism.unwrap_or(0))
         .map_err(|e| anyhow::anyhow!("job file {}: {e}", job.display()))?;
-    let cluster = Embedded::start(slots.unwrap_or(plan.slots_needed()).max(1)).await.context("starting the embedded cluster")?;
+    let cluster =
+        Embedded::start(slots.unwrap_or(plan.slots_needed()).max(1)).await.context("starting the embedded cluster")?;
     let mut c = client::connect(&cluster.url).await?;
     let id = client::submit(&mut c, &graph, parallelism).await?;
     if fmt == Format::Text {

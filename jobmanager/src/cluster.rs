@@ -235,7 +235,18 @@ impl Cluster {
     pub fn new(opts: JobManagerOptions) -> (Cluster, ClusterHandle) {
         let (tx, rx) = mpsc::channel(1024);
         let handle = ClusterHandle { tx: tx.clone() };
-        (Cluster { opts, rx, tx, tms: BTreeMap::new(), jobs: BTreeMap::new(), order: Vec::new(), waiters: Vec::new() }, handle)
+        (
+            Cluster {
+                opts,
+                rx,
+                tx,
+                tms: BTreeMap::new(),
+                jobs: BTreeMap::new(),
+                order: Vec::new(),
+                waiters: Vec::new(),
+            },
+            handle,
+        )
     }
 
     /// Processes commands and timers until `shutdown`.
@@ -405,7 +416,12 @@ impl Cluster {
         for p in placements {
             let mut client = self.tms[&p.task_manager].client.clone();
             let req = v1::DeployTaskRequest {
-                task: Some(v1::TaskKey { job_id: id.0.clone(), vertex: p.vertex, subtask: p.subtask, attempt: job.attempt }),
+                task: Some(v1::TaskKey {
+                    job_id: id.0.clone(),
+                    vertex: p.vertex,
+                    subtask: p.subtask,
+                    attempt: job.attempt,
+                }),
                 graph: Some(job.graph.clone()),
                 placements: wire.clone(),
             };
@@ -414,7 +430,12 @@ impl Cluster {
             tokio::spawn(async move {
                 if let Err(status) = client.deploy_task(req).await {
                     let _ = tx
-                        .send(Command::DeployFailed { job: job_id, attempt, task_manager: tm, error: status.message().to_string() })
+                        .send(Command::DeployFailed {
+                            job: job_id,
+                            attempt,
+                            task_manager: tm,
+                            error: status.message().to_string(),
+                        })
                         .await;
                 }
             });
@@ -438,7 +459,13 @@ impl Cluster {
             task.counters = c;
         }
         task.failure = r.failure.clone();
-        let where_ = format!("{} ({}/{}) on task manager {}", task.vertex_name, key.subtask + 1, task.parallelism, task.task_manager);
+        let where_ = format!(
+            "{} ({}/{}) on task manager {}",
+            task.vertex_name,
+            key.subtask + 1,
+            task.parallelism,
+            task.task_manager
+        );
         match state {
             v1::TaskState::TaskFailed if job.state == JobState::Running => {
                 let reason = format!("{where_} failed: {}", r.failure);
@@ -464,7 +491,9 @@ impl Cluster {
             return;
         }
         let next = match job.state {
-            JobState::Running if job.tasks.values().all(|t| t.state == v1::TaskState::TaskFinished) => JobState::Finished,
+            JobState::Running if job.tasks.values().all(|t| t.state == v1::TaskState::TaskFinished) => {
+                JobState::Finished
+            }
             JobState::Cancelling => JobState::Canceled,
             _ => return,
         };
@@ -479,7 +508,8 @@ impl Cluster {
         for tm in self.tms.values_mut() {
             tm.allocated.remove(id);
         }
-        let waiting: Vec<JobId> = self.order.iter().filter(|j| self.jobs[*j].state == JobState::Created).cloned().collect();
+        let waiting: Vec<JobId> =
+            self.order.iter().filter(|j| self.jobs[*j].state == JobState::Created).cloned().collect();
         for j in waiting {
             self.try_schedule(&j);
         }
@@ -561,7 +591,9 @@ impl Cluster {
                     self.try_schedule(&j);
                 }
             }
-            Err(e) => warn!(task_manager = %req.task_manager_id, address = %req.rpc_address, error = %e, "bad task manager address"),
+            Err(e) => {
+                warn!(task_manager = %req.task_manager_id, address = %req.rpc_address, error = %e, "bad task manager address")
+            }
         }
         v1::RegisterTaskManagerResponse { heartbeat_interval_ms: self.opts.heartbeat_interval.as_millis() as u64 }
     }
@@ -604,14 +636,17 @@ impl Cluster {
             .jobs
             .values()
             .filter_map(|j| match &j.suspect {
-                Some((reason, deadline)) if *deadline <= now && j.state == JobState::Running => Some((j.id.clone(), reason.clone())),
+                Some((reason, deadline)) if *deadline <= now && j.state == JobState::Running => {
+                    Some((j.id.clone(), reason.clone()))
+                }
                 _ => None,
             })
             .collect();
         for (id, reason) in expired {
             self.fail_job(&id, reason);
         }
-        let waiting: Vec<JobId> = self.order.iter().filter(|j| self.jobs[*j].state == JobState::Created).cloned().collect();
+        let waiting: Vec<JobId> =
+            self.order.iter().filter(|j| self.jobs[*j].state == JobState::Created).cloned().collect();
         for j in waiting {
             self.try_schedule(&j);
         }

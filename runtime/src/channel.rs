@@ -65,17 +65,20 @@ pub struct OutputChannel {
 impl OutputChannel {
     /// A channel that spends `credits` and delivers to `tx` tagged with
     /// `(input, channel)`.
-    pub fn new(credits: Arc<Semaphore>, tx: mpsc::UnboundedSender<Envelope>, input: u32, channel: u32, target: &str) -> Self {
+    pub fn new(
+        credits: Arc<Semaphore>,
+        tx: mpsc::UnboundedSender<Envelope>,
+        input: u32,
+        channel: u32,
+        target: &str,
+    ) -> Self {
         Self { credits, tx, input, channel, target: target.into() }
     }
 
     /// Sends one element, waiting for a credit first.
     pub async fn send(&self, element: StreamElement) -> Result<(), OperatorError> {
-        let permit = self
-            .credits
-            .acquire()
-            .await
-            .map_err(|_| OperatorError::ChannelClosed(format!("to {}", self.target)))?;
+        let permit =
+            self.credits.acquire().await.map_err(|_| OperatorError::ChannelClosed(format!("to {}", self.target)))?;
         permit.forget();
         self.tx
             .send(Envelope { input: self.input, channel: self.channel, element })
@@ -117,10 +120,7 @@ impl Inbox {
     /// An inbox with `channels[i]` channels on input `i`, each with `credits`.
     pub fn new(channels: &[u32], credits: usize) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let credits = channels
-            .iter()
-            .map(|&n| (0..n).map(|_| Arc::new(Semaphore::new(credits))).collect())
-            .collect();
+        let credits = channels.iter().map(|&n| (0..n).map(|_| Arc::new(Semaphore::new(credits))).collect()).collect();
         Self { rx, handle: InboxHandle { tx, credits: Arc::new(credits) } }
     }
 

@@ -181,10 +181,17 @@ impl Plan {
         let mut seen = HashSet::new();
         for op in &mut graph.operators {
             if !valid_uid(&op.uid) {
-                return Err(PlanError::operator(&op.uid, op.line, "a uid must be 1-128 characters of A-Z, a-z, 0-9, '-', '_' or '.'").field("uid"));
+                return Err(PlanError::operator(
+                    &op.uid,
+                    op.line,
+                    "a uid must be 1-128 characters of A-Z, a-z, 0-9, '-', '_' or '.'",
+                )
+                .field("uid"));
             }
             if !seen.insert(op.uid.clone()) {
-                return Err(PlanError::operator(&op.uid, op.line, "duplicate uid: every operator needs its own").field("uid"));
+                return Err(
+                    PlanError::operator(&op.uid, op.line, "duplicate uid: every operator needs its own").field("uid")
+                );
             }
             if registry::get(&op.kind).is_none() {
                 return Err(PlanError::operator(
@@ -295,7 +302,12 @@ impl Plan {
             }
             if factory.is_sink() && !outputs_of[i].is_empty() {
                 let e = &graph.edges[outputs_of[i][0]];
-                return Err(PlanError::operator(&edge_name(e), e.line, format!("`{}` is a sink and has no output", op.uid)).field("from"));
+                return Err(PlanError::operator(
+                    &edge_name(e),
+                    e.line,
+                    format!("`{}` is a sink and has no output", op.uid),
+                )
+                .field("from"));
             }
         }
 
@@ -324,7 +336,11 @@ impl Plan {
                         return Err(PlanError::operator(
                             &edge_name(e),
                             e.line,
-                            format!("key column `{k}` is not in the output of `{}` (columns: {})", e.from, column_list(&schema)),
+                            format!(
+                                "key column `{k}` is not in the output of `{}` (columns: {})",
+                                e.from,
+                                column_list(&schema)
+                            ),
                         )
                         .field("key"));
                     }

@@ -211,7 +211,7 @@ edges:
     fn unknown_fields_are_rejected_with_line() {
         let e = parse_job_yaml("name: x\noperators:\n  - uid: a\n    kind: datagen\n    paralelism: 2\n").unwrap_err();
         assert!(e.message.contains("unknown field `paralelism`"), "{e}");
-        assert_eq!(e.line, 3);
+        assert_eq!(e.line, 5, "the line of the unknown field");
     }
 
     #[test]

@@ -21,7 +21,9 @@ use crate::channel::{Inbox, OutputChannel, StreamElement};
 use crate::error::OperatorError;
 use crate::graph::{Partitioning, Plan};
 use crate::keygroup::{hash_rows, key_group, subtask_for_key_group};
-use crate::operators::{registry, Collector, Instance, Operator, PlanContext, SourceOperator, SourceStatus, SubtaskInfo};
+use crate::operators::{
+    registry, Collector, Instance, Operator, PlanContext, SourceOperator, SourceStatus, SubtaskInfo,
+};
 
 /// Tunables of the data plane.
 #[derive(Debug, Clone, Copy)]
@@ -109,7 +111,11 @@ impl Chain {
                 input_edges: &edges,
                 parallelism: op.parallelism,
             };
-            let info = SubtaskInfo { index: subtask, parallelism: op.parallelism, max_parallelism: plan.graph.max_parallelism };
+            let info = SubtaskInfo {
+                index: subtask,
+                parallelism: op.parallelism,
+                max_parallelism: plan.graph.max_parallelism,
+            };
             match factory.create(&ctx, info)? {
                 Instance::Source(s) => source = Some((op.uid.clone(), s)),
                 Instance::Operator(o) => {
@@ -226,7 +232,12 @@ pub struct OutputEdge {
 impl OutputEdge {
     /// An edge of the given partitioning over `channels` (downstream subtask
     /// order; a forward edge has exactly one).
-    pub fn new(partitioning: Partitioning, key: Vec<usize>, max_parallelism: u32, channels: Vec<OutputChannel>) -> Self {
+    pub fn new(
+        partitioning: Partitioning,
+        key: Vec<usize>,
+        max_parallelism: u32,
+        channels: Vec<OutputChannel>,
+    ) -> Self {
         let partitioner = match partitioning {
             Partitioning::Forward => Partitioner::Single,
             Partitioning::Hash => Partitioner::Hash { key, max_parallelism },
@@ -234,7 +245,13 @@ impl OutputEdge {
             Partitioning::Rebalance => Partitioner::Rebalance { next: 0 },
         };
         let n = channels.len();
-        Self { partitioner, channels, pending: vec![(Vec::new(), 0); n], hashes: Vec::new(), picks: vec![Vec::new(); n] }
+        Self {
+            partitioner,
+            channels,
+            pending: vec![(Vec::new(), 0); n],
+            hashes: Vec::new(),
+            picks: vec![Vec::new(); n],
+        }
     }
 
     async fn push(&mut self, channel: usize, batch: RecordBatch, opts: &TaskOptions) -> Result<(), OperatorError> {
@@ -402,11 +419,8 @@ pub struct Task {
 impl Task {
     /// Runs the task to the end of its input, or until cancelled or failed.
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), TaskError> {
-        let result = if self.chain.source.is_some() {
-            self.run_source(&cancel).await
-        } else {
-            self.run_inputs(&cancel).await
-        };
+        let result =
+            if self.chain.source.is_some() { self.run_source(&cancel).await } else { self.run_inputs(&cancel).await };
         self.counters.sink_records.store(self.chain.sink_records(), Ordering::Relaxed);
         result?;
         self.chain.finish()?;
@@ -539,7 +553,9 @@ impl Task {
                     }
                 }
                 StreamElement::Broken(why) => {
-                    return Err(TaskError::Exchange(OperatorError::ChannelClosed(format!("input {i} channel {c}: {why}"))));
+                    return Err(TaskError::Exchange(OperatorError::ChannelClosed(format!(
+                        "input {i} channel {c}: {why}"
+                    ))));
                 }
                 StreamElement::EndOfInput => {
                     if !state.ended[i][c] {

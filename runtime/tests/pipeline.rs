@@ -49,7 +49,12 @@ async fn run(graph: &JobGraph, credits: usize) -> u64 {
                 let channels = targets
                     .iter()
                     .map(|&d| {
-                        inboxes[e.to as usize][d as usize].as_ref().unwrap().handle().output_channel(e.input, chan, "t").unwrap()
+                        inboxes[e.to as usize][d as usize]
+                            .as_ref()
+                            .unwrap()
+                            .handle()
+                            .output_channel(e.input, chan, "t")
+                            .unwrap()
                     })
                     .collect();
                 let key = edge.key.iter().map(|k| schema.index_of(k).unwrap()).collect();

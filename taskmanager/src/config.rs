@@ -42,7 +42,8 @@ impl TaskManagerSection {
         if slots == 0 {
             bail!("slots must be at least 1");
         }
-        let mut o = TaskManagerOptions::new(self.jobmanager.clone().unwrap_or_else(|| Self::DEFAULT_JOBMANAGER.into()), slots);
+        let mut o =
+            TaskManagerOptions::new(self.jobmanager.clone().unwrap_or_else(|| Self::DEFAULT_JOBMANAGER.into()), slots);
         if let Some(id) = &self.id {
             if id.is_empty() {
                 bail!("id must not be empty");

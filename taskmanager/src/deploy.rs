@@ -129,7 +129,14 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
     Ok(())
 }
 
-fn report(ctx: &DeployContext, key: &v1::TaskKey, state: v1::TaskState, failure: String, exchange: bool, c: &TaskCounters) {
+fn report(
+    ctx: &DeployContext,
+    key: &v1::TaskKey,
+    state: v1::TaskState,
+    failure: String,
+    exchange: bool,
+    c: &TaskCounters,
+) {
     use std::sync::atomic::Ordering::Relaxed;
     let _ = ctx.reports.send(v1::TaskStateReport {
         task: Some(key.clone()),

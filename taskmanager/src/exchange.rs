@@ -68,7 +68,12 @@ pub fn remote_output(
     header: ChannelHeader,
     schema: SchemaRef,
 ) -> Result<OutputChannel, String> {
-    let channel = peers.channel(address)?;
+    // The connection's background worker must live on the task manager's
+    // runtime, not on the (shorter-lived) runtime of the calling task.
+    let channel = {
+        let _enter = runtime.enter();
+        peers.channel(address)?
+    };
     let credits = Arc::new(Semaphore::new(0));
     let (tx, rx) = mpsc::unbounded_channel();
     let target = format!("subtask {} of vertex {} at {address}", header.target_subtask, header.target_vertex);
@@ -184,9 +189,9 @@ impl DataExchange for ExchangeService {
             .inbox(&id, self.deploy_wait)
             .await
             .ok_or_else(|| Status::not_found(format!("task {id} is not deployed here")))?;
-        let credits = inbox
-            .credits(header.input, header.source_subtask)
-            .ok_or_else(|| Status::invalid_argument(format!("task {id} has no channel {}:{}", header.input, header.source_subtask)))?;
+        let credits = inbox.credits(header.input, header.source_subtask).ok_or_else(|| {
+            Status::invalid_argument(format!("task {id} has no channel {}:{}", header.input, header.source_subtask))
+        })?;
         let (grant_tx, grant_rx) = mpsc::channel(16);
         let done = CancellationToken::new();
         tokio::spawn(grant_credits(credits, grant_tx, done.clone()));
@@ -196,7 +201,11 @@ impl DataExchange for ExchangeService {
 }
 
 /// Turns permits released by the consuming task into credits for the producer.
-async fn grant_credits(credits: Arc<Semaphore>, tx: mpsc::Sender<Result<ExchangeCredit, Status>>, done: CancellationToken) {
+async fn grant_credits(
+    credits: Arc<Semaphore>,
+    tx: mpsc::Sender<Result<ExchangeCredit, Status>>,
+    done: CancellationToken,
+) {
     loop {
         let permit = tokio::select! {
             p = credits.acquire() => p,
@@ -215,7 +224,13 @@ async fn grant_credits(credits: Arc<Semaphore>, tx: mpsc::Sender<Result<Exchange
     }
 }
 
-async fn read_frames(mut frames: Streaming<ExchangeFrame>, inbox: InboxHandle, input: u32, channel: u32, done: CancellationToken) {
+async fn read_frames(
+    mut frames: Streaming<ExchangeFrame>,
+    inbox: InboxHandle,
+    input: u32,
+    channel: u32,
+    done: CancellationToken,
+) {
     let mut decoder = StreamDecoder::new();
     let deliver = |element| inbox.tx.send(Envelope { input, channel, element }).is_ok();
     let broken = loop {

@@ -72,7 +72,10 @@ struct TaskManagerRpc {
 
 #[tonic::async_trait]
 impl TaskManagerService for TaskManagerRpc {
-    async fn deploy_task(&self, req: Request<v1::DeployTaskRequest>) -> Result<Response<v1::DeployTaskResponse>, Status> {
+    async fn deploy_task(
+        &self,
+        req: Request<v1::DeployTaskRequest>,
+    ) -> Result<Response<v1::DeployTaskResponse>, Status> {
         deploy::deploy(&self.ctx, req.into_inner())?;
         Ok(Response::new(v1::DeployTaskResponse {}))
     }
@@ -168,7 +171,8 @@ async fn membership(
     registry: Registry,
     shutdown: CancellationToken,
 ) {
-    let register = v1::RegisterTaskManagerRequest { task_manager_id: opts.id.clone(), rpc_address: advertised, slots: opts.slots };
+    let register =
+        v1::RegisterTaskManagerRequest { task_manager_id: opts.id.clone(), rpc_address: advertised, slots: opts.slots };
     'register: loop {
         let mut backoff = Duration::from_millis(50);
         let interval = loop {
@@ -209,7 +213,10 @@ async fn membership(
     }
 }
 
-async fn forward_reports(mut jm: JobManagerServiceClient<Channel>, mut rx: mpsc::UnboundedReceiver<v1::TaskStateReport>) {
+async fn forward_reports(
+    mut jm: JobManagerServiceClient<Channel>,
+    mut rx: mpsc::UnboundedReceiver<v1::TaskStateReport>,
+) {
     while let Some(report) = rx.recv().await {
         let mut backoff = Duration::from_millis(50);
         for attempt in 1..=5 {

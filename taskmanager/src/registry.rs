@@ -60,7 +60,12 @@ impl Registry {
     }
 
     /// The plan of a job attempt, planned once per task manager.
-    pub fn plan(&self, job: &str, attempt: u32, make: impl FnOnce() -> Result<Plan, String>) -> Result<Arc<Plan>, String> {
+    pub fn plan(
+        &self,
+        job: &str,
+        attempt: u32,
+        make: impl FnOnce() -> Result<Plan, String>,
+    ) -> Result<Arc<Plan>, String> {
         if let Some(p) = self.lock().plans.get(&(job.to_string(), attempt)) {
             return Ok(p.clone());
         }

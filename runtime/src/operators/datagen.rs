@@ -159,7 +159,8 @@ impl SourceOperator for Datagen {
         if let Some(p) = &self.rate {
             let allowed = p.started.elapsed().as_secs_f64() * p.per_second;
             if (p.emitted as f64) >= allowed {
-                let wait = (p.emitted as f64 + self.batch_size as f64) / p.per_second - p.started.elapsed().as_secs_f64();
+                let wait =
+                    (p.emitted as f64 + self.batch_size as f64) / p.per_second - p.started.elapsed().as_secs_f64();
                 return Ok(SourceStatus::Wait(Duration::from_secs_f64(wait.clamp(0.0005, 1.0))));
             }
         }

@@ -79,7 +79,9 @@ fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
     let c: Config = ctx.config()?;
     let (stream, table) = (&ctx.inputs[0], &ctx.inputs[1]);
     if c.key.is_empty() || c.key.len() != c.table_key.len() {
-        return Err(ctx.error("key and table_key need the same number (at least one) of columns").field("config.table_key"));
+        return Err(ctx
+            .error("key and table_key need the same number (at least one) of columns")
+            .field("config.table_key"));
     }
     let find = |schema: &SchemaRef, name: &str, field: &str, side: &str| {
         schema
@@ -197,13 +199,16 @@ impl OperatorFactory for LookupJoinFactory {
     }
 }
 
+/// Where a table row lives: (batch, row) in `LookupJoin::batches`.
+type RowAt = (usize, usize);
+
 struct LookupJoin {
     p: Planned,
     converter: RowConverter,
     /// Table values (projected), in arrival order.
     batches: Vec<RecordBatch>,
     /// Key -> (batch, row) of its latest value.
-    index: HashMap<Box<[u8]>, (usize, usize)>,
+    index: HashMap<Box<[u8]>, RowAt>,
     /// Rows in `batches` no longer referenced by `index`.
     dead: usize,
     /// One all-null row: the "match" of unmatched rows in a left join.
@@ -214,7 +219,11 @@ struct LookupJoin {
 }
 
 impl LookupJoin {
-    fn keys(&self, batch: &RecordBatch, cols: &[usize]) -> OpResult<(arrow::row::Rows, Option<arrow::buffer::NullBuffer>)> {
+    fn keys(
+        &self,
+        batch: &RecordBatch,
+        cols: &[usize],
+    ) -> OpResult<(arrow::row::Rows, Option<arrow::buffer::NullBuffer>)> {
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(cols.len());
         let mut nulls: Option<arrow::buffer::NullBuffer> = None;
         for (&c, t) in cols.iter().zip(&self.p.key_types) {
@@ -254,8 +263,8 @@ impl LookupJoin {
         if self.dead < 4096 || self.dead < 2 * live {
             return Ok(());
         }
-        let entries: Vec<(Box<[u8]>, (usize, usize))> = self.index.drain().collect();
-        let picks: Vec<(usize, usize)> = entries.iter().map(|(_, at)| *at).collect();
+        let entries: Vec<(Box<[u8]>, RowAt)> = self.index.drain().collect();
+        let picks: Vec<RowAt> = entries.iter().map(|(_, at)| *at).collect();
         let columns = self.gather(&picks)?;
         let merged = RecordBatch::try_new(self.p.value_schema.clone(), columns)?;
         self.batches = vec![merged];
@@ -265,7 +274,7 @@ impl LookupJoin {
     }
 
     /// Table value columns for `(batch, row)` picks; `batches.len()` picks the null row.
-    fn gather(&self, picks: &[(usize, usize)]) -> OpResult<Vec<ArrayRef>> {
+    fn gather(&self, picks: &[RowAt]) -> OpResult<Vec<ArrayRef>> {
         (0..self.p.values.len())
             .map(|c| {
                 let arrays: Vec<&dyn Array> =
@@ -281,7 +290,8 @@ impl LookupJoin {
         let mut picks = Vec::with_capacity(batch.num_rows());
         let null_pick = (self.batches.len(), 0);
         for r in 0..batch.num_rows() {
-            let hit = if nulls.as_ref().is_some_and(|n| n.is_null(r)) { None } else { self.index.get(rows.row(r).as_ref()) };
+            let hit =
+                if nulls.as_ref().is_some_and(|n| n.is_null(r)) { None } else { self.index.get(rows.row(r).as_ref()) };
             match (hit, self.p.join_type) {
                 (Some(&at), _) => {
                     stream_rows.push(r as u32);

@@ -241,8 +241,11 @@ pub mod duration {
         /// Deserialize an optional human-readable duration.
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
             let s: Option<String> = Option::deserialize(d)?;
-            s.map(|s| humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("invalid duration `{s}`: {e}"))))
-                .transpose()
+            s.map(|s| {
+                humantime::parse_duration(&s)
+                    .map_err(|e| serde::de::Error::custom(format!("invalid duration `{s}`: {e}")))
+            })
+            .transpose()
         }
     }
 }

@@ -43,7 +43,9 @@ impl ColumnEntry {
 
     fn sql(&self) -> String {
         match self {
-            ColumnEntry::Name(n) | ColumnEntry::Expr { name: n, expr: None } => format!("\"{}\"", n.replace('"', "\"\"")),
+            ColumnEntry::Name(n) | ColumnEntry::Expr { name: n, expr: None } => {
+                format!("\"{}\"", n.replace('"', "\"\""))
+            }
             ColumnEntry::Expr { expr: Some(e), .. } => e.clone(),
         }
     }

@@ -72,12 +72,17 @@ fn build(ctx: &PlanContext<'_>) -> Result<(SchemaRef, Config), PlanError> {
             return Err(ctx.error(format!("column `{k}` is not in the schema")).field(format!("config.rows[{i}]")));
         }
     }
-    decode(&schema, &c.rows).map_err(|e| ctx.error(format!("rows do not match the schema: {e}")).field("config.rows"))?;
+    decode(&schema, &c.rows)
+        .map_err(|e| ctx.error(format!("rows do not match the schema: {e}")).field("config.rows"))?;
     Ok((schema, c))
 }
 
-fn decode(schema: &SchemaRef, rows: &[serde_json::Map<String, serde_json::Value>]) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let mut decoder = arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(rows.len().max(1)).build_decoder()?;
+fn decode(
+    schema: &SchemaRef,
+    rows: &[serde_json::Map<String, serde_json::Value>],
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let mut decoder =
+        arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(rows.len().max(1)).build_decoder()?;
     decoder.serialize(rows)?;
     Ok(decoder.flush()?.unwrap_or_else(|| RecordBatch::new_empty(schema.clone())))
 }

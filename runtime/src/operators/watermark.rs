@@ -34,9 +34,7 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(200);
 /// Checks that `name` is an event-time column of `schema`: `int64`
 /// milliseconds or a timestamp. Returns its index.
 pub fn time_column(ctx: &PlanContext<'_>, schema: &SchemaRef, name: &str, field: &str) -> Result<usize, PlanError> {
-    let idx = schema
-        .index_of(name)
-        .map_err(|_| ctx.error(format!("no column `{name}` in the input")).field(field))?;
+    let idx = schema.index_of(name).map_err(|_| ctx.error(format!("no column `{name}` in the input")).field(field))?;
     match schema.field(idx).data_type() {
         DataType::Int64 | DataType::Timestamp(_, _) => Ok(idx),
         other => Err(ctx

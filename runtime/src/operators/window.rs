@@ -107,12 +107,13 @@ fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
     let mut key = Vec::new();
     let mut fields = Vec::new();
     for k in &c.key {
-        let i = input
-            .index_of(k)
-            .map_err(|_| ctx.error(format!("no column `{k}` in the input")).field("config.key"))?;
+        let i =
+            input.index_of(k).map_err(|_| ctx.error(format!("no column `{k}` in the input")).field("config.key"))?;
         let f = input.field(i);
         if !is_key_type(f.data_type()) {
-            return Err(ctx.error(format!("key column `{k}` has type {}, which cannot be a key", f.data_type())).field("config.key"));
+            return Err(ctx
+                .error(format!("key column `{k}` has type {}, which cannot be a key", f.data_type()))
+                .field("config.key"));
         }
         key.push(i);
         fields.push(f.as_ref().clone());
@@ -146,15 +147,18 @@ fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
         if fields.iter().any(|f| f.name() == &a.name) {
             return Err(ctx.error(format!("output column `{}` already exists", a.name)).field(format!("{at}.as")));
         }
-        let column = match &a.column {
-            None if a.func == AggFn::Count => None,
-            None => return Err(ctx.error(format!("{:?} needs a column", a.func).to_lowercase()).field(format!("{at}.column"))),
-            Some(name) => Some(
-                input
-                    .index_of(name)
-                    .map_err(|_| ctx.error(format!("no column `{name}` in the input")).field(format!("{at}.column")))?,
-            ),
-        };
+        let column =
+            match &a.column {
+                None if a.func == AggFn::Count => None,
+                None => {
+                    return Err(ctx
+                        .error(format!("{:?} needs a column", a.func).to_lowercase())
+                        .field(format!("{at}.column")))
+                }
+                Some(name) => Some(input.index_of(name).map_err(|_| {
+                    ctx.error(format!("no column `{name}` in the input")).field(format!("{at}.column"))
+                })?),
+            };
         let float = match column.map(|i| input.field(i).data_type()) {
             None => false,
             Some(t) if t.is_integer() => false,
@@ -162,7 +166,9 @@ fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
             Some(_) if a.func == AggFn::Count => false,
             Some(t) => {
                 return Err(ctx
-                    .error(format!("{:?} cannot aggregate a column of type {t}; it needs a number", a.func).to_lowercase())
+                    .error(
+                        format!("{:?} cannot aggregate a column of type {t}; it needs a number", a.func).to_lowercase(),
+                    )
                     .field(format!("{at}.column")))
             }
         };
@@ -314,7 +320,8 @@ impl KeyCodec {
     fn columns(&self, index: &KeyIndex, slots: &[u32]) -> OpResult<Vec<ArrayRef>> {
         Ok(match self {
             KeyCodec::Int(dt) => {
-                let a: ArrayRef = Arc::new(Int64Array::from_iter_values(slots.iter().map(|&s| index.int_keys[s as usize])));
+                let a: ArrayRef =
+                    Arc::new(Int64Array::from_iter_values(slots.iter().map(|&s| index.int_keys[s as usize])));
                 vec![if dt == &DataType::Int64 { a } else { cast(&a, dt)? }]
             }
             KeyCodec::Rows(conv) => {
@@ -398,13 +405,15 @@ impl Accumulators {
                 Ok(match (a.func, a.column) {
                     (_, None) => AggInput::Rows,
                     (AggFn::Count, Some(c)) => AggInput::NonNull(batch.column(c).logical_nulls()),
-                    (AggFn::Avg, Some(c)) => {
-                        AggInput::Float(cast(batch.column(c), &DataType::Float64)?.as_primitive::<Float64Type>().clone())
+                    (AggFn::Avg, Some(c)) => AggInput::Float(
+                        cast(batch.column(c), &DataType::Float64)?.as_primitive::<Float64Type>().clone(),
+                    ),
+                    (_, Some(c)) if a.float => AggInput::Float(
+                        cast(batch.column(c), &DataType::Float64)?.as_primitive::<Float64Type>().clone(),
+                    ),
+                    (_, Some(c)) => {
+                        AggInput::Int(cast(batch.column(c), &DataType::Int64)?.as_primitive::<Int64Type>().clone())
                     }
-                    (_, Some(c)) if a.float => {
-                        AggInput::Float(cast(batch.column(c), &DataType::Float64)?.as_primitive::<Float64Type>().clone())
-                    }
-                    (_, Some(c)) => AggInput::Int(cast(batch.column(c), &DataType::Int64)?.as_primitive::<Int64Type>().clone()),
                 })
             })
             .collect()
@@ -548,7 +557,9 @@ impl Accumulators {
         self.cols
             .iter()
             .map(|c| match c {
-                AccColumn::Count(v) => Arc::new(Int64Array::from_iter_values(slots.iter().map(|&s| v[s as usize]))) as ArrayRef,
+                AccColumn::Count(v) => {
+                    Arc::new(Int64Array::from_iter_values(slots.iter().map(|&s| v[s as usize]))) as ArrayRef
+                }
                 AccColumn::SumInt(v, s) | AccColumn::MinInt(v, s) | AccColumn::MaxInt(v, s) => pick_i(v, Some(s)),
                 AccColumn::SumFloat(v, s) | AccColumn::MinFloat(v, s) | AccColumn::MaxFloat(v, s) => pick_f(v, s),
                 AccColumn::Avg(sum, n) => Arc::new(
@@ -824,8 +835,10 @@ mod tests {
 
     fn window(config: serde_json::Value) -> Box<dyn Operator> {
         let schema = input_schema();
-        let key: Vec<String> = config["key"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
-        let edge = EdgeSpec { from: "src".into(), to: "w".into(), partitioning: Partitioning::Hash, key, input: 0, line: 0 };
+        let key: Vec<String> =
+            config["key"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
+        let edge =
+            EdgeSpec { from: "src".into(), to: "w".into(), partitioning: Partitioning::Hash, key, input: 0, line: 0 };
         let ctx = PlanContext {
             uid: "w",
             line: 0,
@@ -886,17 +899,21 @@ mod tests {
             "key": ["k"], "timestamp_column": "t", "window": {"type": "tumbling", "size": "10ms"}, "aggregates": aggs()
         }));
         let mut out = Collector::default();
-        w.process_batch(0, batch(&[(1, "a", 0, Some(5)), (1, "a", 9, Some(1)), (2, "b", 3, None), (1, "a", 10, Some(7))]), &mut out)
-            .unwrap();
+        w.process_batch(
+            0,
+            batch(&[(1, "a", 0, Some(5)), (1, "a", 9, Some(1)), (2, "b", 3, None), (1, "a", 10, Some(7))]),
+            &mut out,
+        )
+        .unwrap();
         assert!(rows(&mut out).is_empty());
         w.process_watermark(8, &mut out).unwrap();
         assert!(rows(&mut out).is_empty(), "window [0,10) must wait for watermark 9");
         w.process_watermark(9, &mut out).unwrap();
-        assert_eq!(rows(&mut out), ["1,0,10,2,6,1,5,3,2", "2,0,10,1,,,,,0"]);
+        assert_eq!(rows(&mut out), ["1,0,10,2,6,1,5,3.0,2", "2,0,10,1,,,,,0"]);
         // A record for the fired window is late and dropped.
         w.process_batch(0, batch(&[(1, "a", 5, Some(100))]), &mut out).unwrap();
         w.finish(&mut out).unwrap();
-        assert_eq!(rows(&mut out), ["1,10,20,1,7,7,7,7,1"]);
+        assert_eq!(rows(&mut out), ["1,10,20,1,7,7,7,7.0,1"]);
     }
 
     #[test]
@@ -919,7 +936,8 @@ mod tests {
             "aggregates": [{"fn": "count", "as": "n"}, {"fn": "sum", "column": "v", "as": "s"}]
         }));
         let mut out = Collector::default();
-        w.process_batch(0, batch(&[(1, "", 0, Some(1)), (1, "", 25, Some(2)), (2, "", 3, Some(10))]), &mut out).unwrap();
+        w.process_batch(0, batch(&[(1, "", 0, Some(1)), (1, "", 25, Some(2)), (2, "", 3, Some(10))]), &mut out)
+            .unwrap();
         // 14 opens [14,24); 8 then bridges [0,10) and [14,24) into [0,24).
         w.process_batch(0, batch(&[(1, "", 14, Some(3)), (1, "", 8, Some(4))]), &mut out).unwrap();
         w.process_watermark(30, &mut out).unwrap();
@@ -949,8 +967,10 @@ mod tests {
             input: 0,
             line: 0,
         };
-        let ctx = PlanContext { uid: "w", line: 0, config: &cfg, inputs: &[schema], input_edges: &[&edge], parallelism: 1 };
-        let Instance::Operator(mut w) = WindowFactory.create(&ctx, SubtaskInfo { index: 0, parallelism: 1, max_parallelism: 128 }).unwrap()
+        let ctx =
+            PlanContext { uid: "w", line: 0, config: &cfg, inputs: &[schema], input_edges: &[&edge], parallelism: 1 };
+        let Instance::Operator(mut w) =
+            WindowFactory.create(&ctx, SubtaskInfo { index: 0, parallelism: 1, max_parallelism: 128 }).unwrap()
         else {
             unreachable!()
         };
