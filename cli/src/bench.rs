@@ -101,3 +101,28 @@ pub async fn run(w: Workload, events: u64, parallelism: u32) -> anyhow::Result<E
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `weir bench` runs exactly the example job files.
+    #[test]
+    fn workloads_match_the_example_job_files() {
+        for (w, file) in [(Workload::W1, "w1-passthrough.yaml"), (Workload::W2, "w2-tumble.yaml")] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs").join(file);
+            let mut parsed = weir_runtime::spec::parse_job_yaml(&std::fs::read_to_string(path).unwrap()).unwrap();
+            parsed.operators.iter_mut().for_each(|o| o.line = 0);
+            parsed.edges.iter_mut().for_each(|e| e.line = 0);
+            assert_eq!(parsed, w.graph(20_000_000, 2), "{file}");
+        }
+    }
+
+    #[test]
+    fn expected_counts_follow_the_specification() {
+        assert_eq!(Workload::W1.expected(20_000_000), 10_000_000);
+        assert_eq!(Workload::W1.expected(7), 4);
+        assert_eq!(Workload::W2.expected(20_000_000), 2_000_000);
+        assert_eq!(Workload::W2.expected(1_234_567), 130_000);
+    }
+}

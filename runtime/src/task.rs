@@ -512,17 +512,19 @@ impl Task {
         let mut ticker = tokio::time::interval(self.options.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while state.open > 0 {
+            // The timer goes before input so that a busy input cannot starve
+            // timed flushes and processing-time callbacks.
             let envelope = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Err(TaskError::Canceled),
-                e = inbox.recv() => match e {
-                    Some(e) => e,
-                    None => return Err(TaskError::Exchange(OperatorError::ChannelClosed("all input channels closed".into()))),
-                },
                 now = ticker.tick() => {
                     self.tick(now.into_std()).await?;
                     continue;
                 }
+                e = inbox.recv() => match e {
+                    Some(e) => e,
+                    None => return Err(TaskError::Exchange(OperatorError::ChannelClosed("all input channels closed".into()))),
+                },
             };
             let (i, c) = (envelope.input as usize, envelope.channel as usize);
             match envelope.element {

@@ -38,6 +38,15 @@ pub struct DeployContext {
     pub deploy_wait: Duration,
 }
 
+/// How a task ended other than by finishing.
+enum Ended {
+    Canceled,
+    /// An operator failed.
+    Failed(String),
+    /// The data plane failed (often the echo of a lost peer).
+    Exchange(String),
+}
+
 /// Index of the channel from upstream subtask `source` on an edge: forward
 /// edges have a single channel.
 pub fn channel_index(partitioning: Partitioning, source: u32) -> u32 {
@@ -102,11 +111,12 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
             };
             report(&ctx, &key, v1::TaskState::TaskRunning, String::new(), false, &counters);
             let result = rt.block_on(async {
-                let outputs = wire_outputs(&ctx, &plan, &key, &placements).await.map_err(|e| (e, true))?;
+                let outputs = wire_outputs(&ctx, &plan, &key, &placements).await.map_err(Ended::Exchange)?;
                 let task = Task { chain, inbox, outputs, options: ctx.options, counters: counters.clone() };
-                task.run(cancel).await.map_err(|e| {
-                    let exchange = matches!(e, TaskError::Exchange(_));
-                    (e.to_string(), exchange)
+                task.run(cancel).await.map_err(|e| match e {
+                    TaskError::Canceled => Ended::Canceled,
+                    TaskError::Exchange(e) => Ended::Exchange(e.to_string()),
+                    e @ TaskError::Operator { .. } => Ended::Failed(e.to_string()),
                 })
             });
             drop(rt);
@@ -115,12 +125,14 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
                     info!(task = %name, records_in = counters.records_in.load(std::sync::atomic::Ordering::Relaxed), "task finished");
                     report(&ctx, &key, v1::TaskState::TaskFinished, String::new(), false, &counters);
                 }
-                Err((msg, _)) if msg == TaskError::Canceled.to_string() => {
-                    report(&ctx, &key, v1::TaskState::TaskCanceled, String::new(), false, &counters);
-                }
-                Err((msg, exchange)) => {
+                Err(Ended::Canceled) => report(&ctx, &key, v1::TaskState::TaskCanceled, String::new(), false, &counters),
+                Err(Ended::Failed(msg)) => {
                     warn!(task = %name, error = %msg, "task failed");
-                    report(&ctx, &key, v1::TaskState::TaskFailed, msg, exchange, &counters);
+                    report(&ctx, &key, v1::TaskState::TaskFailed, msg, false, &counters);
+                }
+                Err(Ended::Exchange(msg)) => {
+                    warn!(task = %name, error = %msg, "task failed in the data exchange");
+                    report(&ctx, &key, v1::TaskState::TaskFailed, msg, true, &counters);
                 }
             }
             ctx.registry.remove(&id);
