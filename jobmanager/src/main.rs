@@ -29,7 +29,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_tracing();
+    weir_config::init_logging("info");
     let args = Args::parse();
     let mut section: JobManagerSection = match &args.config {
         Some(p) => load_section(p, "jobmanager")?,
@@ -49,16 +49,6 @@ async fn main() -> anyhow::Result<()> {
             jm.shutdown().await
         }
     }
-}
-
-fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 async fn shutdown_signal() {

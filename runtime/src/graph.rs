@@ -388,9 +388,31 @@ impl Plan {
         v
     }
 
+    /// Number of channels of each input of `vertex`: one for a forward edge,
+    /// else one per upstream subtask.
+    pub fn input_channels(&self, vertex: u32) -> Vec<u32> {
+        self.inputs_of(vertex)
+            .iter()
+            .map(|e| match self.graph.edges[e.edge].partitioning {
+                Partitioning::Forward => 1,
+                _ => self.vertices[e.from as usize].parallelism,
+            })
+            .collect()
+    }
+
     /// Edges leaving `vertex`, in edge order.
     pub fn outputs_of(&self, vertex: u32) -> Vec<&VertexEdge> {
         self.vertex_edges.iter().filter(|e| e.from == vertex).collect()
+    }
+}
+
+/// Index, within its input, of the channel from upstream subtask `source`
+/// on an edge of `partitioning` (a forward edge has a single channel).
+pub fn channel_index(partitioning: Partitioning, source: u32) -> u32 {
+    if partitioning == Partitioning::Forward {
+        0
+    } else {
+        source
     }
 }
 

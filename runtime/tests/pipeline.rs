@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use weir_runtime::builder::JobBuilder;
 use weir_runtime::channel::Inbox;
-use weir_runtime::graph::{JobGraph, Partitioning, Plan};
+use weir_runtime::graph::{channel_index, JobGraph, Partitioning, Plan};
 use weir_runtime::task::{Chain, OutputEdge, Task, TaskCounters, TaskOptions};
 
 /// Runs `graph` to completion; returns the rows written by sinks.
@@ -20,16 +20,7 @@ async fn run(graph: &JobGraph, credits: usize) -> u64 {
         let inputs = plan.inputs_of(v.id);
         let mut per_subtask = Vec::new();
         for _ in 0..v.parallelism {
-            per_subtask.push((!inputs.is_empty()).then(|| {
-                let channels: Vec<u32> = inputs
-                    .iter()
-                    .map(|e| match plan.graph.edges[e.edge].partitioning {
-                        Partitioning::Forward => 1,
-                        _ => plan.vertices[e.from as usize].parallelism,
-                    })
-                    .collect();
-                Inbox::new(&channels, credits)
-            }));
+            per_subtask.push((!inputs.is_empty()).then(|| Inbox::new(&plan.input_channels(v.id), credits)));
         }
         inboxes.push(per_subtask);
     }
@@ -45,7 +36,7 @@ async fn run(graph: &JobGraph, credits: usize) -> u64 {
                 let down = &plan.vertices[e.to as usize];
                 let targets: Vec<u32> =
                     if edge.partitioning == Partitioning::Forward { vec![s] } else { (0..down.parallelism).collect() };
-                let chan = if edge.partitioning == Partitioning::Forward { 0 } else { s };
+                let chan = channel_index(edge.partitioning, s);
                 let channels = targets
                     .iter()
                     .map(|&d| {

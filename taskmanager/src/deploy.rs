@@ -11,7 +11,7 @@ use tonic::Status;
 use tracing::{info, warn};
 use weir_proto::v1;
 use weir_runtime::channel::{Inbox, OutputChannel};
-use weir_runtime::graph::{Partitioning, Plan};
+use weir_runtime::graph::{channel_index, Partitioning, Plan};
 use weir_runtime::task::{Chain, OutputEdge, Task, TaskCounters, TaskError, TaskOptions};
 
 use crate::exchange::{remote_output, Peers};
@@ -47,16 +47,6 @@ enum Ended {
     Exchange(String),
 }
 
-/// Index of the channel from upstream subtask `source` on an edge: forward
-/// edges have a single channel.
-pub fn channel_index(partitioning: Partitioning, source: u32) -> u32 {
-    if partitioning == Partitioning::Forward {
-        0
-    } else {
-        source
-    }
-}
-
 /// Deploys one task. Returns once it is instantiated; it runs on its own thread.
 pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Status> {
     let key = req.task.ok_or_else(|| Status::invalid_argument("no task key"))?;
@@ -77,16 +67,7 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
     }
     let chain = Chain::new(&plan, key.vertex, key.subtask).map_err(|e| Status::invalid_argument(e.to_string()))?;
     let inputs = plan.inputs_of(key.vertex);
-    let inbox = (!inputs.is_empty()).then(|| {
-        let channels: Vec<u32> = inputs
-            .iter()
-            .map(|e| match plan.graph.edges[e.edge].partitioning {
-                Partitioning::Forward => 1,
-                _ => plan.vertices[e.from as usize].parallelism,
-            })
-            .collect();
-        Inbox::new(&channels, ctx.credits)
-    });
+    let inbox = (!inputs.is_empty()).then(|| Inbox::new(&plan.input_channels(key.vertex), ctx.credits));
     let id = TaskId { job: key.job_id.clone(), attempt: key.attempt, vertex: key.vertex, subtask: key.subtask };
     let cancel = CancellationToken::new();
     let counters = Arc::new(TaskCounters::default());

@@ -35,13 +35,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    weir_config::init_logging("info");
     let args = Args::parse();
     let mut s: TaskManagerSection = match &args.config {
         Some(p) => load_section(p, "taskmanager")?,

@@ -49,12 +49,6 @@ impl Operator for Discard {
         self.count += batch.num_rows() as u64;
         Ok(())
     }
-    fn process_watermark(&mut self, _: i64, _: &mut Collector) -> OpResult<()> {
-        Ok(())
-    }
-    fn process_idle(&mut self, _: bool, _: &mut Collector) -> OpResult<()> {
-        Ok(())
-    }
     fn sink_records(&self) -> u64 {
         self.count
     }
@@ -109,12 +103,6 @@ impl Operator for Stdout {
             .write_all(&text)
             .map_err(|source| OperatorError::Io { path: "stdout".into(), source })?;
         self.count += batch.num_rows() as u64;
-        Ok(())
-    }
-    fn process_watermark(&mut self, _: i64, _: &mut Collector) -> OpResult<()> {
-        Ok(())
-    }
-    fn process_idle(&mut self, _: bool, _: &mut Collector) -> OpResult<()> {
         Ok(())
     }
     fn sink_records(&self) -> u64 {
@@ -188,12 +176,6 @@ impl Operator for JsonlFile {
         let res = self.file()?.write_all(&lines);
         res.map_err(|e| self.io(e))?;
         self.count += batch.num_rows() as u64;
-        Ok(())
-    }
-    fn process_watermark(&mut self, _: i64, _: &mut Collector) -> OpResult<()> {
-        Ok(())
-    }
-    fn process_idle(&mut self, _: bool, _: &mut Collector) -> OpResult<()> {
         Ok(())
     }
     fn finish(&mut self, _out: &mut Collector) -> OpResult<()> {
