@@ -8,12 +8,14 @@
 //! - [`keygroup`]: key hashing and key-group assignment;
 //! - [`expr`]: SQL expressions compiled to DataFusion physical expressions;
 //! - [`operators`]: the operator traits, the registry and the built-in operators;
+//! - [`barrier`]: checkpoint barriers and their alignment across channels;
 //! - [`channel`] and [`task`]: in-band stream elements, credit-based channels and
 //!   the task loop that runs a chain of operators.
 //!
 //! This crate must not depend on gRPC (tonic), object stores or config files:
 //! task managers and the job manager adapt their transports to [`channel`].
 
+pub mod barrier;
 pub mod builder;
 pub mod channel;
 pub mod error;
