@@ -30,6 +30,8 @@ pub enum StreamElement {
     /// The upstream became idle (`true`: leave it out of watermark minimums)
     /// or active again (`false`).
     Idle(bool),
+    /// Checkpoint barrier: everything before it belongs to checkpoint `.0`.
+    Barrier(crate::barrier::CheckpointId),
     /// The upstream has finished; nothing follows.
     EndOfInput,
     /// The channel broke (its producer vanished without an end of input).

@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, take_record_batch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::barrier::{Action, Aligner, CheckpointId, CheckpointMode, Item};
 use crate::channel::{Inbox, OutputChannel, StreamElement};
 use crate::error::OperatorError;
 use crate::graph::{Partitioning, Plan};
@@ -34,11 +36,18 @@ pub struct TaskOptions {
     pub min_batch_rows: usize,
     /// Period of processing-time callbacks (watermark emission, idleness).
     pub tick: Duration,
+    /// How barriers are aligned on tasks with several input channels.
+    pub checkpoint_mode: CheckpointMode,
 }
 
 impl Default for TaskOptions {
     fn default() -> Self {
-        Self { buffer_timeout: Duration::from_millis(10), min_batch_rows: 1024, tick: Duration::from_millis(10) }
+        Self {
+            buffer_timeout: Duration::from_millis(10),
+            min_batch_rows: 1024,
+            tick: Duration::from_millis(10),
+            checkpoint_mode: CheckpointMode::ExactlyOnce,
+        }
     }
 }
 
@@ -145,7 +154,7 @@ impl Chain {
             StreamElement::Batch(b) => op.process_batch(input, b, &mut out),
             StreamElement::Watermark(w) => op.process_watermark(w, &mut out),
             StreamElement::Idle(i) => op.process_idle(i, &mut out),
-            StreamElement::EndOfInput | StreamElement::Broken(_) => Ok(()),
+            StreamElement::EndOfInput | StreamElement::Barrier(_) | StreamElement::Broken(_) => Ok(()),
         };
         res.map_err(|e| self.fail(level, e))?;
         let emitted = out.take();
@@ -414,21 +423,55 @@ pub struct Task {
     pub options: TaskOptions,
     /// Live counters.
     pub counters: Arc<TaskCounters>,
+    /// Commands from the task manager (checkpoint triggers for sources).
+    pub control: Option<mpsc::UnboundedReceiver<TaskControl>>,
+    /// What the task reports while it runs (checkpoints taken).
+    pub events: Option<mpsc::UnboundedSender<TaskEvent>>,
+}
+
+/// A command to a running task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskControl {
+    /// Sources: emit barrier `.0` after what was emitted so far.
+    TriggerCheckpoint(CheckpointId),
+}
+
+/// Something a running task reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskEvent {
+    /// The task took its part of checkpoint `id` and forwarded the barrier.
+    CheckpointTaken {
+        /// The checkpoint.
+        id: CheckpointId,
+        /// Rows that had entered the chain before the barrier (for a source:
+        /// rows it had produced).
+        records_in: u64,
+    },
+    /// The task gave up aligning checkpoint `.0` for a newer one.
+    CheckpointAborted(CheckpointId),
 }
 
 impl Task {
     /// Runs the task to the end of its input, or until cancelled or failed.
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), TaskError> {
-        let result =
-            if self.chain.source.is_some() { self.run_source(&cancel).await } else { self.run_inputs(&cancel).await };
+        let result = self.run_to_end(&cancel).await;
         self.counters.sink_records.store(self.chain.sink_records(), Ordering::Relaxed);
-        result?;
+        // Once cancelled, a failure is the echo of the cancellation (a
+        // neighbour that stopped first closed a channel), not a cause.
+        result.map_err(|e| if cancel.is_cancelled() { TaskError::Canceled } else { e })
+    }
+
+    async fn run_to_end(&mut self, cancel: &CancellationToken) -> Result<(), TaskError> {
+        if self.chain.source.is_some() {
+            self.run_source(cancel).await?;
+        } else {
+            self.run_inputs(cancel).await?;
+        }
         self.chain.finish()?;
         self.emit_tail().await?;
         for out in &mut self.outputs {
             out.send_control(StreamElement::EndOfInput).await.map_err(TaskError::Exchange)?;
         }
-        self.counters.sink_records.store(self.chain.sink_records(), Ordering::Relaxed);
         Ok(())
     }
 
@@ -485,6 +528,9 @@ impl Task {
                 self.chain.feed(0, 0, element)?;
             }
             self.emit_tail().await?;
+            while let Some(Ok(TaskControl::TriggerCheckpoint(id))) = self.control.as_mut().map(|c| c.try_recv()) {
+                self.checkpoint(id).await?;
+            }
             let now = Instant::now();
             if now.duration_since(last_tick) >= self.options.tick {
                 last_tick = now;
@@ -506,9 +552,33 @@ impl Task {
         result
     }
 
+    /// Takes this task's part of checkpoint `id` and forwards the barrier
+    /// behind everything emitted before it.
+    async fn checkpoint(&mut self, id: CheckpointId) -> Result<(), TaskError> {
+        for out in &mut self.outputs {
+            out.send_control(StreamElement::Barrier(id)).await.map_err(TaskError::Exchange)?;
+        }
+        self.event(TaskEvent::CheckpointTaken { id, records_in: self.counters.records_in.load(Ordering::Relaxed) });
+        Ok(())
+    }
+
+    fn event(&self, e: TaskEvent) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(e);
+        }
+    }
+
     async fn run_inputs(&mut self, cancel: &CancellationToken) -> Result<(), TaskError> {
         let mut inbox = self.inbox.take().expect("a task without a source has inputs");
-        let mut state = InputState::new(&inbox.channels());
+        let channels = inbox.channels();
+        let mut state = InputState::new(&channels);
+        // Channels are numbered across inputs for alignment.
+        let flat: Vec<(u32, u32)> =
+            channels.iter().enumerate().flat_map(|(i, &n)| (0..n).map(move |c| (i as u32, c))).collect();
+        let offsets: Vec<usize> =
+            channels.iter().scan(0usize, |acc, &n| Some(std::mem::replace(acc, *acc + n as usize))).collect();
+        let mut aligner = Aligner::new(flat.len(), self.options.checkpoint_mode);
+        let mut actions = Vec::new();
         let mut ticker = tokio::time::interval(self.options.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while state.open > 0 {
@@ -526,57 +596,95 @@ impl Task {
                     None => return Err(TaskError::Exchange(OperatorError::ChannelClosed("all input channels closed".into()))),
                 },
             };
-            let (i, c) = (envelope.input as usize, envelope.channel as usize);
+            let ch = offsets[envelope.input as usize] + envelope.channel as usize;
             match envelope.element {
-                StreamElement::Batch(b) => {
-                    self.counters.records_in.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-                    if state.idle[i][c] {
-                        state.idle[i][c] = false;
-                        if let Some(idle) = state.idleness_changed() {
-                            self.chain.feed(0, 0, StreamElement::Idle(idle))?;
-                        }
-                    }
-                    self.chain.feed(0, i, StreamElement::Batch(b))?;
+                StreamElement::Barrier(id) => {
+                    // A barrier's credit comes back at once; held data keeps its credits.
+                    inbox.release(envelope.input, envelope.channel);
+                    aligner.barrier(ch, id, &mut actions);
                 }
-                StreamElement::Watermark(w) => {
-                    let slot = &mut state.watermarks[i][c];
-                    *slot = (*slot).max(w);
-                    if let Some(w) = state.advance() {
-                        self.chain.feed(0, 0, StreamElement::Watermark(w))?;
-                    }
-                }
-                StreamElement::Idle(idle) => {
-                    state.idle[i][c] = idle;
-                    if let Some(all) = state.idleness_changed() {
-                        self.chain.feed(0, 0, StreamElement::Idle(all))?;
-                    }
-                    if let Some(w) = state.advance() {
-                        self.chain.feed(0, 0, StreamElement::Watermark(w))?;
-                    }
-                }
+                StreamElement::EndOfInput => aligner.end(ch, &mut actions),
                 StreamElement::Broken(why) => {
+                    let (i, c) = flat[ch];
                     return Err(TaskError::Exchange(OperatorError::ChannelClosed(format!(
                         "input {i} channel {c}: {why}"
                     ))));
                 }
-                StreamElement::EndOfInput => {
-                    if !state.ended[i][c] {
-                        state.ended[i][c] = true;
-                        state.open -= 1;
-                        state.open_per_input[i] -= 1;
-                        if state.open_per_input[i] == 0 {
-                            self.chain.end_input(i)?;
+                element => aligner.element(ch, element, &mut actions),
+            }
+            for action in std::mem::take(&mut actions) {
+                match action {
+                    Action::Deliver(ch, item) => {
+                        let (i, c) = flat[ch];
+                        match item {
+                            Item::Element(element) => self.process(&mut state, i as usize, c as usize, element)?,
+                            Item::End => self.end_channel(&mut state, i as usize, c as usize)?,
                         }
-                        if state.open > 0 {
-                            if let Some(w) = state.advance() {
-                                self.chain.feed(0, 0, StreamElement::Watermark(w))?;
-                            }
-                        }
+                        inbox.release(i, c);
+                        self.emit_tail().await?;
+                    }
+                    Action::Checkpoint(id) => self.checkpoint(id).await?,
+                    Action::Aborted(id) => {
+                        tracing::debug!(checkpoint = %id, "alignment given up for a newer checkpoint");
+                        self.event(TaskEvent::CheckpointAborted(id));
                     }
                 }
             }
-            inbox.release(envelope.input, envelope.channel);
-            self.emit_tail().await?;
+        }
+        Ok(())
+    }
+
+    /// Processes one element of input `i`, channel `c`.
+    fn process(&mut self, state: &mut InputState, i: usize, c: usize, element: StreamElement) -> Result<(), TaskError> {
+        match element {
+            StreamElement::Batch(b) => {
+                self.counters.records_in.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                if state.idle[i][c] {
+                    state.idle[i][c] = false;
+                    if let Some(idle) = state.idleness_changed() {
+                        self.chain.feed(0, 0, StreamElement::Idle(idle))?;
+                    }
+                }
+                self.chain.feed(0, i, StreamElement::Batch(b))?;
+            }
+            StreamElement::Watermark(w) => {
+                let slot = &mut state.watermarks[i][c];
+                *slot = (*slot).max(w);
+                if let Some(w) = state.advance() {
+                    self.chain.feed(0, 0, StreamElement::Watermark(w))?;
+                }
+            }
+            StreamElement::Idle(idle) => {
+                state.idle[i][c] = idle;
+                if let Some(all) = state.idleness_changed() {
+                    self.chain.feed(0, 0, StreamElement::Idle(all))?;
+                }
+                if let Some(w) = state.advance() {
+                    self.chain.feed(0, 0, StreamElement::Watermark(w))?;
+                }
+            }
+            StreamElement::EndOfInput | StreamElement::Barrier(_) | StreamElement::Broken(_) => {
+                unreachable!("handled by the task loop")
+            }
+        }
+        Ok(())
+    }
+
+    /// Channel `c` of input `i` ended.
+    fn end_channel(&mut self, state: &mut InputState, i: usize, c: usize) -> Result<(), TaskError> {
+        if state.ended[i][c] {
+            return Ok(());
+        }
+        state.ended[i][c] = true;
+        state.open -= 1;
+        state.open_per_input[i] -= 1;
+        if state.open_per_input[i] == 0 {
+            self.chain.end_input(i)?;
+        }
+        if state.open > 0 {
+            if let Some(w) = state.advance() {
+                self.chain.feed(0, 0, StreamElement::Watermark(w))?;
+            }
         }
         Ok(())
     }

@@ -93,7 +93,8 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
             report(&ctx, &key, v1::TaskState::TaskRunning, String::new(), false, &counters);
             let result = rt.block_on(async {
                 let outputs = wire_outputs(&ctx, &plan, &key, &placements).await.map_err(Ended::Exchange)?;
-                let task = Task { chain, inbox, outputs, options: ctx.options, counters: counters.clone() };
+                let task =
+                    Task { chain, inbox, outputs, options: ctx.options, counters: counters.clone(), control: None, events: None };
                 task.run(cancel).await.map_err(|e| match e {
                     TaskError::Canceled => Ended::Canceled,
                     TaskError::Exchange(e) => Ended::Exchange(e.to_string()),

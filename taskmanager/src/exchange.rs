@@ -29,6 +29,7 @@ use tracing::{debug, warn};
 use weir_proto::v1::data_exchange_client::DataExchangeClient;
 use weir_proto::v1::data_exchange_server::DataExchange;
 use weir_proto::v1::{exchange_frame::Frame, ChannelHeader, ExchangeCredit, ExchangeFrame};
+use weir_runtime::barrier::CheckpointId;
 use weir_runtime::channel::{Envelope, InboxHandle, OutputChannel, StreamElement};
 
 use crate::registry::{Registry, TaskId};
@@ -139,6 +140,7 @@ async fn write_channel(
             StreamElement::Watermark(w) => Frame::Watermark(w),
             StreamElement::Idle(i) => Frame::Idle(i),
             StreamElement::EndOfInput => Frame::EndOfInput(true),
+            StreamElement::Barrier(id) => Frame::Barrier(id.0),
             StreamElement::Broken(_) => continue,
         };
         if frames.send(ExchangeFrame { frame: Some(frame) }).await.is_err() {
@@ -259,6 +261,7 @@ async fn read_frames(
             }
             Frame::Watermark(w) => deliver(StreamElement::Watermark(w)),
             Frame::Idle(i) => deliver(StreamElement::Idle(i)),
+            Frame::Barrier(id) => deliver(StreamElement::Barrier(CheckpointId(id))),
             Frame::EndOfInput(_) => {
                 deliver(StreamElement::EndOfInput);
                 done.cancel();
