@@ -1,0 +1,311 @@
+//! Checkpoint storage: the files a checkpoint is made of and its metadata,
+//! in any object store (`file://` by default, memory for tests; S3 through
+//! the same `object_store` interface).
+//!
+//! Layout under the storage root (see `docs/checkpoints.md`):
+//!
+//! ```text
+//! <job_id>/chk-<id>/<file>        state written by tasks while the checkpoint runs
+//! <job_id>/chk-<id>/_metadata     written last, once every task acknowledged
+//! ```
+//!
+//! A checkpoint exists only once its `_metadata` does. The metadata names
+//! every file with its size and CRC-32 and carries its own checksum, so a
+//! missing file, a damaged file or truncated metadata is detected when the
+//! checkpoint is loaded; [`CheckpointStorage::latest_valid`] then falls back
+//! to the next older checkpoint.
+//!
+//! This crate does I/O and integrity checks only; deciding *when* a
+//! checkpoint completes belongs to the coordinator.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+
+/// Version of the metadata format written by this build.
+pub const METADATA_VERSION: u32 = 1;
+
+const METADATA: &str = "_metadata";
+const CHECKSUM_PREFIX: &str = "\n#crc32:";
+
+/// What can go wrong, and whether trying again may help.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The object store failed (unreachable, denied, ...): often transient.
+    #[error("checkpoint storage: {0}")]
+    Store(#[from] object_store::Error),
+    /// A checkpoint exists but cannot be trusted; use an older one.
+    #[error("checkpoint {checkpoint} of job {job} is unusable: {reason}")]
+    Corrupt {
+        /// Job id.
+        job: String,
+        /// Checkpoint id.
+        checkpoint: u64,
+        /// What is wrong (which file, which check).
+        reason: String,
+    },
+    /// The storage URI is not supported or malformed: a configuration error.
+    #[error("unsupported checkpoint storage URI `{0}`: use file:///absolute/path or memory://")]
+    Uri(String),
+}
+
+impl StorageError {
+    /// Whether retrying the same operation may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StorageError::Store(e) if !matches!(e, object_store::Error::NotFound { .. }))
+    }
+}
+
+/// A file of a checkpoint, as the metadata names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileHandle {
+    /// Path relative to the storage root.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// CRC-32 (IEEE) of the content.
+    pub crc32: u32,
+}
+
+/// What one subtask contributed to a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSnapshot {
+    /// Operator uids of the task's chain, head first.
+    pub operators: Vec<String>,
+    /// Subtask index.
+    pub subtask: u32,
+    /// State files.
+    pub files: Vec<FileHandle>,
+    /// Source positions and other small values, inline.
+    #[serde(default)]
+    pub inline: serde_json::Value,
+}
+
+/// The metadata of a complete checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMetadata {
+    /// Format version.
+    pub version: u32,
+    /// Job id.
+    pub job_id: String,
+    /// Checkpoint id.
+    pub checkpoint_id: u64,
+    /// When the checkpoint was triggered (ms since the epoch).
+    pub timestamp_ms: i64,
+    /// Every subtask's part.
+    pub tasks: Vec<TaskSnapshot>,
+}
+
+impl CheckpointMetadata {
+    /// Every file the checkpoint names.
+    pub fn files(&self) -> impl Iterator<Item = &FileHandle> {
+        self.tasks.iter().flat_map(|t| t.files.iter())
+    }
+}
+
+/// Checkpoints of all jobs under one root of an object store.
+#[derive(Clone)]
+pub struct CheckpointStorage {
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    uri: String,
+}
+
+impl fmt::Debug for CheckpointStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CheckpointStorage").field("uri", &self.uri).finish()
+    }
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(bytes);
+    h.finalize()
+}
+
+impl CheckpointStorage {
+    /// Storage in `store` under `root` (`uri` names it in messages).
+    pub fn new(store: Arc<dyn ObjectStore>, root: &str, uri: &str) -> Self {
+        Self { store, root: Path::from(root), uri: uri.to_string() }
+    }
+
+    /// Storage for a URI: `file:///absolute/dir` or `memory://`.
+    pub fn from_uri(uri: &str) -> Result<Self, StorageError> {
+        if uri == "memory://" || uri == "memory:///" {
+            return Ok(Self::new(Arc::new(InMemory::new()), "", uri));
+        }
+        if let Some(dir) = uri.strip_prefix("file://") {
+            if !dir.starts_with('/') {
+                return Err(StorageError::Uri(uri.to_string()));
+            }
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StorageError::Store(object_store::Error::Generic { store: "file", source: Box::new(e) })
+            })?;
+            let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?;
+            return Ok(Self::new(Arc::new(fs), "", uri));
+        }
+        Err(StorageError::Uri(uri.to_string()))
+    }
+
+    /// The URI this storage was opened with.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    fn dir(&self, job: &str, checkpoint: u64) -> Path {
+        self.root.clone().join(job).join(format!("chk-{checkpoint}"))
+    }
+
+    fn corrupt(job: &str, checkpoint: u64, reason: impl Into<String>) -> StorageError {
+        StorageError::Corrupt { job: job.to_string(), checkpoint, reason: reason.into() }
+    }
+
+    /// Writes a state file of checkpoint `checkpoint`; returns its handle for the metadata.
+    pub async fn write_file(
+        &self,
+        job: &str,
+        checkpoint: u64,
+        name: &str,
+        bytes: Bytes,
+    ) -> Result<FileHandle, StorageError> {
+        let path = self.dir(job, checkpoint).join(name);
+        let handle = FileHandle { path: path.to_string(), size: bytes.len() as u64, crc32: crc32(&bytes) };
+        self.store.put(&path, PutPayload::from_bytes(bytes)).await?;
+        Ok(handle)
+    }
+
+    /// Reads a file named by a metadata, checking its size and checksum.
+    pub async fn read_file(&self, job: &str, checkpoint: u64, handle: &FileHandle) -> Result<Bytes, StorageError> {
+        let bytes = match self.store.get(&Path::from(handle.path.as_str())).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Self::corrupt(job, checkpoint, format!("file {} is missing", handle.path)))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if bytes.len() as u64 != handle.size {
+            return Err(Self::corrupt(
+                job,
+                checkpoint,
+                format!("file {} has {} bytes, the metadata says {}", handle.path, bytes.len(), handle.size),
+            ));
+        }
+        if crc32(&bytes) != handle.crc32 {
+            return Err(Self::corrupt(job, checkpoint, format!("file {} fails its checksum", handle.path)));
+        }
+        Ok(bytes)
+    }
+
+    /// Makes a checkpoint complete by writing its metadata (last).
+    pub async fn complete(&self, meta: &CheckpointMetadata) -> Result<(), StorageError> {
+        let mut body = serde_json::to_vec_pretty(meta).expect("metadata serializes");
+        let sum = crc32(&body);
+        body.extend_from_slice(format!("{CHECKSUM_PREFIX}{sum:08x}\n").as_bytes());
+        let path = self.dir(&meta.job_id, meta.checkpoint_id).join(METADATA);
+        self.store.put(&path, PutPayload::from(body)).await?;
+        Ok(())
+    }
+
+    /// Loads a checkpoint's metadata, verifying it and every file it names.
+    pub async fn load(&self, job: &str, checkpoint: u64) -> Result<CheckpointMetadata, StorageError> {
+        let path = self.dir(job, checkpoint).join(METADATA);
+        let raw = match self.store.get(&path).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Self::corrupt(job, checkpoint, "it has no metadata"))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let text =
+            std::str::from_utf8(&raw).map_err(|_| Self::corrupt(job, checkpoint, "its metadata is not UTF-8"))?;
+        let (body, sum) = text
+            .rsplit_once(CHECKSUM_PREFIX)
+            .ok_or_else(|| Self::corrupt(job, checkpoint, "its metadata is truncated (no checksum)"))?;
+        let want = u32::from_str_radix(sum.trim(), 16)
+            .map_err(|_| Self::corrupt(job, checkpoint, "its metadata checksum is malformed"))?;
+        if crc32(body.as_bytes()) != want {
+            return Err(Self::corrupt(job, checkpoint, "its metadata fails its checksum"));
+        }
+        let meta: CheckpointMetadata = serde_json::from_str(body)
+            .map_err(|e| Self::corrupt(job, checkpoint, format!("its metadata does not parse: {e}")))?;
+        if meta.version > METADATA_VERSION {
+            return Err(Self::corrupt(
+                job,
+                checkpoint,
+                format!("metadata version {} is newer than this build understands ({METADATA_VERSION})", meta.version),
+            ));
+        }
+        if meta.job_id != job || meta.checkpoint_id != checkpoint {
+            return Err(Self::corrupt(job, checkpoint, "its metadata belongs to another checkpoint"));
+        }
+        for f in meta.files() {
+            self.verify(job, checkpoint, f).await?;
+        }
+        Ok(meta)
+    }
+
+    /// Checks that a file exists with the right size, and its checksum.
+    async fn verify(&self, job: &str, checkpoint: u64, f: &FileHandle) -> Result<(), StorageError> {
+        self.read_file(job, checkpoint, f).await.map(|_| ())
+    }
+
+    /// Ids of the checkpoints of `job` that have metadata, oldest first.
+    pub async fn checkpoints(&self, job: &str) -> Result<Vec<u64>, StorageError> {
+        let prefix = self.root.clone().join(job);
+        let listing = self.store.list_with_delimiter(Some(&prefix)).await?;
+        let mut ids: Vec<u64> = Vec::new();
+        for dir in listing.common_prefixes {
+            let Some(id) = dir.filename().and_then(|n| n.strip_prefix("chk-")).and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            match self.store.head(&dir.clone().join(METADATA)).await {
+                Ok(_) => ids.push(id),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// The newest checkpoint of `job` that loads and verifies; newer ones
+    /// that do not are logged with the reason and skipped.
+    pub async fn latest_valid(&self, job: &str) -> Result<Option<CheckpointMetadata>, StorageError> {
+        for id in self.checkpoints(job).await?.into_iter().rev() {
+            match self.load(job, id).await {
+                Ok(meta) => return Ok(Some(meta)),
+                Err(e @ StorageError::Corrupt { .. }) => {
+                    tracing::warn!(job_id = job, checkpoint = id, error = %e, "skipping an unusable checkpoint");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes every file of a checkpoint (complete or not).
+    pub async fn discard(&self, job: &str, checkpoint: u64) -> Result<(), StorageError> {
+        let dir = self.dir(job, checkpoint);
+        let paths: Vec<Path> = self.store.list(Some(&dir)).map_ok(|m| m.location).try_collect().await?;
+        // The metadata goes first, so that a partly deleted checkpoint is never taken for complete.
+        let (meta, rest): (Vec<Path>, Vec<Path>) = paths.into_iter().partition(|p| p.filename() == Some(METADATA));
+        for p in meta.into_iter().chain(rest) {
+            match self.store.delete(&p).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The underlying store (for tests that damage checkpoints on purpose).
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+}
