@@ -22,6 +22,6 @@ if cargo tree -p weir-runtime -e normal --locked | grep -q '^.*tonic '; then
   echo "weir-runtime depends on tonic" >&2; exit 1
 fi
 echo "== build"
-cargo build --workspace --bins --locked
+cargo build --workspace --all-targets --locked
 echo "== test"
 cargo test --workspace --locked
