@@ -355,6 +355,15 @@ impl Cluster {
         Ok(id.0)
     }
 
+    /// Tries to place every job still waiting for slots, oldest first.
+    fn schedule_waiting(&mut self) {
+        let waiting: Vec<JobId> =
+            self.order.iter().filter(|j| self.jobs[*j].state == JobState::Created).cloned().collect();
+        for j in waiting {
+            self.try_schedule(&j);
+        }
+    }
+
     fn try_schedule(&mut self, id: &JobId) {
         let Some(job) = self.jobs.get(id) else { return };
         if job.state != JobState::Created {
@@ -508,11 +517,7 @@ impl Cluster {
         for tm in self.tms.values_mut() {
             tm.allocated.remove(id);
         }
-        let waiting: Vec<JobId> =
-            self.order.iter().filter(|j| self.jobs[*j].state == JobState::Created).cloned().collect();
-        for j in waiting {
-            self.try_schedule(&j);
-        }
+        self.schedule_waiting();
     }
 
     fn cancel_tasks(&self, id: &JobId) {
@@ -585,11 +590,7 @@ impl Cluster {
                         client: TaskManagerServiceClient::new(channel),
                     },
                 );
-                let waiting: Vec<JobId> =
-                    self.order.iter().filter(|j| self.jobs[*j].state == JobState::Created).cloned().collect();
-                for j in waiting {
-                    self.try_schedule(&j);
-                }
+                self.schedule_waiting();
             }
             Err(e) => {
                 warn!(task_manager = %req.task_manager_id, address = %req.rpc_address, error = %e, "bad task manager address")
@@ -645,11 +646,7 @@ impl Cluster {
         for (id, reason) in expired {
             self.fail_job(&id, reason);
         }
-        let waiting: Vec<JobId> =
-            self.order.iter().filter(|j| self.jobs[*j].state == JobState::Created).cloned().collect();
-        for j in waiting {
-            self.try_schedule(&j);
-        }
+        self.schedule_waiting();
     }
 
     fn details(&self, raw: &str) -> Result<v1::JobDetails, ClusterError> {

@@ -245,14 +245,9 @@ impl CheckpointStorage {
             return Err(Self::corrupt(job, checkpoint, "its metadata belongs to another checkpoint"));
         }
         for f in meta.files() {
-            self.verify(job, checkpoint, f).await?;
+            self.read_file(job, checkpoint, f).await?;
         }
         Ok(meta)
-    }
-
-    /// Checks that a file exists with the right size, and its checksum.
-    async fn verify(&self, job: &str, checkpoint: u64, f: &FileHandle) -> Result<(), StorageError> {
-        self.read_file(job, checkpoint, f).await.map(|_| ())
     }
 
     /// Ids of the checkpoints of `job` that have metadata, oldest first.
