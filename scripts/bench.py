@@ -7,6 +7,9 @@ each, and prints per workload the median events/s of both engines, the
 Weir/Flink ratio, and each engine's median peak resident memory (the whole
 process, measured by GNU time).
 
+W3 (checkpointed) also reports each engine's completed checkpoints and the
+median of their mean checkpoint durations.
+
 Usage: scripts/bench.py [--events N] [--parallelism P] [--runs R] [--flink DIR] [WORKLOAD ...]
 """
 
@@ -20,7 +23,13 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-WORKLOADS = {"w1": "w1", "w2": "w2"}
+# workload -> (weir bench name, Flink run.sh name)
+WORKLOADS = {
+    "w1": ("w1", "w1"),
+    "w2": ("w2", "w2"),
+    "w3-heap": ("w3-heap", "w3-hashmap"),
+    "w3-rocksdb": ("w3-rocksdb", "w3-rocksdb"),
+}
 
 
 def sh(cmd, **kw):
@@ -65,22 +74,27 @@ def main():
         runs = {"weir": [], "flink": []}
         for r in range(args.runs):
             for engine in ("weir", "flink"):
-                cmd = [weir, "bench", w, "--events", n, "--parallelism", p] if engine == "weir" else ["bash", str(flink / "run.sh"), w, n, p]
+                ours, theirs = WORKLOADS[w]
+                cmd = [weir, "bench", ours, "--events", n, "--parallelism", p] if engine == "weir" else ["bash", str(flink / "run.sh"), theirs, n, p]
                 fields, rss = timed(cmd)
-                runs[engine].append((float(fields["events_per_sec"]), rss, fields["results"]))
+                ckpt = (int(fields.get("checkpoints", 0)), float(fields.get("checkpoint_avg_ms", 0)), float(fields.get("checkpoint_max_ms", 0)))
+                runs[engine].append((float(fields["events_per_sec"]), rss, fields["results"], ckpt))
+                extra = f", checkpoints={ckpt[0]} avg={ckpt[1]:.1f} ms max={ckpt[2]:.0f} ms" if "checkpoints" in fields else ""
                 print(f"  {w} run {r + 1} {engine}: {float(fields['events_per_sec']):,.0f} events/s, "
-                      f"peak {rss:,.0f} MiB, results={fields['results']}", file=sys.stderr)
+                      f"peak {rss:,.0f} MiB, results={fields['results']}{extra}", file=sys.stderr)
         wr = {e: statistics.median(x[0] for x in runs[e]) for e in runs}
         mem = {e: statistics.median(x[1] for x in runs[e]) for e in runs}
         results = {e: {x[2] for x in runs[e]} for e in runs}
         if results["weir"] != results["flink"]:
             print(f"warning: {w} results differ: weir={results['weir']} flink={results['flink']}", file=sys.stderr)
-        rows.append((w, wr["weir"], wr["flink"], wr["weir"] / wr["flink"], mem["weir"], mem["flink"]))
+        ck = {e: (statistics.median(x[3][0] for x in runs[e]), statistics.median(x[3][1] for x in runs[e])) for e in runs}
+        rows.append((w, wr["weir"], wr["flink"], wr["weir"] / wr["flink"], mem["weir"], mem["flink"], ck))
 
     print(f"\nevents={n} parallelism={p} runs={args.runs} (medians)")
-    print(f"{'workload':<9}{'weir ev/s':>15}{'flink ev/s':>15}{'ratio':>9}{'weir MiB':>11}{'flink MiB':>11}")
-    for w, a, b, ratio, ma, mb in rows:
-        print(f"{w:<9}{a:>15,.0f}{b:>15,.0f}{ratio:>8.1f}x{ma:>11,.0f}{mb:>11,.0f}")
+    print(f"{'workload':<12}{'weir ev/s':>15}{'flink ev/s':>15}{'ratio':>9}{'weir MiB':>11}{'flink MiB':>11}{'checkpoints weir/flink (avg ms)':>36}")
+    for w, a, b, ratio, ma, mb, ck in rows:
+        cks = f"{ck['weir'][0]:.0f} ({ck['weir'][1]:.1f}) / {ck['flink'][0]:.0f} ({ck['flink'][1]:.1f})" if w.startswith("w3") else ""
+        print(f"{w:<12}{a:>15,.0f}{b:>15,.0f}{ratio:>8.1f}x{ma:>11,.0f}{mb:>11,.0f}{cks:>36}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command: lints, builds every binary and runs every test
 # (unit, property and multi-process end-to-end) on a fresh machine with no
-# manual step. Build dependencies are vendored (protoc) or come from crates.io.
+# manual step. Build dependencies are vendored (protoc), come from crates.io or
+# from Debian's packages (libclang for RocksDB's bindings); the S3-compatible
+# server the storage tests start is installed from crates.io, cached.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -11,6 +13,20 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
+
+echo "== dependencies"
+# RocksDB's bindings are generated with libclang.
+if ! ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q 'libclang\.so'; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libclang-dev
+fi
+# A real S3-compatible server for the storage conformance suite.
+TOOLS="$HOME/.cache/weir/tools"
+if [ ! -x "$TOOLS/bin/s3s-fs" ]; then
+  cargo install s3s-fs@0.14.1 --locked --features binary --root "$TOOLS" --target-dir "$HOME/.cache/weir/tools-target"
+fi
+export WEIR_S3S_FS="$TOOLS/bin/s3s-fs"
 
 echo "== format"
 cargo fmt --all -- --check

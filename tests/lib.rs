@@ -108,6 +108,7 @@ pub struct Cluster {
     pub taskmanagers: Vec<(String, Proc)>,
     /// Scratch directory (logs, job files, outputs).
     pub dir: tempfile::TempDir,
+    jm_args: Vec<String>,
 }
 
 fn spawn(name: &str, cmd: &mut Command, dir: &Path) -> anyhow::Result<Proc> {
@@ -130,16 +131,17 @@ impl Cluster {
         let dir = tempfile::tempdir()?;
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
-        let jobmanager = spawn(
-            "jobmanager",
-            Command::new(bin("weir-jobmanager")).args(["--rpc-addr", &format!("127.0.0.1:{port}")]).args([
-                "--heartbeat-interval",
-                "250ms",
-                "--heartbeat-timeout",
-                heartbeat_timeout,
-            ]),
-            dir.path(),
-        )?;
+        let jm_args = vec![
+            "--rpc-addr".to_string(),
+            format!("127.0.0.1:{port}"),
+            "--heartbeat-interval".into(),
+            "250ms".into(),
+            "--heartbeat-timeout".into(),
+            heartbeat_timeout.into(),
+            "--checkpoint-storage".into(),
+            format!("file://{}", dir.path().join("jobmanager-storage").display()),
+        ];
+        let jobmanager = spawn("jobmanager", Command::new(bin("weir-jobmanager")).args(&jm_args), dir.path())?;
         let mut taskmanagers = Vec::new();
         for i in 0..tms {
             let id = format!("tm-{}", (b'a' + i as u8) as char);
@@ -157,13 +159,26 @@ impl Cluster {
             )?;
             taskmanagers.push((id, p));
         }
-        let cluster = Cluster { url, jobmanager, taskmanagers, dir };
+        let cluster = Cluster { url, jobmanager, taskmanagers, dir, jm_args };
         wait_until("task managers to register", Duration::from_secs(30), || {
             let out = cluster.weir_json(&["taskmanagers"])?;
             let n = out["task_managers"].as_array().map(|a| a.len()).unwrap_or(0);
             Ok((n == tms).then_some(()))
         })?;
         Ok(cluster)
+    }
+
+    /// Starts the job manager again with the same arguments (after it was
+    /// killed); its log goes to `jobmanager-2.log` and so on.
+    pub fn restart_jobmanager(&mut self) -> anyhow::Result<()> {
+        self.jobmanager.kill9();
+        let n = std::fs::read_dir(self.dir.path())?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("jobmanager"))
+            .count();
+        let name = format!("jobmanager-{}", n + 1);
+        self.jobmanager = spawn(&name, Command::new(bin("weir-jobmanager")).args(&self.jm_args), self.dir.path())?;
+        Ok(())
     }
 
     /// Runs `weir ARGS --jobmanager URL`.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use weir_runtime::builder::JobBuilder;
+use weir_runtime::checkpointing::{BackendChoice, CheckpointConfig, RestartStrategy};
 use weir_runtime::graph::JobGraph;
 
 use crate::client;
@@ -19,6 +20,12 @@ pub enum Workload {
     W1,
     /// W2: generator -> watermarks -> hash(auction) -> 10 s tumbling count/sum -> discard.
     W2,
+    /// W3: W2 with exactly-once checkpoints every second, heap state (full snapshots).
+    #[value(name = "w3-heap")]
+    W3Heap,
+    /// W3: W2 with exactly-once checkpoints every second, RocksDB state (incremental).
+    #[value(name = "w3-rocksdb")]
+    W3Rocksdb,
 }
 
 impl Workload {
@@ -26,13 +33,30 @@ impl Workload {
         match self {
             Workload::W1 => "passthrough",
             Workload::W2 => "tumble",
+            Workload::W3Heap | Workload::W3Rocksdb => "tumble-checkpointed",
+        }
+    }
+
+    fn number(self) -> u8 {
+        match self {
+            Workload::W1 => 1,
+            Workload::W2 => 2,
+            Workload::W3Heap | Workload::W3Rocksdb => 3,
+        }
+    }
+
+    fn backend(self) -> Option<BackendChoice> {
+        match self {
+            Workload::W3Heap => Some(BackendChoice::Heap),
+            Workload::W3Rocksdb => Some(BackendChoice::Rocksdb),
+            _ => None,
         }
     }
 
     /// The workload's job graph; the same as `jobs/w1-passthrough.yaml` and
     /// `jobs/w2-tumble.yaml` with `events` and parallelism set.
     pub fn graph(self, events: u64, parallelism: u32) -> JobGraph {
-        let mut b = JobBuilder::new(format!("w{}-{}", self as u8 + 1, self.name()));
+        let mut b = JobBuilder::new(format!("w{}-{}", self.number(), self.name()));
         b.default_parallelism(parallelism);
         b.operator("gen", "datagen", json!({ "events": events }));
         match self {
@@ -42,7 +66,7 @@ impl Workload {
                 b.operator("sink", "discard", json!({}));
                 b.forward("gen", "price").forward("price", "even-auctions").forward("even-auctions", "sink");
             }
-            Workload::W2 => {
+            Workload::W2 | Workload::W3Heap | Workload::W3Rocksdb => {
                 b.operator(
                     "timestamps",
                     "watermark",
@@ -62,6 +86,13 @@ impl Workload {
                 b.forward("gen", "timestamps").hash("timestamps", "tumble", &["auction"]).forward("tumble", "sink");
             }
         }
+        if let Some(backend) = self.backend() {
+            // The baseline's settings: 1 s exactly-once checkpoints, one at a time, no pause, no restarts.
+            let mut c = CheckpointConfig::every(Duration::from_secs(1));
+            c.backend = backend;
+            c.restart = RestartStrategy::None;
+            b.checkpoints(c);
+        }
         b.build()
     }
 
@@ -69,7 +100,7 @@ impl Workload {
     pub fn expected(self, n: u64) -> u64 {
         match self {
             Workload::W1 => n.div_ceil(2),
-            Workload::W2 => (n / 100_000) * 10_000 + (n % 100_000).min(10_000),
+            Workload::W2 | Workload::W3Heap | Workload::W3Rocksdb => (n / 100_000) * 10_000 + (n % 100_000).min(10_000),
         }
     }
 }
@@ -77,7 +108,12 @@ impl Workload {
 /// Runs one workload and prints its result line.
 pub async fn run(w: Workload, events: u64, parallelism: u32) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(parallelism >= 1, "parallelism must be at least 1");
-    let graph = w.graph(events, parallelism);
+    let mut graph = w.graph(events, parallelism);
+    // W3 writes to a fresh local directory, removed afterwards.
+    let dir = tempfile::Builder::new().prefix("weir-bench-checkpoints").tempdir()?;
+    if let Some(c) = graph.checkpoint.as_mut() {
+        c.storage = Some(format!("file://{}", dir.path().display()));
+    }
     let cluster = Embedded::start(parallelism).await?;
     let mut c = client::connect(&cluster.url).await?;
     let started = Instant::now();
@@ -89,11 +125,27 @@ pub async fn run(w: Workload, events: u64, parallelism: u32) -> anyhow::Result<E
         anyhow::bail!("the job did not finish: {}", details.failure);
     }
     let results = details.sink_records;
-    println!(
+    let mut line = format!(
         "workload={} engine=weir parallelism={parallelism} events={events} seconds={seconds:.3} events_per_sec={:.0} results={results}",
         w.name(),
         events as f64 / seconds
     );
+    if let Some(backend) = w.backend() {
+        let done: Vec<u64> = details
+            .checkpoints
+            .iter()
+            .filter(|c| c.status() == weir_proto::v1::CheckpointStatus::Completed)
+            .map(|c| c.duration_ms)
+            .collect();
+        let avg = if done.is_empty() { 0.0 } else { done.iter().sum::<u64>() as f64 / done.len() as f64 };
+        let max = done.iter().max().copied().unwrap_or(0);
+        line.push_str(&format!(
+            " checkpoints={} state_backend={} checkpoint_avg_ms={avg:.1} checkpoint_max_ms={max}",
+            done.len(),
+            backend.name()
+        ));
+    }
+    println!("{line}");
     let want = w.expected(events);
     if results != want {
         eprintln!("error: results={results} but the specification expects {want}");
@@ -109,7 +161,12 @@ mod tests {
     /// `weir bench` runs exactly the example job files.
     #[test]
     fn workloads_match_the_example_job_files() {
-        for (w, file) in [(Workload::W1, "w1-passthrough.yaml"), (Workload::W2, "w2-tumble.yaml")] {
+        for (w, file) in [
+            (Workload::W1, "w1-passthrough.yaml"),
+            (Workload::W2, "w2-tumble.yaml"),
+            (Workload::W3Heap, "w3-heap.yaml"),
+            (Workload::W3Rocksdb, "w3-rocksdb.yaml"),
+        ] {
             let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs").join(file);
             let mut parsed = weir_runtime::spec::parse_job_yaml(&std::fs::read_to_string(path).unwrap()).unwrap();
             parsed.operators.iter_mut().for_each(|o| o.line = 0);
@@ -124,5 +181,6 @@ mod tests {
         assert_eq!(Workload::W1.expected(7), 4);
         assert_eq!(Workload::W2.expected(20_000_000), 2_000_000);
         assert_eq!(Workload::W2.expected(1_234_567), 130_000);
+        assert_eq!(Workload::W3Rocksdb.expected(20_000_000), 2_000_000);
     }
 }

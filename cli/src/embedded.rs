@@ -18,6 +18,8 @@ use crate::output::{self, Format};
 pub struct Embedded {
     jm: JobManager,
     tm: TaskManager,
+    /// Default checkpoint storage and job records of this embedded cluster only.
+    _storage: tempfile::TempDir,
     /// URL of the job manager.
     pub url: String,
 }
@@ -26,7 +28,13 @@ impl Embedded {
     /// Starts a job manager and a task manager with `slots` slots, and waits
     /// until the task manager has registered.
     pub async fn start(slots: u32) -> anyhow::Result<Embedded> {
-        let jm = JobManager::start(TcpListener::bind("127.0.0.1:0").await?, JobManagerOptions::default())?;
+        // A fresh job manager storage: an embedded cluster never resumes another's jobs.
+        let storage = tempfile::Builder::new().prefix("weir-embedded").tempdir()?;
+        let opts = JobManagerOptions {
+            checkpoint_storage: format!("file://{}", storage.path().display()),
+            ..JobManagerOptions::default()
+        };
+        let jm = JobManager::start(TcpListener::bind("127.0.0.1:0").await?, opts)?;
         let url = format!("http://{}", jm.addr);
         let tm =
             TaskManager::start(TcpListener::bind("127.0.0.1:0").await?, TaskManagerOptions::new(url.clone(), slots))?;
@@ -42,7 +50,7 @@ impl Embedded {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        Ok(Embedded { jm, tm, url })
+        Ok(Embedded { jm, tm, _storage: storage, url })
     }
 
     /// Stops both processes' services.

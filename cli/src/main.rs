@@ -71,6 +71,13 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Show a job's checkpoint history: id, status, duration, size, alignment.
+    Checkpoints {
+        /// Job id.
+        job_id: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Cancel a job.
     Cancel {
         /// Job id.
@@ -153,6 +160,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut c = client::connect(&target.jobmanager).await?;
             let details = client::details(&mut c, &job_id).await?;
             output::details(fmt, &details);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Checkpoints { job_id, target } => {
+            let mut c = client::connect(&target.jobmanager).await?;
+            let details = client::details(&mut c, &job_id).await?;
+            output::checkpoints(fmt, &details);
             Ok(ExitCode::SUCCESS)
         }
         Command::Cancel { job_id, target } => {

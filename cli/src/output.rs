@@ -21,6 +21,7 @@ fn state_name(s: v1::JobState) -> &'static str {
         v1::JobState::Failed => "FAILED",
         v1::JobState::Cancelling => "CANCELLING",
         v1::JobState::Canceled => "CANCELED",
+        v1::JobState::Restarting => "RESTARTING",
         v1::JobState::Unspecified => "UNKNOWN",
     }
 }
@@ -74,6 +75,10 @@ pub fn details_json(d: &v1::JobDetails) -> serde_json::Value {
     let mut v = d.summary.as_ref().map(summary_json).unwrap_or_else(|| json!({}));
     v["failure"] = if d.failure.is_empty() { serde_json::Value::Null } else { json!(d.failure) };
     v["sink_records"] = json!(d.sink_records);
+    v["attempt"] = json!(d.attempt);
+    v["restarts"] = json!(d.restarts);
+    v["restored_from"] = if d.restored_from > 0 { json!(d.restored_from) } else { serde_json::Value::Null };
+    v["checkpoints"] = d.checkpoints.iter().map(checkpoint_json).collect();
     v["tasks"] = d
         .tasks
         .iter()
@@ -108,6 +113,23 @@ pub fn details(fmt: Format, d: &v1::JobDetails) {
                 println!("failure: {}", d.failure);
             }
             println!("records written by sinks: {}", d.sink_records);
+            if d.restarts > 0 {
+                println!("restarts: {} (attempt {})", d.restarts, d.attempt);
+            }
+            if d.restored_from > 0 {
+                println!("restored from checkpoint {}", d.restored_from);
+            }
+            if !d.checkpoints.is_empty() {
+                let done: Vec<_> =
+                    d.checkpoints.iter().filter(|c| c.status() == v1::CheckpointStatus::Completed).collect();
+                let failed =
+                    d.checkpoints.iter().filter(|c| c.status() == v1::CheckpointStatus::CheckpointFailed).count();
+                print!("checkpoints: {} completed, {failed} failed (of the last {})", done.len(), d.checkpoints.len());
+                match done.last() {
+                    Some(c) => println!("; latest {} took {} ms, {} state", c.id, c.duration_ms, bytes(c.state_bytes)),
+                    None => println!(),
+                }
+            }
             for t in &d.tasks {
                 println!(
                     "  {:<40} {}/{}  {:<9} on {}  in={} out={}{}",
@@ -171,6 +193,78 @@ pub fn plan(fmt: Format, plan: &Plan) {
             println!("job {} is valid: {} slot(s) needed", plan.graph.name, plan.slots_needed());
             for v in &plan.vertices {
                 println!("  task {} x{}", v.name, v.parallelism);
+            }
+        }
+    }
+}
+
+fn checkpoint_status_name(s: v1::CheckpointStatus) -> &'static str {
+    match s {
+        v1::CheckpointStatus::InProgress => "IN_PROGRESS",
+        v1::CheckpointStatus::Completed => "COMPLETED",
+        v1::CheckpointStatus::CheckpointFailed => "FAILED",
+        v1::CheckpointStatus::Unspecified => "UNKNOWN",
+    }
+}
+
+fn checkpoint_json(c: &v1::CheckpointInfo) -> serde_json::Value {
+    json!({
+        "id": c.id,
+        "status": checkpoint_status_name(c.status()),
+        "trigger_time_ms": c.trigger_time_ms,
+        "duration_ms": c.duration_ms,
+        "size_bytes": c.size_bytes,
+        "state_bytes": c.state_bytes,
+        "alignment_ms": c.alignment_ms,
+        "acknowledged": c.acknowledged,
+        "tasks": c.tasks,
+        "failure": if c.failure.is_empty() { None } else { Some(&c.failure) },
+    })
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+/// A job's checkpoint history.
+pub fn checkpoints(fmt: Format, d: &v1::JobDetails) {
+    match fmt {
+        Format::Json => println!(
+            "{}",
+            json!({
+                "job_id": d.summary.as_ref().map(|s| s.job_id.clone()),
+                "restarts": d.restarts,
+                "restored_from": if d.restored_from > 0 { Some(d.restored_from) } else { None },
+                "checkpoints": d.checkpoints.iter().map(checkpoint_json).collect::<Vec<_>>(),
+            })
+        ),
+        Format::Text => {
+            if d.checkpoints.is_empty() {
+                println!("no checkpoints (the job has none configured, or none was triggered yet)");
+                return;
+            }
+            println!(
+                "{:>6}  {:<11}  {:>9}  {:>10}  {:>10}  {:>9}  {:>5}  failure",
+                "id", "status", "duration", "uploaded", "state", "alignment", "acks"
+            );
+            for c in &d.checkpoints {
+                println!(
+                    "{:>6}  {:<11}  {:>6} ms  {:>10}  {:>10}  {:>6} ms  {:>2}/{:<2}  {}",
+                    c.id,
+                    checkpoint_status_name(c.status()),
+                    c.duration_ms,
+                    bytes(c.size_bytes),
+                    bytes(c.state_bytes),
+                    c.alignment_ms,
+                    c.acknowledged,
+                    c.tasks,
+                    c.failure
+                );
             }
         }
     }

@@ -14,10 +14,13 @@ use weir_proto::v1;
 use weir_proto::v1::task_manager_service_client::TaskManagerServiceClient;
 use weir_runtime::graph::Plan;
 
+use weir_state::{CheckpointMetadata, CheckpointStorage, S3Options};
+
+use crate::coordinator::{Coordinator, Next};
 use crate::scheduler::{allocate, place, SlotOffer, TaskPlacement};
 
-/// Timing of the job manager.
-#[derive(Debug, Clone, Copy)]
+/// Timing and storage of the job manager.
+#[derive(Debug, Clone)]
 pub struct JobManagerOptions {
     /// How often task managers heartbeat.
     pub heartbeat_interval: Duration,
@@ -25,6 +28,10 @@ pub struct JobManagerOptions {
     pub heartbeat_timeout: Duration,
     /// How long a submitted job waits for enough free slots before failing.
     pub slot_wait_timeout: Duration,
+    /// Checkpoint storage of jobs that name none.
+    pub checkpoint_storage: String,
+    /// S3 settings for checkpoint storage.
+    pub s3: S3Options,
 }
 
 impl Default for JobManagerOptions {
@@ -33,6 +40,8 @@ impl Default for JobManagerOptions {
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(5),
             slot_wait_timeout: Duration::from_secs(30),
+            checkpoint_storage: format!("file://{}", std::env::temp_dir().join("weir-checkpoints").display()),
+            s3: S3Options::default(),
         }
     }
 }
@@ -68,6 +77,8 @@ pub enum JobState {
     Cancelling,
     /// Cancelled.
     Canceled,
+    /// Failed; waiting to restart from the latest complete checkpoint.
+    Restarting,
 }
 
 impl JobState {
@@ -83,6 +94,7 @@ impl JobState {
             JobState::Failed => v1::JobState::Failed,
             JobState::Cancelling => v1::JobState::Cancelling,
             JobState::Canceled => v1::JobState::Canceled,
+            JobState::Restarting => v1::JobState::Restarting,
         }
     }
 }
@@ -127,6 +139,20 @@ pub enum Command {
     TaskState(v1::TaskStateReport),
     /// A deployment RPC failed.
     DeployFailed { job: JobId, attempt: u32, task_manager: String, error: String },
+    /// A subtask stored its part of a checkpoint.
+    Acknowledge(v1::AcknowledgeCheckpointRequest),
+    /// A subtask could not take its part of a checkpoint.
+    Decline(v1::DeclineCheckpointRequest),
+    /// Time to trigger a checkpoint of a job attempt (if nothing prevents it).
+    CheckpointDue(JobId, u32),
+    /// Triggering a checkpoint failed on a task manager.
+    TriggerFailed { job: JobId, id: u64, error: String },
+    /// A checkpoint's metadata was written (or not).
+    MetadataWritten { job: JobId, id: u64, result: Result<CheckpointMetadata, String> },
+    /// A restart's delay passed and its checkpoint was looked up.
+    RestartReady { job: JobId, attempt: u32, restore: Result<Option<CheckpointMetadata>, String> },
+    /// Records of jobs a previous job manager was running.
+    Recovered(Result<Vec<v1::JobRecord>, String>),
 }
 
 /// A cheap handle to the job manager core.
@@ -189,6 +215,14 @@ struct Job {
     failure: Option<String>,
     /// A data-plane failure waiting to see whether a lost task manager explains it.
     suspect: Option<(String, Instant)>,
+    /// Checkpointing, if the job has it.
+    coordinator: Option<Coordinator>,
+    /// A checkpoint trigger timer is pending.
+    trigger_scheduled: bool,
+    /// Restarts so far.
+    restarts: u32,
+    /// The checkpoint the current attempt restores from.
+    restore: Option<Arc<CheckpointMetadata>>,
 }
 
 fn millis(t: SystemTime) -> i64 {
@@ -228,6 +262,8 @@ pub struct Cluster {
     order: Vec<JobId>,
     /// Long polls waiting for a job to end.
     waiters: Vec<(JobId, Instant, Reply<v1::JobDetails>)>,
+    /// Where job records are kept (the default checkpoint storage).
+    records: Option<CheckpointStorage>,
 }
 
 impl Cluster {
@@ -237,13 +273,16 @@ impl Cluster {
         let handle = ClusterHandle { tx: tx.clone() };
         (
             Cluster {
-                opts,
                 rx,
                 tx,
                 tms: BTreeMap::new(),
                 jobs: BTreeMap::new(),
                 order: Vec::new(),
                 waiters: Vec::new(),
+                records: CheckpointStorage::from_uri_with(&opts.checkpoint_storage, &opts.s3)
+                    .map_err(|e| warn!(error = %e, "job records disabled: the checkpoint storage does not open"))
+                    .ok(),
+                opts,
             },
             handle,
         )
@@ -251,6 +290,12 @@ impl Cluster {
 
     /// Processes commands and timers until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        if let Some(records) = self.records.clone() {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(Command::Recovered(crate::records::load(&records).await)).await;
+            });
+        }
         let mut ticker = tokio::time::interval(self.opts.heartbeat_interval.min(Duration::from_millis(500)) / 2);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -323,9 +368,39 @@ impl Cluster {
             Command::TaskState(report) => self.task_state(report),
             Command::DeployFailed { job, attempt, task_manager, error } => {
                 if self.jobs.get(&job).is_some_and(|j| j.attempt == attempt && j.state == JobState::Running) {
-                    self.fail_job(&job, format!("deploying to task manager {task_manager} failed: {error}"));
+                    self.fail_or_restart(&job, format!("deploying to task manager {task_manager} failed: {error}"));
                 }
             }
+            Command::Acknowledge(req) => self.acknowledge(req),
+            Command::Decline(req) => {
+                let Some(key) = req.task.clone() else { return };
+                let id = JobId(key.job_id.clone());
+                let Some(job) = self.jobs.get_mut(&id) else { return };
+                if job.attempt != key.attempt {
+                    return;
+                }
+                let reason = format!("subtask {} of vertex {} declined: {}", key.subtask, key.vertex, req.reason);
+                if let Some(next) = job.coordinator.as_mut().map(|c| c.fail(req.checkpoint_id, &reason, true)) {
+                    self.after_checkpoint_failure(&id, next);
+                }
+            }
+            Command::CheckpointDue(job, attempt) => self.checkpoint_due(&job, attempt),
+            Command::TriggerFailed { job, id, error } => {
+                let reason = format!("triggering failed: {error}");
+                if let Some(next) =
+                    self.jobs.get_mut(&job).and_then(|j| j.coordinator.as_mut()).map(|c| c.fail(id, &reason, true))
+                {
+                    self.after_checkpoint_failure(&job, next);
+                }
+            }
+            Command::MetadataWritten { job, id, result } => self.metadata_written(&job, id, result),
+            Command::RestartReady { job, attempt, restore } => self.restart_ready(&job, attempt, restore),
+            Command::Recovered(Ok(records)) => {
+                for r in records {
+                    self.resume(r);
+                }
+            }
+            Command::Recovered(Err(e)) => warn!(error = %e, "reading job records failed: no job is resumed"),
         }
     }
 
@@ -334,7 +409,16 @@ impl Cluster {
         let domain = weir_proto::graph_from_proto(&graph).map_err(|e| ClusterError::InvalidJob(e.to_string()))?;
         let plan = Plan::new(&domain, req.default_parallelism).map_err(|e| ClusterError::InvalidJob(e.to_string()))?;
         let id = JobId::random();
-        info!(job_id = %id, name = %domain.name, subtasks = plan.subtask_count(), slots = plan.slots_needed(), "job submitted");
+        let coordinator = match &plan.graph.checkpoint {
+            Some(c) => {
+                let uri = c.storage.clone().unwrap_or_else(|| self.opts.checkpoint_storage.clone());
+                let storage = CheckpointStorage::from_uri_with(&uri, &self.opts.s3)
+                    .map_err(|e| ClusterError::InvalidJob(format!("checkpoints.storage: {e}")))?;
+                Some(Coordinator::new(&id.0, c.clone(), storage, 0))
+            }
+            None => None,
+        };
+        info!(job_id = %id, name = %domain.name, subtasks = plan.subtask_count(), slots = plan.slots_needed(), checkpoints = coordinator.is_some(), "job submitted");
         let job = Job {
             id: id.clone(),
             name: domain.name.clone(),
@@ -348,9 +432,14 @@ impl Cluster {
             tasks: BTreeMap::new(),
             failure: None,
             suspect: None,
+            coordinator,
+            trigger_scheduled: false,
+            restarts: 0,
+            restore: None,
         };
         self.jobs.insert(id.clone(), job);
         self.order.push(id.clone());
+        self.save_record(&id);
         self.try_schedule(&id);
         Ok(id.0)
     }
@@ -422,8 +511,18 @@ impl Cluster {
                 rpc_address: self.tms[&p.task_manager].address.clone(),
             })
             .collect();
+        let storage = job.coordinator.as_ref().map(|c| c.storage.uri().to_string()).unwrap_or_default();
         for p in placements {
             let mut client = self.tms[&p.task_manager].client.clone();
+            let (restore_json, restore_checkpoint) = match &job.restore {
+                Some(meta) => {
+                    let uids = job.plan.vertex_uids(p.vertex);
+                    let snaps: Vec<&weir_state::TaskSnapshot> =
+                        meta.tasks.iter().filter(|t| t.operators == uids).collect();
+                    (serde_json::to_string(&snaps).expect("snapshots serialize"), meta.checkpoint_id)
+                }
+                None => (String::new(), 0),
+            };
             let req = v1::DeployTaskRequest {
                 task: Some(v1::TaskKey {
                     job_id: id.0.clone(),
@@ -433,6 +532,9 @@ impl Cluster {
                 }),
                 graph: Some(job.graph.clone()),
                 placements: wire.clone(),
+                checkpoint_storage: storage.clone(),
+                restore_json,
+                restore_checkpoint,
             };
             let tx = self.tx.clone();
             let (job_id, attempt, tm) = (id.clone(), job.attempt, p.task_manager.clone());
@@ -483,12 +585,21 @@ impl Cluster {
                         job.suspect = Some((reason, Instant::now() + self.opts.heartbeat_timeout));
                     }
                 } else {
-                    self.fail_job(&id, reason);
+                    self.fail_or_restart(&id, reason);
                 }
             }
             v1::TaskState::TaskFinished | v1::TaskState::TaskCanceled | v1::TaskState::TaskFailed => {
+                if state == v1::TaskState::TaskFinished {
+                    // Bounded input: a finished task takes no more barriers.
+                    if let Some(c) = job.coordinator.as_mut() {
+                        if let Some(cp) = c.abandon("a task finished before the checkpoint completed") {
+                            info!(job_id = %id, checkpoint = cp, "checkpoint abandoned: the input ended");
+                        }
+                    }
+                }
                 self.maybe_complete(&id);
             }
+            v1::TaskState::TaskRunning => self.schedule_checkpoint(&id),
             _ => {}
         }
     }
@@ -510,6 +621,7 @@ impl Cluster {
         job.ended = Some(SystemTime::now());
         let records: u64 = job.tasks.values().map(|t| t.counters.sink_records).sum();
         info!(job_id = %id, state = ?next, sink_records = records, "job ended");
+        self.remove_record(id);
         self.release(id);
     }
 
@@ -540,11 +652,15 @@ impl Cluster {
             return;
         }
         warn!(job_id = %id, reason = %reason, "job failed");
+        if let Some(c) = job.coordinator.as_mut() {
+            c.abandon("the job failed");
+        }
         job.state = JobState::Failed;
         job.failure = Some(reason);
         job.ended = Some(SystemTime::now());
         job.suspect = None;
         self.cancel_tasks(id);
+        self.remove_record(id);
         self.release(id);
     }
 
@@ -552,12 +668,16 @@ impl Cluster {
         let id = JobId(raw.to_string());
         let job = self.jobs.get_mut(&id).ok_or_else(|| ClusterError::UnknownJob(raw.into()))?;
         match job.state {
-            JobState::Created => {
+            JobState::Created | JobState::Restarting => {
                 job.state = JobState::Canceled;
                 job.ended = Some(SystemTime::now());
+                self.remove_record(&id);
             }
             JobState::Running => {
                 info!(job_id = %id, "cancelling job");
+                if let Some(c) = job.coordinator.as_mut() {
+                    c.abandon("the job is cancelled");
+                }
                 job.state = JobState::Cancelling;
                 self.cancel_tasks(&id);
                 self.maybe_complete(&id);
@@ -617,7 +737,7 @@ impl Cluster {
             match job.state {
                 JobState::Running => {
                     let reason = format!("task manager {tm_id} at {} was lost: {why}", tm.address);
-                    self.fail_job(&id, reason);
+                    self.fail_or_restart(&id, reason);
                 }
                 JobState::Cancelling => self.maybe_complete(&id),
                 _ => {}
@@ -644,9 +764,321 @@ impl Cluster {
             })
             .collect();
         for (id, reason) in expired {
-            self.fail_job(&id, reason);
+            self.fail_or_restart(&id, reason);
+        }
+        let timed_out: Vec<(JobId, u64)> = self
+            .jobs
+            .values()
+            .filter_map(|j| j.coordinator.as_ref().and_then(|c| c.timed_out(now)).map(|cp| (j.id.clone(), cp)))
+            .collect();
+        for (id, cp) in timed_out {
+            let job = self.jobs.get_mut(&id).expect("listed above");
+            let c = job.coordinator.as_mut().expect("listed above");
+            let reason = format!("not complete after {:?} (timeout)", c.timeout());
+            let next = c.fail(cp, &reason, true);
+            self.after_checkpoint_failure(&id, next);
         }
         self.schedule_waiting();
+    }
+
+    // ------------------------------------------------------------ checkpoints
+
+    /// Arms the trigger timer of a running job with checkpoints.
+    fn schedule_checkpoint(&mut self, id: &JobId) {
+        let Some(job) = self.jobs.get_mut(id) else { return };
+        if job.state != JobState::Running || job.trigger_scheduled {
+            return;
+        }
+        let Some(at) = job.coordinator.as_ref().and_then(|c| c.next_trigger_at(Instant::now())) else { return };
+        job.trigger_scheduled = true;
+        let (tx, job_id, attempt) = (self.tx.clone(), id.clone(), job.attempt);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            let _ = tx.send(Command::CheckpointDue(job_id, attempt)).await;
+        });
+    }
+
+    fn checkpoint_due(&mut self, id: &JobId, attempt: u32) {
+        let Some(job) = self.jobs.get_mut(id) else { return };
+        if job.attempt != attempt {
+            return;
+        }
+        job.trigger_scheduled = false;
+        if job.state != JobState::Running {
+            return;
+        }
+        // Barriers start at sources and must reach every task: wait until all run.
+        if !job.tasks.values().all(|t| t.state == v1::TaskState::TaskRunning) {
+            return;
+        }
+        let Some(c) = job.coordinator.as_mut() else { return };
+        match c.next_trigger_at(Instant::now()) {
+            Some(at) if at <= Instant::now() => {}
+            Some(_) => return self.schedule_checkpoint(id),
+            None => return,
+        }
+        let cp = c.trigger(attempt, job.tasks.len());
+        let mut sources: Vec<String> = job
+            .tasks
+            .iter()
+            .filter(|((v, _), _)| job.plan.inputs_of(*v).is_empty())
+            .map(|(_, t)| t.task_manager.clone())
+            .collect();
+        sources.sort();
+        sources.dedup();
+        tracing::debug!(job_id = %id, checkpoint = cp, "triggering checkpoint");
+        for tm in sources {
+            let Some(t) = self.tms.get(&tm) else { continue };
+            let mut client = t.client.clone();
+            let req = v1::TriggerCheckpointRequest { job_id: id.0.clone(), attempt, checkpoint_id: cp };
+            let (tx, job_id) = (self.tx.clone(), id.clone());
+            tokio::spawn(async move {
+                if let Err(e) = client.trigger_checkpoint(req).await {
+                    let error = format!("task manager {tm}: {}", e.message());
+                    let _ = tx.send(Command::TriggerFailed { job: job_id, id: cp, error }).await;
+                }
+            });
+        }
+    }
+
+    fn acknowledge(&mut self, req: v1::AcknowledgeCheckpointRequest) {
+        let Some(key) = req.task.clone() else { return };
+        let id = JobId(key.job_id.clone());
+        let Some(job) = self.jobs.get_mut(&id) else { return };
+        let attempt = job.attempt;
+        let Some(c) = job.coordinator.as_mut() else { return };
+        match c.acknowledge(attempt, &req) {
+            Ok(Next::Write(meta)) => {
+                let (storage, tx, job_id, cp) = (c.storage.clone(), self.tx.clone(), id.clone(), meta.checkpoint_id);
+                tokio::spawn(async move {
+                    let result = storage.complete(&meta).await.map(|_| meta).map_err(|e| e.to_string());
+                    let _ = tx.send(Command::MetadataWritten { job: job_id, id: cp, result }).await;
+                });
+            }
+            Ok(_) => {}
+            Err(reason) => {
+                let next = c.fail(req.checkpoint_id, &reason, true);
+                self.after_checkpoint_failure(&id, next);
+            }
+        }
+    }
+
+    fn metadata_written(&mut self, id: &JobId, cp: u64, result: Result<CheckpointMetadata, String>) {
+        let Some(job) = self.jobs.get_mut(id) else { return };
+        let Some(c) = job.coordinator.as_mut() else { return };
+        let meta = match result {
+            Ok(m) => m,
+            Err(e) => {
+                let next = c.fail(cp, &format!("writing its metadata failed: {e}"), true);
+                return self.after_checkpoint_failure(id, next);
+            }
+        };
+        let Some(done) = c.written(meta) else { return };
+        let storage = c.storage.clone();
+        let info = c.history().into_iter().rev().find(|h| h.id == cp).unwrap_or_default();
+        info!(job_id = %id, checkpoint = cp, duration_ms = info.duration_ms, size_bytes = info.size_bytes, state_bytes = info.state_bytes, alignment_ms = info.alignment_ms, "checkpoint complete");
+        // Sinks commit on this notice.
+        for tm in job.task_managers() {
+            let Some(t) = self.tms.get(&tm) else { continue };
+            let mut client = t.client.clone();
+            let req =
+                v1::NotifyCheckpointCompleteRequest { job_id: id.0.clone(), attempt: job.attempt, checkpoint_id: cp };
+            tokio::spawn(async move {
+                if let Err(e) = client.notify_checkpoint_complete(req).await {
+                    warn!(task_manager = %tm, checkpoint = cp, error = %e.message(), "notifying checkpoint completion failed");
+                }
+            });
+        }
+        let job_id = id.0.clone();
+        tokio::spawn(async move {
+            for old in done.discard {
+                if let Err(e) = storage.discard(&job_id, old).await {
+                    warn!(job_id, checkpoint = old, error = %e, "deleting a subsumed checkpoint failed");
+                }
+            }
+            if let Err(e) = storage.delete_shared(&done.unreferenced).await {
+                warn!(job_id, error = %e, "deleting unreferenced shared state files failed");
+            }
+        });
+        self.schedule_checkpoint(id);
+    }
+
+    fn after_checkpoint_failure(&mut self, id: &JobId, next: Next) {
+        let Next::Failed { id: cp, reason, fail_job } = next else { return };
+        warn!(job_id = %id, checkpoint = cp, reason = %reason, "checkpoint failed");
+        if let Some(job) = self.jobs.get(id) {
+            if let Some(c) = &job.coordinator {
+                let (storage, job_id) = (c.storage.clone(), id.0.clone());
+                tokio::spawn(async move {
+                    let _ = storage.discard(&job_id, cp).await;
+                });
+            }
+        }
+        if fail_job {
+            let tolerable = self.jobs[id].coordinator.as_ref().map(|c| c.config.tolerable_failures).unwrap_or(0);
+            self.fail_or_restart(
+                id,
+                format!("checkpoint {cp} failed ({reason}) and more than {tolerable} consecutive checkpoint failures are not tolerated"),
+            );
+        } else {
+            self.schedule_checkpoint(id);
+        }
+    }
+
+    // ------------------------------------------------------------ restarts
+
+    /// Restarts a failed job per its restart strategy, or fails it.
+    fn fail_or_restart(&mut self, id: &JobId, reason: String) {
+        let Some(job) = self.jobs.get_mut(id) else { return };
+        if job.state != JobState::Running {
+            return self.fail_job(id, reason);
+        }
+        let delay = job.coordinator.as_ref().and_then(|c| c.config.restart.delay(job.restarts + 1));
+        let Some(delay) = delay else {
+            let reason = if job.restarts > 0 { format!("{reason} (after {} restarts)", job.restarts) } else { reason };
+            return self.fail_job(id, reason);
+        };
+        job.restarts += 1;
+        warn!(job_id = %id, attempt = job.attempt, restart = job.restarts, delay = ?delay, reason = %reason, "job failed; restarting from the latest complete checkpoint");
+        if let Some(c) = job.coordinator.as_mut() {
+            c.abandon("the job is restarting");
+        }
+        job.failure = Some(reason);
+        job.suspect = None;
+        job.state = JobState::Restarting;
+        self.cancel_tasks(id);
+        let job = self.jobs.get_mut(id).expect("checked");
+        let attempt = job.attempt;
+        job.tasks.clear();
+        let storage = job.coordinator.as_ref().map(|c| c.storage.clone());
+        for tm in self.tms.values_mut() {
+            tm.allocated.remove(id);
+        }
+        let (tx, job_id) = (self.tx.clone(), id.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let restore = match storage {
+                Some(s) => s.latest_valid(&job_id.0).await.map_err(|e| e.to_string()),
+                None => Ok(None),
+            };
+            let _ = tx.send(Command::RestartReady { job: job_id, attempt, restore }).await;
+        });
+        self.schedule_waiting();
+    }
+
+    fn restart_ready(&mut self, id: &JobId, attempt: u32, restore: Result<Option<CheckpointMetadata>, String>) {
+        let Some(job) = self.jobs.get_mut(id) else { return };
+        if job.state != JobState::Restarting || job.attempt != attempt {
+            return;
+        }
+        let restore = match restore {
+            Ok(r) => r,
+            Err(e) => {
+                job.state = JobState::Running; // so that the restart strategy applies again
+                return self.fail_or_restart(id, format!("reading the latest checkpoint failed: {e}"));
+            }
+        };
+        job.attempt += 1;
+        match &restore {
+            Some(m) => {
+                info!(job_id = %id, attempt = job.attempt, checkpoint = m.checkpoint_id, "restarting from checkpoint")
+            }
+            None => info!(job_id = %id, attempt = job.attempt, "restarting without a checkpoint (none complete yet)"),
+        }
+        if let Some(c) = job.coordinator.as_mut() {
+            c.restart(restore.as_ref());
+        }
+        job.restore = restore.map(Arc::new);
+        job.state = JobState::Created;
+        job.submitted_at = Instant::now();
+        job.trigger_scheduled = false;
+        self.save_record(id);
+        self.try_schedule(id);
+    }
+
+    // ------------------------------------------------------------ job records
+
+    fn save_record(&self, id: &JobId) {
+        let (Some(records), Some(job)) = (self.records.clone(), self.jobs.get(id)) else { return };
+        let Some(c) = &job.coordinator else { return };
+        let rec = v1::JobRecord {
+            job_id: id.0.clone(),
+            name: job.name.clone(),
+            attempt: job.attempt,
+            graph: Some(job.graph.clone()),
+            storage: c.storage.uri().to_string(),
+            submitted_ms: millis(job.submitted),
+            restarts: job.restarts,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = crate::records::save(&records, &rec).await {
+                warn!(job_id = %rec.job_id, error = %e, "writing the job record failed: a restarted job manager would not resume this job");
+            }
+        });
+    }
+
+    fn remove_record(&self, id: &JobId) {
+        let Some(records) = self.records.clone() else { return };
+        if self.jobs.get(id).is_none_or(|j| j.coordinator.is_none()) {
+            return;
+        }
+        let job = id.0.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::records::remove(&records, &job).await {
+                warn!(job_id = %job, error = %e, "removing the job record failed");
+            }
+        });
+    }
+
+    /// Takes over a job a previous job manager was running: it restarts from
+    /// its latest complete checkpoint once task managers offer slots.
+    fn resume(&mut self, r: v1::JobRecord) {
+        let id = JobId(r.job_id.clone());
+        if self.jobs.contains_key(&id) {
+            return;
+        }
+        let built = (|| -> Result<(Arc<Plan>, Coordinator), String> {
+            let graph = r.graph.as_ref().ok_or("the record has no graph")?;
+            let domain = weir_proto::graph_from_proto(graph).map_err(|e| e.to_string())?;
+            let plan = Plan::new(&domain, 0).map_err(|e| e.to_string())?;
+            let config = plan.graph.checkpoint.clone().ok_or("the job has no checkpoints")?;
+            let storage = CheckpointStorage::from_uri_with(&r.storage, &self.opts.s3).map_err(|e| e.to_string())?;
+            Ok((Arc::new(plan), Coordinator::new(&r.job_id, config, storage, 0)))
+        })();
+        let (plan, coordinator) = match built {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(job_id = %id, error = %e, "a job record cannot be resumed");
+                return;
+            }
+        };
+        info!(job_id = %id, name = %r.name, attempt = r.attempt, "resuming a job of a previous job manager");
+        let storage = coordinator.storage.clone();
+        let job = Job {
+            id: id.clone(),
+            name: r.name.clone(),
+            graph: r.graph.clone().unwrap_or_default(),
+            plan,
+            state: JobState::Restarting,
+            attempt: r.attempt,
+            submitted: UNIX_EPOCH + Duration::from_millis(r.submitted_ms.max(0) as u64),
+            submitted_at: Instant::now(),
+            ended: None,
+            tasks: BTreeMap::new(),
+            failure: None,
+            suspect: None,
+            coordinator: Some(coordinator),
+            trigger_scheduled: false,
+            restarts: r.restarts,
+            restore: None,
+        };
+        self.jobs.insert(id.clone(), job);
+        self.order.push(id.clone());
+        let (tx, attempt) = (self.tx.clone(), r.attempt);
+        tokio::spawn(async move {
+            let restore = storage.latest_valid(&id.0).await.map_err(|e| e.to_string());
+            let _ = tx.send(Command::RestartReady { job: id, attempt, restore }).await;
+        });
     }
 
     fn details(&self, raw: &str) -> Result<v1::JobDetails, ClusterError> {
@@ -670,6 +1102,10 @@ impl Cluster {
             failure: job.failure.clone().unwrap_or_default(),
             tasks,
             sink_records: job.tasks.values().map(|t| t.counters.sink_records).sum(),
+            checkpoints: job.coordinator.as_ref().map(|c| c.history()).unwrap_or_default(),
+            restarts: job.restarts,
+            attempt: job.attempt,
+            restored_from: job.restore.as_ref().map(|m| m.checkpoint_id).unwrap_or(0),
         })
     }
 

@@ -24,6 +24,11 @@ pub struct JobManagerSection {
     /// How long a job waits for free slots (default `30s`).
     #[serde(default, with = "humantime_serde")]
     pub slot_wait_timeout: Option<Duration>,
+    /// Checkpoint storage of jobs that name none (default: `weir-checkpoints` in the temp dir).
+    pub checkpoint_storage: Option<String>,
+    /// S3 settings for checkpoint storage (default: the `AWS_*` environment).
+    #[serde(default)]
+    pub s3: Option<weir_state::S3Options>,
 }
 
 impl JobManagerSection {
@@ -37,7 +42,11 @@ impl JobManagerSection {
             heartbeat_interval: self.heartbeat_interval.unwrap_or(d.heartbeat_interval),
             heartbeat_timeout: self.heartbeat_timeout.unwrap_or(d.heartbeat_timeout),
             slot_wait_timeout: self.slot_wait_timeout.unwrap_or(d.slot_wait_timeout),
+            checkpoint_storage: self.checkpoint_storage.clone().unwrap_or(d.checkpoint_storage),
+            s3: self.s3.clone().unwrap_or_default(),
         };
+        weir_state::CheckpointStorage::from_uri_with(&o.checkpoint_storage, &o.s3)
+            .map_err(|e| anyhow::anyhow!("checkpoint_storage: {e}"))?;
         if o.heartbeat_interval.is_zero() || o.heartbeat_timeout <= o.heartbeat_interval {
             bail!(
                 "heartbeat_timeout ({:?}) must be longer than heartbeat_interval ({:?}), which must be positive",

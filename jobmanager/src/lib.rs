@@ -4,6 +4,7 @@
 //!
 //! - [`scheduler`]: slot allocation and placement (pure);
 //! - [`cluster`]: the core task that owns all cluster state;
+//! - [`coordinator`]: checkpoint bookkeeping of one job;
 //! - [`service`]: the gRPC service in front of it;
 //! - [`config`]: the `jobmanager:` configuration section.
 //!
@@ -11,6 +12,8 @@
 
 pub mod cluster;
 pub mod config;
+pub mod coordinator;
+pub mod records;
 pub mod scheduler;
 pub mod service;
 

@@ -25,6 +25,10 @@ struct Args {
     /// Expected period of task manager heartbeats, e.g. `1s`.
     #[arg(long, env = "WEIR_JOBMANAGER_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration)]
     heartbeat_interval: Option<std::time::Duration>,
+    /// Checkpoint storage of jobs that name none, and of job records
+    /// (file:///dir or s3://bucket/prefix) [default: weir-checkpoints in the temp dir].
+    #[arg(long, env = "WEIR_JOBMANAGER_CHECKPOINT_STORAGE")]
+    checkpoint_storage: Option<String>,
 }
 
 #[tokio::main]
@@ -38,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
     section.rpc_addr = args.rpc_addr.or(section.rpc_addr);
     section.heartbeat_timeout = args.heartbeat_timeout.or(section.heartbeat_timeout);
     section.heartbeat_interval = args.heartbeat_interval.or(section.heartbeat_interval);
+    section.checkpoint_storage = args.checkpoint_storage.or(section.checkpoint_storage);
     let opts = section.options()?;
     let addr = section.rpc_addr.unwrap_or_else(|| JobManagerSection::DEFAULT_RPC_ADDR.parse().expect("valid default"));
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;

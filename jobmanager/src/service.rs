@@ -76,6 +76,22 @@ impl JobManagerService for JobManagerRpc {
         Ok(Response::new(self.cluster.ask(|r| Command::Heartbeat(req, r)).await.map_err(status)?))
     }
 
+    async fn acknowledge_checkpoint(
+        &self,
+        req: Request<v1::AcknowledgeCheckpointRequest>,
+    ) -> Result<Response<v1::CheckpointReply>, Status> {
+        self.cluster.tell(Command::Acknowledge(req.into_inner())).await;
+        Ok(Response::new(v1::CheckpointReply {}))
+    }
+
+    async fn decline_checkpoint(
+        &self,
+        req: Request<v1::DeclineCheckpointRequest>,
+    ) -> Result<Response<v1::CheckpointReply>, Status> {
+        self.cluster.tell(Command::Decline(req.into_inner())).await;
+        Ok(Response::new(v1::CheckpointReply {}))
+    }
+
     async fn report_task_state(&self, req: Request<v1::TaskStateReport>) -> Result<Response<v1::TaskStateAck>, Status> {
         self.cluster.tell(Command::TaskState(req.into_inner())).await;
         Ok(Response::new(v1::TaskStateAck {}))

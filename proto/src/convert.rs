@@ -1,5 +1,9 @@
 //! JobGraph <-> protobuf.
 
+use std::time::Duration;
+
+use weir_runtime::barrier::CheckpointMode;
+use weir_runtime::checkpointing::{BackendChoice, CheckpointConfig, RestartStrategy};
 use weir_runtime::graph::{EdgeSpec, JobGraph, OperatorSpec, Partitioning};
 use weir_runtime::PlanError;
 
@@ -44,7 +48,82 @@ pub fn graph_to_proto(g: &JobGraph) -> v1::JobGraph {
                 source_line: e.line,
             })
             .collect(),
+        checkpoint: g.checkpoint.as_ref().map(checkpoint_to_proto),
     }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+fn checkpoint_to_proto(c: &CheckpointConfig) -> v1::CheckpointConfig {
+    let restart = match &c.restart {
+        RestartStrategy::None => v1::RestartStrategy { kind: "none".into(), ..Default::default() },
+        RestartStrategy::FixedDelay { attempts, delay } => v1::RestartStrategy {
+            kind: "fixed_delay".into(),
+            attempts: *attempts,
+            delay_ms: ms(*delay),
+            ..Default::default()
+        },
+        RestartStrategy::ExponentialDelay { attempts, delay, max_delay, multiplier } => v1::RestartStrategy {
+            kind: "exponential_delay".into(),
+            attempts: *attempts,
+            delay_ms: ms(*delay),
+            max_delay_ms: ms(*max_delay),
+            multiplier: *multiplier,
+        },
+    };
+    v1::CheckpointConfig {
+        interval_ms: ms(c.interval),
+        timeout_ms: ms(c.timeout),
+        min_pause_ms: ms(c.min_pause),
+        tolerable_failures: c.tolerable_failures,
+        retained: c.retained,
+        mode: match c.mode {
+            CheckpointMode::ExactlyOnce => "exactly_once",
+            CheckpointMode::AtLeastOnce => "at_least_once",
+        }
+        .into(),
+        backend: c.backend.name().into(),
+        storage: c.storage.clone().unwrap_or_default(),
+        restart: Some(restart),
+    }
+}
+
+fn checkpoint_from_proto(c: &v1::CheckpointConfig) -> Result<CheckpointConfig, PlanError> {
+    let bad = |field: &str, what: &str| PlanError::job(format!("unknown {what}")).field(format!("checkpoints.{field}"));
+    let r = c.restart.clone().unwrap_or_default();
+    let d = Duration::from_millis;
+    let restart = match r.kind.as_str() {
+        "" | "none" => RestartStrategy::None,
+        "fixed_delay" => RestartStrategy::FixedDelay { attempts: r.attempts, delay: d(r.delay_ms) },
+        "exponential_delay" => RestartStrategy::ExponentialDelay {
+            attempts: r.attempts,
+            delay: d(r.delay_ms),
+            max_delay: d(r.max_delay_ms),
+            multiplier: r.multiplier,
+        },
+        other => return Err(bad("restart", &format!("restart strategy `{other}`"))),
+    };
+    Ok(CheckpointConfig {
+        interval: d(c.interval_ms),
+        mode: match c.mode.as_str() {
+            "" | "exactly_once" => CheckpointMode::ExactlyOnce,
+            "at_least_once" => CheckpointMode::AtLeastOnce,
+            other => return Err(bad("mode", &format!("checkpoint mode `{other}`"))),
+        },
+        backend: match c.backend.as_str() {
+            "" | "heap" => BackendChoice::Heap,
+            "rocksdb" => BackendChoice::Rocksdb,
+            other => return Err(bad("backend", &format!("state backend `{other}`"))),
+        },
+        storage: (!c.storage.is_empty()).then(|| c.storage.clone()),
+        timeout: d(c.timeout_ms),
+        min_pause: d(c.min_pause_ms),
+        tolerable_failures: c.tolerable_failures,
+        retained: c.retained,
+        restart,
+    })
 }
 
 /// A job graph from the wire; malformed fields are plan errors.
@@ -98,6 +177,7 @@ pub fn graph_from_proto(g: &v1::JobGraph) -> Result<JobGraph, PlanError> {
         default_parallelism: g.default_parallelism,
         operators,
         edges,
+        checkpoint: g.checkpoint.as_ref().map(checkpoint_from_proto).transpose()?,
     })
 }
 
@@ -114,5 +194,13 @@ mod tests {
         b.hash("gen", "sink", &["auction"]);
         let g = b.build();
         assert_eq!(graph_from_proto(&graph_to_proto(&g)).unwrap(), g);
+        let mut c = CheckpointConfig::every(Duration::from_millis(250));
+        c.backend = BackendChoice::Rocksdb;
+        c.storage = Some("file:///tmp/x".into());
+        b.checkpoints(c.clone());
+        assert_eq!(graph_from_proto(&graph_to_proto(&b.build())).unwrap(), b.build());
+        c.restart = RestartStrategy::FixedDelay { attempts: 3, delay: Duration::from_millis(10) };
+        b.checkpoints(c);
+        assert_eq!(graph_from_proto(&graph_to_proto(&b.build())).unwrap(), b.build());
     }
 }

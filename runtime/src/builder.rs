@@ -25,6 +25,12 @@ pub struct JobBuilder {
 }
 
 impl JobBuilder {
+    /// Enables checkpoints (and restarts) with `config`.
+    pub fn checkpoints(&mut self, config: crate::checkpointing::CheckpointConfig) -> &mut Self {
+        self.graph.checkpoint = Some(config);
+        self
+    }
+
     /// A new, empty job.
     pub fn new(name: impl Into<String>) -> Self {
         Self {
@@ -34,6 +40,7 @@ impl JobBuilder {
                 default_parallelism: 0,
                 operators: Vec::new(),
                 edges: Vec::new(),
+                checkpoint: None,
             },
         }
     }

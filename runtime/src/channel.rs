@@ -149,10 +149,31 @@ impl Inbox {
     }
 }
 
+impl Drop for Inbox {
+    /// A consumer that is gone takes no more elements: producers waiting for
+    /// a credit fail at once (channel closed) instead of waiting forever.
+    fn drop(&mut self) {
+        for sem in self.handle.credits.iter().flatten() {
+            sem.close();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_producer_waiting_for_credit_fails_when_the_consumer_goes_away() {
+        let inbox = Inbox::new(&[1], 1);
+        let out = inbox.handle().output_channel(0, 0, "t").unwrap();
+        out.send(StreamElement::Watermark(1)).await.unwrap();
+        let waiting = tokio::spawn(async move { out.send(StreamElement::Watermark(2)).await });
+        drop(inbox);
+        let r = tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("no hang").unwrap();
+        assert!(matches!(r, Err(OperatorError::ChannelClosed(_))), "{r:?}");
+    }
 
     #[tokio::test]
     async fn a_producer_blocks_when_credits_run_out_and_resumes_on_release() {

@@ -87,6 +87,9 @@ pub enum OperatorError {
     /// Data that breaks an operator's contract (e.g. a null event time).
     #[error("{0}")]
     InvalidData(String),
+    /// State could not be snapshotted or restored.
+    #[error("state: {0}")]
+    State(String),
 }
 
 /// Result of operator calls.

@@ -91,6 +91,8 @@ pub struct JobGraph {
     pub operators: Vec<OperatorSpec>,
     /// Edges, in declaration order; an edge's index identifies it on the wire.
     pub edges: Vec<EdgeSpec>,
+    /// Checkpointing and restarts (`None`: neither).
+    pub checkpoint: Option<crate::checkpointing::CheckpointConfig>,
 }
 
 /// A chain of operators that runs as one task per subtask.
@@ -156,6 +158,11 @@ fn valid_uid(uid: &str) -> bool {
 impl Plan {
     /// Validates `graph` and derives its plan. `default_parallelism` (if not 0)
     /// overrides the graph's default for operators that set none.
+    /// Operator uids of vertex `v`, head first (how checkpoints name a task's chain).
+    pub fn vertex_uids(&self, v: u32) -> Vec<String> {
+        self.vertices[v as usize].operators.iter().map(|&o| self.graph.operators[o].uid.clone()).collect()
+    }
+
     pub fn new(graph: &JobGraph, default_parallelism: u32) -> Result<Plan, PlanError> {
         let mut graph = graph.clone();
         if graph.operators.is_empty() {
@@ -170,6 +177,9 @@ impl Plan {
                 graph.max_parallelism
             ))
             .field("max_parallelism"));
+        }
+        if let Some(c) = &graph.checkpoint {
+            c.validate()?;
         }
         let default = match (default_parallelism, graph.default_parallelism) {
             (0, 0) => 1,

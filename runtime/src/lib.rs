@@ -9,6 +9,8 @@
 //! - [`expr`]: SQL expressions compiled to DataFusion physical expressions;
 //! - [`operators`]: the operator traits, the registry and the built-in operators;
 //! - [`barrier`]: checkpoint barriers and their alignment across channels;
+//! - [`checkpointing`]: a job's checkpoint and restart configuration;
+//! - [`state`]: operator state as snapshots see it, and keyed state types;
 //! - [`channel`] and [`task`]: in-band stream elements, credit-based channels and
 //!   the task loop that runs a chain of operators.
 //!
@@ -18,12 +20,14 @@
 pub mod barrier;
 pub mod builder;
 pub mod channel;
+pub mod checkpointing;
 pub mod error;
 pub mod expr;
 pub mod graph;
 pub mod keygroup;
 pub mod operators;
 pub mod spec;
+pub mod state;
 pub mod task;
 
 pub use error::{OperatorError, PlanError};

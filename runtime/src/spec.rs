@@ -30,6 +30,8 @@ struct JobFile {
     operators: Vec<OperatorEntry>,
     #[serde(default)]
     edges: Vec<EdgeEntry>,
+    #[serde(default)]
+    checkpoints: Option<crate::checkpointing::CheckpointConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +123,7 @@ pub fn parse_job_yaml(text: &str) -> Result<JobGraph, PlanError> {
         default_parallelism: file.parallelism,
         operators,
         edges,
+        checkpoint: file.checkpoints,
     })
 }
 

@@ -26,6 +26,7 @@ use crate::keygroup::{hash_rows, key_group, subtask_for_key_group};
 use crate::operators::{
     registry, Collector, Instance, Operator, PlanContext, SourceOperator, SourceStatus, SubtaskInfo,
 };
+use crate::state::{StateEntry, StateReader, StateWriter};
 
 /// Tunables of the data plane.
 #[derive(Debug, Clone, Copy)]
@@ -205,6 +206,84 @@ impl Chain {
     fn sink_records(&self) -> u64 {
         self.ops.iter().map(|o| o.sink_records()).sum()
     }
+
+    /// Operator uids of the chain, head (source) first.
+    pub fn operator_uids(&self) -> Vec<String> {
+        self.source.iter().map(|(u, _)| u.clone()).chain(self.uids.iter().cloned()).collect()
+    }
+
+    /// Hands restored state to every operator of the chain (before it runs).
+    pub fn restore(&mut self, entries: &[StateEntry]) -> Result<(), TaskError> {
+        if let Some((uid, s)) = &mut self.source {
+            s.restore_state(&StateReader::new(uid, entries))
+                .map_err(|source| TaskError::Operator { operator: uid.clone(), source })?;
+        }
+        for (level, op) in self.ops.iter_mut().enumerate() {
+            let uid = &self.uids[level];
+            op.restore_state(&StateReader::new(uid, entries))
+                .map_err(|source| TaskError::Operator { operator: uid.clone(), source })?;
+        }
+        Ok(())
+    }
+
+    /// Every operator's state for checkpoint `id` (the source is passed in
+    /// by the source loop, which holds it while running).
+    fn snapshot(
+        &mut self,
+        id: CheckpointId,
+        full: bool,
+        source: Option<(&str, &mut dyn SourceOperator)>,
+    ) -> Result<Vec<StateEntry>, TaskError> {
+        let mut entries = Vec::new();
+        if let Some((uid, s)) = source {
+            let mut w = StateWriter::new(uid, id.0, full);
+            s.snapshot_state(&mut w).map_err(|source| TaskError::Operator { operator: uid.to_string(), source })?;
+            entries.extend(w.into_entries());
+        }
+        for (level, op) in self.ops.iter_mut().enumerate() {
+            let uid = &self.uids[level];
+            let mut w = StateWriter::new(uid, id.0, full);
+            op.snapshot_state(&mut w).map_err(|source| TaskError::Operator { operator: uid.clone(), source })?;
+            entries.extend(w.into_entries());
+        }
+        Ok(entries)
+    }
+
+    fn checkpoint_complete(
+        &mut self,
+        id: CheckpointId,
+        source: Option<&mut dyn SourceOperator>,
+    ) -> Result<(), TaskError> {
+        if let (Some(s), Some((uid, _))) = (source, &self.source) {
+            s.checkpoint_complete(id.0).map_err(|source| TaskError::Operator { operator: uid.clone(), source })?;
+        }
+        for level in 0..self.ops.len() {
+            self.call(level, |op, _| op.checkpoint_complete(id.0))?;
+        }
+        Ok(())
+    }
+}
+
+/// What a task does with its state at a checkpoint: the task manager's
+/// state backend behind a transport-agnostic interface.
+pub trait Checkpointer: Send + std::fmt::Debug {
+    /// Whether operators must write all their state each time (heap) or
+    /// only what changed (incremental backends).
+    fn full_snapshots(&self) -> bool;
+
+    /// Takes the task's state for checkpoint `id`. Runs while the task is
+    /// paused at the barrier, so it should only copy; persisting and
+    /// acknowledging happen asynchronously, owned by the implementation.
+    fn checkpoint(&mut self, id: CheckpointId, entries: Vec<StateEntry>, timing: SnapshotTiming) -> Result<(), String>;
+}
+
+/// How long the synchronous part of a checkpoint took on a task.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SnapshotTiming {
+    /// From the first barrier of the checkpoint to the last one (aligned tasks).
+    pub alignment: Duration,
+    /// Snapshotting the operators.
+    pub sync: Duration,
 }
 
 /// How an output edge picks channels.
@@ -347,6 +426,14 @@ impl OutputEdge {
     }
 }
 
+/// The next command, or never if the task has no control channel.
+async fn next_control(control: &mut Option<mpsc::UnboundedReceiver<TaskControl>>) -> Option<TaskControl> {
+    match control {
+        Some(c) => c.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Watermark and end-of-input bookkeeping over all input channels.
 #[derive(Debug)]
 struct InputState {
@@ -427,6 +514,8 @@ pub struct Task {
     pub control: Option<mpsc::UnboundedReceiver<TaskControl>>,
     /// What the task reports while it runs (checkpoints taken).
     pub events: Option<mpsc::UnboundedSender<TaskEvent>>,
+    /// Where state goes at checkpoints (`None`: barriers only pass through).
+    pub checkpointer: Option<Box<dyn Checkpointer>>,
 }
 
 /// A command to a running task.
@@ -434,6 +523,8 @@ pub struct Task {
 pub enum TaskControl {
     /// Sources: emit barrier `.0` after what was emitted so far.
     TriggerCheckpoint(CheckpointId),
+    /// Checkpoint `.0` is complete: operators commit what it covers.
+    CheckpointComplete(CheckpointId),
 }
 
 /// Something a running task reports.
@@ -528,8 +619,16 @@ impl Task {
                 self.chain.feed(0, 0, element)?;
             }
             self.emit_tail().await?;
-            while let Some(Ok(TaskControl::TriggerCheckpoint(id))) = self.control.as_mut().map(|c| c.try_recv()) {
-                self.checkpoint(id).await?;
+            while let Some(Ok(ctl)) = self.control.as_mut().map(|c| c.try_recv()) {
+                match ctl {
+                    TaskControl::TriggerCheckpoint(id) => {
+                        self.checkpoint(id, Some((uid.as_str(), source.as_mut())), Duration::ZERO).await?
+                    }
+                    TaskControl::CheckpointComplete(id) => {
+                        self.chain.checkpoint_complete(id, Some(source.as_mut()))?;
+                        self.emit_tail().await?;
+                    }
+                }
             }
             let now = Instant::now();
             if now.duration_since(last_tick) >= self.options.tick {
@@ -554,9 +653,27 @@ impl Task {
 
     /// Takes this task's part of checkpoint `id` and forwards the barrier
     /// behind everything emitted before it.
-    async fn checkpoint(&mut self, id: CheckpointId) -> Result<(), TaskError> {
+    async fn checkpoint(
+        &mut self,
+        id: CheckpointId,
+        source: Option<(&str, &mut dyn SourceOperator)>,
+        alignment: Duration,
+    ) -> Result<(), TaskError> {
+        let started = Instant::now();
+        let entries = match &self.checkpointer {
+            Some(cp) => Some(self.chain.snapshot(id, cp.full_snapshots(), source)?),
+            None => None,
+        };
+        let sync = started.elapsed();
         for out in &mut self.outputs {
             out.send_control(StreamElement::Barrier(id)).await.map_err(TaskError::Exchange)?;
+        }
+        if let (Some(cp), Some(entries)) = (self.checkpointer.as_mut(), entries) {
+            if let Err(reason) = cp.checkpoint(id, entries, SnapshotTiming { alignment, sync }) {
+                tracing::warn!(checkpoint = %id, error = %reason, "taking a checkpoint failed");
+                self.event(TaskEvent::CheckpointAborted(id));
+                return Ok(());
+            }
         }
         self.event(TaskEvent::CheckpointTaken { id, records_in: self.counters.records_in.load(Ordering::Relaxed) });
         Ok(())
@@ -579,6 +696,8 @@ impl Task {
             channels.iter().scan(0usize, |acc, &n| Some(std::mem::replace(acc, *acc + n as usize))).collect();
         let mut aligner = Aligner::new(flat.len(), self.options.checkpoint_mode);
         let mut actions = Vec::new();
+        let mut control = self.control.take();
+        let mut first_barrier: Vec<(CheckpointId, Instant)> = Vec::new();
         let mut ticker = tokio::time::interval(self.options.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while state.open > 0 {
@@ -591,6 +710,13 @@ impl Task {
                     self.tick(now.into_std()).await?;
                     continue;
                 }
+                Some(ctl) = next_control(&mut control) => {
+                    if let TaskControl::CheckpointComplete(id) = ctl {
+                        self.chain.checkpoint_complete(id, None)?;
+                        self.emit_tail().await?;
+                    }
+                    continue;
+                }
                 e = inbox.recv() => match e {
                     Some(e) => e,
                     None => return Err(TaskError::Exchange(OperatorError::ChannelClosed("all input channels closed".into()))),
@@ -601,6 +727,9 @@ impl Task {
                 StreamElement::Barrier(id) => {
                     // A barrier's credit comes back at once; held data keeps its credits.
                     inbox.release(envelope.input, envelope.channel);
+                    if !first_barrier.iter().any(|(b, _)| *b == id) {
+                        first_barrier.push((id, Instant::now()));
+                    }
                     aligner.barrier(ch, id, &mut actions);
                 }
                 StreamElement::EndOfInput => aligner.end(ch, &mut actions),
@@ -623,7 +752,11 @@ impl Task {
                         inbox.release(i, c);
                         self.emit_tail().await?;
                     }
-                    Action::Checkpoint(id) => self.checkpoint(id).await?,
+                    Action::Checkpoint(id) => {
+                        let since = first_barrier.iter().find(|(b, _)| *b == id).map(|(_, t)| t.elapsed());
+                        first_barrier.retain(|(b, _)| *b > id);
+                        self.checkpoint(id, None, since.unwrap_or_default()).await?
+                    }
                     Action::Aborted(id) => {
                         tracing::debug!(checkpoint = %id, "alignment given up for a newer checkpoint");
                         self.event(TaskEvent::CheckpointAborted(id));

@@ -7,6 +7,7 @@
 //! ```text
 //! <job_id>/chk-<id>/<file>        state written by tasks while the checkpoint runs
 //! <job_id>/chk-<id>/_metadata     written last, once every task acknowledged
+//! <job_id>/shared/<file>          RocksDB SST files, shared by the checkpoints that contain them
 //! ```
 //!
 //! A checkpoint exists only once its `_metadata` does. The metadata names
@@ -28,10 +29,13 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
+pub mod backend;
+
 /// Version of the metadata format written by this build.
 pub const METADATA_VERSION: u32 = 1;
 
 const METADATA: &str = "_metadata";
+const SHARED: &str = "shared";
 const CHECKSUM_PREFIX: &str = "\n#crc32:";
 
 /// What can go wrong, and whether trying again may help.
@@ -51,7 +55,7 @@ pub enum StorageError {
         reason: String,
     },
     /// The storage URI is not supported or malformed: a configuration error.
-    #[error("unsupported checkpoint storage URI `{0}`: use file:///absolute/path or memory://")]
+    #[error("unsupported checkpoint storage URI `{0}`: use file:///absolute/path, s3://bucket/prefix or memory://")]
     Uri(String),
 }
 
@@ -59,6 +63,35 @@ impl StorageError {
     /// Whether retrying the same operation may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, StorageError::Store(e) if !matches!(e, object_store::Error::NotFound { .. }))
+    }
+}
+
+/// S3 settings; unset fields come from the standard `AWS_*` environment
+/// variables. Credentials are never logged (the `Debug` form hides them).
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Options {
+    /// Endpoint URL, e.g. `http://127.0.0.1:9000` (default: AWS).
+    pub endpoint: Option<String>,
+    /// Region (default `us-east-1` when the environment sets none).
+    pub region: Option<String>,
+    /// Access key id.
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`); default true.
+    pub path_style: Option<bool>,
+}
+
+impl fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id.as_ref().map(|_| "<set>"))
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<set>"))
+            .field("path_style", &self.path_style)
+            .finish()
     }
 }
 
@@ -85,6 +118,12 @@ pub struct TaskSnapshot {
     /// Source positions and other small values, inline.
     #[serde(default)]
     pub inline: serde_json::Value,
+    /// Backend that wrote the files (`heap` or `rocksdb`).
+    #[serde(default)]
+    pub backend: String,
+    /// For each file, its name in the backend's local directory (RocksDB).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local_names: Vec<String>,
 }
 
 /// The metadata of a complete checkpoint.
@@ -106,6 +145,16 @@ impl CheckpointMetadata {
     /// Every file the checkpoint names.
     pub fn files(&self) -> impl Iterator<Item = &FileHandle> {
         self.tasks.iter().flat_map(|t| t.files.iter())
+    }
+}
+
+trait JoinPath {
+    fn join_path(self, rel: &str) -> Path;
+}
+
+impl JoinPath for Path {
+    fn join_path(self, rel: &str) -> Path {
+        rel.split('/').filter(|p| !p.is_empty()).fold(self, |p, part| p.join(part))
     }
 }
 
@@ -135,8 +184,41 @@ impl CheckpointStorage {
         Self { store, root: Path::from(root), uri: uri.to_string() }
     }
 
-    /// Storage for a URI: `file:///absolute/dir` or `memory://`.
+    /// Storage for a URI: `file:///absolute/dir`, `s3://bucket/prefix` (S3
+    /// settings from the environment) or `memory://`.
     pub fn from_uri(uri: &str) -> Result<Self, StorageError> {
+        Self::from_uri_with(uri, &S3Options::default())
+    }
+
+    /// Like [`CheckpointStorage::from_uri`], with S3 settings that override
+    /// the environment.
+    pub fn from_uri_with(uri: &str, s3: &S3Options) -> Result<Self, StorageError> {
+        if let Some(rest) = uri.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(StorageError::Uri(uri.to_string()));
+            }
+            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let endpoint = s3.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+            if let Some(e) = &endpoint {
+                b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+            }
+            if let Some(r) = &s3.region {
+                b = b.with_region(r);
+            } else if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
+                b = b.with_region("us-east-1");
+            }
+            if let Some(k) = &s3.access_key_id {
+                b = b.with_access_key_id(k);
+            }
+            if let Some(k) = &s3.secret_access_key {
+                b = b.with_secret_access_key(k);
+            }
+            // Path-style addressing unless asked otherwise: what self-hosted servers expect.
+            b = b.with_virtual_hosted_style_request(!s3.path_style.unwrap_or(true));
+            let store = b.build()?;
+            return Ok(Self::new(Arc::new(store), prefix.trim_end_matches('/'), uri));
+        }
         if uri == "memory://" || uri == "memory:///" {
             return Ok(Self::new(Arc::new(InMemory::new()), "", uri));
         }
@@ -178,6 +260,30 @@ impl CheckpointStorage {
         let handle = FileHandle { path: path.to_string(), size: bytes.len() as u64, crc32: crc32(&bytes) };
         self.store.put(&path, PutPayload::from_bytes(bytes)).await?;
         Ok(handle)
+    }
+
+    /// Writes a file shared between checkpoints (RocksDB SSTs), under `<job>/shared/`.
+    pub async fn write_shared_file(&self, job: &str, name: &str, bytes: Bytes) -> Result<FileHandle, StorageError> {
+        let path = self.root.clone().join(job).join(SHARED).join(name);
+        let handle = FileHandle { path: path.to_string(), size: bytes.len() as u64, crc32: crc32(&bytes) };
+        self.store.put(&path, PutPayload::from_bytes(bytes)).await?;
+        Ok(handle)
+    }
+
+    /// Whether a file lives in the shared area (its lifetime is decided by reference counting).
+    pub fn is_shared(handle: &FileHandle) -> bool {
+        handle.path.split('/').rev().nth(1) == Some(SHARED)
+    }
+
+    /// Deletes shared files that no retained checkpoint references any more.
+    pub async fn delete_shared(&self, files: &[FileHandle]) -> Result<(), StorageError> {
+        for f in files.iter().filter(|f| Self::is_shared(f)) {
+            match self.store.delete(&Path::from(f.path.as_str())).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Reads a file named by a metadata, checking its size and checksum.
@@ -297,6 +403,36 @@ impl CheckpointStorage {
             }
         }
         Ok(())
+    }
+
+    /// Writes a small object under the root (job manager records).
+    pub async fn put_object(&self, path: &str, bytes: Bytes) -> Result<(), StorageError> {
+        self.store.put(&self.root.clone().join_path(path), PutPayload::from_bytes(bytes)).await?;
+        Ok(())
+    }
+
+    /// Reads an object written by [`CheckpointStorage::put_object`] (`None` if absent).
+    pub async fn get_object(&self, path: &str) -> Result<Option<Bytes>, StorageError> {
+        match self.store.get(&self.root.clone().join_path(path)).await {
+            Ok(r) => Ok(Some(r.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes an object (absent is fine).
+    pub async fn delete_object(&self, path: &str) -> Result<(), StorageError> {
+        match self.store.delete(&self.root.clone().join_path(path)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Names of the objects directly under `dir` (relative to the root).
+    pub async fn list_objects(&self, dir: &str) -> Result<Vec<String>, StorageError> {
+        let prefix = self.root.clone().join_path(dir);
+        let listing = self.store.list_with_delimiter(Some(&prefix)).await?;
+        Ok(listing.objects.into_iter().filter_map(|o| o.location.filename().map(str::to_string)).collect())
     }
 
     /// The underlying store (for tests that damage checkpoints on purpose).

@@ -1,6 +1,6 @@
 //! One conformance suite for checkpoint storage, run against every backend:
-//! memory and the local file system (and, through the same entry point, any
-//! other object store URI).
+//! memory, the local file system and a real S3-compatible server (`s3s-fs`,
+//! installed by `scripts/test.sh`, started here on 127.0.0.1).
 
 use bytes::Bytes;
 use object_store::path::Path;
@@ -24,6 +24,8 @@ async fn checkpoint(s: &CheckpointStorage, id: u64, files: &[(&str, &'static [u8
             subtask: 0,
             files: handles,
             inline: serde_json::json!({"position": id * 100}),
+            backend: "heap".into(),
+            local_names: Vec::new(),
         }],
     };
     s.complete(&meta).await.unwrap();
@@ -74,8 +76,9 @@ async fn suite(s: CheckpointStorage) {
     assert!(corrupt_reason(s.load(JOB, 5).await.unwrap_err()).contains("has 4 bytes"));
 
     // Truncated and tampered metadata.
-    checkpoint(&s, 6, &[("win-0", b"six")]).await;
-    let meta_path = format!("{JOB}/chk-6/_metadata");
+    let six = checkpoint(&s, 6, &[("win-0", b"six")]).await;
+    // Next to the checkpoint's files (under the storage's prefix, if any).
+    let meta_path = format!("{}/_metadata", six.tasks[0].files[0].path.rsplit_once('/').unwrap().0);
     let raw = s.object_store().get(&Path::from(meta_path.as_str())).await.unwrap().bytes().await.unwrap();
     overwrite(&s, &meta_path, raw[..raw.len() / 2].to_vec()).await;
     assert!(corrupt_reason(s.load(JOB, 6).await.unwrap_err()).contains("truncated"));
@@ -97,6 +100,19 @@ async fn suite(s: CheckpointStorage) {
     }
     assert_eq!(s.checkpoints(JOB).await.unwrap(), Vec::<u64>::new());
     assert_eq!(s.checkpoints("another-job").await.unwrap(), Vec::<u64>::new());
+
+    // Shared files outlive the checkpoint that wrote them until deleted by reference counting.
+    let shared = s.write_shared_file(JOB, "v1-0-000009.sst", Bytes::from_static(b"sst bytes")).await.unwrap();
+    assert!(CheckpointStorage::is_shared(&shared), "{}", shared.path);
+    s.discard(JOB, 7).await.unwrap();
+    assert_eq!(s.read_file(JOB, 7, &shared).await.unwrap(), Bytes::from_static(b"sst bytes"));
+    s.delete_shared(std::slice::from_ref(&shared)).await.unwrap();
+    assert!(corrupt_reason(s.read_file(JOB, 7, &shared).await.unwrap_err()).contains("is missing"));
+    // A large file goes through intact.
+    let big: Vec<u8> = (0..6_000_000u32).map(|i| (i % 251) as u8).collect();
+    let h = s.write_file(JOB, 8, "big", Bytes::from(big.clone())).await.unwrap();
+    assert_eq!(s.read_file(JOB, 8, &h).await.unwrap().as_ref(), &big[..]);
+    s.discard(JOB, 8).await.unwrap();
 }
 
 #[tokio::test]
@@ -112,6 +128,85 @@ async fn local_files() {
     // What was discarded is gone from the disk too.
     let left: Vec<_> = walk(&dir.path().join("checkpoints"));
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// A real S3-compatible server on 127.0.0.1 for the duration of a test.
+struct S3Server {
+    child: std::process::Child,
+    port: u16,
+    _root: tempfile::TempDir,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn s3s_fs() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("WEIR_S3S_FS") {
+        return p.into();
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    for c in [format!("{home}/.cache/weir/tools/bin/s3s-fs"), format!("{home}/.cargo/bin/s3s-fs")] {
+        if std::path::Path::new(&c).exists() {
+            return c.into();
+        }
+    }
+    panic!("s3s-fs is not installed: run scripts/test.sh (it installs it) or set WEIR_S3S_FS");
+}
+
+fn start_s3() -> S3Server {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("weir-bucket")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = std::process::Command::new(s3s_fs())
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--access-key",
+            "weirkey",
+            "--secret-key",
+            "weirsecret",
+        ])
+        .arg(root.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting s3s-fs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "s3s-fs did not listen on port {port}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    S3Server { child, port, _root: root }
+}
+
+fn s3_options(port: u16, secret: &str) -> weir_state::S3Options {
+    weir_state::S3Options {
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("weirkey".into()),
+        secret_access_key: Some(secret.into()),
+        path_style: Some(true),
+    }
+}
+
+#[tokio::test]
+async fn s3_compatible_server() {
+    let server = start_s3();
+    let s = CheckpointStorage::from_uri_with("s3://weir-bucket/checkpoints", &s3_options(server.port, "weirsecret"))
+        .unwrap();
+    suite(s).await;
+    // Wrong credentials are an error of the store, not a corrupt checkpoint, and name no secret.
+    let bad = CheckpointStorage::from_uri_with("s3://weir-bucket/x", &s3_options(server.port, "wrong")).unwrap();
+    let e = bad.checkpoints(JOB).await.unwrap_err();
+    assert!(matches!(e, StorageError::Store(_)), "{e}");
+    assert!(!e.to_string().contains("wrong"), "{e}");
+    assert!(!format!("{:?}", s3_options(1, "hidden")).contains("hidden"));
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -30,6 +30,11 @@ pub struct TaskManagerSection {
     pub min_batch_rows: Option<usize>,
     /// Credits (batches in flight) per input channel (default 8).
     pub credits: Option<usize>,
+    /// Local working directory of state backends (default: the system temp dir).
+    pub state_dir: Option<std::path::PathBuf>,
+    /// S3 settings for checkpoint storage (default: the `AWS_*` environment).
+    #[serde(default)]
+    pub s3: Option<weir_state::S3Options>,
 }
 
 impl TaskManagerSection {
@@ -66,6 +71,12 @@ impl TaskManagerSection {
                 bail!("credits must be at least 1");
             }
             o.credits = c;
+        }
+        if let Some(d) = &self.state_dir {
+            o.state_dir = d.clone();
+        }
+        if let Some(s3) = &self.s3 {
+            o.s3 = s3.clone();
         }
         Ok(o)
     }

@@ -12,8 +12,11 @@ use tracing::{info, warn};
 use weir_proto::v1;
 use weir_runtime::channel::{Inbox, OutputChannel};
 use weir_runtime::graph::{channel_index, Partitioning, Plan};
-use weir_runtime::task::{Chain, OutputEdge, Task, TaskCounters, TaskError, TaskOptions};
+use weir_runtime::task::{Chain, Checkpointer, OutputEdge, Task, TaskCounters, TaskError, TaskOptions};
+use weir_state::backend::BackendKind;
+use weir_state::{CheckpointStorage, TaskSnapshot};
 
+use crate::checkpoint::{CheckpointSetup, TaskCheckpointer};
 use crate::exchange::{remote_output, Peers};
 use crate::registry::{Registry, RunningTask, TaskId};
 
@@ -36,6 +39,12 @@ pub struct DeployContext {
     pub credits: usize,
     /// How long to wait for a local consumer to be deployed.
     pub deploy_wait: Duration,
+    /// The job manager (checkpoint acknowledgements).
+    pub jm: weir_proto::v1::job_manager_service_client::JobManagerServiceClient<tonic::transport::Channel>,
+    /// Local working directory of state backends.
+    pub state_dir: std::path::PathBuf,
+    /// S3 settings for checkpoint storage.
+    pub s3: weir_state::S3Options,
 }
 
 /// How a task ended other than by finishing.
@@ -65,7 +74,26 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
     if key.subtask >= vertex.parallelism {
         return Err(Status::invalid_argument(format!("vertex {} has no subtask {}", vertex.name, key.subtask)));
     }
-    let chain = Chain::new(&plan, key.vertex, key.subtask).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let mut chain = Chain::new(&plan, key.vertex, key.subtask).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let checkpointing = match (&plan.graph.checkpoint, req.checkpoint_storage.is_empty()) {
+        (Some(c), false) => {
+            let storage = CheckpointStorage::from_uri_with(&req.checkpoint_storage, &ctx.s3)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let backend = BackendKind::parse(c.backend.name()).expect("backend names agree");
+            let restore = if req.restore_json.is_empty() {
+                None
+            } else {
+                let snaps: Vec<TaskSnapshot> = serde_json::from_str(&req.restore_json)
+                    .map_err(|e| Status::invalid_argument(format!("restore state does not parse: {e}")))?;
+                Some((req.restore_checkpoint, snaps))
+            };
+            Some((storage, backend, restore))
+        }
+        _ => None,
+    };
+    let (control_tx, control_rx) = tokio::sync::mpsc::unbounded_channel();
+    let is_source = plan.inputs_of(key.vertex).is_empty();
+    let parallelism = vertex.parallelism;
     let inputs = plan.inputs_of(key.vertex);
     let inbox = (!inputs.is_empty()).then(|| Inbox::new(&plan.input_channels(key.vertex), ctx.credits));
     let id = TaskId { job: key.job_id.clone(), attempt: key.attempt, vertex: key.vertex, subtask: key.subtask };
@@ -73,7 +101,7 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
     let counters = Arc::new(TaskCounters::default());
     ctx.registry.add(
         id.clone(),
-        RunningTask { cancel: cancel.clone(), counters: counters.clone() },
+        RunningTask { cancel: cancel.clone(), counters: counters.clone(), control: control_tx, is_source },
         inbox.as_ref().map(|i| i.handle()),
     );
     let ctx = ctx.clone();
@@ -92,9 +120,38 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
             };
             report(&ctx, &key, v1::TaskState::TaskRunning, String::new(), false, &counters);
             let result = rt.block_on(async {
+                let checkpointer: Option<Box<dyn Checkpointer>> = match checkpointing {
+                    Some((storage, backend, restore)) => {
+                        let setup = CheckpointSetup {
+                            storage,
+                            backend,
+                            state_dir: &ctx.state_dir,
+                            operators: chain.operator_uids(),
+                            parallelism,
+                            max_parallelism: plan.graph.max_parallelism,
+                        };
+                        let (cp, entries) =
+                            TaskCheckpointer::open(setup, key.clone(), ctx.jm.clone(), ctx.runtime.clone(), restore)
+                                .await
+                                .map_err(Ended::Failed)?;
+                        if !entries.is_empty() {
+                            chain.restore(&entries).map_err(|e| Ended::Failed(e.to_string()))?;
+                        }
+                        Some(Box::new(cp))
+                    }
+                    None => None,
+                };
                 let outputs = wire_outputs(&ctx, &plan, &key, &placements).await.map_err(Ended::Exchange)?;
-                let task =
-                    Task { chain, inbox, outputs, options: ctx.options, counters: counters.clone(), control: None, events: None };
+                let task = Task {
+                    chain,
+                    inbox,
+                    outputs,
+                    options: ctx.options,
+                    counters: counters.clone(),
+                    control: Some(control_rx),
+                    events: None,
+                    checkpointer,
+                };
                 task.run(cancel).await.map_err(|e| match e {
                     TaskError::Canceled => Ended::Canceled,
                     TaskError::Exchange(e) => Ended::Exchange(e.to_string()),

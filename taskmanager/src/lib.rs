@@ -7,6 +7,7 @@
 //! - [`exchange`]: the network data plane (credit-based, Arrow IPC);
 //! - [`config`]: the `taskmanager:` configuration section.
 
+pub mod checkpoint;
 pub mod config;
 pub mod deploy;
 pub mod exchange;
@@ -26,7 +27,8 @@ use weir_proto::v1;
 use weir_proto::v1::data_exchange_server::DataExchangeServer;
 use weir_proto::v1::job_manager_service_client::JobManagerServiceClient;
 use weir_proto::v1::task_manager_service_server::{TaskManagerService, TaskManagerServiceServer};
-use weir_runtime::task::TaskOptions;
+use weir_runtime::barrier::CheckpointId;
+use weir_runtime::task::{TaskControl, TaskOptions};
 
 use crate::deploy::DeployContext;
 use crate::exchange::{ExchangeService, Peers, MAX_FRAME_BYTES};
@@ -49,6 +51,10 @@ pub struct TaskManagerOptions {
     pub credits: usize,
     /// How long a producer waits for its consumer to be deployed.
     pub deploy_wait: Duration,
+    /// Local working directory of state backends (RocksDB).
+    pub state_dir: std::path::PathBuf,
+    /// S3 settings for checkpoint storage (unset fields: `AWS_*` environment).
+    pub s3: weir_state::S3Options,
 }
 
 impl TaskManagerOptions {
@@ -62,6 +68,8 @@ impl TaskManagerOptions {
             task: TaskOptions::default(),
             credits: weir_runtime::channel::DEFAULT_CREDITS,
             deploy_wait: Duration::from_secs(30),
+            state_dir: std::env::temp_dir().join("weir-state"),
+            s3: weir_state::S3Options::default(),
         }
     }
 }
@@ -88,6 +96,26 @@ impl TaskManagerService for TaskManagerRpc {
         let n = self.ctx.registry.cancel_job(&r.job_id, r.attempt);
         info!(job_id = %r.job_id, attempt = r.attempt, tasks = n, "cancelling tasks");
         Ok(Response::new(v1::CancelJobTasksResponse {}))
+    }
+
+    async fn trigger_checkpoint(
+        &self,
+        req: Request<v1::TriggerCheckpointRequest>,
+    ) -> Result<Response<v1::TriggerCheckpointResponse>, Status> {
+        let r = req.into_inner();
+        let ctl = TaskControl::TriggerCheckpoint(CheckpointId(r.checkpoint_id));
+        let triggered = self.ctx.registry.control(&r.job_id, r.attempt, ctl, true);
+        Ok(Response::new(v1::TriggerCheckpointResponse { triggered }))
+    }
+
+    async fn notify_checkpoint_complete(
+        &self,
+        req: Request<v1::NotifyCheckpointCompleteRequest>,
+    ) -> Result<Response<v1::NotifyCheckpointCompleteResponse>, Status> {
+        let r = req.into_inner();
+        let ctl = TaskControl::CheckpointComplete(CheckpointId(r.checkpoint_id));
+        self.ctx.registry.control(&r.job_id, r.attempt, ctl, false);
+        Ok(Response::new(v1::NotifyCheckpointCompleteResponse {}))
     }
 }
 
@@ -125,6 +153,9 @@ impl TaskManager {
             options: opts.task,
             credits: opts.credits,
             deploy_wait: opts.deploy_wait,
+            jm: jm.clone(),
+            state_dir: opts.state_dir.join(&opts.id),
+            s3: opts.s3.clone(),
         };
         tokio::spawn(forward_reports(jm.clone(), reports_rx));
         tokio::spawn(membership(jm, opts.clone(), advertised.clone(), registry.clone(), shutdown.clone()));

@@ -28,6 +28,9 @@ struct Args {
     /// Task manager id [default: random].
     #[arg(long, env = "WEIR_TASKMANAGER_ID")]
     id: Option<String>,
+    /// Local working directory of state backends (RocksDB) [default: the temp dir].
+    #[arg(long, env = "WEIR_TASKMANAGER_STATE_DIR")]
+    state_dir: Option<PathBuf>,
     /// Config file (its `taskmanager:` section is read).
     #[arg(long, env = "WEIR_CONFIG")]
     config: Option<PathBuf>,
@@ -46,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
     s.rpc_addr = args.rpc_addr.or(s.rpc_addr);
     s.advertised_address = args.advertised_address.or(s.advertised_address);
     s.id = args.id.or(s.id);
+    s.state_dir = args.state_dir.or(s.state_dir);
     let opts = s.options()?;
     let addr = s.rpc_addr.unwrap_or_else(|| "127.0.0.1:0".parse().expect("valid default"));
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;

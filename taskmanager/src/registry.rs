@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use weir_runtime::channel::InboxHandle;
 use weir_runtime::graph::Plan;
-use weir_runtime::task::TaskCounters;
+use weir_runtime::task::{TaskControl, TaskCounters};
 
 /// Identity of a subtask of one execution attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -38,6 +38,10 @@ pub struct RunningTask {
     pub cancel: CancellationToken,
     /// Its live counters.
     pub counters: Arc<TaskCounters>,
+    /// Commands to it (checkpoint triggers and completions).
+    pub control: tokio::sync::mpsc::UnboundedSender<TaskControl>,
+    /// Whether it runs a source (checkpoint triggers go to sources).
+    pub is_source: bool,
 }
 
 #[derive(Debug, Default)]
@@ -117,6 +121,19 @@ impl Registry {
         for (id, t) in g.tasks.iter() {
             if id.job == job && (attempt == 0 || id.attempt == attempt) {
                 t.cancel.cancel();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Sends `ctl` to the tasks of a job attempt (only its sources if
+    /// `sources_only`); returns how many received it.
+    pub fn control(&self, job: &str, attempt: u32, ctl: TaskControl, sources_only: bool) -> u32 {
+        let g = self.lock();
+        let mut n = 0;
+        for (id, t) in g.tasks.iter() {
+            if id.job == job && id.attempt == attempt && (t.is_source || !sources_only) && t.control.send(ctl).is_ok() {
                 n += 1;
             }
         }

@@ -15,7 +15,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::Deserialize;
 
 use super::{Arity, Collector, Instance, OperatorFactory, PlanContext, SourceOperator, SourceStatus, SubtaskInfo};
-use crate::error::{OpResult, PlanError};
+use crate::error::{OpResult, OperatorError, PlanError};
+use crate::state::{StateCodec, StateReader, StateWriter};
 
 /// Event time of event 0.
 pub const BASE_TIME_MS: i64 = 1_700_000_000_000;
@@ -96,6 +97,7 @@ impl OperatorFactory for DatagenFactory {
 
 /// One subtask of the generator.
 pub struct Datagen {
+    first: i64,
     next: i64,
     stride: i64,
     end: i64,
@@ -122,6 +124,7 @@ impl Datagen {
             None => batch_size,
         };
         Self {
+            first,
             next: first,
             stride,
             end,
@@ -152,6 +155,25 @@ impl Datagen {
 }
 
 impl SourceOperator for Datagen {
+    fn snapshot_state(&mut self, w: &mut StateWriter) -> OpResult<()> {
+        w.put_subtask("position", Vec::new(), self.next.to_be_bytes().to_vec());
+        Ok(())
+    }
+
+    fn restore_state(&mut self, r: &StateReader<'_>) -> OpResult<()> {
+        if let Some(e) = r.state("position").next() {
+            let pos = i64::decode(e.value.as_deref().unwrap_or_default())?;
+            if pos < self.first || (pos - self.first) % self.stride != 0 {
+                return Err(OperatorError::State(format!(
+                    "the checkpointed position {pos} does not belong to subtask {} of {}: the generator cannot change parallelism",
+                    self.first, self.stride
+                )));
+            }
+            self.next = pos;
+        }
+        Ok(())
+    }
+
     fn poll(&mut self, out: &mut Collector) -> OpResult<SourceStatus> {
         if self.next >= self.end {
             return Ok(SourceStatus::Finished);

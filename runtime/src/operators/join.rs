@@ -22,9 +22,10 @@ use arrow::row::{RowConverter, SortField};
 use serde::Deserialize;
 
 use super::{Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo};
-use crate::error::{OpResult, PlanError};
+use crate::error::{OpResult, OperatorError, PlanError};
 use crate::graph::Partitioning;
 use crate::keygroup::is_key_type;
+use crate::state::{StateReader, StateWriter};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -333,7 +334,83 @@ impl LookupJoin {
     }
 }
 
+/// Arrow IPC stream bytes of `batches`.
+pub(crate) fn ipc_encode(schema: &SchemaRef, batches: &[RecordBatch]) -> OpResult<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, schema)?;
+    for b in batches {
+        w.write(b)?;
+    }
+    w.finish()?;
+    drop(w);
+    Ok(buf)
+}
+
+/// Batches of Arrow IPC stream bytes.
+pub(crate) fn ipc_decode(bytes: &[u8]) -> OpResult<Vec<RecordBatch>> {
+    let r = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
+    r.collect::<Result<Vec<_>, _>>().map_err(|e| OperatorError::State(format!("restored batches do not decode: {e}")))
+}
+
+// The table is subtask state (a broadcast table is the same on every
+// subtask; a hash-partitioned one is restored by subtask index): its live
+// rows with their keys as one Arrow batch, plus the stream batches held
+// while the table bootstraps.
+const TABLE_STATE: &str = "table";
+const HELD_STATE: &str = "held";
+const KEY_COLUMN: &str = "__weir_key";
+
+impl LookupJoin {
+    fn table_schema(&self) -> SchemaRef {
+        let mut fields: Vec<Field> = self.p.value_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(KEY_COLUMN, DataType::Binary, false));
+        Arc::new(Schema::new(fields))
+    }
+}
+
 impl Operator for LookupJoin {
+    fn snapshot_state(&mut self, w: &mut StateWriter) -> OpResult<()> {
+        let entries: Vec<(&Box<[u8]>, &RowAt)> = self.index.iter().collect();
+        let picks: Vec<RowAt> = entries.iter().map(|(_, at)| **at).collect();
+        let mut columns = self.gather(&picks)?;
+        columns.push(Arc::new(arrow::array::BinaryArray::from_iter_values(entries.iter().map(|(k, _)| k.as_ref()))));
+        let schema = self.table_schema();
+        let table = RecordBatch::try_new(schema.clone(), columns)?;
+        let mut value = vec![self.table_ended as u8];
+        value.extend(ipc_encode(&schema, &[table])?);
+        w.put_subtask(TABLE_STATE, Vec::new(), value);
+        if let Some(first) = self.held.first() {
+            w.put_subtask(HELD_STATE, Vec::new(), ipc_encode(&first.schema(), &self.held)?);
+        } else {
+            w.delete(HELD_STATE, crate::state::NON_KEYED, Vec::new());
+        }
+        Ok(())
+    }
+
+    fn restore_state(&mut self, r: &StateReader<'_>) -> OpResult<()> {
+        if let Some(e) = r.state(TABLE_STATE).next() {
+            let v = e.value.as_deref().unwrap_or_default();
+            let (&ended, ipc) =
+                v.split_first().ok_or_else(|| OperatorError::State("the join table is empty".into()))?;
+            self.table_ended = ended != 0;
+            self.batches.clear();
+            self.index.clear();
+            for (b, batch) in ipc_decode(ipc)?.into_iter().enumerate() {
+                let n = batch.num_columns();
+                let keys = batch.column(n - 1).as_binary::<i32>().clone();
+                for r in 0..keys.len() {
+                    self.index.insert(keys.value(r).into(), (b, r));
+                }
+                self.batches.push(batch.project(&(0..n - 1).collect::<Vec<_>>())?);
+            }
+            self.dead = 0;
+        }
+        if let Some(e) = r.state(HELD_STATE).next() {
+            self.held = ipc_decode(e.value.as_deref().unwrap_or_default())?;
+        }
+        Ok(())
+    }
+
     fn process_batch(&mut self, input: usize, batch: RecordBatch, out: &mut Collector) -> OpResult<()> {
         match input {
             0 if self.holding() => {

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use crate::channel::StreamElement;
 use crate::error::{OpResult, PlanError};
 use crate::graph::EdgeSpec;
+use crate::state::{StateReader, StateWriter};
 
 pub mod datagen;
 pub mod join;
@@ -205,6 +206,23 @@ pub trait Operator: Send {
     fn sink_records(&self) -> u64 {
         0
     }
+
+    /// At a checkpoint barrier: write the operator's state (all of it, or
+    /// what changed since the previous snapshot — see [`StateWriter::full`]).
+    /// Sinks with two-phase commit pre-commit here.
+    fn snapshot_state(&mut self, _w: &mut StateWriter) -> OpResult<()> {
+        Ok(())
+    }
+
+    /// Before any input: take over the state of a checkpoint.
+    fn restore_state(&mut self, _r: &StateReader<'_>) -> OpResult<()> {
+        Ok(())
+    }
+
+    /// Checkpoint `id` is complete (durable): commit what it covers.
+    fn checkpoint_complete(&mut self, _id: u64) -> OpResult<()> {
+        Ok(())
+    }
 }
 
 /// What a source did on one poll.
@@ -222,6 +240,21 @@ pub enum SourceStatus {
 pub trait SourceOperator: Send {
     /// Emits the next batch (or watermark), or says when to come back.
     fn poll(&mut self, out: &mut Collector) -> OpResult<SourceStatus>;
+
+    /// At a checkpoint: write the source's position.
+    fn snapshot_state(&mut self, _w: &mut StateWriter) -> OpResult<()> {
+        Ok(())
+    }
+
+    /// Before the first poll: continue from a checkpointed position.
+    fn restore_state(&mut self, _r: &StateReader<'_>) -> OpResult<()> {
+        Ok(())
+    }
+
+    /// Checkpoint `id` is complete.
+    fn checkpoint_complete(&mut self, _id: u64) -> OpResult<()> {
+        Ok(())
+    }
 }
 
 /// Parses a duration written as `10s`, `250ms`, `1m`.

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::{Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo};
 use crate::error::{OpResult, OperatorError, PlanError};
+use crate::state::{StateReader, StateWriter};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,33 +141,107 @@ impl OperatorFactory for JsonlFileFactory {
     fn create(&self, ctx: &PlanContext<'_>, s: SubtaskInfo) -> Result<Instance, PlanError> {
         let c: FileConfig = ctx.config()?;
         Ok(Instance::Operator(Box::new(JsonlFile {
-            path: c.path.join(format!("part-{}.jsonl", s.index)),
             dir: c.path,
-            file: None,
+            subtask: s.index,
+            current: None,
+            seq: 0,
+            pending: Vec::new(),
+            committed: 0,
+            cleaned: false,
             count: 0,
         })))
     }
 }
 
+/// A part file being written.
+struct Part {
+    seq: u64,
+    file: BufWriter<File>,
+}
+
+/// Writes JSON lines with two-phase commit: rows go to a hidden in-progress
+/// part file; at a checkpoint barrier the file is flushed, synced and
+/// becomes *pending* (recorded in the checkpoint); once the checkpoint
+/// completes it is renamed to its visible name. On restore, pending files of
+/// the restored checkpoint are committed and every other in-progress file of
+/// the subtask is deleted, so readers of `part-*.jsonl` see each row exactly
+/// once. Without checkpoints the single part file is committed at the end.
 struct JsonlFile {
     dir: PathBuf,
-    path: PathBuf,
-    file: Option<BufWriter<File>>,
+    subtask: u32,
+    current: Option<Part>,
+    /// Next part number.
+    seq: u64,
+    /// Pre-committed parts: (checkpoint, part number).
+    pending: Vec<(u64, u64)>,
+    committed: u64,
+    cleaned: bool,
     count: u64,
 }
 
 impl JsonlFile {
-    fn io(&self, source: std::io::Error) -> OperatorError {
-        OperatorError::Io { path: self.path.display().to_string(), source }
+    fn io(&self, path: &Path, source: std::io::Error) -> OperatorError {
+        OperatorError::Io { path: path.display().to_string(), source }
+    }
+
+    fn in_progress(&self, seq: u64) -> PathBuf {
+        self.dir.join(format!(".part-{}-{seq}.inprogress", self.subtask))
+    }
+
+    fn visible(&self, seq: u64) -> PathBuf {
+        self.dir.join(format!("part-{}-{seq}.jsonl", self.subtask))
+    }
+
+    /// Deletes in-progress files of this subtask that no checkpoint covers
+    /// (written after the checkpoint restored from, or by an earlier run).
+    fn clean(&mut self) -> OpResult<()> {
+        if self.cleaned {
+            return Ok(());
+        }
+        self.cleaned = true;
+        std::fs::create_dir_all(&self.dir).map_err(|e| self.io(&self.dir, e))?;
+        let prefix = format!(".part-{}-", self.subtask);
+        let keep: Vec<PathBuf> = self.pending.iter().map(|&(_, seq)| self.in_progress(seq)).collect();
+        for entry in std::fs::read_dir(&self.dir).map_err(|e| self.io(&self.dir, e))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) && name.ends_with(".inprogress") && !keep.contains(&entry.path()) {
+                std::fs::remove_file(entry.path()).map_err(|e| self.io(&entry.path(), e))?;
+                tracing::info!(file = %entry.path().display(), "deleted an uncommitted part file");
+            }
+        }
+        Ok(())
     }
 
     fn file(&mut self) -> OpResult<&mut BufWriter<File>> {
-        if self.file.is_none() {
-            std::fs::create_dir_all(&self.dir).map_err(|e| self.io(e))?;
-            let f = File::create(&self.path).map_err(|e| self.io(e))?;
-            self.file = Some(BufWriter::with_capacity(1 << 16, f));
+        self.clean()?;
+        if self.current.is_none() {
+            let seq = self.seq;
+            self.seq += 1;
+            let path = self.in_progress(seq);
+            let f = File::create(&path).map_err(|e| self.io(&path, e))?;
+            self.current = Some(Part { seq, file: BufWriter::with_capacity(1 << 16, f) });
         }
-        Ok(self.file.as_mut().expect("opened above"))
+        Ok(&mut self.current.as_mut().expect("opened above").file)
+    }
+
+    /// Flushes and syncs the current part; returns its number.
+    fn close_current(&mut self) -> OpResult<Option<u64>> {
+        let Some(mut part) = self.current.take() else { return Ok(None) };
+        let path = self.in_progress(part.seq);
+        part.file.flush().and_then(|_| part.file.get_ref().sync_all()).map_err(|e| self.io(&path, e))?;
+        Ok(Some(part.seq))
+    }
+
+    /// Makes part `seq` visible (idempotent: done already if only the visible file exists).
+    fn commit(&mut self, seq: u64) -> OpResult<()> {
+        let (from, to) = (self.in_progress(seq), self.visible(seq));
+        match std::fs::rename(&from, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && to.exists() => {}
+            Err(e) => return Err(self.io(&from, e)),
+        }
+        self.committed += 1;
+        Ok(())
     }
 }
 
@@ -174,19 +249,62 @@ impl Operator for JsonlFile {
     fn process_batch(&mut self, _input: usize, batch: RecordBatch, _out: &mut Collector) -> OpResult<()> {
         let lines = to_json_lines(&batch)?;
         let res = self.file()?.write_all(&lines);
-        res.map_err(|e| self.io(e))?;
+        res.map_err(|e| OperatorError::Io { path: self.dir.display().to_string(), source: e })?;
         self.count += batch.num_rows() as u64;
         Ok(())
     }
-    fn finish(&mut self, _out: &mut Collector) -> OpResult<()> {
-        // An empty part file still says this subtask ran and finished.
-        self.file()?;
-        let res = match self.file.as_mut() {
-            Some(f) => f.flush().and_then(|_| f.get_ref().sync_all()),
-            None => Ok(()),
-        };
-        res.map_err(|e| self.io(e))
+
+    fn snapshot_state(&mut self, w: &mut StateWriter) -> OpResult<()> {
+        self.clean()?;
+        if let Some(seq) = self.close_current()? {
+            self.pending.push((w.checkpoint(), seq));
+        }
+        let mut v = Vec::with_capacity(8 + 8 * self.pending.len());
+        v.extend_from_slice(&self.seq.to_be_bytes());
+        for &(_, seq) in &self.pending {
+            v.extend_from_slice(&seq.to_be_bytes());
+        }
+        w.put_subtask("parts", Vec::new(), v);
+        Ok(())
     }
+
+    fn restore_state(&mut self, r: &StateReader<'_>) -> OpResult<()> {
+        let Some(e) = r.state("parts").next() else { return Ok(()) };
+        let v = e.value.as_deref().unwrap_or_default();
+        if v.len() < 8 || v.len() % 8 != 0 {
+            return Err(OperatorError::State("file sink state is malformed".into()));
+        }
+        let words: Vec<u64> = v.chunks(8).map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes"))).collect();
+        self.seq = words[0];
+        // The restored checkpoint is complete: what it pre-committed is committed now.
+        for &seq in &words[1..] {
+            self.commit(seq)?;
+        }
+        self.pending.clear();
+        self.clean()
+    }
+
+    fn checkpoint_complete(&mut self, id: u64) -> OpResult<()> {
+        // A completed checkpoint covers every part pre-committed at or before its barrier.
+        let (done, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending).into_iter().partition(|p| p.0 <= id);
+        self.pending = later;
+        for (_, seq) in done {
+            self.commit(seq)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, _out: &mut Collector) -> OpResult<()> {
+        self.file()?; // an empty part still says this subtask ran and finished
+        if let Some(seq) = self.close_current()? {
+            self.pending.push((0, seq));
+        }
+        for (_, seq) in std::mem::take(&mut self.pending) {
+            self.commit(seq)?;
+        }
+        Ok(())
+    }
+
     fn sink_records(&self) -> u64 {
         self.count
     }

@@ -24,8 +24,9 @@ use serde::Deserialize;
 
 use super::watermark::{event_times, time_column};
 use super::{duration, millis, Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo};
-use crate::error::{OpResult, PlanError};
-use crate::keygroup::{is_key_type, mix64};
+use crate::error::{OpResult, OperatorError, PlanError};
+use crate::keygroup::{hash_rows, is_key_type, key_group, mix64};
+use crate::state::{StateReader, StateWriter};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,7 +200,7 @@ impl OperatorFactory for WindowFactory {
     fn plan(&self, ctx: &PlanContext<'_>) -> Result<SchemaRef, PlanError> {
         Ok(plan(ctx)?.schema)
     }
-    fn create(&self, ctx: &PlanContext<'_>, _: SubtaskInfo) -> Result<Instance, PlanError> {
+    fn create(&self, ctx: &PlanContext<'_>, info: SubtaskInfo) -> Result<Instance, PlanError> {
         let p = plan(ctx)?;
         let keys = if p.int_key {
             KeyCodec::Int(p.input.field(p.key[0]).data_type().clone())
@@ -214,6 +215,11 @@ impl OperatorFactory for WindowFactory {
             watermark: i64::MIN,
             late: 0,
             slots: Vec::new(),
+            max_parallelism: info.max_parallelism,
+            dirty: std::collections::BTreeSet::new(),
+            persisted: std::collections::BTreeMap::new(),
+            sessions_persisted: std::collections::BTreeSet::new(),
+            fired: Vec::new(),
             p,
         })))
     }
@@ -611,6 +617,16 @@ struct WindowOperator {
     watermark: i64,
     late: u64,
     slots: Vec<u32>,
+    max_parallelism: u32,
+    /// Fixed windows that absorbed records since the last snapshot.
+    dirty: std::collections::BTreeSet<i64>,
+    /// Fixed windows in the last snapshot, with the key groups they wrote
+    /// (an incremental snapshot deletes them once they fire).
+    persisted: BTreeMap<i64, Vec<u32>>,
+    /// Key groups written by the last session snapshot.
+    sessions_persisted: std::collections::BTreeSet<u32>,
+    /// Persisted windows that fired since the last snapshot.
+    fired: Vec<(i64, Vec<u32>)>,
 }
 
 impl WindowOperator {
@@ -649,6 +665,7 @@ impl WindowOperator {
                     continue;
                 }
                 let aggs = &self.p.aggs;
+                self.dirty.insert(start);
                 let w = self
                     .windows
                     .entry(start)
@@ -740,6 +757,10 @@ impl WindowOperator {
                         break;
                     }
                     let w = entry.remove();
+                    self.dirty.remove(&start);
+                    if let Some(kgs) = self.persisted.remove(&start) {
+                        self.fired.push((start, kgs));
+                    }
                     let n = w.index.len();
                     let slots: Vec<u32> = (0..n as u32).collect();
                     let mut cols = self.keys.columns(&w.index, &slots)?;
@@ -789,6 +810,227 @@ impl WindowOperator {
     }
 }
 
+// ------------------------------------------------------------------ checkpoints
+//
+// Window state is written per (window, key group): one entry holds every key
+// of that key group in that window with its accumulators, so a snapshot has
+// a few thousand entries rather than one per key, and a restore at another
+// parallelism still picks exactly the key groups it owns. Incremental
+// snapshots rewrite only windows that absorbed records and delete the
+// entries of windows that fired.
+
+const FIXED_STATE: &str = "windows";
+const SESSION_STATE: &str = "sessions";
+
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> OpResult<&'a [u8]> {
+        if self.0.len() < n {
+            return Err(OperatorError::State("window state is truncated".into()));
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn i64(&mut self) -> OpResult<i64> {
+        Ok(i64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    fn f64(&mut self) -> OpResult<f64> {
+        Ok(f64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    fn flag(&mut self) -> OpResult<bool> {
+        Ok(self.take(1)?[0] != 0)
+    }
+    fn key(&mut self) -> OpResult<&'a [u8]> {
+        let n = u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")) as usize;
+        self.take(n)
+    }
+}
+
+impl KeyIndex {
+    fn raw_key(&self, slot: u32) -> Vec<u8> {
+        if self.row_keys.is_empty() {
+            self.int_keys[slot as usize].to_le_bytes().to_vec()
+        } else {
+            self.row_keys[slot as usize].to_vec()
+        }
+    }
+
+    /// Inserts a key in its snapshot form; returns its slot.
+    fn insert_raw(&mut self, codec: &KeyCodec, raw: &[u8], accs: &mut Accumulators) -> OpResult<u32> {
+        let slot = self.len() as u32;
+        match codec {
+            KeyCodec::Int(_) => {
+                let k = i64::from_le_bytes(
+                    raw.try_into().map_err(|_| OperatorError::State("an integer window key is not 8 bytes".into()))?,
+                );
+                if let Some(&s) = self.ints.get(&k) {
+                    return Ok(s);
+                }
+                self.ints.insert(k, slot);
+                self.int_keys.push(k);
+            }
+            KeyCodec::Rows(_) => {
+                if let Some(&s) = self.rows.get(raw) {
+                    return Ok(s);
+                }
+                self.rows.insert(raw.into(), slot);
+                self.row_keys.push(raw.into());
+            }
+        }
+        accs.grow();
+        Ok(slot)
+    }
+}
+
+impl Accumulators {
+    fn encode(&self, s: usize, out: &mut Vec<u8>) {
+        for c in &self.cols {
+            match c {
+                AccColumn::Count(v) => out.extend_from_slice(&v[s].to_le_bytes()),
+                AccColumn::SumInt(v, seen) | AccColumn::MinInt(v, seen) | AccColumn::MaxInt(v, seen) => {
+                    out.extend_from_slice(&v[s].to_le_bytes());
+                    out.push(seen[s] as u8);
+                }
+                AccColumn::SumFloat(v, seen) | AccColumn::MinFloat(v, seen) | AccColumn::MaxFloat(v, seen) => {
+                    out.extend_from_slice(&v[s].to_le_bytes());
+                    out.push(seen[s] as u8);
+                }
+                AccColumn::Avg(sum, n) => {
+                    out.extend_from_slice(&sum[s].to_le_bytes());
+                    out.extend_from_slice(&n[s].to_le_bytes());
+                }
+            }
+        }
+    }
+
+    fn decode(&mut self, s: usize, c: &mut Cursor<'_>) -> OpResult<()> {
+        for col in &mut self.cols {
+            match col {
+                AccColumn::Count(v) => v[s] = c.i64()?,
+                AccColumn::SumInt(v, seen) | AccColumn::MinInt(v, seen) | AccColumn::MaxInt(v, seen) => {
+                    v[s] = c.i64()?;
+                    seen[s] = c.flag()?;
+                }
+                AccColumn::SumFloat(v, seen) | AccColumn::MinFloat(v, seen) | AccColumn::MaxFloat(v, seen) => {
+                    v[s] = c.f64()?;
+                    seen[s] = c.flag()?;
+                }
+                AccColumn::Avg(sum, n) => {
+                    sum[s] = c.f64()?;
+                    n[s] = c.i64()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl WindowOperator {
+    /// Key group of every slot of `index`.
+    fn key_groups(&self, index: &KeyIndex) -> OpResult<Vec<u32>> {
+        let slots: Vec<u32> = (0..index.len() as u32).collect();
+        let cols = self.keys.columns(index, &slots)?;
+        let mut hashes = Vec::new();
+        hash_rows(&cols, &mut hashes)?;
+        Ok(hashes.into_iter().map(|h| key_group(h, self.max_parallelism)).collect())
+    }
+
+    fn snapshot_fixed(&mut self, w: &mut StateWriter) -> OpResult<()> {
+        if !w.full() {
+            for (start, kgs) in self.fired.drain(..) {
+                for kg in kgs {
+                    w.delete(FIXED_STATE, kg, start.to_be_bytes().to_vec());
+                }
+            }
+        }
+        self.fired.clear();
+        let starts: Vec<i64> =
+            if w.full() { self.windows.keys().copied().collect() } else { self.dirty.iter().copied().collect() };
+        for start in starts {
+            let Some(win) = self.windows.get(&start) else { continue };
+            let kgs = self.key_groups(&win.index)?;
+            let mut by_group: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+            for (slot, &kg) in kgs.iter().enumerate() {
+                let buf = by_group.entry(kg).or_default();
+                let key = win.index.raw_key(slot as u32);
+                buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                buf.extend_from_slice(&key);
+                win.accs.encode(slot, buf);
+            }
+            let groups: Vec<u32> = by_group.keys().copied().collect();
+            for (kg, value) in by_group {
+                w.put(FIXED_STATE, kg, start.to_be_bytes().to_vec(), value);
+            }
+            self.persisted.insert(start, groups);
+        }
+        self.dirty.clear();
+        Ok(())
+    }
+
+    /// Sessions are written per key group (every key with its open sessions).
+    fn snapshot_sessions(&mut self, w: &mut StateWriter) -> OpResult<()> {
+        let s = &self.sessions;
+        let mut by_group: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+        if let Some(accs) = &s.accs {
+            let kgs = self.key_groups(&s.index)?;
+            for (key, list) in s.open.iter().enumerate() {
+                if list.is_empty() {
+                    continue;
+                }
+                let buf = by_group.entry(kgs[key]).or_default();
+                let raw = s.index.raw_key(key as u32);
+                buf.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+                buf.extend_from_slice(&raw);
+                buf.extend_from_slice(&(list.len() as i64).to_le_bytes());
+                for x in list {
+                    buf.extend_from_slice(&x.start.to_le_bytes());
+                    buf.extend_from_slice(&x.end.to_le_bytes());
+                    accs.encode(x.slot as usize, buf);
+                }
+            }
+        }
+        // Sessions change with every record: each snapshot rewrites them all,
+        // deleting key groups that no longer hold any.
+        let now: std::collections::BTreeSet<u32> = by_group.keys().copied().collect();
+        for kg in self.sessions_persisted.difference(&now) {
+            w.delete(SESSION_STATE, *kg, Vec::new());
+        }
+        for (kg, value) in by_group {
+            w.put(SESSION_STATE, kg, Vec::new(), value);
+        }
+        self.sessions_persisted = now;
+        Ok(())
+    }
+
+    fn restore_sessions(&mut self, value: &[u8]) -> OpResult<()> {
+        let s = &mut self.sessions;
+        let accs = s.accs.get_or_insert_with(|| Accumulators::new(&self.p.aggs));
+        let mut key_accs = Accumulators { cols: Vec::new() };
+        let mut c = Cursor(value);
+        while !c.0.is_empty() {
+            let key = s.index.insert_raw(&self.keys, c.key()?, &mut key_accs)? as usize;
+            while s.open.len() <= key {
+                s.open.push(Vec::new());
+            }
+            let n = c.i64()?;
+            for _ in 0..n {
+                let (start, end) = (c.i64()?, c.i64()?);
+                accs.grow();
+                let slot = s.used;
+                s.used += 1;
+                accs.decode(slot as usize, &mut c)?;
+                let list = &mut s.open[key];
+                let at = list.partition_point(|x| x.start < start);
+                list.insert(at, Session { start, end, slot });
+                s.min_end = s.min_end.min(end);
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Operator for WindowOperator {
     fn process_batch(&mut self, _input: usize, batch: RecordBatch, _out: &mut Collector) -> OpResult<()> {
         let times = event_times(&batch, self.p.time)?;
@@ -805,6 +1047,37 @@ impl Operator for WindowOperator {
         self.watermark = watermark;
         self.fire(watermark, out)?;
         out.emit_watermark(watermark);
+        Ok(())
+    }
+
+    fn snapshot_state(&mut self, w: &mut StateWriter) -> OpResult<()> {
+        match self.p.window {
+            WindowSpec::Session { .. } => self.snapshot_sessions(w),
+            _ => self.snapshot_fixed(w),
+        }
+    }
+
+    fn restore_state(&mut self, r: &StateReader<'_>) -> OpResult<()> {
+        for e in r.state(FIXED_STATE) {
+            let start = i64::from_be_bytes(
+                e.key.as_slice().try_into().map_err(|_| OperatorError::State("a window key is not 8 bytes".into()))?,
+            );
+            let aggs = &self.p.aggs;
+            let w = self
+                .windows
+                .entry(start)
+                .or_insert_with(|| FixedWindow { index: KeyIndex::default(), accs: Accumulators::new(aggs) });
+            let mut c = Cursor(e.value.as_deref().unwrap_or_default());
+            while !c.0.is_empty() {
+                let slot = w.index.insert_raw(&self.keys, c.key()?, &mut w.accs)?;
+                w.accs.decode(slot as usize, &mut c)?;
+            }
+            self.persisted.entry(start).or_default().push(e.key_group);
+        }
+        for e in r.state(SESSION_STATE) {
+            self.restore_sessions(e.value.as_deref().unwrap_or_default())?;
+            self.sessions_persisted.insert(e.key_group);
+        }
         Ok(())
     }
 

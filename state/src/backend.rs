@@ -1,0 +1,645 @@
+//! State backends: how a subtask's operator state becomes checkpoint files
+//! and comes back on restore.
+//!
+//! Operators keep their working state in memory, in whatever layout is
+//! fastest for them (columnar accumulators for windows), and hand it to the
+//! backend as [`StateEntry`]s at a barrier — never per record. The backend
+//! decides what a checkpoint costs:
+//!
+//! - [`BackendKind::Heap`]: every checkpoint is a full snapshot — one file
+//!   per subtask holding every entry.
+//! - [`BackendKind::RocksDb`]: operators hand over only what changed since
+//!   the previous checkpoint (puts and deletes); the backend applies them to
+//!   a local RocksDB, flushes it and uploads only the SST files that no
+//!   earlier checkpoint uploaded. SST files live under `<job>/shared/` and
+//!   are referenced by every checkpoint that contains them; the job manager
+//!   deletes one when no retained checkpoint names it any more.
+//!
+//! Each checkpoint happens in two parts: [`TaskBackend::snapshot`] runs while
+//! the task is paused at the barrier and only copies (heap: encodes the
+//! entries; RocksDB: one write batch, a flush and a hard-linked checkpoint
+//! directory); [`Upload::run`] then writes the files while the task goes on
+//! processing records.
+
+use std::collections::HashMap;
+use std::path::{Path as FsPath, PathBuf};
+use std::time::Instant;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::{CheckpointStorage, FileHandle, StorageError, TaskSnapshot};
+
+/// Key group of state that belongs to a subtask rather than to a key (source
+/// positions, broadcast tables): restored by subtask index.
+pub const NON_KEYED: u32 = u32::MAX;
+
+const HEAP_MAGIC: &[u8; 8] = b"WEIRST01";
+
+/// One piece of operator state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateEntry {
+    /// Operator uid.
+    pub operator: String,
+    /// State name within the operator.
+    pub state: String,
+    /// Key group, or [`NON_KEYED`].
+    pub key_group: u32,
+    /// Key bytes (namespace and key, as the operator encodes them).
+    pub key: Vec<u8>,
+    /// Value bytes; `None` deletes the entry (incremental snapshots only).
+    pub value: Option<Vec<u8>>,
+}
+
+/// Which backend a job uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendKind {
+    /// Full snapshots of in-memory state.
+    #[default]
+    Heap,
+    /// Incremental snapshots through a local RocksDB.
+    RocksDb,
+}
+
+impl BackendKind {
+    /// The name used in job files and metadata.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Heap => "heap",
+            BackendKind::RocksDb => "rocksdb",
+        }
+    }
+
+    /// Parses `heap` or `rocksdb`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "heap" | "hashmap" => Some(BackendKind::Heap),
+            "rocksdb" => Some(BackendKind::RocksDb),
+            _ => None,
+        }
+    }
+}
+
+/// Errors of a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Storage failed or a file is damaged.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// RocksDB failed.
+    #[error("rocksdb: {0}")]
+    RocksDb(#[from] rocksdb::Error),
+    /// Local disk failed.
+    #[error("local state directory {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// A state file does not decode.
+    #[error("state file {path} is malformed: {reason}")]
+    Malformed {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn io(path: &FsPath, source: std::io::Error) -> BackendError {
+    BackendError::Io { path: path.display().to_string(), source }
+}
+
+/// Where a subtask's state goes.
+#[derive(Debug, Clone)]
+pub struct TaskIdentity {
+    /// Job id.
+    pub job: String,
+    /// Vertex index.
+    pub vertex: u32,
+    /// Subtask index.
+    pub subtask: u32,
+    /// Operator uids of the chain.
+    pub operators: Vec<String>,
+}
+
+/// The backend of one subtask.
+pub struct TaskBackend {
+    kind: BackendKind,
+    storage: CheckpointStorage,
+    me: TaskIdentity,
+    rocks: Option<Rocks>,
+}
+
+impl std::fmt::Debug for TaskBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskBackend").field("kind", &self.kind).field("storage", &self.storage).finish()
+    }
+}
+
+struct Rocks {
+    db: rocksdb::DB,
+    dir: PathBuf,
+    /// SST file name -> its uploaded copy.
+    uploaded: HashMap<String, FileHandle>,
+}
+
+/// The asynchronous part of a checkpoint: files to write.
+#[derive(Debug)]
+pub struct Upload {
+    storage: CheckpointStorage,
+    me: TaskIdentity,
+    checkpoint: u64,
+    kind: BackendKind,
+    /// (local name, file to upload or an already uploaded handle).
+    files: Vec<(String, Pending)>,
+    /// A directory to delete once uploaded (RocksDB checkpoint hard links).
+    cleanup: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Bytes { name: String, bytes: Bytes, shared: bool },
+    File { path: PathBuf, name: String, shared: bool },
+    Reused(FileHandle),
+}
+
+/// What an upload produced.
+#[derive(Debug)]
+pub struct Uploaded {
+    /// The subtask's part of the checkpoint.
+    pub snapshot: TaskSnapshot,
+    /// Bytes written by this checkpoint.
+    pub uploaded_bytes: u64,
+    /// Newly uploaded shared files (so the backend can reuse them).
+    pub new_shared: Vec<(String, FileHandle)>,
+}
+
+impl TaskBackend {
+    /// A backend for one subtask. `local_dir` holds RocksDB's working files.
+    pub fn open(
+        kind: BackendKind,
+        storage: CheckpointStorage,
+        me: TaskIdentity,
+        local_dir: &FsPath,
+    ) -> Result<Self, BackendError> {
+        let rocks = match kind {
+            BackendKind::Heap => None,
+            BackendKind::RocksDb => {
+                let dir = local_dir.join(format!("{}-v{}-{}-{}", me.job, me.vertex, me.subtask, uuid_like()));
+                std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+                let db = rocksdb::DB::open(&rocks_options(), dir.join("db"))?;
+                Some(Rocks { db, dir, uploaded: HashMap::new() })
+            }
+        };
+        Ok(Self { kind, storage, me, rocks })
+    }
+
+    /// The backend kind.
+    pub fn kind(&self) -> BackendKind {
+        self.kind
+    }
+
+    /// Whether operators must hand over all their state at every checkpoint
+    /// (heap) or only what changed since the previous one (RocksDB).
+    pub fn wants_full_snapshots(&self) -> bool {
+        self.kind == BackendKind::Heap
+    }
+
+    /// The synchronous part of checkpoint `checkpoint`.
+    pub fn snapshot(&mut self, checkpoint: u64, entries: Vec<StateEntry>) -> Result<Upload, BackendError> {
+        let mut upload = Upload {
+            storage: self.storage.clone(),
+            me: self.me.clone(),
+            checkpoint,
+            kind: self.kind,
+            files: Vec::new(),
+            cleanup: None,
+        };
+        match &mut self.rocks {
+            None => {
+                if !entries.is_empty() {
+                    let name = format!("v{}-{}.state", self.me.vertex, self.me.subtask);
+                    upload
+                        .files
+                        .push((name.clone(), Pending::Bytes { name, bytes: encode_entries(&entries), shared: false }));
+                }
+            }
+            Some(r) => {
+                let mut batch = rocksdb::WriteBatch::default();
+                for e in &entries {
+                    let k = rocks_key(e);
+                    match &e.value {
+                        Some(v) => batch.put(&k, v),
+                        None => batch.delete(&k),
+                    }
+                }
+                let mut wo = rocksdb::WriteOptions::default();
+                wo.disable_wal(true);
+                r.db.write_opt(batch, &wo)?;
+                let cp_dir = r.dir.join(format!("chk-{checkpoint}"));
+                if cp_dir.exists() {
+                    std::fs::remove_dir_all(&cp_dir).map_err(|e| io(&cp_dir, e))?;
+                }
+                // Flushes the memtable, then hard-links the live files.
+                rocksdb::checkpoint::Checkpoint::new(&r.db)?.create_checkpoint(&cp_dir)?;
+                let mut names: Vec<String> = std::fs::read_dir(&cp_dir)
+                    .map_err(|e| io(&cp_dir, e))?
+                    .filter_map(|d| d.ok().and_then(|d| d.file_name().into_string().ok()))
+                    .collect();
+                names.sort();
+                for name in names {
+                    let shared = name.ends_with(".sst");
+                    let pending = match r.uploaded.get(&name) {
+                        Some(h) if shared => Pending::Reused(h.clone()),
+                        _ => Pending::File {
+                            path: cp_dir.join(&name),
+                            name: if shared {
+                                format!("v{}-{}-{}-{name}", self.me.vertex, self.me.subtask, uuid_like())
+                            } else {
+                                format!("v{}-{}-{name}", self.me.vertex, self.me.subtask)
+                            },
+                            shared,
+                        },
+                    };
+                    upload.files.push((name, pending));
+                }
+                upload.cleanup = Some(cp_dir);
+            }
+        }
+        Ok(upload)
+    }
+
+    /// Records what an upload of this backend produced (RocksDB reuses the
+    /// shared files in later checkpoints).
+    pub fn uploaded(&mut self, new_shared: Vec<(String, FileHandle)>) {
+        if let Some(r) = &mut self.rocks {
+            r.uploaded.extend(new_shared);
+        }
+    }
+
+    /// Restores the state of this subtask from `snapshots` (every subtask of
+    /// its vertex in the checkpoint): keyed entries in `key_groups`, and
+    /// non-keyed entries of the snapshot with this subtask's index. Returns
+    /// the entries for the operators; a RocksDB backend also rebuilds its
+    /// local database from them, so that later checkpoints stay incremental.
+    pub async fn restore(
+        &mut self,
+        checkpoint: u64,
+        snapshots: &[TaskSnapshot],
+        key_groups: std::ops::Range<u32>,
+        same_layout: bool,
+    ) -> Result<Vec<StateEntry>, BackendError> {
+        let mut out = Vec::new();
+        let mut adopted = false;
+        for snap in snapshots {
+            let mine = snap.subtask == self.me.subtask;
+            if same_layout && !mine {
+                continue; // with unchanged parallelism a subtask's key groups are its own
+            }
+            let keep = |e: &StateEntry| {
+                if e.key_group == NON_KEYED {
+                    mine
+                } else {
+                    key_groups.contains(&e.key_group)
+                }
+            };
+            match snap.backend.as_str() {
+                "rocksdb" => {
+                    let dir = match &self.rocks {
+                        Some(r) if mine && same_layout && !adopted => r.dir.join(format!("restore-{checkpoint}")),
+                        _ => std::env::temp_dir().join(format!("weir-restore-{}", uuid_like())),
+                    };
+                    std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+                    for (i, f) in snap.files.iter().enumerate() {
+                        let bytes = self.storage.read_file(&self.me.job, checkpoint, f).await?;
+                        let name = snap.local_names.get(i).ok_or_else(|| BackendError::Malformed {
+                            path: f.path.clone(),
+                            reason: "the snapshot does not name its local file".into(),
+                        })?;
+                        let p = dir.join(name);
+                        std::fs::write(&p, &bytes).map_err(|e| io(&p, e))?;
+                    }
+                    let db = rocksdb::DB::open(&rocks_options(), &dir)?;
+                    for item in db.iterator(rocksdb::IteratorMode::Start) {
+                        let (k, v) = item?;
+                        let mut e = decode_rocks_key(&k).ok_or_else(|| BackendError::Malformed {
+                            path: dir.display().to_string(),
+                            reason: "a key does not decode".into(),
+                        })?;
+                        e.value = Some(v.to_vec());
+                        if keep(&e) {
+                            out.push(e);
+                        }
+                    }
+                    match &mut self.rocks {
+                        Some(r) if mine && same_layout && !adopted => {
+                            // Continue from the restored database: its SST files are already uploaded.
+                            drop(std::mem::replace(&mut r.db, db));
+                            let _ = std::fs::remove_dir_all(r.dir.join("db"));
+                            r.uploaded = snap
+                                .files
+                                .iter()
+                                .zip(&snap.local_names)
+                                .filter(|(_, n)| n.ends_with(".sst"))
+                                .map(|(f, n)| (n.clone(), f.clone()))
+                                .collect();
+                            adopted = true;
+                        }
+                        _ => {
+                            drop(db);
+                            let _ = std::fs::remove_dir_all(&dir);
+                        }
+                    }
+                }
+                _ => {
+                    for f in &snap.files {
+                        let bytes = self.storage.read_file(&self.me.job, checkpoint, f).await?;
+                        let entries = decode_entries(bytes)
+                            .map_err(|reason| BackendError::Malformed { path: f.path.clone(), reason })?;
+                        out.extend(entries.into_iter().filter(|e| keep(e)));
+                    }
+                }
+            }
+        }
+        if let Some(r) = &mut self.rocks {
+            if !adopted {
+                // State from elsewhere (another backend or another layout) is
+                // written into the local database as the base for increments.
+                let mut batch = rocksdb::WriteBatch::default();
+                for e in &out {
+                    if let Some(v) = &e.value {
+                        batch.put(rocks_key(e), v);
+                    }
+                }
+                r.db.write(batch)?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for TaskBackend {
+    fn drop(&mut self) {
+        if let Some(r) = self.rocks.take() {
+            let dir = r.dir.clone();
+            drop(r);
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+impl Upload {
+    /// Writes the files; returns the subtask's part of the checkpoint.
+    pub async fn run(mut self) -> Result<Uploaded, BackendError> {
+        let mut snapshot = TaskSnapshot {
+            operators: self.me.operators.clone(),
+            subtask: self.me.subtask,
+            files: Vec::new(),
+            inline: serde_json::Value::Null,
+            backend: self.kind.name().to_string(),
+            local_names: Vec::new(),
+        };
+        let mut uploaded_bytes = 0;
+        let mut new_shared = Vec::new();
+        let files = std::mem::take(&mut self.files);
+        for (local, pending) in files {
+            let handle = match pending {
+                Pending::Reused(h) => h,
+                Pending::Bytes { name, bytes, shared } => {
+                    uploaded_bytes += bytes.len() as u64;
+                    self.write(&name, bytes, shared).await?
+                }
+                Pending::File { path, name, shared } => {
+                    let bytes = tokio::fs::read(&path).await.map_err(|e| io(&path, e))?;
+                    uploaded_bytes += bytes.len() as u64;
+                    let h = self.write(&name, Bytes::from(bytes), shared).await?;
+                    if shared {
+                        new_shared.push((local.clone(), h.clone()));
+                    }
+                    h
+                }
+            };
+            snapshot.files.push(handle);
+            snapshot.local_names.push(local);
+        }
+        if let Some(dir) = self.cleanup.take() {
+            let _ = tokio::fs::remove_dir_all(dir).await;
+        }
+        Ok(Uploaded { snapshot, uploaded_bytes, new_shared })
+    }
+
+    async fn write(&self, name: &str, bytes: Bytes, shared: bool) -> Result<FileHandle, StorageError> {
+        if shared {
+            self.storage.write_shared_file(&self.me.job, name, bytes).await
+        } else {
+            self.storage.write_file(&self.me.job, self.checkpoint, name, bytes).await
+        }
+    }
+}
+
+fn rocks_options() -> rocksdb::Options {
+    let mut o = rocksdb::Options::default();
+    o.create_if_missing(true);
+    o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    o
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{:x}{:x}{:x}", std::process::id(), nanos as u64, SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+fn rocks_key(e: &StateEntry) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + e.operator.len() + e.state.len() + e.key.len());
+    k.put_u16(e.operator.len() as u16);
+    k.extend_from_slice(e.operator.as_bytes());
+    k.put_u16(e.state.len() as u16);
+    k.extend_from_slice(e.state.as_bytes());
+    k.put_u32(e.key_group);
+    k.extend_from_slice(&e.key);
+    k
+}
+
+fn decode_rocks_key(mut k: &[u8]) -> Option<StateEntry> {
+    let string = |k: &mut &[u8]| -> Option<String> {
+        if k.len() < 2 {
+            return None;
+        }
+        let n = k.get_u16() as usize;
+        if k.len() < n {
+            return None;
+        }
+        let s = String::from_utf8(k[..n].to_vec()).ok()?;
+        k.advance(n);
+        Some(s)
+    };
+    let operator = string(&mut k)?;
+    let state = string(&mut k)?;
+    if k.len() < 4 {
+        return None;
+    }
+    let key_group = k.get_u32();
+    Some(StateEntry { operator, state, key_group, key: k.to_vec(), value: None })
+}
+
+/// Encodes entries as a heap snapshot file.
+pub fn encode_entries(entries: &[StateEntry]) -> Bytes {
+    let size: usize = entries
+        .iter()
+        .map(|e| 16 + e.operator.len() + e.state.len() + e.key.len() + e.value.as_ref().map_or(0, Vec::len))
+        .sum();
+    let mut b = BytesMut::with_capacity(size + 16);
+    b.put_slice(HEAP_MAGIC);
+    b.put_u64(entries.len() as u64);
+    for e in entries {
+        b.put_u16(e.operator.len() as u16);
+        b.put_slice(e.operator.as_bytes());
+        b.put_u16(e.state.len() as u16);
+        b.put_slice(e.state.as_bytes());
+        b.put_u32(e.key_group);
+        b.put_u32(e.key.len() as u32);
+        b.put_slice(&e.key);
+        let v = e.value.as_deref().unwrap_or_default();
+        b.put_u32(v.len() as u32);
+        b.put_slice(v);
+    }
+    b.freeze()
+}
+
+/// Decodes a heap snapshot file.
+pub fn decode_entries(mut b: Bytes) -> Result<Vec<StateEntry>, String> {
+    fn take(b: &mut Bytes, n: usize, what: &str) -> Result<Bytes, String> {
+        if b.remaining() < n {
+            return Err(format!("truncated in {what}"));
+        }
+        Ok(b.split_to(n))
+    }
+    let magic = take(&mut b, 8, "the header")?;
+    if magic.as_ref() != HEAP_MAGIC {
+        return Err("not a state file (bad magic)".into());
+    }
+    let n = take(&mut b, 8, "the header")?.get_u64();
+    let mut out = Vec::with_capacity(n.min(1 << 20) as usize);
+    let text = |b: Bytes, what: &str| String::from_utf8(b.to_vec()).map_err(|_| format!("{what} is not UTF-8"));
+    for _ in 0..n {
+        let len = take(&mut b, 2, "an operator name")?.get_u16() as usize;
+        let operator = text(take(&mut b, len, "an operator name")?, "an operator name")?;
+        let len = take(&mut b, 2, "a state name")?.get_u16() as usize;
+        let state = text(take(&mut b, len, "a state name")?, "a state name")?;
+        let key_group = take(&mut b, 4, "a key group")?.get_u32();
+        let len = take(&mut b, 4, "a key")?.get_u32() as usize;
+        let key = take(&mut b, len, "a key")?.to_vec();
+        let len = take(&mut b, 4, "a value")?.get_u32() as usize;
+        let value = Some(take(&mut b, len, "a value")?.to_vec());
+        out.push(StateEntry { operator, state, key_group, key, value });
+    }
+    if b.has_remaining() {
+        return Err(format!("{} bytes after the last entry", b.remaining()));
+    }
+    Ok(out)
+}
+
+/// Milliseconds since `t`.
+pub fn elapsed_ms(t: Instant) -> u64 {
+    t.elapsed().as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(op: &str, kg: u32, key: &[u8], value: Option<&[u8]>) -> StateEntry {
+        StateEntry {
+            operator: op.into(),
+            state: "s".into(),
+            key_group: kg,
+            key: key.to_vec(),
+            value: value.map(<[u8]>::to_vec),
+        }
+    }
+
+    #[test]
+    fn heap_files_round_trip_and_reject_damage() {
+        let entries = vec![entry("a", 3, b"k", Some(b"v")), entry("b", NON_KEYED, b"", Some(b"xyz"))];
+        let bytes = encode_entries(&entries);
+        assert_eq!(decode_entries(bytes.clone()).unwrap(), entries);
+        let cut = bytes.slice(..bytes.len() - 2);
+        assert!(decode_entries(cut).unwrap_err().contains("truncated"));
+        assert!(decode_entries(Bytes::from_static(b"nonsense-and-more")).unwrap_err().contains("magic"));
+    }
+
+    #[test]
+    fn rocks_keys_round_trip() {
+        let e = entry("window", 77, b"\x00\x01key", None);
+        assert_eq!(decode_rocks_key(&rocks_key(&e)).unwrap(), e);
+    }
+
+    fn me(subtask: u32) -> TaskIdentity {
+        TaskIdentity { job: "job".into(), vertex: 1, subtask, operators: vec!["a".into()] }
+    }
+
+    async fn checkpoint(b: &mut TaskBackend, id: u64, entries: Vec<StateEntry>) -> Uploaded {
+        let up = b.snapshot(id, entries).unwrap().run().await.unwrap();
+        b.uploaded(up.new_shared.clone());
+        up
+    }
+
+    #[tokio::test]
+    async fn rocksdb_uploads_only_new_files_and_restores() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = CheckpointStorage::from_uri("memory://").unwrap();
+        let mut b = TaskBackend::open(BackendKind::RocksDb, storage.clone(), me(0), dir.path()).unwrap();
+        let first: Vec<StateEntry> =
+            (0..1000u32).map(|i| entry("a", i % 128, &i.to_be_bytes(), Some(&[7u8; 100]))).collect();
+        let c1 = checkpoint(&mut b, 1, first).await;
+        assert!(c1.uploaded_bytes > 0);
+        let sst1: Vec<_> = c1.snapshot.files.iter().filter(|f| f.path.contains("/shared/")).cloned().collect();
+        assert_eq!(sst1.len(), 1, "{:?}", c1.snapshot.local_names);
+        // A small change uploads a small new SST and reuses the first.
+        let c2 = checkpoint(&mut b, 2, vec![entry("a", 5, &5u32.to_be_bytes(), None)]).await;
+        for f in &sst1 {
+            assert!(c2.snapshot.files.contains(f), "unchanged SSTs are referenced, not uploaded again");
+        }
+        let new_sst: u64 =
+            c2.snapshot.files.iter().filter(|f| !sst1.contains(f) && f.path.contains("/shared/")).map(|f| f.size).sum();
+        assert!(new_sst < sst1[0].size / 4, "the increment ({new_sst} B) is much smaller than the base");
+        // Restore into a fresh backend: 999 entries, key groups filtered.
+        let mut r = TaskBackend::open(BackendKind::RocksDb, storage.clone(), me(0), dir.path()).unwrap();
+        let all = r.restore(2, std::slice::from_ref(&c2.snapshot), 0..128, true).await.unwrap();
+        assert_eq!(all.len(), 999);
+        let c3 = checkpoint(&mut r, 3, vec![]).await;
+        for f in &sst1 {
+            assert!(c3.snapshot.files.contains(f), "a restored backend keeps referencing the uploaded files");
+        }
+        // A heap backend reads the RocksDB snapshot too (backend-independent restore).
+        let mut h = TaskBackend::open(BackendKind::Heap, storage, me(0), dir.path()).unwrap();
+        let part = h.restore(2, &[c2.snapshot], 0..64, false).await.unwrap();
+        assert!(part.iter().all(|e| e.key_group < 64));
+        assert_eq!(part.len(), (0..1000u32).filter(|i| i % 128 < 64 && *i != 5).count());
+    }
+
+    #[tokio::test]
+    async fn heap_snapshots_are_full_and_filtered_on_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = CheckpointStorage::from_uri("memory://").unwrap();
+        let mut b = TaskBackend::open(BackendKind::Heap, storage.clone(), me(1), dir.path()).unwrap();
+        let up = checkpoint(
+            &mut b,
+            4,
+            vec![
+                entry("a", 1, b"x", Some(b"1")),
+                entry("a", 100, b"y", Some(b"2")),
+                entry("a", NON_KEYED, b"", Some(b"pos")),
+            ],
+        )
+        .await;
+        let mut other = TaskBackend::open(BackendKind::Heap, storage.clone(), me(0), dir.path()).unwrap();
+        let got = other.restore(4, std::slice::from_ref(&up.snapshot), 0..64, false).await.unwrap();
+        assert_eq!(got, vec![entry("a", 1, b"x", Some(b"1"))], "non-keyed state stays with its subtask index");
+        let mut same = TaskBackend::open(BackendKind::Heap, storage, me(1), dir.path()).unwrap();
+        assert_eq!(same.restore(4, &[up.snapshot], 64..128, false).await.unwrap().len(), 2);
+    }
+}

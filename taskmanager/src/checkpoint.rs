@@ -1,0 +1,143 @@
+//! A task's side of checkpoints: its state backend, the asynchronous upload
+//! of each snapshot, and the acknowledgement (or decline) to the job manager.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tonic::transport::Channel;
+use tracing::{debug, warn};
+use weir_proto::v1;
+use weir_proto::v1::job_manager_service_client::JobManagerServiceClient;
+use weir_runtime::barrier::CheckpointId;
+use weir_runtime::keygroup::key_group_range;
+use weir_runtime::state::StateEntry;
+use weir_runtime::task::{Checkpointer, SnapshotTiming};
+use weir_state::backend::{self, BackendKind, TaskBackend, TaskIdentity};
+use weir_state::{CheckpointStorage, TaskSnapshot};
+
+/// The state backend of one task, shared with its uploads.
+pub struct TaskCheckpointer {
+    backend: Arc<Mutex<TaskBackend>>,
+    key: v1::TaskKey,
+    jm: JobManagerServiceClient<Channel>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for TaskCheckpointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskCheckpointer").field("key", &self.key).finish()
+    }
+}
+
+fn to_backend(e: StateEntry) -> backend::StateEntry {
+    backend::StateEntry { operator: e.operator, state: e.state, key_group: e.key_group, key: e.key, value: e.value }
+}
+
+fn from_backend(e: backend::StateEntry) -> StateEntry {
+    StateEntry { operator: e.operator, state: e.state, key_group: e.key_group, key: e.key, value: e.value }
+}
+
+/// What a deployment needs to set up checkpointing for a task.
+#[derive(Debug)]
+pub struct CheckpointSetup<'a> {
+    /// The storage of the job's checkpoints.
+    pub storage: CheckpointStorage,
+    /// `heap` or `rocksdb`.
+    pub backend: BackendKind,
+    /// Local directory for RocksDB.
+    pub state_dir: &'a Path,
+    /// Operators of the task's chain.
+    pub operators: Vec<String>,
+    /// Parallelism of the task's vertex.
+    pub parallelism: u32,
+    /// Key groups of the job.
+    pub max_parallelism: u32,
+}
+
+impl TaskCheckpointer {
+    /// Opens the backend of a task, restoring `restore` (snapshots of every
+    /// subtask of the vertex in checkpoint `checkpoint`) if given. Returns
+    /// the checkpointer and the restored entries for the chain.
+    pub async fn open(
+        setup: CheckpointSetup<'_>,
+        key: v1::TaskKey,
+        jm: JobManagerServiceClient<Channel>,
+        runtime: tokio::runtime::Handle,
+        restore: Option<(u64, Vec<TaskSnapshot>)>,
+    ) -> Result<(TaskCheckpointer, Vec<StateEntry>), String> {
+        let me = TaskIdentity {
+            job: key.job_id.clone(),
+            vertex: key.vertex,
+            subtask: key.subtask,
+            operators: setup.operators,
+        };
+        let mut backend = TaskBackend::open(setup.backend, setup.storage, me, setup.state_dir)
+            .map_err(|e| format!("opening the {} state backend: {e}", setup.backend.name()))?;
+        let mut entries = Vec::new();
+        if let Some((checkpoint, snapshots)) = restore {
+            let started = Instant::now();
+            let groups = key_group_range(setup.max_parallelism, setup.parallelism, key.subtask);
+            let same_layout = snapshots.len() as u32 == setup.parallelism;
+            entries = backend
+                .restore(checkpoint, &snapshots, groups, same_layout)
+                .await
+                .map_err(|e| format!("restoring checkpoint {checkpoint}: {e}"))?
+                .into_iter()
+                .map(from_backend)
+                .collect();
+            debug!(checkpoint, entries = entries.len(), took = ?started.elapsed(), "state restored");
+        }
+        Ok((TaskCheckpointer { backend: Arc::new(Mutex::new(backend)), key, jm, runtime }, entries))
+    }
+}
+
+impl Checkpointer for TaskCheckpointer {
+    fn full_snapshots(&self) -> bool {
+        self.backend.lock().unwrap_or_else(|e| e.into_inner()).wants_full_snapshots()
+    }
+
+    fn checkpoint(&mut self, id: CheckpointId, entries: Vec<StateEntry>, timing: SnapshotTiming) -> Result<(), String> {
+        let upload = {
+            let mut b = self.backend.lock().unwrap_or_else(|e| e.into_inner());
+            b.snapshot(id.0, entries.into_iter().map(to_backend).collect()).map_err(|e| e.to_string())
+        };
+        let (backend, key, mut jm) = (self.backend.clone(), self.key.clone(), self.jm.clone());
+        self.runtime.spawn(async move {
+            let started = Instant::now();
+            let result = match upload {
+                Ok(u) => u.run().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            let sent = match result {
+                Ok(done) => {
+                    backend.lock().unwrap_or_else(|e| e.into_inner()).uploaded(done.new_shared);
+                    let snapshot_json = serde_json::to_string(&done.snapshot).expect("snapshots serialize");
+                    jm.acknowledge_checkpoint(v1::AcknowledgeCheckpointRequest {
+                        task: Some(key.clone()),
+                        checkpoint_id: id.0,
+                        snapshot_json,
+                        alignment_ms: timing.alignment.as_millis() as u64,
+                        sync_ms: timing.sync.as_millis() as u64,
+                        async_ms: started.elapsed().as_millis() as u64,
+                        uploaded_bytes: done.uploaded_bytes,
+                    })
+                    .await
+                }
+                Err(reason) => {
+                    warn!(checkpoint = id.0, vertex = key.vertex, subtask = key.subtask, error = %reason, "checkpoint upload failed");
+                    jm.decline_checkpoint(v1::DeclineCheckpointRequest {
+                        task: Some(key.clone()),
+                        checkpoint_id: id.0,
+                        reason,
+                    })
+                    .await
+                }
+            };
+            if let Err(e) = sent {
+                warn!(checkpoint = id.0, error = %e.message(), "reporting a checkpoint to the job manager failed");
+            }
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,203 @@
+//! Exactly-once recovery across processes: a checkpointed job survives
+//! `kill -9` of a task manager and writes exactly what a run without failure
+//! writes; a damaged newest checkpoint is skipped for the one before it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use weir_tests::{bin, wait_until, Cluster};
+
+const LONG: Duration = Duration::from_secs(120);
+const EVENTS: u64 = 900_000;
+
+/// W2 into the exactly-once file sink, rate-limited so that the job is
+/// still running when a task manager dies.
+fn job(out: &Path, storage: &Path, backend: &str, rate: Option<u64>, retained: u32) -> String {
+    let rate = rate.map(|r| format!(", rate: {r}, batch_size: 1000")).unwrap_or_default();
+    format!(
+        "name: w2-to-files
+parallelism: 2
+operators:
+  - uid: gen
+    kind: datagen
+    config: {{events: {EVENTS}{rate}}}
+  - uid: timestamps
+    kind: watermark
+    config: {{timestamp_column: event_time_ms, interval: 50ms}}
+  - uid: tumble
+    kind: window
+    config:
+      key: [auction]
+      timestamp_column: event_time_ms
+      window: {{type: tumbling, size: 10s}}
+      aggregates: [{{fn: count, as: count}}, {{fn: sum, column: price, as: sum}}]
+  - uid: files
+    kind: jsonl_file
+    config: {{path: {out}}}
+edges:
+  - {{from: gen, to: timestamps}}
+  - {{from: timestamps, to: tumble, partition: hash, key: [auction]}}
+  - {{from: tumble, to: files}}
+checkpoints:
+  interval: 200ms
+  backend: {backend}
+  storage: file://{storage}
+  retained: {retained}
+  restart: {{strategy: fixed_delay, attempts: 3, delay: 500ms}}
+",
+        out = out.display(),
+        storage = storage.display(),
+    )
+}
+
+/// Sorted lines of the committed part files; fails if uncommitted files remain.
+fn committed(dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for e in std::fs::read_dir(dir).expect("output directory").flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        assert!(!name.ends_with(".inprogress"), "uncommitted file left behind: {name}");
+        if name.ends_with(".jsonl") {
+            lines.extend(std::fs::read_to_string(e.path()).unwrap().lines().map(str::to_string));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+/// The output of the same job without failures, run on an embedded cluster.
+fn reference(scratch: &Path) -> Vec<String> {
+    let out = scratch.join("reference-out");
+    let storage = scratch.join("reference-checkpoints");
+    let file = scratch.join("reference.yaml");
+    std::fs::write(&file, job(&out, &storage, "heap", None, 1)).unwrap();
+    let run = std::process::Command::new(bin("weir")).args(["local"]).arg(&file).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let lines = committed(&out);
+    assert_eq!(lines.len() as u64, (EVENTS / 100_000) * 10_000, "the specification's count");
+    lines
+}
+
+fn completed_checkpoints(cluster: &Cluster, id: &str) -> anyhow::Result<Vec<u64>> {
+    let c = cluster.weir_json(&["checkpoints", id])?;
+    Ok(c["checkpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["status"] == "COMPLETED")
+        .filter_map(|c| c["id"].as_u64())
+        .collect())
+}
+
+fn newest_metadata(storage: &Path, job: &str) -> Option<(u64, PathBuf)> {
+    std::fs::read_dir(storage.join(job))
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let id: u64 = e.file_name().to_string_lossy().strip_prefix("chk-")?.parse().ok()?;
+            let meta = e.path().join("_metadata");
+            meta.exists().then_some((id, meta))
+        })
+        .max_by_key(|(id, _)| *id)
+}
+
+/// Runs the job on two task managers, kills one with SIGKILL after a few
+/// checkpoints, optionally truncates the newest checkpoint's metadata, and
+/// checks the output against the reference. Returns the checkpoint restored.
+fn survive_kill(backend: &str, damage_newest: bool) -> anyhow::Result<u64> {
+    let mut cluster = Cluster::start(2, 2, "1s")?;
+    let scratch = cluster.dir.path().to_path_buf();
+    let expected = reference(&scratch);
+    let (out, storage) = (scratch.join("out"), scratch.join("checkpoints"));
+    let file = cluster.write("job.yaml", &job(&out, &storage, backend, Some(150_000), 2));
+    let id = cluster.submit(&file, &[])?;
+    wait_until("three completed checkpoints", LONG, || {
+        Ok((completed_checkpoints(&cluster, &id)?.len() >= 3).then_some(()))
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", cluster.logs()))?;
+    let killed = Instant::now();
+    cluster.taskmanager("tm-b").kill9();
+    let mut skipped = None;
+    if damage_newest {
+        // No checkpoint can complete without tm-b's tasks: the newest one stays the newest.
+        let (cp, meta) = newest_metadata(&storage, &id).expect("a complete checkpoint on disk");
+        let raw = std::fs::read(&meta)?;
+        std::fs::write(&meta, &raw[..raw.len() / 2])?;
+        skipped = Some(cp);
+    }
+    // Recovery: the job runs again (attempt 2, every task running) on tm-a alone.
+    let status = wait_until("the job to run again after the kill", LONG, || {
+        let s = cluster.weir_json(&["status", &id])?;
+        let tasks = s["tasks"].as_array().cloned().unwrap_or_default();
+        let running =
+            s["attempt"].as_u64() >= Some(2) && !tasks.is_empty() && tasks.iter().all(|t| t["state"] == "RUNNING");
+        Ok((running || s["state"] == "FINISHED" || s["state"] == "FAILED").then_some(s))
+    })?;
+    eprintln!(
+        "{backend}: running again {:?} after kill -9 (heartbeat timeout 1s, restart delay 500ms)",
+        killed.elapsed()
+    );
+    assert_ne!(status["state"], "FAILED", "{status:#}\n{}", cluster.logs());
+    let status = cluster.wait_state(&id, &["FINISHED", "FAILED"], LONG)?;
+    assert_eq!(status["state"], "FINISHED", "{status:#}\n{}", cluster.logs());
+    assert_eq!(status["restarts"], 1, "{status:#}");
+    let restored = status["restored_from"].as_u64().expect("restored from a checkpoint");
+    if let Some(bad) = skipped {
+        assert_eq!(restored, bad - 1, "the damaged checkpoint {bad} is skipped for the one before it");
+        assert!(cluster.jobmanager.log().contains("skipping an unusable checkpoint"), "{}", cluster.logs());
+    }
+    assert!(status["tasks"].as_array().unwrap().iter().all(|t| t["task_manager"] == "tm-a"), "{status:#}");
+    let got = committed(&out);
+    assert_eq!(got.len(), expected.len(), "rows after recovery\n{}", cluster.logs());
+    assert!(got == expected, "the output differs from a run without failure");
+    Ok(restored)
+}
+
+#[test]
+fn heap_state_survives_kill_9_of_a_task_manager_exactly_once() -> anyhow::Result<()> {
+    survive_kill("heap", false).map(|_| ())
+}
+
+#[test]
+fn rocksdb_state_survives_kill_9_of_a_task_manager_exactly_once() -> anyhow::Result<()> {
+    survive_kill("rocksdb", false).map(|_| ())
+}
+
+#[test]
+fn a_damaged_newest_checkpoint_falls_back_to_the_one_before() -> anyhow::Result<()> {
+    survive_kill("heap", true).map(|_| ())
+}
+
+/// The job manager dies with `kill -9` while a checkpointed job runs; a new
+/// job manager started with the same storage resumes the job from its latest
+/// checkpoint once the task managers registered again, and the output is
+/// exact.
+#[test]
+fn a_restarted_job_manager_resumes_its_jobs() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(2, 2, "2s")?;
+    let scratch = cluster.dir.path().to_path_buf();
+    let expected = reference(&scratch);
+    let (out, storage) = (scratch.join("out"), scratch.join("checkpoints"));
+    let file = cluster.write("job.yaml", &job(&out, &storage, "rocksdb", Some(150_000), 1));
+    let id = cluster.submit(&file, &[])?;
+    let record = scratch.join("jobmanager-storage").join("_jobs").join(format!("{id}.pb"));
+    assert!(record.exists() || wait_until("the job record", LONG, || Ok(record.exists().then_some(()))).is_ok());
+    wait_until("two completed checkpoints", LONG, || {
+        Ok((completed_checkpoints(&cluster, &id)?.len() >= 2).then_some(()))
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", cluster.logs()))?;
+    cluster.restart_jobmanager()?;
+    let status = cluster
+        .wait_state(&id, &["FINISHED", "FAILED"], LONG)
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", cluster.logs()))?;
+    assert_eq!(status["state"], "FINISHED", "{status:#}\n{}", cluster.logs());
+    assert!(status["restored_from"].as_u64().is_some(), "resumed from a checkpoint: {status:#}");
+    assert!(committed(&out) == expected, "the output differs from a run without failure\n{}", cluster.logs());
+    // The job ended and its record is gone: a further restart resumes nothing.
+    let record = scratch.join("jobmanager-storage").join("_jobs").join(format!("{id}.pb"));
+    wait_until("the job record to be deleted", LONG, || Ok((!record.exists()).then_some(())))?;
+    cluster.restart_jobmanager()?;
+    wait_until("the job manager to answer", LONG, || Ok(cluster.weir_json(&["list"]).ok()))?;
+    let jobs = cluster.weir_json(&["list"])?;
+    assert_eq!(jobs.as_array().map(|a| a.len()), Some(0), "{jobs:#}");
+    Ok(())
+}
