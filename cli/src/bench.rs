@@ -144,6 +144,21 @@ pub async fn run(w: Workload, events: u64, parallelism: u32) -> anyhow::Result<E
             done.len(),
             backend.name()
         ));
+        // Sizes go to stderr: how much each checkpoint uploaded against the state it names.
+        let completed: Vec<_> =
+            details.checkpoints.iter().filter(|c| c.status() == weir_proto::v1::CheckpointStatus::Completed).collect();
+        if !completed.is_empty() {
+            let uploaded: u64 = completed.iter().map(|c| c.size_bytes).sum();
+            let state: u64 = completed.iter().map(|c| c.state_bytes).sum();
+            eprintln!(
+                "checkpoint sizes: uploaded {:.1} MiB in total, {:.2} MiB per checkpoint on average; state named {:.2} MiB on average (max {:.2} MiB); alignment max {} ms",
+                uploaded as f64 / 1048576.0,
+                uploaded as f64 / 1048576.0 / completed.len() as f64,
+                state as f64 / 1048576.0 / completed.len() as f64,
+                completed.iter().map(|c| c.state_bytes).max().unwrap_or(0) as f64 / 1048576.0,
+                completed.iter().map(|c| c.alignment_ms).max().unwrap_or(0),
+            );
+        }
     }
     println!("{line}");
     let want = w.expected(events);
