@@ -35,7 +35,10 @@ pub const NON_KEYED: u32 = u32::MAX;
 
 const HEAP_MAGIC: &[u8; 8] = b"WEIRST01";
 
-/// One piece of operator state.
+/// One piece of operator state. The same shape as the runtime's
+/// `weir_runtime::state::StateEntry`: the runtime stays free of storage
+/// crates and this crate free of the runtime, so the task manager moves
+/// entries from one to the other at the boundary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateEntry {
     /// Operator uid.
