@@ -875,7 +875,7 @@ impl Cluster {
         };
         let Some(done) = c.written(meta) else { return };
         let storage = c.storage.clone();
-        let info = c.history().into_iter().rev().find(|h| h.id == cp).unwrap_or_default();
+        let info = c.info(cp).cloned().unwrap_or_default();
         info!(job_id = %id, checkpoint = cp, duration_ms = info.duration_ms, size_bytes = info.size_bytes, state_bytes = info.state_bytes, alignment_ms = info.alignment_ms, "checkpoint complete");
         // Sinks commit on this notice.
         for tm in job.task_managers() {

@@ -277,9 +277,9 @@ impl Coordinator {
         self.history.iter().cloned().collect()
     }
 
-    /// The newest completed checkpoint kept in memory.
-    pub fn latest(&self) -> Option<&CheckpointMetadata> {
-        self.retained.back()
+    /// One checkpoint of the history.
+    pub fn info(&self, id: u64) -> Option<&v1::CheckpointInfo> {
+        self.history.iter().rev().find(|c| c.id == id)
     }
 
     /// How long the checkpoint timeout is.

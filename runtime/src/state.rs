@@ -121,14 +121,6 @@ impl<'a> StateReader<'a> {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
-
-    /// Names of the states present.
-    pub fn state_names(&self) -> Vec<&'a str> {
-        let mut v: Vec<&str> = self.entries.iter().map(|e| e.state.as_str()).collect();
-        v.sort_unstable();
-        v.dedup();
-        v
-    }
 }
 
 /// How a value is stored in a snapshot.

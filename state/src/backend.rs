@@ -23,7 +23,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path as FsPath, PathBuf};
-use std::time::Instant;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -196,11 +195,6 @@ impl TaskBackend {
             }
         };
         Ok(Self { kind, storage, me, rocks })
-    }
-
-    /// The backend kind.
-    pub fn kind(&self) -> BackendKind {
-        self.kind
     }
 
     /// Whether operators must hand over all their state at every checkpoint
@@ -543,11 +537,6 @@ pub fn decode_entries(mut b: Bytes) -> Result<Vec<StateEntry>, String> {
         return Err(format!("{} bytes after the last entry", b.remaining()));
     }
     Ok(out)
-}
-
-/// Milliseconds since `t`.
-pub fn elapsed_ms(t: Instant) -> u64 {
-    t.elapsed().as_millis() as u64
 }
 
 #[cfg(test)]
