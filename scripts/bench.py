@@ -10,6 +10,12 @@ process, measured by GNU time).
 W3 (checkpointed) also reports each engine's completed checkpoints and the
 median of their mean checkpoint durations.
 
+W4 (Kafka -> 10 s tumbling count -> exactly-once Kafka) starts a Kafka broker
+on 127.0.0.1 (scripts/kafka.sh), loads the generator's events into a topic
+once (`weir bench w4-load`, untimed), and times both engines draining it:
+`weir bench w4` and the Flink job of bench/flink-kafka/ (flink-connector-kafka
+from Maven Central), each writing to a fresh output topic.
+
 Usage: scripts/bench.py [--events N] [--parallelism P] [--runs R] [--flink DIR] [WORKLOAD ...]
 """
 
@@ -29,7 +35,51 @@ WORKLOADS = {
     "w2": ("w2", "w2"),
     "w3-heap": ("w3-heap", "w3-hashmap"),
     "w3-rocksdb": ("w3-rocksdb", "w3-rocksdb"),
+    "w4": ("w4", "w4"),
 }
+
+
+class Kafka:
+    """A throwaway broker for W4, started with scripts/kafka.sh."""
+
+    def __init__(self):
+        import socket
+        import time
+
+        def free_port():
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                return sock.getsockname()[1]
+
+        self.dir = tempfile.TemporaryDirectory(prefix="weir-bench-kafka")
+        libs = sh(["bash", str(REPO / "scripts" / "kafka.sh"), "fetch"], capture_output=True).stdout.strip().splitlines()[-1]
+        self.env = dict(os.environ, WEIR_KAFKA_LIBS=libs, KAFKA_HEAP="1g")
+        self.libs = libs
+        port, cport = free_port(), free_port()
+        self.bootstrap = f"127.0.0.1:{port}"
+        self.log = open(Path(self.dir.name) / "broker.log", "w+")
+        self.proc = subprocess.Popen(
+            ["bash", str(REPO / "scripts" / "kafka.sh"), "start", str(Path(self.dir.name) / "data"), str(port), str(cport)],
+            stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
+        deadline = time.monotonic() + 120
+        while True:
+            self.log.seek(0)
+            if "Kafka Server started" in self.log.read():
+                break
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.log.seek(0)
+                sys.exit(f"the Kafka broker did not start:\n{self.log.read()[-3000:]}")
+            time.sleep(0.2)  # polling the broker's log for readiness
+
+    def create_topic(self, name, partitions):
+        sh(["java", "-cp", f"{self.libs}/*", "org.apache.kafka.tools.TopicCommand", "--bootstrap-server", self.bootstrap,
+            "--create", "--topic", name, "--partitions", str(partitions), "--replication-factor", "1"],
+           stdout=subprocess.DEVNULL)
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.dir.cleanup()
 
 
 def sh(cmd, **kw):
@@ -69,13 +119,29 @@ def main():
     sh(["bash", str(flink / "setup.sh")], stdout=sys.stderr)
 
     n, p = str(args.events), str(args.parallelism)
+    kafka = None
+    if "w4" in args.workloads:
+        print("setting up the Flink Kafka job and a Kafka broker; loading W4's input...", file=sys.stderr)
+        sh(["bash", str(REPO / "bench" / "flink-kafka" / "setup.sh")], stdout=sys.stderr,
+           env=dict(os.environ, FLINK_BASELINE_SRC=str(flink)))
+        kafka = Kafka()
+        kafka.create_topic("w4-in", args.parallelism)
+        sh([weir, "bench", "w4-load", "--events", n, "--parallelism", p, "--kafka", kafka.bootstrap,
+            "--input-topic", "w4-in"], stdout=sys.stderr)
     rows = []
     for w in args.workloads:
         runs = {"weir": [], "flink": []}
         for r in range(args.runs):
             for engine in ("weir", "flink"):
                 ours, theirs = WORKLOADS[w]
-                cmd = [weir, "bench", ours, "--events", n, "--parallelism", p] if engine == "weir" else ["bash", str(flink / "run.sh"), theirs, n, p]
+                if w == "w4":
+                    out = f"w4-out-{engine}-{r}"
+                    kafka.create_topic(out, args.parallelism)
+                    cmd = ([weir, "bench", "w4", "--events", n, "--parallelism", p, "--kafka", kafka.bootstrap,
+                            "--input-topic", "w4-in", "--output-topic", out] if engine == "weir" else
+                           ["bash", str(REPO / "bench" / "flink-kafka" / "run.sh"), kafka.bootstrap, "w4-in", out, n, p])
+                else:
+                    cmd = [weir, "bench", ours, "--events", n, "--parallelism", p] if engine == "weir" else ["bash", str(flink / "run.sh"), theirs, n, p]
                 fields, rss = timed(cmd)
                 ckpt = (int(fields.get("checkpoints", 0)), float(fields.get("checkpoint_avg_ms", 0)), float(fields.get("checkpoint_max_ms", 0)))
                 runs[engine].append((float(fields["events_per_sec"]), rss, fields["results"], ckpt))
@@ -89,11 +155,13 @@ def main():
             print(f"warning: {w} results differ: weir={results['weir']} flink={results['flink']}", file=sys.stderr)
         ck = {e: (statistics.median(x[3][0] for x in runs[e]), statistics.median(x[3][1] for x in runs[e])) for e in runs}
         rows.append((w, wr["weir"], wr["flink"], wr["weir"] / wr["flink"], mem["weir"], mem["flink"], ck))
+    if kafka:
+        kafka.stop()
 
     print(f"\nevents={n} parallelism={p} runs={args.runs} (medians)")
     print(f"{'workload':<12}{'weir ev/s':>15}{'flink ev/s':>15}{'ratio':>9}{'weir MiB':>11}{'flink MiB':>11}{'checkpoints weir/flink (avg ms)':>36}")
     for w, a, b, ratio, ma, mb, ck in rows:
-        cks = f"{ck['weir'][0]:.0f} ({ck['weir'][1]:.1f}) / {ck['flink'][0]:.0f} ({ck['flink'][1]:.1f})" if w.startswith("w3") else ""
+        cks = f"{ck['weir'][0]:.0f} ({ck['weir'][1]:.1f}) / {ck['flink'][0]:.0f} ({ck['flink'][1]:.1f})" if w.startswith(("w3", "w4")) else ""
         print(f"{w:<12}{a:>15,.0f}{b:>15,.0f}{ratio:>8.1f}x{ma:>11,.0f}{mb:>11,.0f}{cks:>36}")
 
 

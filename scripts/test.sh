@@ -27,6 +27,16 @@ if [ ! -x "$TOOLS/bin/s3s-fs" ]; then
   cargo install s3s-fs@0.14.1 --locked --features binary --root "$TOOLS" --target-dir "$HOME/.cache/weir/tools-target"
 fi
 export WEIR_S3S_FS="$TOOLS/bin/s3s-fs"
+# A real Kafka broker (KRaft) for the Kafka tests: its jars come from Maven
+# Central through mvn, cached (see scripts/kafka.sh).
+if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  command -v java >/dev/null || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openjdk-17-jre-headless
+  command -v mvn >/dev/null || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq maven
+fi
+WEIR_KAFKA_LIBS="$(scripts/kafka.sh fetch | tail -n 1)"
+export WEIR_KAFKA_LIBS
 
 echo "== format"
 cargo fmt --all -- --check
@@ -34,9 +44,11 @@ echo "== lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== layering"
 # The runtime must stay transport-agnostic (see docs/architecture.md).
-if cargo tree -p weir-runtime -e normal --locked | grep -q '^.*tonic '; then
-  echo "weir-runtime depends on tonic" >&2; exit 1
-fi
+for crate in weir-runtime weir-connectors; do
+  if cargo tree -p "$crate" -e normal --locked | grep -q '^.*tonic '; then
+    echo "$crate depends on tonic" >&2; exit 1
+  fi
+done
 echo "== build"
 cargo build --workspace --all-targets --locked
 echo "== test"

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+pub mod broker;
+
 /// Path of a binary of this workspace, next to the test executable's `deps/`.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -109,6 +111,7 @@ pub struct Cluster {
     /// Scratch directory (logs, job files, outputs).
     pub dir: tempfile::TempDir,
     jm_args: Vec<String>,
+    slots: u32,
 }
 
 fn spawn(name: &str, cmd: &mut Command, dir: &Path) -> anyhow::Result<Proc> {
@@ -159,13 +162,47 @@ impl Cluster {
             )?;
             taskmanagers.push((id, p));
         }
-        let cluster = Cluster { url, jobmanager, taskmanagers, dir, jm_args };
+        let cluster = Cluster { url, jobmanager, taskmanagers, dir, jm_args, slots };
         wait_until("task managers to register", Duration::from_secs(30), || {
             let out = cluster.weir_json(&["taskmanagers"])?;
             let n = out["task_managers"].as_array().map(|a| a.len()).unwrap_or(0);
             Ok((n == tms).then_some(()))
         })?;
         Ok(cluster)
+    }
+
+    /// Starts task manager `id` with `slots` slots and extra environment
+    /// variables (e.g. failpoints), and waits until it registered.
+    pub fn start_taskmanager(&mut self, id: &str, slots: u32, env: &[(&str, &str)]) -> anyhow::Result<()> {
+        let n = std::fs::read_dir(self.dir.path())?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(id))
+            .count();
+        let name = if n == 0 { id.to_string() } else { format!("{id}-{}", n + 1) };
+        let mut cmd = Command::new(bin("weir-taskmanager"));
+        cmd.args(["--jobmanager", &self.url, "--slots", &slots.to_string(), "--id", id]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let p = spawn(&name, &mut cmd, self.dir.path())?;
+        self.taskmanagers.retain(|(i, _)| i != id);
+        self.taskmanagers.push((id.to_string(), p));
+        let want = id.to_string();
+        wait_until(&format!("{id} to register"), Duration::from_secs(30), || {
+            let out = self.weir_json(&["taskmanagers"])?;
+            let found = out["task_managers"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|t| t["id"].as_str() == Some(want.as_str())));
+            Ok(found.then_some(()))
+        })
+    }
+
+    /// Kills task manager `id` if it still runs and starts it again with
+    /// the same slots; its log goes to `<id>-2.log` and so on.
+    pub fn restart_taskmanager(&mut self, id: &str) -> anyhow::Result<()> {
+        self.taskmanager(id).kill9();
+        let slots = self.slots;
+        self.start_taskmanager(id, slots, &[])
     }
 
     /// Starts the job manager again with the same arguments (after it was

@@ -26,6 +26,25 @@ pub enum Workload {
     /// W3: W2 with exactly-once checkpoints every second, RocksDB state (incremental).
     #[value(name = "w3-rocksdb")]
     W3Rocksdb,
+    /// W4's input: writes the generator's events as JSON into `--input-topic` (one partition per subtask).
+    #[value(name = "w4-load")]
+    W4Load,
+    /// W4: Kafka source -> 10 s tumbling count/sum -> exactly-once Kafka sink, 1 s checkpoints.
+    W4,
+}
+
+/// Where W4 reads and writes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers (W4 only).
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub kafka: String,
+    /// Input topic of W4, with one partition per subtask.
+    #[arg(long, default_value = "w4-in")]
+    pub input_topic: String,
+    /// Output topic of W4.
+    #[arg(long, default_value = "w4-out")]
+    pub output_topic: String,
 }
 
 impl Workload {
@@ -34,6 +53,8 @@ impl Workload {
             Workload::W1 => "passthrough",
             Workload::W2 => "tumble",
             Workload::W3Heap | Workload::W3Rocksdb => "tumble-checkpointed",
+            Workload::W4Load => "kafka-load",
+            Workload::W4 => "kafka-tumble",
         }
     }
 
@@ -42,6 +63,7 @@ impl Workload {
             Workload::W1 => 1,
             Workload::W2 => 2,
             Workload::W3Heap | Workload::W3Rocksdb => 3,
+            Workload::W4Load | Workload::W4 => 4,
         }
     }
 
@@ -49,6 +71,7 @@ impl Workload {
         match self {
             Workload::W3Heap => Some(BackendChoice::Heap),
             Workload::W3Rocksdb => Some(BackendChoice::Rocksdb),
+            Workload::W4 => Some(BackendChoice::Heap),
             _ => None,
         }
     }
@@ -56,6 +79,17 @@ impl Workload {
     /// The workload's job graph; the same as `jobs/w1-passthrough.yaml` and
     /// `jobs/w2-tumble.yaml` with `events` and parallelism set.
     pub fn graph(self, events: u64, parallelism: u32) -> JobGraph {
+        if let Workload::W4Load | Workload::W4 = self {
+            return self.kafka_graph(
+                events,
+                parallelism,
+                &KafkaArgs {
+                    kafka: "127.0.0.1:9092".into(),
+                    input_topic: "w4-in".into(),
+                    output_topic: "w4-out".into(),
+                },
+            );
+        }
         let mut b = JobBuilder::new(format!("w{}-{}", self.number(), self.name()));
         b.default_parallelism(parallelism);
         b.operator("gen", "datagen", json!({ "events": events }));
@@ -66,6 +100,7 @@ impl Workload {
                 b.operator("sink", "discard", json!({}));
                 b.forward("gen", "price").forward("price", "even-auctions").forward("even-auctions", "sink");
             }
+            Workload::W4Load | Workload::W4 => unreachable!("kafka workloads come from their job files"),
             Workload::W2 | Workload::W3Heap | Workload::W3Rocksdb => {
                 b.operator(
                     "timestamps",
@@ -96,19 +131,52 @@ impl Workload {
         b.build()
     }
 
+    /// W4's graphs: `jobs/w4-load.yaml` and `jobs/w4-kafka.yaml` with the
+    /// brokers, topics, events and parallelism set.
+    pub fn kafka_graph(self, events: u64, parallelism: u32, kafka: &KafkaArgs) -> JobGraph {
+        let text = match self {
+            Workload::W4Load => include_str!("../../jobs/w4-load.yaml"),
+            _ => include_str!("../../jobs/w4-kafka.yaml"),
+        };
+        let mut g = weir_runtime::spec::parse_job_yaml(text).expect("the W4 job files parse");
+        g.default_parallelism = parallelism;
+        for op in &mut g.operators {
+            op.line = 0;
+            let c = &mut op.config;
+            if c.get("bootstrap_servers").is_some() {
+                c["bootstrap_servers"] = json!(kafka.kafka);
+            }
+            match op.kind.as_str() {
+                "datagen" => c["events"] = json!(events),
+                "kafka_source" => c["topic"] = json!(kafka.input_topic),
+                "kafka_sink" if self == Workload::W4Load => c["topic"] = json!(kafka.input_topic),
+                "kafka_sink" => c["topic"] = json!(kafka.output_topic),
+                _ => {}
+            }
+        }
+        g.edges.iter_mut().for_each(|e| e.line = 0);
+        g
+    }
+
     /// The result count the specification expects.
     pub fn expected(self, n: u64) -> u64 {
         match self {
             Workload::W1 => n.div_ceil(2),
-            Workload::W2 | Workload::W3Heap | Workload::W3Rocksdb => (n / 100_000) * 10_000 + (n % 100_000).min(10_000),
+            Workload::W4Load => n,
+            Workload::W2 | Workload::W3Heap | Workload::W3Rocksdb | Workload::W4 => {
+                (n / 100_000) * 10_000 + (n % 100_000).min(10_000)
+            }
         }
     }
 }
 
 /// Runs one workload and prints its result line.
-pub async fn run(w: Workload, events: u64, parallelism: u32) -> anyhow::Result<ExitCode> {
+pub async fn run(w: Workload, events: u64, parallelism: u32, kafka: &KafkaArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(parallelism >= 1, "parallelism must be at least 1");
-    let mut graph = w.graph(events, parallelism);
+    let mut graph = match w {
+        Workload::W4Load | Workload::W4 => w.kafka_graph(events, parallelism, kafka),
+        _ => w.graph(events, parallelism),
+    };
     // W3 writes to a fresh local directory, removed afterwards.
     let dir = tempfile::Builder::new().prefix("weir-bench-checkpoints").tempdir()?;
     if let Some(c) = graph.checkpoint.as_mut() {
@@ -188,6 +256,27 @@ mod tests {
             parsed.edges.iter_mut().for_each(|e| e.line = 0);
             assert_eq!(parsed, w.graph(20_000_000, 2), "{file}");
         }
+    }
+
+    #[test]
+    fn w4_graphs_come_from_their_job_files_and_plan() {
+        weir_connectors::install();
+        let k = KafkaArgs { kafka: "10.0.0.1:9092".into(), input_topic: "in".into(), output_topic: "out".into() };
+        for w in [Workload::W4Load, Workload::W4] {
+            let g = w.kafka_graph(1000, 3, &k);
+            assert_eq!(g.default_parallelism, 3);
+            weir_runtime::graph::Plan::new(&g, 1).unwrap();
+        }
+        let topic = |g: &JobGraph, kind: &str| {
+            g.operators.iter().find(|o| o.kind == kind).map(|o| o.config["topic"].as_str().unwrap().to_string())
+        };
+        let load = Workload::W4Load.kafka_graph(1000, 3, &k);
+        assert_eq!(topic(&load, "kafka_sink").as_deref(), Some("in"));
+        assert_eq!(load.operators[0].config["events"], 1000);
+        let job = Workload::W4.kafka_graph(1000, 3, &k);
+        assert_eq!(topic(&job, "kafka_source").as_deref(), Some("in"));
+        assert_eq!(topic(&job, "kafka_sink").as_deref(), Some("out"));
+        assert_eq!(job.operators[0].config["bootstrap_servers"], "10.0.0.1:9092");
     }
 
     #[test]

@@ -109,10 +109,13 @@ enum Command {
         /// Parallelism of every operator.
         #[arg(long, short = 'p', default_value_t = 2)]
         parallelism: u32,
+        #[command(flatten)]
+        kafka: bench::KafkaArgs,
     },
 }
 
 fn main() -> ExitCode {
+    weir_connectors::install();
     let cli = Cli::parse();
     weir_config::init_logging("warn");
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -195,6 +198,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output::plan(fmt, &plan);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { workload, events, parallelism } => bench::run(workload, events, parallelism).await,
+        Command::Bench { workload, events, parallelism, kafka } => {
+            bench::run(workload, events, parallelism, &kafka).await
+        }
     }
 }

@@ -138,7 +138,7 @@ pub enum Command {
     /// A task changed state.
     TaskState(v1::TaskStateReport),
     /// A deployment RPC failed.
-    DeployFailed { job: JobId, attempt: u32, task_manager: String, error: String },
+    DeployFailed { job: JobId, attempt: u32, task_manager: String, error: String, unreachable: bool },
     /// A subtask stored its part of a checkpoint.
     Acknowledge(v1::AcknowledgeCheckpointRequest),
     /// A subtask could not take its part of a checkpoint.
@@ -366,7 +366,14 @@ impl Cluster {
                 let _ = reply.send(Ok(v1::HeartbeatResponse { known }));
             }
             Command::TaskState(report) => self.task_state(report),
-            Command::DeployFailed { job, attempt, task_manager, error } => {
+            Command::DeployFailed { job, attempt, task_manager, error, unreachable } => {
+                if unreachable && self.tms.contains_key(&task_manager) {
+                    // Nothing listens at its address any more: the task manager
+                    // is gone (its heartbeat would time out soon). Losing it now
+                    // keeps the restart from picking its slots again.
+                    self.lose_task_manager(&task_manager, &format!("unreachable: {error}"));
+                    return;
+                }
                 if self.jobs.get(&job).is_some_and(|j| j.attempt == attempt && j.state == JobState::Running) {
                     self.fail_or_restart(&job, format!("deploying to task manager {task_manager} failed: {error}"));
                 }
@@ -546,6 +553,7 @@ impl Cluster {
                             attempt,
                             task_manager: tm,
                             error: status.message().to_string(),
+                            unreachable: status.code() == tonic::Code::Unavailable,
                         })
                         .await;
                 }

@@ -43,6 +43,7 @@ pub struct JobManager {
 impl JobManager {
     /// Starts a job manager serving on `listener`.
     pub fn start(listener: TcpListener, opts: JobManagerOptions) -> anyhow::Result<JobManager> {
+        weir_connectors::install();
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let (core, cluster) = cluster::Cluster::new(opts);

@@ -90,6 +90,14 @@ pub enum OperatorError {
     /// State could not be snapshotted or restored.
     #[error("state: {0}")]
     State(String),
+    /// An external system (a broker, a database) failed or is unreachable.
+    #[error("{system}: {message}")]
+    External {
+        /// The system, e.g. `kafka`.
+        system: &'static str,
+        /// What was being done and what went wrong.
+        message: String,
+    },
 }
 
 /// Result of operator calls.

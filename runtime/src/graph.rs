@@ -364,6 +364,7 @@ impl Plan {
                 inputs: &schemas,
                 input_edges: &edges,
                 parallelism: op.parallelism,
+                checkpoint: graph.checkpoint.as_ref(),
             };
             let factory = registry::get(&op.kind).expect("kind checked above");
             let out = factory.plan(&ctx)?;

@@ -24,6 +24,12 @@ use crate::error::{OpResult, OperatorError};
 /// Key group of state that belongs to a subtask rather than a key.
 pub const NON_KEYED: u32 = u32::MAX;
 
+/// Key group of *union* state: every subtask writes its own entries, and on
+/// restore every subtask receives the entries of all subtasks (Kafka source
+/// positions, sink transactions), so that an operator can redistribute
+/// them itself after a parallelism change.
+pub const UNION: u32 = u32::MAX - 1;
+
 /// One piece of operator state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateEntry {
@@ -92,6 +98,12 @@ impl StateWriter {
     /// Sets an entry of this subtask (not keyed).
     pub fn put_subtask(&mut self, state: &str, key: Vec<u8>, value: Vec<u8>) {
         self.put(state, NON_KEYED, key, value);
+    }
+
+    /// Sets an entry of union state (see [`UNION`]); keys must be unique
+    /// across the operator's subtasks.
+    pub fn put_union(&mut self, state: &str, key: Vec<u8>, value: Vec<u8>) {
+        self.put(state, UNION, key, value);
     }
 
     /// The entries written.

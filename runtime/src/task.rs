@@ -120,6 +120,7 @@ impl Chain {
                 inputs: &plan.input_schemas[oi],
                 input_edges: &edges,
                 parallelism: op.parallelism,
+                checkpoint: plan.graph.checkpoint.as_ref(),
             };
             let info = SubtaskInfo {
                 index: subtask,

@@ -32,6 +32,10 @@ use crate::{CheckpointStorage, FileHandle, StorageError, TaskSnapshot};
 /// positions, broadcast tables): restored by subtask index.
 pub const NON_KEYED: u32 = u32::MAX;
 
+/// Key group of union state: restored to every subtask (the runtime's
+/// `weir_runtime::state::UNION`).
+pub const UNION: u32 = u32::MAX - 1;
+
 const HEAP_MAGIC: &[u8; 8] = b"WEIRST01";
 
 /// One piece of operator state. The same shape as the runtime's
@@ -297,6 +301,8 @@ impl TaskBackend {
             let keep = |e: &StateEntry| {
                 if e.key_group == NON_KEYED {
                     mine
+                } else if e.key_group == UNION {
+                    true
                 } else {
                     key_groups.contains(&e.key_group)
                 }

@@ -119,7 +119,9 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
                 }
             };
             report(&ctx, &key, v1::TaskState::TaskRunning, String::new(), false, &counters);
-            let result = rt.block_on(async {
+            // A panic in an operator fails the task (and so the job, or a restart)
+            // instead of silently ending its thread.
+            let run = std::panic::AssertUnwindSafe(|| rt.block_on(async {
                 let checkpointer: Option<Box<dyn Checkpointer>> = match checkpointing {
                     Some((storage, backend, restore)) => {
                         let setup = CheckpointSetup {
@@ -157,6 +159,14 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
                     TaskError::Exchange(e) => Ended::Exchange(e.to_string()),
                     e @ TaskError::Operator { .. } => Ended::Failed(e.to_string()),
                 })
+            }));
+            let result = std::panic::catch_unwind(run).unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_string());
+                Err(Ended::Failed(format!("the task panicked: {what}")))
             });
             drop(rt);
             match result {

@@ -134,6 +134,7 @@ pub struct TaskManager {
 impl TaskManager {
     /// Starts serving on `listener` and registering with the job manager.
     pub fn start(listener: TcpListener, opts: TaskManagerOptions) -> anyhow::Result<TaskManager> {
+        weir_connectors::install();
         let addr = listener.local_addr()?;
         let advertised = opts.advertised_address.clone().unwrap_or_else(|| {
             let ip = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };

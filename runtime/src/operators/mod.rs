@@ -50,6 +50,9 @@ pub struct PlanContext<'a> {
     pub input_edges: &'a [&'a EdgeSpec],
     /// Its resolved parallelism.
     pub parallelism: u32,
+    /// The job's checkpointing, if on (sinks that commit with checkpoints
+    /// check it).
+    pub checkpoint: Option<&'a crate::checkpointing::CheckpointConfig>,
 }
 
 impl PlanContext<'_> {

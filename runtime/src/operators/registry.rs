@@ -1,4 +1,10 @@
 //! The operator registry: task managers instantiate operators by kind name.
+//!
+//! The built-in operators are always there. Connectors live in crates of
+//! their own (which depend on this one), so a process adds their factories
+//! once at start with [`install`]; the table is fixed from then on.
+
+use std::sync::OnceLock;
 
 use super::OperatorFactory;
 use super::{datagen, join, project, sinks, values, watermark, window};
@@ -17,12 +23,24 @@ static FACTORIES: &[&dyn OperatorFactory] = &[
     &sinks::JsonlFileFactory,
 ];
 
+static INSTALLED: OnceLock<&'static [&'static dyn OperatorFactory]> = OnceLock::new();
+
+/// Adds `factories` (connectors) to the registry. The first call wins;
+/// later calls do nothing, so every entry point may call it.
+pub fn install(factories: &'static [&'static dyn OperatorFactory]) {
+    let _ = INSTALLED.set(factories);
+}
+
+fn all() -> impl Iterator<Item = &'static dyn OperatorFactory> {
+    FACTORIES.iter().chain(INSTALLED.get().copied().unwrap_or_default().iter()).copied()
+}
+
 /// The factory for `kind`.
 pub fn get(kind: &str) -> Option<&'static dyn OperatorFactory> {
-    FACTORIES.iter().copied().find(|f| f.kind() == kind)
+    all().find(|f| f.kind() == kind)
 }
 
 /// Every registered kind, for error messages and docs.
 pub fn kinds() -> Vec<&'static str> {
-    FACTORIES.iter().map(|f| f.kind()).collect()
+    all().map(|f| f.kind()).collect()
 }

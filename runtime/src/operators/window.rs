@@ -1119,6 +1119,7 @@ mod tests {
             inputs: &[schema],
             input_edges: &[&edge],
             parallelism: 2,
+            checkpoint: None,
         };
         match WindowFactory.create(&ctx, SubtaskInfo { index: 0, parallelism: 2, max_parallelism: 128 }).unwrap() {
             Instance::Operator(o) => o,
@@ -1240,8 +1241,15 @@ mod tests {
             input: 0,
             line: 0,
         };
-        let ctx =
-            PlanContext { uid: "w", line: 0, config: &cfg, inputs: &[schema], input_edges: &[&edge], parallelism: 1 };
+        let ctx = PlanContext {
+            uid: "w",
+            line: 0,
+            config: &cfg,
+            inputs: &[schema],
+            input_edges: &[&edge],
+            parallelism: 1,
+            checkpoint: None,
+        };
         let Instance::Operator(mut w) =
             WindowFactory.create(&ctx, SubtaskInfo { index: 0, parallelism: 1, max_parallelism: 128 }).unwrap()
         else {

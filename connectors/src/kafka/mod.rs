@@ -1,0 +1,100 @@
+//! Apache Kafka, through librdkafka (`rdkafka`).
+//!
+//! - [`source`]: `kafka_source` — partitions spread over subtasks, offsets in
+//!   every checkpoint and rewound on restore, per-partition watermarks with
+//!   idleness, JSON or raw records, a dead-letter topic for records that do
+//!   not decode.
+//! - [`sink`]: `kafka_sink` — at-least-once (flush at every barrier) or
+//!   exactly-once (one Kafka transaction per checkpoint epoch, committed when
+//!   the checkpoint completes, replayable from the checkpoint when a crash
+//!   falls between completion and commit; see `docs/kafka.md`).
+//! - [`format`]: JSON decoding against a declared schema, and encoding.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use serde::Deserialize;
+use weir_runtime::error::OperatorError;
+use weir_runtime::operators::duration;
+use weir_runtime::operators::PlanContext;
+use weir_runtime::PlanError;
+
+pub mod format;
+pub mod sink;
+pub mod source;
+
+/// Connection settings shared by the source and the sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Connection {
+    /// `host:port[,host:port...]` of the brokers.
+    pub bootstrap_servers: String,
+    /// How long to wait for the brokers when opening (metadata, transactions).
+    #[serde(default = "default_connect_timeout", with = "duration")]
+    pub connect_timeout: Duration,
+    /// librdkafka properties passed through as they are (e.g. security settings).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Properties Weir sets itself; a job may not override them.
+const RESERVED: &[&str] = &[
+    "bootstrap.servers",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "isolation.level",
+    "transactional.id",
+    "enable.idempotence",
+    "group.id",
+];
+
+impl Connection {
+    /// Checks the settings at plan time.
+    pub fn validate(&self, ctx: &PlanContext<'_>) -> Result<(), PlanError> {
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err(ctx.error("bootstrap_servers must name at least one broker").field("config.bootstrap_servers"));
+        }
+        if let Some(k) = self.properties.keys().find(|k| RESERVED.contains(&k.as_str())) {
+            return Err(ctx
+                .error(format!("property `{k}` is set by Weir itself; use the operator's own fields"))
+                .field(format!("config.properties.{k}")));
+        }
+        Ok(())
+    }
+
+    /// A client configuration with the brokers and the pass-through properties.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers);
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// Defaults that a job's `properties` may override.
+pub(crate) trait ConfigExt {
+    /// Sets `key` unless the configuration has it already.
+    fn set_if_unset(&mut self, key: &str, value: impl Into<String>) -> &mut Self;
+}
+
+impl ConfigExt for ClientConfig {
+    fn set_if_unset(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
+        if self.get(key).is_none() {
+            self.set(key, value.into());
+        }
+        self
+    }
+}
+
+/// An operator error for a Kafka failure, naming what was being done.
+pub fn kafka_error(what: impl std::fmt::Display, e: KafkaError) -> OperatorError {
+    OperatorError::External { system: "kafka", message: format!("{what}: {e}") }
+}

@@ -1,0 +1,508 @@
+//! Kafka end to end, against a real broker (KRaft) started by the suite:
+//! exactly-once Kafka→Kafka under `kill -9` of task managers at seeded
+//! random moments and at the worst moment (checkpoint complete, transaction
+//! not yet committed), offsets rewound from checkpoints rather than the
+//! consumer group, partition discovery, idle partitions, dead letters, an
+//! unreachable broker and a broker restart. Output is always read with
+//! `isolation.level=read_committed` and checked by counting.
+//!
+//! The chaos test runs 20 kill trials (`WEIR_KAFKA_TRIALS` sets another
+//! number, e.g. for a quick local run).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use weir_tests::broker::{shared_kafka, KafkaBroker};
+use weir_tests::{wait_until, Cluster};
+
+const LONG: Duration = Duration::from_secs(180);
+
+fn unique(name: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{name}-{}-{n}", std::process::id())
+}
+
+fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .expect("creating a test producer")
+}
+
+/// Produces `records` (partition, key, value) and waits until all are acknowledged.
+fn produce(bootstrap: &str, topic: &str, records: &[(Option<i32>, Option<String>, String)]) -> anyhow::Result<()> {
+    let p = producer(bootstrap);
+    for (partition, key, value) in records {
+        let mut r: BaseRecord<'_, str, str> = BaseRecord::to(topic).payload(value.as_str());
+        if let Some(k) = key {
+            r = r.key(k.as_str());
+        }
+        if let Some(part) = partition {
+            r = r.partition(*part);
+        }
+        let mut r = r;
+        loop {
+            match p.send(r) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    r = back;
+                    p.flush(Duration::from_secs(30))?;
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(60))?;
+    Ok(())
+}
+
+/// A record read back.
+#[derive(Debug, Clone)]
+struct Read {
+    key: Option<String>,
+    value: String,
+    headers: BTreeMap<String, String>,
+}
+
+/// Every committed record of `topic` (read_committed, from the start),
+/// once the consumer has reached the last stable offset of every partition
+/// and at least `min` records were read.
+fn read_committed(bootstrap: &str, topic: &str, min: usize, timeout: Duration) -> anyhow::Result<Vec<Read>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut tpl = TopicPartitionList::new();
+    for &p in &partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        while let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m?;
+            let mut headers = BTreeMap::new();
+            if let Some(h) = m.headers() {
+                for hd in h.iter() {
+                    headers
+                        .insert(hd.key.to_string(), String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned());
+                }
+            }
+            out.push(Read {
+                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                value: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                headers,
+            });
+        }
+        // Caught up when every partition's position reached its end.
+        let positions = consumer.position()?;
+        let mut caught_up = true;
+        for &p in &partitions {
+            let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+            let pos = match positions.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => 0,
+            };
+            if pos < high {
+                caught_up = false;
+            }
+        }
+        if caught_up && out.len() >= min {
+            return Ok(out);
+        }
+        if Instant::now() > deadline {
+            bail!("read {} committed records of `{topic}` in {timeout:?}, wanted at least {min}", out.len());
+        }
+    }
+}
+
+fn values(reads: &[Read]) -> Vec<serde_json::Value> {
+    reads.iter().map(|r| serde_json::from_str(&r.value).expect("JSON output")).collect()
+}
+
+/// Ids of the output, checked to be exactly `0..n` once each.
+fn assert_exactly_once(reads: &[Read], n: u64, what: &str) {
+    let mut seen = vec![0u32; n as usize];
+    for v in values(reads) {
+        let id = v["id"].as_u64().expect("id");
+        assert!(id < n, "{what}: unexpected id {id}");
+        seen[id as usize] += 1;
+    }
+    let missing: Vec<usize> = seen.iter().enumerate().filter(|(_, &c)| c == 0).map(|(i, _)| i).take(10).collect();
+    let doubled: Vec<usize> = seen.iter().enumerate().filter(|(_, &c)| c > 1).map(|(i, _)| i).take(10).collect();
+    assert!(
+        missing.is_empty() && doubled.is_empty(),
+        "{what}: {} records read for {n} ids; missing (first 10) {missing:?}, duplicated (first 10) {doubled:?}",
+        reads.len()
+    );
+}
+
+/// Input records `{"id": i, "k": "key-(i%50)", "ts": BASE + i}` over the partitions.
+fn input(n: u64, partitions: i32) -> Vec<(Option<i32>, Option<String>, String)> {
+    (0..n)
+        .map(|i| {
+            (
+                Some((i % partitions as u64) as i32),
+                Some(format!("key-{}", i % 50)),
+                format!(r#"{{"id":{i},"k":"key-{}","ts":{}}}"#, i % 50, 1_700_000_000_000u64 + i),
+            )
+        })
+        .collect()
+}
+
+/// Kafka → filter-free pass-through → Kafka, exactly once.
+fn pass_through_job(bootstrap: &str, input: &str, output: &str, extra_source: &str, interval: &str) -> String {
+    format!(
+        "name: kafka-pass-through
+parallelism: 2
+operators:
+  - uid: in
+    kind: kafka_source
+    config:
+      bootstrap_servers: {bootstrap}
+      topic: {input}
+      schema: [{{name: id, type: int64}}, {{name: k, type: string}}, {{name: ts, type: int64}}]
+      metadata: {{key: key}}
+      connect_timeout: 10s
+{extra_source}  - uid: out
+    kind: kafka_sink
+    config:
+      bootstrap_servers: {bootstrap}
+      topic: {output}
+      key_column: key
+      delivery: exactly_once
+      transactional_id_prefix: {output}
+      connect_timeout: 10s
+edges:
+  - {{from: in, to: out}}
+checkpoints:
+  interval: {interval}
+  restart: {{strategy: fixed_delay, attempts: 10, delay: 300ms}}
+"
+    )
+}
+
+/// The id of the job's newest completed checkpoint (0: none yet).
+fn completed_checkpoints(cluster: &Cluster, job: &str) -> anyhow::Result<u64> {
+    let s = cluster.weir_json(&["status", job])?;
+    let list = s["checkpoints"].as_array().cloned().unwrap_or_default();
+    Ok(list.iter().filter(|c| c["status"] == "COMPLETED").filter_map(|c| c["id"].as_u64()).max().unwrap_or(0))
+}
+
+/// The shared broker, its address, and fresh input and output topics.
+fn setup(
+    name: &str,
+    in_partitions: u32,
+    out_partitions: u32,
+) -> anyhow::Result<(&'static KafkaBroker, String, String, String)> {
+    let kafka = shared_kafka();
+    let (inp, out) = (unique(&format!("{name}-in")), unique(&format!("{name}-out")));
+    kafka.create_topic(&inp, in_partitions)?;
+    kafka.create_topic(&out, out_partitions)?;
+    Ok((kafka, kafka.bootstrap(), inp, out))
+}
+
+/// Once at least `min` records are committed: waits until two more
+/// checkpoints completed (anything still to come would be in them) and
+/// reads the whole output again.
+fn settle_and_read(cluster: &Cluster, job: &str, bootstrap: &str, out: &str, min: usize) -> anyhow::Result<Vec<Read>> {
+    let reads = read_committed(bootstrap, out, min, LONG).with_context(|| cluster.logs())?;
+    let done = completed_checkpoints(cluster, job)?;
+    wait_until("two more checkpoints", LONG, || Ok((completed_checkpoints(cluster, job)? >= done + 2).then_some(())))?;
+    read_committed(bootstrap, out, reads.len(), LONG)
+}
+
+/// A tiny deterministic generator for kill moments (xorshift).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn exactly_once_under_task_manager_kills() -> anyhow::Result<()> {
+    let trials: u64 = std::env::var("WEIR_KAFKA_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let mut rng = Rng(0x5eed_0001);
+    const N: u64 = 60_000;
+    let records = input(N, 4);
+    let mut cluster = Cluster::start(2, 2, "1s")?;
+    for trial in 0..trials {
+        let (_, bootstrap, inp, out) = setup("chaos", 4, 3)?;
+        produce(&bootstrap, &inp, &records)?;
+        let job_file =
+            cluster.write(&format!("chaos-{trial}.yaml"), &pass_through_job(&bootstrap, &inp, &out, "", "150ms"));
+        let job = cluster.submit(&job_file, &[])?;
+        cluster.wait_state(&job, &["RUNNING"], LONG)?;
+        // Kill at a seeded moment: anywhere from before the first checkpoint
+        // to well into the run.
+        let delay = Duration::from_millis(100 + rng.next() % 1500);
+        std::thread::sleep(delay); // the moment of the crash, not a synchronisation
+        let victim = if rng.next().is_multiple_of(2) { "tm-a" } else { "tm-b" };
+        cluster.taskmanager(victim).kill9();
+        let reads = settle_and_read(&cluster, &job, &bootstrap, &out, N as usize)
+            .with_context(|| format!("trial {trial}, {victim} killed after {delay:?}"))?;
+        assert_exactly_once(&reads, N, &format!("trial {trial} ({victim} killed after {delay:?})"));
+        cluster.weir(&["cancel", &job])?;
+        cluster.wait_state(&job, &["CANCELED"], LONG)?;
+        cluster.restart_taskmanager(victim)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn crash_between_checkpoint_completion_and_commit_loses_and_repeats_nothing() -> anyhow::Result<()> {
+    const N: u64 = 20_000;
+    let (_, bootstrap, inp, out) = setup("commit-window", 2, 1)?;
+    produce(&bootstrap, &inp, &input(N, 2))?;
+    // tm-b aborts in the commit window of the first checkpoint it completes.
+    let mut cluster = Cluster::start(1, 2, "1s")?;
+    cluster.start_taskmanager("tm-b", 2, &[("WEIR_FAILPOINT", "kafka_sink_before_commit")])?;
+    let job_file = cluster.write("window.yaml", &pass_through_job(&bootstrap, &inp, &out, "", "300ms"));
+    let job = cluster.submit(&job_file, &[])?;
+    wait_until("tm-b to crash at the failpoint", LONG, || Ok(cluster.taskmanager("tm-b").child.try_wait()?))?;
+    assert!(cluster.taskmanager("tm-b").log().contains("failpoint reached"), "{}", cluster.logs());
+    let reads = settle_and_read(&cluster, &job, &bootstrap, &out, N as usize)?;
+    assert_exactly_once(&reads, N, "after a crash in the commit window");
+    // The restored subtask found its epoch uncommitted and replayed it.
+    let logs = cluster.logs();
+    let recovered: Vec<&str> = logs.lines().filter(|l| l.contains("kafka sink recovered its transactions")).collect();
+    assert!(recovered.iter().any(|l| !l.contains("replayed_epochs=0")), "no epoch was replayed:\n{logs}");
+    eprintln!("{}", recovered.join("\n"));
+    Ok(())
+}
+
+#[test]
+fn restore_seeks_to_checkpointed_offsets_not_the_groups() -> anyhow::Result<()> {
+    const N: u64 = 30_000;
+    let (_, bootstrap, inp, out) = setup("rewind", 2, 1)?;
+    let group = unique("rewind-group");
+    let mut cluster = Cluster::start(2, 2, "1s")?;
+    let extra = format!("      group_id: {group}\n");
+    let job_file = cluster.write("rewind.yaml", &pass_through_job(&bootstrap, &inp, &out, &extra, "200ms"));
+    let job = cluster.submit(&job_file, &[])?;
+    cluster.wait_state(&job, &["RUNNING"], LONG)?;
+    produce(&bootstrap, &inp, &input(N / 2, 2))?;
+    wait_until("a checkpoint", LONG, || Ok((completed_checkpoints(&cluster, &job)? >= 1).then_some(())))?;
+    // Move the group's committed offsets far ahead: a restore that trusted
+    // them would skip records.
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &bootstrap).set("group.id", &group).create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..2 {
+        tpl.add_partition_offset(&inp, p, Offset::Offset(1_000_000))?;
+    }
+    c.commit(&tpl, CommitMode::Sync)?;
+    cluster.taskmanager("tm-b").kill9();
+    produce(&bootstrap, &inp, &input(N, 2)[N as usize / 2..])?;
+    let reads = settle_and_read(&cluster, &job, &bootstrap, &out, N as usize)?;
+    assert_exactly_once(&reads, N, "after a restore");
+    let status = cluster.weir_json(&["status", &job])?;
+    assert!(status["restarts"].as_u64().unwrap_or(0) >= 1, "the job did not restart: {status}");
+    Ok(())
+}
+
+#[test]
+fn new_partitions_are_discovered() -> anyhow::Result<()> {
+    let (_, bootstrap, inp, out) = setup("grow", 1, 1)?;
+    let cluster = Cluster::start(1, 2, "2s")?;
+    let job_file = cluster
+        .write("grow.yaml", &pass_through_job(&bootstrap, &inp, &out, "      partition_discovery: 300ms\n", "200ms"));
+    let job = cluster.submit(&job_file, &[])?;
+    cluster.wait_state(&job, &["RUNNING"], LONG)?;
+    let records = input(1000, 3);
+    produce(&bootstrap, &inp, &records.iter().filter(|r| r.0 == Some(0)).cloned().collect::<Vec<_>>())?;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &bootstrap).create()?;
+    let grow = [NewPartitions::new(&inp, 3)];
+    let options = AdminOptions::new();
+    let res = block_on(admin.create_partitions(&grow, &options))?;
+    for r in res {
+        r.map_err(|(t, e)| anyhow::anyhow!("adding partitions to {t}: {e}"))?;
+    }
+    produce(&bootstrap, &inp, &records.iter().filter(|r| r.0 != Some(0)).cloned().collect::<Vec<_>>())?;
+    let reads = settle_and_read(&cluster, &job, &bootstrap, &out, 1000)?;
+    assert_exactly_once(&reads, 1000, "with partitions added while running");
+    assert!(cluster.logs().contains("found a new partition"), "{}", cluster.logs());
+    Ok(())
+}
+
+/// Runs a future to completion on a small runtime (the admin API is async).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime").block_on(f)
+}
+
+#[test]
+fn an_idle_partition_does_not_hold_back_windows() -> anyhow::Result<()> {
+    let (_, bootstrap, inp, out) = setup("idle", 2, 1)?;
+    let cluster = Cluster::start(1, 2, "2s")?;
+    let job = format!(
+        "name: idle
+parallelism: 1
+operators:
+  - uid: in
+    kind: kafka_source
+    config:
+      bootstrap_servers: {bootstrap}
+      topic: {inp}
+      schema: [{{name: id, type: int64}}, {{name: k, type: string}}, {{name: ts, type: int64}}]
+      watermark: {{column: ts, idle_timeout: 500ms, interval: 50ms}}
+  - uid: count
+    kind: window
+    config:
+      key: [k]
+      timestamp_column: ts
+      window: {{type: tumbling, size: 1s}}
+      aggregates: [{{fn: count, as: n}}]
+  - uid: out
+    kind: kafka_sink
+    config: {{bootstrap_servers: {bootstrap}, topic: {out}, delivery: exactly_once}}
+edges:
+  - {{from: in, to: count}}
+  - {{from: count, to: out}}
+checkpoints:
+  interval: 200ms
+"
+    );
+    let job = cluster.submit(&cluster.write("idle.yaml", &job), &[])?;
+    cluster.wait_state(&job, &["RUNNING"], LONG)?;
+    // Partition 1 never receives a record. Partition 0: 3 s of event time,
+    // key `a`, one record per 100 ms of event time.
+    let base = 1_700_000_000_000u64;
+    let recs: Vec<_> =
+        (0..30u64).map(|i| (Some(0), None, format!(r#"{{"id":{i},"k":"a","ts":{}}}"#, base + i * 100))).collect();
+    produce(&bootstrap, &inp, &recs)?;
+    // Windows [0,1s) and [1s,2s) fire once the watermark passes them, which
+    // only happens if the empty partition is left out.
+    let reads = read_committed(&bootstrap, &out, 2, LONG).with_context(|| cluster.logs())?;
+    let counts: Vec<i64> = values(&reads).iter().map(|v| v["n"].as_i64().unwrap()).collect();
+    assert_eq!(counts[..2], [10, 10], "window counts: {counts:?}");
+    Ok(())
+}
+
+#[test]
+fn malformed_records_go_to_the_dead_letter_topic() -> anyhow::Result<()> {
+    let (kafka, bootstrap, inp, out) = setup("dlq", 1, 1)?;
+    let dlq = unique("dlq");
+    kafka.create_topic(&dlq, 1)?;
+    let mut recs = input(100, 1);
+    recs.insert(10, (Some(0), Some("bad".into()), "{not json".into()));
+    recs.insert(50, (Some(0), Some("bad".into()), r#"{"id":"text","k":"x","ts":1}"#.into()));
+    produce(&bootstrap, &inp, &recs)?;
+    let cluster = Cluster::start(1, 2, "2s")?;
+    let extra = format!("      on_error: dead_letter\n      dead_letter_topic: {dlq}\n");
+    let job =
+        cluster.submit(&cluster.write("dlq.yaml", &pass_through_job(&bootstrap, &inp, &out, &extra, "200ms")), &[])?;
+    let reads = read_committed(&bootstrap, &out, 100, LONG).with_context(|| cluster.logs())?;
+    assert_exactly_once(&reads, 100, "good records");
+    let dead = read_committed(&bootstrap, &dlq, 2, LONG)?;
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert_eq!(dead[0].value, "{not json");
+    assert_eq!(dead[0].headers["weir.source.offset"], "10");
+    assert!(!dead[1].headers["weir.error"].is_empty());
+    assert_eq!(dead[1].key.as_deref(), Some("bad"));
+    cluster.weir(&["cancel", &job])?;
+    Ok(())
+}
+
+#[test]
+fn malformed_records_fail_the_job_by_default() -> anyhow::Result<()> {
+    let (_, bootstrap, inp, out) = setup("bad", 1, 1)?;
+    produce(&bootstrap, &inp, &[(Some(0), None, "{oops".into())])?;
+    let cluster = Cluster::start(1, 2, "2s")?;
+    let job = pass_through_job(&bootstrap, &inp, &out, "", "200ms")
+        .replace("{strategy: fixed_delay, attempts: 10, delay: 300ms}", "{strategy: none}");
+    let job = cluster.submit(&cluster.write("bad.yaml", &job), &[])?;
+    let status = cluster.wait_state(&job, &["FAILED"], LONG)?;
+    let reason = status.to_string();
+    assert!(reason.contains("offset 0 does not decode"), "{reason}");
+    Ok(())
+}
+
+#[test]
+fn unreachable_kafka_gives_a_clear_error_and_is_retried() -> anyhow::Result<()> {
+    let port = weir_tests::free_port(); // nothing listens there
+    let cluster = Cluster::start(1, 2, "2s")?;
+    let job = pass_through_job(&format!("127.0.0.1:{port}"), "nowhere", "nowhere-out", "", "200ms")
+        .replace("connect_timeout: 10s", "connect_timeout: 1s")
+        .replace("attempts: 10, delay: 300ms", "attempts: 2, delay: 100ms");
+    let job = cluster.submit(&cluster.write("unreachable.yaml", &job), &[])?;
+    let status = cluster.wait_state(&job, &["FAILED"], LONG)?;
+    let text = status.to_string();
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(text.contains("kafka"), "{text}");
+    assert_eq!(status["restarts"].as_u64(), Some(2), "{status}");
+    Ok(())
+}
+
+#[test]
+fn a_broker_restart_mid_job_is_survived() -> anyhow::Result<()> {
+    let mut kafka = KafkaBroker::start()?;
+    let bootstrap = kafka.bootstrap();
+    const N: u64 = 20_000;
+    let (inp, out) = (unique("restart-in"), unique("restart-out"));
+    kafka.create_topic(&inp, 2)?;
+    kafka.create_topic(&out, 1)?;
+    let cluster = Cluster::start(1, 2, "2s")?;
+    let job =
+        cluster.submit(&cluster.write("restart.yaml", &pass_through_job(&bootstrap, &inp, &out, "", "200ms")), &[])?;
+    cluster.wait_state(&job, &["RUNNING"], LONG)?;
+    produce(&bootstrap, &inp, &input(N / 2, 2))?;
+    read_committed(&bootstrap, &out, N as usize / 2, LONG).with_context(|| cluster.logs())?;
+    kafka.stop();
+    kafka.restart()?;
+    produce(&bootstrap, &inp, &input(N, 2)[N as usize / 2..])?;
+    let reads = settle_and_read(&cluster, &job, &bootstrap, &out, N as usize)
+        .with_context(|| format!("--- broker\n{}", kafka.log()))?;
+    assert_exactly_once(&reads, N, "across a broker restart");
+    Ok(())
+}
+
+#[test]
+fn the_payment_filter_routes_unknown_payments() -> anyhow::Result<()> {
+    let (kafka, bootstrap, inp, out) = setup("payment", 2, 1)?;
+    let dlq = unique("payment-dlq");
+    kafka.create_topic(&dlq, 1)?;
+    let recs: Vec<_> = (0..1000u64)
+        .map(|i| {
+            let key = if i % 10 == 0 { "unknown" } else { "known" };
+            (None, Some(key.to_string()), format!(r#"{{"id":{i},"amount":{}.5,"currency":"EUR"}}"#, i))
+        })
+        .collect();
+    produce(&bootstrap, &inp, &recs)?;
+    let job = weir_tests::job_file(
+        "payment-filter.yaml",
+        &[
+            ("127.0.0.1:9092", &bootstrap),
+            ("topic: payment\n", &format!("topic: {inp}\n")),
+            ("topic: unknown-payment", &format!("topic: {out}")),
+            ("payment-dead-letters", &dlq),
+            ("transactional_id_prefix: payment-filter", &format!("transactional_id_prefix: {out}")),
+        ],
+    );
+    let cluster = Cluster::start(1, 2, "2s")?;
+    let job = cluster.submit(&cluster.write("payments.yaml", &job), &[])?;
+    let reads = settle_and_read(&cluster, &job, &bootstrap, &out, 100)?;
+    let mut ids: Vec<u64> = values(&reads).iter().map(|v| v["id"].as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..1000).step_by(10).collect::<Vec<u64>>());
+    assert!(reads.iter().all(|r| r.key.as_deref() == Some("unknown")));
+    Ok(())
+}
