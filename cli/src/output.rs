@@ -75,6 +75,7 @@ pub fn details_json(d: &v1::JobDetails) -> serde_json::Value {
     let mut v = d.summary.as_ref().map(summary_json).unwrap_or_else(|| json!({}));
     v["failure"] = if d.failure.is_empty() { serde_json::Value::Null } else { json!(d.failure) };
     v["sink_records"] = json!(d.sink_records);
+    v["bad_records"] = json!(d.bad_records);
     v["attempt"] = json!(d.attempt);
     v["restarts"] = json!(d.restarts);
     v["restored_from"] = if d.restored_from > 0 { json!(d.restored_from) } else { serde_json::Value::Null };
@@ -113,6 +114,9 @@ pub fn details(fmt: Format, d: &v1::JobDetails) {
                 println!("failure: {}", d.failure);
             }
             println!("records written by sinks: {}", d.sink_records);
+            if d.bad_records > 0 {
+                println!("records that did not decode: {}", d.bad_records);
+            }
             if d.restarts > 0 {
                 println!("restarts: {} (attempt {})", d.restarts, d.attempt);
             }

@@ -1110,6 +1110,7 @@ impl Cluster {
             failure: job.failure.clone().unwrap_or_default(),
             tasks,
             sink_records: job.tasks.values().map(|t| t.counters.sink_records).sum(),
+            bad_records: job.tasks.values().map(|t| t.counters.bad_records).sum(),
             checkpoints: job.coordinator.as_ref().map(|c| c.history()).unwrap_or_default(),
             restarts: job.restarts,
             attempt: job.attempt,

@@ -100,8 +100,9 @@ impl StateWriter {
         self.put(state, NON_KEYED, key, value);
     }
 
-    /// Sets an entry of union state (see [`UNION`]); keys must be unique
-    /// across the operator's subtasks.
+    /// Sets an entry of union state (see [`UNION`]). A restore hands every
+    /// subtask the entries of all subtasks, so the operator must tell them
+    /// apart (or merge the same key written by several subtasks).
     pub fn put_union(&mut self, state: &str, key: Vec<u8>, value: Vec<u8>) {
         self.put(state, UNION, key, value);
     }

@@ -61,6 +61,8 @@ pub struct TaskCounters {
     pub records_out: AtomicU64,
     /// Rows written by sinks of the chain.
     pub sink_records: AtomicU64,
+    /// Records the source could not decode.
+    pub bad_records: AtomicU64,
 }
 
 /// Why a task stopped without finishing.
@@ -275,6 +277,7 @@ pub trait Checkpointer: Send + std::fmt::Debug {
     /// Takes the task's state for checkpoint `id`. Runs while the task is
     /// paused at the barrier, so it should only copy; persisting and
     /// acknowledging happen asynchronously, owned by the implementation.
+    /// An error fails the task.
     fn checkpoint(&mut self, id: CheckpointId, entries: Vec<StateEntry>, timing: SnapshotTiming) -> Result<(), String>;
 }
 
@@ -613,6 +616,7 @@ impl Task {
                 Ok(s) => s,
                 Err(e) => break Err(TaskError::Operator { operator: uid.clone(), source: e }),
             };
+            self.counters.bad_records.store(source.bad_records(), Ordering::Relaxed);
             for element in out.take() {
                 if let StreamElement::Batch(b) = &element {
                     self.counters.records_in.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
@@ -670,10 +674,14 @@ impl Task {
             out.send_control(StreamElement::Barrier(id)).await.map_err(TaskError::Exchange)?;
         }
         if let (Some(cp), Some(entries)) = (self.checkpointer.as_mut(), entries) {
+            // The operators handed over their state (incremental ones cleared
+            // what they track as changed): a backend that could not take it
+            // is out of step with them, so the task fails and restores.
             if let Err(reason) = cp.checkpoint(id, entries, SnapshotTiming { alignment, sync }) {
-                tracing::warn!(checkpoint = %id, error = %reason, "taking a checkpoint failed");
-                self.event(TaskEvent::CheckpointAborted(id));
-                return Ok(());
+                return Err(TaskError::Operator {
+                    operator: "checkpoint".into(),
+                    source: OperatorError::State(format!("checkpoint {id}: {reason}")),
+                });
             }
         }
         self.event(TaskEvent::CheckpointTaken { id, records_in: self.counters.records_in.load(Ordering::Relaxed) });

@@ -98,17 +98,17 @@ impl Checkpointer for TaskCheckpointer {
     }
 
     fn checkpoint(&mut self, id: CheckpointId, entries: Vec<StateEntry>, timing: SnapshotTiming) -> Result<(), String> {
+        // A failure here leaves the backend behind the operators, which
+        // handed over their changes already: the task must fail (and restore).
         let upload = {
             let mut b = self.backend.lock().unwrap_or_else(|e| e.into_inner());
-            b.snapshot(id.0, entries.into_iter().map(to_backend).collect()).map_err(|e| e.to_string())
+            b.snapshot(id.0, entries.into_iter().map(to_backend).collect())
+                .map_err(|e| format!("taking the state snapshot failed: {e}"))?
         };
         let (backend, key, mut jm) = (self.backend.clone(), self.key.clone(), self.jm.clone());
         self.runtime.spawn(async move {
             let started = Instant::now();
-            let result = match upload {
-                Ok(u) => u.run().await.map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            };
+            let result = upload.run().await.map_err(|e| e.to_string());
             let sent = match result {
                 Ok(done) => {
                     backend.lock().unwrap_or_else(|e| e.into_inner()).uploaded(done.new_shared);

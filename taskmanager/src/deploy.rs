@@ -207,6 +207,7 @@ fn report(
             records_in: c.records_in.load(Relaxed),
             records_out: c.records_out.load(Relaxed),
             sink_records: c.sink_records.load(Relaxed),
+            bad_records: c.bad_records.load(Relaxed),
         }),
         exchange_failure: exchange,
     });

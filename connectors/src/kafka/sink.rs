@@ -478,16 +478,48 @@ impl KafkaSink {
         let got = markers
             .committed_offsets(tpl, self.config.timeout())
             .map_err(|e| kafka_error("reading the sink's commit marker", e))?;
-        Ok(match got.find_partition(&self.config.topic, 0).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) if o >= 0 => Some(o as u64),
+        let Some(elem) = got.find_partition(&self.config.topic, 0) else {
+            return Err(OperatorError::External {
+                system: "kafka",
+                message: "the commit marker lookup returned nothing".into(),
+            });
+        };
+        elem.error().map_err(|e| kafka_error("reading the sink's commit marker", e))?;
+        Ok(match elem.offset() {
+            Offset::Offset(o) if o >= 0 => Some(o as u64),
             _ => None,
         })
     }
 
     fn ensure_open(&mut self) -> OpResult<()> {
+        self.resolve_partition()?;
         if self.producer.is_some() {
             return Ok(());
         }
+        if self.exactly_once() {
+            let (p, m) = self.fenced(&self.transactional_id.clone())?;
+            // Nothing of this id is pending (a restore would have opened it):
+            // whatever its marker says belongs to an earlier job, whose
+            // checkpoint ids this job's would otherwise be compared with.
+            // Reset it to 0 in an empty transaction.
+            if self.committed_epoch(&m)?.is_some_and(|e| e > 0) {
+                p.begin_transaction().map_err(|e| kafka_error("beginning a transaction", e))?;
+                Self::commit(&p, &m, &self.config.topic, 0, self.config.timeout())?;
+            }
+            self.producer = Some(p);
+            self.markers = Some(m);
+        } else {
+            let p: TxProducer = self
+                .producer_config(None)
+                .create_with_context(CountingContext::default())
+                .map_err(|e| kafka_error("creating a producer", e))?;
+            self.producer = Some(p);
+        }
+        Ok(())
+    }
+
+    /// With `partitioning: subtask`: the partition this subtask writes.
+    fn resolve_partition(&mut self) -> OpResult<()> {
         if self.config.partitioning == Partitioning::Subtask && self.partition.is_none() {
             let p: TxProducer = self
                 .producer_config(None)
@@ -508,17 +540,6 @@ impl KafkaSink {
                 });
             }
             self.partition = Some((self.subtask.index % n as u32) as i32);
-        }
-        if self.exactly_once() {
-            let (p, m) = self.fenced(&self.transactional_id.clone())?;
-            self.producer = Some(p);
-            self.markers = Some(m);
-        } else {
-            let p: TxProducer = self
-                .producer_config(None)
-                .create_with_context(CountingContext::default())
-                .map_err(|e| kafka_error("creating a producer", e))?;
-            self.producer = Some(p);
         }
         Ok(())
     }
@@ -793,12 +814,16 @@ impl Operator for KafkaSink {
                 self.written.insert((EPOCHS.into(), epoch_key(*j, e.checkpoint)));
             }
         }
+        self.resolve_partition()?;
         let p = self.subtask.parallelism;
         for (&j, id) in ids.iter().filter(|(&j, _)| j % p == self.subtask.index) {
             let (producer, markers) = self.fenced(id)?;
             let committed = self.committed_epoch(&markers)?;
             let mut mine: Vec<Epoch> = epochs.remove(&j).unwrap_or_default();
             mine.sort_by_key(|e| e.checkpoint);
+            // Markers only grow: later commits (even at the end of input) stay above these.
+            let newest = mine.last().map(|e| e.checkpoint).into_iter().chain(committed);
+            self.last_checkpoint = newest.fold(self.last_checkpoint, u64::max);
             let todo: Vec<&Epoch> = mine.iter().filter(|e| committed.is_none_or(|c| e.checkpoint > c)).collect();
             let records: usize = todo.iter().map(|e| e.records.len()).sum();
             if !todo.is_empty() {
@@ -901,6 +926,45 @@ impl Drop for KafkaSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+    use weir_runtime::builder::JobBuilder;
+    use weir_runtime::checkpointing::CheckpointConfig;
+    use weir_runtime::graph::Plan;
+
+    fn plan(sink: serde_json::Value, checkpoints: Option<CheckpointConfig>) -> Result<Plan, PlanError> {
+        crate::install();
+        let mut b = JobBuilder::new("t");
+        b.operator("src", "values", json!({"schema": [{"name": "k", "type": "string"}], "rows": [{"k": "a"}]}));
+        b.operator("out", "kafka_sink", sink);
+        b.forward("src", "out");
+        if let Some(c) = checkpoints {
+            b.checkpoints(c);
+        }
+        Plan::new(&b.build(), 1)
+    }
+
+    #[test]
+    fn exactly_once_is_checked_against_the_checkpoints() {
+        let sink = |extra: serde_json::Value| {
+            let mut c =
+                json!({"bootstrap_servers": "b:9092", "topic": "t", "delivery": "exactly_once", "key_column": "k"});
+            c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            c
+        };
+        let every = |s| Some(CheckpointConfig::every(Duration::from_secs(s)));
+        plan(sink(json!({})), every(1)).unwrap();
+        let e = plan(sink(json!({})), None).unwrap_err().to_string();
+        assert!(e.contains("checkpoints"), "{e}");
+        let e = plan(sink(json!({"transaction_timeout": "5s"})), every(10)).unwrap_err().to_string();
+        assert!(e.contains("transaction_timeout") && e.contains("longer than the checkpoint interval"), "{e}");
+        let e =
+            plan(json!({"bootstrap_servers": "b", "topic": "t", "key_column": "nope"}), None).unwrap_err().to_string();
+        assert!(e.contains("no column `nope`"), "{e}");
+        let e = plan(json!({"bootstrap_servers": "b", "topic": "t", "properties": {"transactional.id": "x"}}), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("set by Weir itself"), "{e}");
+    }
 
     #[test]
     fn records_round_trip() {

@@ -185,8 +185,14 @@ const DEFAULT_DISCOVERY: Duration = Duration::from_secs(10);
 const DEFAULT_WATERMARK_INTERVAL: Duration = Duration::from_millis(200);
 /// How long an empty poll waits before the source is polled again.
 const EMPTY_POLL_WAIT: Duration = Duration::from_millis(2);
-/// State name of partition positions.
+/// Least time between two warnings about transient consumer errors.
+const ERROR_LOG_PERIOD: Duration = Duration::from_secs(5);
+/// State name of partition positions (and of `stop` ends).
 const OFFSETS: &str = "offsets";
+/// State name of the entry each subtask writes so that a restore knows it resumes.
+const RUNNING: &str = "running";
+/// State name of the stop offsets of a bounded source, fixed at its first start.
+const ENDS: &str = "ends";
 
 impl SourceConfig {
     fn connection(&self) -> Connection {
@@ -357,6 +363,11 @@ pub struct KafkaSource {
     /// Position in `partitions` by topic and partition.
     index: HashMap<String, HashMap<i32, usize>>,
     restored: HashMap<(String, i32), i64>,
+    /// Stop offsets restored (bounded sources keep the ends of their first start).
+    restored_ends: HashMap<(String, i32), i64>,
+    /// Whether this run continues from a checkpoint: then partitions without
+    /// a position are ones found after it, and start at their earliest offset.
+    resumed: bool,
     last_discovery: Instant,
     /// Positions written at checkpoints not yet complete, oldest first.
     snapshots: VecDeque<(u64, Positions)>,
@@ -365,7 +376,7 @@ pub struct KafkaSource {
     emitted_watermark: i64,
     idle: bool,
     bad_records: u64,
-    dead_letters_sent: u64,
+    last_error_log: Option<Instant>,
 }
 
 impl KafkaSource {
@@ -380,6 +391,8 @@ impl KafkaSource {
             partitions: Vec::new(),
             index: HashMap::new(),
             restored: HashMap::new(),
+            restored_ends: HashMap::new(),
+            resumed: false,
             last_discovery: Instant::now(),
             snapshots: VecDeque::new(),
             watermark_column,
@@ -387,7 +400,7 @@ impl KafkaSource {
             emitted_watermark: i64::MIN,
             idle: false,
             bad_records: 0,
-            dead_letters_sent: 0,
+            last_error_log: None,
         }
     }
 
@@ -482,14 +495,28 @@ impl KafkaSource {
             let restored = self.restored.get(&(topic.clone(), partition)).copied();
             let next = match restored {
                 Some(n) => n,
-                // Partitions found after the start begin at their earliest offset.
-                None if !initial => BEGINNING,
+                // Partitions found after the start (before a restore, too)
+                // begin at their earliest offset.
+                None if !initial || self.resumed => BEGINNING,
                 None => self.start_position(&topic, partition)?,
             };
-            let end = match self.config.stop {
-                Some(StopMode::Latest) => Some(self.high_watermark(&topic, partition)?),
-                None => None,
-            };
+            let (mut next, end) = (
+                next,
+                match self.config.stop {
+                    Some(StopMode::Latest) => match self.restored_ends.get(&(topic.clone(), partition)) {
+                        Some(&end) => Some(end),
+                        None => Some(self.high_watermark(&topic, partition)?),
+                    },
+                    None => None,
+                },
+            );
+            if let (Some(end), BEGINNING) = (end, next) {
+                // Nothing left to read if retention removed everything below the end.
+                let low = self.low_watermark(&topic, partition)?;
+                if low >= end {
+                    next = low;
+                }
+            }
             if !initial {
                 tracing::info!(operator = %self.uid, topic = %topic, partition, "found a new partition");
             }
@@ -509,6 +536,15 @@ impl KafkaSource {
 
     fn owns(&self, topic: &str, partition: i32) -> bool {
         self.index.get(topic).is_some_and(|m| m.contains_key(&partition))
+    }
+
+    fn low_watermark(&self, topic: &str, partition: i32) -> OpResult<i64> {
+        let open = self.open.as_ref().expect("open");
+        let (low, _) = open
+            .consumer
+            .fetch_watermarks(topic, partition, self.timeout())
+            .map_err(|e| kafka_error(format!("reading the earliest offset of {topic}/{partition}"), e))?;
+        Ok(low)
     }
 
     fn high_watermark(&self, topic: &str, partition: i32) -> OpResult<i64> {
@@ -533,8 +569,14 @@ impl KafkaSource {
                     .consumer
                     .committed_offsets(tpl, timeout)
                     .map_err(|e| kafka_error(format!("reading the committed offset of {topic}/{partition}"), e))?;
-                Ok(match got.find_partition(topic, partition).map(|e| e.offset()) {
+                let elem = got.find_partition(topic, partition);
+                if let Some(e) = &elem {
+                    e.error()
+                        .map_err(|e| kafka_error(format!("reading the committed offset of {topic}/{partition}"), e))?;
+                }
+                Ok(match elem.map(|e| e.offset()) {
                     Some(Offset::Offset(o)) => o,
+                    // No committed offset: the earliest.
                     _ => BEGINNING,
                 })
             }
@@ -546,7 +588,12 @@ impl KafkaSource {
                     .consumer
                     .offsets_for_times(tpl, timeout)
                     .map_err(|e| kafka_error(format!("looking up offsets of {topic}/{partition} by time"), e))?;
-                match got.find_partition(topic, partition).map(|e| e.offset()) {
+                let elem = got.find_partition(topic, partition);
+                if let Some(e) = &elem {
+                    e.error()
+                        .map_err(|e| kafka_error(format!("looking up offsets of {topic}/{partition} by time"), e))?;
+                }
+                match elem.map(|e| e.offset()) {
                     Some(Offset::Offset(o)) => Ok(o),
                     // No record at or after the time: start at the end.
                     _ => self.high_watermark(topic, partition),
@@ -585,8 +632,12 @@ impl KafkaSource {
                             message: format!("the consumer failed: {code:?}: {reason}"),
                         });
                     }
-                    // Transient (a broker restarting, a connection reset): librdkafka retries.
-                    tracing::warn!(operator = %self.uid, error = %e, "kafka consumer error");
+                    // Transient (a broker restarting, a connection reset):
+                    // librdkafka retries. Logged at most every few seconds.
+                    if self.last_error_log.is_none_or(|t| t.elapsed() >= ERROR_LOG_PERIOD) {
+                        self.last_error_log = Some(Instant::now());
+                        tracing::warn!(operator = %self.uid, error = %e, "kafka consumer error; retrying");
+                    }
                     break;
                 }
             };
@@ -798,7 +849,6 @@ impl KafkaSource {
                     Err((e, _)) => return Err(kafka_error(format!("sending a bad record to `{topic}`"), e)),
                 }
             }
-            self.dead_letters_sent += 1;
             tracing::debug!(operator = %self.uid, topic = %p.topic, partition = p.partition, offset = m.offset, reason = %why, "bad record sent to the dead-letter topic");
         }
         tracing::warn!(
@@ -918,7 +968,10 @@ impl SourceOperator for KafkaSource {
         let every = self.config.partition_discovery.unwrap_or(DEFAULT_DISCOVERY);
         if !every.is_zero() && self.config.stop.is_none() && now.duration_since(self.last_discovery) >= every {
             self.last_discovery = now;
-            self.discover(false)?;
+            // A broker restarting is no reason to fail: discovery runs again later.
+            if let Err(e) = self.discover(false) {
+                tracing::warn!(operator = %self.uid, error = %e, "partition discovery failed; retrying at the next interval");
+            }
         }
         let read = self.read(out)?;
         if !read && self.config.stop.is_some() {
@@ -948,6 +1001,17 @@ impl SourceOperator for KafkaSource {
                 w.put_union(OFFSETS, position_key(topic, *partition), next.to_be_bytes().to_vec());
             }
         }
+        for p in &self.partitions {
+            if let Some(end) = p.end {
+                w.put_union(ENDS, position_key(&p.topic, p.partition), end.to_be_bytes().to_vec());
+            }
+        }
+        for ((topic, partition), end) in &self.restored_ends {
+            if !self.owns(topic, *partition) {
+                w.put_union(ENDS, position_key(topic, *partition), end.to_be_bytes().to_vec());
+            }
+        }
+        w.put_union(RUNNING, self.subtask.index.to_be_bytes().to_vec(), vec![1]);
         self.snapshots.push_back((w.checkpoint(), positions));
         while self.snapshots.len() > 16 {
             self.snapshots.pop_front();
@@ -956,17 +1020,20 @@ impl SourceOperator for KafkaSource {
     }
 
     fn restore_state(&mut self, r: &StateReader<'_>) -> OpResult<()> {
-        for e in r.state(OFFSETS) {
-            let (topic, partition) = decode_position_key(&e.key)
-                .ok_or_else(|| OperatorError::State("a kafka source position key does not decode".into()))?;
-            let v = e.value.as_deref().unwrap_or_default();
-            let next = i64::from_be_bytes(
-                v.try_into().map_err(|_| OperatorError::State("a kafka source position does not decode".into()))?,
-            );
-            // Every subtask's positions arrive (union state); keep the newest
-            // if a partition appears twice.
-            let slot = self.restored.entry((topic, partition)).or_insert(next);
-            *slot = (*slot).max(next);
+        self.resumed = !r.is_empty();
+        for (state, into) in [(OFFSETS, &mut self.restored), (ENDS, &mut self.restored_ends)] {
+            for e in r.state(state) {
+                let (topic, partition) = decode_position_key(&e.key)
+                    .ok_or_else(|| OperatorError::State("a kafka source position key does not decode".into()))?;
+                let v = e.value.as_deref().unwrap_or_default();
+                let offset = i64::from_be_bytes(
+                    v.try_into().map_err(|_| OperatorError::State("a kafka source position does not decode".into()))?,
+                );
+                // Every subtask's entries arrive (union state); keep the
+                // largest if a partition appears twice.
+                let slot = into.entry((topic, partition)).or_insert(offset);
+                *slot = (*slot).max(offset);
+            }
         }
         let mine = self
             .restored
@@ -975,6 +1042,10 @@ impl SourceOperator for KafkaSource {
             .count();
         tracing::info!(operator = %self.uid, subtask = self.subtask.index, positions = mine, "kafka source positions restored");
         Ok(())
+    }
+
+    fn bad_records(&self) -> u64 {
+        self.bad_records
     }
 
     fn checkpoint_complete(&mut self, id: u64) -> OpResult<()> {

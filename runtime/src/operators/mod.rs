@@ -258,6 +258,12 @@ pub trait SourceOperator: Send {
     fn checkpoint_complete(&mut self, _id: u64) -> OpResult<()> {
         Ok(())
     }
+
+    /// Records read that could not be decoded (sent to a dead-letter
+    /// destination or failing the job).
+    fn bad_records(&self) -> u64 {
+        0
+    }
 }
 
 /// Parses a duration written as `10s`, `250ms`, `1m`.
