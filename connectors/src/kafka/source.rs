@@ -419,6 +419,10 @@ impl KafkaSource {
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "false")
             .set_if_unset("auto.offset.reset", "earliest")
+            // librdkafka pauses a partition's fetching for this long once its
+            // local queue is full (default 1 s); a source that drains the
+            // queue in milliseconds would sit idle for the rest of it.
+            .set_if_unset("fetch.queue.backoff.ms", "10")
             .set_if_unset("client.id", format!("weir-{}-{}", self.uid, self.subtask.index));
         let consumer: BaseConsumer =
             cc.create().map_err(|e| kafka_error(format!("creating a consumer for {}", conn.bootstrap_servers), e))?;
