@@ -22,3 +22,26 @@ pub static FACTORIES: &[&dyn OperatorFactory] = &[&kafka::source::KafkaSourceFac
 pub fn install() {
     weir_runtime::operators::registry::install(FACTORIES);
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every example job in `jobs/` (the Kafka ones among them) plans: the
+    /// files stay in step with the operators they name.
+    #[test]
+    fn every_example_job_plans() {
+        super::install();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let graph =
+                    weir_runtime::spec::parse_job_yaml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                weir_runtime::graph::Plan::new(&graph, 1).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 8, "found only {n} job files in {}", dir.display());
+    }
+}
