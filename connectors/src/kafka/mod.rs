@@ -15,9 +15,7 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
-use serde::Deserialize;
 use weir_runtime::error::OperatorError;
-use weir_runtime::operators::duration;
 use weir_runtime::operators::PlanContext;
 use weir_runtime::PlanError;
 
@@ -25,23 +23,20 @@ pub mod format;
 pub mod sink;
 pub mod source;
 
-/// Connection settings shared by the source and the sink.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Connection settings shared by the source and the sink (each config
+/// spells the fields out: serde cannot flatten into `deny_unknown_fields`).
+#[derive(Debug, Clone)]
 pub struct Connection {
     /// `host:port[,host:port...]` of the brokers.
     pub bootstrap_servers: String,
     /// How long to wait for the brokers when opening (metadata, transactions).
-    #[serde(default = "default_connect_timeout", with = "duration")]
     pub connect_timeout: Duration,
     /// librdkafka properties passed through as they are (e.g. security settings).
-    #[serde(default)]
     pub properties: BTreeMap<String, String>,
 }
 
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(30)
-}
+/// `connect_timeout` when a job leaves it out.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Properties Weir sets itself; a job may not override them.
 const RESERVED: &[&str] = &[

@@ -50,7 +50,7 @@ use weir_runtime::operators::{
 use weir_runtime::state::{StateReader, StateWriter, UNION};
 
 use super::format::{encode_json, Format};
-use super::{kafka_error, ConfigExt, Connection};
+use super::{kafka_error, ConfigExt, Connection, DEFAULT_CONNECT_TIMEOUT};
 use crate::failpoint;
 
 /// Delivery guarantee of the sink.
@@ -123,13 +123,13 @@ impl SinkConfig {
     fn connection(&self) -> Connection {
         Connection {
             bootstrap_servers: self.bootstrap_servers.clone(),
-            connect_timeout: self.connect_timeout.unwrap_or(Duration::from_secs(30)),
+            connect_timeout: self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             properties: self.properties.clone(),
         }
     }
 
     fn timeout(&self) -> Duration {
-        self.connect_timeout.unwrap_or(Duration::from_secs(30))
+        self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT)
     }
 
     fn transactional_id(&self, uid: &str, subtask: u32) -> String {

@@ -46,7 +46,7 @@ use weir_runtime::operators::{
 use weir_runtime::state::{StateReader, StateWriter};
 
 use super::format::{value_fields, ColumnSpec, Format, JsonDecoder};
-use super::{kafka_error, ConfigExt, Connection};
+use super::{kafka_error, ConfigExt, Connection, DEFAULT_CONNECT_TIMEOUT};
 
 /// Where a partition without a checkpointed position starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -198,7 +198,7 @@ impl SourceConfig {
     fn connection(&self) -> Connection {
         Connection {
             bootstrap_servers: self.bootstrap_servers.clone(),
-            connect_timeout: self.connect_timeout.unwrap_or(Duration::from_secs(30)),
+            connect_timeout: self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             properties: self.properties.clone(),
         }
     }
@@ -405,7 +405,7 @@ impl KafkaSource {
     }
 
     fn timeout(&self) -> Duration {
-        self.config.connect_timeout.unwrap_or(Duration::from_secs(30))
+        self.config.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT)
     }
 
     /// Connects, finds this subtask's partitions and their start positions,
@@ -504,22 +504,15 @@ impl KafkaSource {
                 None if !initial || self.resumed => BEGINNING,
                 None => self.start_position(&topic, partition)?,
             };
-            let (mut next, end) = (
-                next,
-                match self.config.stop {
-                    Some(StopMode::Latest) => match self.restored_ends.get(&(topic.clone(), partition)) {
-                        Some(&end) => Some(end),
-                        None => Some(self.high_watermark(&topic, partition)?),
-                    },
-                    None => None,
-                },
-            );
-            if let (Some(end), BEGINNING) = (end, next) {
+            let (mut next, mut end) = (next, None);
+            if self.config.stop == Some(StopMode::Latest) {
+                let (low, high) = self.offset_range(&topic, partition)?;
+                let stop = self.restored_ends.get(&(topic.clone(), partition)).copied().unwrap_or(high);
                 // Nothing left to read if retention removed everything below the end.
-                let low = self.low_watermark(&topic, partition)?;
-                if low >= end {
+                if next == BEGINNING && low >= stop {
                     next = low;
                 }
+                end = Some(stop);
             }
             if !initial {
                 tracing::info!(operator = %self.uid, topic = %topic, partition, "found a new partition");
@@ -542,22 +535,12 @@ impl KafkaSource {
         self.index.get(topic).is_some_and(|m| m.contains_key(&partition))
     }
 
-    fn low_watermark(&self, topic: &str, partition: i32) -> OpResult<i64> {
+    /// The earliest and the end offset of a partition.
+    fn offset_range(&self, topic: &str, partition: i32) -> OpResult<(i64, i64)> {
         let open = self.open.as_ref().expect("open");
-        let (low, _) = open
-            .consumer
+        open.consumer
             .fetch_watermarks(topic, partition, self.timeout())
-            .map_err(|e| kafka_error(format!("reading the earliest offset of {topic}/{partition}"), e))?;
-        Ok(low)
-    }
-
-    fn high_watermark(&self, topic: &str, partition: i32) -> OpResult<i64> {
-        let open = self.open.as_ref().expect("open");
-        let (_, high) = open
-            .consumer
-            .fetch_watermarks(topic, partition, self.timeout())
-            .map_err(|e| kafka_error(format!("reading the end offset of {topic}/{partition}"), e))?;
-        Ok(high)
+            .map_err(|e| kafka_error(format!("reading the offsets of {topic}/{partition}"), e))
     }
 
     fn start_position(&self, topic: &str, partition: i32) -> OpResult<i64> {
@@ -565,7 +548,7 @@ impl KafkaSource {
         let timeout = self.timeout();
         match self.config.start {
             StartMode::Earliest => Ok(BEGINNING),
-            StartMode::Latest => self.high_watermark(topic, partition),
+            StartMode::Latest => self.offset_range(topic, partition).map(|r| r.1),
             StartMode::Committed => {
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition(topic, partition);
@@ -600,7 +583,7 @@ impl KafkaSource {
                 match elem.map(|e| e.offset()) {
                     Some(Offset::Offset(o)) => Ok(o),
                     // No record at or after the time: start at the end.
-                    _ => self.high_watermark(topic, partition),
+                    _ => self.offset_range(topic, partition).map(|r| r.1),
                 }
             }
         }
