@@ -185,7 +185,7 @@ pub async fn run(w: Workload, events: u64, parallelism: u32, kafka: &KafkaArgs) 
     let cluster = Embedded::start(parallelism).await?;
     let mut c = client::connect(&cluster.url).await?;
     let started = Instant::now();
-    let id = client::submit(&mut c, &graph, None).await?;
+    let id = client::submit(&mut c, &graph, None, &client::StartFrom::default()).await?;
     let details = client::wait_for_end(&mut c, &id, Duration::from_secs(60)).await?;
     let seconds = started.elapsed().as_secs_f64();
     cluster.shutdown().await?;

@@ -37,11 +37,27 @@ pub fn status(s: tonic::Status) -> anyhow::Error {
     }
 }
 
+/// Where a submitted job starts from.
+#[derive(Debug, Default, Clone)]
+pub struct StartFrom {
+    /// A savepoint (or retained checkpoint) directory.
+    pub savepoint: Option<String>,
+    /// Let savepoint state of operators the job no longer has go.
+    pub allow_non_restored_state: bool,
+}
+
 /// Submits `graph`; returns the job id.
-pub async fn submit(c: &mut Client, graph: &JobGraph, parallelism: Option<u32>) -> anyhow::Result<String> {
+pub async fn submit(
+    c: &mut Client,
+    graph: &JobGraph,
+    parallelism: Option<u32>,
+    from: &StartFrom,
+) -> anyhow::Result<String> {
     let req = v1::SubmitJobRequest {
         graph: Some(weir_proto::graph_to_proto(graph)),
         default_parallelism: parallelism.unwrap_or(0),
+        from_savepoint: from.savepoint.clone().unwrap_or_default(),
+        allow_non_restored_state: from.allow_non_restored_state,
     };
     Ok(c.submit_job(req).await.map_err(status)?.into_inner().job_id)
 }

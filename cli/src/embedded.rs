@@ -73,7 +73,7 @@ pub async fn run_local(
     let cluster =
         Embedded::start(slots.unwrap_or(plan.slots_needed()).max(1)).await.context("starting the embedded cluster")?;
     let mut c = client::connect(&cluster.url).await?;
-    let id = client::submit(&mut c, &graph, parallelism).await?;
+    let id = client::submit(&mut c, &graph, parallelism, &client::StartFrom::default()).await?;
     if fmt == Format::Text {
         eprintln!("job {id} ({}) running on an embedded cluster; Ctrl-C cancels it", graph.name);
     }

@@ -5,6 +5,7 @@ mod bench;
 mod client;
 mod embedded;
 mod output;
+mod savepoint;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,28 @@ enum Command {
         /// Wait for the job to end and print its final status.
         #[arg(long)]
         wait: bool,
+        /// Start from this savepoint directory (state matched by operator uid).
+        #[arg(long, short = 's', value_name = "URI")]
+        from_savepoint: Option<String>,
+        /// With --from-savepoint: start even if the savepoint has state of
+        /// operators this job no longer has (that state is dropped).
+        #[arg(long, requires = "from_savepoint")]
+        allow_non_restored_state: bool,
+    },
+    /// Take a savepoint of a running job and print its location; or inspect
+    /// or dispose of a savepoint.
+    Savepoint(SavepointArgs),
+    /// Stop a job with a savepoint: sources stop right after it, sinks
+    /// commit everything up to it, and the job ends FINISHED.
+    Stop {
+        /// Job id.
+        job_id: String,
+        /// Take the savepoint under this directory (without a value: the
+        /// job manager's savepoint_dir).
+        #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "URI")]
+        savepoint: Option<String>,
+        #[command(flatten)]
+        target: Target,
     },
     /// List the jobs of a cluster.
     List {
@@ -114,6 +137,37 @@ enum Command {
     },
 }
 
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct SavepointArgs {
+    #[command(subcommand)]
+    action: Option<SavepointAction>,
+    /// Job id.
+    #[arg(required = true)]
+    job_id: Option<String>,
+    /// Directory under which the savepoint is created [default: the job
+    /// manager's savepoint_dir].
+    #[arg(long, value_name = "URI")]
+    target: Option<String>,
+    /// Job manager URL (`inspect` and `dispose` work on storage directly).
+    #[arg(long, short = 'm', env = "WEIR_JOBMANAGER", default_value = "http://127.0.0.1:6123", global = true)]
+    jobmanager: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum SavepointAction {
+    /// Show a savepoint's operators, states and sizes, key groups and source positions.
+    Inspect {
+        /// Savepoint directory (file:///dir or s3://bucket/prefix).
+        uri: String,
+    },
+    /// Delete a savepoint (its metadata first, then its files).
+    Dispose {
+        /// Savepoint directory.
+        uri: String,
+    },
+}
+
 fn main() -> ExitCode {
     weir_connectors::install();
     let cli = Cli::parse();
@@ -138,10 +192,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let fmt = cli.output;
     match cli.command {
         Command::Local { job, parallelism, slots } => embedded::run_local(&job, parallelism, slots, fmt).await,
-        Command::Run { job, target, parallelism, wait } => {
+        Command::Run { job, target, parallelism, wait, from_savepoint, allow_non_restored_state } => {
             let graph = client::read_job(&job)?;
             let mut c = client::connect(&target.jobmanager).await?;
-            let id = client::submit(&mut c, &graph, parallelism).await?;
+            let from = client::StartFrom { savepoint: from_savepoint, allow_non_restored_state };
+            let id = client::submit(&mut c, &graph, parallelism, &from).await?;
             if !wait {
                 output::job_id(fmt, &id);
                 return Ok(ExitCode::SUCCESS);
@@ -152,6 +207,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let details = client::wait_for_end(&mut c, &id, Duration::from_secs(10)).await?;
             output::details(fmt, &details);
             Ok(client::exit_code(&details))
+        }
+        Command::Savepoint(args) => match (args.action, args.job_id) {
+            (Some(SavepointAction::Inspect { uri }), _) => savepoint::inspect(fmt, &uri).await,
+            (Some(SavepointAction::Dispose { uri }), _) => savepoint::dispose(fmt, &uri).await,
+            (None, Some(job_id)) => {
+                let mut c = client::connect(&args.jobmanager).await?;
+                savepoint::trigger(&mut c, fmt, &job_id, args.target, false).await
+            }
+            (None, None) => anyhow::bail!("weir savepoint needs a job id, or `inspect URI` / `dispose URI`"),
+        },
+        Command::Stop { job_id, savepoint, target } => {
+            let Some(dir) = savepoint else {
+                anyhow::bail!("weir stop takes a savepoint: pass --savepoint [URI] (weir cancel stops without one)")
+            };
+            let mut c = client::connect(&target.jobmanager).await?;
+            savepoint::trigger(&mut c, fmt, &job_id, Some(dir).filter(|d| !d.is_empty()), true).await
         }
         Command::List { target } => {
             let mut c = client::connect(&target.jobmanager).await?;

@@ -223,10 +223,12 @@ fn checkpoint_json(c: &v1::CheckpointInfo) -> serde_json::Value {
         "acknowledged": c.acknowledged,
         "tasks": c.tasks,
         "failure": if c.failure.is_empty() { None } else { Some(&c.failure) },
+        "savepoint": c.savepoint,
+        "location": if c.location.is_empty() { None } else { Some(&c.location) },
     })
 }
 
-fn bytes(n: u64) -> String {
+pub fn bytes(n: u64) -> String {
     match n {
         n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
         n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
@@ -253,13 +255,15 @@ pub fn checkpoints(fmt: Format, d: &v1::JobDetails) {
                 return;
             }
             println!(
-                "{:>6}  {:<11}  {:>9}  {:>10}  {:>10}  {:>9}  {:>5}  failure",
+                "{:>6}  {:<11}  {:>9}  {:>10}  {:>10}  {:>9}  {:>5}  failure / location",
                 "id", "status", "duration", "uploaded", "state", "alignment", "acks"
             );
             for c in &d.checkpoints {
+                let id = if c.savepoint { format!("{}s", c.id) } else { c.id.to_string() };
+                let note = if c.location.is_empty() { c.failure.clone() } else { format!("savepoint {}", c.location) };
                 println!(
                     "{:>6}  {:<11}  {:>6} ms  {:>10}  {:>10}  {:>6} ms  {:>2}/{:<2}  {}",
-                    c.id,
+                    id,
                     checkpoint_status_name(c.status()),
                     c.duration_ms,
                     bytes(c.size_bytes),
@@ -267,7 +271,7 @@ pub fn checkpoints(fmt: Format, d: &v1::JobDetails) {
                     c.alignment_ms,
                     c.acknowledged,
                     c.tasks,
-                    c.failure
+                    note
                 );
             }
         }

@@ -14,9 +14,10 @@ use weir_proto::v1;
 use weir_proto::v1::task_manager_service_client::TaskManagerServiceClient;
 use weir_runtime::graph::Plan;
 
+use weir_state::savepoint::Savepoint;
 use weir_state::{CheckpointMetadata, CheckpointStorage, S3Options};
 
-use crate::coordinator::{Coordinator, Next};
+use crate::coordinator::{Coordinator, Next, SavepointSpec};
 use crate::scheduler::{allocate, place, SlotOffer, TaskPlacement};
 
 /// Timing and storage of the job manager.
@@ -32,6 +33,8 @@ pub struct JobManagerOptions {
     pub checkpoint_storage: String,
     /// S3 settings for checkpoint storage.
     pub s3: S3Options,
+    /// Where savepoints go when a request names no target.
+    pub savepoint_dir: Option<String>,
 }
 
 impl Default for JobManagerOptions {
@@ -42,6 +45,7 @@ impl Default for JobManagerOptions {
             slot_wait_timeout: Duration::from_secs(30),
             checkpoint_storage: format!("file://{}", std::env::temp_dir().join("weir-checkpoints").display()),
             s3: S3Options::default(),
+            savepoint_dir: None,
         }
     }
 }
@@ -121,8 +125,12 @@ type Reply<T> = oneshot::Sender<Result<T, ClusterError>>;
 /// Requests to the job manager core.
 #[derive(Debug)]
 pub enum Command {
-    /// Submit a job.
-    Submit(v1::SubmitJobRequest, Reply<String>),
+    /// Submit a job (starting from a loaded savepoint, if given).
+    Submit(v1::SubmitJobRequest, Option<Arc<Savepoint>>, Reply<String>),
+    /// Take a savepoint of a running job (and stop it, if asked).
+    Savepoint { job: String, target: String, stop: bool, reply: Reply<v1::TriggerSavepointResponse> },
+    /// A savepoint's metadata was written (its state size), or not.
+    SavepointWritten { job: JobId, id: u64, result: Result<u64, String> },
     /// List jobs.
     List(Reply<Vec<v1::JobSummary>>),
     /// Details of a job, optionally once it has ended (long poll up to the duration).
@@ -150,7 +158,7 @@ pub enum Command {
     /// A checkpoint's metadata was written (or not).
     MetadataWritten { job: JobId, id: u64, result: Result<CheckpointMetadata, String> },
     /// A restart's delay passed and its checkpoint was looked up.
-    RestartReady { job: JobId, attempt: u32, restore: Result<Option<CheckpointMetadata>, String> },
+    RestartReady { job: JobId, attempt: u32, restore: Result<Option<RestorePoint>, String> },
     /// Records of jobs a previous job manager was running.
     Recovered(Result<Vec<v1::JobRecord>, String>),
 }
@@ -173,6 +181,48 @@ impl ClusterHandle {
     pub async fn tell(&self, cmd: Command) {
         let _ = self.tx.send(cmd).await;
     }
+}
+
+/// What a job attempt restores from.
+#[derive(Debug, Clone)]
+pub enum RestorePoint {
+    /// A checkpoint of the job itself.
+    Checkpoint(Arc<CheckpointMetadata>),
+    /// The savepoint the job was started from (no checkpoint of its own yet).
+    Savepoint(Arc<Savepoint>),
+}
+
+impl RestorePoint {
+    fn checkpoint_id(&self) -> u64 {
+        match self {
+            RestorePoint::Checkpoint(m) => m.checkpoint_id,
+            RestorePoint::Savepoint(s) => s.metadata().checkpoint_id,
+        }
+    }
+}
+
+/// Where a restarting job resumes: its newest valid checkpoint, else the
+/// savepoint it started from, else nothing.
+async fn find_restore_point(
+    storage: Option<CheckpointStorage>,
+    job: &str,
+    savepoint: Option<Arc<Savepoint>>,
+) -> Result<Option<RestorePoint>, String> {
+    if let Some(s) = storage {
+        if let Some(m) = s.latest_valid(job).await.map_err(|e| e.to_string())? {
+            return Ok(Some(RestorePoint::Checkpoint(Arc::new(m))));
+        }
+    }
+    Ok(savepoint.map(RestorePoint::Savepoint))
+}
+
+/// A savepoint request waiting for (or answered by) its savepoint.
+struct SavepointRequest {
+    target: String,
+    stop: bool,
+    /// The checkpoint id it was triggered as.
+    triggered: Option<u64>,
+    reply: Reply<v1::TriggerSavepointResponse>,
 }
 
 struct TaskManager {
@@ -222,7 +272,13 @@ struct Job {
     /// Restarts so far.
     restarts: u32,
     /// The checkpoint the current attempt restores from.
-    restore: Option<Arc<CheckpointMetadata>>,
+    restore: Option<RestorePoint>,
+    /// The savepoint the job started from.
+    from_savepoint: Option<Arc<Savepoint>>,
+    /// Savepoints asked for, oldest first.
+    savepoints: Vec<SavepointRequest>,
+    /// A stop-with-savepoint is under way: no other checkpoint is triggered.
+    stopping: bool,
 }
 
 fn millis(t: SystemTime) -> i64 {
@@ -330,9 +386,11 @@ impl Cluster {
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Submit(req, reply) => {
-                let _ = reply.send(self.submit(req));
+            Command::Submit(req, savepoint, reply) => {
+                let _ = reply.send(self.submit(req, savepoint));
             }
+            Command::Savepoint { job, target, stop, reply } => self.request_savepoint(job, target, stop, reply),
+            Command::SavepointWritten { job, id, result } => self.savepoint_written(&job, id, result),
             Command::List(reply) => {
                 let _ = reply.send(Ok(self.order.iter().map(|id| self.jobs[id].summary()).collect()));
             }
@@ -411,20 +469,36 @@ impl Cluster {
         }
     }
 
-    fn submit(&mut self, req: v1::SubmitJobRequest) -> Result<String, ClusterError> {
+    fn submit(&mut self, req: v1::SubmitJobRequest, savepoint: Option<Arc<Savepoint>>) -> Result<String, ClusterError> {
         let graph = req.graph.ok_or_else(|| ClusterError::InvalidJob("the request has no job graph".into()))?;
         let domain = weir_proto::graph_from_proto(&graph).map_err(|e| ClusterError::InvalidJob(e.to_string()))?;
         let plan = Plan::new(&domain, req.default_parallelism).map_err(|e| ClusterError::InvalidJob(e.to_string()))?;
+        if let Some(sp) = &savepoint {
+            if plan.graph.checkpoint.is_none() {
+                return Err(ClusterError::InvalidJob(
+                    "starting from a savepoint needs a `checkpoints:` section (it names the state backend)".into(),
+                ));
+            }
+            let dropped = crate::savepoints::check(&plan, sp.metadata(), sp.uri(), req.allow_non_restored_state)
+                .map_err(ClusterError::InvalidJob)?;
+            if !dropped.is_empty() {
+                warn!(savepoint = %sp.uri(), operators = ?dropped, "state of operators the job no longer has is not restored (--allow-non-restored-state)");
+            }
+        }
         let id = JobId::random();
+        let after = savepoint.as_ref().map_or(0, |s| s.metadata().checkpoint_id);
         let coordinator = match &plan.graph.checkpoint {
             Some(c) => {
                 let uri = c.storage.clone().unwrap_or_else(|| self.opts.checkpoint_storage.clone());
                 let storage = CheckpointStorage::from_uri_with(&uri, &self.opts.s3)
                     .map_err(|e| ClusterError::InvalidJob(format!("checkpoints.storage: {e}")))?;
-                Some(Coordinator::new(&id.0, c.clone(), storage, 0))
+                Some(Coordinator::new(&id.0, c.clone(), storage, after))
             }
             None => None,
         };
+        if let Some(sp) = &savepoint {
+            info!(job_id = %id, savepoint = %sp.uri(), checkpoint = after, "starting from a savepoint");
+        }
         info!(job_id = %id, name = %domain.name, subtasks = plan.subtask_count(), slots = plan.slots_needed(), checkpoints = coordinator.is_some(), "job submitted");
         let job = Job {
             id: id.clone(),
@@ -442,7 +516,10 @@ impl Cluster {
             coordinator,
             trigger_scheduled: false,
             restarts: 0,
-            restore: None,
+            restore: savepoint.clone().map(RestorePoint::Savepoint),
+            from_savepoint: savepoint,
+            savepoints: Vec::new(),
+            stopping: false,
         };
         self.jobs.insert(id.clone(), job);
         self.order.push(id.clone());
@@ -521,14 +598,23 @@ impl Cluster {
         let storage = job.coordinator.as_ref().map(|c| c.storage.uri().to_string()).unwrap_or_default();
         for p in placements {
             let mut client = self.tms[&p.task_manager].client.clone();
-            let (restore_json, restore_checkpoint) = match &job.restore {
-                Some(meta) => {
+            let (restore_json, restore_checkpoint, restore_storage) = match &job.restore {
+                Some(RestorePoint::Checkpoint(meta)) => {
                     let uids = job.plan.vertex_uids(p.vertex);
                     let snaps: Vec<&weir_state::TaskSnapshot> =
                         meta.tasks.iter().filter(|t| t.operators == uids).collect();
-                    (serde_json::to_string(&snaps).expect("snapshots serialize"), meta.checkpoint_id)
+                    (serde_json::to_string(&snaps).expect("snapshots serialize"), meta.checkpoint_id, String::new())
                 }
-                None => (String::new(), 0),
+                Some(RestorePoint::Savepoint(sp)) => {
+                    let parts = crate::savepoints::restore_parts(&job.plan, sp.metadata(), p.vertex);
+                    let json = if parts.is_empty() {
+                        String::new()
+                    } else {
+                        serde_json::to_string(&parts).expect("snapshots serialize")
+                    };
+                    (json, sp.metadata().checkpoint_id, sp.uri().to_string())
+                }
+                None => (String::new(), 0, String::new()),
             };
             let req = v1::DeployTaskRequest {
                 task: Some(v1::TaskKey {
@@ -542,6 +628,7 @@ impl Cluster {
                 checkpoint_storage: storage.clone(),
                 restore_json,
                 restore_checkpoint,
+                restore_storage,
             };
             let tx = self.tx.clone();
             let (job_id, attempt, tm) = (id.clone(), job.attempt, p.task_manager.clone());
@@ -663,6 +750,8 @@ impl Cluster {
         if let Some(c) = job.coordinator.as_mut() {
             c.abandon("the job failed");
         }
+        self.drop_savepoint_requests(id, "the job failed");
+        let job = self.jobs.get_mut(id).expect("checked");
         job.state = JobState::Failed;
         job.failure = Some(reason);
         job.ended = Some(SystemTime::now());
@@ -687,6 +776,7 @@ impl Cluster {
                     c.abandon("the job is cancelled");
                 }
                 job.state = JobState::Cancelling;
+                self.drop_savepoint_requests(&id, "the job is cancelled");
                 self.cancel_tasks(&id);
                 self.maybe_complete(&id);
             }
@@ -819,13 +909,16 @@ impl Cluster {
         if !job.tasks.values().all(|t| t.state == v1::TaskState::TaskRunning) {
             return;
         }
+        if job.stopping || job.savepoints.iter().any(|r| r.triggered.is_none()) {
+            return self.try_savepoint(id); // savepoints asked for go first
+        }
         let Some(c) = job.coordinator.as_mut() else { return };
         match c.next_trigger_at(Instant::now()) {
             Some(at) if at <= Instant::now() => {}
             Some(_) => return self.schedule_checkpoint(id),
             None => return,
         }
-        let cp = c.trigger(attempt, job.tasks.len());
+        let cp = c.trigger(attempt, job.tasks.len(), None);
         let mut sources: Vec<String> = job
             .tasks
             .iter()
@@ -838,7 +931,8 @@ impl Cluster {
         for tm in sources {
             let Some(t) = self.tms.get(&tm) else { continue };
             let mut client = t.client.clone();
-            let req = v1::TriggerCheckpointRequest { job_id: id.0.clone(), attempt, checkpoint_id: cp };
+            let req =
+                v1::TriggerCheckpointRequest { job_id: id.0.clone(), attempt, checkpoint_id: cp, ..Default::default() };
             let (tx, job_id) = (self.tx.clone(), id.clone());
             tokio::spawn(async move {
                 if let Err(e) = client.trigger_checkpoint(req).await {
@@ -861,6 +955,20 @@ impl Cluster {
                 tokio::spawn(async move {
                     let result = storage.complete(&meta).await.map(|_| meta).map_err(|e| e.to_string());
                     let _ = tx.send(Command::MetadataWritten { job: job_id, id: cp, result }).await;
+                });
+            }
+            Ok(Next::WriteSavepoint { id: cp, spec, trigger_ms, parts }) => {
+                let meta = crate::savepoints::metadata(&job.plan, &id.0, cp, trigger_ms, spec.stop, &parts);
+                let (s3, tx, job_id) = (self.opts.s3.clone(), self.tx.clone(), id.clone());
+                tokio::spawn(async move {
+                    let result = async {
+                        let storage = CheckpointStorage::from_uri_with(&spec.location, &s3)?;
+                        Savepoint::write_metadata(&storage, &meta).await?;
+                        Ok::<u64, weir_state::StorageError>(meta.state_bytes())
+                    }
+                    .await
+                    .map_err(|e| e.to_string());
+                    let _ = tx.send(Command::SavepointWritten { job: job_id, id: cp, result }).await;
                 });
             }
             Ok(_) => {}
@@ -886,17 +994,7 @@ impl Cluster {
         let info = c.info(cp).cloned().unwrap_or_default();
         info!(job_id = %id, checkpoint = cp, duration_ms = info.duration_ms, size_bytes = info.size_bytes, state_bytes = info.state_bytes, alignment_ms = info.alignment_ms, "checkpoint complete");
         // Sinks commit on this notice.
-        for tm in job.task_managers() {
-            let Some(t) = self.tms.get(&tm) else { continue };
-            let mut client = t.client.clone();
-            let req =
-                v1::NotifyCheckpointCompleteRequest { job_id: id.0.clone(), attempt: job.attempt, checkpoint_id: cp };
-            tokio::spawn(async move {
-                if let Err(e) = client.notify_checkpoint_complete(req).await {
-                    warn!(task_manager = %tm, checkpoint = cp, error = %e.message(), "notifying checkpoint completion failed");
-                }
-            });
-        }
+        self.notify_tasks(id, cp, false);
         let job_id = id.0.clone();
         tokio::spawn(async move {
             for old in done.discard {
@@ -914,6 +1012,7 @@ impl Cluster {
     fn after_checkpoint_failure(&mut self, id: &JobId, next: Next) {
         let Next::Failed { id: cp, reason, fail_job } = next else { return };
         warn!(job_id = %id, checkpoint = cp, reason = %reason, "checkpoint failed");
+        self.savepoint_failed(id, cp, &reason);
         if let Some(job) = self.jobs.get(id) {
             if let Some(c) = &job.coordinator {
                 let (storage, job_id) = (c.storage.clone(), id.0.clone());
@@ -930,6 +1029,197 @@ impl Cluster {
             );
         } else {
             self.schedule_checkpoint(id);
+        }
+    }
+
+    // ------------------------------------------------------------ savepoints
+
+    fn request_savepoint(
+        &mut self,
+        raw: String,
+        target: String,
+        stop: bool,
+        reply: Reply<v1::TriggerSavepointResponse>,
+    ) {
+        let id = JobId(raw.clone());
+        let Some(job) = self.jobs.get_mut(&id) else {
+            let _ = reply.send(Err(ClusterError::UnknownJob(raw)));
+            return;
+        };
+        let refuse = |why: String| Err(ClusterError::WrongState(why));
+        if job.coordinator.is_none() {
+            let _ = reply.send(refuse(format!(
+                "job {raw} has no `checkpoints:` section: savepoints are taken like checkpoints and need its state backend"
+            )));
+            return;
+        }
+        if !matches!(job.state, JobState::Running | JobState::Created | JobState::Restarting) {
+            let _ = reply.send(refuse(format!("job {raw} is not running ({:?})", job.state)));
+            return;
+        }
+        if job.stopping {
+            let _ = reply.send(refuse(format!("job {raw} is already stopping with a savepoint")));
+            return;
+        }
+        let target = if target.is_empty() {
+            match &self.opts.savepoint_dir {
+                Some(d) => d.clone(),
+                None => {
+                    let _ = reply.send(Err(ClusterError::InvalidJob(
+                        "no savepoint target: pass one, or set the job manager's savepoint_dir".into(),
+                    )));
+                    return;
+                }
+            }
+        } else {
+            target
+        };
+        if let Err(e) = CheckpointStorage::from_uri_with(&target, &self.opts.s3) {
+            let _ = reply.send(Err(ClusterError::InvalidJob(format!("savepoint target: {e}"))));
+            return;
+        }
+        if stop {
+            job.stopping = true;
+        }
+        job.savepoints.push(SavepointRequest { target, stop, triggered: None, reply });
+        self.try_savepoint(&id);
+    }
+
+    /// Triggers the oldest waiting savepoint of a job if nothing is in the way.
+    fn try_savepoint(&mut self, id: &JobId) {
+        let Some(job) = self.jobs.get_mut(id) else { return };
+        if job.state != JobState::Running || !job.tasks.values().all(|t| t.state == v1::TaskState::TaskRunning) {
+            return; // tried again when the tasks run
+        }
+        let Some(c) = job.coordinator.as_mut() else { return };
+        if c.pending_id().is_some() {
+            return; // tried again when the running checkpoint ends
+        }
+        let Some(request) = job.savepoints.iter_mut().find(|r| r.triggered.is_none()) else { return };
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let location = format!("{}/savepoint-{}-{suffix}", request.target.trim_end_matches('/'), &id.0[..8]);
+        let spec = SavepointSpec { location: location.clone(), stop: request.stop };
+        let cp = c.trigger(job.attempt, job.tasks.len(), Some(spec));
+        request.triggered = Some(cp);
+        info!(job_id = %id, checkpoint = cp, location = %location, stop = request.stop, "triggering savepoint");
+        let stop = request.stop;
+        let attempt = job.attempt;
+        let all = job.task_managers();
+        let mut sources: Vec<String> = job
+            .tasks
+            .iter()
+            .filter(|((v, _), _)| job.plan.inputs_of(*v).is_empty())
+            .map(|(_, t)| t.task_manager.clone())
+            .collect();
+        sources.sort();
+        sources.dedup();
+        let clients = |tms: &[String]| -> Vec<(String, TaskManagerServiceClient<Channel>)> {
+            tms.iter().filter_map(|tm| self.tms.get(tm).map(|t| (tm.clone(), t.client.clone()))).collect()
+        };
+        let (everyone, sources) = (clients(&all), clients(&sources));
+        let (tx, job_id) = (self.tx.clone(), id.clone());
+        tokio::spawn(async move {
+            let req = |prepare: bool| v1::TriggerCheckpointRequest {
+                job_id: job_id.0.clone(),
+                attempt,
+                checkpoint_id: cp,
+                savepoint_location: location.clone(),
+                stop,
+                prepare,
+            };
+            // Every task manager learns that checkpoint `cp` is a savepoint
+            // before any source emits its barrier.
+            for (phase, targets) in [(true, everyone), (false, sources)] {
+                for (tm, mut client) in targets {
+                    if let Err(e) = client.trigger_checkpoint(req(phase)).await {
+                        let error = format!("task manager {tm}: {}", e.message());
+                        let _ = tx.send(Command::TriggerFailed { job: job_id, id: cp, error }).await;
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    fn savepoint_written(&mut self, id: &JobId, cp: u64, result: Result<u64, String>) {
+        let Some(job) = self.jobs.get_mut(id) else { return };
+        let Some(c) = job.coordinator.as_mut() else { return };
+        let state_bytes = match result {
+            Ok(b) => b,
+            Err(e) => {
+                let next = c.fail(cp, &format!("writing its metadata failed: {e}"), false);
+                return self.after_checkpoint_failure(id, next);
+            }
+        };
+        let Some(spec) = c.savepoint_written(cp, state_bytes) else { return };
+        let took = c.info(cp).map(|i| i.duration_ms).unwrap_or(0);
+        info!(job_id = %id, checkpoint = cp, location = %spec.location, state_bytes, duration_ms = took, stop = spec.stop, "savepoint complete");
+        let (done, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut job.savepoints).into_iter().partition(|r| r.triggered == Some(cp));
+        job.savepoints = waiting;
+        for r in done {
+            let _ = r.reply.send(Ok(v1::TriggerSavepointResponse {
+                location: spec.location.clone(),
+                checkpoint_id: cp,
+                state_bytes,
+            }));
+        }
+        if spec.stop {
+            // Sinks commit everything up to the savepoint, then sources stop
+            // and the job ends FINISHED with its state in the savepoint.
+            self.notify_tasks(id, cp, false);
+        } else {
+            self.try_savepoint(id);
+            self.schedule_checkpoint(id);
+        }
+    }
+
+    /// Answers the requests of a failed savepoint; a stop-with-savepoint
+    /// that failed lets the paused sources resume.
+    fn savepoint_failed(&mut self, id: &JobId, cp: u64, reason: &str) {
+        let Some(job) = self.jobs.get_mut(id) else { return };
+        let (failed, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut job.savepoints).into_iter().partition(|r| r.triggered == Some(cp));
+        job.savepoints = waiting;
+        let mut stop = false;
+        for r in failed {
+            stop |= r.stop;
+            let _ = r.reply.send(Err(ClusterError::WrongState(format!("savepoint {cp} failed: {reason}"))));
+        }
+        if stop {
+            job.stopping = false;
+            if job.state == JobState::Running {
+                self.notify_tasks(id, cp, true);
+            }
+        }
+    }
+
+    /// Fails every savepoint request of a job that stops running.
+    fn drop_savepoint_requests(&mut self, id: &JobId, why: &str) {
+        let Some(job) = self.jobs.get_mut(id) else { return };
+        for r in job.savepoints.drain(..) {
+            let _ = r.reply.send(Err(ClusterError::WrongState(format!("no savepoint: {why}"))));
+        }
+        job.stopping = false;
+    }
+
+    /// Tells every task of the job that checkpoint `cp` completed (or was aborted).
+    fn notify_tasks(&self, id: &JobId, cp: u64, aborted: bool) {
+        let Some(job) = self.jobs.get(id) else { return };
+        for tm in job.task_managers() {
+            let Some(t) = self.tms.get(&tm) else { continue };
+            let mut client = t.client.clone();
+            let req = v1::NotifyCheckpointCompleteRequest {
+                job_id: id.0.clone(),
+                attempt: job.attempt,
+                checkpoint_id: cp,
+                aborted,
+            };
+            tokio::spawn(async move {
+                if let Err(e) = client.notify_checkpoint_complete(req).await {
+                    warn!(task_manager = %tm, checkpoint = cp, error = %e.message(), "notifying tasks of a checkpoint failed");
+                }
+            });
         }
     }
 
@@ -952,6 +1242,8 @@ impl Cluster {
             c.abandon("the job is restarting");
         }
         job.failure = Some(reason);
+        self.drop_savepoint_requests(id, "the job failed and is restarting");
+        let job = self.jobs.get_mut(id).expect("checked");
         job.suspect = None;
         job.state = JobState::Restarting;
         self.cancel_tasks(id);
@@ -959,22 +1251,20 @@ impl Cluster {
         let attempt = job.attempt;
         job.tasks.clear();
         let storage = job.coordinator.as_ref().map(|c| c.storage.clone());
+        let savepoint = job.from_savepoint.clone();
         for tm in self.tms.values_mut() {
             tm.allocated.remove(id);
         }
         let (tx, job_id) = (self.tx.clone(), id.clone());
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let restore = match storage {
-                Some(s) => s.latest_valid(&job_id.0).await.map_err(|e| e.to_string()),
-                None => Ok(None),
-            };
+            let restore = find_restore_point(storage, &job_id.0, savepoint).await;
             let _ = tx.send(Command::RestartReady { job: job_id, attempt, restore }).await;
         });
         self.schedule_waiting();
     }
 
-    fn restart_ready(&mut self, id: &JobId, attempt: u32, restore: Result<Option<CheckpointMetadata>, String>) {
+    fn restart_ready(&mut self, id: &JobId, attempt: u32, restore: Result<Option<RestorePoint>, String>) {
         let Some(job) = self.jobs.get_mut(id) else { return };
         if job.state != JobState::Restarting || job.attempt != attempt {
             return;
@@ -988,15 +1278,26 @@ impl Cluster {
         };
         job.attempt += 1;
         match &restore {
-            Some(m) => {
+            Some(RestorePoint::Checkpoint(m)) => {
                 info!(job_id = %id, attempt = job.attempt, checkpoint = m.checkpoint_id, "restarting from checkpoint")
+            }
+            Some(RestorePoint::Savepoint(sp)) => {
+                info!(job_id = %id, attempt = job.attempt, savepoint = %sp.uri(), "restarting from the savepoint the job started from (no checkpoint yet)");
+                job.from_savepoint = Some(sp.clone());
             }
             None => info!(job_id = %id, attempt = job.attempt, "restarting without a checkpoint (none complete yet)"),
         }
         if let Some(c) = job.coordinator.as_mut() {
-            c.restart(restore.as_ref());
+            match &restore {
+                Some(RestorePoint::Checkpoint(m)) => c.restart(Some(m)),
+                Some(RestorePoint::Savepoint(sp)) => {
+                    c.restart(None);
+                    c.continue_after(sp.metadata().checkpoint_id);
+                }
+                None => c.restart(None),
+            }
         }
-        job.restore = restore.map(Arc::new);
+        job.restore = restore;
         job.state = JobState::Created;
         job.submitted_at = Instant::now();
         job.trigger_scheduled = false;
@@ -1017,6 +1318,7 @@ impl Cluster {
             storage: c.storage.uri().to_string(),
             submitted_ms: millis(job.submitted),
             restarts: job.restarts,
+            savepoint: job.from_savepoint.as_ref().map(|s| s.uri().to_string()).unwrap_or_default(),
         };
         tokio::spawn(async move {
             if let Err(e) = crate::records::save(&records, &rec).await {
@@ -1079,12 +1381,23 @@ impl Cluster {
             trigger_scheduled: false,
             restarts: r.restarts,
             restore: None,
+            from_savepoint: None,
+            savepoints: Vec::new(),
+            stopping: false,
         };
         self.jobs.insert(id.clone(), job);
         self.order.push(id.clone());
-        let (tx, attempt) = (self.tx.clone(), r.attempt);
+        let (tx, attempt, s3) = (self.tx.clone(), r.attempt, self.opts.s3.clone());
         tokio::spawn(async move {
-            let restore = storage.latest_valid(&id.0).await.map_err(|e| e.to_string());
+            let savepoint = if r.savepoint.is_empty() {
+                Ok(None)
+            } else {
+                Savepoint::load(&r.savepoint, &s3).await.map(|s| Some(Arc::new(s))).map_err(|e| e.to_string())
+            };
+            let restore = match savepoint {
+                Ok(sp) => find_restore_point(Some(storage), &id.0, sp).await,
+                Err(e) => Err(e),
+            };
             let _ = tx.send(Command::RestartReady { job: id, attempt, restore }).await;
         });
     }
@@ -1114,7 +1427,7 @@ impl Cluster {
             checkpoints: job.coordinator.as_ref().map(|c| c.history()).unwrap_or_default(),
             restarts: job.restarts,
             attempt: job.attempt,
-            restored_from: job.restore.as_ref().map(|m| m.checkpoint_id).unwrap_or(0),
+            restored_from: job.restore.as_ref().map(RestorePoint::checkpoint_id).unwrap_or(0),
         })
     }
 

@@ -26,6 +26,8 @@ pub struct JobManagerSection {
     pub slot_wait_timeout: Option<Duration>,
     /// Checkpoint storage of jobs that name none (default: `weir-checkpoints` in the temp dir).
     pub checkpoint_storage: Option<String>,
+    /// Where savepoints go when `weir savepoint` names no target (default: none).
+    pub savepoint_dir: Option<String>,
     /// S3 settings for checkpoint storage (default: the `AWS_*` environment).
     #[serde(default)]
     pub s3: Option<weir_state::S3Options>,
@@ -44,6 +46,7 @@ impl JobManagerSection {
             slot_wait_timeout: self.slot_wait_timeout.unwrap_or(d.slot_wait_timeout),
             checkpoint_storage: self.checkpoint_storage.clone().unwrap_or(d.checkpoint_storage),
             s3: self.s3.clone().unwrap_or_default(),
+            savepoint_dir: self.savepoint_dir.clone(),
         };
         weir_state::CheckpointStorage::from_uri_with(&o.checkpoint_storage, &o.s3)
             .map_err(|e| anyhow::anyhow!("checkpoint_storage: {e}"))?;

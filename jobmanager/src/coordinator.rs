@@ -17,8 +17,18 @@ use weir_state::{CheckpointMetadata, CheckpointStorage, FileHandle, TaskSnapshot
 /// Checkpoints kept in a job's history (shown by `weir checkpoints`).
 const HISTORY: usize = 64;
 
+/// A savepoint being taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavepointSpec {
+    /// Its directory.
+    pub location: String,
+    /// Whether the job stops with it.
+    pub stop: bool,
+}
+
 struct Pending {
     id: u64,
+    savepoint: Option<SavepointSpec>,
     attempt: u32,
     started: Instant,
     trigger_ms: i64,
@@ -36,6 +46,18 @@ pub enum Next {
     Nothing,
     /// Every subtask acknowledged: write this metadata, then report back.
     Write(CheckpointMetadata),
+    /// Every subtask of a savepoint acknowledged: write its metadata (built
+    /// from these parts), then report back.
+    WriteSavepoint {
+        /// Checkpoint id of the savepoint.
+        id: u64,
+        /// What was asked for.
+        spec: SavepointSpec,
+        /// When it was triggered (ms since the epoch).
+        trigger_ms: i64,
+        /// Every subtask's part, by (vertex, subtask).
+        parts: Vec<((u32, u32), TaskSnapshot)>,
+    },
     /// The checkpoint failed; fail the job over if `fail_job` is set.
     Failed {
         /// Checkpoint id.
@@ -117,14 +139,17 @@ impl Coordinator {
         Some(by_interval.max(by_pause))
     }
 
-    /// Starts checkpoint n+1 for `attempt`, expecting `tasks` acknowledgements.
-    pub fn trigger(&mut self, attempt: u32, tasks: usize) -> u64 {
+    /// Starts checkpoint n+1 for `attempt` (a savepoint if `savepoint` is
+    /// set), expecting `tasks` acknowledgements.
+    pub fn trigger(&mut self, attempt: u32, tasks: usize, savepoint: Option<SavepointSpec>) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         let now = Instant::now();
         self.last_trigger = Some(now);
+        let is_savepoint = savepoint.is_some();
         self.pending = Some(Pending {
             id,
+            savepoint,
             attempt,
             started: now,
             trigger_ms: now_ms(),
@@ -139,6 +164,7 @@ impl Coordinator {
             status: v1::CheckpointStatus::InProgress as i32,
             trigger_time_ms: now_ms(),
             tasks: tasks as u32,
+            savepoint: is_savepoint,
             ..Default::default()
         });
         id
@@ -181,6 +207,10 @@ impl Coordinator {
         }
         let p = self.pending.as_mut().expect("checked");
         p.writing = true;
+        if let Some(spec) = p.savepoint.clone() {
+            let parts = p.acks.iter().map(|(k, v)| (*k, v.clone())).collect();
+            return Ok(Next::WriteSavepoint { id: p.id, spec, trigger_ms: p.trigger_ms, parts });
+        }
         Ok(Next::Write(CheckpointMetadata {
             version: METADATA_VERSION,
             job_id: self.job.clone(),
@@ -222,10 +252,34 @@ impl Coordinator {
         Some(Completed { id: p.id, discard, unreferenced })
     }
 
-    /// The pending checkpoint failed (declined, timed out, metadata not written).
+    /// The metadata of the pending savepoint was written: it is complete.
+    /// Savepoints are not retained checkpoints: the job's recovery and the
+    /// retention of its checkpoints do not change.
+    pub fn savepoint_written(&mut self, id: u64, state_bytes: u64) -> Option<SavepointSpec> {
+        let p = self.pending.take_if(|p| p.id == id && p.savepoint.is_some())?;
+        let took = p.started.elapsed().as_millis() as u64;
+        self.last_end = Some(Instant::now());
+        let spec = p.savepoint.expect("checked");
+        if let Some(h) = self.history_mut(id) {
+            h.status = v1::CheckpointStatus::Completed as i32;
+            h.duration_ms = took;
+            h.state_bytes = state_bytes;
+            h.location = spec.location.clone();
+        }
+        Some(spec)
+    }
+
+    /// The savepoint being taken, if the pending checkpoint is one.
+    pub fn pending_savepoint(&self) -> Option<(u64, &SavepointSpec)> {
+        self.pending.as_ref().and_then(|p| p.savepoint.as_ref().map(|s| (p.id, s)))
+    }
+
+    /// The pending checkpoint failed (declined, timed out, metadata not
+    /// written). A failed savepoint never counts towards the tolerance.
     pub fn fail(&mut self, id: u64, reason: &str, counts: bool) -> Next {
         let Some(p) = self.pending.take_if(|p| p.id == id) else { return Next::Nothing };
         self.last_end = Some(Instant::now());
+        let counts = counts && p.savepoint.is_none();
         if counts {
             self.failures += 1;
         }
@@ -272,6 +326,12 @@ impl Coordinator {
         }
     }
 
+    /// Numbers the next checkpoint after `id` (a job restored from a
+    /// savepoint goes on from the savepoint's id).
+    pub fn continue_after(&mut self, id: u64) {
+        self.next_id = self.next_id.max(id + 1);
+    }
+
     /// Checkpoint history, oldest first.
     pub fn history(&self) -> Vec<v1::CheckpointInfo> {
         self.history.iter().cloned().collect()
@@ -307,6 +367,8 @@ mod tests {
             inline: serde_json::Value::Null,
             backend: "rocksdb".into(),
             local_names: vec![],
+            file_operators: vec![],
+            parallelism: 0,
         };
         v1::AcknowledgeCheckpointRequest {
             task: Some(v1::TaskKey { job_id: "job".into(), vertex, subtask, attempt: 1 }),
@@ -325,7 +387,7 @@ mod tests {
     #[test]
     fn completes_only_after_every_acknowledgement_and_retains_shared_files() {
         let mut c = coordinator(1, 0);
-        let id = c.trigger(1, 2);
+        let id = c.trigger(1, 2, None);
         assert!(c.next_trigger_at(Instant::now()).is_none(), "one checkpoint at a time");
         let a = file("job/shared/a.sst");
         assert!(matches!(c.acknowledge(1, &ack(id, 0, 0, vec![a.clone()])).unwrap(), Next::Nothing));
@@ -341,7 +403,7 @@ mod tests {
         assert_eq!((h[0].size_bytes, h[0].alignment_ms, h[0].acknowledged), (20, 1, 2));
 
         // Checkpoint 2 still uses a.sst; checkpoint 3 no longer does.
-        let id2 = c.trigger(1, 1);
+        let id2 = c.trigger(1, 1, None);
         let Next::Write(m2) = c.acknowledge(1, &ack(id2, 0, 0, vec![a.clone(), file("job/shared/b.sst")])).unwrap()
         else {
             panic!()
@@ -349,7 +411,7 @@ mod tests {
         let done = c.written(m2).unwrap();
         assert_eq!(done.discard, vec![1]);
         assert!(done.unreferenced.is_empty(), "a.sst is still referenced by checkpoint 2");
-        let id3 = c.trigger(1, 1);
+        let id3 = c.trigger(1, 1, None);
         let Next::Write(m3) = c.acknowledge(1, &ack(id3, 0, 0, vec![file("job/shared/b.sst")])).unwrap() else {
             panic!()
         };
@@ -359,11 +421,32 @@ mod tests {
     }
 
     #[test]
+    fn savepoints_are_not_retained_and_their_failures_are_tolerated() {
+        let mut c = coordinator(1, 0);
+        let spec = SavepointSpec { location: "file:///sp/savepoint-1".into(), stop: false };
+        let id = c.trigger(1, 1, Some(spec.clone()));
+        assert_eq!(c.pending_savepoint().map(|(i, s)| (i, s.clone())), Some((id, spec.clone())));
+        let Next::WriteSavepoint { id: got, spec: s, parts, .. } = c.acknowledge(1, &ack(id, 0, 0, vec![])).unwrap()
+        else {
+            panic!("a savepoint's metadata is written by its own path")
+        };
+        assert_eq!((got, s, parts.len()), (id, spec.clone(), 1));
+        assert_eq!(c.savepoint_written(id, 9), Some(spec.clone()));
+        assert!(c.retained.is_empty(), "a savepoint is not a retained checkpoint");
+        assert_eq!(c.history()[0].location, "file:///sp/savepoint-1");
+        // A failed savepoint does not fail the job even with no tolerance.
+        let id = c.trigger(1, 1, Some(spec));
+        assert!(matches!(c.fail(id, "declined", true), Next::Failed { fail_job: false, .. }));
+        // And checkpoint ids go on from it.
+        assert_eq!(c.trigger(1, 1, None), id + 1);
+    }
+
+    #[test]
     fn failures_beyond_the_tolerance_fail_the_job() {
         let mut c = coordinator(1, 1);
-        let id = c.trigger(1, 3);
+        let id = c.trigger(1, 3, None);
         assert!(matches!(c.fail(id, "declined", true), Next::Failed { fail_job: false, .. }));
-        let id = c.trigger(1, 3);
+        let id = c.trigger(1, 3, None);
         assert!(matches!(c.fail(id, "timeout", true), Next::Failed { fail_job: true, .. }));
         assert_eq!(c.history()[1].failure, "timeout");
         // Late acknowledgements of a failed checkpoint change nothing.
@@ -376,7 +459,7 @@ mod tests {
         c.config.min_pause = Duration::from_millis(500);
         let t0 = Instant::now();
         assert!(c.next_trigger_at(t0).unwrap() <= t0);
-        let id = c.trigger(1, 1);
+        let id = c.trigger(1, 1, None);
         c.fail(id, "x", false);
         let next = c.next_trigger_at(Instant::now()).unwrap();
         assert!(next >= t0 + Duration::from_millis(500), "the pause runs from the end of the last checkpoint");

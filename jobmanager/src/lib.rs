@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod records;
+pub mod savepoints;
 pub mod scheduler;
 pub mod service;
 
@@ -46,9 +47,10 @@ impl JobManager {
         weir_connectors::install();
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
+        let s3 = opts.s3.clone();
         let (core, cluster) = cluster::Cluster::new(opts);
         let core_task = tokio::spawn(core.run(shutdown.clone()));
-        let svc = JobManagerServiceServer::new(service::JobManagerRpc::new(cluster.clone()))
+        let svc = JobManagerServiceServer::new(service::JobManagerRpc::new(cluster.clone(), s3))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let token = shutdown.clone();
         let task = tokio::spawn(async move {

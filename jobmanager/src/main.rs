@@ -29,6 +29,10 @@ struct Args {
     /// (file:///dir or s3://bucket/prefix) [default: weir-checkpoints in the temp dir].
     #[arg(long, env = "WEIR_JOBMANAGER_CHECKPOINT_STORAGE")]
     checkpoint_storage: Option<String>,
+    /// Directory for savepoints taken without `--target` (file:///dir or
+    /// s3://bucket/prefix) [default: none; `weir savepoint` then needs a target].
+    #[arg(long, env = "WEIR_JOBMANAGER_SAVEPOINT_DIR")]
+    savepoint_dir: Option<String>,
 }
 
 #[tokio::main]
@@ -43,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
     section.heartbeat_timeout = args.heartbeat_timeout.or(section.heartbeat_timeout);
     section.heartbeat_interval = args.heartbeat_interval.or(section.heartbeat_interval);
     section.checkpoint_storage = args.checkpoint_storage.or(section.checkpoint_storage);
+    section.savepoint_dir = args.savepoint_dir.or(section.savepoint_dir);
     let opts = section.options()?;
     let addr = section.rpc_addr.unwrap_or_else(|| JobManagerSection::DEFAULT_RPC_ADDR.parse().expect("valid default"));
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;

@@ -11,12 +11,13 @@ use crate::cluster::{ClusterError, ClusterHandle, Command};
 #[derive(Debug, Clone)]
 pub struct JobManagerRpc {
     cluster: ClusterHandle,
+    s3: weir_state::S3Options,
 }
 
 impl JobManagerRpc {
-    /// A service forwarding to `cluster`.
-    pub fn new(cluster: ClusterHandle) -> Self {
-        Self { cluster }
+    /// A service forwarding to `cluster`; `s3` opens savepoints to start from.
+    pub fn new(cluster: ClusterHandle, s3: weir_state::S3Options) -> Self {
+        Self { cluster, s3 }
     }
 }
 
@@ -32,8 +33,32 @@ fn status(e: ClusterError) -> Status {
 #[tonic::async_trait]
 impl JobManagerService for JobManagerRpc {
     async fn submit_job(&self, req: Request<v1::SubmitJobRequest>) -> Result<Response<v1::SubmitJobResponse>, Status> {
-        let job_id = self.cluster.ask(|r| Command::Submit(req.into_inner(), r)).await.map_err(status)?;
+        let req = req.into_inner();
+        // The savepoint is read and verified (every file's checksum) before
+        // the job exists, so that a bad one is refused at submission.
+        let savepoint = if req.from_savepoint.is_empty() {
+            None
+        } else {
+            let sp = weir_state::savepoint::Savepoint::load(&req.from_savepoint, &self.s3)
+                .await
+                .map_err(|e| Status::invalid_argument(format!("cannot start from {}: {e}", req.from_savepoint)))?;
+            Some(std::sync::Arc::new(sp))
+        };
+        let job_id = self.cluster.ask(|r| Command::Submit(req, savepoint, r)).await.map_err(status)?;
         Ok(Response::new(v1::SubmitJobResponse { job_id }))
+    }
+
+    async fn trigger_savepoint(
+        &self,
+        req: Request<v1::TriggerSavepointRequest>,
+    ) -> Result<Response<v1::TriggerSavepointResponse>, Status> {
+        let r = req.into_inner();
+        let reply = self
+            .cluster
+            .ask(|reply| Command::Savepoint { job: r.job_id, target: r.target, stop: r.stop, reply })
+            .await
+            .map_err(status)?;
+        Ok(Response::new(reply))
     }
 
     async fn list_jobs(&self, _: Request<v1::ListJobsRequest>) -> Result<Response<v1::ListJobsResponse>, Status> {

@@ -34,6 +34,10 @@ pub enum StreamElement {
     Barrier(crate::barrier::CheckpointId),
     /// The upstream has finished; nothing follows.
     EndOfInput,
+    /// The upstream stopped after a stop-with-savepoint completed: nothing
+    /// follows, and unlike [`StreamElement::EndOfInput`] nothing held is
+    /// flushed (open windows stay in the savepoint instead of firing).
+    Stop,
     /// The channel broke (its producer vanished without an end of input).
     /// Raised by the transport, never by operators; the consuming task fails.
     Broken(String),

@@ -134,6 +134,8 @@ pub struct Plan {
     pub vertices: Vec<Vertex>,
     /// Edges between vertices.
     pub vertex_edges: Vec<VertexEdge>,
+    /// States each operator declares (`(name, type)`), by operator index.
+    pub state_types: Vec<Vec<(String, String)>>,
     /// Sorted, in topological order.
     topo: Vec<usize>,
 }
@@ -156,13 +158,19 @@ fn valid_uid(uid: &str) -> bool {
 }
 
 impl Plan {
-    /// Validates `graph` and derives its plan. `default_parallelism` (if not 0)
-    /// overrides the graph's default for operators that set none.
     /// Operator uids of vertex `v`, head first (how checkpoints name a task's chain).
     pub fn vertex_uids(&self, v: u32) -> Vec<String> {
         self.vertices[v as usize].operators.iter().map(|&o| self.graph.operators[o].uid.clone()).collect()
     }
 
+    /// The vertex running operator `uid`.
+    pub fn vertex_of(&self, uid: &str) -> Option<&Vertex> {
+        let i = self.graph.operator_index(uid)?;
+        self.vertices.iter().find(|v| v.operators.contains(&i))
+    }
+
+    /// Validates `graph` and derives its plan. `default_parallelism` (if not 0)
+    /// overrides the graph's default for operators that set none.
     pub fn new(graph: &JobGraph, default_parallelism: u32) -> Result<Plan, PlanError> {
         let mut graph = graph.clone();
         if graph.operators.is_empty() {
@@ -333,6 +341,7 @@ impl Plan {
         // Schemas, in topological order.
         let mut output_schemas: Vec<Option<SchemaRef>> = vec![None; graph.operators.len()];
         let mut input_schemas: Vec<Vec<SchemaRef>> = vec![Vec::new(); graph.operators.len()];
+        let mut state_types: Vec<Vec<(String, String)>> = vec![Vec::new(); graph.operators.len()];
         for &i in &topo {
             let op = &graph.operators[i];
             let mut edges: Vec<&EdgeSpec> = inputs_of[i].iter().map(|&ei| &graph.edges[ei]).collect();
@@ -368,13 +377,14 @@ impl Plan {
             };
             let factory = registry::get(&op.kind).expect("kind checked above");
             let out = factory.plan(&ctx)?;
+            state_types[i] = factory.state_types(&ctx);
             output_schemas[i] = Some(out);
             input_schemas[i] = schemas;
         }
         let output_schemas: Vec<SchemaRef> = output_schemas.into_iter().map(|s| s.expect("planned")).collect();
 
         let (vertices, vertex_edges) = chain(&graph, &topo, &inputs_of, &outputs_of, &index);
-        Ok(Plan { graph, output_schemas, input_schemas, vertices, vertex_edges, topo })
+        Ok(Plan { graph, output_schemas, input_schemas, vertices, vertex_edges, state_types, topo })
     }
 
     /// Operators in topological order.

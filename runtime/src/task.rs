@@ -158,7 +158,9 @@ impl Chain {
             StreamElement::Batch(b) => op.process_batch(input, b, &mut out),
             StreamElement::Watermark(w) => op.process_watermark(w, &mut out),
             StreamElement::Idle(i) => op.process_idle(i, &mut out),
-            StreamElement::EndOfInput | StreamElement::Barrier(_) | StreamElement::Broken(_) => Ok(()),
+            StreamElement::EndOfInput | StreamElement::Stop | StreamElement::Barrier(_) | StreamElement::Broken(_) => {
+                Ok(())
+            }
         };
         res.map_err(|e| self.fail(level, e))?;
         let emitted = out.take();
@@ -527,8 +529,29 @@ pub struct Task {
 pub enum TaskControl {
     /// Sources: emit barrier `.0` after what was emitted so far.
     TriggerCheckpoint(CheckpointId),
+    /// Sources: emit barrier `.0` of a stop-with-savepoint, then read
+    /// nothing more. Once the savepoint completes the task stops (sending
+    /// [`StreamElement::Stop`]); if it fails, reading resumes.
+    StopWithSavepoint(CheckpointId),
     /// Checkpoint `.0` is complete: operators commit what it covers.
     CheckpointComplete(CheckpointId),
+    /// Checkpoint `.0` failed (sources paused for a stop-with-savepoint resume).
+    CheckpointAborted(CheckpointId),
+}
+
+/// How a task's input ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Every input ended (or the source finished): flush and finish.
+    Drained,
+    /// Upstream stopped with a savepoint: keep what is held, commit the
+    /// savepoint once its completion is known, stop.
+    Stopped {
+        /// The last checkpoint (the savepoint) this task took.
+        taken: Option<CheckpointId>,
+        /// The newest completion notice this task received.
+        completed: Option<CheckpointId>,
+    },
 }
 
 /// Something a running task reports.
@@ -557,15 +580,50 @@ impl Task {
     }
 
     async fn run_to_end(&mut self, cancel: &CancellationToken) -> Result<(), TaskError> {
-        if self.chain.source.is_some() {
-            self.run_source(cancel).await?;
-        } else {
-            self.run_inputs(cancel).await?;
-        }
-        self.chain.finish()?;
-        self.emit_tail().await?;
+        let ending =
+            if self.chain.source.is_some() { self.run_source(cancel).await? } else { self.run_inputs(cancel).await? };
+        let last = match ending {
+            Ending::Drained => {
+                self.chain.finish()?;
+                self.emit_tail().await?;
+                StreamElement::EndOfInput
+            }
+            Ending::Stopped { taken, completed } => {
+                self.await_completion(cancel, taken, completed).await?;
+                self.flush().await?;
+                StreamElement::Stop
+            }
+        };
         for out in &mut self.outputs {
-            out.send_control(StreamElement::EndOfInput).await.map_err(TaskError::Exchange)?;
+            out.send_control(last.clone()).await.map_err(TaskError::Exchange)?;
+        }
+        Ok(())
+    }
+
+    /// After a stop: waits until the savepoint this task took is known to be
+    /// complete (sinks commit on that notice), so that the job ends only
+    /// once everything up to the savepoint is committed.
+    async fn await_completion(
+        &mut self,
+        cancel: &CancellationToken,
+        taken: Option<CheckpointId>,
+        mut completed: Option<CheckpointId>,
+    ) -> Result<(), TaskError> {
+        let Some(taken) = taken else { return Ok(()) };
+        while completed < Some(taken) {
+            let ctl = tokio::select! {
+                _ = cancel.cancelled() => return Err(TaskError::Canceled),
+                ctl = next_control(&mut self.control) => ctl,
+            };
+            match ctl {
+                Some(TaskControl::CheckpointComplete(id)) => {
+                    self.chain.checkpoint_complete(id, None)?;
+                    self.emit_tail().await?;
+                    completed = completed.max(Some(id));
+                }
+                Some(_) => {}
+                None => return Err(TaskError::Canceled),
+            }
         }
         Ok(())
     }
@@ -604,13 +662,47 @@ impl Task {
         Ok(())
     }
 
-    async fn run_source(&mut self, cancel: &CancellationToken) -> Result<(), TaskError> {
+    async fn run_source(&mut self, cancel: &CancellationToken) -> Result<Ending, TaskError> {
         let (uid, mut source) = self.chain.source.take().expect("source task");
         let mut out = Collector::default();
         let mut last_tick = Instant::now();
+        // Set while paused after the barrier of a stop-with-savepoint.
+        let mut stopping: Option<CheckpointId> = None;
         let result = loop {
             if cancel.is_cancelled() {
                 break Err(TaskError::Canceled);
+            }
+            if let Some(savepoint) = stopping {
+                let ctl = tokio::select! {
+                    _ = cancel.cancelled() => break Err(TaskError::Canceled),
+                    ctl = next_control(&mut self.control) => ctl,
+                    _ = tokio::time::sleep(self.options.tick) => {
+                        if let Err(e) = self.tick(Instant::now()).await {
+                            break Err(e);
+                        }
+                        continue;
+                    }
+                };
+                match ctl {
+                    Some(TaskControl::CheckpointComplete(id)) => {
+                        if let Err(e) = self.chain.checkpoint_complete(id, Some(source.as_mut())) {
+                            break Err(e);
+                        }
+                        if let Err(e) = self.emit_tail().await {
+                            break Err(e);
+                        }
+                        if id >= savepoint {
+                            break Ok(Ending::Stopped { taken: Some(savepoint), completed: Some(id) });
+                        }
+                    }
+                    Some(TaskControl::CheckpointAborted(id)) if id == savepoint => {
+                        tracing::info!(checkpoint = %id, "the stop-with-savepoint failed: reading resumes");
+                        stopping = None;
+                    }
+                    Some(_) => {}
+                    None => break Err(TaskError::Canceled),
+                }
+                continue;
             }
             let status = match source.poll(&mut out) {
                 Ok(s) => s,
@@ -629,11 +721,20 @@ impl Task {
                     TaskControl::TriggerCheckpoint(id) => {
                         self.checkpoint(id, Some((uid.as_str(), source.as_mut())), Duration::ZERO).await?
                     }
+                    TaskControl::StopWithSavepoint(id) => {
+                        self.checkpoint(id, Some((uid.as_str(), source.as_mut())), Duration::ZERO).await?;
+                        self.flush().await?;
+                        stopping = Some(id);
+                    }
                     TaskControl::CheckpointComplete(id) => {
                         self.chain.checkpoint_complete(id, Some(source.as_mut()))?;
                         self.emit_tail().await?;
                     }
+                    TaskControl::CheckpointAborted(_) => {}
                 }
+            }
+            if stopping.is_some() {
+                continue;
             }
             let now = Instant::now();
             if now.duration_since(last_tick) >= self.options.tick {
@@ -642,7 +743,7 @@ impl Task {
             }
             match status {
                 SourceStatus::Emitted => {}
-                SourceStatus::Finished => break Ok(()),
+                SourceStatus::Finished => break Ok(Ending::Drained),
                 SourceStatus::Wait(d) => {
                     let d = d.min(self.options.tick);
                     tokio::select! {
@@ -694,7 +795,7 @@ impl Task {
         }
     }
 
-    async fn run_inputs(&mut self, cancel: &CancellationToken) -> Result<(), TaskError> {
+    async fn run_inputs(&mut self, cancel: &CancellationToken) -> Result<Ending, TaskError> {
         let mut inbox = self.inbox.take().expect("a task without a source has inputs");
         let channels = inbox.channels();
         let mut state = InputState::new(&channels);
@@ -707,6 +808,9 @@ impl Task {
         let mut actions = Vec::new();
         let mut control = self.control.take();
         let mut first_barrier: Vec<(CheckpointId, Instant)> = Vec::new();
+        // Channels that ended with a stop (not drained), and checkpoint progress.
+        let mut stopped = vec![false; flat.len()];
+        let (mut taken, mut completed): (Option<CheckpointId>, Option<CheckpointId>) = (None, None);
         let mut ticker = tokio::time::interval(self.options.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while state.open > 0 {
@@ -723,6 +827,7 @@ impl Task {
                     if let TaskControl::CheckpointComplete(id) = ctl {
                         self.chain.checkpoint_complete(id, None)?;
                         self.emit_tail().await?;
+                        completed = completed.max(Some(id));
                     }
                     continue;
                 }
@@ -742,6 +847,10 @@ impl Task {
                     aligner.barrier(ch, id, &mut actions);
                 }
                 StreamElement::EndOfInput => aligner.end(ch, &mut actions),
+                StreamElement::Stop => {
+                    stopped[ch] = true;
+                    aligner.end(ch, &mut actions)
+                }
                 StreamElement::Broken(why) => {
                     let (i, c) = flat[ch];
                     return Err(TaskError::Exchange(OperatorError::ChannelClosed(format!(
@@ -756,7 +865,7 @@ impl Task {
                         let (i, c) = flat[ch];
                         match item {
                             Item::Element(element) => self.process(&mut state, i as usize, c as usize, element)?,
-                            Item::End => self.end_channel(&mut state, i as usize, c as usize)?,
+                            Item::End => self.end_channel(&mut state, i as usize, c as usize, !stopped[ch])?,
                         }
                         inbox.release(i, c);
                         self.emit_tail().await?;
@@ -764,7 +873,8 @@ impl Task {
                     Action::Checkpoint(id) => {
                         let since = first_barrier.iter().find(|(b, _)| *b == id).map(|(_, t)| t.elapsed());
                         first_barrier.retain(|(b, _)| *b > id);
-                        self.checkpoint(id, None, since.unwrap_or_default()).await?
+                        self.checkpoint(id, None, since.unwrap_or_default()).await?;
+                        taken = Some(id);
                     }
                     Action::Aborted(id) => {
                         tracing::debug!(checkpoint = %id, "alignment given up for a newer checkpoint");
@@ -773,7 +883,8 @@ impl Task {
                 }
             }
         }
-        Ok(())
+        self.control = control;
+        Ok(if stopped.contains(&true) { Ending::Stopped { taken, completed } } else { Ending::Drained })
     }
 
     /// Processes one element of input `i`, channel `c`.
@@ -805,21 +916,25 @@ impl Task {
                     self.chain.feed(0, 0, StreamElement::Watermark(w))?;
                 }
             }
-            StreamElement::EndOfInput | StreamElement::Barrier(_) | StreamElement::Broken(_) => {
+            StreamElement::EndOfInput | StreamElement::Stop | StreamElement::Barrier(_) | StreamElement::Broken(_) => {
                 unreachable!("handled by the task loop")
             }
         }
         Ok(())
     }
 
-    /// Channel `c` of input `i` ended.
-    fn end_channel(&mut self, state: &mut InputState, i: usize, c: usize) -> Result<(), TaskError> {
+    /// Channel `c` of input `i` ended; `drained` is false when it stopped
+    /// with a savepoint (then nothing is flushed and event time stays put).
+    fn end_channel(&mut self, state: &mut InputState, i: usize, c: usize, drained: bool) -> Result<(), TaskError> {
         if state.ended[i][c] {
             return Ok(());
         }
         state.ended[i][c] = true;
         state.open -= 1;
         state.open_per_input[i] -= 1;
+        if !drained {
+            return Ok(());
+        }
         if state.open_per_input[i] == 0 {
             self.chain.end_input(i)?;
         }

@@ -150,6 +150,111 @@ struct Rocks {
     uploaded: HashMap<String, FileHandle>,
 }
 
+impl Rocks {
+    /// Applies operators' changes (one write batch, no WAL), then hard-links
+    /// a RocksDB checkpoint of the database into `name` under the working
+    /// directory (flushing the memtable first).
+    fn apply_and_link(&mut self, entries: &[StateEntry], name: &str) -> Result<PathBuf, BackendError> {
+        let mut batch = rocksdb::WriteBatch::default();
+        for e in entries {
+            let k = rocks_key(e);
+            match &e.value {
+                Some(v) => batch.put(&k, v),
+                None => batch.delete(&k),
+            }
+        }
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.disable_wal(true);
+        self.db.write_opt(batch, &wo)?;
+        let cp_dir = self.dir.join(name);
+        if cp_dir.exists() {
+            std::fs::remove_dir_all(&cp_dir).map_err(|e| io(&cp_dir, e))?;
+        }
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(&cp_dir)?;
+        Ok(cp_dir)
+    }
+}
+
+/// Every entry of a RocksDB directory (a checkpoint of the working database).
+fn read_rocks_dir(dir: &FsPath) -> Result<Vec<StateEntry>, BackendError> {
+    let db = rocksdb::DB::open_for_read_only(&rocks_options(), dir, false)?;
+    rocks_entries(&db, dir)
+}
+
+/// Every entry of an open database.
+fn rocks_entries(db: &rocksdb::DB, dir: &FsPath) -> Result<Vec<StateEntry>, BackendError> {
+    let mut out = Vec::new();
+    for item in db.iterator(rocksdb::IteratorMode::Start) {
+        let (k, v) = item?;
+        let mut e = decode_rocks_key(&k).ok_or_else(|| BackendError::Malformed {
+            path: dir.display().to_string(),
+            reason: "a key does not decode".into(),
+        })?;
+        e.value = Some(v.to_vec());
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// The asynchronous part of a savepoint.
+#[derive(Debug)]
+pub struct SavepointUpload {
+    target: CheckpointStorage,
+    me: TaskIdentity,
+    source: SavepointSource,
+}
+
+#[derive(Debug)]
+enum SavepointSource {
+    Entries(Vec<StateEntry>),
+    /// A hard-linked RocksDB checkpoint to read every entry from, then delete.
+    RocksDb(PathBuf),
+}
+
+impl SavepointUpload {
+    /// Writes one canonical file per operator of the chain that has state;
+    /// returns the subtask's part (file paths relative to the savepoint).
+    pub async fn run(self) -> Result<Uploaded, BackendError> {
+        let entries = match self.source {
+            SavepointSource::Entries(e) => e,
+            SavepointSource::RocksDb(dir) => {
+                let read = {
+                    let at = dir.clone();
+                    tokio::task::spawn_blocking(move || read_rocks_dir(&at))
+                        .await
+                        .map_err(|e| BackendError::Malformed { path: dir.display().to_string(), reason: e.to_string() })
+                };
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+                read??
+            }
+        };
+        let mut by_operator: std::collections::BTreeMap<&str, Vec<&StateEntry>> = Default::default();
+        for e in entries.iter().filter(|e| e.value.is_some()) {
+            by_operator.entry(e.operator.as_str()).or_default().push(e);
+        }
+        let mut snapshot = TaskSnapshot {
+            operators: self.me.operators.clone(),
+            subtask: self.me.subtask,
+            files: Vec::new(),
+            inline: serde_json::Value::Null,
+            backend: "savepoint".into(),
+            local_names: Vec::new(),
+            file_operators: Vec::new(),
+            parallelism: 0,
+        };
+        let mut uploaded_bytes = 0;
+        for (uid, list) in by_operator {
+            let owned: Vec<StateEntry> = list.into_iter().cloned().collect();
+            let bytes = encode_entries(&owned);
+            uploaded_bytes += bytes.len() as u64;
+            let name = crate::savepoint::state_file_name(uid, self.me.subtask);
+            snapshot.files.push(self.target.write_relative(&name, bytes).await?);
+            snapshot.file_operators.push(uid.to_string());
+        }
+        Ok(Uploaded { snapshot, uploaded_bytes, new_shared: Vec::new() })
+    }
+}
+
 /// The asynchronous part of a checkpoint: files to write.
 #[derive(Debug)]
 pub struct Upload {
@@ -227,23 +332,7 @@ impl TaskBackend {
                 }
             }
             Some(r) => {
-                let mut batch = rocksdb::WriteBatch::default();
-                for e in &entries {
-                    let k = rocks_key(e);
-                    match &e.value {
-                        Some(v) => batch.put(&k, v),
-                        None => batch.delete(&k),
-                    }
-                }
-                let mut wo = rocksdb::WriteOptions::default();
-                wo.disable_wal(true);
-                r.db.write_opt(batch, &wo)?;
-                let cp_dir = r.dir.join(format!("chk-{checkpoint}"));
-                if cp_dir.exists() {
-                    std::fs::remove_dir_all(&cp_dir).map_err(|e| io(&cp_dir, e))?;
-                }
-                // Flushes the memtable, then hard-links the live files.
-                rocksdb::checkpoint::Checkpoint::new(&r.db)?.create_checkpoint(&cp_dir)?;
+                let cp_dir = r.apply_and_link(&entries, &format!("chk-{checkpoint}"))?;
                 let mut names: Vec<String> = std::fs::read_dir(&cp_dir)
                     .map_err(|e| io(&cp_dir, e))?
                     .filter_map(|d| d.ok().and_then(|d| d.file_name().into_string().ok()))
@@ -271,6 +360,25 @@ impl TaskBackend {
         Ok(upload)
     }
 
+    /// The synchronous part of a savepoint: operators' entries (heap: all of
+    /// them; RocksDB: the changes, applied to the local database like a
+    /// checkpoint's so that later checkpoints stay incremental) become a
+    /// full, canonical copy of the subtask's state, one file per operator,
+    /// written into `target` (the savepoint's directory) by
+    /// [`SavepointUpload::run`].
+    pub fn savepoint(
+        &mut self,
+        checkpoint: u64,
+        entries: Vec<StateEntry>,
+        target: CheckpointStorage,
+    ) -> Result<SavepointUpload, BackendError> {
+        let source = match &mut self.rocks {
+            None => SavepointSource::Entries(entries),
+            Some(r) => SavepointSource::RocksDb(r.apply_and_link(&entries, &format!("sp-{checkpoint}"))?),
+        };
+        Ok(SavepointUpload { target, me: self.me.clone(), source })
+    }
+
     /// Records what an upload of this backend produced (RocksDB reuses the
     /// shared files in later checkpoints).
     pub fn uploaded(&mut self, new_shared: Vec<(String, FileHandle)>) {
@@ -280,12 +388,14 @@ impl TaskBackend {
     }
 
     /// Restores the state of this subtask from `snapshots` (every subtask of
-    /// its vertex in the checkpoint): keyed entries in `key_groups`, and
+    /// its vertex in the checkpoint, or every part of its operators in a
+    /// savepoint), read from `from`: keyed entries in `key_groups`, and
     /// non-keyed entries of the snapshot with this subtask's index. Returns
     /// the entries for the operators; a RocksDB backend also rebuilds its
     /// local database from them, so that later checkpoints stay incremental.
     pub async fn restore(
         &mut self,
+        from: &CheckpointStorage,
         checkpoint: u64,
         snapshots: &[TaskSnapshot],
         key_groups: std::ops::Range<u32>,
@@ -315,7 +425,7 @@ impl TaskBackend {
                     };
                     std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
                     for (i, f) in snap.files.iter().enumerate() {
-                        let bytes = self.storage.read_file(&self.me.job, checkpoint, f).await?;
+                        let bytes = from.read_file(&self.me.job, checkpoint, f).await?;
                         let name = snap.local_names.get(i).ok_or_else(|| BackendError::Malformed {
                             path: f.path.clone(),
                             reason: "the snapshot does not name its local file".into(),
@@ -324,17 +434,7 @@ impl TaskBackend {
                         std::fs::write(&p, &bytes).map_err(|e| io(&p, e))?;
                     }
                     let db = rocksdb::DB::open(&rocks_options(), &dir)?;
-                    for item in db.iterator(rocksdb::IteratorMode::Start) {
-                        let (k, v) = item?;
-                        let mut e = decode_rocks_key(&k).ok_or_else(|| BackendError::Malformed {
-                            path: dir.display().to_string(),
-                            reason: "a key does not decode".into(),
-                        })?;
-                        e.value = Some(v.to_vec());
-                        if keep(&e) {
-                            out.push(e);
-                        }
-                    }
+                    out.extend(rocks_entries(&db, &dir)?.into_iter().filter(|e| keep(e)));
                     match &mut self.rocks {
                         Some(r) if mine && same_layout && !adopted => {
                             // Continue from the restored database: its SST files are already uploaded.
@@ -355,9 +455,18 @@ impl TaskBackend {
                         }
                     }
                 }
+                "savepoint" => {
+                    let what = format!("savepoint {}", from.uri());
+                    for f in &snap.files {
+                        let bytes = from.read_relative(&what, f).await?;
+                        let entries = decode_entries(bytes)
+                            .map_err(|reason| BackendError::Malformed { path: f.path.clone(), reason })?;
+                        out.extend(entries.into_iter().filter(|e| keep(e)));
+                    }
+                }
                 _ => {
                     for f in &snap.files {
-                        let bytes = self.storage.read_file(&self.me.job, checkpoint, f).await?;
+                        let bytes = from.read_file(&self.me.job, checkpoint, f).await?;
                         let entries = decode_entries(bytes)
                             .map_err(|reason| BackendError::Malformed { path: f.path.clone(), reason })?;
                         out.extend(entries.into_iter().filter(|e| keep(e)));
@@ -402,6 +511,8 @@ impl Upload {
             inline: serde_json::Value::Null,
             backend: self.kind.name().to_string(),
             local_names: Vec::new(),
+            file_operators: Vec::new(),
+            parallelism: 0,
         };
         let mut uploaded_bytes = 0;
         let mut new_shared = Vec::new();
@@ -606,17 +717,39 @@ mod tests {
         assert!(new_sst < sst1[0].size / 4, "the increment ({new_sst} B) is much smaller than the base");
         // Restore into a fresh backend: 999 entries, key groups filtered.
         let mut r = TaskBackend::open(BackendKind::RocksDb, storage.clone(), me(0), dir.path()).unwrap();
-        let all = r.restore(2, std::slice::from_ref(&c2.snapshot), 0..128, true).await.unwrap();
+        let all = r.restore(&storage, 2, std::slice::from_ref(&c2.snapshot), 0..128, true).await.unwrap();
         assert_eq!(all.len(), 999);
         let c3 = checkpoint(&mut r, 3, vec![]).await;
         for f in &sst1 {
             assert!(c3.snapshot.files.contains(f), "a restored backend keeps referencing the uploaded files");
         }
         // A heap backend reads the RocksDB snapshot too (backend-independent restore).
-        let mut h = TaskBackend::open(BackendKind::Heap, storage, me(0), dir.path()).unwrap();
-        let part = h.restore(2, &[c2.snapshot], 0..64, false).await.unwrap();
+        let mut h = TaskBackend::open(BackendKind::Heap, storage.clone(), me(0), dir.path()).unwrap();
+        let part = h.restore(&storage, 2, &[c2.snapshot], 0..64, false).await.unwrap();
         assert!(part.iter().all(|e| e.key_group < 64));
         assert_eq!(part.len(), (0..1000u32).filter(|i| i % 128 < 64 && *i != 5).count());
+    }
+
+    #[tokio::test]
+    async fn savepoints_are_full_canonical_files_per_operator_whatever_the_backend() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = CheckpointStorage::from_uri("memory://").unwrap();
+        let mut b = TaskBackend::open(BackendKind::RocksDb, storage.clone(), me(0), dir.path()).unwrap();
+        checkpoint(&mut b, 1, vec![entry("a", 1, b"x", Some(b"1")), entry("b", 2, b"y", Some(b"2"))]).await;
+        // The savepoint gets only a change from the operators, and still holds everything.
+        let target = CheckpointStorage::from_uri("memory://").unwrap();
+        let sp = b.savepoint(2, vec![entry("a", 3, b"z", Some(b"3"))], target.clone()).unwrap().run().await.unwrap();
+        assert_eq!(sp.snapshot.backend, "savepoint");
+        assert_eq!(sp.snapshot.file_operators, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(sp.snapshot.files[0].path, "a-0.state", "paths are relative to the savepoint");
+        // A heap backend restores it, reading from the savepoint's storage.
+        let mut h = TaskBackend::open(BackendKind::Heap, storage.clone(), me(0), dir.path()).unwrap();
+        let got = h.restore(&target, 2, std::slice::from_ref(&sp.snapshot), 0..128, false).await.unwrap();
+        assert_eq!(got.len(), 3);
+        // The RocksDB backend went on incrementally: the savepoint's change is in the next checkpoint.
+        let c3 = checkpoint(&mut b, 3, vec![]).await;
+        let mut r = TaskBackend::open(BackendKind::Heap, storage.clone(), me(0), dir.path()).unwrap();
+        assert_eq!(r.restore(&storage, 3, &[c3.snapshot], 0..128, true).await.unwrap().len(), 3);
     }
 
     #[tokio::test]
@@ -635,9 +768,9 @@ mod tests {
         )
         .await;
         let mut other = TaskBackend::open(BackendKind::Heap, storage.clone(), me(0), dir.path()).unwrap();
-        let got = other.restore(4, std::slice::from_ref(&up.snapshot), 0..64, false).await.unwrap();
+        let got = other.restore(&storage, 4, std::slice::from_ref(&up.snapshot), 0..64, false).await.unwrap();
         assert_eq!(got, vec![entry("a", 1, b"x", Some(b"1"))], "non-keyed state stays with its subtask index");
-        let mut same = TaskBackend::open(BackendKind::Heap, storage, me(1), dir.path()).unwrap();
-        assert_eq!(same.restore(4, &[up.snapshot], 64..128, false).await.unwrap().len(), 2);
+        let mut same = TaskBackend::open(BackendKind::Heap, storage.clone(), me(1), dir.path()).unwrap();
+        assert_eq!(same.restore(&storage, 4, &[up.snapshot], 64..128, false).await.unwrap().len(), 2);
     }
 }

@@ -30,6 +30,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
 pub mod backend;
+pub mod savepoint;
 
 /// Version of the metadata format written by this build.
 pub const METADATA_VERSION: u32 = 1;
@@ -51,6 +52,14 @@ pub enum StorageError {
         job: String,
         /// Checkpoint id.
         checkpoint: u64,
+        /// What is wrong (which file, which check).
+        reason: String,
+    },
+    /// A savepoint (or another self-contained snapshot) cannot be trusted.
+    #[error("{what} is unusable: {reason}")]
+    Unusable {
+        /// What was read (`savepoint file:///...`).
+        what: String,
         /// What is wrong (which file, which check).
         reason: String,
     },
@@ -124,6 +133,18 @@ pub struct TaskSnapshot {
     /// For each file, its name in the backend's local directory (RocksDB).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub local_names: Vec<String>,
+    /// Savepoint parts (`backend` = `savepoint`): for each file, the uid of
+    /// the operator whose entries it holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_operators: Vec<String>,
+    /// Parallelism of the vertex that wrote this part, when it may differ
+    /// from the restoring one (savepoints); 0: the restoring vertex's.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub parallelism: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The metadata of a complete checkpoint.
@@ -146,6 +167,25 @@ impl CheckpointMetadata {
     pub fn files(&self) -> impl Iterator<Item = &FileHandle> {
         self.tasks.iter().flat_map(|t| t.files.iter())
     }
+}
+
+/// Serializes a metadata document followed by the line `#crc32:XXXXXXXX`.
+fn with_checksum<T: Serialize>(meta: &T) -> Vec<u8> {
+    let mut body = serde_json::to_vec_pretty(meta).expect("metadata serializes");
+    let sum = crc32(&body);
+    body.extend_from_slice(format!("{CHECKSUM_PREFIX}{sum:08x}\n").as_bytes());
+    body
+}
+
+/// The document of a metadata file whose checksum line matches.
+fn checked_body(raw: &[u8]) -> Result<&str, &'static str> {
+    let text = std::str::from_utf8(raw).map_err(|_| "its metadata is not UTF-8")?;
+    let (body, sum) = text.rsplit_once(CHECKSUM_PREFIX).ok_or("its metadata is truncated (no checksum)")?;
+    let want = u32::from_str_radix(sum.trim(), 16).map_err(|_| "its metadata checksum is malformed")?;
+    if crc32(body.as_bytes()) != want {
+        return Err("its metadata fails its checksum");
+    }
+    Ok(body)
 }
 
 trait JoinPath {
@@ -308,11 +348,42 @@ impl CheckpointStorage {
         Ok(bytes)
     }
 
+    /// Writes a file at `name` relative to the root (savepoints name their
+    /// files relative to their own directory, so that they can be moved).
+    pub async fn write_relative(&self, name: &str, bytes: Bytes) -> Result<FileHandle, StorageError> {
+        let handle = FileHandle { path: name.to_string(), size: bytes.len() as u64, crc32: crc32(&bytes) };
+        self.store.put(&self.root.clone().join_path(name), PutPayload::from_bytes(bytes)).await?;
+        Ok(handle)
+    }
+
+    /// Reads a file written by [`CheckpointStorage::write_relative`],
+    /// checking its size and checksum; `what` names the snapshot in errors.
+    pub async fn read_relative(&self, what: &str, handle: &FileHandle) -> Result<Bytes, StorageError> {
+        let unusable = |reason: String| StorageError::Unusable { what: what.to_string(), reason };
+        let bytes = match self.store.get(&self.root.clone().join_path(&handle.path)).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(unusable(format!("file {} is missing", handle.path)))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if bytes.len() as u64 != handle.size {
+            return Err(unusable(format!(
+                "file {} has {} bytes, the metadata says {}",
+                handle.path,
+                bytes.len(),
+                handle.size
+            )));
+        }
+        if crc32(&bytes) != handle.crc32 {
+            return Err(unusable(format!("file {} fails its checksum", handle.path)));
+        }
+        Ok(bytes)
+    }
+
     /// Makes a checkpoint complete by writing its metadata (last).
     pub async fn complete(&self, meta: &CheckpointMetadata) -> Result<(), StorageError> {
-        let mut body = serde_json::to_vec_pretty(meta).expect("metadata serializes");
-        let sum = crc32(&body);
-        body.extend_from_slice(format!("{CHECKSUM_PREFIX}{sum:08x}\n").as_bytes());
+        let body = with_checksum(meta);
         let path = self.dir(&meta.job_id, meta.checkpoint_id).join(METADATA);
         self.store.put(&path, PutPayload::from(body)).await?;
         Ok(())
@@ -328,16 +399,7 @@ impl CheckpointStorage {
             }
             Err(e) => return Err(e.into()),
         };
-        let text =
-            std::str::from_utf8(&raw).map_err(|_| Self::corrupt(job, checkpoint, "its metadata is not UTF-8"))?;
-        let (body, sum) = text
-            .rsplit_once(CHECKSUM_PREFIX)
-            .ok_or_else(|| Self::corrupt(job, checkpoint, "its metadata is truncated (no checksum)"))?;
-        let want = u32::from_str_radix(sum.trim(), 16)
-            .map_err(|_| Self::corrupt(job, checkpoint, "its metadata checksum is malformed"))?;
-        if crc32(body.as_bytes()) != want {
-            return Err(Self::corrupt(job, checkpoint, "its metadata fails its checksum"));
-        }
+        let body = checked_body(&raw).map_err(|reason| Self::corrupt(job, checkpoint, reason))?;
         let meta: CheckpointMetadata = serde_json::from_str(body)
             .map_err(|e| Self::corrupt(job, checkpoint, format!("its metadata does not parse: {e}")))?;
         if meta.version > METADATA_VERSION {

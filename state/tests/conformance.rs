@@ -26,6 +26,8 @@ async fn checkpoint(s: &CheckpointStorage, id: u64, files: &[(&str, &'static [u8
             inline: serde_json::json!({"position": id * 100}),
             backend: "heap".into(),
             local_names: Vec::new(),
+            file_operators: Vec::new(),
+            parallelism: 0,
         }],
     };
     s.complete(&meta).await.unwrap();

@@ -1,6 +1,7 @@
 //! A task's side of checkpoints: its state backend, the asynchronous upload
 //! of each snapshot, and the acknowledgement (or decline) to the job manager.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -16,12 +17,47 @@ use weir_runtime::task::{Checkpointer, SnapshotTiming};
 use weir_state::backend::{self, BackendKind, TaskBackend, TaskIdentity};
 use weir_state::{CheckpointStorage, TaskSnapshot};
 
+/// Savepoints announced to this task manager, by (job, attempt, checkpoint
+/// id): where each one's files go. A task taking checkpoint *n* looks here to
+/// know whether *n* is a savepoint.
+#[derive(Debug, Clone, Default)]
+pub struct SavepointTable {
+    inner: Arc<Mutex<HashMap<SavepointKey, String>>>,
+}
+
+/// (job, attempt, checkpoint id).
+type SavepointKey = (String, u32, u64);
+
+impl SavepointTable {
+    /// Records that checkpoint `id` of a job attempt is a savepoint written to `location`.
+    pub fn announce(&self, job: &str, attempt: u32, id: u64, location: &str) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((job.to_string(), attempt, id), location.to_string());
+    }
+
+    /// Forgets savepoints of a job attempt up to `id` (complete or failed).
+    pub fn forget(&self, job: &str, attempt: u32, id: u64) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(j, a, i), _| !(j == job && *a == attempt && *i <= id));
+    }
+
+    fn location(&self, job: &str, attempt: u32, id: u64) -> Option<String> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).get(&(job.to_string(), attempt, id)).cloned()
+    }
+}
+
 /// The state backend of one task, shared with its uploads.
 pub struct TaskCheckpointer {
     backend: Arc<Mutex<TaskBackend>>,
     key: v1::TaskKey,
     jm: JobManagerServiceClient<Channel>,
     runtime: tokio::runtime::Handle,
+    savepoints: SavepointTable,
+    s3: weir_state::S3Options,
 }
 
 impl std::fmt::Debug for TaskCheckpointer {
@@ -53,6 +89,22 @@ pub struct CheckpointSetup<'a> {
     pub parallelism: u32,
     /// Key groups of the job.
     pub max_parallelism: u32,
+    /// Savepoints announced to the task manager.
+    pub savepoints: SavepointTable,
+    /// S3 settings for savepoint directories.
+    pub s3: weir_state::S3Options,
+}
+
+/// State a task restores: where the files are, the checkpoint (or
+/// savepoint) id, and the parts of every subtask that wrote them.
+#[derive(Debug)]
+pub struct Restore {
+    /// The storage holding the files (the checkpoint storage, or a savepoint's directory).
+    pub from: CheckpointStorage,
+    /// Checkpoint id.
+    pub checkpoint: u64,
+    /// The parts.
+    pub snapshots: Vec<TaskSnapshot>,
 }
 
 impl TaskCheckpointer {
@@ -64,7 +116,7 @@ impl TaskCheckpointer {
         key: v1::TaskKey,
         jm: JobManagerServiceClient<Channel>,
         runtime: tokio::runtime::Handle,
-        restore: Option<(u64, Vec<TaskSnapshot>)>,
+        restore: Option<Restore>,
     ) -> Result<(TaskCheckpointer, Vec<StateEntry>), String> {
         let me = TaskIdentity {
             job: key.job_id.clone(),
@@ -75,12 +127,19 @@ impl TaskCheckpointer {
         let mut backend = TaskBackend::open(setup.backend, setup.storage, me, setup.state_dir)
             .map_err(|e| format!("opening the {} state backend: {e}", setup.backend.name()))?;
         let mut entries = Vec::new();
-        if let Some((checkpoint, snapshots)) = restore {
+        if let Some(Restore { from, checkpoint, snapshots }) = restore {
             let started = Instant::now();
             let groups = key_group_range(setup.max_parallelism, setup.parallelism, key.subtask);
-            let same_layout = snapshots.len() as u32 == setup.parallelism;
+            // Parts that say which parallelism wrote them (savepoints) are
+            // laid out like this vertex only if it was the same; otherwise
+            // a checkpoint of the same job has one part per subtask.
+            let same_layout = if snapshots.iter().all(|s| s.parallelism > 0) {
+                snapshots.iter().all(|s| s.parallelism == setup.parallelism)
+            } else {
+                snapshots.len() as u32 == setup.parallelism
+            };
             entries = backend
-                .restore(checkpoint, &snapshots, groups, same_layout)
+                .restore(&from, checkpoint, &snapshots, groups, same_layout)
                 .await
                 .map_err(|e| format!("restoring checkpoint {checkpoint}: {e}"))?
                 .into_iter()
@@ -88,7 +147,15 @@ impl TaskCheckpointer {
                 .collect();
             debug!(checkpoint, entries = entries.len(), took = ?started.elapsed(), "state restored");
         }
-        Ok((TaskCheckpointer { backend: Arc::new(Mutex::new(backend)), key, jm, runtime }, entries))
+        let cp = TaskCheckpointer {
+            backend: Arc::new(Mutex::new(backend)),
+            key,
+            jm,
+            runtime,
+            savepoints: setup.savepoints,
+            s3: setup.s3,
+        };
+        Ok((cp, entries))
     }
 }
 
@@ -100,15 +167,40 @@ impl Checkpointer for TaskCheckpointer {
     fn checkpoint(&mut self, id: CheckpointId, entries: Vec<StateEntry>, timing: SnapshotTiming) -> Result<(), String> {
         // A failure here leaves the backend behind the operators, which
         // handed over their changes already: the task must fail (and restore).
-        let upload = {
-            let mut b = self.backend.lock().unwrap_or_else(|e| e.into_inner());
-            b.snapshot(id.0, entries.into_iter().map(to_backend).collect())
-                .map_err(|e| format!("taking the state snapshot failed: {e}"))?
+        let entries: Vec<_> = entries.into_iter().map(to_backend).collect();
+        let savepoint = self.savepoints.location(&self.key.job_id, self.key.attempt, id.0);
+        let upload: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> = match &savepoint {
+            None => {
+                let mut b = self.backend.lock().unwrap_or_else(|e| e.into_inner());
+                let upload = b.snapshot(id.0, entries).map_err(|e| format!("taking the state snapshot failed: {e}"))?;
+                Box::pin(upload.run())
+            }
+            Some(location) => {
+                let target = CheckpointStorage::from_uri_with(location, &self.s3);
+                let mut b = self.backend.lock().unwrap_or_else(|e| e.into_inner());
+                match target {
+                    Ok(target) => {
+                        let upload = b
+                            .savepoint(id.0, entries, target)
+                            .map_err(|e| format!("taking the savepoint snapshot failed: {e}"))?;
+                        Box::pin(upload.run())
+                    }
+                    // The operators' changes must still reach the backend;
+                    // the savepoint is declined below.
+                    Err(e) => {
+                        let upload =
+                            b.snapshot(id.0, entries).map_err(|e| format!("taking the state snapshot failed: {e}"))?;
+                        drop(upload);
+                        let e = weir_state::backend::BackendError::Storage(e);
+                        Box::pin(async move { Err(e) })
+                    }
+                }
+            }
         };
         let (backend, key, mut jm) = (self.backend.clone(), self.key.clone(), self.jm.clone());
         self.runtime.spawn(async move {
             let started = Instant::now();
-            let result = upload.run().await.map_err(|e| e.to_string());
+            let result = upload.await.map_err(|e| e.to_string());
             let sent = match result {
                 Ok(done) => {
                     backend.lock().unwrap_or_else(|e| e.into_inner()).uploaded(done.new_shared);

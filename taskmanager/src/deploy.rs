@@ -16,7 +16,7 @@ use weir_runtime::task::{Chain, Checkpointer, OutputEdge, Task, TaskCounters, Ta
 use weir_state::backend::BackendKind;
 use weir_state::{CheckpointStorage, TaskSnapshot};
 
-use crate::checkpoint::{CheckpointSetup, TaskCheckpointer};
+use crate::checkpoint::{CheckpointSetup, Restore, SavepointTable, TaskCheckpointer};
 use crate::exchange::{remote_output, Peers};
 use crate::registry::{Registry, RunningTask, TaskId};
 
@@ -45,6 +45,8 @@ pub struct DeployContext {
     pub state_dir: std::path::PathBuf,
     /// S3 settings for checkpoint storage.
     pub s3: weir_state::S3Options,
+    /// Savepoints announced by the job manager.
+    pub savepoints: SavepointTable,
 }
 
 /// How a task ended other than by finishing.
@@ -83,9 +85,15 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
             let restore = if req.restore_json.is_empty() {
                 None
             } else {
-                let snaps: Vec<TaskSnapshot> = serde_json::from_str(&req.restore_json)
+                let snapshots: Vec<TaskSnapshot> = serde_json::from_str(&req.restore_json)
                     .map_err(|e| Status::invalid_argument(format!("restore state does not parse: {e}")))?;
-                Some((req.restore_checkpoint, snaps))
+                let from = if req.restore_storage.is_empty() {
+                    storage.clone()
+                } else {
+                    CheckpointStorage::from_uri_with(&req.restore_storage, &ctx.s3)
+                        .map_err(|e| Status::invalid_argument(e.to_string()))?
+                };
+                Some(Restore { from, checkpoint: req.restore_checkpoint, snapshots })
             };
             Some((storage, backend, restore))
         }
@@ -131,6 +139,8 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
                             operators: chain.operator_uids(),
                             parallelism,
                             max_parallelism: plan.graph.max_parallelism,
+                            savepoints: ctx.savepoints.clone(),
+                            s3: ctx.s3.clone(),
                         };
                         let (cp, entries) =
                             TaskCheckpointer::open(setup, key.clone(), ctx.jm.clone(), ctx.runtime.clone(), restore)

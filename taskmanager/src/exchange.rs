@@ -127,7 +127,7 @@ async fn write_channel(
         }
     };
     while let Some(env) = rx.recv().await {
-        let end = matches!(env.element, StreamElement::EndOfInput);
+        let end = matches!(env.element, StreamElement::EndOfInput | StreamElement::Stop);
         let frame = match env.element {
             StreamElement::Batch(b) => {
                 if let Err(e) = encoder.write(&b) {
@@ -140,6 +140,7 @@ async fn write_channel(
             StreamElement::Watermark(w) => Frame::Watermark(w),
             StreamElement::Idle(i) => Frame::Idle(i),
             StreamElement::EndOfInput => Frame::EndOfInput(true),
+            StreamElement::Stop => Frame::Stopped(true),
             StreamElement::Barrier(id) => Frame::Barrier(id.0),
             StreamElement::Broken(_) => continue,
         };
@@ -264,6 +265,11 @@ async fn read_frames(
             Frame::Barrier(id) => deliver(StreamElement::Barrier(CheckpointId(id))),
             Frame::EndOfInput(_) => {
                 deliver(StreamElement::EndOfInput);
+                done.cancel();
+                return;
+            }
+            Frame::Stopped(_) => {
+                deliver(StreamElement::Stop);
                 done.cancel();
                 return;
             }

@@ -30,6 +30,7 @@ use weir_proto::v1::task_manager_service_server::{TaskManagerService, TaskManage
 use weir_runtime::barrier::CheckpointId;
 use weir_runtime::task::{TaskControl, TaskOptions};
 
+use crate::checkpoint::SavepointTable;
 use crate::deploy::DeployContext;
 use crate::exchange::{ExchangeService, Peers, MAX_FRAME_BYTES};
 use crate::registry::Registry;
@@ -103,7 +104,18 @@ impl TaskManagerService for TaskManagerRpc {
         req: Request<v1::TriggerCheckpointRequest>,
     ) -> Result<Response<v1::TriggerCheckpointResponse>, Status> {
         let r = req.into_inner();
-        let ctl = TaskControl::TriggerCheckpoint(CheckpointId(r.checkpoint_id));
+        if !r.savepoint_location.is_empty() {
+            // Opening the directory now turns a bad target into a failed
+            // savepoint before any barrier flows.
+            weir_state::CheckpointStorage::from_uri_with(&r.savepoint_location, &self.ctx.s3)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            self.ctx.savepoints.announce(&r.job_id, r.attempt, r.checkpoint_id, &r.savepoint_location);
+        }
+        if r.prepare {
+            return Ok(Response::new(v1::TriggerCheckpointResponse { triggered: 0 }));
+        }
+        let id = CheckpointId(r.checkpoint_id);
+        let ctl = if r.stop { TaskControl::StopWithSavepoint(id) } else { TaskControl::TriggerCheckpoint(id) };
         let triggered = self.ctx.registry.control(&r.job_id, r.attempt, ctl, true);
         Ok(Response::new(v1::TriggerCheckpointResponse { triggered }))
     }
@@ -113,8 +125,10 @@ impl TaskManagerService for TaskManagerRpc {
         req: Request<v1::NotifyCheckpointCompleteRequest>,
     ) -> Result<Response<v1::NotifyCheckpointCompleteResponse>, Status> {
         let r = req.into_inner();
-        let ctl = TaskControl::CheckpointComplete(CheckpointId(r.checkpoint_id));
+        let id = CheckpointId(r.checkpoint_id);
+        let ctl = if r.aborted { TaskControl::CheckpointAborted(id) } else { TaskControl::CheckpointComplete(id) };
         self.ctx.registry.control(&r.job_id, r.attempt, ctl, false);
+        self.ctx.savepoints.forget(&r.job_id, r.attempt, r.checkpoint_id);
         Ok(Response::new(v1::NotifyCheckpointCompleteResponse {}))
     }
 }
@@ -157,6 +171,7 @@ impl TaskManager {
             jm: jm.clone(),
             state_dir: opts.state_dir.join(&opts.id),
             s3: opts.s3.clone(),
+            savepoints: SavepointTable::default(),
         };
         tokio::spawn(forward_reports(jm.clone(), reports_rx));
         tokio::spawn(membership(jm, opts.clone(), advertised.clone(), registry.clone(), shutdown.clone()));

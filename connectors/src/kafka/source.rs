@@ -294,6 +294,26 @@ impl OperatorFactory for KafkaSourceFactory {
         "kafka_source"
     }
 
+    fn state_types(&self, _ctx: &PlanContext<'_>) -> Vec<(String, String)> {
+        // Positions are per (topic, partition), whatever the topics: a job
+        // reading other topics restores the partitions it still reads.
+        vec![
+            (OFFSETS.into(), "union map (topic, partition) -> next offset: i64".into()),
+            (ENDS.into(), "union map (topic, partition) -> end offset: i64".into()),
+            (RUNNING.into(), "union set of subtask: u32".into()),
+        ]
+    }
+
+    fn describe_entry(&self, state: &str, key: &[u8], value: &[u8]) -> Option<serde_json::Value> {
+        if state != OFFSETS && state != ENDS {
+            return None;
+        }
+        let (topic, partition) = decode_position_key(key)?;
+        let offset = i64::from_be_bytes(value.try_into().ok()?);
+        let what = if state == OFFSETS { "offset" } else { "end" };
+        Some(serde_json::json!({"topic": topic, "partition": partition, what: offset}))
+    }
+
     fn arity(&self) -> Arity {
         Arity::Source
     }

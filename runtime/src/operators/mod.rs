@@ -113,6 +113,19 @@ pub trait OperatorFactory: Send + Sync {
     /// Validates the configuration against the input schemas and returns the
     /// output schema (a sink returns its input schema).
     fn plan(&self, ctx: &PlanContext<'_>) -> Result<SchemaRef, PlanError>;
+    /// The states the operator keeps, each with a description of its
+    /// layout: `(state name, type)`. Savepoints record them, and a restore
+    /// refuses state whose recorded type differs from the one declared now
+    /// under the same operator uid and state name.
+    fn state_types(&self, _ctx: &PlanContext<'_>) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    /// A readable form of one state entry for `weir savepoint inspect`
+    /// (e.g. a Kafka source position as topic, partition and offset);
+    /// `None`: the entry is shown by size only.
+    fn describe_entry(&self, _state: &str, _key: &[u8], _value: &[u8]) -> Option<serde_json::Value> {
+        None
+    }
     /// Instantiates subtask `subtask` of the operator.
     fn create(&self, ctx: &PlanContext<'_>, subtask: SubtaskInfo) -> Result<Instance, PlanError>;
 }

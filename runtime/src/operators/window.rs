@@ -200,6 +200,29 @@ impl OperatorFactory for WindowFactory {
     fn plan(&self, ctx: &PlanContext<'_>) -> Result<SchemaRef, PlanError> {
         Ok(plan(ctx)?.schema)
     }
+    fn state_types(&self, ctx: &PlanContext<'_>) -> Vec<(String, String)> {
+        let Ok(p) = plan(ctx) else { return Vec::new() };
+        let span = |d: Duration| humantime::format_duration(d).to_string();
+        let (name, window) = match p.window {
+            WindowSpec::Tumbling { size } => (FIXED_STATE, format!("tumbling(size={})", span(size))),
+            WindowSpec::Sliding { size, slide } => {
+                (FIXED_STATE, format!("sliding(size={}, slide={})", span(size), span(slide)))
+            }
+            WindowSpec::Session { gap } => (SESSION_STATE, format!("session(gap={})", span(gap))),
+        };
+        let keys: Vec<String> =
+            p.key.iter().map(|&i| format!("{}: {}", p.input.field(i).name(), p.input.field(i).data_type())).collect();
+        let aggs: Vec<String> = p
+            .aggs
+            .iter()
+            .map(|a| {
+                let func = format!("{:?}", a.func).to_lowercase();
+                let column = a.column.map(|c| p.input.field(c).name().as_str()).unwrap_or("*");
+                format!("{func}({column}){}", if a.float { ": float" } else { "" })
+            })
+            .collect();
+        vec![(name.to_string(), format!("{window} by [{}] of [{}]", keys.join(", "), aggs.join(", ")))]
+    }
     fn create(&self, ctx: &PlanContext<'_>, info: SubtaskInfo) -> Result<Instance, PlanError> {
         let p = plan(ctx)?;
         let keys = if p.int_key {
