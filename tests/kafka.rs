@@ -516,3 +516,163 @@ fn the_payment_filter_routes_unknown_payments() -> anyhow::Result<()> {
     assert!(reads.iter().all(|r| r.key.as_deref() == Some("unknown")));
     Ok(())
 }
+
+/// Event time of the Kappa scenario's first event, aligned to 5 minutes.
+const KAPPA_BASE: u64 = 5_666_667 * 300_000;
+
+/// Events `from..to` of the Kappa scenario: one every 100 ms of event time,
+/// names in turn (600 per minute, 100 per name per minute).
+fn kappa_events(from: u64, to: u64) -> Vec<(Option<i32>, Option<String>, String)> {
+    (from..to)
+        .map(|i| (None, None, format!(r#"{{"id":{i},"name_id":{},"ts":{}}}"#, i % 6, KAPPA_BASE + i * 100)))
+        .collect()
+}
+
+/// Counts per (name, window start) read from a view's topic; fails on a
+/// window written twice.
+fn window_counts(reads: &[Read]) -> BTreeMap<(String, u64), u64> {
+    let mut out = BTreeMap::new();
+    for v in values(reads) {
+        let key = (v["name"].as_str().unwrap().to_string(), v["window_start"].as_u64().unwrap());
+        let n = v["events"].as_u64().unwrap();
+        assert!(out.insert(key.clone(), n).is_none(), "window {key:?} written twice");
+    }
+    out
+}
+
+/// The Kappa scenario of `jobs/kappa-*.yaml`: a staging job joins `events`
+/// with `names` into `events_stage`; an aggregation job counts per name in
+/// 1-minute windows. It is stopped with a savepoint mid-stream and version 2
+/// (a filter added, parallelism 2 -> 3, the window's uid unchanged) goes on
+/// from it: every window's count is exact. A replay of the stage with
+/// 5-minute windows at parallelism 3 reaches the same totals. Redefining the
+/// window (1 -> 5 minutes) under its uid is refused; under a new uid it
+/// needs --allow-non-restored-state.
+#[test]
+fn kappa_upgrade_through_a_savepoint_and_replay_keep_every_count_exact() -> anyhow::Result<()> {
+    let kafka = shared_kafka();
+    let bootstrap = kafka.bootstrap();
+    let [events, names, stage, counts, replay, other] =
+        ["events", "names", "events-stage", "name-counts", "name-counts-5m", "name-counts-other"].map(unique);
+    for (t, n) in [(&events, 1), (&names, 1), (&stage, 2), (&counts, 1), (&replay, 1), (&other, 1)] {
+        kafka.create_topic(t, n)?;
+    }
+    let table: Vec<_> =
+        (0..6).map(|n| (None, Some(n.to_string()), format!(r#"{{"name_id":{n},"name":"name-{n}"}}"#))).collect();
+    produce(&bootstrap, &names, &table)?;
+    produce(&bootstrap, &events, &kappa_events(0, 3000))?;
+
+    let cluster = Cluster::start(2, 4, "2s")?;
+    let staging = weir_tests::job_file(
+        "kappa-staging.yaml",
+        &[
+            ("127.0.0.1:9092", &bootstrap),
+            ("topic: events\n", &format!("topic: {events}\n")),
+            ("topic: names\n", &format!("topic: {names}\n")),
+            ("topic: events_stage", &format!("topic: {stage}")),
+            ("transactional_id_prefix: kappa-staging", &format!("transactional_id_prefix: {stage}")),
+        ],
+    );
+    cluster.submit(&cluster.write("staging.yaml", &staging), &[])?;
+    read_committed(&bootstrap, &stage, 3000, LONG).with_context(|| cluster.logs())?;
+
+    let counts_job = |file: &str, out: &str, extra: &[(&str, &str)]| {
+        let owned = [
+            ("127.0.0.1:9092".to_string(), bootstrap.clone()),
+            ("topic: events_stage".into(), format!("topic: {stage}")),
+            ("topic: name_counts".into(), format!("topic: {out}")),
+            ("transactional_id_prefix: kappa-counts".into(), format!("transactional_id_prefix: {out}")),
+        ];
+        let mut replace: Vec<(&str, &str)> = owned.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        replace.extend_from_slice(extra);
+        weir_tests::job_file(file, &replace)
+    };
+    let v1 = cluster.submit(&cluster.write("counts-v1.yaml", &counts_job("kappa-counts.yaml", &counts, &[])), &[])?;
+    // Minutes 0-3 fire within the first 3,000 events; minute 4 stays open.
+    read_committed(&bootstrap, &counts, 24, LONG).with_context(|| cluster.logs())?;
+    let target = format!("file://{}", cluster.dir.path().join("savepoints").display());
+    let stopped = cluster.weir_json(&["stop", &v1, "--savepoint", &target])?;
+    assert_eq!(stopped["job_state"], "FINISHED", "{stopped:#}\n{}", cluster.logs());
+    let sp = stopped["location"].as_str().unwrap().to_string();
+    let before = window_counts(&read_committed(&bootstrap, &counts, 24, LONG)?);
+    assert!(before.len() >= 24 && before.len() < 60, "stopped mid-stream: {} windows", before.len());
+
+    // The savepoint names the source's Kafka positions and the open windows.
+    let inspect = cluster.weir_json(&["savepoint", "inspect", &sp])?;
+    let ops = inspect["operators"].as_array().unwrap();
+    let source = ops.iter().find(|o| o["uid"] == "staged").unwrap();
+    let positions: Vec<&serde_json::Value> = source["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == "offsets")
+        .flat_map(|s| s["values"].as_array().unwrap())
+        .collect();
+    assert_eq!(positions.len(), 2, "one position per partition of the stage: {source:#}");
+    assert!(positions.iter().all(|p| p["topic"] == stage.as_str() && p["offset"].as_u64() > Some(0)), "{source:#}");
+    let window = ops.iter().find(|o| o["uid"] == "per-name").unwrap();
+    assert!(window["states"][0]["entries"].as_u64() > Some(0), "open windows in the savepoint: {window:#}");
+
+    // 1 -> 5 minutes under the same uid: refused, saying why.
+    let five = counts_job("kappa-counts.yaml", &other, &[("size: 1m", "size: 5m")]);
+    let file = cluster.write("counts-5m-same-uid.yaml", &five);
+    let out = cluster.weir(&["run", file.to_str().unwrap(), "--from-savepoint", &sp])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("size=1m") && err.contains("size=5m"), "{err}");
+
+    // Version 2 from the savepoint: a filter added, parallelism 3.
+    let v2 = cluster.submit(
+        &cluster.write("counts-v2.yaml", &counts_job("kappa-counts-v2.yaml", &counts, &[])),
+        &["--from-savepoint", &sp],
+    )?;
+    produce(&bootstrap, &events, &kappa_events(3000, 6000))?;
+    read_committed(&bootstrap, &stage, 6000, LONG).with_context(|| cluster.logs())?;
+    // An event an hour later moves event time past every window of the data.
+    produce(
+        &bootstrap,
+        &events,
+        &[(None, None, format!(r#"{{"id":6000,"name_id":0,"ts":{}}}"#, KAPPA_BASE + 3_600_000))],
+    )?;
+    let all = window_counts(&settle_and_read(&cluster, &v2, &bootstrap, &counts, 60)?);
+    let expected: BTreeMap<(String, u64), u64> =
+        (0..10u64).flat_map(|m| (0..6).map(move |n| ((format!("name-{n}"), KAPPA_BASE + m * 60_000), 100))).collect();
+    assert_eq!(all, expected, "every 1-minute window exactly once, counted exactly\n{}", cluster.logs());
+    let status = cluster.weir_json(&["status", &v2])?;
+    assert!(
+        status["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["vertex"].as_str().unwrap().contains("per-name"))
+            .count()
+            == 3
+    );
+
+    // Replay: the same job file, 5-minute windows, parallelism 3, from the earliest offset.
+    let replayed =
+        counts_job("kappa-counts.yaml", &replay, &[("size: 1m", "size: 5m"), ("parallelism: 2", "parallelism: 3")]);
+    let r = cluster.submit(&cluster.write("replay.yaml", &replayed), &[])?;
+    let five_minutes = window_counts(&settle_and_read(&cluster, &r, &bootstrap, &replay, 12)?);
+    let totals = |w: &BTreeMap<(String, u64), u64>| {
+        let mut t: BTreeMap<String, u64> = BTreeMap::new();
+        for ((name, _), n) in w {
+            *t.entry(name.clone()).or_default() += n;
+        }
+        t
+    };
+    assert_eq!(five_minutes.len(), 12, "{five_minutes:?}");
+    assert_eq!(totals(&five_minutes), totals(&all), "the replay catches up to the same totals");
+
+    // Under a new uid the 5-minute window starts empty, once the old state is let go.
+    cluster.weir_json(&["cancel", &v2])?;
+    cluster.wait_state(&v2, &["CANCELED"], LONG)?;
+    let renamed = counts_job("kappa-counts.yaml", &other, &[("size: 1m", "size: 5m"), ("per-name", "per-name-5m")]);
+    let file = cluster.write("counts-5m-new-uid.yaml", &renamed);
+    let out = cluster.weir(&["run", file.to_str().unwrap(), "--from-savepoint", &sp])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("`per-name`") && err.contains("--allow-non-restored-state"), "{err}");
+    let id = cluster.submit(&file, &["--from-savepoint", &sp, "--allow-non-restored-state"])?;
+    cluster.wait_state(&id, &["RUNNING"], LONG)?;
+    assert!(cluster.jobmanager.log().contains("per-name"), "the dropped state is logged");
+    Ok(())
+}

@@ -296,6 +296,27 @@ impl Job {
         }
     }
 
+    /// Whether a checkpoint can start: every task runs or has finished
+    /// (finished ones take no part), and some source still runs.
+    fn ready_for_barriers(&self) -> bool {
+        use v1::TaskState::{TaskFinished, TaskRunning};
+        self.tasks.values().all(|t| matches!(t.state, TaskRunning | TaskFinished))
+            && self.tasks.iter().any(|((v, _), t)| t.state == TaskRunning && self.plan.inputs_of(*v).is_empty())
+    }
+
+    fn running_tasks(&self) -> usize {
+        self.tasks.values().filter(|t| t.state == v1::TaskState::TaskRunning).count()
+    }
+
+    /// Finished subtasks, as checkpoints name them.
+    fn finished_tasks(&self) -> Vec<(Vec<String>, u32)> {
+        self.tasks
+            .iter()
+            .filter(|(_, t)| t.state == v1::TaskState::TaskFinished)
+            .map(|((v, s), _)| (self.plan.vertex_uids(*v), *s))
+            .collect()
+    }
+
     fn task_managers(&self) -> Vec<String> {
         let mut tms: Vec<String> = self.tasks.values().map(|t| t.task_manager.clone()).collect();
         tms.sort();
@@ -629,6 +650,8 @@ impl Cluster {
                 restore_json,
                 restore_checkpoint,
                 restore_storage,
+                finished: matches!(&job.restore, Some(RestorePoint::Checkpoint(m))
+                    if m.finished.iter().any(|(uids, s)| *s == p.subtask && *uids == job.plan.vertex_uids(p.vertex))),
             };
             let tx = self.tx.clone();
             let (job_id, attempt, tm) = (id.clone(), job.attempt, p.task_manager.clone());
@@ -685,14 +708,17 @@ impl Cluster {
             }
             v1::TaskState::TaskFinished | v1::TaskState::TaskCanceled | v1::TaskState::TaskFailed => {
                 if state == v1::TaskState::TaskFinished {
-                    // Bounded input: a finished task takes no more barriers.
+                    // A finished task takes no more barriers: a checkpoint
+                    // waiting for it cannot complete; later ones go on
+                    // without it while other tasks run.
                     if let Some(c) = job.coordinator.as_mut() {
                         if let Some(cp) = c.abandon("a task finished before the checkpoint completed") {
-                            info!(job_id = %id, checkpoint = cp, "checkpoint abandoned: the input ended");
+                            info!(job_id = %id, checkpoint = cp, "checkpoint abandoned: a task finished");
                         }
                     }
                 }
                 self.maybe_complete(&id);
+                self.schedule_checkpoint(&id);
             }
             v1::TaskState::TaskRunning => self.schedule_checkpoint(&id),
             _ => {}
@@ -905,24 +931,25 @@ impl Cluster {
         if job.state != JobState::Running {
             return;
         }
-        // Barriers start at sources and must reach every task: wait until all run.
-        if !job.tasks.values().all(|t| t.state == v1::TaskState::TaskRunning) {
+        // Barriers start at sources and must reach every task still running.
+        if !job.ready_for_barriers() {
             return;
         }
         if job.stopping || job.savepoints.iter().any(|r| r.triggered.is_none()) {
             return self.try_savepoint(id); // savepoints asked for go first
         }
+        let (running, finished) = (job.running_tasks(), job.finished_tasks());
         let Some(c) = job.coordinator.as_mut() else { return };
         match c.next_trigger_at(Instant::now()) {
             Some(at) if at <= Instant::now() => {}
             Some(_) => return self.schedule_checkpoint(id),
             None => return,
         }
-        let cp = c.trigger(attempt, job.tasks.len(), None);
+        let cp = c.trigger(attempt, running, None, finished);
         let mut sources: Vec<String> = job
             .tasks
             .iter()
-            .filter(|((v, _), _)| job.plan.inputs_of(*v).is_empty())
+            .filter(|((v, _), t)| job.plan.inputs_of(*v).is_empty() && t.state == v1::TaskState::TaskRunning)
             .map(|(_, t)| t.task_manager.clone())
             .collect();
         sources.sort();
@@ -1088,9 +1115,10 @@ impl Cluster {
     /// Triggers the oldest waiting savepoint of a job if nothing is in the way.
     fn try_savepoint(&mut self, id: &JobId) {
         let Some(job) = self.jobs.get_mut(id) else { return };
-        if job.state != JobState::Running || !job.tasks.values().all(|t| t.state == v1::TaskState::TaskRunning) {
+        if job.state != JobState::Running || !job.ready_for_barriers() {
             return; // tried again when the tasks run
         }
+        let (running, finished) = (job.running_tasks(), job.finished_tasks());
         let Some(c) = job.coordinator.as_mut() else { return };
         if c.pending_id().is_some() {
             return; // tried again when the running checkpoint ends
@@ -1099,7 +1127,7 @@ impl Cluster {
         let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
         let location = format!("{}/savepoint-{}-{suffix}", request.target.trim_end_matches('/'), &id.0[..8]);
         let spec = SavepointSpec { location: location.clone(), stop: request.stop };
-        let cp = c.trigger(job.attempt, job.tasks.len(), Some(spec));
+        let cp = c.trigger(job.attempt, running, Some(spec), finished);
         request.triggered = Some(cp);
         info!(job_id = %id, checkpoint = cp, location = %location, stop = request.stop, "triggering savepoint");
         let stop = request.stop;
@@ -1108,7 +1136,7 @@ impl Cluster {
         let mut sources: Vec<String> = job
             .tasks
             .iter()
-            .filter(|((v, _), _)| job.plan.inputs_of(*v).is_empty())
+            .filter(|((v, _), t)| job.plan.inputs_of(*v).is_empty() && t.state == v1::TaskState::TaskRunning)
             .map(|(_, t)| t.task_manager.clone())
             .collect();
         sources.sort();

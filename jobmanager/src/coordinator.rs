@@ -29,6 +29,7 @@ pub struct SavepointSpec {
 struct Pending {
     id: u64,
     savepoint: Option<SavepointSpec>,
+    finished: Vec<(Vec<String>, u32)>,
     attempt: u32,
     started: Instant,
     trigger_ms: i64,
@@ -140,8 +141,15 @@ impl Coordinator {
     }
 
     /// Starts checkpoint n+1 for `attempt` (a savepoint if `savepoint` is
-    /// set), expecting `tasks` acknowledgements.
-    pub fn trigger(&mut self, attempt: u32, tasks: usize, savepoint: Option<SavepointSpec>) -> u64 {
+    /// set), expecting `tasks` acknowledgements; `finished` names the
+    /// subtasks that ended before it (they take no part).
+    pub fn trigger(
+        &mut self,
+        attempt: u32,
+        tasks: usize,
+        savepoint: Option<SavepointSpec>,
+        finished: Vec<(Vec<String>, u32)>,
+    ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         let now = Instant::now();
@@ -150,6 +158,7 @@ impl Coordinator {
         self.pending = Some(Pending {
             id,
             savepoint,
+            finished,
             attempt,
             started: now,
             trigger_ms: now_ms(),
@@ -217,6 +226,7 @@ impl Coordinator {
             checkpoint_id: p.id,
             timestamp_ms: p.trigger_ms,
             tasks: p.acks.values().cloned().collect(),
+            finished: p.finished.clone(),
         }))
     }
 
@@ -387,7 +397,7 @@ mod tests {
     #[test]
     fn completes_only_after_every_acknowledgement_and_retains_shared_files() {
         let mut c = coordinator(1, 0);
-        let id = c.trigger(1, 2, None);
+        let id = c.trigger(1, 2, None, vec![]);
         assert!(c.next_trigger_at(Instant::now()).is_none(), "one checkpoint at a time");
         let a = file("job/shared/a.sst");
         assert!(matches!(c.acknowledge(1, &ack(id, 0, 0, vec![a.clone()])).unwrap(), Next::Nothing));
@@ -403,7 +413,7 @@ mod tests {
         assert_eq!((h[0].size_bytes, h[0].alignment_ms, h[0].acknowledged), (20, 1, 2));
 
         // Checkpoint 2 still uses a.sst; checkpoint 3 no longer does.
-        let id2 = c.trigger(1, 1, None);
+        let id2 = c.trigger(1, 1, None, vec![]);
         let Next::Write(m2) = c.acknowledge(1, &ack(id2, 0, 0, vec![a.clone(), file("job/shared/b.sst")])).unwrap()
         else {
             panic!()
@@ -411,7 +421,7 @@ mod tests {
         let done = c.written(m2).unwrap();
         assert_eq!(done.discard, vec![1]);
         assert!(done.unreferenced.is_empty(), "a.sst is still referenced by checkpoint 2");
-        let id3 = c.trigger(1, 1, None);
+        let id3 = c.trigger(1, 1, None, vec![]);
         let Next::Write(m3) = c.acknowledge(1, &ack(id3, 0, 0, vec![file("job/shared/b.sst")])).unwrap() else {
             panic!()
         };
@@ -424,7 +434,7 @@ mod tests {
     fn savepoints_are_not_retained_and_their_failures_are_tolerated() {
         let mut c = coordinator(1, 0);
         let spec = SavepointSpec { location: "file:///sp/savepoint-1".into(), stop: false };
-        let id = c.trigger(1, 1, Some(spec.clone()));
+        let id = c.trigger(1, 1, Some(spec.clone()), vec![]);
         assert_eq!(c.pending_savepoint().map(|(i, s)| (i, s.clone())), Some((id, spec.clone())));
         let Next::WriteSavepoint { id: got, spec: s, parts, .. } = c.acknowledge(1, &ack(id, 0, 0, vec![])).unwrap()
         else {
@@ -435,18 +445,18 @@ mod tests {
         assert!(c.retained.is_empty(), "a savepoint is not a retained checkpoint");
         assert_eq!(c.history()[0].location, "file:///sp/savepoint-1");
         // A failed savepoint does not fail the job even with no tolerance.
-        let id = c.trigger(1, 1, Some(spec));
+        let id = c.trigger(1, 1, Some(spec), vec![]);
         assert!(matches!(c.fail(id, "declined", true), Next::Failed { fail_job: false, .. }));
         // And checkpoint ids go on from it.
-        assert_eq!(c.trigger(1, 1, None), id + 1);
+        assert_eq!(c.trigger(1, 1, None, vec![]), id + 1);
     }
 
     #[test]
     fn failures_beyond_the_tolerance_fail_the_job() {
         let mut c = coordinator(1, 1);
-        let id = c.trigger(1, 3, None);
+        let id = c.trigger(1, 3, None, vec![]);
         assert!(matches!(c.fail(id, "declined", true), Next::Failed { fail_job: false, .. }));
-        let id = c.trigger(1, 3, None);
+        let id = c.trigger(1, 3, None, vec![]);
         assert!(matches!(c.fail(id, "timeout", true), Next::Failed { fail_job: true, .. }));
         assert_eq!(c.history()[1].failure, "timeout");
         // Late acknowledgements of a failed checkpoint change nothing.
@@ -459,7 +469,7 @@ mod tests {
         c.config.min_pause = Duration::from_millis(500);
         let t0 = Instant::now();
         assert!(c.next_trigger_at(t0).unwrap() <= t0);
-        let id = c.trigger(1, 1, None);
+        let id = c.trigger(1, 1, None, vec![]);
         c.fail(id, "x", false);
         let next = c.next_trigger_at(Instant::now()).unwrap();
         assert!(next >= t0 + Duration::from_millis(500), "the pause runs from the end of the last checkpoint");

@@ -522,6 +522,9 @@ pub struct Task {
     pub events: Option<mpsc::UnboundedSender<TaskEvent>>,
     /// Where state goes at checkpoints (`None`: barriers only pass through).
     pub checkpointer: Option<Box<dyn Checkpointer>>,
+    /// The task had finished before the checkpoint it restores from: a
+    /// source ends at once instead of producing its input again.
+    pub finished: bool,
 }
 
 /// A command to a running task.
@@ -580,8 +583,15 @@ impl Task {
     }
 
     async fn run_to_end(&mut self, cancel: &CancellationToken) -> Result<(), TaskError> {
-        let ending =
-            if self.chain.source.is_some() { self.run_source(cancel).await? } else { self.run_inputs(cancel).await? };
+        let ending = if self.chain.source.is_some() {
+            if self.finished {
+                Ending::Drained
+            } else {
+                self.run_source(cancel).await?
+            }
+        } else {
+            self.run_inputs(cancel).await?
+        };
         let last = match ending {
             Ending::Drained => {
                 self.chain.finish()?;

@@ -158,6 +158,7 @@ impl Pipeline {
                     control: Some(control_rx),
                     events: Some(events_tx),
                     checkpointer,
+                    finished: false,
                 };
                 let handle = tokio::spawn(task.run(cancel.clone()));
                 tasks.push(Running { vertex: v.id, control, events, counters, handle });

@@ -160,6 +160,11 @@ pub struct CheckpointMetadata {
     pub timestamp_ms: i64,
     /// Every subtask's part.
     pub tasks: Vec<TaskSnapshot>,
+    /// Subtasks (operator uids of the chain, subtask index) that had
+    /// finished before the checkpoint: a restore ends them at once instead
+    /// of running their input again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finished: Vec<(Vec<String>, u32)>,
 }
 
 impl CheckpointMetadata {

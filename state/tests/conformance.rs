@@ -29,6 +29,7 @@ async fn checkpoint(s: &CheckpointStorage, id: u64, files: &[(&str, &'static [u8
             file_operators: Vec::new(),
             parallelism: 0,
         }],
+        finished: Vec::new(),
     };
     s.complete(&meta).await.unwrap();
     meta

@@ -115,6 +115,7 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
     let ctx = ctx.clone();
     let name = format!("{}#{}", vertex.name, key.subtask);
     let placements = req.placements;
+    let finished = req.finished;
     std::thread::Builder::new()
         .name(format!("task-{}-{}", key.vertex, key.subtask))
         .spawn(move || {
@@ -163,6 +164,7 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
                     control: Some(control_rx),
                     events: None,
                     checkpointer,
+                    finished,
                 };
                 task.run(cancel).await.map_err(|e| match e {
                     TaskError::Canceled => Ended::Canceled,

@@ -181,8 +181,12 @@ impl OperatorFactory for LookupJoinFactory {
         let p = plan(ctx)?;
         let converter = RowConverter::new(p.key_types.iter().map(|t| SortField::new(t.clone())).collect())
             .map_err(|e| ctx.error(e.to_string()))?;
+        // The row a left join uses for a missing key: nulls, so its columns
+        // are nullable whatever the table declares (an inner join never uses it).
+        let nullable: Vec<Field> =
+            p.value_schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
         let null_row = RecordBatch::try_new(
-            p.value_schema.clone(),
+            Arc::new(Schema::new(nullable)),
             p.value_schema.fields().iter().map(|f| new_null_array(f.data_type(), 1)).collect(),
         )
         .map_err(|e| ctx.error(e.to_string()))?;
