@@ -228,6 +228,12 @@ impl OperatorFactory for KafkaSinkFactory {
     fn arity(&self) -> Arity {
         Arity::One
     }
+    fn state_types(&self, _ctx: &PlanContext<'_>) -> Vec<(String, String)> {
+        vec![
+            (PRODUCERS.into(), "union map (subtask, epoch) -> transactional id".into()),
+            (EPOCHS.into(), "union map (subtask, epoch) -> records of an uncommitted epoch".into()),
+        ]
+    }
     fn is_sink(&self) -> bool {
         true
     }

@@ -64,6 +64,10 @@ impl OperatorFactory for DatagenFactory {
         Arity::Source
     }
 
+    fn state_types(&self, _ctx: &PlanContext<'_>) -> Vec<(String, String)> {
+        vec![("position".into(), "next event number of the subtask: i64".into())]
+    }
+
     fn plan(&self, ctx: &PlanContext<'_>) -> Result<SchemaRef, PlanError> {
         let c: Config = ctx.config()?;
         if c.batch_size == 0 || c.batch_size > 1 << 20 {

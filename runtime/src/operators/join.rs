@@ -177,6 +177,17 @@ impl OperatorFactory for LookupJoinFactory {
     fn plan(&self, ctx: &PlanContext<'_>) -> Result<SchemaRef, PlanError> {
         Ok(plan(ctx)?.schema)
     }
+    fn state_types(&self, ctx: &PlanContext<'_>) -> Vec<(String, String)> {
+        let Ok(p) = plan(ctx) else { return Vec::new() };
+        let columns = |s: &Schema| {
+            s.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect::<Vec<_>>().join(", ")
+        };
+        let keys: Vec<String> = p.key_types.iter().map(|t| t.to_string()).collect();
+        vec![
+            (TABLE_STATE.into(), format!("table by [{}] of [{}]", keys.join(", "), columns(&p.value_schema))),
+            (HELD_STATE.into(), format!("stream rows held back of [{}]", columns(&ctx.inputs[0]))),
+        ]
+    }
     fn create(&self, ctx: &PlanContext<'_>, _: SubtaskInfo) -> Result<Instance, PlanError> {
         let p = plan(ctx)?;
         let converter = RowConverter::new(p.key_types.iter().map(|t| SortField::new(t.clone())).collect())

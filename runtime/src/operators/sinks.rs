@@ -128,6 +128,9 @@ impl OperatorFactory for JsonlFileFactory {
     fn arity(&self) -> Arity {
         Arity::One
     }
+    fn state_types(&self, _ctx: &PlanContext<'_>) -> Vec<(String, String)> {
+        vec![("parts".into(), "next part number and pending parts of the subtask: [u64]".into())]
+    }
     fn is_sink(&self) -> bool {
         true
     }
