@@ -325,3 +325,38 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// A cancelled job's retained checkpoint works like a savepoint: a changed
+/// job (a filter added, parallelism 2 -> 3, RocksDB -> heap) starts from its
+/// directory and the output is exact; a checkpoint naming an operator the
+/// job lacks needs the flag.
+#[test]
+fn a_retained_checkpoint_starts_a_changed_job() -> anyhow::Result<()> {
+    let mut s = Scenario::start()?;
+    let expected = reference(&s.scratch);
+    let rocks = Version { backend: "rocksdb", ..V1 };
+    let first = s.run(&rocks, 2, None, false)?;
+    s.wait_checkpoints(&first, 4)?;
+    s.cluster.weir_json(&["cancel", &first])?;
+    s.cluster.wait_state(&first, &["CANCELED"], LONG)?;
+    let newest = std::fs::read_dir(s.storage.join(&first))?
+        .flatten()
+        .filter_map(|e| {
+            let id: u64 = e.file_name().to_string_lossy().strip_prefix("chk-")?.parse().ok()?;
+            e.path().join("_metadata").exists().then_some((id, e.path()))
+        })
+        .max_by_key(|(id, _)| *id)
+        .expect("a retained checkpoint");
+    let uri = format!("file://{}", newest.1.display());
+
+    let renamed = Version { window: ("tumble-2", "10s"), ..V1 };
+    let err = s.refused(&renamed, &uri, false);
+    assert!(err.contains("`tumble`") && err.contains("--allow-non-restored-state"), "{err}");
+
+    let v2 = Version { filter: true, rate: None, ..V1 };
+    let second = s.run(&v2, 3, Some(&uri), false)?;
+    let status = s.finish(&second)?;
+    assert_eq!(status["restored_from"].as_u64(), Some(newest.0), "{status:#}");
+    assert_same(&s.output(), &expected, "retained checkpoint, rocksdb -> heap, 2 -> 3", &s.cluster);
+    Ok(())
+}

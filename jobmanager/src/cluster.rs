@@ -126,7 +126,7 @@ type Reply<T> = oneshot::Sender<Result<T, ClusterError>>;
 #[derive(Debug)]
 pub enum Command {
     /// Submit a job (starting from a loaded savepoint, if given).
-    Submit(v1::SubmitJobRequest, Option<Arc<Savepoint>>, Reply<String>),
+    Submit(v1::SubmitJobRequest, Option<RestorePoint>, Reply<String>),
     /// Take a savepoint of a running job (and stop it, if asked).
     Savepoint { job: String, target: String, stop: bool, reply: Reply<v1::TriggerSavepointResponse> },
     /// A savepoint's metadata was written (its state size), or not.
@@ -183,6 +183,17 @@ impl ClusterHandle {
     }
 }
 
+/// A retained checkpoint of another job, to start a job from.
+#[derive(Debug)]
+pub struct RetainedCheckpoint {
+    /// The checkpoint's directory, as given.
+    pub uri: String,
+    /// The URI of the storage holding it.
+    pub root: String,
+    /// Its verified metadata.
+    pub meta: CheckpointMetadata,
+}
+
 /// What a job attempt restores from.
 #[derive(Debug, Clone)]
 pub enum RestorePoint {
@@ -190,6 +201,8 @@ pub enum RestorePoint {
     Checkpoint(Arc<CheckpointMetadata>),
     /// The savepoint the job was started from (no checkpoint of its own yet).
     Savepoint(Arc<Savepoint>),
+    /// The retained checkpoint of another job the job was started from.
+    Retained(Arc<RetainedCheckpoint>),
 }
 
 impl RestorePoint {
@@ -197,6 +210,16 @@ impl RestorePoint {
         match self {
             RestorePoint::Checkpoint(m) => m.checkpoint_id,
             RestorePoint::Savepoint(s) => s.metadata().checkpoint_id,
+            RestorePoint::Retained(r) => r.meta.checkpoint_id,
+        }
+    }
+
+    /// Where a savepoint or retained checkpoint is (empty for the job's own checkpoints).
+    pub fn uri(&self) -> &str {
+        match self {
+            RestorePoint::Checkpoint(_) => "",
+            RestorePoint::Savepoint(s) => s.uri(),
+            RestorePoint::Retained(r) => &r.uri,
         }
     }
 }
@@ -206,14 +229,14 @@ impl RestorePoint {
 async fn find_restore_point(
     storage: Option<CheckpointStorage>,
     job: &str,
-    savepoint: Option<Arc<Savepoint>>,
+    start: Option<RestorePoint>,
 ) -> Result<Option<RestorePoint>, String> {
     if let Some(s) = storage {
         if let Some(m) = s.latest_valid(job).await.map_err(|e| e.to_string())? {
             return Ok(Some(RestorePoint::Checkpoint(Arc::new(m))));
         }
     }
-    Ok(savepoint.map(RestorePoint::Savepoint))
+    Ok(start)
 }
 
 /// A savepoint request waiting for (or answered by) its savepoint.
@@ -273,12 +296,20 @@ struct Job {
     restarts: u32,
     /// The checkpoint the current attempt restores from.
     restore: Option<RestorePoint>,
-    /// The savepoint the job started from.
-    from_savepoint: Option<Arc<Savepoint>>,
+    /// The savepoint (or retained checkpoint) the job started from.
+    start: Option<RestorePoint>,
     /// Savepoints asked for, oldest first.
     savepoints: Vec<SavepointRequest>,
     /// A stop-with-savepoint is under way: no other checkpoint is triggered.
     stopping: bool,
+}
+
+fn parts_json(parts: &[weir_state::TaskSnapshot]) -> String {
+    if parts.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(parts).expect("snapshots serialize")
+    }
 }
 
 fn millis(t: SystemTime) -> i64 {
@@ -490,35 +521,42 @@ impl Cluster {
         }
     }
 
-    fn submit(&mut self, req: v1::SubmitJobRequest, savepoint: Option<Arc<Savepoint>>) -> Result<String, ClusterError> {
+    fn submit(&mut self, req: v1::SubmitJobRequest, start: Option<RestorePoint>) -> Result<String, ClusterError> {
         let graph = req.graph.ok_or_else(|| ClusterError::InvalidJob("the request has no job graph".into()))?;
         let domain = weir_proto::graph_from_proto(&graph).map_err(|e| ClusterError::InvalidJob(e.to_string()))?;
         let plan = Plan::new(&domain, req.default_parallelism).map_err(|e| ClusterError::InvalidJob(e.to_string()))?;
-        if let Some(sp) = &savepoint {
+        if let Some(start) = &start {
             if plan.graph.checkpoint.is_none() {
                 return Err(ClusterError::InvalidJob(
                     "starting from a savepoint needs a `checkpoints:` section (it names the state backend)".into(),
                 ));
             }
-            let dropped = crate::savepoints::check(&plan, sp.metadata(), sp.uri(), req.allow_non_restored_state)
-                .map_err(ClusterError::InvalidJob)?;
+            let allow = req.allow_non_restored_state;
+            let dropped = match start {
+                RestorePoint::Savepoint(sp) => crate::savepoints::check(&plan, sp.metadata(), sp.uri(), allow),
+                RestorePoint::Retained(r) => crate::savepoints::check_retained(&plan, &r.meta, &r.uri, allow),
+                RestorePoint::Checkpoint(_) => Ok(Vec::new()),
+            }
+            .map_err(ClusterError::InvalidJob)?;
             if !dropped.is_empty() {
-                warn!(savepoint = %sp.uri(), operators = ?dropped, "state of operators the job no longer has is not restored (--allow-non-restored-state)");
+                warn!(savepoint = %start.uri(), operators = ?dropped, "state of operators the job no longer has is not restored (--allow-non-restored-state)");
             }
         }
         let id = JobId::random();
-        let after = savepoint.as_ref().map_or(0, |s| s.metadata().checkpoint_id);
+        let after = start.as_ref().map_or(0, RestorePoint::checkpoint_id);
         let coordinator = match &plan.graph.checkpoint {
             Some(c) => {
                 let uri = c.storage.clone().unwrap_or_else(|| self.opts.checkpoint_storage.clone());
                 let storage = CheckpointStorage::from_uri_with(&uri, &self.opts.s3)
                     .map_err(|e| ClusterError::InvalidJob(format!("checkpoints.storage: {e}")))?;
-                Some(Coordinator::new(&id.0, c.clone(), storage, after))
+                let mut c = Coordinator::new(&id.0, c.clone(), storage, after);
+                c.max_parallelism = plan.graph.max_parallelism;
+                Some(c)
             }
             None => None,
         };
-        if let Some(sp) = &savepoint {
-            info!(job_id = %id, savepoint = %sp.uri(), checkpoint = after, "starting from a savepoint");
+        if let Some(start) = &start {
+            info!(job_id = %id, savepoint = %start.uri(), checkpoint = after, "starting from a savepoint");
         }
         info!(job_id = %id, name = %domain.name, subtasks = plan.subtask_count(), slots = plan.slots_needed(), checkpoints = coordinator.is_some(), "job submitted");
         let job = Job {
@@ -537,8 +575,8 @@ impl Cluster {
             coordinator,
             trigger_scheduled: false,
             restarts: 0,
-            restore: savepoint.clone().map(RestorePoint::Savepoint),
-            from_savepoint: savepoint,
+            restore: start.clone(),
+            start,
             savepoints: Vec::new(),
             stopping: false,
         };
@@ -628,12 +666,11 @@ impl Cluster {
                 }
                 Some(RestorePoint::Savepoint(sp)) => {
                     let parts = crate::savepoints::restore_parts(&job.plan, sp.metadata(), p.vertex);
-                    let json = if parts.is_empty() {
-                        String::new()
-                    } else {
-                        serde_json::to_string(&parts).expect("snapshots serialize")
-                    };
-                    (json, sp.metadata().checkpoint_id, sp.uri().to_string())
+                    (parts_json(&parts), sp.metadata().checkpoint_id, sp.uri().to_string())
+                }
+                Some(RestorePoint::Retained(r)) => {
+                    let parts = crate::savepoints::retained_parts(&job.plan, &r.meta, p.vertex);
+                    (parts_json(&parts), r.meta.checkpoint_id, r.root.clone())
                 }
                 None => (String::new(), 0, String::new()),
             };
@@ -1279,14 +1316,14 @@ impl Cluster {
         let attempt = job.attempt;
         job.tasks.clear();
         let storage = job.coordinator.as_ref().map(|c| c.storage.clone());
-        let savepoint = job.from_savepoint.clone();
+        let start = job.start.clone();
         for tm in self.tms.values_mut() {
             tm.allocated.remove(id);
         }
         let (tx, job_id) = (self.tx.clone(), id.clone());
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let restore = find_restore_point(storage, &job_id.0, savepoint).await;
+            let restore = find_restore_point(storage, &job_id.0, start).await;
             let _ = tx.send(Command::RestartReady { job: job_id, attempt, restore }).await;
         });
         self.schedule_waiting();
@@ -1309,18 +1346,18 @@ impl Cluster {
             Some(RestorePoint::Checkpoint(m)) => {
                 info!(job_id = %id, attempt = job.attempt, checkpoint = m.checkpoint_id, "restarting from checkpoint")
             }
-            Some(RestorePoint::Savepoint(sp)) => {
-                info!(job_id = %id, attempt = job.attempt, savepoint = %sp.uri(), "restarting from the savepoint the job started from (no checkpoint yet)");
-                job.from_savepoint = Some(sp.clone());
+            Some(start @ (RestorePoint::Savepoint(_) | RestorePoint::Retained(_))) => {
+                info!(job_id = %id, attempt = job.attempt, savepoint = %start.uri(), "restarting from the savepoint the job started from (no checkpoint yet)");
+                job.start = Some(start.clone());
             }
             None => info!(job_id = %id, attempt = job.attempt, "restarting without a checkpoint (none complete yet)"),
         }
         if let Some(c) = job.coordinator.as_mut() {
             match &restore {
                 Some(RestorePoint::Checkpoint(m)) => c.restart(Some(m)),
-                Some(RestorePoint::Savepoint(sp)) => {
+                Some(start) => {
                     c.restart(None);
-                    c.continue_after(sp.metadata().checkpoint_id);
+                    c.continue_after(start.checkpoint_id());
                 }
                 None => c.restart(None),
             }
@@ -1346,7 +1383,7 @@ impl Cluster {
             storage: c.storage.uri().to_string(),
             submitted_ms: millis(job.submitted),
             restarts: job.restarts,
-            savepoint: job.from_savepoint.as_ref().map(|s| s.uri().to_string()).unwrap_or_default(),
+            savepoint: job.start.as_ref().map(|s| s.uri().to_string()).unwrap_or_default(),
         };
         tokio::spawn(async move {
             if let Err(e) = crate::records::save(&records, &rec).await {
@@ -1381,7 +1418,9 @@ impl Cluster {
             let plan = Plan::new(&domain, 0).map_err(|e| e.to_string())?;
             let config = plan.graph.checkpoint.clone().ok_or("the job has no checkpoints")?;
             let storage = CheckpointStorage::from_uri_with(&r.storage, &self.opts.s3).map_err(|e| e.to_string())?;
-            Ok((Arc::new(plan), Coordinator::new(&r.job_id, config, storage, 0)))
+            let mut c = Coordinator::new(&r.job_id, config, storage, 0);
+            c.max_parallelism = plan.graph.max_parallelism;
+            Ok((Arc::new(plan), c))
         })();
         let (plan, coordinator) = match built {
             Ok(b) => b,
@@ -1409,7 +1448,7 @@ impl Cluster {
             trigger_scheduled: false,
             restarts: r.restarts,
             restore: None,
-            from_savepoint: None,
+            start: None,
             savepoints: Vec::new(),
             stopping: false,
         };
@@ -1417,12 +1456,12 @@ impl Cluster {
         self.order.push(id.clone());
         let (tx, attempt, s3) = (self.tx.clone(), r.attempt, self.opts.s3.clone());
         tokio::spawn(async move {
-            let savepoint = if r.savepoint.is_empty() {
+            let start = if r.savepoint.is_empty() {
                 Ok(None)
             } else {
-                Savepoint::load(&r.savepoint, &s3).await.map(|s| Some(Arc::new(s))).map_err(|e| e.to_string())
+                crate::savepoints::load_start(&r.savepoint, &s3).await.map(Some)
             };
-            let restore = match savepoint {
+            let restore = match start {
                 Ok(sp) => find_restore_point(Some(storage), &id.0, sp).await,
                 Err(e) => Err(e),
             };

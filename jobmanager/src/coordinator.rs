@@ -99,6 +99,8 @@ pub struct Coordinator {
     pub completed: u64,
     /// Sum and max of completed checkpoint durations (ms).
     pub durations: (u64, u64),
+    /// Key groups of the job (recorded in every checkpoint's metadata).
+    pub max_parallelism: u32,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -127,6 +129,7 @@ impl Coordinator {
             history: VecDeque::new(),
             completed: 0,
             durations: (0, 0),
+            max_parallelism: 0,
         }
     }
 
@@ -227,6 +230,7 @@ impl Coordinator {
             timestamp_ms: p.trigger_ms,
             tasks: p.acks.values().cloned().collect(),
             finished: p.finished.clone(),
+            max_parallelism: self.max_parallelism,
         }))
     }
 

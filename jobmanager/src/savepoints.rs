@@ -6,12 +6,80 @@
 //! add, remove and re-chain operators and change parallelism, and each
 //! operator it kept finds its state.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
 use weir_runtime::graph::Plan;
 use weir_runtime::keygroup::key_group_range;
 use weir_state::savepoint::{
-    SavepointMetadata, SavepointOperator, SavepointSubtask, StateType, SAVEPOINT_FORMAT, SAVEPOINT_VERSION,
+    Savepoint, SavepointMetadata, SavepointOperator, SavepointSubtask, StateType, SAVEPOINT_FORMAT, SAVEPOINT_VERSION,
 };
-use weir_state::TaskSnapshot;
+use weir_state::{CheckpointMetadata, CheckpointStorage, S3Options, TaskSnapshot};
+
+use crate::cluster::{RestorePoint, RetainedCheckpoint};
+
+/// Loads and verifies what `weir run --from-savepoint URI` names: a
+/// savepoint directory, or a retained checkpoint's directory
+/// (`<storage>/<job id>/chk-<id>`).
+pub async fn load_start(uri: &str, s3: &S3Options) -> Result<RestorePoint, String> {
+    let uri = uri.trim_end_matches('/');
+    if let Some((root, job, id)) = CheckpointStorage::split_checkpoint_uri(uri) {
+        if let Some(dir) = uri.strip_prefix("file://") {
+            if !std::path::Path::new(dir).is_dir() {
+                return Err(format!("checkpoint {uri} is unusable: no such directory"));
+            }
+        }
+        let storage = CheckpointStorage::from_uri_with(&root, s3).map_err(|e| e.to_string())?;
+        let meta = storage.load(&job, id).await.map_err(|e| e.to_string())?;
+        return Ok(RestorePoint::Retained(Arc::new(RetainedCheckpoint { uri: uri.to_string(), root, meta })));
+    }
+    let sp = Savepoint::load(uri, s3).await.map_err(|e| e.to_string())?;
+    Ok(RestorePoint::Savepoint(Arc::new(sp)))
+}
+
+/// Checks that a job can start from a retained checkpoint of another job.
+/// A checkpoint records which operators each task ran but not which of them
+/// hold state or of what type: every operator it names that the job no
+/// longer has needs `allow_non_restored`, and types are not compared.
+pub fn check_retained(
+    plan: &Plan,
+    meta: &CheckpointMetadata,
+    uri: &str,
+    allow_non_restored: bool,
+) -> Result<Vec<String>, String> {
+    if meta.max_parallelism != 0 && meta.max_parallelism != plan.graph.max_parallelism {
+        return Err(format!(
+            "checkpoint {uri} was taken with max_parallelism {} and the job has {}: keyed state is split into that many key groups and cannot be re-split; set max_parallelism: {} in the job",
+            meta.max_parallelism, plan.graph.max_parallelism, meta.max_parallelism
+        ));
+    }
+    let named: BTreeSet<&String> = meta.tasks.iter().flat_map(|t| t.operators.iter()).collect();
+    let gone: Vec<String> =
+        named.into_iter().filter(|u| plan.graph.operator_index(u).is_none()).map(|u| u.to_string()).collect();
+    if !gone.is_empty() && !allow_non_restored {
+        return Err(format!(
+            "checkpoint {uri} has operators this job does not have ({}); a checkpoint does not record which of them hold state, so pass --allow-non-restored-state to start without theirs",
+            gone.iter().map(|u| format!("`{u}`")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(gone)
+}
+
+/// The parts of a retained checkpoint a task of vertex `vertex` restores:
+/// every old task that ran one of its operators (restoring entries filters
+/// them by operator), marked with the parallelism of the old vertex.
+pub fn retained_parts(plan: &Plan, meta: &CheckpointMetadata, vertex: u32) -> Vec<TaskSnapshot> {
+    let uids = plan.vertex_uids(vertex);
+    meta.tasks
+        .iter()
+        .filter(|t| t.operators.iter().any(|u| uids.contains(u)))
+        .map(|t| {
+            let mut part = t.clone();
+            part.parallelism = meta.tasks.iter().filter(|o| o.operators == t.operators).count() as u32;
+            part
+        })
+        .collect()
+}
 
 /// The metadata of a savepoint of `plan` from every subtask's part.
 pub fn metadata(

@@ -39,10 +39,10 @@ impl JobManagerService for JobManagerRpc {
         let savepoint = if req.from_savepoint.is_empty() {
             None
         } else {
-            let sp = weir_state::savepoint::Savepoint::load(&req.from_savepoint, &self.s3)
+            let start = crate::savepoints::load_start(&req.from_savepoint, &self.s3)
                 .await
                 .map_err(|e| Status::invalid_argument(format!("cannot start from {}: {e}", req.from_savepoint)))?;
-            Some(std::sync::Arc::new(sp))
+            Some(start)
         };
         let job_id = self.cluster.ask(|r| Command::Submit(req, savepoint, r)).await.map_err(status)?;
         Ok(Response::new(v1::SubmitJobResponse { job_id }))

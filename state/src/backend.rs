@@ -405,6 +405,10 @@ impl TaskBackend {
         let mut adopted = false;
         for snap in snapshots {
             let mine = snap.subtask == self.me.subtask;
+            // Only this job's own checkpoint can become the working database:
+            // another job's shared files are not this job's to reference.
+            let own = from.uri() == self.storage.uri()
+                && snap.files.iter().all(|f| f.path.split('/').any(|part| part == self.me.job));
             if same_layout && !mine {
                 continue; // with unchanged parallelism a subtask's key groups are its own
             }
@@ -420,7 +424,9 @@ impl TaskBackend {
             match snap.backend.as_str() {
                 "rocksdb" => {
                     let dir = match &self.rocks {
-                        Some(r) if mine && same_layout && !adopted => r.dir.join(format!("restore-{checkpoint}")),
+                        Some(r) if own && mine && same_layout && !adopted => {
+                            r.dir.join(format!("restore-{checkpoint}"))
+                        }
                         _ => std::env::temp_dir().join(format!("weir-restore-{}", uuid_like())),
                     };
                     std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
@@ -436,7 +442,7 @@ impl TaskBackend {
                     let db = rocksdb::DB::open(&rocks_options(), &dir)?;
                     out.extend(rocks_entries(&db, &dir)?.into_iter().filter(|e| keep(e)));
                     match &mut self.rocks {
-                        Some(r) if mine && same_layout && !adopted => {
+                        Some(r) if own && mine && same_layout && !adopted => {
                             // Continue from the restored database: its SST files are already uploaded.
                             drop(std::mem::replace(&mut r.db, db));
                             let _ = std::fs::remove_dir_all(r.dir.join("db"));

@@ -160,6 +160,9 @@ pub struct CheckpointMetadata {
     pub timestamp_ms: i64,
     /// Every subtask's part.
     pub tasks: Vec<TaskSnapshot>,
+    /// Number of key groups of the job (0: not recorded).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_parallelism: u32,
     /// Subtasks (operator uids of the chain, subtask index) that had
     /// finished before the checkpoint: a restore ends them at once instead
     /// of running their input again.
@@ -421,6 +424,20 @@ impl CheckpointStorage {
             self.read_file(job, checkpoint, f).await?;
         }
         Ok(meta)
+    }
+
+    /// Splits the URI of one checkpoint's directory,
+    /// `<storage root>/<job id>/chk-<id>`, into the storage root's URI, the
+    /// job id and the checkpoint id (`None`: not such a URI).
+    pub fn split_checkpoint_uri(uri: &str) -> Option<(String, String, u64)> {
+        let uri = uri.trim_end_matches('/');
+        let (rest, dir) = uri.rsplit_once('/')?;
+        let id = dir.strip_prefix("chk-")?.parse().ok()?;
+        let (root, job) = rest.rsplit_once('/')?;
+        if job.is_empty() || root.ends_with(':') || root.ends_with(":/") {
+            return None;
+        }
+        Some((root.to_string(), job.to_string(), id))
     }
 
     /// Ids of the checkpoints of `job` that have metadata, oldest first.

@@ -327,6 +327,15 @@ mod tests {
         assert!(!dir.path().join("nothing").exists(), "loading does not create directories");
     }
 
+    #[test]
+    fn checkpoint_directories_split_into_storage_job_and_id() {
+        let split = CheckpointStorage::split_checkpoint_uri;
+        assert_eq!(split("file:///var/cp/abc/chk-12/"), Some(("file:///var/cp".into(), "abc".into(), 12)));
+        assert_eq!(split("s3://bucket/prefix/abc/chk-3"), Some(("s3://bucket/prefix".into(), "abc".into(), 3)));
+        assert_eq!(split("file:///var/sp/savepoint-1234-abcd"), None);
+        assert_eq!(split("s3://abc/chk-3"), None);
+    }
+
     #[tokio::test]
     async fn dispose_deletes_what_the_metadata_names() {
         let dir = tempfile::tempdir().unwrap();

@@ -30,6 +30,7 @@ async fn checkpoint(s: &CheckpointStorage, id: u64, files: &[(&str, &'static [u8
             parallelism: 0,
         }],
         finished: Vec::new(),
+        max_parallelism: 128,
     };
     s.complete(&meta).await.unwrap();
     meta
