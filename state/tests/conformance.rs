@@ -211,6 +211,56 @@ async fn s3_compatible_server() {
     assert!(matches!(e, StorageError::Store(_)), "{e}");
     assert!(!e.to_string().contains("wrong"), "{e}");
     assert!(!format!("{:?}", s3_options(1, "hidden")).contains("hidden"));
+    // Savepoints are self-contained there too.
+    let opts = s3_options(server.port, "weirsecret");
+    savepoint_moves("s3://weir-bucket/savepoints/sp-1", "s3://weir-bucket/elsewhere/sp-1", &opts).await;
+}
+
+/// A savepoint written at `a`, copied object by object to `b` (another
+/// prefix), loads there on its own; disposing of it removes it.
+async fn savepoint_moves(a: &str, b: &str, s3: &weir_state::S3Options) {
+    use weir_state::backend::{encode_entries, StateEntry};
+    use weir_state::savepoint::*;
+    let at = CheckpointStorage::from_uri_with(a, s3).unwrap();
+    let entry =
+        StateEntry { operator: "w".into(), state: "s".into(), key_group: 1, key: vec![1], value: Some(vec![2]) };
+    let file = at.write_relative(&state_file_name("w", 0), encode_entries(&[entry])).await.unwrap();
+    let meta = SavepointMetadata {
+        format: SAVEPOINT_FORMAT.into(),
+        version: SAVEPOINT_VERSION,
+        job_id: JOB.into(),
+        job_name: "job".into(),
+        checkpoint_id: 3,
+        timestamp_ms: 0,
+        max_parallelism: 128,
+        backend: "heap".into(),
+        stopped: false,
+        operators: vec![SavepointOperator {
+            uid: "w".into(),
+            kind: "window".into(),
+            parallelism: 1,
+            states: Vec::new(),
+            subtasks: vec![SavepointSubtask { subtask: 0, key_groups: [0, 128], file: Some(file) }],
+        }],
+    };
+    Savepoint::write_metadata(&at, &meta).await.unwrap();
+    let to = CheckpointStorage::from_uri_with(b, s3).unwrap();
+    for name in at.list_objects("").await.unwrap() {
+        to.put_object(&name, at.get_object(&name).await.unwrap().unwrap()).await.unwrap();
+    }
+    let moved = Savepoint::load(b, s3).await.unwrap();
+    assert_eq!(moved.entries_by_operator().await.unwrap()["w"].len(), 1);
+    assert_eq!(Savepoint::dispose(b, s3).await.unwrap(), 2);
+    assert!(to.list_objects("").await.unwrap().is_empty());
+    let gone = Savepoint::load(b, s3).await.unwrap_err().to_string();
+    assert!(gone.contains("no _metadata") || gone.contains("no such directory"), "{gone}");
+}
+
+#[tokio::test]
+async fn savepoints_relocate_on_local_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (format!("file://{}/a/sp", dir.path().display()), format!("file://{}/b/sp", dir.path().display()));
+    savepoint_moves(&a, &b, &weir_state::S3Options::default()).await;
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
