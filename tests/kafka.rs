@@ -676,3 +676,32 @@ fn kappa_upgrade_through_a_savepoint_and_replay_keep_every_count_exact() -> anyh
     assert!(cluster.jobmanager.log().contains("per-name"), "the dropped state is logged");
     Ok(())
 }
+
+/// The source's consumer lag is exported per partition and falls to zero
+/// once the job has read everything.
+#[test]
+fn consumer_lag_is_exported_per_partition() -> anyhow::Result<()> {
+    let (_kafka, bootstrap, inp, out) = setup("lag", 3, 1)?;
+    produce(&bootstrap, &inp, &input(3000, 3))?;
+    let mut cluster = Cluster::start(0, 2, "2s")?;
+    let metrics = format!("127.0.0.1:{}", weir_tests::free_port());
+    cluster.start_taskmanager("tm-a", 4, &[("WEIR_TASKMANAGER_METRICS_ADDR", metrics.as_str())])?;
+    let job =
+        cluster.submit(&cluster.write("lag.yaml", &pass_through_job(&bootstrap, &inp, &out, "", "500ms")), &[])?;
+    read_committed(&bootstrap, &out, 3000, LONG).with_context(|| cluster.logs())?;
+    wait_until("zero lag on every partition", LONG, || {
+        let (_, text) = weir_tests::http_get(&metrics, "/metrics")?;
+        let lags: Vec<f64> = (0..3)
+            .flat_map(|p| {
+                let p = p.to_string();
+                weir_tests::metric_values(
+                    &text,
+                    "weir_kafka_consumer_lag_records",
+                    &[("job_id", job.as_str()), ("topic", inp.as_str()), ("partition", p.as_str())],
+                )
+            })
+            .collect();
+        Ok((lags.len() == 3 && lags.iter().all(|l| *l == 0.0)).then_some(()))
+    })?;
+    Ok(())
+}

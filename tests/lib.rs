@@ -57,6 +57,34 @@ pub fn wait_until<T>(
     }
 }
 
+/// `GET path` on `addr` (`host:port`): the status code and body.
+pub fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").context("no end of headers")?;
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("no status code")?;
+    Ok((status, body.to_string()))
+}
+
+/// Values of metric `name` in a Prometheus text document whose labels
+/// include every one of `labels`.
+pub fn metric_values(text: &str, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            (metric == name && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+                .then(|| value.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
 /// A child process killed (SIGKILL) when dropped.
 #[derive(Debug)]
 pub struct Proc {
@@ -114,7 +142,8 @@ pub struct Cluster {
     slots: u32,
 }
 
-fn spawn(name: &str, cmd: &mut Command, dir: &Path) -> anyhow::Result<Proc> {
+/// Starts `cmd` with its output in `<dir>/<name>.log`, killed when dropped.
+pub fn spawn(name: &str, cmd: &mut Command, dir: &Path) -> anyhow::Result<Proc> {
     let log = dir.join(format!("{name}.log"));
     let file = std::fs::File::create(&log)?;
     let child = cmd

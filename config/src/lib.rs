@@ -4,6 +4,9 @@
 //! file can configure a whole cluster. Flags and environment variables
 //! override the file; see `docs/configuration.md`.
 
+pub mod http;
+pub mod metrics;
+
 use std::path::Path;
 
 use anyhow::{bail, Context};

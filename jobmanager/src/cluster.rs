@@ -139,6 +139,8 @@ pub enum Command {
     Cancel(String, Reply<v1::JobState>),
     /// Cluster overview.
     Overview(Reply<v1::ClusterOverviewResponse>),
+    /// Prometheus exposition of the job manager's metrics.
+    Metrics(Reply<String>),
     /// A task manager registers.
     Register(v1::RegisterTaskManagerRequest, Reply<v1::RegisterTaskManagerResponse>),
     /// A task manager heartbeats.
@@ -460,6 +462,9 @@ impl Cluster {
             }
             Command::Overview(reply) => {
                 let _ = reply.send(Ok(self.overview()));
+            }
+            Command::Metrics(reply) => {
+                let _ = reply.send(Ok(self.metrics()));
             }
             Command::Register(req, reply) => {
                 let _ = reply.send(Ok(self.register(req)));
@@ -1496,6 +1501,71 @@ impl Cluster {
             attempt: job.attempt,
             restored_from: job.restore.as_ref().map(RestorePoint::checkpoint_id).unwrap_or(0),
         })
+    }
+
+    /// The job manager's metrics (names in `docs/metrics.md`).
+    fn metrics(&self) -> String {
+        let mut e = weir_config::metrics::Exposition::new();
+        e.gauge("weir_jobmanager_task_managers", "Task managers registered.", &[], self.tms.len() as f64);
+        let total: u32 = self.tms.values().map(|t| t.slots).sum();
+        let free: u32 = self.tms.values().map(|t| t.free()).sum();
+        e.gauge("weir_jobmanager_slots", "Slots of all registered task managers.", &[], f64::from(total));
+        e.gauge("weir_jobmanager_slots_free", "Slots no job holds.", &[], f64::from(free));
+        for state in [
+            JobState::Created,
+            JobState::Running,
+            JobState::Restarting,
+            JobState::Cancelling,
+            JobState::Finished,
+            JobState::Failed,
+            JobState::Canceled,
+        ] {
+            let n = self.jobs.values().filter(|j| j.state == state).count();
+            let name = state.to_proto().as_str_name();
+            e.gauge("weir_jobs", "Jobs by state.", &[("state", name)], n as f64);
+        }
+        for job in self.order.iter().filter_map(|id| self.jobs.get(id)) {
+            let l = [("job_id", job.id.0.as_str()), ("job_name", job.name.as_str())];
+            e.gauge(
+                "weir_job_running",
+                "1 while the job runs.",
+                &l,
+                f64::from(u8::from(job.state == JobState::Running)),
+            );
+            e.counter("weir_job_restarts_total", "Restarts of the job after failures.", &l, f64::from(job.restarts));
+            let Some(c) = &job.coordinator else { continue };
+            e.counter("weir_checkpoints_completed_total", "Checkpoints completed.", &l, c.completed as f64);
+            e.counter("weir_checkpoints_failed_total", "Checkpoints and savepoints failed.", &l, c.failed as f64);
+            e.counter("weir_savepoints_completed_total", "Savepoints completed.", &l, c.savepoints as f64);
+            if let Some(last) = c.last_completed() {
+                e.gauge("weir_checkpoint_last_id", "Id of the newest completed checkpoint.", &l, last.id as f64);
+                e.gauge(
+                    "weir_checkpoint_last_duration_seconds",
+                    "Trigger to metadata of the newest completed checkpoint.",
+                    &l,
+                    last.duration_ms as f64 / 1000.0,
+                );
+                e.gauge(
+                    "weir_checkpoint_last_size_bytes",
+                    "Bytes the newest completed checkpoint uploaded.",
+                    &l,
+                    last.size_bytes as f64,
+                );
+                e.gauge(
+                    "weir_checkpoint_last_state_bytes",
+                    "Size of all state the newest completed checkpoint references.",
+                    &l,
+                    last.state_bytes as f64,
+                );
+                e.gauge(
+                    "weir_checkpoint_last_alignment_seconds",
+                    "Longest barrier alignment of the newest completed checkpoint.",
+                    &l,
+                    last.alignment_ms as f64 / 1000.0,
+                );
+            }
+        }
+        e.finish()
     }
 
     fn overview(&self) -> v1::ClusterOverviewResponse {

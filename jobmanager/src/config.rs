@@ -28,6 +28,11 @@ pub struct JobManagerSection {
     pub checkpoint_storage: Option<String>,
     /// Where savepoints go when `weir savepoint` names no target (default: none).
     pub savepoint_dir: Option<String>,
+    /// Address of the REST endpoint: `/healthz`, `/readyz`, `/v1/jobs`,
+    /// `/v1/overview` (default: none).
+    pub rest_addr: Option<SocketAddr>,
+    /// Address of the Prometheus endpoint `/metrics` (default: none).
+    pub metrics_addr: Option<SocketAddr>,
     /// S3 settings for checkpoint storage (default: the `AWS_*` environment).
     #[serde(default)]
     pub s3: Option<weir_state::S3Options>,

@@ -97,6 +97,10 @@ pub struct Coordinator {
     history: VecDeque<v1::CheckpointInfo>,
     /// Checkpoints completed since the job started.
     pub completed: u64,
+    /// Checkpoints (and savepoints) failed since the job started.
+    pub failed: u64,
+    /// Savepoints completed since the job started.
+    pub savepoints: u64,
     /// Sum and max of completed checkpoint durations (ms).
     pub durations: (u64, u64),
     /// Key groups of the job (recorded in every checkpoint's metadata).
@@ -128,6 +132,8 @@ impl Coordinator {
             retained: VecDeque::new(),
             history: VecDeque::new(),
             completed: 0,
+            failed: 0,
+            savepoints: 0,
             durations: (0, 0),
             max_parallelism: 0,
         }
@@ -274,6 +280,7 @@ impl Coordinator {
         let took = p.started.elapsed().as_millis() as u64;
         self.last_end = Some(Instant::now());
         let spec = p.savepoint.expect("checked");
+        self.savepoints += 1;
         if let Some(h) = self.history_mut(id) {
             h.status = v1::CheckpointStatus::Completed as i32;
             h.duration_ms = took;
@@ -293,6 +300,7 @@ impl Coordinator {
     pub fn fail(&mut self, id: u64, reason: &str, counts: bool) -> Next {
         let Some(p) = self.pending.take_if(|p| p.id == id) else { return Next::Nothing };
         self.last_end = Some(Instant::now());
+        self.failed += 1;
         let counts = counts && p.savepoint.is_none();
         if counts {
             self.failures += 1;
@@ -344,6 +352,11 @@ impl Coordinator {
     /// savepoint goes on from the savepoint's id).
     pub fn continue_after(&mut self, id: u64) {
         self.next_id = self.next_id.max(id + 1);
+    }
+
+    /// The newest completed checkpoint (not savepoint) of the history.
+    pub fn last_completed(&self) -> Option<&v1::CheckpointInfo> {
+        self.history.iter().rev().find(|c| c.status == v1::CheckpointStatus::Completed as i32 && !c.savepoint)
     }
 
     /// Checkpoint history, oldest first.

@@ -13,12 +13,14 @@
 pub mod cluster;
 pub mod config;
 pub mod coordinator;
+pub mod http;
 pub mod records;
 pub mod savepoints;
 pub mod scheduler;
 pub mod service;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -26,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use weir_proto::v1::job_manager_service_server::JobManagerServiceServer;
 
 pub use cluster::{ClusterHandle, JobManagerOptions};
+pub use http::Http;
 
 /// Largest gRPC message accepted (job graphs with inline tables can be big).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -69,6 +72,26 @@ impl JobManager {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.task.await?
+    }
+
+    /// Serves an HTTP endpoint on `listener` until shutdown: the REST
+    /// endpoint (`/healthz`, `/readyz`, `/v1/jobs`, `/v1/overview`) or the
+    /// Prometheus endpoint (`/metrics`, and `/healthz`).
+    pub fn serve_http(&self, listener: TcpListener, what: Http) {
+        let cluster = self.cluster.clone();
+        let handler: weir_config::http::Handler = Arc::new(move |path: String| {
+            let cluster = cluster.clone();
+            Box::pin(async move { http::answer(&cluster, what, &path).await })
+        });
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, endpoint = ?what, "serving HTTP");
+        }
+        let server = tokio::spawn(weir_config::http::serve(listener, handler));
+        let token = self.shutdown.clone();
+        tokio::spawn(async move {
+            token.cancelled().await;
+            server.abort();
+        });
     }
 
     /// Waits until the server stops by itself (it only does on error).

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use weir_config::load_section;
 use weir_jobmanager::config::JobManagerSection;
-use weir_jobmanager::JobManager;
+use weir_jobmanager::{Http, JobManager};
 
 /// The Weir job manager.
 #[derive(Debug, Parser)]
@@ -33,6 +33,12 @@ struct Args {
     /// s3://bucket/prefix) [default: none; `weir savepoint` then needs a target].
     #[arg(long, env = "WEIR_JOBMANAGER_SAVEPOINT_DIR")]
     savepoint_dir: Option<String>,
+    /// Address for the REST endpoint (/healthz, /readyz, /v1/jobs, /v1/overview) [default: none].
+    #[arg(long, env = "WEIR_JOBMANAGER_REST_ADDR")]
+    rest_addr: Option<SocketAddr>,
+    /// Address for the Prometheus endpoint (/metrics, also /healthz) [default: none].
+    #[arg(long, env = "WEIR_JOBMANAGER_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 #[tokio::main]
@@ -48,10 +54,18 @@ async fn main() -> anyhow::Result<()> {
     section.heartbeat_interval = args.heartbeat_interval.or(section.heartbeat_interval);
     section.checkpoint_storage = args.checkpoint_storage.or(section.checkpoint_storage);
     section.savepoint_dir = args.savepoint_dir.or(section.savepoint_dir);
+    section.rest_addr = args.rest_addr.or(section.rest_addr);
+    section.metrics_addr = args.metrics_addr.or(section.metrics_addr);
     let opts = section.options()?;
     let addr = section.rpc_addr.unwrap_or_else(|| JobManagerSection::DEFAULT_RPC_ADDR.parse().expect("valid default"));
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let mut jm = JobManager::start(listener, opts)?;
+    for (addr, what) in [(section.rest_addr, Http::Rest), (section.metrics_addr, Http::Metrics)] {
+        if let Some(addr) = addr {
+            let http = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+            jm.serve_http(http, what);
+        }
+    }
     tokio::select! {
         r = jm.wait() => r,
         _ = shutdown_signal() => {

@@ -12,6 +12,7 @@
 //! exchange service acquires on its behalf and forwards each permit over the
 //! network as a credit grant.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -66,6 +67,8 @@ pub struct OutputChannel {
     channel: u32,
     /// For error messages: where this channel leads.
     target: Arc<str>,
+    /// Where time spent waiting for credits is added up (ns).
+    blocked: Option<Arc<AtomicU64>>,
 }
 
 impl OutputChannel {
@@ -78,13 +81,32 @@ impl OutputChannel {
         channel: u32,
         target: &str,
     ) -> Self {
-        Self { credits, tx, input, channel, target: target.into() }
+        Self { credits, tx, input, channel, target: target.into(), blocked: None }
+    }
+
+    /// Counts the time this channel waits for credits into `blocked` (ns).
+    pub fn count_backpressure(mut self, blocked: Arc<AtomicU64>) -> Self {
+        self.blocked = Some(blocked);
+        self
     }
 
     /// Sends one element, waiting for a credit first.
     pub async fn send(&self, element: StreamElement) -> Result<(), OperatorError> {
-        let permit =
-            self.credits.acquire().await.map_err(|_| OperatorError::ChannelClosed(format!("to {}", self.target)))?;
+        let permit = match self.credits.try_acquire() {
+            Ok(p) => p,
+            Err(_) => {
+                let waiting = std::time::Instant::now();
+                let p = self
+                    .credits
+                    .acquire()
+                    .await
+                    .map_err(|_| OperatorError::ChannelClosed(format!("to {}", self.target)))?;
+                if let Some(b) = &self.blocked {
+                    b.fetch_add(waiting.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                }
+                p
+            }
+        };
         permit.forget();
         self.tx
             .send(Envelope { input: self.input, channel: self.channel, element })

@@ -9,8 +9,8 @@
 //! timeout expires; control elements flush buffered data first, so order is
 //! kept on every channel.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::{RecordBatch, UInt32Array};
@@ -52,18 +52,64 @@ impl Default for TaskOptions {
     }
 }
 
-/// Live counters of a task, readable while it runs.
-#[derive(Debug, Default)]
+/// Live counters of a task, readable while it runs (metrics read them).
+#[derive(Debug)]
 pub struct TaskCounters {
     /// Rows entering the chain (read from inputs, or produced by the source).
     pub records_in: AtomicU64,
     /// Rows leaving the chain's tail.
     pub records_out: AtomicU64,
+    /// In-memory size of the batches entering the chain.
+    pub bytes_in: AtomicU64,
+    /// In-memory size of the batches leaving the chain's tail.
+    pub bytes_out: AtomicU64,
     /// Rows written by sinks of the chain.
     pub sink_records: AtomicU64,
     /// Records the source could not decode.
     pub bad_records: AtomicU64,
+    /// Nanoseconds spent waiting for credits to send output (backpressure);
+    /// shared with the task's output channels.
+    pub backpressure_ns: Arc<AtomicU64>,
+    /// The last watermark the task emitted (`i64::MIN`: none yet).
+    pub watermark: AtomicI64,
+    /// Size of the state the task's last completed snapshot references.
+    pub state_bytes: Arc<AtomicU64>,
+    /// Gauges the source reports (Kafka consumer lag per partition).
+    pub source_gauges: Mutex<Vec<SourceGauge>>,
 }
+
+impl Default for TaskCounters {
+    fn default() -> Self {
+        Self {
+            records_in: AtomicU64::new(0),
+            records_out: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            sink_records: AtomicU64::new(0),
+            bad_records: AtomicU64::new(0),
+            backpressure_ns: Arc::new(AtomicU64::new(0)),
+            watermark: AtomicI64::new(i64::MIN),
+            state_bytes: Arc::new(AtomicU64::new(0)),
+            source_gauges: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+/// Rows in and out of one operator of a chain.
+#[derive(Debug)]
+pub struct OperatorRows {
+    /// The operator's uid.
+    pub uid: String,
+    /// Rows it received.
+    pub rows_in: AtomicU64,
+    /// Rows it emitted.
+    pub rows_out: AtomicU64,
+}
+
+pub use crate::operators::SourceGauge;
+
+/// How often a source's gauges are read.
+const GAUGE_PERIOD: Duration = Duration::from_secs(1);
 
 /// Why a task stopped without finishing.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +137,8 @@ pub struct Chain {
     uids: Vec<String>,
     scratch: Vec<Collector>,
     tail: Vec<StreamElement>,
+    /// Per operator (source first), rows in and out.
+    rows: Arc<Vec<OperatorRows>>,
 }
 
 impl std::fmt::Debug for Chain {
@@ -138,7 +186,22 @@ impl Chain {
             }
         }
         let scratch = (0..ops.len()).map(|_| Collector::default()).collect();
-        Ok(Chain { source, ops, uids, scratch, tail: Vec::new() })
+        let rows = source
+            .iter()
+            .map(|(u, _)| u)
+            .chain(uids.iter())
+            .map(|uid| OperatorRows { uid: uid.clone(), rows_in: AtomicU64::new(0), rows_out: AtomicU64::new(0) })
+            .collect();
+        Ok(Chain { source, ops, uids, scratch, tail: Vec::new(), rows: Arc::new(rows) })
+    }
+
+    /// Rows in and out of each operator, readable while the task runs.
+    pub fn operator_rows(&self) -> Arc<Vec<OperatorRows>> {
+        self.rows.clone()
+    }
+
+    fn rows_at(&self, level: usize) -> &OperatorRows {
+        &self.rows[level + usize::from(self.source.is_some())]
     }
 
     fn fail(&self, level: usize, source: OperatorError) -> TaskError {
@@ -153,6 +216,9 @@ impl Chain {
             return Ok(());
         }
         let mut out = std::mem::take(&mut self.scratch[level]);
+        if let StreamElement::Batch(b) = &element {
+            self.rows_at(level).rows_in.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+        }
         let op = &mut self.ops[level];
         let res = match element {
             StreamElement::Batch(b) => op.process_batch(input, b, &mut out),
@@ -163,8 +229,17 @@ impl Chain {
             }
         };
         res.map_err(|e| self.fail(level, e))?;
+        self.forward(level, out)
+    }
+
+    /// Counts what operator `level` emitted into `out` and pushes it on.
+    fn forward(&mut self, level: usize, mut out: Collector) -> Result<(), TaskError> {
         let emitted = out.take();
         self.scratch[level] = out;
+        let rows: usize = emitted.iter().map(|e| if let StreamElement::Batch(b) = e { b.num_rows() } else { 0 }).sum();
+        if rows > 0 {
+            self.rows_at(level).rows_out.fetch_add(rows as u64, Ordering::Relaxed);
+        }
         for e in emitted {
             self.feed(level + 1, 0, e)?;
         }
@@ -179,12 +254,7 @@ impl Chain {
     ) -> Result<(), TaskError> {
         let mut out = std::mem::take(&mut self.scratch[level]);
         f(self.ops[level].as_mut(), &mut out).map_err(|e| self.fail(level, e))?;
-        let emitted = out.take();
-        self.scratch[level] = out;
-        for e in emitted {
-            self.feed(level + 1, 0, e)?;
-        }
-        Ok(())
+        self.forward(level, out)
     }
 
     fn end_input(&mut self, input: usize) -> Result<(), TaskError> {
@@ -643,11 +713,15 @@ impl Task {
             match element {
                 StreamElement::Batch(b) => {
                     self.counters.records_out.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                    self.counters.bytes_out.fetch_add(b.get_array_memory_size() as u64, Ordering::Relaxed);
                     for out in &mut self.outputs {
                         out.send_batch(b.clone(), &self.options).await.map_err(TaskError::Exchange)?;
                     }
                 }
                 control => {
+                    if let StreamElement::Watermark(w) = control {
+                        self.counters.watermark.store(w, Ordering::Relaxed);
+                    }
                     for out in &mut self.outputs {
                         out.send_control(control.clone()).await.map_err(TaskError::Exchange)?;
                     }
@@ -678,6 +752,7 @@ impl Task {
         let mut last_tick = Instant::now();
         // Set while paused after the barrier of a stop-with-savepoint.
         let mut stopping: Option<CheckpointId> = None;
+        let mut last_gauges = Instant::now() - GAUGE_PERIOD;
         let result = loop {
             if cancel.is_cancelled() {
                 break Err(TaskError::Canceled);
@@ -722,8 +797,15 @@ impl Task {
             for element in out.take() {
                 if let StreamElement::Batch(b) = &element {
                     self.counters.records_in.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                    self.counters.bytes_in.fetch_add(b.get_array_memory_size() as u64, Ordering::Relaxed);
+                    self.chain.rows[0].rows_out.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
                 }
                 self.chain.feed(0, 0, element)?;
+            }
+            if last_gauges.elapsed() >= GAUGE_PERIOD {
+                last_gauges = Instant::now();
+                let gauges = source.gauges();
+                *self.counters.source_gauges.lock().unwrap_or_else(|e| e.into_inner()) = gauges;
             }
             self.emit_tail().await?;
             while let Some(Ok(ctl)) = self.control.as_mut().map(|c| c.try_recv()) {
@@ -902,6 +984,7 @@ impl Task {
         match element {
             StreamElement::Batch(b) => {
                 self.counters.records_in.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                self.counters.bytes_in.fetch_add(b.get_array_memory_size() as u64, Ordering::Relaxed);
                 if state.idle[i][c] {
                     state.idle[i][c] = false;
                     if let Some(idle) = state.idleness_changed() {

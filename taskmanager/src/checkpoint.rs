@@ -58,6 +58,7 @@ pub struct TaskCheckpointer {
     runtime: tokio::runtime::Handle,
     savepoints: SavepointTable,
     s3: weir_state::S3Options,
+    state_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for TaskCheckpointer {
@@ -93,6 +94,8 @@ pub struct CheckpointSetup<'a> {
     pub savepoints: SavepointTable,
     /// S3 settings for savepoint directories.
     pub s3: weir_state::S3Options,
+    /// Where the size of the state of the last snapshot goes (a metric).
+    pub state_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// State a task restores: where the files are, the checkpoint (or
@@ -154,6 +157,7 @@ impl TaskCheckpointer {
             runtime,
             savepoints: setup.savepoints,
             s3: setup.s3,
+            state_bytes: setup.state_bytes,
         };
         Ok((cp, entries))
     }
@@ -198,12 +202,17 @@ impl Checkpointer for TaskCheckpointer {
             }
         };
         let (backend, key, mut jm) = (self.backend.clone(), self.key.clone(), self.jm.clone());
+        let (state_bytes, is_savepoint) = (self.state_bytes.clone(), savepoint.is_some());
         self.runtime.spawn(async move {
             let started = Instant::now();
             let result = upload.await.map_err(|e| e.to_string());
             let sent = match result {
                 Ok(done) => {
                     backend.lock().unwrap_or_else(|e| e.into_inner()).uploaded(done.new_shared);
+                    if !is_savepoint {
+                        let size: u64 = done.snapshot.files.iter().map(|f| f.size).sum();
+                        state_bytes.store(size, std::sync::atomic::Ordering::Relaxed);
+                    }
                     let snapshot_json = serde_json::to_string(&done.snapshot).expect("snapshots serialize");
                     jm.acknowledge_checkpoint(v1::AcknowledgeCheckpointRequest {
                         task: Some(key.clone()),

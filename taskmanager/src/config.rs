@@ -35,6 +35,9 @@ pub struct TaskManagerSection {
     /// S3 settings for checkpoint storage (default: the `AWS_*` environment).
     #[serde(default)]
     pub s3: Option<weir_state::S3Options>,
+    /// Address of the HTTP endpoint for `/healthz`, `/readyz` and `/metrics`
+    /// (default: none).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl TaskManagerSection {

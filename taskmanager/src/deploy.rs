@@ -109,7 +109,14 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
     let counters = Arc::new(TaskCounters::default());
     ctx.registry.add(
         id.clone(),
-        RunningTask { cancel: cancel.clone(), counters: counters.clone(), control: control_tx, is_source },
+        RunningTask {
+            cancel: cancel.clone(),
+            counters: counters.clone(),
+            control: control_tx,
+            is_source,
+            name: vertex.name.clone(),
+            rows: chain.operator_rows(),
+        },
         inbox.as_ref().map(|i| i.handle()),
     );
     let ctx = ctx.clone();
@@ -142,6 +149,7 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
                             max_parallelism: plan.graph.max_parallelism,
                             savepoints: ctx.savepoints.clone(),
                             s3: ctx.s3.clone(),
+                            state_bytes: counters.state_bytes.clone(),
                         };
                         let (cp, entries) =
                             TaskCheckpointer::open(setup, key.clone(), ctx.jm.clone(), ctx.runtime.clone(), restore)
@@ -154,7 +162,7 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
                     }
                     None => None,
                 };
-                let outputs = wire_outputs(&ctx, &plan, &key, &placements).await.map_err(Ended::Exchange)?;
+                let outputs = wire_outputs(&ctx, &plan, &key, &placements, counters.backpressure_ns.clone()).await.map_err(Ended::Exchange)?;
                 let task = Task {
                     chain,
                     inbox,
@@ -230,6 +238,7 @@ async fn wire_outputs(
     plan: &Plan,
     key: &v1::TaskKey,
     placements: &[v1::Placement],
+    blocked: Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<Vec<OutputEdge>, String> {
     let vertex = &plan.vertices[key.vertex as usize];
     let tail = *vertex.operators.last().expect("a vertex has operators");
@@ -279,6 +288,7 @@ async fn wire_outputs(
             .iter()
             .map(|k| schema.index_of(k).map_err(|_| format!("key column {k} missing")))
             .collect::<Result<_, _>>()?;
+        let channels = channels.into_iter().map(|c| c.count_backpressure(blocked.clone())).collect();
         outputs.push(OutputEdge::new(edge.partitioning, key_idx, plan.graph.max_parallelism, channels));
     }
     Ok(outputs)

@@ -11,9 +11,12 @@ pub mod checkpoint;
 pub mod config;
 pub mod deploy;
 pub mod exchange;
+pub mod metrics;
 pub mod registry;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -143,6 +146,7 @@ pub struct TaskManager {
     registry: Registry,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    registered: Arc<AtomicBool>,
 }
 
 impl TaskManager {
@@ -174,7 +178,15 @@ impl TaskManager {
             savepoints: SavepointTable::default(),
         };
         tokio::spawn(forward_reports(jm.clone(), reports_rx));
-        tokio::spawn(membership(jm, opts.clone(), advertised.clone(), registry.clone(), shutdown.clone()));
+        let registered = Arc::new(AtomicBool::new(false));
+        tokio::spawn(membership(
+            jm,
+            opts.clone(),
+            advertised.clone(),
+            registry.clone(),
+            shutdown.clone(),
+            registered.clone(),
+        ));
         let tm_svc = TaskManagerServiceServer::new(TaskManagerRpc { ctx }).max_decoding_message_size(MAX_DEPLOY_BYTES);
         let ex_svc = DataExchangeServer::new(ExchangeService::new(registry.clone(), opts.deploy_wait))
             .max_decoding_message_size(MAX_FRAME_BYTES)
@@ -190,7 +202,38 @@ impl TaskManager {
             Ok(())
         });
         info!(id = %opts.id, %addr, %advertised, slots = opts.slots, jobmanager = %opts.jobmanager, "task manager listening");
-        Ok(TaskManager { id: opts.id, addr, registry, shutdown, server })
+        Ok(TaskManager { id: opts.id, addr, registry, shutdown, server, registered })
+    }
+
+    /// Serves `/healthz` (the process answers), `/readyz` (registered with
+    /// the job manager) and `/metrics` (Prometheus) on `listener` until
+    /// shutdown.
+    pub fn serve_http(&self, listener: TcpListener) {
+        let (registry, registered, id) = (self.registry.clone(), self.registered.clone(), self.id.clone());
+        let handler: weir_config::http::Handler = Arc::new(move |path: String| {
+            let (registry, registered, id) = (registry.clone(), registered.clone(), id.clone());
+            Box::pin(async move {
+                use weir_config::http::Response;
+                match path.as_str() {
+                    "/healthz" => Response::text(200, "ok\n"),
+                    "/readyz" if registered.load(Ordering::Relaxed) => Response::text(200, "ready\n"),
+                    "/readyz" => Response::text(503, "not registered with the job manager\n"),
+                    "/metrics" => {
+                        Response::metrics(crate::metrics::render(&registry, &id, registered.load(Ordering::Relaxed)))
+                    }
+                    other => Response::not_found(other),
+                }
+            })
+        });
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "serving /healthz, /readyz and /metrics");
+        }
+        let server = tokio::spawn(weir_config::http::serve(listener, handler));
+        let token = self.shutdown.clone();
+        tokio::spawn(async move {
+            token.cancelled().await;
+            server.abort();
+        });
     }
 
     /// Cancels every task and stops serving.
@@ -217,6 +260,7 @@ async fn membership(
     advertised: String,
     registry: Registry,
     shutdown: CancellationToken,
+    registered: Arc<AtomicBool>,
 ) {
     let register =
         v1::RegisterTaskManagerRequest { task_manager_id: opts.id.clone(), rpc_address: advertised, slots: opts.slots };
@@ -236,6 +280,7 @@ async fn membership(
             }
         };
         info!(jobmanager = %opts.jobmanager, "registered with the job manager");
+        registered.store(true, Ordering::Relaxed);
         let mut ticker = tokio::time::interval(interval);
         loop {
             tokio::select! {
@@ -250,6 +295,7 @@ async fn membership(
             match jm.heartbeat(v1::HeartbeatRequest { task_manager_id: opts.id.clone(), running }).await {
                 Ok(r) if r.get_ref().known => {}
                 Ok(_) => {
+                    registered.store(false, Ordering::Relaxed);
                     warn!("the job manager no longer knows this task manager: cancelling tasks and registering again");
                     registry.cancel_all();
                     continue 'register;

@@ -31,6 +31,10 @@ struct Args {
     /// Local working directory of state backends (RocksDB) [default: the temp dir].
     #[arg(long, env = "WEIR_TASKMANAGER_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// Address for the HTTP endpoint serving /healthz, /readyz and /metrics
+    /// (Prometheus) [default: none].
+    #[arg(long, env = "WEIR_TASKMANAGER_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Config file (its `taskmanager:` section is read).
     #[arg(long, env = "WEIR_CONFIG")]
     config: Option<PathBuf>,
@@ -50,10 +54,15 @@ async fn main() -> anyhow::Result<()> {
     s.advertised_address = args.advertised_address.or(s.advertised_address);
     s.id = args.id.or(s.id);
     s.state_dir = args.state_dir.or(s.state_dir);
+    s.metrics_addr = args.metrics_addr.or(s.metrics_addr);
     let opts = s.options()?;
     let addr = s.rpc_addr.unwrap_or_else(|| "127.0.0.1:0".parse().expect("valid default"));
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let mut tm = TaskManager::start(listener, opts)?;
+    if let Some(addr) = s.metrics_addr {
+        let http = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        tm.serve_http(http);
+    }
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     tokio::select! {

@@ -42,6 +42,10 @@ pub struct RunningTask {
     pub control: tokio::sync::mpsc::UnboundedSender<TaskControl>,
     /// Whether it runs a source (checkpoint triggers go to sources).
     pub is_source: bool,
+    /// Its chain's name (operator uids joined with ` -> `).
+    pub name: String,
+    /// Rows in and out of each operator of its chain.
+    pub rows: Arc<Vec<weir_runtime::task::OperatorRows>>,
 }
 
 #[derive(Debug, Default)]
@@ -138,6 +142,14 @@ impl Registry {
             }
         }
         n
+    }
+
+    /// Every running task (for metrics).
+    pub fn tasks(&self) -> Vec<(TaskId, RunningTask)> {
+        let g = self.lock();
+        let mut out: Vec<_> = g.tasks.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        out.sort_by(|a, b| (&a.0.job, a.0.vertex, a.0.subtask).cmp(&(&b.0.job, b.0.vertex, b.0.subtask)));
+        out
     }
 
     /// Cancels every task.

@@ -24,24 +24,26 @@
 //!   (`on_error: fail`). They are counted, never dropped silently.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::{
     ArrayRef, BinaryBuilder, Int32Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Deserialize;
 use weir_runtime::error::{OpResult, OperatorError, PlanError};
 use weir_runtime::keygroup::hash_bytes;
 use weir_runtime::operators::watermark::event_times;
 use weir_runtime::operators::{
-    duration, millis, Arity, Collector, Instance, OperatorFactory, PlanContext, SourceOperator, SourceStatus,
-    SubtaskInfo,
+    duration, millis, Arity, Collector, Instance, OperatorFactory, PlanContext, SourceGauge, SourceOperator,
+    SourceStatus, SubtaskInfo,
 };
 use weir_runtime::state::{StateReader, StateWriter};
 
@@ -366,8 +368,30 @@ fn offset_of(next: i64) -> Offset {
 }
 
 /// The open connection of a subtask.
+/// Receives the consumer's statistics (every second): each partition's last
+/// stable offset, from which the source's lag is computed.
+#[derive(Debug, Default, Clone)]
+struct OffsetsContext {
+    stable: Arc<Mutex<HashMap<(String, i32), i64>>>,
+}
+
+impl ClientContext for OffsetsContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut stable = self.stable.lock().unwrap_or_else(|e| e.into_inner());
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                if partition >= 0 && p.ls_offset >= 0 {
+                    stable.insert((topic.clone(), partition), p.ls_offset);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for OffsetsContext {}
+
 struct Open {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<OffsetsContext>,
     dead_letters: Option<ThreadedProducer<super::sink::CountingContext>>,
     decoder: Option<JsonDecoder>,
 }
@@ -397,6 +421,8 @@ pub struct KafkaSource {
     idle: bool,
     bad_records: u64,
     last_error_log: Option<Instant>,
+    /// Last stable offsets per partition, from the consumer's statistics.
+    stable: Arc<Mutex<HashMap<(String, i32), i64>>>,
 }
 
 impl KafkaSource {
@@ -421,6 +447,7 @@ impl KafkaSource {
             idle: false,
             bad_records: 0,
             last_error_log: None,
+            stable: Arc::default(),
         }
     }
 
@@ -443,9 +470,12 @@ impl KafkaSource {
             // local queue is full (default 1 s); a source that drains the
             // queue in milliseconds would sit idle for the rest of it.
             .set_if_unset("fetch.queue.backoff.ms", "10")
-            .set_if_unset("client.id", format!("weir-{}-{}", self.uid, self.subtask.index));
-        let consumer: BaseConsumer =
-            cc.create().map_err(|e| kafka_error(format!("creating a consumer for {}", conn.bootstrap_servers), e))?;
+            .set_if_unset("client.id", format!("weir-{}-{}", self.uid, self.subtask.index))
+            .set_if_unset("statistics.interval.ms", "1000");
+        let context = OffsetsContext { stable: self.stable.clone() };
+        let consumer: BaseConsumer<OffsetsContext> = cc
+            .create_with_context(context)
+            .map_err(|e| kafka_error(format!("creating a consumer for {}", conn.bootstrap_servers), e))?;
         let dead_letters = match &self.config.dead_letter_topic {
             Some(_) => {
                 let mut pc = conn.client_config();
@@ -1053,6 +1083,22 @@ impl SourceOperator for KafkaSource {
 
     fn bad_records(&self) -> u64 {
         self.bad_records
+    }
+
+    fn gauges(&self) -> Vec<SourceGauge> {
+        let stable = self.stable.lock().unwrap_or_else(|e| e.into_inner());
+        self.partitions
+            .iter()
+            .filter(|p| p.next >= 0)
+            .filter_map(|p| {
+                let end = *stable.get(&(p.topic.clone(), p.partition))?;
+                Some(SourceGauge {
+                    name: "weir_kafka_consumer_lag_records",
+                    labels: vec![("topic", p.topic.clone()), ("partition", p.partition.to_string())],
+                    value: (end - p.next).max(0) as f64,
+                })
+            })
+            .collect()
     }
 
     fn checkpoint_complete(&mut self, id: u64) -> OpResult<()> {

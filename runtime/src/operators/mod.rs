@@ -277,6 +277,23 @@ pub trait SourceOperator: Send {
     fn bad_records(&self) -> u64 {
         0
     }
+
+    /// Gauges worth exporting as metrics (read about once a second), e.g.
+    /// a Kafka source's consumer lag per partition.
+    fn gauges(&self) -> Vec<SourceGauge> {
+        Vec::new()
+    }
+}
+
+/// A gauge a source reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceGauge {
+    /// Metric name (`weir_` prefix, base units).
+    pub name: &'static str,
+    /// Labels besides job, task and subtask.
+    pub labels: Vec<(&'static str, String)>,
+    /// Value.
+    pub value: f64,
 }
 
 /// Parses a duration written as `10s`, `250ms`, `1m`.

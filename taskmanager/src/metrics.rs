@@ -1,0 +1,109 @@
+//! The task manager's Prometheus metrics: what every running task and its
+//! operators did so far, read from their live counters at each scrape.
+//! Names and labels are listed in `docs/metrics.md`.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use weir_config::metrics::Exposition;
+
+use crate::registry::Registry;
+
+/// The exposition document of this task manager.
+pub fn render(registry: &Registry, task_manager: &str, registered: bool) -> String {
+    let mut e = Exposition::new();
+    let tm = [("task_manager", task_manager)];
+    e.gauge(
+        "weir_taskmanager_registered",
+        "1 while the task manager is registered with the job manager.",
+        &tm,
+        f64::from(u8::from(registered)),
+    );
+    let tasks = registry.tasks();
+    e.gauge("weir_taskmanager_tasks", "Tasks running on the task manager.", &tm, tasks.len() as f64);
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    for (id, t) in &tasks {
+        let subtask = id.subtask.to_string();
+        let labels = [("job_id", id.job.as_str()), ("task", t.name.as_str()), ("subtask", subtask.as_str())];
+        let c = &t.counters;
+        e.counter(
+            "weir_task_records_in_total",
+            "Rows that entered the task's chain.",
+            &labels,
+            c.records_in.load(Relaxed) as f64,
+        );
+        e.counter(
+            "weir_task_records_out_total",
+            "Rows that left the task's chain.",
+            &labels,
+            c.records_out.load(Relaxed) as f64,
+        );
+        e.counter(
+            "weir_task_bytes_in_total",
+            "In-memory bytes of the batches that entered the task's chain.",
+            &labels,
+            c.bytes_in.load(Relaxed) as f64,
+        );
+        e.counter(
+            "weir_task_bytes_out_total",
+            "In-memory bytes of the batches that left the task's chain.",
+            &labels,
+            c.bytes_out.load(Relaxed) as f64,
+        );
+        e.counter(
+            "weir_task_backpressure_seconds_total",
+            "Time the task waited for credits to send its output.",
+            &labels,
+            c.backpressure_ns.load(Relaxed) as f64 / 1e9,
+        );
+        e.counter(
+            "weir_task_sink_records_total",
+            "Rows written to external systems by the task's sinks.",
+            &labels,
+            c.sink_records.load(Relaxed) as f64,
+        );
+        e.counter(
+            "weir_task_bad_records_total",
+            "Records the task's source could not decode.",
+            &labels,
+            c.bad_records.load(Relaxed) as f64,
+        );
+        let watermark = c.watermark.load(Relaxed);
+        if watermark > i64::MIN && watermark < i64::MAX {
+            e.gauge(
+                "weir_task_watermark_lag_seconds",
+                "Wall-clock time minus the task's last emitted watermark.",
+                &labels,
+                (now_ms - watermark) as f64 / 1000.0,
+            );
+        }
+        e.gauge(
+            "weir_task_state_bytes",
+            "Size of the state the task's last completed checkpoint references.",
+            &labels,
+            c.state_bytes.load(Relaxed) as f64,
+        );
+        for op in t.rows.iter() {
+            let labels = [("job_id", id.job.as_str()), ("operator", op.uid.as_str()), ("subtask", subtask.as_str())];
+            e.counter(
+                "weir_operator_records_in_total",
+                "Rows the operator received.",
+                &labels,
+                op.rows_in.load(Relaxed) as f64,
+            );
+            e.counter(
+                "weir_operator_records_out_total",
+                "Rows the operator emitted.",
+                &labels,
+                op.rows_out.load(Relaxed) as f64,
+            );
+        }
+        let gauges = c.source_gauges.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for g in gauges {
+            let mut l: Vec<(&str, &str)> = labels.to_vec();
+            l.extend(g.labels.iter().map(|(k, v)| (*k, v.as_str())));
+            e.gauge(g.name, "A source's gauge (see docs/metrics.md).", &l, g.value);
+        }
+    }
+    e.finish()
+}
