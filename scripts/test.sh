@@ -3,7 +3,8 @@
 # (unit, property and multi-process end-to-end) on a fresh machine with no
 # manual step. Build dependencies are vendored (protoc), come from crates.io or
 # from Debian's packages (libclang for RocksDB's bindings); the S3-compatible
-# server the storage tests start is installed from crates.io, cached.
+# server the storage tests start is installed from crates.io, Kafka's jars
+# come from Maven Central and helm from the Go module proxy, all cached.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -37,11 +38,21 @@ if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
 fi
 WEIR_KAFKA_LIBS="$(scripts/kafka.sh fetch | tail -n 1)"
 export WEIR_KAFKA_LIBS
+# helm v3.22.0 built through the Go module proxy and an offline Kubernetes
+# schema validator from PyPI, cached under ~/.cache/weir/tools (see
+# scripts/helm.sh), for the chart checks and the chart wiring test.
+WEIR_HELM="$(scripts/helm.sh install | tail -n 1)"
+export WEIR_HELM
 
 echo "== format"
 cargo fmt --all -- --check
 echo "== lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== chart"
+# helm lint and helm template with the default and several values files,
+# every rendered manifest validated against the Kubernetes schemas offline;
+# invalid values files must be refused.
+scripts/helm.sh check
 echo "== layering"
 # The runtime must stay transport-agnostic (see docs/architecture.md).
 for crate in weir-runtime weir-connectors; do

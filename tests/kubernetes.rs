@@ -1,0 +1,289 @@
+//! The Helm chart's wiring, exercised with the real binaries (there is no
+//! Kubernetes cluster here): the chart is rendered with `helm template`, and
+//! the job manager's, the task managers' and the submission Job's commands,
+//! arguments, environment and config file are run exactly as rendered, on
+//! loopback. The only changes are those a cluster would make: the job
+//! manager Service's name resolves to 127.0.0.1, each pod's ports get a free
+//! local port (pods share one host here), the pod IP is 127.0.0.1, and the
+//! ConfigMaps' mount paths become files in a scratch directory. Then the
+//! rendered probes are hit, the job is submitted by the rendered Job, and
+//! `/metrics` is scraped.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+use weir_tests::{bin, free_port, http_get, metric_values, repo, spawn, wait_until, Proc};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// `helm` as `scripts/helm.sh install` leaves it (or `WEIR_HELM`).
+fn helm() -> PathBuf {
+    let path = std::env::var_os("WEIR_HELM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/weir/tools/bin/helm"));
+    assert!(path.exists(), "{} is missing: run scripts/helm.sh install (scripts/test.sh does)", path.display());
+    path
+}
+
+/// Every document `helm template` renders with `args`.
+fn render(args: &[&str]) -> anyhow::Result<Vec<Value>> {
+    let out = Command::new(helm()).args(["template", "weir"]).arg(repo().join("helm/weir")).args(args).output()?;
+    if !out.status.success() {
+        bail!("helm template failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8(out.stdout)?;
+    let mut docs = Vec::new();
+    for doc in format!("\n{text}").split("\n---") {
+        let v: serde_yaml::Value = serde_yaml::from_str(doc).with_context(|| format!("a rendered document:\n{doc}"))?;
+        if !v.is_null() {
+            docs.push(serde_json::to_value(v)?);
+        }
+    }
+    Ok(docs)
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, component: &str) -> anyhow::Result<&'a Value> {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["labels"]["app.kubernetes.io/component"] == component)
+        .with_context(|| format!("no {kind} of component {component} rendered"))
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array().into_iter().flatten().map(|s| s.as_str().expect("a string").to_string()).collect()
+}
+
+/// One pod's main container, localized.
+struct Pod {
+    command: Vec<String>,
+    env: Vec<(String, String)>,
+    /// Container port by name -> local port.
+    ports: HashMap<String, u16>,
+    container: Value,
+}
+
+impl Pod {
+    /// `pod_name` is the pod's `metadata.name`.
+    fn from(workload: &Value, pod_name: &str, local: &Local) -> Pod {
+        let container = workload["spec"]["template"]["spec"]["containers"][0].clone();
+        let mut map: HashMap<u16, u16> = HashMap::new();
+        let mut ports = HashMap::new();
+        for p in container["ports"].as_array().into_iter().flatten() {
+            let port = p["containerPort"].as_u64().expect("containerPort") as u16;
+            let here = free_port();
+            map.insert(port, here);
+            ports.insert(p["name"].as_str().expect("port name").to_string(), here);
+        }
+        let fix = |s: &str| local.fix(s, &map);
+        let mut env: Vec<(String, String)> = Vec::new();
+        for e in container["env"].as_array().into_iter().flatten() {
+            let name = e["name"].as_str().expect("env name").to_string();
+            let value = if let Some(v) = e["value"].as_str() {
+                // Kubernetes expands $(VAR) from variables defined before.
+                let mut v = v.to_string();
+                for (k, val) in &env {
+                    v = v.replace(&format!("$({k})"), val);
+                }
+                fix(&v)
+            } else {
+                match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                    Some("status.podIP") => "127.0.0.1".to_string(),
+                    Some("metadata.name") => pod_name.to_string(),
+                    other => panic!("env {name} comes from {other:?}, which this test does not provide"),
+                }
+            };
+            env.push((name, value));
+        }
+        let command =
+            strings(&container["command"]).iter().chain(strings(&container["args"]).iter()).map(|a| fix(a)).collect();
+        Pod { command, env, ports, container }
+    }
+
+    fn start(&self, name: &str, dir: &Path) -> anyhow::Result<Proc> {
+        let program = self.command[0].as_str();
+        let mut cmd = Command::new(bin(program));
+        cmd.args(&self.command[1..]).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        spawn(name, &mut cmd, dir)
+    }
+
+    /// Waits until the rendered probe answers 200.
+    fn probe(&self, which: &str) -> anyhow::Result<()> {
+        let get = &self.container[which]["httpGet"];
+        let path = get["path"].as_str().with_context(|| format!("{which} has no httpGet path"))?.to_string();
+        let port = self.ports[get["port"].as_str().with_context(|| format!("{which} names no port"))?];
+        let addr = format!("127.0.0.1:{port}");
+        wait_until(&format!("{which} {path} on {addr}"), LONG, || Ok((http_get(&addr, &path)?.0 == 200).then_some(())))
+    }
+
+    fn addr(&self, port: &str) -> String {
+        format!("127.0.0.1:{}", self.ports[port])
+    }
+}
+
+/// What a cluster provides: the Service name, mounts.
+struct Local {
+    jm_url: String,
+    mounts: Vec<(String, String)>,
+}
+
+impl Local {
+    fn fix(&self, s: &str, ports: &HashMap<u16, u16>) -> String {
+        let mut s = s.replace("http://weir-jobmanager:6123", &self.jm_url);
+        for (from, to) in &self.mounts {
+            s = s.replace(from.as_str(), to.as_str());
+        }
+        for (p, here) in ports {
+            s = s.replace(&format!("0.0.0.0:{p}"), &format!("127.0.0.1:{here}"));
+            s = s.replace(&format!("127.0.0.1:{p}"), &format!("127.0.0.1:{here}"));
+        }
+        s
+    }
+}
+
+#[test]
+fn the_rendered_chart_runs_a_job_with_probes_and_metrics() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let job_file = dir.path().join("job-source.yaml");
+    std::fs::write(
+        &job_file,
+        "name: from-helm
+parallelism: 2
+operators:
+  - uid: gen
+    kind: datagen
+    config: {events: 400000, rate: 100000, batch_size: 1000}
+  - uid: timestamps
+    kind: watermark
+    config: {timestamp_column: event_time_ms, interval: 50ms}
+  - uid: tumble
+    kind: window
+    config:
+      key: [auction]
+      timestamp_column: event_time_ms
+      window: {type: tumbling, size: 10s}
+      aggregates: [{fn: count, as: count}]
+  - uid: out
+    kind: discard
+edges:
+  - {from: gen, to: timestamps}
+  - {from: timestamps, to: tumble, partition: hash, key: [auction]}
+  - {from: tumble, to: out}
+checkpoints:
+  interval: 200ms
+",
+    )?;
+    let checkpoints = format!("storage.checkpoints=file://{}", dir.path().join("checkpoints").display());
+    let docs = render(&[
+        "--set",
+        &checkpoints,
+        "--set",
+        "taskmanager.replicas=2",
+        "--set",
+        "job.enabled=true",
+        "--set-file",
+        &format!("job.file={}", job_file.display()),
+    ])?;
+
+    // ConfigMaps become files.
+    let config = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["data"]["weir.yaml"].is_string())
+        .context("the ConfigMap holding weir.yaml")?;
+    let weir_yaml = config["data"]["weir.yaml"].as_str().unwrap_or_default();
+    let state = dir.path().join("state");
+    let config_path = dir.path().join("weir.yaml");
+    std::fs::write(&config_path, weir_yaml.replace("/var/lib/weir/state", &state.display().to_string()))?;
+    let job_cm = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["data"]["job.yaml"].is_string())
+        .context("the job file's ConfigMap")?;
+    let job_path = dir.path().join("job.yaml");
+    std::fs::write(&job_path, job_cm["data"]["job.yaml"].as_str().unwrap())?;
+
+    let jm_workload = find(&docs, "Deployment", "jobmanager")?;
+    assert_eq!(jm_workload["spec"]["replicas"], 1);
+    assert_eq!(jm_workload["spec"]["strategy"]["type"], "Recreate");
+    let mut local = Local {
+        jm_url: String::new(), // known once the job manager's ports are
+        mounts: vec![
+            ("/etc/weir/weir.yaml".into(), config_path.display().to_string()),
+            ("/etc/weir/job/job.yaml".into(), job_path.display().to_string()),
+        ],
+    };
+    let jm = Pod::from(jm_workload, "weir-jobmanager-0", &local);
+    local.jm_url = format!("http://{}", jm.addr("rpc"));
+    let _jm = jm.start("jobmanager", dir.path())?;
+    jm.probe("livenessProbe")?;
+    jm.probe("readinessProbe")?;
+
+    let tm_workload = find(&docs, "StatefulSet", "taskmanager")?;
+    let replicas = tm_workload["spec"]["replicas"].as_u64().unwrap();
+    let tms: Vec<Pod> =
+        (0..replicas).map(|i| Pod::from(tm_workload, &format!("weir-taskmanager-{i}"), &local)).collect();
+    let _tm_procs: Vec<Proc> = tms
+        .iter()
+        .enumerate()
+        .map(|(i, t)| t.start(&format!("taskmanager-{i}"), dir.path()))
+        .collect::<Result<_, _>>()?;
+    for t in &tms {
+        t.probe("livenessProbe")?;
+        t.probe("readinessProbe")?; // registered with the job manager
+    }
+
+    // The submission Job: its init container's wait, then `weir run`.
+    let submit = find(&docs, "Job", "submit")?;
+    let pod = &submit["spec"]["template"]["spec"];
+    let no_ports = HashMap::new();
+    for init in pod["initContainers"].as_array().into_iter().flatten() {
+        let cmd: Vec<String> = strings(&init["command"]).iter().map(|a| local.fix(a, &no_ports)).collect();
+        let out = Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .env("PATH", format!("{}:{}", bin("weir").parent().unwrap().display(), std::env::var("PATH")?))
+            .output()?;
+        assert!(out.status.success(), "init container: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let main = &pod["containers"][0];
+    let args: Vec<String> = strings(&main["args"]).iter().map(|a| local.fix(a, &no_ports)).collect();
+    let out =
+        Command::new(bin(strings(&main["command"])[0].as_str())).args(&args).args(["--output", "json"]).output()?;
+    assert!(out.status.success(), "submission: {}", String::from_utf8_lossy(&out.stderr));
+    let id = serde_json::from_slice::<Value>(&out.stdout)?["job_id"].as_str().unwrap().to_string();
+
+    // Metrics from the rendered metrics ports while the job runs.
+    let jm_metrics = jm.addr("metrics");
+    wait_until("a checkpoint in the job manager's metrics", LONG, || {
+        let (_, text) = http_get(&jm_metrics, "/metrics")?;
+        Ok(metric_values(&text, "weir_checkpoints_completed_total", &[("job_id", &id)])
+            .first()
+            .is_some_and(|n| *n >= 1.0)
+            .then_some(()))
+    })?;
+    let rows: f64 = tms
+        .iter()
+        .map(|t| {
+            let (_, text) = http_get(&t.addr("metrics"), "/metrics").unwrap();
+            metric_values(&text, "weir_task_records_in_total", &[("job_id", &id)]).iter().sum::<f64>()
+        })
+        .sum();
+    assert!(rows > 0.0, "the task managers' metrics count records");
+    let status = wait_until("the job to finish", LONG, || {
+        let out = Command::new(bin("weir"))
+            .args(["status", &id, "--jobmanager", &local.jm_url, "--output", "json"])
+            .output()?;
+        let s: Value = serde_json::from_slice(&out.stdout)?;
+        Ok((s["state"] == "FINISHED" || s["state"] == "FAILED").then_some(s))
+    })?;
+    assert_eq!(status["state"], "FINISHED", "{status:#}");
+    let on: Vec<&str> = status["tasks"].as_array().unwrap().iter().filter_map(|t| t["task_manager"].as_str()).collect();
+    assert!(
+        on.iter().all(|tm| tm.starts_with("weir-taskmanager-")),
+        "task managers are named after their pods: {on:?}"
+    );
+    Ok(())
+}
