@@ -115,6 +115,8 @@ fn probes_follow_registration_and_metrics_follow_the_job() -> anyhow::Result<()>
         "weir_task_bytes_out_total",
         "weir_task_backpressure_seconds_total",
         "weir_operator_records_in_total",
+        "weir_operator_bytes_in_total",
+        "weir_operator_bytes_out_total",
     ] {
         assert!(
             metric_values(&text, name, &job).iter().sum::<f64>() > 0.0 || name.contains("backpressure"),

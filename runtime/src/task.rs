@@ -104,6 +104,10 @@ pub struct OperatorRows {
     pub rows_in: AtomicU64,
     /// Rows it emitted.
     pub rows_out: AtomicU64,
+    /// In-memory size of the batches it received.
+    pub bytes_in: AtomicU64,
+    /// In-memory size of the batches it emitted.
+    pub bytes_out: AtomicU64,
 }
 
 pub use crate::operators::SourceGauge;
@@ -190,7 +194,13 @@ impl Chain {
             .iter()
             .map(|(u, _)| u)
             .chain(uids.iter())
-            .map(|uid| OperatorRows { uid: uid.clone(), rows_in: AtomicU64::new(0), rows_out: AtomicU64::new(0) })
+            .map(|uid| OperatorRows {
+                uid: uid.clone(),
+                rows_in: AtomicU64::new(0),
+                rows_out: AtomicU64::new(0),
+                bytes_in: AtomicU64::new(0),
+                bytes_out: AtomicU64::new(0),
+            })
             .collect();
         Ok(Chain { source, ops, uids, scratch, tail: Vec::new(), rows: Arc::new(rows) })
     }
@@ -217,7 +227,9 @@ impl Chain {
         }
         let mut out = std::mem::take(&mut self.scratch[level]);
         if let StreamElement::Batch(b) = &element {
-            self.rows_at(level).rows_in.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+            let rows = self.rows_at(level);
+            rows.rows_in.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+            rows.bytes_in.fetch_add(b.get_array_memory_size() as u64, Ordering::Relaxed);
         }
         let op = &mut self.ops[level];
         let res = match element {
@@ -236,9 +248,17 @@ impl Chain {
     fn forward(&mut self, level: usize, mut out: Collector) -> Result<(), TaskError> {
         let emitted = out.take();
         self.scratch[level] = out;
-        let rows: usize = emitted.iter().map(|e| if let StreamElement::Batch(b) = e { b.num_rows() } else { 0 }).sum();
+        let (mut rows, mut bytes) = (0, 0);
+        for e in &emitted {
+            if let StreamElement::Batch(b) = e {
+                rows += b.num_rows() as u64;
+                bytes += b.get_array_memory_size() as u64;
+            }
+        }
         if rows > 0 {
-            self.rows_at(level).rows_out.fetch_add(rows as u64, Ordering::Relaxed);
+            let counters = self.rows_at(level);
+            counters.rows_out.fetch_add(rows, Ordering::Relaxed);
+            counters.bytes_out.fetch_add(bytes, Ordering::Relaxed);
         }
         for e in emitted {
             self.feed(level + 1, 0, e)?;
@@ -799,6 +819,7 @@ impl Task {
                     self.counters.records_in.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
                     self.counters.bytes_in.fetch_add(b.get_array_memory_size() as u64, Ordering::Relaxed);
                     self.chain.rows[0].rows_out.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                    self.chain.rows[0].bytes_out.fetch_add(b.get_array_memory_size() as u64, Ordering::Relaxed);
                 }
                 self.chain.feed(0, 0, element)?;
             }

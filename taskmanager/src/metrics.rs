@@ -97,6 +97,18 @@ pub fn render(registry: &Registry, task_manager: &str, registered: bool) -> Stri
                 &labels,
                 op.rows_out.load(Relaxed) as f64,
             );
+            e.counter(
+                "weir_operator_bytes_in_total",
+                "In-memory bytes of the batches the operator received.",
+                &labels,
+                op.bytes_in.load(Relaxed) as f64,
+            );
+            e.counter(
+                "weir_operator_bytes_out_total",
+                "In-memory bytes of the batches the operator emitted.",
+                &labels,
+                op.bytes_out.load(Relaxed) as f64,
+            );
         }
         let gauges = c.source_gauges.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for g in gauges {
