@@ -556,19 +556,31 @@ impl InputState {
     }
 
     /// The combined watermark if it advanced.
+    ///
+    /// When every open channel is idle, event time catches up with the
+    /// largest watermark any of them reached: otherwise the channel that
+    /// went idle last would hold back forever what the others allowed.
     fn advance(&mut self) -> Option<i64> {
         let mut min = i64::MAX;
+        let mut max = i64::MIN;
         let mut any = false;
         for (i, ws) in self.watermarks.iter().enumerate() {
             for (c, &w) in ws.iter().enumerate() {
-                if self.ended[i][c] || self.idle[i][c] {
+                if self.ended[i][c] {
+                    continue;
+                }
+                max = max.max(w);
+                if self.idle[i][c] {
                     continue;
                 }
                 any = true;
                 min = min.min(w);
             }
         }
-        if any && min > self.current && min != i64::MAX {
+        if !any && self.open > 0 {
+            min = max;
+        }
+        if min > self.current && min != i64::MAX && min != i64::MIN {
             self.current = min;
             Some(min)
         } else {
@@ -1080,6 +1092,20 @@ mod tests {
         s.watermarks[0][1] = 3;
         s.idle[0][1] = false;
         assert_eq!(s.advance(), None, "the watermark never goes back");
+    }
+
+    #[test]
+    fn when_every_channel_is_idle_event_time_catches_up_with_the_furthest() {
+        let mut s = InputState::new(&[2]);
+        s.watermarks[0][0] = 100;
+        s.watermarks[0][1] = 500;
+        assert_eq!(s.advance(), Some(100));
+        s.idle[0][1] = true; // the furthest goes idle first
+        assert_eq!(s.advance(), None);
+        s.idle[0][0] = true;
+        assert_eq!(s.advance(), Some(500), "all idle: the furthest watermark");
+        s.idle[0][0] = false;
+        assert_eq!(s.advance(), None, "never back");
     }
 
     #[test]

@@ -928,6 +928,20 @@ impl KafkaSource {
         }
         match min {
             None => {
+                // Every partition is idle: event time catches up with the
+                // furthest of them before the subtask goes idle, so that the
+                // partition that fell silent last does not hold back what the
+                // others allowed.
+                let furthest = self
+                    .partitions
+                    .iter()
+                    .filter(|p| !p.done() && p.max_event_time > i64::MIN)
+                    .map(|p| p.max_event_time.saturating_sub(lag).saturating_sub(1))
+                    .max();
+                if let Some(wm) = furthest.filter(|wm| *wm > self.emitted_watermark) {
+                    self.emitted_watermark = wm;
+                    out.emit_watermark(wm);
+                }
                 if !self.idle {
                     self.idle = true;
                     out.emit_idle(true);
