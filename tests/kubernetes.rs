@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde_json::Value;
-use weir_tests::{bin, free_port, http_get, metric_values, repo, spawn, wait_until, Proc};
+use weir_tests::{bin, free_ports, http_get, metric_values, repo, spawn, wait_until, Proc};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -67,13 +67,13 @@ struct Pod {
 
 impl Pod {
     /// `pod_name` is the pod's `metadata.name`.
-    fn from(workload: &Value, pod_name: &str, local: &Local) -> Pod {
+    fn from(workload: &Value, pod_name: &str, local: &Local, free: &mut Vec<u16>) -> Pod {
         let container = workload["spec"]["template"]["spec"]["containers"][0].clone();
         let mut map: HashMap<u16, u16> = HashMap::new();
         let mut ports = HashMap::new();
         for p in container["ports"].as_array().into_iter().flatten() {
             let port = p["containerPort"].as_u64().expect("containerPort") as u16;
-            let here = free_port();
+            let here = free.pop().expect("enough free ports");
             map.insert(port, here);
             ports.insert(p["name"].as_str().expect("port name").to_string(), here);
         }
@@ -112,13 +112,19 @@ impl Pod {
         spawn(name, &mut cmd, dir)
     }
 
-    /// Waits until the rendered probe answers 200.
-    fn probe(&self, which: &str) -> anyhow::Result<()> {
+    /// Waits until the rendered probe answers 200 (`proc` must stay alive).
+    fn probe(&self, which: &str, proc: &mut Proc) -> anyhow::Result<()> {
         let get = &self.container[which]["httpGet"];
         let path = get["path"].as_str().with_context(|| format!("{which} has no httpGet path"))?.to_string();
         let port = self.ports[get["port"].as_str().with_context(|| format!("{which} names no port"))?];
         let addr = format!("127.0.0.1:{port}");
-        wait_until(&format!("{which} {path} on {addr}"), LONG, || Ok((http_get(&addr, &path)?.0 == 200).then_some(())))
+        wait_until(&format!("{which} {path} on {addr}"), LONG, || {
+            if let Some(status) = proc.exited() {
+                bail!("{} exited ({status}):\n{}", proc.name, proc.log());
+            }
+            Ok((http_get(&addr, &path)?.0 == 200).then_some(()))
+        })
+        .with_context(|| proc.log())
     }
 
     fn addr(&self, port: &str) -> String {
@@ -216,24 +222,25 @@ checkpoints:
             ("/etc/weir/job/job.yaml".into(), job_path.display().to_string()),
         ],
     };
-    let jm = Pod::from(jm_workload, "weir-jobmanager-0", &local);
+    let mut free = free_ports(16);
+    let jm = Pod::from(jm_workload, "weir-jobmanager-0", &local, &mut free);
     local.jm_url = format!("http://{}", jm.addr("rpc"));
-    let _jm = jm.start("jobmanager", dir.path())?;
-    jm.probe("livenessProbe")?;
-    jm.probe("readinessProbe")?;
+    let mut jm_proc = jm.start("jobmanager", dir.path())?;
+    jm.probe("livenessProbe", &mut jm_proc)?;
+    jm.probe("readinessProbe", &mut jm_proc)?;
 
     let tm_workload = find(&docs, "StatefulSet", "taskmanager")?;
     let replicas = tm_workload["spec"]["replicas"].as_u64().unwrap();
     let tms: Vec<Pod> =
-        (0..replicas).map(|i| Pod::from(tm_workload, &format!("weir-taskmanager-{i}"), &local)).collect();
-    let _tm_procs: Vec<Proc> = tms
+        (0..replicas).map(|i| Pod::from(tm_workload, &format!("weir-taskmanager-{i}"), &local, &mut free)).collect();
+    let mut tm_procs: Vec<Proc> = tms
         .iter()
         .enumerate()
         .map(|(i, t)| t.start(&format!("taskmanager-{i}"), dir.path()))
         .collect::<Result<_, _>>()?;
-    for t in &tms {
-        t.probe("livenessProbe")?;
-        t.probe("readinessProbe")?; // registered with the job manager
+    for (t, p) in tms.iter().zip(&mut tm_procs) {
+        t.probe("livenessProbe", p)?;
+        t.probe("readinessProbe", p)?; // registered with the job manager
     }
 
     // The submission Job: its init container's wait, then `weir run`.

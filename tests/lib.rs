@@ -33,6 +33,14 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("binding an ephemeral port").port()
 }
 
+/// `n` distinct free TCP ports on 127.0.0.1 (held together while chosen,
+/// so that no two are the same).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> =
+        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port")).collect();
+    held.iter().map(|l| l.local_addr().expect("a local address").port()).collect()
+}
+
 /// Polls `check` until it returns `Some`, or fails after `timeout`.
 pub fn wait_until<T>(
     what: &str,
@@ -106,6 +114,11 @@ impl Proc {
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Waits for exit within `timeout`; returns the exit status.

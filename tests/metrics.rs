@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use weir_tests::{bin, free_port, http_get, metric_values, spawn, wait_until};
+use weir_tests::{bin, free_ports, http_get, metric_values, spawn, wait_until};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -44,7 +44,8 @@ checkpoints:
 #[test]
 fn probes_follow_registration_and_metrics_follow_the_job() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (rpc, rest, jm_metrics, tm_metrics) = (free_port(), free_port(), free_port(), free_port());
+    let ports = free_ports(4);
+    let (rpc, rest, jm_metrics, tm_metrics) = (ports[0], ports[1], ports[2], ports[3]);
     let (rest, jm_metrics, tm_metrics) =
         (format!("127.0.0.1:{rest}"), format!("127.0.0.1:{jm_metrics}"), format!("127.0.0.1:{tm_metrics}"));
     let url = format!("http://127.0.0.1:{rpc}");
