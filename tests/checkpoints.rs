@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use weir_tests::{bin, wait_until, Cluster};
+use weir_tests::{bin, committed, wait_until, Cluster};
 
 const LONG: Duration = Duration::from_secs(120);
 const EVENTS: u64 = 900_000;
@@ -48,20 +48,6 @@ checkpoints:
         out = out.display(),
         storage = storage.display(),
     )
-}
-
-/// Sorted lines of the committed part files; fails if uncommitted files remain.
-fn committed(dir: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for e in std::fs::read_dir(dir).expect("output directory").flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        assert!(!name.ends_with(".inprogress"), "uncommitted file left behind: {name}");
-        if name.ends_with(".jsonl") {
-            lines.extend(std::fs::read_to_string(e.path()).unwrap().lines().map(str::to_string));
-        }
-    }
-    lines.sort();
-    lines
 }
 
 /// The output of the same job without failures, run on an embedded cluster.

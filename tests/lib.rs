@@ -93,6 +93,21 @@ pub fn metric_values(text: &str, name: &str, labels: &[(&str, &str)]) -> Vec<f64
         .collect()
 }
 
+/// Sorted lines of the committed part files of a `jsonl_file` sink's
+/// directory; fails if uncommitted (in-progress) files remain.
+pub fn committed(dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for e in std::fs::read_dir(dir).expect("output directory").flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        assert!(!name.ends_with(".inprogress"), "uncommitted file left behind: {name}");
+        if name.ends_with(".jsonl") {
+            lines.extend(std::fs::read_to_string(e.path()).unwrap().lines().map(str::to_string));
+        }
+    }
+    lines.sort();
+    lines
+}
+
 /// A child process killed (SIGKILL) when dropped.
 #[derive(Debug)]
 pub struct Proc {

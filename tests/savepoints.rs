@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use weir_tests::{bin, wait_until, Cluster};
+use weir_tests::{bin, committed, wait_until, Cluster};
 
 const LONG: Duration = Duration::from_secs(120);
 const EVENTS: u64 = 600_000;
@@ -86,20 +86,6 @@ operators:
         storage = storage.display(),
         backend = v.backend,
     )
-}
-
-/// Sorted lines of the committed part files; fails if uncommitted files remain.
-fn committed(dir: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for e in std::fs::read_dir(dir).expect("output directory").flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        assert!(!name.ends_with(".inprogress"), "uncommitted file left behind: {name}");
-        if name.ends_with(".jsonl") {
-            lines.extend(std::fs::read_to_string(e.path()).unwrap().lines().map(str::to_string));
-        }
-    }
-    lines.sort();
-    lines
 }
 
 /// The output of version 1 without interruption, on an embedded cluster.

@@ -350,6 +350,19 @@ impl Job {
             .collect()
     }
 
+    /// Task managers running a source task of the job (checkpoint triggers go there).
+    fn source_task_managers(&self) -> Vec<String> {
+        let mut tms: Vec<String> = self
+            .tasks
+            .iter()
+            .filter(|((v, _), t)| self.plan.inputs_of(*v).is_empty() && t.state == v1::TaskState::TaskRunning)
+            .map(|(_, t)| t.task_manager.clone())
+            .collect();
+        tms.sort();
+        tms.dedup();
+        tms
+    }
+
     fn task_managers(&self) -> Vec<String> {
         let mut tms: Vec<String> = self.tasks.values().map(|t| t.task_manager.clone()).collect();
         tms.sort();
@@ -988,14 +1001,7 @@ impl Cluster {
             None => return,
         }
         let cp = c.trigger(attempt, running, None, finished);
-        let mut sources: Vec<String> = job
-            .tasks
-            .iter()
-            .filter(|((v, _), t)| job.plan.inputs_of(*v).is_empty() && t.state == v1::TaskState::TaskRunning)
-            .map(|(_, t)| t.task_manager.clone())
-            .collect();
-        sources.sort();
-        sources.dedup();
+        let sources = job.source_task_managers();
         tracing::debug!(job_id = %id, checkpoint = cp, "triggering checkpoint");
         for tm in sources {
             let Some(t) = self.tms.get(&tm) else { continue };
@@ -1175,14 +1181,7 @@ impl Cluster {
         let stop = request.stop;
         let attempt = job.attempt;
         let all = job.task_managers();
-        let mut sources: Vec<String> = job
-            .tasks
-            .iter()
-            .filter(|((v, _), t)| job.plan.inputs_of(*v).is_empty() && t.state == v1::TaskState::TaskRunning)
-            .map(|(_, t)| t.task_manager.clone())
-            .collect();
-        sources.sort();
-        sources.dedup();
+        let sources = job.source_task_managers();
         let clients = |tms: &[String]| -> Vec<(String, TaskManagerServiceClient<Channel>)> {
             tms.iter().filter_map(|tm| self.tms.get(tm).map(|t| (tm.clone(), t.client.clone()))).collect()
         };

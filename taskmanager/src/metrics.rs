@@ -26,48 +26,38 @@ pub fn render(registry: &Registry, task_manager: &str, registered: bool) -> Stri
         let subtask = id.subtask.to_string();
         let labels = [("job_id", id.job.as_str()), ("task", t.name.as_str()), ("subtask", subtask.as_str())];
         let c = &t.counters;
-        e.counter(
-            "weir_task_records_in_total",
-            "Rows that entered the task's chain.",
-            &labels,
-            c.records_in.load(Relaxed) as f64,
-        );
-        e.counter(
-            "weir_task_records_out_total",
-            "Rows that left the task's chain.",
-            &labels,
-            c.records_out.load(Relaxed) as f64,
-        );
-        e.counter(
-            "weir_task_bytes_in_total",
-            "In-memory bytes of the batches that entered the task's chain.",
-            &labels,
-            c.bytes_in.load(Relaxed) as f64,
-        );
-        e.counter(
-            "weir_task_bytes_out_total",
-            "In-memory bytes of the batches that left the task's chain.",
-            &labels,
-            c.bytes_out.load(Relaxed) as f64,
-        );
-        e.counter(
-            "weir_task_backpressure_seconds_total",
-            "Time the task waited for credits to send its output.",
-            &labels,
-            c.backpressure_ns.load(Relaxed) as f64 / 1e9,
-        );
-        e.counter(
-            "weir_task_sink_records_total",
-            "Rows written to external systems by the task's sinks.",
-            &labels,
-            c.sink_records.load(Relaxed) as f64,
-        );
-        e.counter(
-            "weir_task_bad_records_total",
-            "Records the task's source could not decode.",
-            &labels,
-            c.bad_records.load(Relaxed) as f64,
-        );
+        let counters: [(&'static str, &str, f64); 7] = [
+            ("weir_task_records_in_total", "Rows that entered the task's chain.", c.records_in.load(Relaxed) as f64),
+            ("weir_task_records_out_total", "Rows that left the task's chain.", c.records_out.load(Relaxed) as f64),
+            (
+                "weir_task_bytes_in_total",
+                "In-memory bytes of the batches that entered the task's chain.",
+                c.bytes_in.load(Relaxed) as f64,
+            ),
+            (
+                "weir_task_bytes_out_total",
+                "In-memory bytes of the batches that left the task's chain.",
+                c.bytes_out.load(Relaxed) as f64,
+            ),
+            (
+                "weir_task_backpressure_seconds_total",
+                "Time the task waited for credits to send its output.",
+                c.backpressure_ns.load(Relaxed) as f64 / 1e9,
+            ),
+            (
+                "weir_task_sink_records_total",
+                "Rows written to external systems by the task's sinks.",
+                c.sink_records.load(Relaxed) as f64,
+            ),
+            (
+                "weir_task_bad_records_total",
+                "Records the task's source could not decode.",
+                c.bad_records.load(Relaxed) as f64,
+            ),
+        ];
+        for (name, help, value) in counters {
+            e.counter(name, help, &labels, value);
+        }
         let watermark = c.watermark.load(Relaxed);
         if watermark > i64::MIN && watermark < i64::MAX {
             e.gauge(
@@ -85,30 +75,19 @@ pub fn render(registry: &Registry, task_manager: &str, registered: bool) -> Stri
         );
         for op in t.rows.iter() {
             let labels = [("job_id", id.job.as_str()), ("operator", op.uid.as_str()), ("subtask", subtask.as_str())];
-            e.counter(
-                "weir_operator_records_in_total",
-                "Rows the operator received.",
-                &labels,
-                op.rows_in.load(Relaxed) as f64,
-            );
-            e.counter(
-                "weir_operator_records_out_total",
-                "Rows the operator emitted.",
-                &labels,
-                op.rows_out.load(Relaxed) as f64,
-            );
-            e.counter(
-                "weir_operator_bytes_in_total",
-                "In-memory bytes of the batches the operator received.",
-                &labels,
-                op.bytes_in.load(Relaxed) as f64,
-            );
-            e.counter(
-                "weir_operator_bytes_out_total",
-                "In-memory bytes of the batches the operator emitted.",
-                &labels,
-                op.bytes_out.load(Relaxed) as f64,
-            );
+            let counters: [(&'static str, &str, &std::sync::atomic::AtomicU64); 4] = [
+                ("weir_operator_records_in_total", "Rows the operator received.", &op.rows_in),
+                ("weir_operator_records_out_total", "Rows the operator emitted.", &op.rows_out),
+                ("weir_operator_bytes_in_total", "In-memory bytes of the batches the operator received.", &op.bytes_in),
+                (
+                    "weir_operator_bytes_out_total",
+                    "In-memory bytes of the batches the operator emitted.",
+                    &op.bytes_out,
+                ),
+            ];
+            for (name, help, value) in counters {
+                e.counter(name, help, &labels, value.load(Relaxed) as f64);
+            }
         }
         let gauges = c.source_gauges.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for g in gauges {
