@@ -170,6 +170,15 @@ impl Workload {
     }
 }
 
+fn mean(values: impl Iterator<Item = u64>) -> f64 {
+    let (sum, n) = values.fold((0u64, 0u64), |(s, n), v| (s + v, n + 1));
+    if n == 0 {
+        0.0
+    } else {
+        sum as f64 / n as f64
+    }
+}
+
 /// Runs one workload and prints its result line.
 pub async fn run(w: Workload, events: u64, parallelism: u32, kafka: &KafkaArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(parallelism >= 1, "parallelism must be at least 1");
@@ -219,13 +228,30 @@ pub async fn run(w: Workload, events: u64, parallelism: u32, kafka: &KafkaArgs) 
             let uploaded: u64 = completed.iter().map(|c| c.size_bytes).sum();
             let state: u64 = completed.iter().map(|c| c.state_bytes).sum();
             eprintln!(
-                "checkpoint sizes: uploaded {:.1} MiB in total, {:.2} MiB per checkpoint on average; state named {:.2} MiB on average (max {:.2} MiB); alignment max {} ms",
+                "checkpoint sizes: uploaded {:.1} MiB in total, {:.2} MiB per checkpoint on average; state named {:.2} MiB on average (max {:.2} MiB); alignment max {} ms; sync avg {:.1} ms, max {} ms; async avg {:.1} ms, max {} ms; metadata avg {:.1} ms",
                 uploaded as f64 / 1048576.0,
                 uploaded as f64 / 1048576.0 / completed.len() as f64,
                 state as f64 / 1048576.0 / completed.len() as f64,
                 completed.iter().map(|c| c.state_bytes).max().unwrap_or(0) as f64 / 1048576.0,
                 completed.iter().map(|c| c.alignment_ms).max().unwrap_or(0),
+                mean(completed.iter().map(|c| c.sync_ms)),
+                completed.iter().map(|c| c.sync_ms).max().unwrap_or(0),
+                mean(completed.iter().map(|c| c.async_ms)),
+                completed.iter().map(|c| c.async_ms).max().unwrap_or(0),
+                mean(completed.iter().map(|c| c.duration_ms.saturating_sub(c.acked_ms))),
             );
+            for c in &completed {
+                eprintln!(
+                    "checkpoint {}: {} ms (acknowledged at {} ms; alignment {} ms, sync {} ms, async {} ms), uploaded {:.2} MiB",
+                    c.id,
+                    c.duration_ms,
+                    c.acked_ms,
+                    c.alignment_ms,
+                    c.sync_ms,
+                    c.async_ms,
+                    c.size_bytes as f64 / 1048576.0
+                );
+            }
         }
     }
     println!("{line}");

@@ -220,6 +220,9 @@ fn checkpoint_json(c: &v1::CheckpointInfo) -> serde_json::Value {
         "size_bytes": c.size_bytes,
         "state_bytes": c.state_bytes,
         "alignment_ms": c.alignment_ms,
+        "sync_ms": c.sync_ms,
+        "async_ms": c.async_ms,
+        "acked_ms": c.acked_ms,
         "acknowledged": c.acknowledged,
         "tasks": c.tasks,
         "failure": if c.failure.is_empty() { None } else { Some(&c.failure) },
@@ -255,20 +258,22 @@ pub fn checkpoints(fmt: Format, d: &v1::JobDetails) {
                 return;
             }
             println!(
-                "{:>6}  {:<11}  {:>9}  {:>10}  {:>10}  {:>9}  {:>5}  failure / location",
-                "id", "status", "duration", "uploaded", "state", "alignment", "acks"
+                "{:>6}  {:<11}  {:>9}  {:>10}  {:>10}  {:>9}  {:>8}  {:>8}  {:>5}  failure / location",
+                "id", "status", "duration", "uploaded", "state", "alignment", "sync", "async", "acks"
             );
             for c in &d.checkpoints {
                 let id = if c.savepoint { format!("{}s", c.id) } else { c.id.to_string() };
                 let note = if c.location.is_empty() { c.failure.clone() } else { format!("savepoint {}", c.location) };
                 println!(
-                    "{:>6}  {:<11}  {:>6} ms  {:>10}  {:>10}  {:>6} ms  {:>2}/{:<2}  {}",
+                    "{:>6}  {:<11}  {:>6} ms  {:>10}  {:>10}  {:>6} ms  {:>5} ms  {:>5} ms  {:>2}/{:<2}  {}",
                     id,
                     checkpoint_status_name(c.status()),
                     c.duration_ms,
                     bytes(c.size_bytes),
                     bytes(c.state_bytes),
                     c.alignment_ms,
+                    c.sync_ms,
+                    c.async_ms,
                     c.acknowledged,
                     c.tasks,
                     note

@@ -37,6 +37,8 @@ struct Pending {
     acks: BTreeMap<(u32, u32), TaskSnapshot>,
     uploaded: u64,
     alignment_ms: u64,
+    sync_ms: u64,
+    async_ms: u64,
     writing: bool,
 }
 
@@ -175,6 +177,8 @@ impl Coordinator {
             acks: BTreeMap::new(),
             uploaded: 0,
             alignment_ms: 0,
+            sync_ms: 0,
+            async_ms: 0,
             writing: false,
         });
         self.push_history(v1::CheckpointInfo {
@@ -212,13 +216,19 @@ impl Coordinator {
         p.acks.insert((key.vertex, key.subtask), snap);
         p.uploaded += r.uploaded_bytes;
         p.alignment_ms = p.alignment_ms.max(r.alignment_ms);
+        p.sync_ms = p.sync_ms.max(r.sync_ms);
+        p.async_ms = p.async_ms.max(r.async_ms);
         let (acked, uploaded, alignment) = (p.acks.len() as u32, p.uploaded, p.alignment_ms);
+        let (sync, asynchronous, since) = (p.sync_ms, p.async_ms, p.started.elapsed().as_millis() as u64);
         let done = p.acks.len() == p.expected && !p.writing;
         let id = p.id;
         if let Some(h) = self.history_mut(id) {
             h.acknowledged = acked;
             h.size_bytes = uploaded;
             h.alignment_ms = alignment;
+            h.sync_ms = sync;
+            h.async_ms = asynchronous;
+            h.acked_ms = since;
         }
         if !done {
             return Ok(Next::Nothing);

@@ -896,6 +896,7 @@ impl Task {
             None => None,
         };
         let sync = started.elapsed();
+        tracing::debug!(checkpoint = %id, task = %self.chain.operator_uids().join(" -> "), sync = ?sync, alignment = ?alignment, "state snapshot taken");
         for out in &mut self.outputs {
             out.send_control(StreamElement::Barrier(id)).await.map_err(TaskError::Exchange)?;
         }

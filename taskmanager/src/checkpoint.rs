@@ -201,11 +201,13 @@ impl Checkpointer for TaskCheckpointer {
                 }
             }
         };
+        debug!(checkpoint = id.0, vertex = self.key.vertex, subtask = self.key.subtask, "backend snapshot taken");
         let (backend, key, mut jm) = (self.backend.clone(), self.key.clone(), self.jm.clone());
         let (state_bytes, is_savepoint) = (self.state_bytes.clone(), savepoint.is_some());
         self.runtime.spawn(async move {
             let started = Instant::now();
             let result = upload.await.map_err(|e| e.to_string());
+            debug!(checkpoint = id.0, vertex = key.vertex, subtask = key.subtask, took = ?started.elapsed(), "checkpoint files written");
             let sent = match result {
                 Ok(done) => {
                     backend.lock().unwrap_or_else(|e| e.into_inner()).uploaded(done.new_shared);

@@ -32,6 +32,10 @@ pub struct TaskManagerSection {
     pub credits: Option<usize>,
     /// Local working directory of state backends (default: the system temp dir).
     pub state_dir: Option<std::path::PathBuf>,
+    /// How much lower than the process's own scheduling priority task
+    /// threads run (a nice increment, 0 to 19; default 10), so that
+    /// checkpoint uploads, heartbeats and RPCs are not starved by busy tasks.
+    pub task_nice: Option<i32>,
     /// S3 settings for checkpoint storage (default: the `AWS_*` environment).
     #[serde(default)]
     pub s3: Option<weir_state::S3Options>,
@@ -74,6 +78,12 @@ impl TaskManagerSection {
                 bail!("credits must be at least 1");
             }
             o.credits = c;
+        }
+        if let Some(n) = self.task_nice {
+            if !(0..=19).contains(&n) {
+                bail!("task_nice must be between 0 and 19, not {n}");
+            }
+            o.task_nice = n;
         }
         if let Some(d) = &self.state_dir {
             o.state_dir = d.clone();

@@ -47,6 +47,31 @@ pub struct DeployContext {
     pub s3: weir_state::S3Options,
     /// Savepoints announced by the job manager.
     pub savepoints: SavepointTable,
+    /// Nice increment of task threads.
+    pub task_nice: i32,
+}
+
+/// Lowers the calling thread's scheduling priority by `nice` (Linux; a
+/// thread's nice value is its own there). Task threads run their operators
+/// flat out; the task manager's runtime threads (checkpoint uploads and
+/// acknowledgements, heartbeats, the exchange's network I/O) mostly sleep and
+/// must run as soon as they wake. At equal priority a waking thread may wait
+/// for a busy task's time slice on every hand-off, which on a machine with
+/// fewer cores than busy tasks adds up to tens of milliseconds per checkpoint.
+fn lower_priority(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{getpriority_process, setpriority_process};
+        let me = Some(rustix::thread::gettid());
+        let result = getpriority_process(me).and_then(|now| setpriority_process(me, (now + nice).min(19)));
+        if let Err(e) = result {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| warn!(error = %e, "task threads keep the process's scheduling priority"));
+        }
+    }
 }
 
 /// How a task ended other than by finishing.
@@ -163,6 +188,9 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
                     None => None,
                 };
                 let outputs = wire_outputs(&ctx, &plan, &key, &placements, counters.backpressure_ns.clone()).await.map_err(Ended::Exchange)?;
+                // Lowered only now: threads the backend started while opening
+                // (RocksDB's flushes) keep the process's priority.
+                lower_priority(ctx.task_nice);
                 let task = Task {
                     chain,
                     inbox,

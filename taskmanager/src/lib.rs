@@ -38,6 +38,11 @@ use crate::deploy::DeployContext;
 use crate::exchange::{ExchangeService, Peers, MAX_FRAME_BYTES};
 use crate::registry::Registry;
 
+/// Default nice increment of task threads: a busy task gets about a tenth of
+/// the CPU time a runnable control thread (checkpoint upload, heartbeat,
+/// RPC) gets, so that the control threads run as soon as they wake.
+pub const DEFAULT_TASK_NICE: i32 = 10;
+
 /// How a task manager runs.
 #[derive(Debug, Clone)]
 pub struct TaskManagerOptions {
@@ -59,6 +64,8 @@ pub struct TaskManagerOptions {
     pub state_dir: std::path::PathBuf,
     /// S3 settings for checkpoint storage (unset fields: `AWS_*` environment).
     pub s3: weir_state::S3Options,
+    /// Nice increment of task threads (0: same priority as the process).
+    pub task_nice: i32,
 }
 
 impl TaskManagerOptions {
@@ -74,6 +81,7 @@ impl TaskManagerOptions {
             deploy_wait: Duration::from_secs(30),
             state_dir: std::env::temp_dir().join("weir-state"),
             s3: weir_state::S3Options::default(),
+            task_nice: DEFAULT_TASK_NICE,
         }
     }
 }
@@ -120,6 +128,7 @@ impl TaskManagerService for TaskManagerRpc {
         let id = CheckpointId(r.checkpoint_id);
         let ctl = if r.stop { TaskControl::StopWithSavepoint(id) } else { TaskControl::TriggerCheckpoint(id) };
         let triggered = self.ctx.registry.control(&r.job_id, r.attempt, ctl, true);
+        tracing::debug!(job_id = %r.job_id, checkpoint = r.checkpoint_id, sources = triggered, "checkpoint triggered");
         Ok(Response::new(v1::TriggerCheckpointResponse { triggered }))
     }
 
@@ -176,6 +185,7 @@ impl TaskManager {
             state_dir: opts.state_dir.join(&opts.id),
             s3: opts.s3.clone(),
             savepoints: SavepointTable::default(),
+            task_nice: opts.task_nice,
         };
         tokio::spawn(forward_reports(jm.clone(), reports_rx));
         let registered = Arc::new(AtomicBool::new(false));
