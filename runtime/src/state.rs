@@ -31,7 +31,7 @@ pub const NON_KEYED: u32 = u32::MAX;
 pub const UNION: u32 = u32::MAX - 1;
 
 /// One piece of operator state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StateEntry {
     /// Operator uid.
     pub operator: String,
@@ -43,6 +43,9 @@ pub struct StateEntry {
     pub key: Vec<u8>,
     /// Value; `None` deletes the entry (incremental snapshots only).
     pub value: Option<Vec<u8>>,
+    /// With `value: None`, the end (exclusive) of a range of keys of this
+    /// state and key group, from `key` on, to delete at once.
+    pub delete_to: Option<Vec<u8>>,
 }
 
 /// Where an operator writes its state at a barrier.
@@ -79,6 +82,7 @@ impl StateWriter {
             key_group,
             key,
             value: Some(value),
+            delete_to: None,
         });
     }
 
@@ -91,6 +95,23 @@ impl StateWriter {
                 key_group,
                 key,
                 value: None,
+                delete_to: None,
+            });
+        }
+    }
+
+    /// Deletes every key of `state` in `key_group` from `from` (inclusive)
+    /// to `to` (exclusive), in the byte order of keys (ignored by full
+    /// snapshots). One entry, however many keys it covers.
+    pub fn delete_range(&mut self, state: &str, key_group: u32, from: Vec<u8>, to: Vec<u8>) {
+        if !self.full {
+            self.entries.push(StateEntry {
+                operator: self.operator.clone(),
+                state: state.to_string(),
+                key_group,
+                key: from,
+                value: None,
+                delete_to: Some(to),
             });
         }
     }
@@ -439,6 +460,7 @@ mod tests {
                 key_group: *kg,
                 key: k.clone(),
                 value: Some(v.clone()),
+                delete_to: None,
             })
             .collect()
     }

@@ -37,6 +37,7 @@ impl MemStore {
                 key_group: *key_group,
                 key: key.clone(),
                 value: Some(v.clone()),
+                delete_to: None,
             })
             .collect()
     }

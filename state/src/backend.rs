@@ -42,7 +42,7 @@ const HEAP_MAGIC: &[u8; 8] = b"WEIRST01";
 /// `weir_runtime::state::StateEntry`: the runtime stays free of storage
 /// crates and this crate free of the runtime, so the task manager moves
 /// entries from one to the other at the boundary.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StateEntry {
     /// Operator uid.
     pub operator: String,
@@ -54,6 +54,9 @@ pub struct StateEntry {
     pub key: Vec<u8>,
     /// Value bytes; `None` deletes the entry (incremental snapshots only).
     pub value: Option<Vec<u8>>,
+    /// With `value: None`, the end (exclusive) of a range of keys of this
+    /// state and key group, from `key` on, to delete at once.
+    pub delete_to: Option<Vec<u8>>,
 }
 
 /// Which backend a job uses.
@@ -158,9 +161,19 @@ impl Rocks {
         let mut batch = rocksdb::WriteBatch::default();
         for e in entries {
             let k = rocks_key(e);
-            match &e.value {
-                Some(v) => batch.put(&k, v),
-                None => batch.delete(&k),
+            match (&e.value, &e.delete_to) {
+                (Some(v), _) => batch.put(&k, v),
+                (None, None) => batch.delete(&k),
+                (None, Some(to)) => {
+                    let end = StateEntry {
+                        operator: e.operator.clone(),
+                        state: e.state.clone(),
+                        key_group: e.key_group,
+                        key: to.clone(),
+                        ..StateEntry::default()
+                    };
+                    batch.delete_range(&k, &rocks_key(&end))
+                }
             }
         }
         let started = std::time::Instant::now();
@@ -619,7 +632,7 @@ fn decode_rocks_key(mut k: &[u8]) -> Option<StateEntry> {
         return None;
     }
     let key_group = k.get_u32();
-    Some(StateEntry { operator, state, key_group, key: k.to_vec(), value: None })
+    Some(StateEntry { operator, state, key_group, key: k.to_vec(), value: None, delete_to: None })
 }
 
 /// Encodes entries as a heap snapshot file.
@@ -671,7 +684,7 @@ pub fn decode_entries(mut b: Bytes) -> Result<Vec<StateEntry>, String> {
         let key = take(&mut b, len, "a key")?.to_vec();
         let len = take(&mut b, 4, "a value")?.get_u32() as usize;
         let value = Some(take(&mut b, len, "a value")?.to_vec());
-        out.push(StateEntry { operator, state, key_group, key, value });
+        out.push(StateEntry { operator, state, key_group, key, value, delete_to: None });
     }
     if b.has_remaining() {
         return Err(format!("{} bytes after the last entry", b.remaining()));
@@ -690,6 +703,7 @@ mod tests {
             key_group: kg,
             key: key.to_vec(),
             value: value.map(<[u8]>::to_vec),
+            delete_to: None,
         }
     }
 
@@ -751,6 +765,30 @@ mod tests {
         let part = h.restore(&storage, 2, &[c2.snapshot], 0..64, false).await.unwrap();
         assert!(part.iter().all(|e| e.key_group < 64));
         assert_eq!(part.len(), (0..1000u32).filter(|i| i % 128 < 64 && *i != 5).count());
+    }
+
+    #[tokio::test]
+    async fn range_deletions_remove_only_their_keys_of_their_operator_state_and_key_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = CheckpointStorage::from_uri("memory://").unwrap();
+        let mut b = TaskBackend::open(BackendKind::RocksDb, storage.clone(), me(0), dir.path()).unwrap();
+        let key = |i: i64| i.to_be_bytes().to_vec();
+        let mut first = Vec::new();
+        for kg in [3, 4] {
+            for op in ["a", "b"] {
+                first.extend((0..10).map(|i| entry(op, kg, &key(i), Some(b"v"))));
+            }
+        }
+        checkpoint(&mut b, 1, first).await;
+        let range = StateEntry { delete_to: Some(key(7)), ..entry("a", 3, &key(2), None) };
+        let c2 = checkpoint(&mut b, 2, vec![range]).await;
+        let mut r = TaskBackend::open(BackendKind::Heap, storage.clone(), me(0), dir.path()).unwrap();
+        let left = r.restore(&storage, 2, &[c2.snapshot], 0..128, false).await.unwrap();
+        let gone: Vec<i64> = (0..10)
+            .filter(|&i| !left.iter().any(|e| e.operator == "a" && e.key_group == 3 && e.key == key(i)))
+            .collect();
+        assert_eq!(gone, [2, 3, 4, 5, 6]);
+        assert_eq!(left.len(), 40 - 5, "other operators and key groups keep every key");
     }
 
     #[tokio::test]

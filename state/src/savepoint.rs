@@ -257,7 +257,14 @@ mod tests {
     use crate::backend::{encode_entries, NON_KEYED};
 
     fn entry(op: &str, kg: u32) -> StateEntry {
-        StateEntry { operator: op.into(), state: "s".into(), key_group: kg, key: vec![1], value: Some(vec![2]) }
+        StateEntry {
+            operator: op.into(),
+            state: "s".into(),
+            key_group: kg,
+            key: vec![1],
+            value: Some(vec![2]),
+            delete_to: None,
+        }
     }
 
     async fn write_one(dir: &std::path::Path) -> String {

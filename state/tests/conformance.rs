@@ -222,8 +222,14 @@ async fn savepoint_moves(a: &str, b: &str, s3: &weir_state::S3Options) {
     use weir_state::backend::{encode_entries, StateEntry};
     use weir_state::savepoint::*;
     let at = CheckpointStorage::from_uri_with(a, s3).unwrap();
-    let entry =
-        StateEntry { operator: "w".into(), state: "s".into(), key_group: 1, key: vec![1], value: Some(vec![2]) };
+    let entry = StateEntry {
+        operator: "w".into(),
+        state: "s".into(),
+        key_group: 1,
+        key: vec![1],
+        value: Some(vec![2]),
+        delete_to: None,
+    };
     let file = at.write_relative(&state_file_name("w", 0), encode_entries(&[entry])).await.unwrap();
     let meta = SavepointMetadata {
         format: SAVEPOINT_FORMAT.into(),

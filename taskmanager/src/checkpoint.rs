@@ -68,11 +68,25 @@ impl std::fmt::Debug for TaskCheckpointer {
 }
 
 fn to_backend(e: StateEntry) -> backend::StateEntry {
-    backend::StateEntry { operator: e.operator, state: e.state, key_group: e.key_group, key: e.key, value: e.value }
+    backend::StateEntry {
+        operator: e.operator,
+        state: e.state,
+        key_group: e.key_group,
+        key: e.key,
+        value: e.value,
+        delete_to: e.delete_to,
+    }
 }
 
 fn from_backend(e: backend::StateEntry) -> StateEntry {
-    StateEntry { operator: e.operator, state: e.state, key_group: e.key_group, key: e.key, value: e.value }
+    StateEntry {
+        operator: e.operator,
+        state: e.state,
+        key_group: e.key_group,
+        key: e.key,
+        value: e.value,
+        delete_to: e.delete_to,
+    }
 }
 
 /// What a deployment needs to set up checkpointing for a task.

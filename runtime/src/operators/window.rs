@@ -1131,10 +1131,25 @@ impl WindowOperator {
 
     fn snapshot_fixed(&mut self, w: &mut StateWriter) -> OpResult<()> {
         if !w.full() {
+            // Fixed windows fire in the order of their starts, and none with
+            // an earlier start can open again (its records would be late),
+            // so the persisted windows that fired are, per key group, a
+            // prefix of the non-negative starts in key order (big-endian):
+            // one range deletion per key group instead of one per window.
+            // (Negative starts sort after the others and go one by one.)
+            let mut below: BTreeMap<u32, i64> = BTreeMap::new();
             for (start, kgs) in self.fired.drain(..) {
                 for kg in kgs {
-                    w.delete(FIXED_STATE, kg, start.to_be_bytes().to_vec());
+                    if start >= 0 {
+                        let end = below.entry(kg).or_insert(start);
+                        *end = (*end).max(start);
+                    } else {
+                        w.delete(FIXED_STATE, kg, start.to_be_bytes().to_vec());
+                    }
                 }
+            }
+            for (kg, last) in below {
+                w.delete_range(FIXED_STATE, kg, 0i64.to_be_bytes().to_vec(), (last + 1).to_be_bytes().to_vec());
             }
         }
         self.fired.clear();
@@ -1478,6 +1493,45 @@ mod tests {
     }
 
     #[test]
+    fn incremental_snapshots_with_range_deletions_add_up_to_the_full_one() {
+        use crate::state::StateWriter;
+        use std::collections::BTreeMap as Map;
+        let cfg = serde_json::json!({
+            "key": ["k"], "timestamp_column": "t", "window": {"type": "sliding", "size": "20ms", "slide": "10ms"},
+            "aggregates": [{"fn": "count", "as": "n"}]
+        });
+        let mut w = window(cfg);
+        let mut out = Collector::default();
+        // What an incremental backend holds: (key group, window start) -> value.
+        let mut store: Map<(u32, Vec<u8>), Vec<u8>> = Map::new();
+        for round in 0..6i64 {
+            let rows: Vec<(i64, &str, i64, Option<i64>)> =
+                (0..50).map(|i| (i % 13, "", round * 25 + i % 25, None)).collect();
+            w.process_batch(0, batch(&rows), &mut out).unwrap();
+            w.process_watermark(round * 25 + 5, &mut out).unwrap();
+            let mut wr = StateWriter::new("w", round as u64, false);
+            w.snapshot_state(&mut wr).unwrap();
+            for e in wr.into_entries() {
+                match (e.value, e.delete_to) {
+                    (Some(v), _) => {
+                        store.insert((e.key_group, e.key), v);
+                    }
+                    (None, None) => {
+                        store.remove(&(e.key_group, e.key));
+                    }
+                    (None, Some(to)) => store.retain(|(kg, k), _| *kg != e.key_group || *k < e.key || *k >= to),
+                }
+            }
+            let mut full = StateWriter::new("w", round as u64, true);
+            w.snapshot_state(&mut full).unwrap();
+            let want: Map<_, _> =
+                full.into_entries().into_iter().map(|e| ((e.key_group, e.key), e.value.unwrap())).collect();
+            assert_eq!(store, want, "round {round}");
+        }
+        drop(out);
+    }
+
+    #[test]
     fn entries_in_the_row_by_row_layout_still_restore() {
         use crate::state::{StateEntry, StateReader};
         let cfg = serde_json::json!({
@@ -1498,6 +1552,7 @@ mod tests {
             key_group: 3,
             key: 0i64.to_be_bytes().to_vec(),
             value: Some(value),
+            delete_to: None,
         };
         let mut w = window(cfg);
         w.restore_state(&StateReader::new("w", std::slice::from_ref(&entry))).unwrap();
