@@ -51,14 +51,47 @@ impl SavepointTable {
 }
 
 /// The state backend of one task, shared with its uploads.
+///
+/// The task hands each snapshot to a worker thread of its own, which feeds
+/// the backend in checkpoint order (RocksDB applies the changes and links a
+/// checkpoint of its database; heap encodes its file) and then starts the
+/// upload. The worker is started before the task lowers its thread's
+/// priority, so this work runs at the process's priority instead of
+/// competing with every busy task for the cores, and the task goes on
+/// processing meanwhile.
 pub struct TaskCheckpointer {
+    key: v1::TaskKey,
+    full: bool,
+    savepoints: SavepointTable,
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    worker: Option<std::thread::JoinHandle<()>>,
+    /// Why the backend could not take a snapshot: it is then behind the
+    /// operators (which handed over their changes), so the task must fail.
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+/// A snapshot on its way to the backend.
+struct Job {
+    id: CheckpointId,
+    entries: Vec<StateEntry>,
+    timing: SnapshotTiming,
+    savepoint: Option<String>,
+    handed_over: Instant,
+}
+
+/// Writing a snapshot's files.
+type UploadFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<backend::Uploaded, backend::BackendError>> + Send>>;
+
+/// What the worker and the uploads share.
+struct Shared {
     backend: Arc<Mutex<TaskBackend>>,
     key: v1::TaskKey,
     jm: JobManagerServiceClient<Channel>,
     runtime: tokio::runtime::Handle,
-    savepoints: SavepointTable,
     s3: weir_state::S3Options,
     state_bytes: Arc<std::sync::atomic::AtomicU64>,
+    failed: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for TaskCheckpointer {
@@ -164,14 +197,33 @@ impl TaskCheckpointer {
                 .collect();
             debug!(checkpoint, entries = entries.len(), took = ?started.elapsed(), "state restored");
         }
-        let cp = TaskCheckpointer {
+        let failed = Arc::new(Mutex::new(None));
+        let full = backend.wants_full_snapshots();
+        let shared = Shared {
             backend: Arc::new(Mutex::new(backend)),
-            key,
+            key: key.clone(),
             jm,
             runtime,
-            savepoints: setup.savepoints,
             s3: setup.s3,
             state_bytes: setup.state_bytes,
+            failed: failed.clone(),
+        };
+        let (jobs, inbox) = std::sync::mpsc::channel::<Job>();
+        let worker = std::thread::Builder::new()
+            .name(format!("state-{}-{}", key.vertex, key.subtask))
+            .spawn(move || {
+                for job in inbox {
+                    shared.take(job);
+                }
+            })
+            .map_err(|e| format!("starting the state backend's thread failed: {e}"))?;
+        let cp = TaskCheckpointer {
+            key,
+            full,
+            savepoints: setup.savepoints,
+            jobs: Some(jobs),
+            worker: Some(worker),
+            failed,
         };
         Ok((cp, entries))
     }
@@ -179,43 +231,83 @@ impl TaskCheckpointer {
 
 impl Checkpointer for TaskCheckpointer {
     fn full_snapshots(&self) -> bool {
-        self.backend.lock().unwrap_or_else(|e| e.into_inner()).wants_full_snapshots()
+        self.full
     }
 
     fn checkpoint(&mut self, id: CheckpointId, entries: Vec<StateEntry>, timing: SnapshotTiming) -> Result<(), String> {
-        // A failure here leaves the backend behind the operators, which
-        // handed over their changes already: the task must fail (and restore).
-        let entries: Vec<_> = entries.into_iter().map(to_backend).collect();
+        if let Some(reason) = self.failed.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Err(reason);
+        }
         let savepoint = self.savepoints.location(&self.key.job_id, self.key.attempt, id.0);
-        let upload: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> = match &savepoint {
-            None => {
-                let mut b = self.backend.lock().unwrap_or_else(|e| e.into_inner());
-                let upload = b.snapshot(id.0, entries).map_err(|e| format!("taking the state snapshot failed: {e}"))?;
-                Box::pin(upload.run())
-            }
-            Some(location) => {
-                let target = CheckpointStorage::from_uri_with(location, &self.s3);
-                let mut b = self.backend.lock().unwrap_or_else(|e| e.into_inner());
-                match target {
-                    Ok(target) => {
-                        let upload = b
-                            .savepoint(id.0, entries, target)
-                            .map_err(|e| format!("taking the savepoint snapshot failed: {e}"))?;
-                        Box::pin(upload.run())
-                    }
+        let job = Job { id, entries, timing, savepoint, handed_over: Instant::now() };
+        match &self.jobs {
+            Some(jobs) if jobs.send(job).is_ok() => Ok(()),
+            _ => Err("the state backend's thread has stopped".into()),
+        }
+    }
+}
+
+impl Drop for TaskCheckpointer {
+    fn drop(&mut self) {
+        // The worker finishes what it was handed (uploads go on in the runtime).
+        drop(self.jobs.take());
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Shared {
+    /// Feeds one snapshot to the backend and starts its upload and
+    /// acknowledgement (or declines the checkpoint).
+    fn take(&self, job: Job) {
+        let Job { id, entries, timing, savepoint, handed_over } = job;
+        let entries: Vec<_> = entries.into_iter().map(to_backend).collect();
+        let upload: Result<UploadFuture, String> = {
+            let mut b = self.backend.lock().unwrap_or_else(|e| e.into_inner());
+            match &savepoint {
+                None => b
+                    .snapshot(id.0, entries)
+                    .map(|u| Box::pin(u.run()) as _)
+                    .map_err(|e| format!("taking the state snapshot failed: {e}")),
+                Some(location) => match CheckpointStorage::from_uri_with(location, &self.s3) {
+                    Ok(target) => b
+                        .savepoint(id.0, entries, target)
+                        .map(|u| Box::pin(u.run()) as _)
+                        .map_err(|e| format!("taking the savepoint snapshot failed: {e}")),
                     // The operators' changes must still reach the backend;
                     // the savepoint is declined below.
-                    Err(e) => {
-                        let upload =
-                            b.snapshot(id.0, entries).map_err(|e| format!("taking the state snapshot failed: {e}"))?;
-                        drop(upload);
-                        let e = weir_state::backend::BackendError::Storage(e);
-                        Box::pin(async move { Err(e) })
-                    }
-                }
+                    Err(e) => match b.snapshot(id.0, entries) {
+                        Ok(_) => {
+                            let e = weir_state::backend::BackendError::Storage(e);
+                            Ok(Box::pin(async move { Err(e) }) as _)
+                        }
+                        Err(e) => Err(format!("taking the state snapshot failed: {e}")),
+                    },
+                },
             }
         };
-        debug!(checkpoint = id.0, vertex = self.key.vertex, subtask = self.key.subtask, "backend snapshot taken");
+        let upload = match upload {
+            Ok(u) => u,
+            Err(reason) => {
+                // The backend is behind the operators now: the task fails at
+                // its next checkpoint, and this one is declined.
+                warn!(checkpoint = id.0, vertex = self.key.vertex, subtask = self.key.subtask, error = %reason, "the state backend could not take a snapshot");
+                *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
+                let (key, mut jm) = (self.key.clone(), self.jm.clone());
+                self.runtime.spawn(async move {
+                    let _ = jm
+                        .decline_checkpoint(v1::DeclineCheckpointRequest {
+                            task: Some(key),
+                            checkpoint_id: id.0,
+                            reason,
+                        })
+                        .await;
+                });
+                return;
+            }
+        };
+        debug!(checkpoint = id.0, vertex = self.key.vertex, subtask = self.key.subtask, took = ?handed_over.elapsed(), "backend snapshot taken");
         let (backend, key, mut jm) = (self.backend.clone(), self.key.clone(), self.jm.clone());
         let (state_bytes, is_savepoint) = (self.state_bytes.clone(), savepoint.is_some());
         self.runtime.spawn(async move {
@@ -236,7 +328,7 @@ impl Checkpointer for TaskCheckpointer {
                         snapshot_json,
                         alignment_ms: timing.alignment.as_millis() as u64,
                         sync_ms: timing.sync.as_millis() as u64,
-                        async_ms: started.elapsed().as_millis() as u64,
+                        async_ms: handed_over.elapsed().as_millis() as u64,
                         uploaded_bytes: done.uploaded_bytes,
                     })
                     .await
@@ -255,6 +347,5 @@ impl Checkpointer for TaskCheckpointer {
                 warn!(checkpoint = id.0, error = %e.message(), "reporting a checkpoint to the job manager failed");
             }
         });
-        Ok(())
     }
 }
