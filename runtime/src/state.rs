@@ -31,7 +31,7 @@ pub const NON_KEYED: u32 = u32::MAX;
 pub const UNION: u32 = u32::MAX - 1;
 
 /// One piece of operator state.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateEntry {
     /// Operator uid.
     pub operator: String,

@@ -42,7 +42,7 @@ const HEAP_MAGIC: &[u8; 8] = b"WEIRST01";
 /// `weir_runtime::state::StateEntry`: the runtime stays free of storage
 /// crates and this crate free of the runtime, so the task manager moves
 /// entries from one to the other at the boundary.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateEntry {
     /// Operator uid.
     pub operator: String,
@@ -148,6 +148,8 @@ impl std::fmt::Debug for TaskBackend {
 
 struct Rocks {
     db: rocksdb::DB,
+    /// The options the database was opened with (SST files written for it use them too).
+    opts: rocksdb::Options,
     dir: PathBuf,
     /// SST file name -> its uploaded copy.
     uploaded: HashMap<String, FileHandle>,
@@ -172,16 +174,7 @@ impl Rocks {
         for e in entries {
             match &e.delete_to {
                 None => points.push((rocks_key(e), e.value.as_deref())),
-                Some(to) => {
-                    let end = StateEntry {
-                        operator: e.operator.clone(),
-                        state: e.state.clone(),
-                        key_group: e.key_group,
-                        key: to.clone(),
-                        ..StateEntry::default()
-                    };
-                    ranges.push((rocks_key(e), rocks_key(&end)));
-                }
+                Some(to) => ranges.push((rocks_key(e), rocks_key_of(e, to))),
             }
         }
         // Stable: of several writes of a key, the last one stays.
@@ -195,8 +188,7 @@ impl Rocks {
         }
         if !last.is_empty() || !ranges.is_empty() {
             let path = self.dir.join(format!("{name}-changes.sst"));
-            let opts = rocks_options();
-            let mut writer = rocksdb::SstFileWriter::create(&opts);
+            let mut writer = rocksdb::SstFileWriter::create(&self.opts);
             writer.open(&path)?;
             for (k, v) in &last {
                 match v {
@@ -347,8 +339,9 @@ impl TaskBackend {
             BackendKind::RocksDb => {
                 let dir = local_dir.join(format!("{}-v{}-{}-{}", me.job, me.vertex, me.subtask, uuid_like()));
                 std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-                let db = rocksdb::DB::open(&rocks_options(), dir.join("db"))?;
-                Some(Rocks { db, dir, uploaded: HashMap::new() })
+                let opts = rocks_options();
+                let db = rocksdb::DB::open(&opts, dir.join("db"))?;
+                Some(Rocks { db, opts, dir, uploaded: HashMap::new() })
             }
         };
         Ok(Self { kind, storage, me, rocks })
@@ -635,13 +628,18 @@ fn uuid_like() -> String {
 }
 
 fn rocks_key(e: &StateEntry) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + e.operator.len() + e.state.len() + e.key.len());
+    rocks_key_of(e, &e.key)
+}
+
+/// The RocksDB key of `key` in `e`'s operator, state and key group.
+fn rocks_key_of(e: &StateEntry, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + e.operator.len() + e.state.len() + key.len());
     k.put_u16(e.operator.len() as u16);
     k.extend_from_slice(e.operator.as_bytes());
     k.put_u16(e.state.len() as u16);
     k.extend_from_slice(e.state.as_bytes());
     k.put_u32(e.key_group);
-    k.extend_from_slice(&e.key);
+    k.extend_from_slice(key);
     k
 }
 

@@ -1070,9 +1070,9 @@ impl Accumulators {
 
 /// Encodes every slot of a window (its key and accumulators) into one value
 /// per key group, in key-group order: a counting sort of the slots by key
-/// group, then one exactly sized buffer per group, with no allocation per
-/// key. This runs while the task is paused at a barrier, so it is kept to
-/// a few nanoseconds per key.
+/// group, then one buffer per group in the columnar layout, with no
+/// allocation per key. This runs while the task is paused at a barrier, so
+/// it is kept to a few nanoseconds per key.
 fn encode_by_group(index: &KeyIndex, accs: &Accumulators, kgs: &[u32], max_parallelism: u32) -> Vec<(u32, Vec<u8>)> {
     let mut counts = vec![0u32; max_parallelism as usize + 1];
     for &kg in kgs {
@@ -1159,11 +1159,11 @@ impl WindowOperator {
             let Some(win) = self.windows.get(&start) else { continue };
             let kgs = self.key_groups(&win.index)?;
             let groups = encode_by_group(&win.index, &win.accs, &kgs, self.max_parallelism);
-            let names: Vec<u32> = groups.iter().map(|(kg, _)| *kg).collect();
+            let written: Vec<u32> = groups.iter().map(|(kg, _)| *kg).collect();
             for (kg, value) in groups {
                 w.put(FIXED_STATE, kg, start.to_be_bytes().to_vec(), value);
             }
-            self.persisted.insert(start, names);
+            self.persisted.insert(start, written);
         }
         self.dirty.clear();
         Ok(())
