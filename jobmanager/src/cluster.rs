@@ -657,6 +657,9 @@ impl Cluster {
             })
             .collect();
         job.state = JobState::Running;
+        if let Some(c) = job.coordinator.as_mut() {
+            c.deployed(Instant::now());
+        }
         info!(job_id = %id, attempt = job.attempt, task_managers = ?job.task_managers(), "deploying job");
         self.deploy(id, &placements);
     }

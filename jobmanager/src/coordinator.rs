@@ -93,6 +93,8 @@ pub struct Coordinator {
     next_id: u64,
     pending: Option<Pending>,
     last_trigger: Option<Instant>,
+    /// When the first checkpoint of the current deployment is due.
+    first_due: Option<Instant>,
     last_end: Option<Instant>,
     failures: u32,
     retained: VecDeque<CheckpointMetadata>,
@@ -129,6 +131,7 @@ impl Coordinator {
             next_id: last_id + 1,
             pending: None,
             last_trigger: None,
+            first_due: None,
             last_end: None,
             failures: 0,
             retained: VecDeque::new(),
@@ -141,12 +144,29 @@ impl Coordinator {
         }
     }
 
+    /// Starts the schedule of a new deployment of the job (a submission or
+    /// a restart). Its first checkpoint is due after a random delay between
+    /// `min_pause` and `interval`, as in Flink: a checkpoint at the moment
+    /// tasks start would hold next to nothing and compete with their
+    /// start-up, and random phases keep the checkpoints of jobs deployed
+    /// together apart (and away from any fixed phase of the jobs' own timers,
+    /// such as watermark intervals). Later ones follow at the interval.
+    pub fn deployed(&mut self, now: Instant) {
+        use std::hash::{BuildHasher, Hasher};
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let lo = self.config.min_pause.min(self.config.interval);
+        let span = (self.config.interval - lo).as_nanos() as u64;
+        let delay = lo + Duration::from_nanos(if span == 0 { 0 } else { random % (span + 1) });
+        self.last_trigger = None;
+        self.first_due = Some(now + delay);
+    }
+
     /// When the next checkpoint may be triggered (`None`: one is running).
     pub fn next_trigger_at(&self, now: Instant) -> Option<Instant> {
         if self.pending.is_some() {
             return None;
         }
-        let by_interval = self.last_trigger.map_or(now, |t| t + self.config.interval);
+        let by_interval = self.last_trigger.map_or(self.first_due.unwrap_or(now), |t| t + self.config.interval);
         let by_pause = self.last_end.map_or(now, |t| t + self.config.min_pause);
         Some(by_interval.max(by_pause))
     }
@@ -488,6 +508,25 @@ mod tests {
         assert_eq!(c.history()[1].failure, "timeout");
         // Late acknowledgements of a failed checkpoint change nothing.
         assert!(matches!(c.acknowledge(1, &ack(id, 0, 0, vec![])).unwrap(), Next::Nothing));
+    }
+
+    #[test]
+    fn the_first_checkpoint_of_a_deployment_waits_between_min_pause_and_interval() {
+        let mut c = coordinator(1, 0);
+        c.config.min_pause = Duration::from_millis(20);
+        let t0 = Instant::now();
+        let firsts: BTreeSet<Instant> = (0..50)
+            .map(|_| {
+                c.deployed(t0);
+                c.next_trigger_at(t0).unwrap()
+            })
+            .collect();
+        assert!(firsts.iter().all(|&f| f >= t0 + c.config.min_pause && f <= t0 + c.config.interval));
+        assert!(firsts.len() > 1, "the delay is random");
+        // After a trigger the interval counts from it.
+        c.deployed(t0);
+        c.trigger(1, 1, None, vec![]);
+        assert!(c.next_trigger_at(Instant::now()).is_none(), "one at a time");
     }
 
     #[test]

@@ -15,11 +15,15 @@
 //!   are referenced by every checkpoint that contains them; the job manager
 //!   deletes one when no retained checkpoint names it any more.
 //!
-//! Each checkpoint happens in two parts: [`TaskBackend::snapshot`] runs while
-//! the task is paused at the barrier and only copies (heap: encodes the
-//! entries; RocksDB: one write batch, a flush and a hard-linked checkpoint
-//! directory); [`Upload::run`] then writes the files while the task goes on
-//! processing records.
+//!   State of a subtask rather than of keys (sources' positions, sinks'
+//!   transactions) stays out of RocksDB, in memory, and every checkpoint
+//!   writes it whole in a small file of its own.
+//!
+//! Each checkpoint happens in two parts: [`TaskBackend::snapshot`] takes the
+//! operators' entries (heap: encodes them; RocksDB: writes the changes into
+//! an SST the database ingests, and hard-links a checkpoint directory);
+//! [`Upload::run`] then writes the files. Both run off the task's thread
+//! while the task goes on processing records.
 
 use std::collections::HashMap;
 use std::path::{Path as FsPath, PathBuf};
@@ -153,6 +157,24 @@ struct Rocks {
     dir: PathBuf,
     /// SST file name -> its uploaded copy.
     uploaded: HashMap<String, FileHandle>,
+    /// State of the subtask rather than of keys ([`NON_KEYED`] and
+    /// [`UNION`]: sources' positions, sinks' transactions), by RocksDB key.
+    /// It stays out of the database, as in Flink, where operator state never
+    /// goes to RocksDB: it is small, and a task with nothing else (a source)
+    /// then checkpoints without touching RocksDB at all. Every checkpoint
+    /// writes it whole, in the heap layout, as [`OPERATOR_STATE_FILE`].
+    operator_state: std::collections::BTreeMap<Vec<u8>, StateEntry>,
+    /// Whether keyed state ever reached the database (if not, checkpoints
+    /// link no database files).
+    keyed: bool,
+}
+
+/// Local name, in a RocksDB backend's snapshot, of the file holding its
+/// operator state (every other file belongs to the database).
+const OPERATOR_STATE_FILE: &str = "operator.state";
+
+fn is_operator_state(e: &StateEntry) -> bool {
+    e.key_group == NON_KEYED || e.key_group == UNION
 }
 
 impl Rocks {
@@ -167,11 +189,18 @@ impl Rocks {
     /// the same sequence number, so a change must not depend on another of
     /// the same checkpoint: the last write of a key wins, and range
     /// deletions only ever cover keys the same checkpoint does not write.
-    fn apply_and_link(&mut self, entries: &[StateEntry], name: &str) -> Result<PathBuf, BackendError> {
+    ///
+    /// Operator state goes to [`Rocks::operator_state`] instead; with no
+    /// keyed state in the database there is nothing to link (`None`).
+    fn apply_and_link(&mut self, entries: &[StateEntry], name: &str) -> Result<Option<PathBuf>, BackendError> {
         let started = std::time::Instant::now();
         let mut points: Vec<(Vec<u8>, Option<&[u8]>)> = Vec::with_capacity(entries.len());
         let mut ranges: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for e in entries {
+            if is_operator_state(e) {
+                self.apply_operator_state(e);
+                continue;
+            }
             match &e.delete_to {
                 None => points.push((rocks_key(e), e.value.as_deref())),
                 Some(to) => ranges.push((rocks_key(e), rocks_key_of(e, to))),
@@ -187,6 +216,7 @@ impl Rocks {
             }
         }
         if !last.is_empty() || !ranges.is_empty() {
+            self.keyed = true;
             let path = self.dir.join(format!("{name}-changes.sst"));
             let mut writer = rocksdb::SstFileWriter::create(&self.opts);
             writer.open(&path)?;
@@ -204,6 +234,9 @@ impl Rocks {
             ingest.set_move_files(true);
             self.db.ingest_external_file_opts(&ingest, vec![&path])?;
         }
+        if !self.keyed {
+            return Ok(None);
+        }
         let applied = started.elapsed();
         let cp_dir = self.dir.join(name);
         if cp_dir.exists() {
@@ -211,7 +244,55 @@ impl Rocks {
         }
         rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(&cp_dir)?;
         tracing::debug!(entries = entries.len(), apply = ?applied, link = ?(started.elapsed() - applied), "rocksdb checkpoint linked");
-        Ok(cp_dir)
+        Ok(Some(cp_dir))
+    }
+
+    /// Applies a change of operator state (in the order handed over: the
+    /// last write of a key wins).
+    fn apply_operator_state(&mut self, e: &StateEntry) {
+        let key = rocks_key(e);
+        match (&e.value, &e.delete_to) {
+            (Some(_), _) => {
+                self.operator_state.insert(key, StateEntry { delete_to: None, ..e.clone() });
+            }
+            (None, None) => {
+                self.operator_state.remove(&key);
+            }
+            (None, Some(to)) => {
+                let end = rocks_key_of(e, to);
+                if key < end {
+                    let gone: Vec<Vec<u8>> = self.operator_state.range(key..end).map(|(k, _)| k.clone()).collect();
+                    for k in gone {
+                        self.operator_state.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The operator state, as a file in the heap layout (`None` if empty).
+    fn operator_state_file(&self) -> Option<Bytes> {
+        if self.operator_state.is_empty() {
+            return None;
+        }
+        let entries: Vec<StateEntry> = self.operator_state.values().cloned().collect();
+        Some(encode_entries(&entries))
+    }
+
+    /// Keeps restored operator state out of the database: entries of it
+    /// found in a database (checkpoints written before operator state was
+    /// kept apart) move to [`Rocks::operator_state`].
+    fn adopt_operator_state(&mut self, entries: &[StateEntry]) -> Result<(), BackendError> {
+        let mut batch = rocksdb::WriteBatch::default();
+        for e in entries.iter().filter(|e| is_operator_state(e)) {
+            let key = rocks_key(e);
+            batch.delete(&key);
+            self.operator_state.insert(key, StateEntry { delete_to: None, ..e.clone() });
+        }
+        if !batch.is_empty() {
+            self.db.write(batch)?;
+        }
+        Ok(())
     }
 }
 
@@ -247,8 +328,10 @@ pub struct SavepointUpload {
 #[derive(Debug)]
 enum SavepointSource {
     Entries(Vec<StateEntry>),
-    /// A hard-linked RocksDB checkpoint to read every entry from, then delete.
-    RocksDb(PathBuf),
+    /// A hard-linked RocksDB checkpoint to read every entry from, then
+    /// delete (none if the database never held keyed state), and the
+    /// operator state kept apart from it.
+    RocksDb(Option<PathBuf>, Vec<StateEntry>),
 }
 
 impl SavepointUpload {
@@ -257,7 +340,8 @@ impl SavepointUpload {
     pub async fn run(self) -> Result<Uploaded, BackendError> {
         let entries = match self.source {
             SavepointSource::Entries(e) => e,
-            SavepointSource::RocksDb(dir) => {
+            SavepointSource::RocksDb(None, operator_state) => operator_state,
+            SavepointSource::RocksDb(Some(dir), operator_state) => {
                 let read = {
                     let at = dir.clone();
                     tokio::task::spawn_blocking(move || read_rocks_dir(&at))
@@ -265,7 +349,9 @@ impl SavepointUpload {
                         .map_err(|e| BackendError::Malformed { path: dir.display().to_string(), reason: e.to_string() })
                 };
                 let _ = tokio::fs::remove_dir_all(&dir).await;
-                read??
+                let mut entries = read??;
+                entries.extend(operator_state);
+                entries
             }
         };
         let mut by_operator: std::collections::BTreeMap<&str, Vec<&StateEntry>> = Default::default();
@@ -341,7 +427,14 @@ impl TaskBackend {
                 std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
                 let opts = rocks_options();
                 let db = rocksdb::DB::open(&opts, dir.join("db"))?;
-                Some(Rocks { db, opts, dir, uploaded: HashMap::new() })
+                Some(Rocks {
+                    db,
+                    opts,
+                    dir,
+                    uploaded: HashMap::new(),
+                    operator_state: Default::default(),
+                    keyed: false,
+                })
             }
         };
         Ok(Self { kind, storage, me, rocks })
@@ -374,6 +467,11 @@ impl TaskBackend {
             }
             Some(r) => {
                 let cp_dir = r.apply_and_link(&entries, &format!("chk-{checkpoint}"))?;
+                if let Some(bytes) = r.operator_state_file() {
+                    let name = format!("v{}-{}-{OPERATOR_STATE_FILE}", self.me.vertex, self.me.subtask);
+                    upload.files.push((OPERATOR_STATE_FILE.to_string(), Pending::Bytes { name, bytes, shared: false }));
+                }
+                let Some(cp_dir) = cp_dir else { return Ok(upload) };
                 let mut names: Vec<String> = std::fs::read_dir(&cp_dir)
                     .map_err(|e| io(&cp_dir, e))?
                     .filter_map(|d| d.ok().and_then(|d| d.file_name().into_string().ok()))
@@ -415,7 +513,10 @@ impl TaskBackend {
     ) -> Result<SavepointUpload, BackendError> {
         let source = match &mut self.rocks {
             None => SavepointSource::Entries(entries),
-            Some(r) => SavepointSource::RocksDb(r.apply_and_link(&entries, &format!("sp-{checkpoint}"))?),
+            Some(r) => {
+                let dir = r.apply_and_link(&entries, &format!("sp-{checkpoint}"))?;
+                SavepointSource::RocksDb(dir, r.operator_state.values().cloned().collect())
+            }
         };
         Ok(SavepointUpload { target, me: self.me.clone(), source })
     }
@@ -464,43 +565,63 @@ impl TaskBackend {
             };
             match snap.backend.as_str() {
                 "rocksdb" => {
+                    // Only this subtask's own snapshot of this job's own
+                    // checkpoint, at the same layout, becomes the working state.
+                    let adopt = self.rocks.is_some() && own && mine && same_layout && !adopted;
                     let dir = match &self.rocks {
-                        Some(r) if own && mine && same_layout && !adopted => {
-                            r.dir.join(format!("restore-{checkpoint}"))
-                        }
+                        Some(r) if adopt => r.dir.join(format!("restore-{checkpoint}")),
                         _ => std::env::temp_dir().join(format!("weir-restore-{}", uuid_like())),
                     };
                     std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+                    let mut operator_state = Vec::new();
+                    let mut db_files = 0;
                     for (i, f) in snap.files.iter().enumerate() {
                         let bytes = from.read_file(&self.me.job, checkpoint, f).await?;
                         let name = snap.local_names.get(i).ok_or_else(|| BackendError::Malformed {
                             path: f.path.clone(),
                             reason: "the snapshot does not name its local file".into(),
                         })?;
+                        if name == OPERATOR_STATE_FILE {
+                            operator_state = decode_entries(bytes)
+                                .map_err(|reason| BackendError::Malformed { path: f.path.clone(), reason })?;
+                            continue;
+                        }
                         let p = dir.join(name);
                         std::fs::write(&p, &bytes).map_err(|e| io(&p, e))?;
+                        db_files += 1;
                     }
-                    let db = rocksdb::DB::open(&rocks_options(), &dir)?;
-                    out.extend(rocks_entries(&db, &dir)?.into_iter().filter(|e| keep(e)));
-                    match &mut self.rocks {
-                        Some(r) if own && mine && same_layout && !adopted => {
-                            // Continue from the restored database: its SST files are already uploaded.
-                            drop(std::mem::replace(&mut r.db, db));
-                            let _ = std::fs::remove_dir_all(r.dir.join("db"));
-                            r.uploaded = snap
-                                .files
-                                .iter()
-                                .zip(&snap.local_names)
-                                .filter(|(_, n)| n.ends_with(".sst"))
-                                .map(|(f, n)| (n.clone(), f.clone()))
-                                .collect();
-                            adopted = true;
-                        }
-                        _ => {
-                            drop(db);
-                            let _ = std::fs::remove_dir_all(&dir);
+                    let mut from_db = Vec::new();
+                    if db_files > 0 {
+                        let db = rocksdb::DB::open(&rocks_options(), &dir)?;
+                        from_db = rocks_entries(&db, &dir)?;
+                        match &mut self.rocks {
+                            Some(r) if adopt => {
+                                // Continue from the restored database: its SST files are already uploaded.
+                                drop(std::mem::replace(&mut r.db, db));
+                                let _ = std::fs::remove_dir_all(r.dir.join("db"));
+                                r.uploaded = snap
+                                    .files
+                                    .iter()
+                                    .zip(&snap.local_names)
+                                    .filter(|(_, n)| n.ends_with(".sst"))
+                                    .map(|(f, n)| (n.clone(), f.clone()))
+                                    .collect();
+                                r.keyed = true;
+                            }
+                            _ => drop(db),
                         }
                     }
+                    if !adopt || db_files == 0 {
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                    if let (Some(r), true) = (&mut self.rocks, adopt) {
+                        r.adopt_operator_state(&from_db)?;
+                        r.operator_state.extend(
+                            operator_state.iter().map(|e| (rocks_key(e), StateEntry { delete_to: None, ..e.clone() })),
+                        );
+                        adopted = true;
+                    }
+                    out.extend(from_db.into_iter().chain(operator_state).filter(|e| keep(e)));
                 }
                 "savepoint" => {
                     let what = format!("savepoint {}", from.uri());
@@ -526,12 +647,17 @@ impl TaskBackend {
                 // State from elsewhere (another backend or another layout) is
                 // written into the local database as the base for increments.
                 let mut batch = rocksdb::WriteBatch::default();
-                for e in &out {
-                    if let Some(v) = &e.value {
+                for e in out.iter().filter(|e| e.value.is_some()) {
+                    if is_operator_state(e) {
+                        r.apply_operator_state(e);
+                    } else if let Some(v) = &e.value {
                         batch.put(rocks_key(e), v);
                     }
                 }
-                r.db.write(batch)?;
+                if !batch.is_empty() {
+                    r.keyed = true;
+                    r.db.write(batch)?;
+                }
             }
         }
         Ok(out)
@@ -841,6 +967,64 @@ mod tests {
         let c3 = checkpoint(&mut b, 3, vec![]).await;
         let mut r = TaskBackend::open(BackendKind::Heap, storage.clone(), me(0), dir.path()).unwrap();
         assert_eq!(r.restore(&storage, 3, &[c3.snapshot], 0..128, true).await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn rocksdb_keeps_operator_state_out_of_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = CheckpointStorage::from_uri("memory://").unwrap();
+        let mut b = TaskBackend::open(BackendKind::RocksDb, storage.clone(), me(0), dir.path()).unwrap();
+        // A source: only its position. No database file is linked or uploaded.
+        let pos = |v: &[u8]| entry("a", NON_KEYED, b"pos", Some(v));
+        let c1 = checkpoint(&mut b, 1, vec![pos(b"1"), entry("a", UNION, b"t1", Some(b"open"))]).await;
+        assert_eq!(c1.snapshot.local_names, [OPERATOR_STATE_FILE]);
+        // Changes apply in order: the last write wins, deletions (also of ranges) remove.
+        let c2 = checkpoint(
+            &mut b,
+            2,
+            vec![
+                pos(b"2"),
+                pos(b"3"),
+                entry("a", UNION, b"t2", Some(b"open")),
+                entry("a", UNION, b"t3", Some(b"open")),
+                StateEntry { delete_to: Some(b"t3".to_vec()), ..entry("a", UNION, b"t1", None) },
+            ],
+        )
+        .await;
+        let mut h = TaskBackend::open(BackendKind::Heap, storage.clone(), me(0), dir.path()).unwrap();
+        let got = h.restore(&storage, 2, std::slice::from_ref(&c2.snapshot), 0..128, true).await.unwrap();
+        assert_eq!(got, vec![entry("a", UNION, b"t3", Some(b"open")), pos(b"3")]);
+        // Keyed state goes to the database; the operator state file comes along.
+        let c3 = checkpoint(&mut b, 3, vec![entry("a", 7, b"k", Some(b"v"))]).await;
+        assert!(c3.snapshot.local_names.iter().any(|n| n.ends_with(".sst")));
+        assert!(c3.snapshot.local_names.iter().any(|n| n == OPERATOR_STATE_FILE));
+        // A RocksDB backend restores both and goes on from them.
+        let mut r = TaskBackend::open(BackendKind::RocksDb, storage.clone(), me(0), dir.path()).unwrap();
+        let got = r.restore(&storage, 3, std::slice::from_ref(&c3.snapshot), 0..128, true).await.unwrap();
+        assert_eq!(got.len(), 3);
+        let c4 = checkpoint(&mut r, 4, vec![pos(b"4")]).await;
+        let got = h.restore(&storage, 4, std::slice::from_ref(&c4.snapshot), 0..128, true).await.unwrap();
+        assert_eq!(got, vec![entry("a", 7, b"k", Some(b"v")), entry("a", UNION, b"t3", Some(b"open")), pos(b"4")]);
+    }
+
+    #[tokio::test]
+    async fn operator_state_inside_an_older_database_moves_out_on_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = CheckpointStorage::from_uri("memory://").unwrap();
+        let mut b = TaskBackend::open(BackendKind::RocksDb, storage.clone(), me(0), dir.path()).unwrap();
+        // Checkpoints written before operator state was kept apart held it in the database.
+        let pos = entry("a", NON_KEYED, b"pos", Some(b"9"));
+        b.rocks.as_ref().unwrap().db.put(rocks_key(&pos), b"9").unwrap();
+        let c1 = checkpoint(&mut b, 1, vec![entry("a", 7, b"k", Some(b"v"))]).await;
+        assert_eq!(c1.snapshot.local_names.iter().filter(|n| *n == OPERATOR_STATE_FILE).count(), 0);
+        let mut r = TaskBackend::open(BackendKind::RocksDb, storage.clone(), me(0), dir.path()).unwrap();
+        let got = r.restore(&storage, 1, std::slice::from_ref(&c1.snapshot), 0..128, true).await.unwrap();
+        assert_eq!(got.len(), 2);
+        // The position is now operator state; an update of it leaves no stale copy behind.
+        let c2 = checkpoint(&mut r, 2, vec![entry("a", NON_KEYED, b"pos", Some(b"10"))]).await;
+        let mut h = TaskBackend::open(BackendKind::Heap, storage.clone(), me(0), dir.path()).unwrap();
+        let got = h.restore(&storage, 2, std::slice::from_ref(&c2.snapshot), 0..128, true).await.unwrap();
+        assert_eq!(got, vec![entry("a", 7, b"k", Some(b"v")), entry("a", NON_KEYED, b"pos", Some(b"10"))]);
     }
 
     #[tokio::test]

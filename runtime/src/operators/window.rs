@@ -25,7 +25,7 @@ use serde::Deserialize;
 use super::watermark::{event_times, time_column};
 use super::{duration, millis, Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo};
 use crate::error::{OpResult, OperatorError, PlanError};
-use crate::keygroup::{hash_rows, is_key_type, key_group, mix64};
+use crate::keygroup::{hash_i64, hash_rows, is_key_type, key_group, mix64};
 use crate::state::{StateReader, StateWriter};
 
 #[derive(Debug, Deserialize)]
@@ -1122,6 +1122,11 @@ fn encode_by_group(index: &KeyIndex, accs: &Accumulators, kgs: &[u32], max_paral
 impl WindowOperator {
     /// Key group of every slot of `index`.
     fn key_groups(&self, index: &KeyIndex) -> OpResult<Vec<u32>> {
+        if let KeyCodec::Int(_) = self.keys {
+            // Every integer type hashes as its value widened to i64, which
+            // is what the index holds: no key column to rebuild.
+            return Ok(index.int_keys.iter().map(|&k| key_group(hash_i64(k), self.max_parallelism)).collect());
+        }
         let slots: Vec<u32> = (0..index.len() as u32).collect();
         let cols = self.keys.columns(index, &slots)?;
         let mut hashes = Vec::new();
