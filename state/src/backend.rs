@@ -285,9 +285,8 @@ impl Rocks {
     fn adopt_operator_state(&mut self, entries: &[StateEntry]) -> Result<(), BackendError> {
         let mut batch = rocksdb::WriteBatch::default();
         for e in entries.iter().filter(|e| is_operator_state(e)) {
-            let key = rocks_key(e);
-            batch.delete(&key);
-            self.operator_state.insert(key, StateEntry { delete_to: None, ..e.clone() });
+            batch.delete(rocks_key(e));
+            self.apply_operator_state(e);
         }
         if !batch.is_empty() {
             self.db.write(batch)?;
@@ -616,9 +615,7 @@ impl TaskBackend {
                     }
                     if let (Some(r), true) = (&mut self.rocks, adopt) {
                         r.adopt_operator_state(&from_db)?;
-                        r.operator_state.extend(
-                            operator_state.iter().map(|e| (rocks_key(e), StateEntry { delete_to: None, ..e.clone() })),
-                        );
+                        operator_state.iter().for_each(|e| r.apply_operator_state(e));
                         adopted = true;
                     }
                     out.extend(from_db.into_iter().chain(operator_state).filter(|e| keep(e)));
