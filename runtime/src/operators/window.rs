@@ -11,6 +11,7 @@
 //! key and window), so a batch is absorbed with one hash lookup per row and
 //! tight loops per aggregate.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
@@ -224,6 +225,12 @@ impl OperatorFactory for WindowFactory {
         vec![(name.to_string(), format!("{window} by [{}] of [{}]", keys.join(", "), aggs.join(", ")))]
     }
     fn create(&self, ctx: &PlanContext<'_>, info: SubtaskInfo) -> Result<Instance, PlanError> {
+        Ok(Instance::Operator(Box::new(WindowOperator::new(ctx, info)?)))
+    }
+}
+
+impl WindowOperator {
+    fn new(ctx: &PlanContext<'_>, info: SubtaskInfo) -> Result<Self, PlanError> {
         let p = plan(ctx)?;
         let keys = if p.int_key {
             KeyCodec::Int(p.input.field(p.key[0]).data_type().clone())
@@ -231,7 +238,7 @@ impl OperatorFactory for WindowFactory {
             let fields = p.key.iter().map(|&i| SortField::new(p.input.field(i).data_type().clone())).collect();
             KeyCodec::Rows(RowConverter::new(fields).map_err(|e| ctx.error(e.to_string()))?)
         };
-        Ok(Instance::Operator(Box::new(WindowOperator {
+        Ok(WindowOperator {
             keys,
             windows: BTreeMap::new(),
             sessions: Sessions::default(),
@@ -244,7 +251,7 @@ impl OperatorFactory for WindowFactory {
             sessions_persisted: std::collections::BTreeSet::new(),
             fired: Vec::new(),
             p,
-        })))
+        })
     }
 }
 
@@ -291,13 +298,30 @@ enum BatchKeys {
 struct KeyIndex {
     ints: HashMap<i64, u32, Mix>,
     int_keys: Vec<i64>,
+    /// Key group of each integer key, computed once when the key arrives
+    /// (if `max_parallelism` is set) so that a snapshot does not hash and
+    /// divide for every key while the task is paused at a barrier.
+    int_groups: Vec<u32>,
+    max_parallelism: u32,
     rows: HashMap<Box<[u8]>, u32>,
     row_keys: Vec<Box<[u8]>>,
 }
 
 impl KeyIndex {
+    /// An index that records the key groups of integer keys.
+    fn with_groups(max_parallelism: u32) -> Self {
+        Self { max_parallelism, ..Self::default() }
+    }
+
     fn len(&self) -> usize {
         self.int_keys.len() + self.row_keys.len()
+    }
+
+    fn push_int(&mut self, k: i64) {
+        self.int_keys.push(k);
+        if self.max_parallelism > 0 {
+            self.int_groups.push(key_group(hash_i64(k), self.max_parallelism));
+        }
     }
 
     /// Slot of row `r`'s key, inserting it (and growing `accs`) if new.
@@ -309,7 +333,7 @@ impl KeyIndex {
                 let next = self.int_keys.len() as u32;
                 let slot = *self.ints.entry(k).or_insert(next);
                 if slot == next {
-                    self.int_keys.push(k);
+                    self.push_int(k);
                     accs.grow();
                 }
                 slot
@@ -687,12 +711,12 @@ impl WindowOperator {
                     self.late += run.len() as u64;
                     continue;
                 }
-                let aggs = &self.p.aggs;
+                let (aggs, groups) = (&self.p.aggs, self.max_parallelism);
                 self.dirty.insert(start);
-                let w = self
-                    .windows
-                    .entry(start)
-                    .or_insert_with(|| FixedWindow { index: KeyIndex::default(), accs: Accumulators::new(aggs) });
+                let w = self.windows.entry(start).or_insert_with(|| FixedWindow {
+                    index: KeyIndex::with_groups(groups),
+                    accs: Accumulators::new(aggs),
+                });
                 rows.clear();
                 rows.extend(run.clone().map(|i| i as u32));
                 self.slots.clear();
@@ -867,17 +891,6 @@ fn put_ivarint(out: &mut Vec<u8>, v: i64) {
     put_uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
 }
 
-/// Presence bits of `slots` in `seen`, eight per byte, lowest bit first.
-fn put_bitmap(out: &mut Vec<u8>, slots: &[u32], seen: &[bool]) {
-    for chunk in slots.chunks(8) {
-        let mut b = 0u8;
-        for (i, &s) in chunk.iter().enumerate() {
-            b |= u8::from(seen[s as usize]) << i;
-        }
-        out.push(b);
-    }
-}
-
 struct Cursor<'a>(&'a [u8]);
 
 impl<'a> Cursor<'a> {
@@ -944,7 +957,7 @@ impl KeyIndex {
                     return Ok(s);
                 }
                 self.ints.insert(k, slot);
-                self.int_keys.push(k);
+                self.push_int(k);
             }
             KeyCodec::Rows(_) => {
                 if let Some(&s) = self.rows.get(raw) {
@@ -960,37 +973,12 @@ impl KeyIndex {
 }
 
 impl Accumulators {
-    /// Typical bytes per slot of [`Accumulators::encode_columns`] (a capacity hint).
+    /// Typical bytes per slot of [`Accumulators::scatter_columns`] (a capacity hint).
     fn width_hint(&self) -> usize {
         self.cols.iter().map(|c| if matches!(c, AccColumn::Count(_)) { 2 } else { 5 }).sum()
     }
 
-    /// The accumulators of `slots`, one column after the other.
-    fn encode_columns(&self, slots: &[u32], out: &mut Vec<u8>) {
-        for c in &self.cols {
-            match c {
-                AccColumn::Count(v) => slots.iter().for_each(|&s| put_ivarint(out, v[s as usize])),
-                AccColumn::SumInt(v, seen) | AccColumn::MinInt(v, seen) | AccColumn::MaxInt(v, seen) => {
-                    put_bitmap(out, slots, seen);
-                    for &s in slots.iter().filter(|&&s| seen[s as usize]) {
-                        put_ivarint(out, v[s as usize]);
-                    }
-                }
-                AccColumn::SumFloat(v, seen) | AccColumn::MinFloat(v, seen) | AccColumn::MaxFloat(v, seen) => {
-                    put_bitmap(out, slots, seen);
-                    for &s in slots.iter().filter(|&&s| seen[s as usize]) {
-                        out.extend_from_slice(&v[s as usize].to_le_bytes());
-                    }
-                }
-                AccColumn::Avg(sum, n) => {
-                    slots.iter().for_each(|&s| out.extend_from_slice(&sum[s as usize].to_le_bytes()));
-                    slots.iter().for_each(|&s| put_ivarint(out, n[s as usize]));
-                }
-            }
-        }
-    }
-
-    /// Reads what [`Accumulators::encode_columns`] wrote for `slots`.
+    /// Reads what [`Accumulators::scatter_columns`] wrote for `slots`.
     fn decode_columns(&mut self, slots: &[u32], c: &mut Cursor<'_>) -> OpResult<()> {
         for col in &mut self.cols {
             match col {
@@ -1069,60 +1057,124 @@ impl Accumulators {
 }
 
 /// Encodes every slot of a window (its key and accumulators) into one value
-/// per key group, in key-group order: a counting sort of the slots by key
-/// group, then one buffer per group in the columnar layout, with no
-/// allocation per key. This runs while the task is paused at a barrier, so
-/// it is kept to a few nanoseconds per key.
+/// per key group, in key-group order, in the columnar layout: the slot
+/// count, the keys, then one column per aggregate, each group's slots in
+/// slot order. This runs while the task is paused at a barrier, so it is
+/// one sequential pass per column: every slot's key and accumulators are
+/// appended to its group's buffer, so the large per-slot vectors are read
+/// in order and only the tails of the groups' buffers (a few dozen cache
+/// lines) are written at random.
 fn encode_by_group(index: &KeyIndex, accs: &Accumulators, kgs: &[u32], max_parallelism: u32) -> Vec<(u32, Vec<u8>)> {
-    let mut counts = vec![0u32; max_parallelism as usize + 1];
-    for &kg in kgs {
-        counts[kg as usize + 1] += 1;
-    }
-    for g in 1..counts.len() {
-        counts[g] += counts[g - 1];
-    }
-    // counts[g] is now where group g's slots begin in `order`.
-    let mut next = counts.clone();
-    let mut order = vec![0u32; kgs.len()];
-    for (slot, &kg) in kgs.iter().enumerate() {
-        order[next[kg as usize] as usize] = slot as u32;
-        next[kg as usize] += 1;
-    }
-    let mut out = Vec::new();
-    for g in 0..max_parallelism as usize {
-        let slots = &order[counts[g] as usize..counts[g + 1] as usize];
-        if slots.is_empty() {
-            continue;
+    let groups = max_parallelism as usize;
+    let mut counts = vec![0u32; groups];
+    let mut key_bytes = vec![0usize; groups];
+    if index.row_keys.is_empty() {
+        for &kg in kgs {
+            counts[kg as usize] += 1;
         }
-        let keys: usize = if index.row_keys.is_empty() {
-            slots.len() * 3
-        } else {
-            slots.iter().map(|&s| index.row_keys[s as usize].len() + 2).sum()
-        };
-        let mut buf = Vec::with_capacity(COLUMNAR.len() + 5 + keys + slots.len() * accs.width_hint());
-        buf.extend_from_slice(&COLUMNAR);
-        put_uvarint(&mut buf, slots.len() as u64);
-        if index.row_keys.is_empty() {
-            for &s in slots {
-                put_ivarint(&mut buf, index.int_keys[s as usize]);
+        for (b, &n) in key_bytes.iter_mut().zip(&counts) {
+            *b = n as usize * 3;
+        }
+    } else {
+        for (key, &kg) in index.row_keys.iter().zip(kgs) {
+            counts[kg as usize] += 1;
+            key_bytes[kg as usize] += key.len() + 2;
+        }
+    }
+    let width = accs.width_hint();
+    let mut bufs: Vec<Vec<u8>> = counts
+        .iter()
+        .zip(&key_bytes)
+        .map(|(&n, &keys)| {
+            if n == 0 {
+                return Vec::new();
             }
-        } else {
-            for &s in slots {
-                let key = &index.row_keys[s as usize];
-                put_uvarint(&mut buf, key.len() as u64);
-                buf.extend_from_slice(key);
+            let mut buf = Vec::with_capacity(COLUMNAR.len() + 5 + keys + n as usize * width);
+            buf.extend_from_slice(&COLUMNAR);
+            put_uvarint(&mut buf, u64::from(n));
+            buf
+        })
+        .collect();
+    if index.row_keys.is_empty() {
+        for (&k, &kg) in index.int_keys.iter().zip(kgs) {
+            put_ivarint(&mut bufs[kg as usize], k);
+        }
+    } else {
+        for (key, &kg) in index.row_keys.iter().zip(kgs) {
+            let buf = &mut bufs[kg as usize];
+            put_uvarint(buf, key.len() as u64);
+            buf.extend_from_slice(key);
+        }
+    }
+    accs.scatter_columns(kgs, &counts, &mut bufs);
+    bufs.into_iter().enumerate().filter(|(_, b)| !b.is_empty()).map(|(g, b)| (g as u32, b)).collect()
+}
+
+impl Accumulators {
+    /// Appends every slot's accumulators to its group's buffer, one column
+    /// after the other: counts and integers as zig-zag varints, floats as
+    /// 8 little-endian bytes, and for aggregates that may have seen no value
+    /// a presence bitmap first (then only the present values).
+    fn scatter_columns(&self, kgs: &[u32], counts: &[u32], bufs: &mut [Vec<u8>]) {
+        for c in &self.cols {
+            match c {
+                AccColumn::Count(v) => {
+                    for (&x, &kg) in v.iter().zip(kgs) {
+                        put_ivarint(&mut bufs[kg as usize], x);
+                    }
+                }
+                AccColumn::SumInt(v, seen) | AccColumn::MinInt(v, seen) | AccColumn::MaxInt(v, seen) => {
+                    scatter_bitmap(kgs, counts, seen, bufs);
+                    for ((&x, &p), &kg) in v.iter().zip(seen).zip(kgs) {
+                        if p {
+                            put_ivarint(&mut bufs[kg as usize], x);
+                        }
+                    }
+                }
+                AccColumn::SumFloat(v, seen) | AccColumn::MinFloat(v, seen) | AccColumn::MaxFloat(v, seen) => {
+                    scatter_bitmap(kgs, counts, seen, bufs);
+                    for ((&x, &p), &kg) in v.iter().zip(seen).zip(kgs) {
+                        if p {
+                            bufs[kg as usize].extend_from_slice(&x.to_le_bytes());
+                        }
+                    }
+                }
+                AccColumn::Avg(sum, n) => {
+                    for (&x, &kg) in sum.iter().zip(kgs) {
+                        bufs[kg as usize].extend_from_slice(&x.to_le_bytes());
+                    }
+                    for (&x, &kg) in n.iter().zip(kgs) {
+                        put_ivarint(&mut bufs[kg as usize], x);
+                    }
+                }
             }
         }
-        accs.encode_columns(slots, &mut buf);
-        out.push((g as u32, buf));
     }
-    out
+}
+
+/// Each group's presence bits of `seen`, eight per byte, lowest bit first,
+/// reserved at the end of its buffer and filled in slot order.
+fn scatter_bitmap(kgs: &[u32], counts: &[u32], seen: &[bool], bufs: &mut [Vec<u8>]) {
+    let mut at = vec![0usize; bufs.len()];
+    for ((buf, &n), at) in bufs.iter_mut().zip(counts).zip(&mut at) {
+        *at = buf.len() * 8;
+        buf.resize(buf.len() + (n as usize).div_ceil(8), 0);
+    }
+    for (&p, &kg) in seen.iter().zip(kgs) {
+        let g = kg as usize;
+        let bit = at[g];
+        bufs[g][bit / 8] |= u8::from(p) << (bit % 8);
+        at[g] += 1;
+    }
 }
 
 impl WindowOperator {
     /// Key group of every slot of `index`.
-    fn key_groups(&self, index: &KeyIndex) -> OpResult<Vec<u32>> {
+    fn key_groups<'a>(&self, index: &'a KeyIndex) -> OpResult<Cow<'a, [u32]>> {
         if let KeyCodec::Int(_) = self.keys {
+            if index.max_parallelism == self.max_parallelism && index.int_groups.len() == index.int_keys.len() {
+                return Ok(Cow::Borrowed(&index.int_groups));
+            }
             // Every integer type hashes as its value widened to i64, which
             // is what the index holds: no key column to rebuild.
             return Ok(index.int_keys.iter().map(|&k| key_group(hash_i64(k), self.max_parallelism)).collect());
@@ -1267,11 +1319,11 @@ impl Operator for WindowOperator {
             let start = i64::from_be_bytes(
                 e.key.as_slice().try_into().map_err(|_| OperatorError::State("a window key is not 8 bytes".into()))?,
             );
-            let aggs = &self.p.aggs;
+            let (aggs, groups) = (&self.p.aggs, self.max_parallelism);
             let w = self
                 .windows
                 .entry(start)
-                .or_insert_with(|| FixedWindow { index: KeyIndex::default(), accs: Accumulators::new(aggs) });
+                .or_insert_with(|| FixedWindow { index: KeyIndex::with_groups(groups), accs: Accumulators::new(aggs) });
             let value = e.value.as_deref().unwrap_or_default();
             if let Some(rest) = value.strip_prefix(&COLUMNAR[..]) {
                 let mut c = Cursor(rest);
@@ -1495,6 +1547,61 @@ mod tests {
             got.sort();
             assert_eq!(got, want, "{key}");
         }
+    }
+
+    /// The columnar layout is what checkpoints hold: it must not drift.
+    #[test]
+    fn columnar_entries_keep_their_layout() {
+        use crate::keygroup::{hash_i64, key_group};
+        use crate::state::StateWriter;
+        let cfg = serde_json::json!({
+            "key": ["k"], "timestamp_column": "t", "window": {"type": "tumbling", "size": "10ms"},
+            "aggregates": [{"fn": "count", "as": "n"}, {"fn": "sum", "column": "v", "as": "s"},
+                           {"fn": "max", "column": "v", "as": "m"}]
+        });
+        // Two keys of one key group (the second seen only with nulls), one of another.
+        let kg = |k: i64| key_group(hash_i64(k), 128);
+        let mate = (6..).find(|&k| kg(k) == kg(5)).unwrap();
+        let other = (6..).find(|&k| kg(k) != kg(5)).unwrap();
+        let mut w = window(cfg);
+        let input = [(5, "a", 1, Some(3)), (mate, "b", 2, None), (other, "c", 3, Some(-2)), (5, "a", 4, Some(70))];
+        w.process_batch(0, batch(&input), &mut Collector::default()).unwrap();
+        let mut sw = StateWriter::new("w", 1, true);
+        w.snapshot_state(&mut sw).unwrap();
+        let entries = sw.into_entries();
+        // Zig-zag varints, written out here so that the encoder cannot drift with them.
+        let zz = |v: i64| {
+            let mut u = ((v << 1) ^ (v >> 63)) as u64;
+            let mut out = Vec::new();
+            while u >= 0x80 {
+                out.push(u as u8 | 0x80);
+                u >>= 7;
+            }
+            out.push(u as u8);
+            out
+        };
+        let mut both = COLUMNAR.to_vec();
+        both.push(2); // slots
+        for v in [5, mate, 2, 1] {
+            both.extend(zz(v)); // keys, then counts
+        }
+        both.push(0b01); // sum: presence bits, then the present values
+        both.extend(zz(73));
+        both.push(0b01); // max
+        both.extend(zz(70));
+        let mut alone = COLUMNAR.to_vec();
+        alone.push(1);
+        for v in [other, 1] {
+            alone.extend(zz(v));
+        }
+        for _ in 0..2 {
+            alone.push(0b1);
+            alone.extend(zz(-2));
+        }
+        let mut want = vec![(kg(5), both), (kg(other), alone)];
+        want.sort();
+        let got: Vec<(u32, Vec<u8>)> = entries.into_iter().map(|e| (e.key_group, e.value.unwrap())).collect();
+        assert_eq!(got, want);
     }
 
     #[test]
