@@ -225,12 +225,6 @@ impl OperatorFactory for WindowFactory {
         vec![(name.to_string(), format!("{window} by [{}] of [{}]", keys.join(", "), aggs.join(", ")))]
     }
     fn create(&self, ctx: &PlanContext<'_>, info: SubtaskInfo) -> Result<Instance, PlanError> {
-        Ok(Instance::Operator(Box::new(WindowOperator::new(ctx, info)?)))
-    }
-}
-
-impl WindowOperator {
-    fn new(ctx: &PlanContext<'_>, info: SubtaskInfo) -> Result<Self, PlanError> {
         let p = plan(ctx)?;
         let keys = if p.int_key {
             KeyCodec::Int(p.input.field(p.key[0]).data_type().clone())
@@ -238,7 +232,7 @@ impl WindowOperator {
             let fields = p.key.iter().map(|&i| SortField::new(p.input.field(i).data_type().clone())).collect();
             KeyCodec::Rows(RowConverter::new(fields).map_err(|e| ctx.error(e.to_string()))?)
         };
-        Ok(WindowOperator {
+        Ok(Instance::Operator(Box::new(WindowOperator {
             keys,
             windows: BTreeMap::new(),
             sessions: Sessions::default(),
@@ -251,7 +245,7 @@ impl WindowOperator {
             sessions_persisted: std::collections::BTreeSet::new(),
             fired: Vec::new(),
             p,
-        })
+        })))
     }
 }
 
