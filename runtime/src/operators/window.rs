@@ -1058,7 +1058,19 @@ impl Accumulators {
 /// appended to its group's buffer, so the large per-slot vectors are read
 /// in order and only the tails of the groups' buffers (a few dozen cache
 /// lines) are written at random.
-fn encode_by_group(index: &KeyIndex, accs: &Accumulators, kgs: &[u32], max_parallelism: u32) -> Vec<(u32, Vec<u8>)> {
+///
+/// The groups' buffers are `scratch`, reused from window to window, so
+/// those scattered writes land in cache; each group's bytes are then copied
+/// out in one sequential run. (Scattering straight into freshly allocated
+/// buffers missed the cache on nearly every new line and took about twice
+/// as long.)
+fn encode_by_group(
+    index: &KeyIndex,
+    accs: &Accumulators,
+    kgs: &[u32],
+    max_parallelism: u32,
+    scratch: &mut Vec<Vec<u8>>,
+) -> Vec<(u32, Vec<u8>)> {
     let groups = max_parallelism as usize;
     let mut counts = vec![0u32; groups];
     let mut key_bytes = vec![0usize; groups];
@@ -1076,19 +1088,16 @@ fn encode_by_group(index: &KeyIndex, accs: &Accumulators, kgs: &[u32], max_paral
         }
     }
     let width = accs.width_hint();
-    let mut bufs: Vec<Vec<u8>> = counts
-        .iter()
-        .zip(&key_bytes)
-        .map(|(&n, &keys)| {
-            if n == 0 {
-                return Vec::new();
-            }
-            let mut buf = Vec::with_capacity(COLUMNAR.len() + 5 + keys + n as usize * width);
+    scratch.resize_with(groups, Vec::new);
+    let bufs = &mut scratch[..groups];
+    for ((buf, &n), &keys) in bufs.iter_mut().zip(&counts).zip(&key_bytes) {
+        buf.clear();
+        if n > 0 {
+            buf.reserve(COLUMNAR.len() + 5 + keys + n as usize * width);
             buf.extend_from_slice(&COLUMNAR);
-            put_uvarint(&mut buf, u64::from(n));
-            buf
-        })
-        .collect();
+            put_uvarint(buf, u64::from(n));
+        }
+    }
     if index.row_keys.is_empty() {
         for (&k, &kg) in index.int_keys.iter().zip(kgs) {
             put_ivarint(&mut bufs[kg as usize], k);
@@ -1100,8 +1109,8 @@ fn encode_by_group(index: &KeyIndex, accs: &Accumulators, kgs: &[u32], max_paral
             buf.extend_from_slice(key);
         }
     }
-    accs.scatter_columns(kgs, &counts, &mut bufs);
-    bufs.into_iter().enumerate().filter(|(_, b)| !b.is_empty()).map(|(g, b)| (g as u32, b)).collect()
+    accs.scatter_columns(kgs, &counts, bufs);
+    bufs.iter().enumerate().filter(|(_, b)| !b.is_empty()).map(|(g, b)| (g as u32, b.clone())).collect()
 }
 
 impl Accumulators {
@@ -1206,10 +1215,11 @@ impl WindowOperator {
         self.fired.clear();
         let starts: Vec<i64> =
             if w.full() { self.windows.keys().copied().collect() } else { self.dirty.iter().copied().collect() };
+        let mut scratch = Vec::new();
         for start in starts {
             let Some(win) = self.windows.get(&start) else { continue };
             let kgs = self.key_groups(&win.index)?;
-            let groups = encode_by_group(&win.index, &win.accs, &kgs, self.max_parallelism);
+            let groups = encode_by_group(&win.index, &win.accs, &kgs, self.max_parallelism, &mut scratch);
             let written: Vec<u32> = groups.iter().map(|(kg, _)| *kg).collect();
             for (kg, value) in groups {
                 w.put(FIXED_STATE, kg, start.to_be_bytes().to_vec(), value);
