@@ -268,7 +268,7 @@ impl Shared {
         // milliseconds that need not delay the checkpoint.
         let (upload, spent): (Result<UploadFuture, String>, Vec<_>) = {
             let mut b = self.backend.lock().unwrap_or_else(|e| e.into_inner());
-            match &savepoint {
+            match savepoint.as_deref().map(|location| CheckpointStorage::from_uri_with(location, &self.s3)) {
                 None => {
                     let upload = b
                         .snapshot(id.0, &entries)
@@ -276,27 +276,23 @@ impl Shared {
                         .map_err(|e| format!("taking the state snapshot failed: {e}"));
                     (upload, entries)
                 }
-                Some(location) => match CheckpointStorage::from_uri_with(location, &self.s3) {
-                    Ok(target) => {
-                        let upload = b
-                            .savepoint(id.0, entries, target)
-                            .map(|u| Box::pin(u.run()) as _)
-                            .map_err(|e| format!("taking the savepoint snapshot failed: {e}"));
-                        (upload, Vec::new())
-                    }
-                    // The operators' changes must still reach the backend;
-                    // the savepoint is declined below.
-                    Err(e) => {
-                        let upload = match b.snapshot(id.0, &entries) {
-                            Ok(_) => {
-                                let e = weir_state::backend::BackendError::Storage(e);
-                                Ok(Box::pin(async move { Err(e) }) as _)
-                            }
-                            Err(e) => Err(format!("taking the state snapshot failed: {e}")),
-                        };
-                        (upload, entries)
-                    }
-                },
+                Some(Ok(target)) => {
+                    let upload = b
+                        .savepoint(id.0, entries, target)
+                        .map(|u| Box::pin(u.run()) as _)
+                        .map_err(|e| format!("taking the savepoint snapshot failed: {e}"));
+                    (upload, Vec::new())
+                }
+                // The operators' changes must still reach the backend; the
+                // savepoint is declined below.
+                Some(Err(e)) => {
+                    let declined = weir_state::backend::BackendError::Storage(e);
+                    let upload = b
+                        .snapshot(id.0, &entries)
+                        .map(|_| Box::pin(async move { Err(declined) }) as _)
+                        .map_err(|e| format!("taking the state snapshot failed: {e}"));
+                    (upload, entries)
+                }
             }
         };
         let upload = match upload {
