@@ -11,8 +11,13 @@ const LONG: Duration = Duration::from_secs(120);
 const EVENTS: u64 = 900_000;
 
 /// W2 into the exactly-once file sink, rate-limited so that the job is
-/// still running when a task manager dies.
+/// still running when a task manager dies. `backend` is `heap`, `rocksdb`,
+/// or `rocksdb-no-changelog` (RocksDB with `changelog: false`).
 fn job(out: &Path, storage: &Path, backend: &str, rate: Option<u64>, retained: u32) -> String {
+    let backend = match backend {
+        "rocksdb-no-changelog" => "rocksdb\n  changelog: false",
+        other => other,
+    };
     let rate = rate.map(|r| format!(", rate: {r}, batch_size: 1000")).unwrap_or_default();
     format!(
         "name: w2-to-files
@@ -132,6 +137,14 @@ fn survive_kill(backend: &str, damage_newest: bool) -> anyhow::Result<u64> {
         assert!(cluster.jobmanager.log().contains("skipping an unusable checkpoint"), "{}", cluster.logs());
     }
     assert!(status["tasks"].as_array().unwrap().iter().all(|t| t["task_manager"] == "tm-a"), "{status:#}");
+    if backend.starts_with("rocksdb") {
+        // The windows' part: with a changelog, a base of the local database and the
+        // change files since; without, the database's files alone.
+        let (_, meta) = newest_metadata(&storage, &id).expect("a retained checkpoint");
+        let meta = std::fs::read_to_string(meta)?;
+        let changelog = backend == "rocksdb";
+        assert_eq!(meta.contains(".changes\""), changelog, "change files named only with a changelog: {meta}");
+    }
     let got = committed(&out);
     assert_eq!(got.len(), expected.len(), "rows after recovery\n{}", cluster.logs());
     assert!(got == expected, "the output differs from a run without failure");
@@ -146,6 +159,11 @@ fn heap_state_survives_kill_9_of_a_task_manager_exactly_once() -> anyhow::Result
 #[test]
 fn rocksdb_state_survives_kill_9_of_a_task_manager_exactly_once() -> anyhow::Result<()> {
     survive_kill("rocksdb", false).map(|_| ())
+}
+
+#[test]
+fn rocksdb_state_without_a_changelog_survives_kill_9_of_a_task_manager_exactly_once() -> anyhow::Result<()> {
+    survive_kill("rocksdb-no-changelog", false).map(|_| ())
 }
 
 #[test]

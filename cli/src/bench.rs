@@ -179,8 +179,15 @@ fn mean(values: impl Iterator<Item = u64>) -> f64 {
     }
 }
 
-/// Runs one workload and prints its result line.
-pub async fn run(w: Workload, events: u64, parallelism: u32, kafka: &KafkaArgs) -> anyhow::Result<ExitCode> {
+/// Runs one workload and prints its result line. `changelog` is the
+/// checkpoints' `changelog` setting (it matters to RocksDB only).
+pub async fn run(
+    w: Workload,
+    events: u64,
+    parallelism: u32,
+    changelog: bool,
+    kafka: &KafkaArgs,
+) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(parallelism >= 1, "parallelism must be at least 1");
     let mut graph = match w {
         Workload::W4Load | Workload::W4 => w.kafka_graph(events, parallelism, kafka),
@@ -190,6 +197,7 @@ pub async fn run(w: Workload, events: u64, parallelism: u32, kafka: &KafkaArgs) 
     let dir = tempfile::Builder::new().prefix("weir-bench-checkpoints").tempdir()?;
     if let Some(c) = graph.checkpoint.as_mut() {
         c.storage = Some(format!("file://{}", dir.path().display()));
+        c.changelog = changelog;
     }
     let cluster = Embedded::start(parallelism).await?;
     let mut c = client::connect(&cluster.url).await?;

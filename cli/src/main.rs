@@ -132,6 +132,9 @@ enum Command {
         /// Parallelism of every operator.
         #[arg(long, short = 'p', default_value_t = 2)]
         parallelism: u32,
+        /// w3-rocksdb: checkpoints without change files (`changelog: false`).
+        #[arg(long)]
+        no_changelog: bool,
         #[command(flatten)]
         kafka: bench::KafkaArgs,
     },
@@ -269,8 +272,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output::plan(fmt, &plan);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { workload, events, parallelism, kafka } => {
-            bench::run(workload, events, parallelism, &kafka).await
+        Command::Bench { workload, events, parallelism, no_changelog, kafka } => {
+            bench::run(workload, events, parallelism, !no_changelog, &kafka).await
         }
     }
 }

@@ -87,6 +87,7 @@ fn checkpoint_to_proto(c: &CheckpointConfig) -> v1::CheckpointConfig {
         backend: c.backend.name().into(),
         storage: c.storage.clone().unwrap_or_default(),
         restart: Some(restart),
+        changelog: Some(c.changelog),
     }
 }
 
@@ -123,6 +124,7 @@ fn checkpoint_from_proto(c: &v1::CheckpointConfig) -> Result<CheckpointConfig, P
         tolerable_failures: c.tolerable_failures,
         retained: c.retained,
         restart,
+        changelog: c.changelog.unwrap_or(true),
     })
 }
 
@@ -199,7 +201,12 @@ mod tests {
         c.storage = Some("file:///tmp/x".into());
         b.checkpoints(c.clone());
         assert_eq!(graph_from_proto(&graph_to_proto(&b.build())).unwrap(), b.build());
+        // A graph from before the field existed keeps change files on.
+        let mut old = graph_to_proto(&b.build());
+        old.checkpoint.as_mut().unwrap().changelog = None;
+        assert!(graph_from_proto(&old).unwrap().checkpoint.unwrap().changelog);
         c.restart = RestartStrategy::FixedDelay { attempts: 3, delay: Duration::from_millis(10) };
+        c.changelog = false;
         b.checkpoints(c);
         assert_eq!(graph_from_proto(&graph_to_proto(&b.build())).unwrap(), b.build());
     }

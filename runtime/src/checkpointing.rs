@@ -11,6 +11,7 @@
 //!   tolerable_failures: 0
 //!   retained: 1
 //!   restart: {strategy: exponential_delay, attempts: 10, delay: 1s, max_delay: 1m, multiplier: 2.0}
+//!   changelog: true           # rocksdb: change files now, the database's upload after
 //! ```
 
 use std::time::Duration;
@@ -51,6 +52,16 @@ pub struct CheckpointConfig {
     /// What happens when the job fails.
     #[serde(default)]
     pub restart: RestartStrategy,
+    /// RocksDB: a checkpoint writes the changes as a change file, and the
+    /// database applies them and uploads its copy in the background
+    /// (`false`: every checkpoint applies them and uploads the database's
+    /// new files before it is acknowledged).
+    #[serde(default = "yes")]
+    pub changelog: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn exactly_once() -> CheckpointMode {
@@ -155,6 +166,7 @@ impl CheckpointConfig {
             tolerable_failures: 0,
             retained: 1,
             restart: RestartStrategy::default(),
+            changelog: true,
         }
     }
 
@@ -215,7 +227,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.backend, BackendChoice::Rocksdb);
         assert_eq!(c.mode, CheckpointMode::ExactlyOnce);
+        assert!(c.changelog, "on unless turned off");
         c.validate().unwrap();
+        let off: CheckpointConfig = serde_yaml::from_str("interval: 1s\nbackend: rocksdb\nchangelog: false\n").unwrap();
+        assert!(!off.changelog);
         let bad = CheckpointConfig { retained: 0, ..c.clone() };
         assert!(bad.validate().unwrap_err().to_string().contains("retained"));
         let bad = CheckpointConfig { storage: Some("/tmp/x".into()), ..c };

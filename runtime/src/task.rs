@@ -371,6 +371,11 @@ pub trait Checkpointer: Send + std::fmt::Debug {
     /// acknowledging happen asynchronously, owned by the implementation.
     /// An error fails the task.
     fn checkpoint(&mut self, id: CheckpointId, entries: Vec<StateEntry>, timing: SnapshotTiming) -> Result<(), String>;
+
+    /// Checkpoint `id` is complete (every task acknowledged it and its
+    /// metadata is written): work the implementation held back so as not to
+    /// slow the checkpoint down may start.
+    fn checkpoint_complete(&mut self, _id: CheckpointId) {}
 }
 
 /// How long the synchronous part of a checkpoint took on a task.
@@ -729,7 +734,7 @@ impl Task {
             };
             match ctl {
                 Some(TaskControl::CheckpointComplete(id)) => {
-                    self.chain.checkpoint_complete(id, None)?;
+                    self.checkpoint_complete(id, None)?;
                     self.emit_tail().await?;
                     completed = completed.max(Some(id));
                 }
@@ -802,7 +807,7 @@ impl Task {
                 };
                 match ctl {
                     Some(TaskControl::CheckpointComplete(id)) => {
-                        if let Err(e) = self.chain.checkpoint_complete(id, Some(source.as_mut())) {
+                        if let Err(e) = self.checkpoint_complete(id, Some(source.as_mut())) {
                             break Err(e);
                         }
                         if let Err(e) = self.emit_tail().await {
@@ -852,7 +857,7 @@ impl Task {
                         stopping = Some(id);
                     }
                     TaskControl::CheckpointComplete(id) => {
-                        self.chain.checkpoint_complete(id, Some(source.as_mut()))?;
+                        self.checkpoint_complete(id, Some(source.as_mut()))?;
                         self.emit_tail().await?;
                     }
                     TaskControl::CheckpointAborted(_) => {}
@@ -880,6 +885,20 @@ impl Task {
         };
         self.chain.source = Some((uid, source));
         result
+    }
+
+    /// Checkpoint `id` is complete: operators commit, and the checkpointer
+    /// hears of it.
+    fn checkpoint_complete(
+        &mut self,
+        id: CheckpointId,
+        source: Option<&mut dyn SourceOperator>,
+    ) -> Result<(), TaskError> {
+        self.chain.checkpoint_complete(id, source)?;
+        if let Some(cp) = self.checkpointer.as_mut() {
+            cp.checkpoint_complete(id);
+        }
+        Ok(())
     }
 
     /// Takes this task's part of checkpoint `id` and forwards the barrier
@@ -951,7 +970,7 @@ impl Task {
                 }
                 Some(ctl) = next_control(&mut control) => {
                     if let TaskControl::CheckpointComplete(id) = ctl {
-                        self.chain.checkpoint_complete(id, None)?;
+                        self.checkpoint_complete(id, None)?;
                         self.emit_tail().await?;
                         completed = completed.max(Some(id));
                     }

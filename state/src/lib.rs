@@ -310,12 +310,20 @@ impl CheckpointStorage {
         Ok(handle)
     }
 
-    /// Writes a file shared between checkpoints (RocksDB SSTs), under `<job>/shared/`.
+    /// Writes a file shared between checkpoints (RocksDB's files, change
+    /// files), under `<job>/shared/`.
     pub async fn write_shared_file(&self, job: &str, name: &str, bytes: Bytes) -> Result<FileHandle, StorageError> {
-        let path = self.root.clone().join(job).join(SHARED).join(name);
-        let handle = FileHandle { path: path.to_string(), size: bytes.len() as u64, crc32: crc32(&bytes) };
-        self.store.put(&path, PutPayload::from_bytes(bytes)).await?;
+        let handle = self.shared_handle(job, name, &bytes);
+        self.store.put(&Path::from(handle.path.as_str()), PutPayload::from_bytes(bytes)).await?;
         Ok(handle)
+    }
+
+    /// The handle [`CheckpointStorage::write_shared_file`] returns for these
+    /// bytes, known before they are written: a later checkpoint can name the
+    /// file while it is still being written.
+    pub fn shared_handle(&self, job: &str, name: &str, bytes: &[u8]) -> FileHandle {
+        let path = self.root.clone().join(job).join(SHARED).join(name);
+        FileHandle { path: path.to_string(), size: bytes.len() as u64, crc32: crc32(bytes) }
     }
 
     /// Whether a file lives in the shared area (its lifetime is decided by reference counting).

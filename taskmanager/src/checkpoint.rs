@@ -53,22 +53,35 @@ impl SavepointTable {
 /// The state backend of one task, shared with its uploads.
 ///
 /// The task hands each snapshot to a worker thread of its own, which feeds
-/// the backend in checkpoint order (RocksDB applies the changes and links a
-/// checkpoint of its database; heap encodes its file) and then starts the
-/// upload. The worker is started before the task lowers its thread's
-/// priority, so this work runs at the process's priority instead of
-/// competing with every busy task for the cores, and the task goes on
-/// processing meanwhile.
+/// the backend in checkpoint order (heap encodes its file; RocksDB encodes
+/// a change file) and then starts the upload. RocksDB's own work, applying
+/// the changes to its database and uploading a new base, waits until the
+/// checkpoint completes (or the next snapshot comes). The worker is started
+/// before the task lowers its thread's priority, so this work runs at the
+/// process's priority instead of competing with every busy task for the
+/// cores, and the task goes on processing meanwhile.
 pub struct TaskCheckpointer {
     key: v1::TaskKey,
     full: bool,
     savepoints: SavepointTable,
-    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    jobs: Option<std::sync::mpsc::Sender<Work>>,
     worker: Option<std::thread::JoinHandle<()>>,
     /// Why the backend could not take a snapshot: it is then behind the
     /// operators (which handed over their changes), so the task must fail.
     failed: Arc<Mutex<Option<String>>>,
 }
+
+/// What the backend's thread is handed.
+enum Work {
+    /// A snapshot.
+    Snapshot(Job),
+    /// A checkpoint completed.
+    Complete(CheckpointId),
+}
+
+/// Changes a backend wants to apply, held back until their checkpoint
+/// completes.
+type Held = (CheckpointId, Vec<backend::StateEntry>);
 
 /// A snapshot on its way to the backend.
 struct Job {
@@ -129,6 +142,8 @@ pub struct CheckpointSetup<'a> {
     pub storage: CheckpointStorage,
     /// `heap` or `rocksdb`.
     pub backend: BackendKind,
+    /// RocksDB: checkpoints write change files (see `TaskBackend::set_changelog`).
+    pub changelog: bool,
     /// Local directory for RocksDB.
     pub state_dir: &'a Path,
     /// Operators of the task's chain.
@@ -176,6 +191,7 @@ impl TaskCheckpointer {
         };
         let mut backend = TaskBackend::open(setup.backend, setup.storage, me, setup.state_dir)
             .map_err(|e| format!("opening the {} state backend: {e}", setup.backend.name()))?;
+        backend.set_changelog(setup.changelog);
         let mut entries = Vec::new();
         if let Some(Restore { from, checkpoint, snapshots }) = restore {
             let started = Instant::now();
@@ -208,12 +224,28 @@ impl TaskCheckpointer {
             state_bytes: setup.state_bytes,
             failed: failed.clone(),
         };
-        let (jobs, inbox) = std::sync::mpsc::channel::<Job>();
+        let (jobs, inbox) = std::sync::mpsc::channel::<Work>();
         let worker = std::thread::Builder::new()
             .name(format!("state-{}-{}", key.vertex, key.subtask))
             .spawn(move || {
-                for job in inbox {
-                    shared.take(job);
+                // RocksDB applies a checkpoint's changes once the checkpoint
+                // completes, so as not to compete for the cores with tasks
+                // still taking theirs; and always before the next snapshot.
+                let mut held: Option<Held> = None;
+                for work in inbox {
+                    match work {
+                        Work::Snapshot(job) => {
+                            if let Some((id, entries)) = held.take() {
+                                shared.apply(id, &entries);
+                            }
+                            held = shared.take(job);
+                        }
+                        Work::Complete(done) => {
+                            if let Some((id, entries)) = held.take_if(|(id, _)| *id <= done) {
+                                shared.apply(id, &entries);
+                            }
+                        }
+                    }
                 }
             })
             .map_err(|e| format!("starting the state backend's thread failed: {e}"))?;
@@ -241,8 +273,14 @@ impl Checkpointer for TaskCheckpointer {
         let savepoint = self.savepoints.location(&self.key.job_id, self.key.attempt, id.0);
         let job = Job { id, entries, timing, savepoint, handed_over: Instant::now() };
         match &self.jobs {
-            Some(jobs) if jobs.send(job).is_ok() => Ok(()),
+            Some(jobs) if jobs.send(Work::Snapshot(job)).is_ok() => Ok(()),
             _ => Err("the state backend's thread has stopped".into()),
+        }
+    }
+
+    fn checkpoint_complete(&mut self, id: CheckpointId) {
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send(Work::Complete(id));
         }
     }
 }
@@ -259,14 +297,15 @@ impl Drop for TaskCheckpointer {
 
 impl Shared {
     /// Feeds one snapshot to the backend and starts its upload and
-    /// acknowledgement (or declines the checkpoint).
-    fn take(&self, job: Job) {
+    /// acknowledgement (or declines the checkpoint). Returns the entries if
+    /// the backend wants them again ([`Shared::apply`]).
+    fn take(&self, job: Job) -> Option<Held> {
         let Job { id, entries, timing, savepoint, handed_over } = job;
         let entries: Vec<_> = entries.into_iter().map(to_backend).collect();
         // The entries are freed only after the acknowledgement: for large
         // window state that is tens of thousands of allocations, several
         // milliseconds that need not delay the checkpoint.
-        let (upload, spent): (Result<UploadFuture, String>, Vec<_>) = {
+        let (upload, spent, applies_later): (Result<UploadFuture, String>, Vec<_>, bool) = {
             let mut b = self.backend.lock().unwrap_or_else(|e| e.into_inner());
             match savepoint.as_deref().map(|location| CheckpointStorage::from_uri_with(location, &self.s3)) {
                 None => {
@@ -274,14 +313,14 @@ impl Shared {
                         .snapshot(id.0, &entries)
                         .map(|u| Box::pin(u.run()) as _)
                         .map_err(|e| format!("taking the state snapshot failed: {e}"));
-                    (upload, entries)
+                    (upload, entries, b.applies_later())
                 }
                 Some(Ok(target)) => {
                     let upload = b
                         .savepoint(id.0, entries, target)
                         .map(|u| Box::pin(u.run()) as _)
                         .map_err(|e| format!("taking the savepoint snapshot failed: {e}"));
-                    (upload, Vec::new())
+                    (upload, Vec::new(), false)
                 }
                 // The operators' changes must still reach the backend; the
                 // savepoint is declined below.
@@ -291,10 +330,13 @@ impl Shared {
                         .snapshot(id.0, &entries)
                         .map(|_| Box::pin(async move { Err(declined) }) as _)
                         .map_err(|e| format!("taking the state snapshot failed: {e}"));
-                    (upload, entries)
+                    (upload, entries, b.applies_later())
                 }
             }
         };
+        // The backend still wants the entries after the upload has started
+        // (RocksDB applies them then); otherwise they go with the upload.
+        let (entries, spent) = if applies_later { (spent, Vec::new()) } else { (Vec::new(), spent) };
         let upload = match upload {
             Ok(u) => u,
             Err(reason) => {
@@ -312,7 +354,7 @@ impl Shared {
                         })
                         .await;
                 });
-                return;
+                return None;
             }
         };
         debug!(checkpoint = id.0, vertex = self.key.vertex, subtask = self.key.subtask, took = ?handed_over.elapsed(), "backend snapshot taken");
@@ -324,7 +366,11 @@ impl Shared {
             debug!(checkpoint = id.0, vertex = key.vertex, subtask = key.subtask, took = ?started.elapsed(), "checkpoint files written");
             let sent = match result {
                 Ok(done) => {
-                    backend.lock().unwrap_or_else(|e| e.into_inner()).uploaded(done.new_shared);
+                    // Only when there is something to record: the state
+                    // thread may hold the backend for a while, applying changes.
+                    if done.concerns_backend() {
+                        backend.lock().unwrap_or_else(|e| e.into_inner()).uploaded(&done);
+                    }
                     if !is_savepoint {
                         let size: u64 = done.snapshot.files.iter().map(|f| f.size).sum();
                         state_bytes.store(size, std::sync::atomic::Ordering::Relaxed);
@@ -355,6 +401,47 @@ impl Shared {
                 warn!(checkpoint = id.0, error = %e.message(), "reporting a checkpoint to the job manager failed");
             }
             drop(spent);
+        });
+        applies_later.then_some((id, entries))
+    }
+
+    /// Hands a checkpoint's changes to the backend after its files were
+    /// written, and uploads a new base in the background if one is due.
+    fn apply(&self, id: CheckpointId, entries: &[backend::StateEntry]) {
+        let started = Instant::now();
+        let base = self.backend.lock().unwrap_or_else(|e| e.into_inner()).apply(id.0, entries);
+        let base = match base {
+            Ok(base) => base,
+            Err(e) => {
+                // The database is behind the operators: the task fails at its next checkpoint.
+                let reason = format!("applying the changes of checkpoint {} failed: {e}", id.0);
+                warn!(checkpoint = id.0, vertex = self.key.vertex, subtask = self.key.subtask, error = %reason, "the state backend could not apply changes");
+                *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+                return;
+            }
+        };
+        debug!(checkpoint = id.0, vertex = self.key.vertex, subtask = self.key.subtask, took = ?started.elapsed(), "changes applied");
+        let Some(base) = base else { return };
+        let (backend, key) = (self.backend.clone(), self.key.clone());
+        self.runtime.spawn(async move {
+            let started = Instant::now();
+            match base.run().await {
+                Ok(done) => {
+                    debug!(checkpoint = id.0, vertex = key.vertex, subtask = key.subtask, bytes = done.uploaded_bytes, took = ?started.elapsed(), "state base uploaded");
+                    let (orphans, storage) = {
+                        let mut b = backend.lock().unwrap_or_else(|e| e.into_inner());
+                        (b.uploaded(&done), b.storage().clone())
+                    };
+                    if let Err(e) = storage.delete_shared(&orphans).await {
+                        warn!(vertex = key.vertex, subtask = key.subtask, error = %e, "deleting a superseded state base failed");
+                    }
+                }
+                Err(e) => {
+                    // Checkpoints go on naming change files until the next base.
+                    warn!(checkpoint = id.0, vertex = key.vertex, subtask = key.subtask, error = %e, "uploading a state base failed");
+                    backend.lock().unwrap_or_else(|e| e.into_inner()).base_failed();
+                }
+            }
         });
     }
 }

@@ -120,7 +120,7 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
                 };
                 Some(Restore { from, checkpoint: req.restore_checkpoint, snapshots })
             };
-            Some((storage, backend, restore))
+            Some((storage, backend, c.changelog, restore))
         }
         _ => None,
     };
@@ -164,10 +164,11 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
             // instead of silently ending its thread.
             let run = std::panic::AssertUnwindSafe(|| rt.block_on(async {
                 let checkpointer: Option<Box<dyn Checkpointer>> = match checkpointing {
-                    Some((storage, backend, restore)) => {
+                    Some((storage, backend, changelog, restore)) => {
                         let setup = CheckpointSetup {
                             storage,
                             backend,
+                            changelog,
                             state_dir: &ctx.state_dir,
                             operators: chain.operator_uids(),
                             parallelism,
