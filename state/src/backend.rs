@@ -1475,6 +1475,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_base_overtaken_by_a_savepoint_hands_back_its_files_for_deletion() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = CheckpointStorage::from_uri("memory://").unwrap();
+        let mut b = TaskBackend::open(BackendKind::RocksDb, storage.clone(), me(0), dir.path()).unwrap();
+        let changes = vec![entry("a", 1, b"k", Some(b"1"))];
+        unbased(&mut b, 1, &changes).await;
+        let late = b.apply(1, &changes).unwrap().expect("a base of checkpoint 1 is due");
+        // A savepoint applies changes no change file holds: the base of 1 would miss them.
+        let target = CheckpointStorage::from_uri("memory://").unwrap();
+        b.savepoint(2, vec![entry("a", 1, b"j", Some(b"2"))], target).unwrap().run().await.unwrap();
+        let done = late.run().await.unwrap();
+        let orphans = b.uploaded(&done);
+        assert!(!orphans.is_empty() && orphans.iter().all(CheckpointStorage::is_shared));
+        storage.delete_shared(&orphans).await.unwrap();
+        // The next checkpoint holds the whole database, savepoint's change included.
+        let c3 = checkpoint(&mut b, 3, vec![]).await;
+        assert!(names(&c3).iter().all(|n| !n.ends_with(".changes")));
+        let mut r = TaskBackend::open(BackendKind::RocksDb, storage.clone(), me(0), dir.path()).unwrap();
+        assert_eq!(r.restore(&storage, 3, &[c3.snapshot], 0..128, true).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
     async fn a_snapshot_before_the_previous_changes_are_applied_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let storage = CheckpointStorage::from_uri("memory://").unwrap();
