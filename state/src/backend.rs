@@ -1161,17 +1161,22 @@ fn encode_entries_into(entries: &[StateEntry], b: &mut BytesMut) {
     b.put_slice(HEAP_MAGIC);
     b.put_u64(entries.len() as u64);
     for e in entries {
-        b.put_u16(e.operator.len() as u16);
-        b.put_slice(e.operator.as_bytes());
-        b.put_u16(e.state.len() as u16);
-        b.put_slice(e.state.as_bytes());
-        b.put_u32(e.key_group);
-        b.put_u32(e.key.len() as u32);
-        b.put_slice(&e.key);
-        let v = e.value.as_deref().unwrap_or_default();
-        b.put_u32(v.len() as u32);
-        b.put_slice(v);
+        put_entry(b, e, e.value.as_deref().unwrap_or_default());
     }
+}
+
+/// Appends `e` with `value` as its value bytes (the layout
+/// [`decode_entry`] reads).
+fn put_entry(b: &mut BytesMut, e: &StateEntry, value: &[u8]) {
+    b.put_u16(e.operator.len() as u16);
+    b.put_slice(e.operator.as_bytes());
+    b.put_u16(e.state.len() as u16);
+    b.put_slice(e.state.as_bytes());
+    b.put_u32(e.key_group);
+    b.put_u32(e.key.len() as u32);
+    b.put_slice(&e.key);
+    b.put_u32(value.len() as u32);
+    b.put_slice(value);
 }
 
 /// Encodes the changes of keyed state among `entries` (operator state is
@@ -1194,15 +1199,7 @@ fn encode_changes(entries: &[StateEntry]) -> Bytes {
             (None, Some(to)) => (2, to.as_slice()),
         };
         b.put_u8(kind);
-        b.put_u16(e.operator.len() as u16);
-        b.put_slice(e.operator.as_bytes());
-        b.put_u16(e.state.len() as u16);
-        b.put_slice(e.state.as_bytes());
-        b.put_u32(e.key_group);
-        b.put_u32(e.key.len() as u32);
-        b.put_slice(&e.key);
-        b.put_u32(value.len() as u32);
-        b.put_slice(value);
+        put_entry(&mut b, e, value);
     }
     b.freeze()
 }

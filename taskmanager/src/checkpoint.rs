@@ -305,7 +305,7 @@ impl Shared {
         // The entries are freed only after the acknowledgement: for large
         // window state that is tens of thousands of allocations, several
         // milliseconds that need not delay the checkpoint.
-        let (upload, spent, applies_later): (Result<UploadFuture, String>, Vec<_>, bool) = {
+        let (upload, mut entries, applies_later): (Result<UploadFuture, String>, Vec<_>, bool) = {
             let mut b = self.backend.lock().unwrap_or_else(|e| e.into_inner());
             match savepoint.as_deref().map(|location| CheckpointStorage::from_uri_with(location, &self.s3)) {
                 None => {
@@ -334,9 +334,9 @@ impl Shared {
                 }
             }
         };
-        // The backend still wants the entries after the upload has started
-        // (RocksDB applies them then); otherwise they go with the upload.
-        let (entries, spent) = if applies_later { (spent, Vec::new()) } else { (Vec::new(), spent) };
+        // The backend may want the entries again (RocksDB applies them once
+        // the checkpoint completes); otherwise they go with the upload.
+        let spent = if applies_later { Vec::new() } else { std::mem::take(&mut entries) };
         let upload = match upload {
             Ok(u) => u,
             Err(reason) => {
