@@ -3,12 +3,14 @@
 //! the real runtime on an embedded cluster, printing the baseline's result line.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use weir_runtime::builder::JobBuilder;
-use weir_runtime::checkpointing::{BackendChoice, CheckpointConfig, RestartStrategy};
+use weir_runtime::checkpointing::{BackendKind, CheckpointConfig, RestartStrategy};
 use weir_runtime::graph::JobGraph;
+use weir_runtime::operators::Registry;
 
 use crate::client;
 use crate::embedded::Embedded;
@@ -67,11 +69,11 @@ impl Workload {
         }
     }
 
-    fn backend(self) -> Option<BackendChoice> {
+    fn backend(self) -> Option<BackendKind> {
         match self {
-            Workload::W3Heap => Some(BackendChoice::Heap),
-            Workload::W3Rocksdb => Some(BackendChoice::Rocksdb),
-            Workload::W4 => Some(BackendChoice::Heap),
+            Workload::W3Heap => Some(BackendKind::Heap),
+            Workload::W3Rocksdb => Some(BackendKind::Rocksdb),
+            Workload::W4 => Some(BackendKind::Heap),
             _ => None,
         }
     }
@@ -187,6 +189,7 @@ pub async fn run(
     parallelism: u32,
     changelog: bool,
     kafka: &KafkaArgs,
+    registry: Arc<Registry>,
 ) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(parallelism >= 1, "parallelism must be at least 1");
     let mut graph = match w {
@@ -199,7 +202,7 @@ pub async fn run(
         c.storage = Some(format!("file://{}", dir.path().display()));
         c.changelog = changelog;
     }
-    let cluster = Embedded::start(parallelism).await?;
+    let cluster = Embedded::start(parallelism, registry).await?;
     let mut c = client::connect(&cluster.url).await?;
     let started = Instant::now();
     let id = client::submit(&mut c, &graph, None, &client::StartFrom::default()).await?;
@@ -294,12 +297,12 @@ mod tests {
 
     #[test]
     fn w4_graphs_come_from_their_job_files_and_plan() {
-        weir_connectors::install();
+        let registry = weir_connectors::registry();
         let k = KafkaArgs { kafka: "10.0.0.1:9092".into(), input_topic: "in".into(), output_topic: "out".into() };
         for w in [Workload::W4Load, Workload::W4] {
             let g = w.kafka_graph(1000, 3, &k);
             assert_eq!(g.default_parallelism, 3);
-            weir_runtime::graph::Plan::new(&g, 1).unwrap();
+            weir_runtime::graph::Plan::new(&g, &registry, 1).unwrap();
         }
         let topic = |g: &JobGraph, kind: &str| {
             g.operators.iter().find(|o| o.kind == kind).map(|o| o.config["topic"].as_str().unwrap().to_string())

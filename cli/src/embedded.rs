@@ -1,14 +1,16 @@
 //! An embedded cluster: a job manager and one task manager in this process,
 //! talking gRPC over loopback exactly like separate processes do.
 
-use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use tokio::net::TcpListener;
 use weir_jobmanager::{JobManager, JobManagerOptions};
 use weir_proto::v1;
+use weir_runtime::graph::JobGraph;
+use weir_runtime::operators::Registry;
 use weir_taskmanager::{TaskManager, TaskManagerOptions};
 
 use crate::client;
@@ -27,17 +29,20 @@ pub struct Embedded {
 impl Embedded {
     /// Starts a job manager and a task manager with `slots` slots, and waits
     /// until the task manager has registered.
-    pub async fn start(slots: u32) -> anyhow::Result<Embedded> {
+    pub async fn start(slots: u32, registry: Arc<Registry>) -> anyhow::Result<Embedded> {
         // A fresh job manager storage: an embedded cluster never resumes another's jobs.
         let storage = tempfile::Builder::new().prefix("weir-embedded").tempdir()?;
         let opts = JobManagerOptions {
             checkpoint_storage: format!("file://{}", storage.path().display()),
             ..JobManagerOptions::default()
         };
-        let jm = JobManager::start(TcpListener::bind("127.0.0.1:0").await?, opts)?;
+        let jm = JobManager::start(TcpListener::bind("127.0.0.1:0").await?, opts, registry.clone())?;
         let url = format!("http://{}", jm.addr);
-        let tm =
-            TaskManager::start(TcpListener::bind("127.0.0.1:0").await?, TaskManagerOptions::new(url.clone(), slots))?;
+        let tm = TaskManager::start(
+            TcpListener::bind("127.0.0.1:0").await?,
+            TaskManagerOptions::new(url.clone(), slots),
+            registry,
+        )?;
         let mut c = client::connect(&url).await?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -60,20 +65,21 @@ impl Embedded {
     }
 }
 
-/// `weir local`: runs a job file on an embedded cluster until it ends.
+/// `weir local`: runs a job on an embedded cluster until it ends.
 pub async fn run_local(
-    job: &Path,
+    graph: &JobGraph,
+    registry: Arc<Registry>,
     parallelism: Option<u32>,
     slots: Option<u32>,
     fmt: Format,
 ) -> anyhow::Result<ExitCode> {
-    let graph = client::read_job(job)?;
-    let plan = weir_runtime::graph::Plan::new(&graph, parallelism.unwrap_or(0))
-        .map_err(|e| anyhow::anyhow!("job file {}: {e}", job.display()))?;
-    let cluster =
-        Embedded::start(slots.unwrap_or(plan.slots_needed()).max(1)).await.context("starting the embedded cluster")?;
+    let plan = weir_runtime::graph::Plan::new(graph, &registry, parallelism.unwrap_or(0))
+        .map_err(|e| anyhow::anyhow!("job {}: {e}", graph.name))?;
+    let cluster = Embedded::start(slots.unwrap_or(plan.slots_needed()).max(1), registry)
+        .await
+        .context("starting the embedded cluster")?;
     let mut c = client::connect(&cluster.url).await?;
-    let id = client::submit(&mut c, &graph, parallelism, &client::StartFrom::default()).await?;
+    let id = client::submit(&mut c, graph, parallelism, &client::StartFrom::default()).await?;
     if fmt == Format::Text {
         eprintln!("job {id} ({}) running on an embedded cluster; Ctrl-C cancels it", graph.name);
     }

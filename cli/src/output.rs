@@ -282,3 +282,19 @@ pub fn checkpoints(fmt: Format, d: &v1::JobDetails) {
         }
     }
 }
+
+/// A list of names (an application's jobs).
+pub fn names<'a>(fmt: Format, names: impl Iterator<Item = &'a String>) {
+    let names: Vec<&String> = names.collect();
+    match fmt {
+        Format::Json => println!("{}", json!(names)),
+        Format::Text => {
+            if names.is_empty() {
+                println!("no jobs of its own: run a job file");
+            }
+            for n in names {
+                println!("{n}");
+            }
+        }
+    }
+}

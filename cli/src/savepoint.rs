@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use weir_proto::v1;
+use weir_runtime::operators::Registry;
 use weir_state::savepoint::Savepoint;
 use weir_state::S3Options;
 
@@ -89,7 +90,7 @@ struct StateSummary {
 }
 
 /// Prints what a savepoint holds.
-pub async fn inspect(fmt: Format, uri: &str) -> anyhow::Result<ExitCode> {
+pub async fn inspect(fmt: Format, uri: &str, registry: &Registry) -> anyhow::Result<ExitCode> {
     let sp = with_progress(fmt, "reading the savepoint", Savepoint::load(uri, &S3Options::default())).await?;
     let meta = sp.metadata();
     let entries = sp.entries_by_operator().await?;
@@ -101,7 +102,7 @@ pub async fn inspect(fmt: Format, uri: &str) -> anyhow::Result<ExitCode> {
             s.entries += 1;
             let value = e.value.as_deref().unwrap_or_default();
             s.bytes += (e.key.len() + value.len()) as u64;
-            let factory = weir_runtime::operators::registry::get(&op.kind);
+            let factory = registry.get(&op.kind);
             if let Some(d) = factory.and_then(|f| f.describe_entry(&e.state, &e.key, value)) {
                 if !s.described.contains(&d) {
                     s.described.push(d);

@@ -1,26 +1,31 @@
 //! Connectors: operators that read from and write to external systems, one
-//! module per system. They plug into the runtime's operator registry
-//! ([`install`]) and, like every operator, see only their configuration,
-//! Arrow batches and the state API — never gRPC, object stores or the
-//! cluster's config files.
+//! module per system. A process that links them adds their kinds to the
+//! registry it builds ([`register`]); like every operator they see only
+//! their configuration, Arrow batches and the state API — never gRPC,
+//! object stores or the cluster's config files.
 //!
 //! - [`kafka`]: `kafka_source` (partition offsets in checkpoints, rewound on
 //!   restore) and `kafka_sink` (at-least-once, or exactly-once through
 //!   Kafka transactions tied to checkpoints).
 
-use weir_runtime::operators::OperatorFactory;
+use weir_runtime::operators::registry::DuplicateKind;
+use weir_runtime::operators::Registry;
 
 pub mod failpoint;
 pub mod kafka;
 
-/// The operator factories of every connector.
-pub static FACTORIES: &[&dyn OperatorFactory] = &[&kafka::source::KafkaSourceFactory, &kafka::sink::KafkaSinkFactory];
+/// Adds every connector's operator kinds (`kafka_source`, `kafka_sink`) to
+/// `registry`.
+pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
+    registry.register(kafka::source::KafkaSourceFactory)?.register(kafka::sink::KafkaSinkFactory)?;
+    Ok(())
+}
 
-/// Adds the connectors to the runtime's operator registry. Every process
-/// that plans or runs jobs (job manager, task manager, CLI) calls it once at
-/// start; later calls do nothing.
-pub fn install() {
-    weir_runtime::operators::registry::install(FACTORIES);
+/// The built-in operators and every connector: what the stock binaries run.
+pub fn registry() -> Registry {
+    let mut r = Registry::builtins();
+    register(&mut r).expect("connector kinds differ from the built-in ones");
+    r
 }
 
 #[cfg(test)]
@@ -29,7 +34,7 @@ mod tests {
     /// files stay in step with the operators they name.
     #[test]
     fn every_example_job_plans() {
-        super::install();
+        let registry = super::registry();
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs");
         let mut n = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
@@ -38,7 +43,8 @@ mod tests {
                 let text = std::fs::read_to_string(&path).unwrap();
                 let graph =
                     weir_runtime::spec::parse_job_yaml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                weir_runtime::graph::Plan::new(&graph, 1).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                weir_runtime::graph::Plan::new(&graph, &registry, 1)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 n += 1;
             }
         }

@@ -2,22 +2,34 @@
 //! subtasks on task manager slots, deploys them, tracks their state, and
 //! detects lost task managers by their heartbeats.
 //!
-//! - [`scheduler`]: slot allocation and placement (pure);
-//! - [`cluster`]: the core task that owns all cluster state;
-//! - [`coordinator`]: checkpoint bookkeeping of one job;
-//! - [`service`]: the gRPC service in front of it;
-//! - [`config`]: the `jobmanager:` configuration section.
+//! Pure state machines, unit-tested transition by transition:
 //!
-//! Operators never run here; the job manager only sees JobGraphs and plans.
+//! - [`job`](crate::job): one job's lifecycle — scheduling, task reports,
+//!   failures and restarts, cancellation, checkpoints and savepoints;
+//! - [`coordinator`](crate::coordinator): one job's checkpoint bookkeeping;
+//! - [`membership`](crate::membership): task managers, their slots and heartbeats;
+//! - [`scheduler`](crate::scheduler): slot allocation and placement;
+//! - [`restore`](crate::restore): what a job restores from and whether it fits.
+//!
+//! and around them the I/O: [`cluster`] (the actor that owns the machines,
+//! turns messages into transitions and effects into RPCs, timers and
+//! storage writes), the gRPC service, the HTTP endpoints, job records, and
+//! [`config`] (the `jobmanager:` configuration section).
+//!
+//! Operators never run here; the job manager only sees JobGraphs and plans
+//! them with the [`Registry`] it is started with. It depends on no
+//! connector: what it knows of one reaches it through that registry.
 
 pub mod cluster;
 pub mod config;
-pub mod coordinator;
+mod coordinator;
 pub mod http;
-pub mod records;
-pub mod savepoints;
-pub mod scheduler;
-pub mod service;
+mod job;
+mod membership;
+mod records;
+mod restore;
+mod scheduler;
+mod service;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,8 +38,9 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use weir_proto::v1::job_manager_service_server::JobManagerServiceServer;
+use weir_runtime::operators::Registry;
 
-pub use cluster::{ClusterHandle, JobManagerOptions};
+pub use cluster::{ClusterError, ClusterHandle, JobManagerOptions};
 pub use http::Http;
 
 /// Largest gRPC message accepted (job graphs with inline tables can be big).
@@ -45,13 +58,17 @@ pub struct JobManager {
 }
 
 impl JobManager {
-    /// Starts a job manager serving on `listener`.
-    pub fn start(listener: TcpListener, opts: JobManagerOptions) -> anyhow::Result<JobManager> {
-        weir_connectors::install();
+    /// Starts a job manager serving on `listener`, planning jobs with the
+    /// operator kinds of `registry`.
+    pub fn start(
+        listener: TcpListener,
+        opts: JobManagerOptions,
+        registry: Arc<Registry>,
+    ) -> anyhow::Result<JobManager> {
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let s3 = opts.s3.clone();
-        let (core, cluster) = cluster::Cluster::new(opts);
+        let (core, cluster) = cluster::Cluster::new(opts, registry);
         let core_task = tokio::spawn(core.run(shutdown.clone()));
         let svc = JobManagerServiceServer::new(service::JobManagerRpc::new(cluster.clone(), s3))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);

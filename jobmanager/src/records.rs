@@ -8,22 +8,23 @@ use bytes::Bytes;
 use prost::Message;
 use weir_proto::v1;
 use weir_state::{CheckpointStorage, StorageError};
+use weir_types::{Failure, JobId};
 
 const DIR: &str = "_jobs";
 
 /// Writes (or replaces) the record of a job.
-pub async fn save(storage: &CheckpointStorage, r: &v1::JobRecord) -> Result<(), StorageError> {
+pub(crate) async fn save(storage: &CheckpointStorage, r: &v1::JobRecord) -> Result<(), StorageError> {
     storage.put_object(&format!("{DIR}/{}.pb", r.job_id), Bytes::from(r.encode_to_vec())).await
 }
 
 /// Deletes the record of a job that ended.
-pub async fn remove(storage: &CheckpointStorage, job: &str) -> Result<(), StorageError> {
+pub(crate) async fn remove(storage: &CheckpointStorage, job: &JobId) -> Result<(), StorageError> {
     storage.delete_object(&format!("{DIR}/{job}.pb")).await
 }
 
 /// Every record; unreadable ones are logged and skipped.
-pub async fn load(storage: &CheckpointStorage) -> Result<Vec<v1::JobRecord>, String> {
-    let names = storage.list_objects(DIR).await.map_err(|e| e.to_string())?;
+pub(crate) async fn load(storage: &CheckpointStorage) -> Result<Vec<v1::JobRecord>, Failure> {
+    let names = storage.list_objects(DIR).await.map_err(|e| Failure::of(&e))?;
     let mut out = Vec::new();
     for name in names.into_iter().filter(|n| n.ends_with(".pb")) {
         match storage.get_object(&format!("{DIR}/{name}")).await {
@@ -32,7 +33,7 @@ pub async fn load(storage: &CheckpointStorage) -> Result<Vec<v1::JobRecord>, Str
                 Err(e) => tracing::warn!(record = %name, error = %e, "skipping a job record that does not decode"),
             },
             Ok(None) => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(Failure::of(&e)),
         }
     }
     Ok(out)

@@ -91,7 +91,7 @@ mod tests {
         b.operator("gen", "datagen", serde_json::json!({"events": 1})).disable_chaining();
         b.operator("sink", "discard", serde_json::json!({})).parallelism(2);
         b.rebalance("gen", "sink");
-        let plan = Plan::new(&b.build(), 0).unwrap();
+        let plan = Plan::new(&b.build(), &weir_runtime::operators::Registry::builtins(), 0).unwrap();
         assert_eq!(plan.slots_needed(), 4);
         let slots = allocate(&[offer("a", 2), offer("b", 2)], plan.slots_needed()).unwrap();
         let placed = place(&plan, &slots);

@@ -9,14 +9,14 @@ use crate::cluster::{ClusterError, ClusterHandle, Command};
 
 /// Serves `JobManagerService`.
 #[derive(Debug, Clone)]
-pub struct JobManagerRpc {
+pub(crate) struct JobManagerRpc {
     cluster: ClusterHandle,
     s3: weir_state::S3Options,
 }
 
 impl JobManagerRpc {
     /// A service forwarding to `cluster`; `s3` opens savepoints to start from.
-    pub fn new(cluster: ClusterHandle, s3: weir_state::S3Options) -> Self {
+    pub(crate) fn new(cluster: ClusterHandle, s3: weir_state::S3Options) -> Self {
         Self { cluster, s3 }
     }
 }
@@ -39,7 +39,7 @@ impl JobManagerService for JobManagerRpc {
         let savepoint = if req.from_savepoint.is_empty() {
             None
         } else {
-            let start = crate::savepoints::load_start(&req.from_savepoint, &self.s3)
+            let start = crate::restore::load_start(&req.from_savepoint, &self.s3)
                 .await
                 .map_err(|e| Status::invalid_argument(format!("cannot start from {}: {e}", req.from_savepoint)))?;
             Some(start)

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use weir_runtime::barrier::CheckpointMode;
-use weir_runtime::checkpointing::{BackendChoice, CheckpointConfig, RestartStrategy};
+use weir_runtime::checkpointing::{BackendKind, CheckpointConfig, RestartStrategy};
 use weir_runtime::graph::{EdgeSpec, JobGraph, OperatorSpec, Partitioning};
 use weir_runtime::PlanError;
 
@@ -114,8 +114,8 @@ fn checkpoint_from_proto(c: &v1::CheckpointConfig) -> Result<CheckpointConfig, P
             other => return Err(bad("mode", &format!("checkpoint mode `{other}`"))),
         },
         backend: match c.backend.as_str() {
-            "" | "heap" => BackendChoice::Heap,
-            "rocksdb" => BackendChoice::Rocksdb,
+            "" | "heap" => BackendKind::Heap,
+            "rocksdb" => BackendKind::Rocksdb,
             other => return Err(bad("backend", &format!("state backend `{other}`"))),
         },
         storage: (!c.storage.is_empty()).then(|| c.storage.clone()),
@@ -197,7 +197,7 @@ mod tests {
         let g = b.build();
         assert_eq!(graph_from_proto(&graph_to_proto(&g)).unwrap(), g);
         let mut c = CheckpointConfig::every(Duration::from_millis(250));
-        c.backend = BackendChoice::Rocksdb;
+        c.backend = BackendKind::Rocksdb;
         c.storage = Some("file:///tmp/x".into());
         b.checkpoints(c.clone());
         assert_eq!(graph_from_proto(&graph_to_proto(&b.build())).unwrap(), b.build());

@@ -7,6 +7,8 @@ pub mod v1 {
 }
 
 mod convert;
+mod snapshot;
 
 pub use convert::{graph_from_proto, graph_to_proto};
+pub use snapshot::{class_from_proto, class_to_proto, failure_from_proto, snapshot_from_proto, snapshot_to_proto};
 pub use v1::*;

@@ -20,17 +20,8 @@
 //! producer instead of buffering without bound).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt;
 
-/// Identity of a checkpoint: increasing within a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct CheckpointId(pub u64);
-
-impl fmt::Display for CheckpointId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
+pub use weir_types::CheckpointId;
 
 /// How barriers are aligned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

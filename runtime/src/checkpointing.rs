@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use weir_types::BackendKind;
+
 use crate::barrier::CheckpointMode;
 use crate::error::PlanError;
 
@@ -33,7 +35,7 @@ pub struct CheckpointConfig {
     pub mode: CheckpointMode,
     /// State backend.
     #[serde(default)]
-    pub backend: BackendChoice,
+    pub backend: BackendKind,
     /// Storage URI; `None`: the job manager's default.
     #[serde(default)]
     pub storage: Option<String>,
@@ -72,27 +74,6 @@ fn ten_minutes() -> Duration {
 }
 fn one() -> u32 {
     1
-}
-
-/// Where operator state is kept between checkpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackendChoice {
-    /// In memory; full snapshots.
-    #[default]
-    Heap,
-    /// RocksDB; incremental snapshots.
-    Rocksdb,
-}
-
-impl BackendChoice {
-    /// Its name in job files.
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendChoice::Heap => "heap",
-            BackendChoice::Rocksdb => "rocksdb",
-        }
-    }
 }
 
 /// How a failed job is restarted from its latest complete checkpoint.
@@ -159,7 +140,7 @@ impl CheckpointConfig {
         Self {
             interval,
             mode: CheckpointMode::ExactlyOnce,
-            backend: BackendChoice::Heap,
+            backend: BackendKind::Heap,
             storage: None,
             timeout: ten_minutes(),
             min_pause: Duration::ZERO,
@@ -225,7 +206,7 @@ mod tests {
             "interval: 1s\nbackend: rocksdb\nrestart: {strategy: fixed_delay, attempts: 3, delay: 200ms}\n",
         )
         .unwrap();
-        assert_eq!(c.backend, BackendChoice::Rocksdb);
+        assert_eq!(c.backend, BackendKind::Rocksdb);
         assert_eq!(c.mode, CheckpointMode::ExactlyOnce);
         assert!(c.changelog, "on unless turned off");
         c.validate().unwrap();

@@ -100,6 +100,21 @@ pub enum OperatorError {
     },
 }
 
+impl weir_types::Classify for OperatorError {
+    fn class(&self) -> weir_types::ErrorClass {
+        use weir_types::ErrorClass;
+        match self {
+            // A user's expression or data that breaks an operator's contract.
+            OperatorError::Expression(_) | OperatorError::InvalidData(_) | OperatorError::Plan(_) => ErrorClass::User,
+            OperatorError::Io { .. } | OperatorError::ChannelClosed(_) | OperatorError::External { .. } => {
+                ErrorClass::Transient
+            }
+            OperatorError::State(_) => ErrorClass::Corrupt,
+            OperatorError::Arrow(_) => ErrorClass::Internal,
+        }
+    }
+}
+
 /// Result of operator calls.
 pub type OpResult<T> = Result<T, OperatorError>;
 

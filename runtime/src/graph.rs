@@ -14,7 +14,8 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
 
 use crate::error::PlanError;
-use crate::operators::{registry, Arity, PlanContext};
+use crate::operators::{Arity, OperatorFactory, PlanContext, Registry};
+use std::sync::Arc;
 
 /// Default number of key groups.
 pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
@@ -136,6 +137,8 @@ pub struct Plan {
     pub vertex_edges: Vec<VertexEdge>,
     /// States each operator declares (`(name, type)`), by operator index.
     pub state_types: Vec<Vec<(String, String)>>,
+    /// Each operator's factory, resolved from the registry at planning.
+    pub factories: Vec<Arc<dyn OperatorFactory>>,
     /// Sorted, in topological order.
     topo: Vec<usize>,
 }
@@ -169,9 +172,10 @@ impl Plan {
         self.vertices.iter().find(|v| v.operators.contains(&i))
     }
 
-    /// Validates `graph` and derives its plan. `default_parallelism` (if not 0)
-    /// overrides the graph's default for operators that set none.
-    pub fn new(graph: &JobGraph, default_parallelism: u32) -> Result<Plan, PlanError> {
+    /// Validates `graph` against the kinds of `registry` and derives its
+    /// plan. `default_parallelism` (if not 0) overrides the graph's default
+    /// for operators that set none.
+    pub fn new(graph: &JobGraph, registry: &Registry, default_parallelism: u32) -> Result<Plan, PlanError> {
         let mut graph = graph.clone();
         if graph.operators.is_empty() {
             return Err(PlanError::job("the job has no operators"));
@@ -197,6 +201,7 @@ impl Plan {
 
         // Operators: uids, kinds, parallelism.
         let mut seen = HashSet::new();
+        let mut factories = Vec::with_capacity(graph.operators.len());
         for op in &mut graph.operators {
             if !valid_uid(&op.uid) {
                 return Err(PlanError::operator(
@@ -211,14 +216,19 @@ impl Plan {
                     PlanError::operator(&op.uid, op.line, "duplicate uid: every operator needs its own").field("uid")
                 );
             }
-            if registry::get(&op.kind).is_none() {
+            let Some(factory) = registry.get(&op.kind) else {
                 return Err(PlanError::operator(
                     &op.uid,
                     op.line,
-                    format!("unknown operator kind `{}`; known kinds: {}", op.kind, registry::kinds().join(", ")),
+                    format!(
+                        "unknown operator kind `{}`; known kinds: {}",
+                        op.kind,
+                        registry.kinds().collect::<Vec<_>>().join(", ")
+                    ),
                 )
                 .field("kind"));
-            }
+            };
+            factories.push(factory.clone());
             if op.parallelism == 0 {
                 op.parallelism = default;
             }
@@ -279,7 +289,7 @@ impl Plan {
 
         // Arity: every input of every operator is fed exactly once.
         for (i, op) in graph.operators.iter().enumerate() {
-            let factory = registry::get(&op.kind).expect("kind checked above");
+            let factory = &factories[i];
             let want = match factory.arity() {
                 Arity::Source => 0,
                 Arity::One => 1,
@@ -375,7 +385,7 @@ impl Plan {
                 parallelism: op.parallelism,
                 checkpoint: graph.checkpoint.as_ref(),
             };
-            let factory = registry::get(&op.kind).expect("kind checked above");
+            let factory = &factories[i];
             let out = factory.plan(&ctx)?;
             state_types[i] = factory.state_types(&ctx);
             output_schemas[i] = Some(out);
@@ -384,7 +394,7 @@ impl Plan {
         let output_schemas: Vec<SchemaRef> = output_schemas.into_iter().map(|s| s.expect("planned")).collect();
 
         let (vertices, vertex_edges) = chain(&graph, &topo, &inputs_of, &outputs_of, &index);
-        Ok(Plan { graph, output_schemas, input_schemas, vertices, vertex_edges, state_types, topo })
+        Ok(Plan { graph, output_schemas, input_schemas, vertices, vertex_edges, state_types, factories, topo })
     }
 
     /// Operators in topological order.
@@ -521,7 +531,7 @@ mod tests {
 
     #[test]
     fn chains_forward_edges_with_equal_parallelism() {
-        let plan = Plan::new(&w2(2), 0).unwrap();
+        let plan = Plan::new(&w2(2), &Registry::builtins(), 0).unwrap();
         let names: Vec<&str> = plan.vertices.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["gen -> ts", "win -> sink"]);
         assert_eq!(plan.vertex_edges.len(), 1);
@@ -534,12 +544,12 @@ mod tests {
         let mut g = w2(2);
         g.operators[3].parallelism = 1;
         g.edges[2].partitioning = Partitioning::Rebalance;
-        let plan = Plan::new(&g, 0).unwrap();
+        let plan = Plan::new(&g, &Registry::builtins(), 0).unwrap();
         assert_eq!(plan.vertices.len(), 3);
 
         let mut g = w2(2);
         g.operators[1].chainable = false;
-        let plan = Plan::new(&g, 0).unwrap();
+        let plan = Plan::new(&g, &Registry::builtins(), 0).unwrap();
         let names: Vec<&str> = plan.vertices.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["gen", "ts", "win -> sink"]);
     }
@@ -549,7 +559,7 @@ mod tests {
         let mut g = w2(2);
         g.operators[3].parallelism = 1;
         g.edges[2].partitioning = Partitioning::Rebalance;
-        let plan = Plan::new(&g, 4).unwrap();
+        let plan = Plan::new(&g, &Registry::builtins(), 4).unwrap();
         let ps: Vec<u32> = plan.graph.operators.iter().map(|o| o.parallelism).collect();
         assert_eq!(ps, [4, 4, 4, 1]);
     }
@@ -559,7 +569,7 @@ mod tests {
         let mut g = w2(2);
         g.operators[1].kind = "nope".into();
         g.operators[1].line = 9;
-        let e = Plan::new(&g, 0).unwrap_err();
+        let e = Plan::new(&g, &Registry::builtins(), 0).unwrap_err();
         assert_eq!(e.operator.as_deref(), Some("ts"));
         assert_eq!(e.line, 9);
         assert_eq!(e.field.as_deref(), Some("kind"));
@@ -570,7 +580,7 @@ mod tests {
     fn rejects_forward_with_unequal_parallelism() {
         let mut g = w2(2);
         g.operators[3].parallelism = 1;
-        let e = Plan::new(&g, 0).unwrap_err();
+        let e = Plan::new(&g, &Registry::builtins(), 0).unwrap_err();
         assert!(e.message.contains("forward needs equal parallelism"), "{e}");
         assert_eq!(e.operator.as_deref(), Some("edge win -> sink"));
     }
@@ -588,19 +598,19 @@ mod tests {
         });
         g.operators[3].kind = "map".into();
         g.operators[3].config = serde_json::json!({"columns": []});
-        assert!(Plan::new(&g, 0).is_err());
+        assert!(Plan::new(&g, &Registry::builtins(), 0).is_err());
 
         let mut g = w2(2);
         g.operators[2].uid = "ts".into();
-        assert!(Plan::new(&g, 0).unwrap_err().message.contains("duplicate uid"));
+        assert!(Plan::new(&g, &Registry::builtins(), 0).unwrap_err().message.contains("duplicate uid"));
 
         let mut g = w2(2);
         g.edges[0].from = "ghost".into();
-        assert!(Plan::new(&g, 0).unwrap_err().message.contains("no operator has uid `ghost`"));
+        assert!(Plan::new(&g, &Registry::builtins(), 0).unwrap_err().message.contains("no operator has uid `ghost`"));
 
         let mut g = w2(2);
         g.edges[1].key = vec!["nosuch".into()];
-        let e = Plan::new(&g, 0).unwrap_err();
+        let e = Plan::new(&g, &Registry::builtins(), 0).unwrap_err();
         assert!(e.message.contains("key column `nosuch`"), "{e}");
     }
 
@@ -608,14 +618,14 @@ mod tests {
     fn rejects_unconnected_inputs_and_sink_outputs() {
         let mut g = w2(2);
         g.edges.remove(1);
-        let e = Plan::new(&g, 0).unwrap_err();
+        let e = Plan::new(&g, &Registry::builtins(), 0).unwrap_err();
         assert_eq!(e.operator.as_deref(), Some("win"));
         assert!(e.message.contains("not connected"), "{e}");
     }
 
     #[test]
     fn edge_schemas_are_fixed_at_plan_time() {
-        let plan = Plan::new(&w2(2), 0).unwrap();
+        let plan = Plan::new(&w2(2), &Registry::builtins(), 0).unwrap();
         let win = plan.graph.operator_index("win").unwrap();
         let cols: Vec<&str> = plan.output_schemas[win].fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(cols, ["auction", "window_start", "window_end", "count", "sum"]);

@@ -21,50 +21,25 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::error::{OpResult, OperatorError};
 
-/// Key group of state that belongs to a subtask rather than a key.
-pub const NON_KEYED: u32 = u32::MAX;
-
-/// Key group of *union* state: every subtask writes its own entries, and on
-/// restore every subtask receives the entries of all subtasks (Kafka source
-/// positions, sink transactions), so that an operator can redistribute
-/// them itself after a parallelism change.
-pub const UNION: u32 = u32::MAX - 1;
-
-/// One piece of operator state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateEntry {
-    /// Operator uid.
-    pub operator: String,
-    /// State name within the operator.
-    pub state: String,
-    /// Key group, or [`NON_KEYED`].
-    pub key_group: u32,
-    /// Key bytes (namespace and key).
-    pub key: Vec<u8>,
-    /// Value; `None` deletes the entry (incremental snapshots only).
-    pub value: Option<Vec<u8>>,
-    /// With `value: None`, the end (exclusive) of a range of keys of this
-    /// state and key group, from `key` on, to delete at once.
-    pub delete_to: Option<Vec<u8>>,
-}
+pub use weir_types::{CheckpointId, StateEntry, NON_KEYED, UNION};
 
 /// Where an operator writes its state at a barrier.
 #[derive(Debug)]
 pub struct StateWriter {
     operator: String,
-    checkpoint: u64,
+    checkpoint: CheckpointId,
     full: bool,
     entries: Vec<StateEntry>,
 }
 
 impl StateWriter {
     /// A writer for `operator`'s state in checkpoint `checkpoint`.
-    pub fn new(operator: &str, checkpoint: u64, full: bool) -> Self {
+    pub fn new(operator: &str, checkpoint: CheckpointId, full: bool) -> Self {
         Self { operator: operator.to_string(), checkpoint, full, entries: Vec::new() }
     }
 
     /// The checkpoint being taken.
-    pub fn checkpoint(&self) -> u64 {
+    pub fn checkpoint(&self) -> CheckpointId {
         self.checkpoint
     }
 
@@ -480,12 +455,12 @@ mod tests {
                 }
             }
             timers.fire(round * 10 + 5);
-            let mut w = StateWriter::new("op", 1, false);
+            let mut w = StateWriter::new("op", CheckpointId(1), false);
             s.snapshot(&mut w);
             timers.snapshot(&mut w);
             apply(&mut store, w.into_entries());
         }
-        let mut full = StateWriter::new("op", 1, true);
+        let mut full = StateWriter::new("op", CheckpointId(1), true);
         s.snapshot(&mut full);
         timers.snapshot(&mut full);
         let mut expected = HashMap::new();

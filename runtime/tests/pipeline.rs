@@ -98,7 +98,7 @@ impl Pipeline {
         store: Option<Arc<MemStore>>,
         restore: Option<u64>,
     ) -> Pipeline {
-        let plan = Plan::new(graph, 0).unwrap();
+        let plan = Plan::new(graph, &weir_runtime::operators::Registry::builtins(), 0).unwrap();
         let mut inboxes: Vec<Vec<Option<Inbox>>> = plan
             .vertices
             .iter()

@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use weir_types::{CheckpointId, JobId};
 
 use crate::backend::{decode_entries, StateEntry};
 use crate::{checked_body, with_checksum, CheckpointStorage, FileHandle, S3Options, StorageError};
@@ -87,12 +88,12 @@ pub struct SavepointMetadata {
     /// Format version.
     pub version: u32,
     /// Job that took it.
-    pub job_id: String,
+    pub job_id: JobId,
     /// That job's name.
     pub job_name: String,
     /// Checkpoint id of the savepoint (a job restored from it continues
     /// numbering after it).
-    pub checkpoint_id: u64,
+    pub checkpoint_id: CheckpointId,
     /// When it was triggered (ms since the epoch).
     pub timestamp_ms: i64,
     /// Number of key groups of the job (a restoring job must have the same).
@@ -279,7 +280,7 @@ mod tests {
             version: SAVEPOINT_VERSION,
             job_id: "j".into(),
             job_name: "job".into(),
-            checkpoint_id: 7,
+            checkpoint_id: CheckpointId(7),
             timestamp_ms: 1,
             max_parallelism: 128,
             backend: "heap".into(),
@@ -301,7 +302,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let uri = write_one(dir.path()).await;
         let sp = Savepoint::load(&uri, &S3Options::default()).await.unwrap();
-        assert_eq!(sp.metadata().checkpoint_id, 7);
+        assert_eq!(sp.metadata().checkpoint_id, CheckpointId(7));
         assert_eq!(sp.entries_by_operator().await.unwrap()["w"].len(), 2);
 
         // Relocated: the copy is valid on its own.
@@ -337,8 +338,14 @@ mod tests {
     #[test]
     fn checkpoint_directories_split_into_storage_job_and_id() {
         let split = CheckpointStorage::split_checkpoint_uri;
-        assert_eq!(split("file:///var/cp/abc/chk-12/"), Some(("file:///var/cp".into(), "abc".into(), 12)));
-        assert_eq!(split("s3://bucket/prefix/abc/chk-3"), Some(("s3://bucket/prefix".into(), "abc".into(), 3)));
+        assert_eq!(
+            split("file:///var/cp/abc/chk-12/"),
+            Some(("file:///var/cp".into(), "abc".into(), CheckpointId(12)))
+        );
+        assert_eq!(
+            split("s3://bucket/prefix/abc/chk-3"),
+            Some(("s3://bucket/prefix".into(), "abc".into(), CheckpointId(3)))
+        );
         assert_eq!(split("file:///var/sp/savepoint-1234-abcd"), None);
         assert_eq!(split("s3://abc/chk-3"), None);
     }

@@ -6,24 +6,26 @@ use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 use weir_state::{CheckpointMetadata, CheckpointStorage, StorageError, TaskSnapshot, METADATA_VERSION};
+use weir_types::{CheckpointId, JobId};
 
-const JOB: &str = "3f9a";
+fn job() -> JobId {
+    JobId::new("3f9a")
+}
 
-async fn checkpoint(s: &CheckpointStorage, id: u64, files: &[(&str, &'static [u8])]) -> CheckpointMetadata {
+async fn checkpoint(s: &CheckpointStorage, n: u64, files: &[(&str, &'static [u8])]) -> CheckpointMetadata {
     let mut handles = Vec::new();
     for (name, bytes) in files {
-        handles.push(s.write_file(JOB, id, name, Bytes::from_static(bytes)).await.unwrap());
+        handles.push(s.write_file(&job(), CheckpointId(n), name, Bytes::from_static(bytes)).await.unwrap());
     }
     let meta = CheckpointMetadata {
         version: METADATA_VERSION,
-        job_id: JOB.into(),
-        checkpoint_id: id,
-        timestamp_ms: 1_700_000_000_000 + id as i64,
+        job_id: job(),
+        checkpoint_id: CheckpointId(n),
+        timestamp_ms: 1_700_000_000_000 + n as i64,
         tasks: vec![TaskSnapshot {
             operators: vec!["gen".into(), "ts".into()],
             subtask: 0,
             files: handles,
-            inline: serde_json::json!({"position": id * 100}),
             backend: "heap".into(),
             local_names: Vec::new(),
             file_operators: Vec::new(),
@@ -50,34 +52,34 @@ async fn overwrite(s: &CheckpointStorage, path: &str, bytes: Vec<u8>) {
 async fn suite(s: CheckpointStorage) {
     // Round trip.
     let one = checkpoint(&s, 1, &[("win-0", b"window state"), ("gen-0", b"")]).await;
-    assert_eq!(s.load(JOB, 1).await.unwrap(), one);
+    assert_eq!(s.load(&job(), CheckpointId(1)).await.unwrap(), one);
     let f = &one.tasks[0].files[0];
-    assert_eq!(s.read_file(JOB, 1, f).await.unwrap(), Bytes::from_static(b"window state"));
+    assert_eq!(s.read_file(&job(), CheckpointId(1), f).await.unwrap(), Bytes::from_static(b"window state"));
 
     // Files without metadata are not a checkpoint.
-    s.write_file(JOB, 2, "win-0", Bytes::from_static(b"in progress")).await.unwrap();
-    assert_eq!(s.checkpoints(JOB).await.unwrap(), vec![1]);
-    assert_eq!(s.latest_valid(JOB).await.unwrap().unwrap().checkpoint_id, 1);
+    s.write_file(&job(), CheckpointId(2), "win-0", Bytes::from_static(b"in progress")).await.unwrap();
+    assert_eq!(s.checkpoints(&job()).await.unwrap(), vec![CheckpointId(1)]);
+    assert_eq!(s.latest_valid(&job()).await.unwrap().unwrap().checkpoint_id, CheckpointId(1));
 
     // A newer complete checkpoint wins.
     let three = checkpoint(&s, 3, &[("win-0", b"newer state")]).await;
-    assert_eq!(s.checkpoints(JOB).await.unwrap(), vec![1, 3]);
-    assert_eq!(s.latest_valid(JOB).await.unwrap().unwrap(), three);
+    assert_eq!(s.checkpoints(&job()).await.unwrap(), vec![CheckpointId(1), CheckpointId(3)]);
+    assert_eq!(s.latest_valid(&job()).await.unwrap().unwrap(), three);
 
     // A damaged file (same size) is caught by its checksum; an older checkpoint is used.
     overwrite(&s, &three.tasks[0].files[0].path, b"NEWER STATE".to_vec()).await;
-    assert!(corrupt_reason(s.load(JOB, 3).await.unwrap_err()).contains("fails its checksum"));
-    assert_eq!(s.latest_valid(JOB).await.unwrap().unwrap().checkpoint_id, 1);
+    assert!(corrupt_reason(s.load(&job(), CheckpointId(3)).await.unwrap_err()).contains("fails its checksum"));
+    assert_eq!(s.latest_valid(&job()).await.unwrap().unwrap().checkpoint_id, CheckpointId(1));
 
     // A missing file.
     let four = checkpoint(&s, 4, &[("win-0", b"four")]).await;
     s.object_store().delete(&Path::from(four.tasks[0].files[0].path.as_str())).await.unwrap();
-    assert!(corrupt_reason(s.load(JOB, 4).await.unwrap_err()).contains("is missing"));
+    assert!(corrupt_reason(s.load(&job(), CheckpointId(4)).await.unwrap_err()).contains("is missing"));
 
     // A truncated file.
     let five = checkpoint(&s, 5, &[("win-0", b"five bytes")]).await;
     overwrite(&s, &five.tasks[0].files[0].path, b"five".to_vec()).await;
-    assert!(corrupt_reason(s.load(JOB, 5).await.unwrap_err()).contains("has 4 bytes"));
+    assert!(corrupt_reason(s.load(&job(), CheckpointId(5)).await.unwrap_err()).contains("has 4 bytes"));
 
     // Truncated and tampered metadata.
     let six = checkpoint(&s, 6, &[("win-0", b"six")]).await;
@@ -85,38 +87,41 @@ async fn suite(s: CheckpointStorage) {
     let meta_path = format!("{}/_metadata", six.tasks[0].files[0].path.rsplit_once('/').unwrap().0);
     let raw = s.object_store().get(&Path::from(meta_path.as_str())).await.unwrap().bytes().await.unwrap();
     overwrite(&s, &meta_path, raw[..raw.len() / 2].to_vec()).await;
-    assert!(corrupt_reason(s.load(JOB, 6).await.unwrap_err()).contains("truncated"));
+    assert!(corrupt_reason(s.load(&job(), CheckpointId(6)).await.unwrap_err()).contains("truncated"));
     let tampered = String::from_utf8(raw.to_vec()).unwrap().replace("\"subtask\": 0", "\"subtask\": 1");
     overwrite(&s, &meta_path, tampered.into_bytes()).await;
-    assert!(corrupt_reason(s.load(JOB, 6).await.unwrap_err()).contains("metadata fails its checksum"));
+    assert!(corrupt_reason(s.load(&job(), CheckpointId(6)).await.unwrap_err()).contains("metadata fails its checksum"));
 
     // Every newer checkpoint is unusable: the newest valid one is still 1.
-    assert_eq!(s.latest_valid(JOB).await.unwrap().unwrap().checkpoint_id, 1);
+    assert_eq!(s.latest_valid(&job()).await.unwrap().unwrap().checkpoint_id, CheckpointId(1));
 
     // Discarding removes metadata and files; it is idempotent.
-    s.discard(JOB, 1).await.unwrap();
-    s.discard(JOB, 1).await.unwrap();
-    assert!(corrupt_reason(s.load(JOB, 1).await.unwrap_err()).contains("no metadata"));
-    assert_eq!(s.checkpoints(JOB).await.unwrap(), vec![3, 4, 5, 6]);
-    assert_eq!(s.latest_valid(JOB).await.unwrap(), None);
+    s.discard(&job(), CheckpointId(1)).await.unwrap();
+    s.discard(&job(), CheckpointId(1)).await.unwrap();
+    assert!(corrupt_reason(s.load(&job(), CheckpointId(1)).await.unwrap_err()).contains("no metadata"));
+    assert_eq!(
+        s.checkpoints(&job()).await.unwrap(),
+        vec![CheckpointId(3), CheckpointId(4), CheckpointId(5), CheckpointId(6)]
+    );
+    assert_eq!(s.latest_valid(&job()).await.unwrap(), None);
     for id in [2, 3, 4, 5, 6] {
-        s.discard(JOB, id).await.unwrap();
+        s.discard(&job(), CheckpointId(id)).await.unwrap();
     }
-    assert_eq!(s.checkpoints(JOB).await.unwrap(), Vec::<u64>::new());
-    assert_eq!(s.checkpoints("another-job").await.unwrap(), Vec::<u64>::new());
+    assert_eq!(s.checkpoints(&job()).await.unwrap(), Vec::<CheckpointId>::new());
+    assert_eq!(s.checkpoints(&JobId::new("another-job")).await.unwrap(), Vec::<CheckpointId>::new());
 
     // Shared files outlive the checkpoint that wrote them until deleted by reference counting.
-    let shared = s.write_shared_file(JOB, "v1-0-000009.sst", Bytes::from_static(b"sst bytes")).await.unwrap();
+    let shared = s.write_shared_file(&job(), "v1-0-000009.sst", Bytes::from_static(b"sst bytes")).await.unwrap();
     assert!(CheckpointStorage::is_shared(&shared), "{}", shared.path);
-    s.discard(JOB, 7).await.unwrap();
-    assert_eq!(s.read_file(JOB, 7, &shared).await.unwrap(), Bytes::from_static(b"sst bytes"));
+    s.discard(&job(), CheckpointId(7)).await.unwrap();
+    assert_eq!(s.read_file(&job(), CheckpointId(7), &shared).await.unwrap(), Bytes::from_static(b"sst bytes"));
     s.delete_shared(std::slice::from_ref(&shared)).await.unwrap();
-    assert!(corrupt_reason(s.read_file(JOB, 7, &shared).await.unwrap_err()).contains("is missing"));
+    assert!(corrupt_reason(s.read_file(&job(), CheckpointId(7), &shared).await.unwrap_err()).contains("is missing"));
     // A large file goes through intact.
     let big: Vec<u8> = (0..6_000_000u32).map(|i| (i % 251) as u8).collect();
-    let h = s.write_file(JOB, 8, "big", Bytes::from(big.clone())).await.unwrap();
-    assert_eq!(s.read_file(JOB, 8, &h).await.unwrap().as_ref(), &big[..]);
-    s.discard(JOB, 8).await.unwrap();
+    let h = s.write_file(&job(), CheckpointId(8), "big", Bytes::from(big.clone())).await.unwrap();
+    assert_eq!(s.read_file(&job(), CheckpointId(8), &h).await.unwrap().as_ref(), &big[..]);
+    s.discard(&job(), CheckpointId(8)).await.unwrap();
 }
 
 #[tokio::test]
@@ -207,7 +212,7 @@ async fn s3_compatible_server() {
     suite(s).await;
     // Wrong credentials are an error of the store, not a corrupt checkpoint, and name no secret.
     let bad = CheckpointStorage::from_uri_with("s3://weir-bucket/x", &s3_options(server.port, "wrong")).unwrap();
-    let e = bad.checkpoints(JOB).await.unwrap_err();
+    let e = bad.checkpoints(&job()).await.unwrap_err();
     assert!(matches!(e, StorageError::Store(_)), "{e}");
     assert!(!e.to_string().contains("wrong"), "{e}");
     assert!(!format!("{:?}", s3_options(1, "hidden")).contains("hidden"));
@@ -234,9 +239,9 @@ async fn savepoint_moves(a: &str, b: &str, s3: &weir_state::S3Options) {
     let meta = SavepointMetadata {
         format: SAVEPOINT_FORMAT.into(),
         version: SAVEPOINT_VERSION,
-        job_id: JOB.into(),
+        job_id: job(),
         job_name: "job".into(),
-        checkpoint_id: 3,
+        checkpoint_id: CheckpointId(3),
         timestamp_ms: 0,
         max_parallelism: 128,
         backend: "heap".into(),

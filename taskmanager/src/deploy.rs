@@ -12,13 +12,14 @@ use tracing::{info, warn};
 use weir_proto::v1;
 use weir_runtime::channel::{Inbox, OutputChannel};
 use weir_runtime::graph::{channel_index, Partitioning, Plan};
+use weir_runtime::operators::Registry;
 use weir_runtime::task::{Chain, Checkpointer, OutputEdge, Task, TaskCounters, TaskError, TaskOptions};
-use weir_state::backend::BackendKind;
-use weir_state::{CheckpointStorage, TaskSnapshot};
+use weir_state::CheckpointStorage;
+use weir_types::{CheckpointId, ErrorClass, Failure};
 
 use crate::checkpoint::{CheckpointSetup, Restore, SavepointTable, TaskCheckpointer};
 use crate::exchange::{remote_output, Peers};
-use crate::registry::{Registry, RunningTask, TaskId};
+use crate::tasks::{RunningTask, TaskId, Tasks};
 
 /// What every deployment on a task manager shares.
 #[derive(Debug, Clone)]
@@ -26,7 +27,9 @@ pub struct DeployContext {
     /// This task manager's id.
     pub task_manager_id: String,
     /// Tasks and inboxes.
-    pub registry: Registry,
+    pub tasks: Tasks,
+    /// The operator kinds tasks are instantiated from.
+    pub operators: Arc<Registry>,
     /// Connections to other task managers.
     pub peers: Peers,
     /// The task manager's main runtime (network I/O runs there).
@@ -77,10 +80,10 @@ fn lower_priority(nice: i32) {
 /// How a task ended other than by finishing.
 enum Ended {
     Canceled,
-    /// An operator failed.
-    Failed(String),
+    /// An operator (or the state backend) failed.
+    Failed(Failure),
     /// The data plane failed (often the echo of a lost peer).
-    Exchange(String),
+    Exchange(Failure),
 }
 
 /// Deploys one task. Returns once it is instantiated; it runs on its own thread.
@@ -88,10 +91,10 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
     let key = req.task.ok_or_else(|| Status::invalid_argument("no task key"))?;
     let graph = req.graph.ok_or_else(|| Status::invalid_argument("no job graph"))?;
     let plan = ctx
-        .registry
+        .tasks
         .plan(&key.job_id, key.attempt, || {
             let g = weir_proto::graph_from_proto(&graph).map_err(|e| e.to_string())?;
-            Plan::new(&g, 0).map_err(|e| e.to_string())
+            Plan::new(&g, &ctx.operators, 0).map_err(|e| e.to_string())
         })
         .map_err(Status::invalid_argument)?;
     let vertex = plan
@@ -106,19 +109,18 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
         (Some(c), false) => {
             let storage = CheckpointStorage::from_uri_with(&req.checkpoint_storage, &ctx.s3)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            let backend = BackendKind::parse(c.backend.name()).expect("backend names agree");
-            let restore = if req.restore_json.is_empty() {
+            let backend = c.backend;
+            let restore = if req.restore.is_empty() {
                 None
             } else {
-                let snapshots: Vec<TaskSnapshot> = serde_json::from_str(&req.restore_json)
-                    .map_err(|e| Status::invalid_argument(format!("restore state does not parse: {e}")))?;
                 let from = if req.restore_storage.is_empty() {
                     storage.clone()
                 } else {
                     CheckpointStorage::from_uri_with(&req.restore_storage, &ctx.s3)
                         .map_err(|e| Status::invalid_argument(e.to_string()))?
                 };
-                Some(Restore { from, checkpoint: req.restore_checkpoint, snapshots })
+                let snapshots = req.restore.iter().map(weir_proto::snapshot_from_proto).collect();
+                Some(Restore { from, checkpoint: CheckpointId(req.restore_checkpoint), snapshots })
             };
             Some((storage, backend, c.changelog, restore))
         }
@@ -132,7 +134,7 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
     let id = TaskId { job: key.job_id.clone(), attempt: key.attempt, vertex: key.vertex, subtask: key.subtask };
     let cancel = CancellationToken::new();
     let counters = Arc::new(TaskCounters::default());
-    ctx.registry.add(
+    ctx.tasks.add(
         id.clone(),
         RunningTask {
             cancel: cancel.clone(),
@@ -154,12 +156,13 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
-                    report(&ctx, &key, v1::TaskState::TaskFailed, format!("starting the task runtime failed: {e}"), false, &counters);
-                    ctx.registry.remove(&id);
+                    let failure = Failure::new(ErrorClass::Transient, format!("starting the task runtime failed: {e}"));
+                    report(&ctx, &key, v1::TaskState::TaskFailed, &failure, false, &counters);
+                    ctx.tasks.remove(&id);
                     return;
                 }
             };
-            report(&ctx, &key, v1::TaskState::TaskRunning, String::new(), false, &counters);
+            report(&ctx, &key, v1::TaskState::TaskRunning, &Failure::new(ErrorClass::Transient, ""), false, &counters);
             // A panic in an operator fails the task (and so the job, or a restart)
             // instead of silently ending its thread.
             let run = std::panic::AssertUnwindSafe(|| rt.block_on(async {
@@ -182,13 +185,13 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
                                 .await
                                 .map_err(Ended::Failed)?;
                         if !entries.is_empty() {
-                            chain.restore(&entries).map_err(|e| Ended::Failed(e.to_string()))?;
+                            chain.restore(&entries).map_err(|e| Ended::Failed(Failure::of(&e)))?;
                         }
                         Some(Box::new(cp))
                     }
                     None => None,
                 };
-                let outputs = wire_outputs(&ctx, &plan, &key, &placements, counters.backpressure_ns.clone()).await.map_err(Ended::Exchange)?;
+                let outputs = wire_outputs(&ctx, &plan, &key, &placements, counters.backpressure_ns.clone()).await.map_err(|e| Ended::Exchange(Failure::new(ErrorClass::Transient, e)))?;
                 // Lowered only now: threads the backend started while opening
                 // (RocksDB's flushes) keep the process's priority.
                 lower_priority(ctx.task_nice);
@@ -205,8 +208,8 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
                 };
                 task.run(cancel).await.map_err(|e| match e {
                     TaskError::Canceled => Ended::Canceled,
-                    TaskError::Exchange(e) => Ended::Exchange(e.to_string()),
-                    e @ TaskError::Operator { .. } => Ended::Failed(e.to_string()),
+                    e @ TaskError::Exchange(_) => Ended::Exchange(Failure::of(&e)),
+                    e @ TaskError::Operator { .. } => Ended::Failed(Failure::of(&e)),
                 })
             }));
             let result = std::panic::catch_unwind(run).unwrap_or_else(|panic| {
@@ -215,25 +218,27 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a panic".to_string());
-                Err(Ended::Failed(format!("the task panicked: {what}")))
+                Err(Ended::Failed(Failure::new(ErrorClass::Internal, format!("the task panicked: {what}"))))
             });
             drop(rt);
             match result {
                 Ok(()) => {
                     info!(task = %name, records_in = counters.records_in.load(std::sync::atomic::Ordering::Relaxed), "task finished");
-                    report(&ctx, &key, v1::TaskState::TaskFinished, String::new(), false, &counters);
+                    report(&ctx, &key, v1::TaskState::TaskFinished, &Failure::new(ErrorClass::Transient, ""), false, &counters);
                 }
-                Err(Ended::Canceled) => report(&ctx, &key, v1::TaskState::TaskCanceled, String::new(), false, &counters),
-                Err(Ended::Failed(msg)) => {
-                    warn!(task = %name, error = %msg, "task failed");
-                    report(&ctx, &key, v1::TaskState::TaskFailed, msg, false, &counters);
+                Err(Ended::Canceled) => {
+                    report(&ctx, &key, v1::TaskState::TaskCanceled, &Failure::new(ErrorClass::Transient, ""), false, &counters)
                 }
-                Err(Ended::Exchange(msg)) => {
-                    warn!(task = %name, error = %msg, "task failed in the data exchange");
-                    report(&ctx, &key, v1::TaskState::TaskFailed, msg, true, &counters);
+                Err(Ended::Failed(failure)) => {
+                    warn!(task = %name, class = %failure.class, error = %failure, "task failed");
+                    report(&ctx, &key, v1::TaskState::TaskFailed, &failure, false, &counters);
+                }
+                Err(Ended::Exchange(failure)) => {
+                    warn!(task = %name, error = %failure, "task failed in the data exchange");
+                    report(&ctx, &key, v1::TaskState::TaskFailed, &failure, true, &counters);
                 }
             }
-            ctx.registry.remove(&id);
+            ctx.tasks.remove(&id);
         })
         .map_err(|e| Status::resource_exhausted(format!("spawning a task thread failed: {e}")))?;
     Ok(())
@@ -243,7 +248,7 @@ fn report(
     ctx: &DeployContext,
     key: &v1::TaskKey,
     state: v1::TaskState,
-    failure: String,
+    failure: &Failure,
     exchange: bool,
     c: &TaskCounters,
 ) {
@@ -251,7 +256,8 @@ fn report(
     let _ = ctx.reports.send(v1::TaskStateReport {
         task: Some(key.clone()),
         state: state as i32,
-        failure,
+        failure: failure.message.clone(),
+        failure_class: weir_proto::class_to_proto(failure.class) as i32,
         counters: Some(v1::TaskCounters {
             records_in: c.records_in.load(Relaxed),
             records_out: c.records_out.load(Relaxed),
@@ -290,7 +296,7 @@ async fn wire_outputs(
             if place.task_manager_id == ctx.task_manager_id {
                 let id = TaskId { job: key.job_id.clone(), attempt: key.attempt, vertex: e.to, subtask: d };
                 let inbox = ctx
-                    .registry
+                    .tasks
                     .inbox(&id, ctx.deploy_wait)
                     .await
                     .ok_or_else(|| format!("downstream task {id} was not deployed within {:?}", ctx.deploy_wait))?;

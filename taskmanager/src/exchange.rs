@@ -32,7 +32,7 @@ use weir_proto::v1::{exchange_frame::Frame, ChannelHeader, ExchangeCredit, Excha
 use weir_runtime::barrier::CheckpointId;
 use weir_runtime::channel::{Envelope, InboxHandle, OutputChannel, StreamElement};
 
-use crate::registry::{Registry, TaskId};
+use crate::tasks::{TaskId, Tasks};
 
 /// Largest frame accepted on the exchange.
 pub const MAX_FRAME_BYTES: usize = 256 << 20;
@@ -159,15 +159,15 @@ async fn write_channel(
 /// Serves `DataExchange`: the consuming end of remote channels.
 #[derive(Debug, Clone)]
 pub struct ExchangeService {
-    registry: Registry,
+    tasks: Tasks,
     deploy_wait: Duration,
 }
 
 impl ExchangeService {
-    /// A service delivering into the inboxes of `registry`; a channel whose
+    /// A service delivering into the inboxes of `tasks`; a channel whose
     /// target is not deployed within `deploy_wait` is refused.
-    pub fn new(registry: Registry, deploy_wait: Duration) -> Self {
-        Self { registry, deploy_wait }
+    pub fn new(tasks: Tasks, deploy_wait: Duration) -> Self {
+        Self { tasks, deploy_wait }
     }
 }
 
@@ -188,7 +188,7 @@ impl DataExchange for ExchangeService {
             subtask: header.target_subtask,
         };
         let inbox = self
-            .registry
+            .tasks
             .inbox(&id, self.deploy_wait)
             .await
             .ok_or_else(|| Status::not_found(format!("task {id} is not deployed here")))?;

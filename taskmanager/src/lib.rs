@@ -2,7 +2,7 @@
 //! deployed to it (one thread each), and moves data between them — through
 //! in-process channels when both ends are here, over gRPC streams otherwise.
 //!
-//! - [`registry`]: deployed tasks and their inboxes;
+//! - [`tasks`]: deployed tasks and their inboxes;
 //! - [`deploy`]: from a deployment request to a running task;
 //! - [`exchange`]: the network data plane (credit-based, Arrow IPC);
 //! - [`config`]: the `taskmanager:` configuration section.
@@ -12,7 +12,7 @@ pub mod config;
 pub mod deploy;
 pub mod exchange;
 pub mod metrics;
-pub mod registry;
+pub mod tasks;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,13 +30,14 @@ use weir_proto::v1;
 use weir_proto::v1::data_exchange_server::DataExchangeServer;
 use weir_proto::v1::job_manager_service_client::JobManagerServiceClient;
 use weir_proto::v1::task_manager_service_server::{TaskManagerService, TaskManagerServiceServer};
-use weir_runtime::barrier::CheckpointId;
+use weir_runtime::operators::Registry;
 use weir_runtime::task::{TaskControl, TaskOptions};
+use weir_types::{CheckpointId, JobId};
 
 use crate::checkpoint::SavepointTable;
 use crate::deploy::DeployContext;
 use crate::exchange::{ExchangeService, Peers, MAX_FRAME_BYTES};
-use crate::registry::Registry;
+use crate::tasks::Tasks;
 
 /// Default nice increment of task threads: a busy task gets about a tenth of
 /// the CPU time a runnable control thread (checkpoint upload, heartbeat,
@@ -105,7 +106,7 @@ impl TaskManagerService for TaskManagerRpc {
         req: Request<v1::CancelJobTasksRequest>,
     ) -> Result<Response<v1::CancelJobTasksResponse>, Status> {
         let r = req.into_inner();
-        let n = self.ctx.registry.cancel_job(&r.job_id, r.attempt);
+        let n = self.ctx.tasks.cancel_job(&r.job_id, r.attempt);
         info!(job_id = %r.job_id, attempt = r.attempt, tasks = n, "cancelling tasks");
         Ok(Response::new(v1::CancelJobTasksResponse {}))
     }
@@ -120,14 +121,19 @@ impl TaskManagerService for TaskManagerRpc {
             // savepoint before any barrier flows.
             weir_state::CheckpointStorage::from_uri_with(&r.savepoint_location, &self.ctx.s3)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            self.ctx.savepoints.announce(&r.job_id, r.attempt, r.checkpoint_id, &r.savepoint_location);
+            self.ctx.savepoints.announce(
+                &JobId::new(r.job_id.clone()),
+                r.attempt,
+                CheckpointId(r.checkpoint_id),
+                &r.savepoint_location,
+            );
         }
         if r.prepare {
             return Ok(Response::new(v1::TriggerCheckpointResponse { triggered: 0 }));
         }
         let id = CheckpointId(r.checkpoint_id);
         let ctl = if r.stop { TaskControl::StopWithSavepoint(id) } else { TaskControl::TriggerCheckpoint(id) };
-        let triggered = self.ctx.registry.control(&r.job_id, r.attempt, ctl, true);
+        let triggered = self.ctx.tasks.control(&r.job_id, r.attempt, ctl, true);
         tracing::debug!(job_id = %r.job_id, checkpoint = r.checkpoint_id, sources = triggered, "checkpoint triggered");
         Ok(Response::new(v1::TriggerCheckpointResponse { triggered }))
     }
@@ -139,8 +145,8 @@ impl TaskManagerService for TaskManagerRpc {
         let r = req.into_inner();
         let id = CheckpointId(r.checkpoint_id);
         let ctl = if r.aborted { TaskControl::CheckpointAborted(id) } else { TaskControl::CheckpointComplete(id) };
-        self.ctx.registry.control(&r.job_id, r.attempt, ctl, false);
-        self.ctx.savepoints.forget(&r.job_id, r.attempt, r.checkpoint_id);
+        self.ctx.tasks.control(&r.job_id, r.attempt, ctl, false);
+        self.ctx.savepoints.forget(&JobId::new(r.job_id.clone()), r.attempt, id);
         Ok(Response::new(v1::NotifyCheckpointCompleteResponse {}))
     }
 }
@@ -152,16 +158,20 @@ pub struct TaskManager {
     pub id: String,
     /// Where it serves gRPC.
     pub addr: SocketAddr,
-    registry: Registry,
+    tasks: Tasks,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
     registered: Arc<AtomicBool>,
 }
 
 impl TaskManager {
-    /// Starts serving on `listener` and registering with the job manager.
-    pub fn start(listener: TcpListener, opts: TaskManagerOptions) -> anyhow::Result<TaskManager> {
-        weir_connectors::install();
+    /// Starts serving on `listener` and registering with the job manager;
+    /// tasks are instantiated from the operator kinds of `operators`.
+    pub fn start(
+        listener: TcpListener,
+        opts: TaskManagerOptions,
+        operators: Arc<Registry>,
+    ) -> anyhow::Result<TaskManager> {
         let addr = listener.local_addr()?;
         let advertised = opts.advertised_address.clone().unwrap_or_else(|| {
             let ip = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
@@ -169,12 +179,13 @@ impl TaskManager {
         });
         let jm = Channel::from_shared(opts.jobmanager.clone())?.connect_timeout(Duration::from_secs(5)).connect_lazy();
         let jm = JobManagerServiceClient::new(jm);
-        let registry = Registry::default();
+        let tasks = Tasks::default();
         let shutdown = CancellationToken::new();
         let (reports, reports_rx) = mpsc::unbounded_channel();
         let ctx = DeployContext {
             task_manager_id: opts.id.clone(),
-            registry: registry.clone(),
+            tasks: tasks.clone(),
+            operators,
             peers: Peers::default(),
             runtime: tokio::runtime::Handle::current(),
             reports,
@@ -193,12 +204,12 @@ impl TaskManager {
             jm,
             opts.clone(),
             advertised.clone(),
-            registry.clone(),
+            tasks.clone(),
             shutdown.clone(),
             registered.clone(),
         ));
         let tm_svc = TaskManagerServiceServer::new(TaskManagerRpc { ctx }).max_decoding_message_size(MAX_DEPLOY_BYTES);
-        let ex_svc = DataExchangeServer::new(ExchangeService::new(registry.clone(), opts.deploy_wait))
+        let ex_svc = DataExchangeServer::new(ExchangeService::new(tasks.clone(), opts.deploy_wait))
             .max_decoding_message_size(MAX_FRAME_BYTES)
             .max_encoding_message_size(MAX_FRAME_BYTES);
         let token = shutdown.clone();
@@ -212,16 +223,16 @@ impl TaskManager {
             Ok(())
         });
         info!(id = %opts.id, %addr, %advertised, slots = opts.slots, jobmanager = %opts.jobmanager, "task manager listening");
-        Ok(TaskManager { id: opts.id, addr, registry, shutdown, server, registered })
+        Ok(TaskManager { id: opts.id, addr, tasks, shutdown, server, registered })
     }
 
     /// Serves `/healthz` (the process answers), `/readyz` (registered with
     /// the job manager) and `/metrics` (Prometheus) on `listener` until
     /// shutdown.
     pub fn serve_http(&self, listener: TcpListener) {
-        let (registry, registered, id) = (self.registry.clone(), self.registered.clone(), self.id.clone());
+        let (tasks, registered, id) = (self.tasks.clone(), self.registered.clone(), self.id.clone());
         let handler: weir_config::http::Handler = Arc::new(move |path: String| {
-            let (registry, registered, id) = (registry.clone(), registered.clone(), id.clone());
+            let (tasks, registered, id) = (tasks.clone(), registered.clone(), id.clone());
             Box::pin(async move {
                 use weir_config::http::Response;
                 match path.as_str() {
@@ -229,7 +240,7 @@ impl TaskManager {
                     "/readyz" if registered.load(Ordering::Relaxed) => Response::text(200, "ready\n"),
                     "/readyz" => Response::text(503, "not registered with the job manager\n"),
                     "/metrics" => {
-                        Response::metrics(crate::metrics::render(&registry, &id, registered.load(Ordering::Relaxed)))
+                        Response::metrics(crate::metrics::render(&tasks, &id, registered.load(Ordering::Relaxed)))
                     }
                     other => Response::not_found(other),
                 }
@@ -248,7 +259,7 @@ impl TaskManager {
 
     /// Cancels every task and stops serving.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        self.registry.cancel_all();
+        self.tasks.cancel_all();
         self.shutdown.cancel();
         self.server.await?
     }
@@ -268,7 +279,7 @@ async fn membership(
     mut jm: JobManagerServiceClient<Channel>,
     opts: TaskManagerOptions,
     advertised: String,
-    registry: Registry,
+    tasks: Tasks,
     shutdown: CancellationToken,
     registered: Arc<AtomicBool>,
 ) {
@@ -297,7 +308,7 @@ async fn membership(
                 _ = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
             }
-            let running = registry
+            let running = tasks
                 .running()
                 .into_iter()
                 .map(|t| v1::TaskKey { job_id: t.job, vertex: t.vertex, subtask: t.subtask, attempt: t.attempt })
@@ -307,7 +318,7 @@ async fn membership(
                 Ok(_) => {
                     registered.store(false, Ordering::Relaxed);
                     warn!("the job manager no longer knows this task manager: cancelling tasks and registering again");
-                    registry.cancel_all();
+                    tasks.cancel_all();
                     continue 'register;
                 }
                 Err(e) => warn!(error = %e.message(), "heartbeat failed"),

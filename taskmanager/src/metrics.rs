@@ -7,10 +7,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use weir_config::metrics::Exposition;
 
-use crate::registry::Registry;
+use crate::tasks::Tasks;
 
 /// The exposition document of this task manager.
-pub fn render(registry: &Registry, task_manager: &str, registered: bool) -> String {
+pub fn render(tasks: &Tasks, task_manager: &str, registered: bool) -> String {
     let mut e = Exposition::new();
     let tm = [("task_manager", task_manager)];
     e.gauge(
@@ -19,7 +19,7 @@ pub fn render(registry: &Registry, task_manager: &str, registered: bool) -> Stri
         &tm,
         f64::from(u8::from(registered)),
     );
-    let tasks = registry.tasks();
+    let tasks = tasks.all();
     e.gauge("weir_taskmanager_tasks", "Tasks running on the task manager.", &tm, tasks.len() as f64);
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     for (id, t) in &tasks {

@@ -47,7 +47,7 @@ use weir_runtime::error::{OpResult, OperatorError, PlanError};
 use weir_runtime::operators::{
     duration, Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo,
 };
-use weir_runtime::state::{StateReader, StateWriter, UNION};
+use weir_runtime::state::{CheckpointId, StateReader, StateWriter, UNION};
 
 use super::format::{encode_json, Format};
 use super::{kafka_error, ConfigExt, Connection, DEFAULT_CONNECT_TIMEOUT};
@@ -222,7 +222,7 @@ struct Columns {
 }
 
 impl OperatorFactory for KafkaSinkFactory {
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> &str {
         "kafka_sink"
     }
     fn arity(&self) -> Arity {
@@ -747,7 +747,7 @@ impl Operator for KafkaSink {
             producer.flush(timeout).map_err(|e| kafka_error("flushing at a checkpoint barrier", e))?;
             return producer.context().check("flushing at a checkpoint barrier");
         }
-        let id = w.checkpoint();
+        let id = w.checkpoint().0;
         self.last_checkpoint = self.last_checkpoint.max(id);
         let records = std::mem::take(&mut self.open);
         match self.txn {
@@ -852,7 +852,8 @@ impl Operator for KafkaSink {
         Ok(())
     }
 
-    fn checkpoint_complete(&mut self, id: u64) -> OpResult<()> {
+    fn checkpoint_complete(&mut self, id: CheckpointId) -> OpResult<()> {
+        let id = id.0;
         if !self.exactly_once() {
             return Ok(());
         }
@@ -938,7 +939,6 @@ mod tests {
     use weir_runtime::graph::Plan;
 
     fn plan(sink: serde_json::Value, checkpoints: Option<CheckpointConfig>) -> Result<Plan, PlanError> {
-        crate::install();
         let mut b = JobBuilder::new("t");
         b.operator("src", "values", json!({"schema": [{"name": "k", "type": "string"}], "rows": [{"k": "a"}]}));
         b.operator("out", "kafka_sink", sink);
@@ -946,7 +946,7 @@ mod tests {
         if let Some(c) = checkpoints {
             b.checkpoints(c);
         }
-        Plan::new(&b.build(), 1)
+        Plan::new(&b.build(), &crate::registry(), 1)
     }
 
     #[test]

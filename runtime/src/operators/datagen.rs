@@ -56,7 +56,7 @@ pub fn schema() -> SchemaRef {
 pub struct DatagenFactory;
 
 impl OperatorFactory for DatagenFactory {
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> &str {
         "datagen"
     }
 

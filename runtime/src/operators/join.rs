@@ -168,7 +168,7 @@ fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
 pub struct LookupJoinFactory;
 
 impl OperatorFactory for LookupJoinFactory {
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> &str {
         "lookup_join"
     }
     fn arity(&self) -> Arity {

@@ -13,12 +13,14 @@ use serde::de::DeserializeOwned;
 use crate::channel::StreamElement;
 use crate::error::{OpResult, PlanError};
 use crate::graph::EdgeSpec;
-use crate::state::{StateReader, StateWriter};
+use crate::state::{CheckpointId, StateReader, StateWriter};
 
 pub mod datagen;
 pub mod join;
 pub mod project;
 pub mod registry;
+
+pub use registry::Registry;
 pub mod sinks;
 pub mod values;
 pub mod watermark;
@@ -101,9 +103,9 @@ pub struct SubtaskInfo {
 }
 
 /// Builds operators of one kind.
-pub trait OperatorFactory: Send + Sync {
+pub trait OperatorFactory: Send + Sync + std::fmt::Debug {
     /// Registry name.
-    fn kind(&self) -> &'static str;
+    fn kind(&self) -> &str;
     /// Number of inputs.
     fn arity(&self) -> Arity;
     /// Whether the operator ends a pipeline (has no output edges).
@@ -236,7 +238,7 @@ pub trait Operator: Send {
     }
 
     /// Checkpoint `id` is complete (durable): commit what it covers.
-    fn checkpoint_complete(&mut self, _id: u64) -> OpResult<()> {
+    fn checkpoint_complete(&mut self, _id: CheckpointId) -> OpResult<()> {
         Ok(())
     }
 }
@@ -268,7 +270,7 @@ pub trait SourceOperator: Send {
     }
 
     /// Checkpoint `id` is complete.
-    fn checkpoint_complete(&mut self, _id: u64) -> OpResult<()> {
+    fn checkpoint_complete(&mut self, _id: CheckpointId) -> OpResult<()> {
         Ok(())
     }
 

@@ -131,7 +131,7 @@ impl Operator for Columns {
 pub struct MapFactory;
 
 impl OperatorFactory for MapFactory {
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> &str {
         "map"
     }
     fn arity(&self) -> Arity {
@@ -151,7 +151,7 @@ impl OperatorFactory for MapFactory {
 pub struct ProjectFactory;
 
 impl OperatorFactory for ProjectFactory {
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> &str {
         "project"
     }
     fn arity(&self) -> Arity {
@@ -189,7 +189,7 @@ fn compile_predicate(ctx: &PlanContext<'_>) -> Result<CompiledExpr, PlanError> {
 pub struct FilterFactory;
 
 impl OperatorFactory for FilterFactory {
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> &str {
         "filter"
     }
     fn arity(&self) -> Arity {

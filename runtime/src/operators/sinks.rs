@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::{Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo};
 use crate::error::{OpResult, OperatorError, PlanError};
-use crate::state::{StateReader, StateWriter};
+use crate::state::{CheckpointId, StateReader, StateWriter};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,7 +23,7 @@ struct Empty {}
 pub struct DiscardFactory;
 
 impl OperatorFactory for DiscardFactory {
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> &str {
         "discard"
     }
     fn arity(&self) -> Arity {
@@ -67,7 +67,7 @@ fn to_json_lines(batch: &RecordBatch) -> OpResult<Vec<u8>> {
 pub struct StdoutFactory;
 
 impl OperatorFactory for StdoutFactory {
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> &str {
         "stdout"
     }
     fn arity(&self) -> Arity {
@@ -122,7 +122,7 @@ struct FileConfig {
 pub struct JsonlFileFactory;
 
 impl OperatorFactory for JsonlFileFactory {
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> &str {
         "jsonl_file"
     }
     fn arity(&self) -> Arity {
@@ -260,7 +260,7 @@ impl Operator for JsonlFile {
     fn snapshot_state(&mut self, w: &mut StateWriter) -> OpResult<()> {
         self.clean()?;
         if let Some(seq) = self.close_current()? {
-            self.pending.push((w.checkpoint(), seq));
+            self.pending.push((w.checkpoint().0, seq));
         }
         let mut v = Vec::with_capacity(8 + 8 * self.pending.len());
         v.extend_from_slice(&self.seq.to_be_bytes());
@@ -287,9 +287,9 @@ impl Operator for JsonlFile {
         self.clean()
     }
 
-    fn checkpoint_complete(&mut self, id: u64) -> OpResult<()> {
+    fn checkpoint_complete(&mut self, id: CheckpointId) -> OpResult<()> {
         // A completed checkpoint covers every part pre-committed at or before its barrier.
-        let (done, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending).into_iter().partition(|p| p.0 <= id);
+        let (done, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending).into_iter().partition(|p| p.0 <= id.0);
         self.pending = later;
         for (_, seq) in done {
             self.commit(seq)?;

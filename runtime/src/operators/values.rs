@@ -92,7 +92,7 @@ fn decode(
 pub struct ValuesFactory;
 
 impl OperatorFactory for ValuesFactory {
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> &str {
         "values"
     }
 

@@ -69,7 +69,7 @@ pub fn event_times(batch: &RecordBatch, idx: usize) -> Result<Arc<Int64Array>, O
 pub struct WatermarkFactory;
 
 impl OperatorFactory for WatermarkFactory {
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> &str {
         "watermark"
     }
     fn arity(&self) -> Arity {

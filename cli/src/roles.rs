@@ -1,18 +1,23 @@
-//! `weir-jobmanager`: serves job control and task manager membership.
+//! The server roles of a Weir binary: a job manager or a task manager,
+//! configured from a config file, environment variables and flags (in that
+//! order of precedence, lowest first; see `docs/configuration.md`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
 use weir_config::load_section;
 use weir_jobmanager::config::JobManagerSection;
 use weir_jobmanager::{Http, JobManager};
+use weir_runtime::operators::Registry;
+use weir_taskmanager::config::TaskManagerSection;
+use weir_taskmanager::TaskManager;
 
-/// The Weir job manager.
-#[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
-struct Args {
+/// Flags of the job manager role.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JobManagerArgs {
     /// Address to serve gRPC on [default: 127.0.0.1:6123].
     #[arg(long, env = "WEIR_JOBMANAGER_RPC_ADDR")]
     rpc_addr: Option<SocketAddr>,
@@ -21,10 +26,10 @@ struct Args {
     config: Option<PathBuf>,
     /// Task manager silence after which it is lost, e.g. `5s`.
     #[arg(long, env = "WEIR_JOBMANAGER_HEARTBEAT_TIMEOUT", value_parser = humantime::parse_duration)]
-    heartbeat_timeout: Option<std::time::Duration>,
+    heartbeat_timeout: Option<Duration>,
     /// Expected period of task manager heartbeats, e.g. `1s`.
     #[arg(long, env = "WEIR_JOBMANAGER_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration)]
-    heartbeat_interval: Option<std::time::Duration>,
+    heartbeat_interval: Option<Duration>,
     /// Checkpoint storage of jobs that name none, and of job records
     /// (file:///dir or s3://bucket/prefix) [default: weir-checkpoints in the temp dir].
     #[arg(long, env = "WEIR_JOBMANAGER_CHECKPOINT_STORAGE")]
@@ -41,10 +46,38 @@ struct Args {
     metrics_addr: Option<SocketAddr>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    weir_config::init_logging("info");
-    let args = Args::parse();
+/// Flags of the task manager role.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TaskManagerArgs {
+    /// Job manager URL [default: http://127.0.0.1:6123].
+    #[arg(long, env = "WEIR_TASKMANAGER_JOBMANAGER")]
+    jobmanager: Option<String>,
+    /// Number of slots [default: 1].
+    #[arg(long, env = "WEIR_TASKMANAGER_SLOTS")]
+    slots: Option<u32>,
+    /// Address to serve gRPC on [default: 127.0.0.1:0].
+    #[arg(long, env = "WEIR_TASKMANAGER_RPC_ADDR")]
+    rpc_addr: Option<SocketAddr>,
+    /// URL other processes reach this task manager at.
+    #[arg(long, env = "WEIR_TASKMANAGER_ADVERTISED_ADDRESS")]
+    advertised_address: Option<String>,
+    /// Task manager id [default: random].
+    #[arg(long, env = "WEIR_TASKMANAGER_ID")]
+    id: Option<String>,
+    /// Local working directory of state backends (RocksDB) [default: the temp dir].
+    #[arg(long, env = "WEIR_TASKMANAGER_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Address for the HTTP endpoint serving /healthz, /readyz and /metrics
+    /// (Prometheus) [default: none].
+    #[arg(long, env = "WEIR_TASKMANAGER_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// Config file (its `taskmanager:` section is read).
+    #[arg(long, env = "WEIR_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// Runs a job manager until SIGTERM or Ctrl-C.
+pub async fn jobmanager(args: JobManagerArgs, registry: Arc<Registry>) -> anyhow::Result<()> {
     let mut section: JobManagerSection = match &args.config {
         Some(p) => load_section(p, "jobmanager")?,
         None => JobManagerSection::default(),
@@ -59,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
     let opts = section.options()?;
     let addr = section.rpc_addr.unwrap_or_else(|| JobManagerSection::DEFAULT_RPC_ADDR.parse().expect("valid default"));
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-    let mut jm = JobManager::start(listener, opts)?;
+    let mut jm = JobManager::start(listener, opts, registry)?;
     for (addr, what) in [(section.rest_addr, Http::Rest), (section.metrics_addr, Http::Metrics)] {
         if let Some(addr) = addr {
             let http = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
@@ -71,6 +104,36 @@ async fn main() -> anyhow::Result<()> {
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
             jm.shutdown().await
+        }
+    }
+}
+
+/// Runs a task manager until SIGTERM or Ctrl-C.
+pub async fn taskmanager(args: TaskManagerArgs, registry: Arc<Registry>) -> anyhow::Result<()> {
+    let mut s: TaskManagerSection = match &args.config {
+        Some(p) => load_section(p, "taskmanager")?,
+        None => TaskManagerSection::default(),
+    };
+    s.jobmanager = args.jobmanager.or(s.jobmanager);
+    s.slots = args.slots.or(s.slots);
+    s.rpc_addr = args.rpc_addr.or(s.rpc_addr);
+    s.advertised_address = args.advertised_address.or(s.advertised_address);
+    s.id = args.id.or(s.id);
+    s.state_dir = args.state_dir.or(s.state_dir);
+    s.metrics_addr = args.metrics_addr.or(s.metrics_addr);
+    let opts = s.options()?;
+    let addr = s.rpc_addr.unwrap_or_else(|| "127.0.0.1:0".parse().expect("valid default"));
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let mut tm = TaskManager::start(listener, opts, registry)?;
+    if let Some(addr) = s.metrics_addr {
+        let http = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        tm.serve_http(http);
+    }
+    tokio::select! {
+        r = tm.wait() => r,
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            tm.shutdown().await
         }
     }
 }

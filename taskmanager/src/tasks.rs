@@ -57,12 +57,12 @@ struct Inner {
 
 /// Shared by the gRPC services and the task threads of one task manager.
 #[derive(Debug, Default, Clone)]
-pub struct Registry {
+pub struct Tasks {
     inner: Arc<Mutex<Inner>>,
     changed: Arc<Notify>,
 }
 
-impl Registry {
+impl Tasks {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -145,7 +145,7 @@ impl Registry {
     }
 
     /// Every running task (for metrics).
-    pub fn tasks(&self) -> Vec<(TaskId, RunningTask)> {
+    pub fn all(&self) -> Vec<(TaskId, RunningTask)> {
         let g = self.lock();
         let mut out: Vec<_> = g.tasks.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         out.sort_by(|a, b| (&a.0.job, a.0.vertex, a.0.subtask).cmp(&(&b.0.job, b.0.vertex, b.0.subtask)));

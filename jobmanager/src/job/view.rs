@@ -1,0 +1,62 @@
+//! What a job shows: its summary, its details and its record.
+
+use super::*;
+
+impl Job {
+    /// The job in a list.
+    pub(crate) fn summary(&self) -> v1::JobSummary {
+        v1::JobSummary {
+            job_id: self.id.to_string(),
+            name: self.name.clone(),
+            state: self.state.to_proto() as i32,
+            start_time_ms: wall_ms(self.submitted),
+            end_time_ms: self.ended.map(wall_ms).unwrap_or(0),
+        }
+    }
+
+    /// The job in detail.
+    pub(crate) fn details(&self) -> v1::JobDetails {
+        let tasks = self
+            .tasks
+            .0
+            .iter()
+            .map(|(&(_, subtask), t)| v1::TaskDetails {
+                vertex: t.vertex_name.clone(),
+                subtask,
+                parallelism: t.parallelism,
+                task_manager_id: t.task_manager.clone(),
+                state: t.state as i32,
+                records_in: t.counters.records_in,
+                records_out: t.counters.records_out,
+                failure: t.failure.clone(),
+            })
+            .collect();
+        v1::JobDetails {
+            summary: Some(self.summary()),
+            failure: self.failure.clone().unwrap_or_default(),
+            tasks,
+            sink_records: self.tasks.sum(|c| c.sink_records),
+            bad_records: self.tasks.sum(|c| c.bad_records),
+            checkpoints: self.checkpoints.as_ref().map(|c| c.coordinator.history()).unwrap_or_default(),
+            restarts: self.restarts,
+            attempt: self.attempt,
+            restored_from: self.restore.as_ref().map(|r| r.checkpoint_id().0).unwrap_or(0),
+        }
+    }
+
+    /// The job's record, for a new job manager to resume it (jobs with
+    /// checkpoints only: without them there is nothing to resume from).
+    pub(crate) fn record(&self) -> Option<v1::JobRecord> {
+        let c = self.checkpoints.as_ref()?;
+        Some(v1::JobRecord {
+            job_id: self.id.to_string(),
+            name: self.name.clone(),
+            attempt: self.attempt,
+            graph: Some(self.graph.clone()),
+            storage: c.storage.uri().to_string(),
+            submitted_ms: wall_ms(self.submitted),
+            restarts: self.restarts,
+            savepoint: self.start.as_ref().map(|s| s.uri().to_string()).unwrap_or_default(),
+        })
+    }
+}

@@ -1,0 +1,325 @@
+//! `window`: keyed event-time windows — tumbling, sliding and session — with
+//! `count`, `sum`, `min`, `max` and `avg`.
+//!
+//! A window `[start, end)` fires once the watermark reaches `end - 1`, emitting
+//! one row per key with events in it: the key columns, `window_start`,
+//! `window_end` (milliseconds) and the aggregates. Records for a window that
+//! has already fired are late: they are dropped and counted. At the end of a
+//! bounded input every remaining window fires.
+//!
+//! Accumulators are columnar (one vector per aggregate, indexed by a slot per
+//! key and window), so a batch is absorbed with one hash lookup per row and
+//! tight loops per aggregate.
+//!
+//! - [`keys`]: key columns to slots;
+//! - [`accumulate`]: the aggregates' columns;
+//! - [`assign`]: which windows a record belongs to;
+//! - [`trigger`]: when windows fire and are purged;
+//! - [`state`]: the checkpoint layout of windows and sessions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+use serde::Deserialize;
+
+use super::watermark::{event_times, time_column};
+use super::{duration, millis, Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo};
+use crate::error::{OpResult, OperatorError, PlanError};
+use crate::keygroup::is_key_type;
+use crate::state::{StateReader, StateWriter};
+
+mod accumulate;
+mod assign;
+mod keys;
+mod state;
+#[cfg(test)]
+mod tests;
+mod trigger;
+
+use accumulate::Accumulators;
+use assign::{FixedWindow, Sessions};
+use keys::KeyCodec;
+use state::{FIXED_STATE, SESSION_STATE};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    key: Vec<String>,
+    timestamp_column: String,
+    window: WindowSpec,
+    aggregates: Vec<AggSpec>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum WindowSpec {
+    Tumbling {
+        #[serde(with = "duration")]
+        size: Duration,
+    },
+    Sliding {
+        #[serde(with = "duration")]
+        size: Duration,
+        #[serde(with = "duration")]
+        slide: Duration,
+    },
+    Session {
+        #[serde(with = "duration")]
+        gap: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum AggFn {
+    Count,
+    Sum,
+    Min,
+    Max,
+    Avg,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AggSpec {
+    #[serde(rename = "fn")]
+    func: AggFn,
+    #[serde(default)]
+    column: Option<String>,
+    #[serde(rename = "as")]
+    name: String,
+}
+
+/// How one aggregate reads its input and what it outputs.
+#[derive(Debug, Clone)]
+struct AggPlan {
+    func: AggFn,
+    /// Input column, if any (count without one counts rows).
+    column: Option<usize>,
+    /// Whether the input is read as float (otherwise as int64).
+    float: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Planned {
+    key: Vec<usize>,
+    /// Single non-null integer key: the fast path.
+    int_key: bool,
+    time: usize,
+    window: WindowSpec,
+    aggs: Vec<AggPlan>,
+    schema: SchemaRef,
+    input: SchemaRef,
+}
+
+fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
+    let c: Config = ctx.config()?;
+    let input = ctx.inputs[0].clone();
+    if c.key.is_empty() {
+        return Err(ctx.error("a keyed window needs at least one key column").field("config.key"));
+    }
+    let mut key = Vec::new();
+    let mut fields = Vec::new();
+    for k in &c.key {
+        let i =
+            input.index_of(k).map_err(|_| ctx.error(format!("no column `{k}` in the input")).field("config.key"))?;
+        let f = input.field(i);
+        if !is_key_type(f.data_type()) {
+            return Err(ctx
+                .error(format!("key column `{k}` has type {}, which cannot be a key", f.data_type()))
+                .field("config.key"));
+        }
+        key.push(i);
+        fields.push(f.as_ref().clone());
+    }
+    ctx.require_keyed_input(0, &c.key, "config.key")?;
+    let int_key = key.len() == 1 && !input.field(key[0]).is_nullable() && input.field(key[0]).data_type().is_integer();
+    let time = time_column(ctx, &input, &c.timestamp_column, "config.timestamp_column")?;
+    match c.window {
+        WindowSpec::Tumbling { size } if size.as_millis() == 0 => {
+            return Err(ctx.error("size must be at least 1ms").field("config.window.size"))
+        }
+        WindowSpec::Sliding { size, slide } if slide.as_millis() == 0 || size < slide => {
+            return Err(ctx.error("slide must be at least 1ms and at most size").field("config.window.slide"))
+        }
+        WindowSpec::Sliding { size, slide } if millis(size) / millis(slide) > 1000 => {
+            return Err(ctx.error("size / slide must be at most 1000 windows per record").field("config.window.slide"))
+        }
+        WindowSpec::Session { gap } if gap.as_millis() == 0 => {
+            return Err(ctx.error("gap must be at least 1ms").field("config.window.gap"))
+        }
+        _ => {}
+    }
+    fields.push(Field::new("window_start", DataType::Int64, false));
+    fields.push(Field::new("window_end", DataType::Int64, false));
+    if c.aggregates.is_empty() {
+        return Err(ctx.error("at least one aggregate is needed").field("config.aggregates"));
+    }
+    let mut aggs = Vec::new();
+    for (i, a) in c.aggregates.iter().enumerate() {
+        let at = format!("config.aggregates[{i}]");
+        if fields.iter().any(|f| f.name() == &a.name) {
+            return Err(ctx.error(format!("output column `{}` already exists", a.name)).field(format!("{at}.as")));
+        }
+        let column =
+            match &a.column {
+                None if a.func == AggFn::Count => None,
+                None => {
+                    return Err(ctx
+                        .error(format!("{:?} needs a column", a.func).to_lowercase())
+                        .field(format!("{at}.column")))
+                }
+                Some(name) => Some(input.index_of(name).map_err(|_| {
+                    ctx.error(format!("no column `{name}` in the input")).field(format!("{at}.column"))
+                })?),
+            };
+        let float = match column.map(|i| input.field(i).data_type()) {
+            None => false,
+            Some(t) if t.is_integer() => false,
+            Some(t) if t.is_floating() => true,
+            Some(_) if a.func == AggFn::Count => false,
+            Some(t) => {
+                return Err(ctx
+                    .error(
+                        format!("{:?} cannot aggregate a column of type {t}; it needs a number", a.func).to_lowercase(),
+                    )
+                    .field(format!("{at}.column")))
+            }
+        };
+        let (dt, nullable) = match a.func {
+            AggFn::Count => (DataType::Int64, false),
+            AggFn::Avg => (DataType::Float64, true),
+            _ if float => (DataType::Float64, true),
+            _ => (DataType::Int64, true),
+        };
+        fields.push(Field::new(&a.name, dt, nullable));
+        // Counting a column counts its non-null values; reading it as a number is not needed.
+        aggs.push(AggPlan { func: a.func, column, float: float && a.func != AggFn::Count });
+    }
+    Ok(Planned { key, int_key, time, window: c.window, aggs, schema: Arc::new(Schema::new(fields)), input })
+}
+
+/// Factory of `window`.
+#[derive(Debug)]
+pub struct WindowFactory;
+
+impl OperatorFactory for WindowFactory {
+    fn kind(&self) -> &str {
+        "window"
+    }
+    fn arity(&self) -> Arity {
+        Arity::One
+    }
+    fn plan(&self, ctx: &PlanContext<'_>) -> Result<SchemaRef, PlanError> {
+        Ok(plan(ctx)?.schema)
+    }
+    fn state_types(&self, ctx: &PlanContext<'_>) -> Vec<(String, String)> {
+        let Ok(p) = plan(ctx) else { return Vec::new() };
+        let span = |d: Duration| humantime::format_duration(d).to_string();
+        let (name, window) = match p.window {
+            WindowSpec::Tumbling { size } => (FIXED_STATE, format!("tumbling(size={})", span(size))),
+            WindowSpec::Sliding { size, slide } => {
+                (FIXED_STATE, format!("sliding(size={}, slide={})", span(size), span(slide)))
+            }
+            WindowSpec::Session { gap } => (SESSION_STATE, format!("session(gap={})", span(gap))),
+        };
+        let keys: Vec<String> =
+            p.key.iter().map(|&i| format!("{}: {}", p.input.field(i).name(), p.input.field(i).data_type())).collect();
+        let aggs: Vec<String> = p
+            .aggs
+            .iter()
+            .map(|a| {
+                let func = format!("{:?}", a.func).to_lowercase();
+                let column = a.column.map(|c| p.input.field(c).name().as_str()).unwrap_or("*");
+                format!("{func}({column}){}", if a.float { ": float" } else { "" })
+            })
+            .collect();
+        vec![(name.to_string(), format!("{window} by [{}] of [{}]", keys.join(", "), aggs.join(", ")))]
+    }
+    fn create(&self, ctx: &PlanContext<'_>, info: SubtaskInfo) -> Result<Instance, PlanError> {
+        let p = plan(ctx)?;
+        let keys = if p.int_key {
+            KeyCodec::Int(p.input.field(p.key[0]).data_type().clone())
+        } else {
+            let fields = p.key.iter().map(|&i| SortField::new(p.input.field(i).data_type().clone())).collect();
+            KeyCodec::Rows(RowConverter::new(fields).map_err(|e| ctx.error(e.to_string()))?)
+        };
+        Ok(Instance::Operator(Box::new(WindowOperator {
+            keys,
+            windows: BTreeMap::new(),
+            sessions: Sessions::default(),
+            watermark: i64::MIN,
+            late: 0,
+            slots: Vec::new(),
+            max_parallelism: info.max_parallelism,
+            dirty: std::collections::BTreeSet::new(),
+            persisted: std::collections::BTreeMap::new(),
+            sessions_persisted: std::collections::BTreeSet::new(),
+            fired: Vec::new(),
+            p,
+        })))
+    }
+}
+
+struct WindowOperator {
+    p: Planned,
+    keys: KeyCodec,
+    windows: BTreeMap<i64, FixedWindow>,
+    sessions: Sessions,
+    watermark: i64,
+    late: u64,
+    slots: Vec<u32>,
+    max_parallelism: u32,
+    /// Fixed windows that absorbed records since the last snapshot.
+    dirty: std::collections::BTreeSet<i64>,
+    /// Fixed windows in the last snapshot, with the key groups they wrote
+    /// (an incremental snapshot deletes them once they fire).
+    persisted: BTreeMap<i64, Vec<u32>>,
+    /// Key groups written by the last session snapshot.
+    sessions_persisted: std::collections::BTreeSet<u32>,
+    /// Persisted windows that fired since the last snapshot.
+    fired: Vec<(i64, Vec<u32>)>,
+}
+
+impl Operator for WindowOperator {
+    fn process_batch(&mut self, _input: usize, batch: RecordBatch, _out: &mut Collector) -> OpResult<()> {
+        let times = event_times(&batch, self.p.time)?;
+        match self.p.window {
+            WindowSpec::Session { .. } => self.absorb_sessions(&batch, &times),
+            _ => self.absorb_fixed(&batch, &times),
+        }
+    }
+
+    fn process_watermark(&mut self, watermark: i64, out: &mut Collector) -> OpResult<()> {
+        if watermark <= self.watermark {
+            return Ok(());
+        }
+        self.watermark = watermark;
+        self.fire(watermark, out)?;
+        out.emit_watermark(watermark);
+        Ok(())
+    }
+
+    fn snapshot_state(&mut self, w: &mut StateWriter) -> OpResult<()> {
+        match self.p.window {
+            WindowSpec::Session { .. } => self.snapshot_sessions(w),
+            _ => self.snapshot_fixed(w),
+        }
+    }
+
+    fn restore_state(&mut self, r: &StateReader<'_>) -> OpResult<()> {
+        self.restore(r)
+    }
+
+    fn finish(&mut self, out: &mut Collector) -> OpResult<()> {
+        self.fire(i64::MAX, out)?;
+        if self.late > 0 {
+            tracing::info!(late_records = self.late, "window dropped late records");
+        }
+        Ok(())
+    }
+}

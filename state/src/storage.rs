@@ -1,0 +1,302 @@
+//! Checkpoints of all jobs under one root of an object store: their files,
+//! shared files, metadata, and the small objects of the job manager's
+//! records.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use weir_types::{CheckpointId, JobId};
+
+use crate::{checked_body, crc32, with_checksum, CheckpointMetadata, FileHandle, StorageError, METADATA_VERSION};
+
+const METADATA: &str = "_metadata";
+const SHARED: &str = "shared";
+
+trait JoinPath {
+    fn join_path(self, rel: &str) -> Path;
+}
+
+impl JoinPath for Path {
+    fn join_path(self, rel: &str) -> Path {
+        rel.split('/').filter(|p| !p.is_empty()).fold(self, |p, part| p.join(part))
+    }
+}
+
+/// Checkpoints of all jobs under one root of an object store.
+#[derive(Clone)]
+pub struct CheckpointStorage {
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    uri: String,
+}
+
+impl fmt::Debug for CheckpointStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CheckpointStorage").field("uri", &self.uri).finish()
+    }
+}
+
+impl CheckpointStorage {
+    /// Storage in `store` under `root` (`uri` names it in messages).
+    pub fn new(store: Arc<dyn ObjectStore>, root: &str, uri: &str) -> Self {
+        Self { store, root: Path::from(root), uri: uri.to_string() }
+    }
+
+    /// The URI this storage was opened with.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    fn dir(&self, job: &JobId, checkpoint: CheckpointId) -> Path {
+        self.root.clone().join(job.as_str()).join(format!("chk-{checkpoint}"))
+    }
+
+    fn corrupt(job: &JobId, checkpoint: CheckpointId, reason: impl Into<String>) -> StorageError {
+        StorageError::Corrupt { job: job.clone(), checkpoint, reason: reason.into() }
+    }
+
+    /// Writes a state file of checkpoint `checkpoint`; returns its handle for the metadata.
+    pub async fn write_file(
+        &self,
+        job: &JobId,
+        checkpoint: CheckpointId,
+        name: &str,
+        bytes: Bytes,
+    ) -> Result<FileHandle, StorageError> {
+        let path = self.dir(job, checkpoint).join(name);
+        let handle = FileHandle { path: path.to_string(), size: bytes.len() as u64, crc32: crc32(&bytes) };
+        self.store.put(&path, PutPayload::from_bytes(bytes)).await?;
+        Ok(handle)
+    }
+
+    /// Writes a file shared between checkpoints (RocksDB's files, change
+    /// files), under `<job>/shared/`.
+    pub async fn write_shared_file(&self, job: &JobId, name: &str, bytes: Bytes) -> Result<FileHandle, StorageError> {
+        let handle = self.shared_handle(job, name, &bytes);
+        self.store.put(&Path::from(handle.path.as_str()), PutPayload::from_bytes(bytes)).await?;
+        Ok(handle)
+    }
+
+    /// The handle [`CheckpointStorage::write_shared_file`] returns for these
+    /// bytes, known before they are written: a later checkpoint can name the
+    /// file while it is still being written.
+    pub fn shared_handle(&self, job: &JobId, name: &str, bytes: &[u8]) -> FileHandle {
+        let path = self.root.clone().join(job.as_str()).join(SHARED).join(name);
+        FileHandle { path: path.to_string(), size: bytes.len() as u64, crc32: crc32(bytes) }
+    }
+
+    /// Whether a file lives in the shared area (its lifetime is decided by reference counting).
+    pub fn is_shared(handle: &FileHandle) -> bool {
+        handle.path.split('/').rev().nth(1) == Some(SHARED)
+    }
+
+    /// Deletes shared files that no retained checkpoint references any more.
+    pub async fn delete_shared(&self, files: &[FileHandle]) -> Result<(), StorageError> {
+        for f in files.iter().filter(|f| Self::is_shared(f)) {
+            match self.store.delete(&Path::from(f.path.as_str())).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a file named by a metadata, checking its size and checksum.
+    pub async fn read_file(
+        &self,
+        job: &JobId,
+        checkpoint: CheckpointId,
+        handle: &FileHandle,
+    ) -> Result<Bytes, StorageError> {
+        let bytes = match self.store.get(&Path::from(handle.path.as_str())).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Self::corrupt(job, checkpoint, format!("file {} is missing", handle.path)))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if bytes.len() as u64 != handle.size {
+            return Err(Self::corrupt(
+                job,
+                checkpoint,
+                format!("file {} has {} bytes, the metadata says {}", handle.path, bytes.len(), handle.size),
+            ));
+        }
+        if crc32(&bytes) != handle.crc32 {
+            return Err(Self::corrupt(job, checkpoint, format!("file {} fails its checksum", handle.path)));
+        }
+        Ok(bytes)
+    }
+
+    /// Writes a file at `name` relative to the root (savepoints name their
+    /// files relative to their own directory, so that they can be moved).
+    pub async fn write_relative(&self, name: &str, bytes: Bytes) -> Result<FileHandle, StorageError> {
+        let handle = FileHandle { path: name.to_string(), size: bytes.len() as u64, crc32: crc32(&bytes) };
+        self.store.put(&self.root.clone().join_path(name), PutPayload::from_bytes(bytes)).await?;
+        Ok(handle)
+    }
+
+    /// Reads a file written by [`CheckpointStorage::write_relative`],
+    /// checking its size and checksum; `what` names the snapshot in errors.
+    pub async fn read_relative(&self, what: &str, handle: &FileHandle) -> Result<Bytes, StorageError> {
+        let unusable = |reason: String| StorageError::Unusable { what: what.to_string(), reason };
+        let bytes = match self.store.get(&self.root.clone().join_path(&handle.path)).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(unusable(format!("file {} is missing", handle.path)))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if bytes.len() as u64 != handle.size {
+            return Err(unusable(format!(
+                "file {} has {} bytes, the metadata says {}",
+                handle.path,
+                bytes.len(),
+                handle.size
+            )));
+        }
+        if crc32(&bytes) != handle.crc32 {
+            return Err(unusable(format!("file {} fails its checksum", handle.path)));
+        }
+        Ok(bytes)
+    }
+
+    /// Makes a checkpoint complete by writing its metadata (last).
+    pub async fn complete(&self, meta: &CheckpointMetadata) -> Result<(), StorageError> {
+        let body = with_checksum(meta);
+        let path = self.dir(&meta.job_id, meta.checkpoint_id).join(METADATA);
+        self.store.put(&path, PutPayload::from(body)).await?;
+        Ok(())
+    }
+
+    /// Loads a checkpoint's metadata, verifying it and every file it names.
+    pub async fn load(&self, job: &JobId, checkpoint: CheckpointId) -> Result<CheckpointMetadata, StorageError> {
+        let path = self.dir(job, checkpoint).join(METADATA);
+        let raw = match self.store.get(&path).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Self::corrupt(job, checkpoint, "it has no metadata"))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let body = checked_body(&raw).map_err(|reason| Self::corrupt(job, checkpoint, reason))?;
+        let meta: CheckpointMetadata = serde_json::from_str(body)
+            .map_err(|e| Self::corrupt(job, checkpoint, format!("its metadata does not parse: {e}")))?;
+        if meta.version > METADATA_VERSION {
+            return Err(Self::corrupt(
+                job,
+                checkpoint,
+                format!("metadata version {} is newer than this build understands ({METADATA_VERSION})", meta.version),
+            ));
+        }
+        if meta.job_id != *job || meta.checkpoint_id != checkpoint {
+            return Err(Self::corrupt(job, checkpoint, "its metadata belongs to another checkpoint"));
+        }
+        for f in meta.files() {
+            self.read_file(job, checkpoint, f).await?;
+        }
+        Ok(meta)
+    }
+
+    /// Splits the URI of one checkpoint's directory,
+    /// `<storage root>/<job id>/chk-<id>`, into the storage root's URI, the
+    /// job id and the checkpoint id (`None`: not such a URI).
+    pub fn split_checkpoint_uri(uri: &str) -> Option<(String, JobId, CheckpointId)> {
+        let uri = uri.trim_end_matches('/');
+        let (rest, dir) = uri.rsplit_once('/')?;
+        let id: u64 = dir.strip_prefix("chk-")?.parse().ok()?;
+        let (root, job) = rest.rsplit_once('/')?;
+        if job.is_empty() || root.ends_with(':') || root.ends_with(":/") {
+            return None;
+        }
+        Some((root.to_string(), JobId::new(job), CheckpointId(id)))
+    }
+
+    /// Ids of the checkpoints of `job` that have metadata, oldest first.
+    pub async fn checkpoints(&self, job: &JobId) -> Result<Vec<CheckpointId>, StorageError> {
+        let prefix = self.root.clone().join(job.as_str());
+        let listing = self.store.list_with_delimiter(Some(&prefix)).await?;
+        let mut ids: Vec<CheckpointId> = Vec::new();
+        for dir in listing.common_prefixes {
+            let Some(id) = dir.filename().and_then(|n| n.strip_prefix("chk-")).and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            match self.store.head(&dir.clone().join(METADATA)).await {
+                Ok(_) => ids.push(CheckpointId(id)),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// The newest checkpoint of `job` that loads and verifies; newer ones
+    /// that do not are logged with the reason and skipped.
+    pub async fn latest_valid(&self, job: &JobId) -> Result<Option<CheckpointMetadata>, StorageError> {
+        for id in self.checkpoints(job).await?.into_iter().rev() {
+            match self.load(job, id).await {
+                Ok(meta) => return Ok(Some(meta)),
+                Err(e @ StorageError::Corrupt { .. }) => {
+                    tracing::warn!(job_id = %job, checkpoint = %id, error = %e, "skipping an unusable checkpoint");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes every file of a checkpoint (complete or not).
+    pub async fn discard(&self, job: &JobId, checkpoint: CheckpointId) -> Result<(), StorageError> {
+        let dir = self.dir(job, checkpoint);
+        let paths: Vec<Path> = self.store.list(Some(&dir)).map_ok(|m| m.location).try_collect().await?;
+        // The metadata goes first, so that a partly deleted checkpoint is never taken for complete.
+        let (meta, rest): (Vec<Path>, Vec<Path>) = paths.into_iter().partition(|p| p.filename() == Some(METADATA));
+        for p in meta.into_iter().chain(rest) {
+            match self.store.delete(&p).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a small object under the root (job manager records).
+    pub async fn put_object(&self, path: &str, bytes: Bytes) -> Result<(), StorageError> {
+        self.store.put(&self.root.clone().join_path(path), PutPayload::from_bytes(bytes)).await?;
+        Ok(())
+    }
+
+    /// Reads an object written by [`CheckpointStorage::put_object`] (`None` if absent).
+    pub async fn get_object(&self, path: &str) -> Result<Option<Bytes>, StorageError> {
+        match self.store.get(&self.root.clone().join_path(path)).await {
+            Ok(r) => Ok(Some(r.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes an object (absent is fine).
+    pub async fn delete_object(&self, path: &str) -> Result<(), StorageError> {
+        match self.store.delete(&self.root.clone().join_path(path)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Names of the objects directly under `dir` (relative to the root).
+    pub async fn list_objects(&self, dir: &str) -> Result<Vec<String>, StorageError> {
+        let prefix = self.root.clone().join_path(dir);
+        let listing = self.store.list_with_delimiter(Some(&prefix)).await?;
+        Ok(listing.objects.into_iter().filter_map(|o| o.location.filename().map(str::to_string)).collect())
+    }
+
+    /// The underlying store (for tests that damage checkpoints on purpose).
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+}

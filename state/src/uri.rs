@@ -1,0 +1,92 @@
+//! Opening checkpoint storage from a URI: `file:///dir`, `s3://bucket/prefix`
+//! or `memory://`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use object_store::memory::InMemory;
+use serde::Deserialize;
+
+use crate::{CheckpointStorage, StorageError};
+
+/// S3 settings; unset fields come from the standard `AWS_*` environment
+/// variables. Credentials are never logged (the `Debug` form hides them).
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Options {
+    /// Endpoint URL, e.g. `http://127.0.0.1:9000` (default: AWS).
+    pub endpoint: Option<String>,
+    /// Region (default `us-east-1` when the environment sets none).
+    pub region: Option<String>,
+    /// Access key id.
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`); default true.
+    pub path_style: Option<bool>,
+}
+
+impl fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id.as_ref().map(|_| "<set>"))
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<set>"))
+            .field("path_style", &self.path_style)
+            .finish()
+    }
+}
+
+impl CheckpointStorage {
+    /// Storage for a URI: `file:///absolute/dir`, `s3://bucket/prefix` (S3
+    /// settings from the environment) or `memory://`.
+    pub fn from_uri(uri: &str) -> Result<Self, StorageError> {
+        Self::from_uri_with(uri, &S3Options::default())
+    }
+
+    /// Like [`CheckpointStorage::from_uri`], with S3 settings that override
+    /// the environment.
+    pub fn from_uri_with(uri: &str, s3: &S3Options) -> Result<Self, StorageError> {
+        if let Some(rest) = uri.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(StorageError::Uri(uri.to_string()));
+            }
+            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let endpoint = s3.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+            if let Some(e) = &endpoint {
+                b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+            }
+            if let Some(r) = &s3.region {
+                b = b.with_region(r);
+            } else if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
+                b = b.with_region("us-east-1");
+            }
+            if let Some(k) = &s3.access_key_id {
+                b = b.with_access_key_id(k);
+            }
+            if let Some(k) = &s3.secret_access_key {
+                b = b.with_secret_access_key(k);
+            }
+            // Path-style addressing unless asked otherwise: what self-hosted servers expect.
+            b = b.with_virtual_hosted_style_request(!s3.path_style.unwrap_or(true));
+            let store = b.build()?;
+            return Ok(Self::new(Arc::new(store), prefix.trim_end_matches('/'), uri));
+        }
+        if uri == "memory://" || uri == "memory:///" {
+            return Ok(Self::new(Arc::new(InMemory::new()), "", uri));
+        }
+        if let Some(dir) = uri.strip_prefix("file://") {
+            if !dir.starts_with('/') {
+                return Err(StorageError::Uri(uri.to_string()));
+            }
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StorageError::Store(object_store::Error::Generic { store: "file", source: Box::new(e) })
+            })?;
+            let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?;
+            return Ok(Self::new(Arc::new(fs), "", uri));
+        }
+        Err(StorageError::Uri(uri.to_string()))
+    }
+}
