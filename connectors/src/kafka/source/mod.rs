@@ -140,16 +140,16 @@ impl OperatorFactory for KafkaSourceFactory {
 
 /// One partition a subtask reads.
 #[derive(Debug)]
-pub(super) struct PartitionState {
-    pub(super) topic: String,
-    pub(super) partition: i32,
+struct PartitionState {
+    topic: String,
+    partition: i32,
     /// Next offset to read; [`BEGINNING`] until the first record of a
     /// partition that starts at its earliest offset.
-    pub(super) next: i64,
+    next: i64,
     /// Offset to stop before (bounded sources).
-    pub(super) end: Option<i64>,
-    pub(super) max_event_time: i64,
-    pub(super) last_data: Instant,
+    end: Option<i64>,
+    max_event_time: i64,
+    last_data: Instant,
 }
 
 impl PartitionState {
@@ -159,15 +159,15 @@ impl PartitionState {
 }
 
 /// Next offsets by topic and partition.
-pub(super) type Positions = Vec<(String, i32, i64)>;
+type Positions = Vec<(String, i32, i64)>;
 
 /// Indexes of records that do not decode, with the reason.
-pub(super) type BadRecords = Vec<(usize, String)>;
+type BadRecords = Vec<(usize, String)>;
 
 /// A position meaning "the earliest offset", as stored in checkpoints.
-pub(super) const BEGINNING: i64 = -2;
+const BEGINNING: i64 = -2;
 
-pub(super) fn offset_of(next: i64) -> Offset {
+fn offset_of(next: i64) -> Offset {
     if next == BEGINNING {
         Offset::Beginning
     } else {
@@ -179,8 +179,8 @@ pub(super) fn offset_of(next: i64) -> Offset {
 /// Receives the consumer's statistics (every second): each partition's last
 /// stable offset, from which the source's lag is computed.
 #[derive(Debug, Default, Clone)]
-pub(super) struct OffsetsContext {
-    pub(super) stable: Arc<Mutex<HashMap<(String, i32), i64>>>,
+struct OffsetsContext {
+    stable: Arc<Mutex<HashMap<(String, i32), i64>>>,
 }
 
 impl ClientContext for OffsetsContext {
@@ -198,37 +198,37 @@ impl ClientContext for OffsetsContext {
 
 impl ConsumerContext for OffsetsContext {}
 
-pub(super) struct Open {
-    pub(super) consumer: BaseConsumer<OffsetsContext>,
-    pub(super) dead_letters: Option<ThreadedProducer<super::sink::CountingContext>>,
-    pub(super) decoder: Option<JsonDecoder>,
+struct Open {
+    consumer: BaseConsumer<OffsetsContext>,
+    dead_letters: Option<ThreadedProducer<super::sink::CountingContext>>,
+    decoder: Option<JsonDecoder>,
 }
 
 /// One subtask of `kafka_source`.
 pub struct KafkaSource {
-    pub(super) uid: String,
-    pub(super) config: SourceConfig,
-    pub(super) schema: SchemaRef,
-    pub(super) subtask: SubtaskInfo,
-    pub(super) open: Option<Open>,
-    pub(super) partitions: Vec<PartitionState>,
+    uid: String,
+    config: SourceConfig,
+    schema: SchemaRef,
+    subtask: SubtaskInfo,
+    open: Option<Open>,
+    partitions: Vec<PartitionState>,
     /// Position in `partitions` by topic and partition.
-    pub(super) index: HashMap<String, HashMap<i32, usize>>,
-    pub(super) restored: HashMap<(String, i32), i64>,
+    index: HashMap<String, HashMap<i32, usize>>,
+    restored: HashMap<(String, i32), i64>,
     /// Stop offsets restored (bounded sources keep the ends of their first start).
-    pub(super) restored_ends: HashMap<(String, i32), i64>,
+    restored_ends: HashMap<(String, i32), i64>,
     /// Whether this run continues from a checkpoint: then partitions without
     /// a position are ones found after it, and start at their earliest offset.
-    pub(super) resumed: bool,
-    pub(super) last_discovery: Instant,
+    resumed: bool,
+    last_discovery: Instant,
     /// Positions written at checkpoints not yet complete, oldest first.
-    pub(super) snapshots: VecDeque<(CheckpointId, Positions)>,
-    pub(super) watermark_column: Option<usize>,
-    pub(super) last_watermark_at: Instant,
-    pub(super) emitted_watermark: i64,
-    pub(super) idle: bool,
-    pub(super) bad_records: u64,
-    pub(super) last_error_log: Option<Instant>,
+    snapshots: VecDeque<(CheckpointId, Positions)>,
+    watermark_column: Option<usize>,
+    last_watermark_at: Instant,
+    emitted_watermark: i64,
+    idle: bool,
+    bad_records: u64,
+    last_error_log: Option<Instant>,
     /// Last stable offsets per partition, from the consumer's statistics.
-    pub(super) stable: Arc<Mutex<HashMap<(String, i32), i64>>>,
+    stable: Arc<Mutex<HashMap<(String, i32), i64>>>,
 }

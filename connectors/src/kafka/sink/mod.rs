@@ -29,6 +29,12 @@
 //! *n* commits. Transactional ids are `<prefix>-<subtask>`, so their number
 //! is bounded by the parallelism. The argument in full: `docs/kafka.md`.
 
+mod config;
+mod records;
+#[cfg(test)]
+mod tests;
+mod transactions;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -37,106 +43,20 @@ use std::time::Duration;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef};
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use serde::Deserialize;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use weir_runtime::barrier::CheckpointMode;
 use weir_runtime::error::{OpResult, OperatorError, PlanError};
-use weir_runtime::operators::{
-    duration, Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo,
-};
+use weir_runtime::operators::{Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo};
 use weir_runtime::state::{CheckpointId, StateReader, StateWriter, UNION};
 
-use super::format::{encode_json, Format};
-use super::{kafka_error, ConfigExt, Connection, DEFAULT_CONNECT_TIMEOUT};
+use super::format::Format;
+use super::kafka_error;
 use crate::failpoint;
 
-/// Delivery guarantee of the sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Delivery {
-    /// Flush at every barrier; a restore may write records again.
-    #[default]
-    AtLeastOnce,
-    /// Kafka transactions committed with checkpoints.
-    ExactlyOnce,
-}
-
-/// How records are spread over the topic's partitions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Partitioning {
-    /// By key (murmur2, as Java clients do); keyless records are spread.
-    #[default]
-    Key,
-    /// Subtask `i` writes partition `i mod partitions` (keeps each
-    /// subtask's order in one partition).
-    Subtask,
-}
-
-/// The configuration of `kafka_sink`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinkConfig {
-    /// Brokers, `host:port[,...]`.
-    pub bootstrap_servers: String,
-    /// How long to wait for the brokers (flushes, transaction calls).
-    #[serde(default, with = "duration::option")]
-    pub connect_timeout: Option<Duration>,
-    /// librdkafka properties passed through.
-    #[serde(default)]
-    pub properties: BTreeMap<String, String>,
-    /// Output topic.
-    pub topic: String,
-    /// `json` (every column as an object), `string` or `raw` (`value_column`).
-    #[serde(default)]
-    pub format: Format,
-    /// Column written as the record key (text or integer); absent: no key.
-    #[serde(default)]
-    pub key_column: Option<String>,
-    /// Column written as the value with `string` and `raw` (default `value`).
-    #[serde(default)]
-    pub value_column: Option<String>,
-    /// `at_least_once` (default) or `exactly_once`.
-    #[serde(default)]
-    pub delivery: Delivery,
-    /// `key` (default) or `subtask`.
-    #[serde(default)]
-    pub partitioning: Partitioning,
-    /// Prefix of the transactional ids (default `weir-<uid>`); must be unique
-    /// among the jobs writing to a cluster.
-    #[serde(default)]
-    pub transactional_id_prefix: Option<String>,
-    /// Transaction timeout; longer than the checkpoint interval and at most
-    /// the broker's `transaction.max.timeout.ms` (15 min by default).
-    #[serde(default, with = "duration::option")]
-    pub transaction_timeout: Option<Duration>,
-}
-
-const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(600);
-const PRODUCERS: &str = "producers";
-const EPOCHS: &str = "epochs";
-
-impl SinkConfig {
-    fn connection(&self) -> Connection {
-        Connection {
-            bootstrap_servers: self.bootstrap_servers.clone(),
-            connect_timeout: self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-            properties: self.properties.clone(),
-        }
-    }
-
-    fn timeout(&self) -> Duration {
-        self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT)
-    }
-
-    fn transactional_id(&self, uid: &str, subtask: u32) -> String {
-        let prefix = self.transactional_id_prefix.clone().unwrap_or_else(|| format!("weir-{uid}"));
-        format!("{prefix}-{subtask}")
-    }
-}
+use config::*;
+pub use config::{Delivery, Partitioning, SinkConfig};
+use records::Records;
 
 /// Factory of `kafka_sink`.
 #[derive(Debug)]
@@ -299,95 +219,6 @@ impl CountingContext {
 
 type TxProducer = ThreadedProducer<CountingContext>;
 
-/// Serialized records: keys and values in one buffer.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Records {
-    bytes: Vec<u8>,
-    /// Per record: key range (absent: no key), value range.
-    spans: Vec<Span>,
-}
-
-/// Where one record's key and value are in [`Records::bytes`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Span {
-    key: Option<(usize, usize)>,
-    value: (usize, usize),
-}
-
-impl Records {
-    fn push(&mut self, key: Option<&[u8]>, value: &[u8]) {
-        let k = key.map(|k| {
-            let s = self.bytes.len();
-            self.bytes.extend_from_slice(k);
-            (s, self.bytes.len())
-        });
-        let s = self.bytes.len();
-        self.bytes.extend_from_slice(value);
-        self.spans.push(Span { key: k, value: (s, self.bytes.len()) });
-    }
-
-    fn len(&self) -> usize {
-        self.spans.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.spans.is_empty()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (Option<&[u8]>, &[u8])> {
-        self.spans.iter().map(|s| (s.key.map(|(a, b)| &self.bytes[a..b]), &self.bytes[s.value.0..s.value.1]))
-    }
-
-    fn append(&mut self, other: Records) {
-        for (k, v) in other.iter() {
-            self.push(k, v);
-        }
-    }
-
-    /// `count`, then per record `key length or -1`, key, `value length`, value.
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.bytes.len() + 8 * self.spans.len() + 4);
-        out.extend_from_slice(&(self.spans.len() as u32).to_be_bytes());
-        for (k, v) in self.iter() {
-            match k {
-                Some(k) => {
-                    out.extend_from_slice(&(k.len() as i32).to_be_bytes());
-                    out.extend_from_slice(k);
-                }
-                None => out.extend_from_slice(&(-1i32).to_be_bytes()),
-            }
-            out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-            out.extend_from_slice(v);
-        }
-        out
-    }
-
-    fn decode(mut b: &[u8]) -> OpResult<Records> {
-        let bad = || OperatorError::State("kafka sink records in the checkpoint do not decode".into());
-        let take = |n: usize, b: &mut &[u8]| -> OpResult<Vec<u8>> {
-            if b.len() < n {
-                return Err(bad());
-            }
-            let (h, t) = b.split_at(n);
-            *b = t;
-            Ok(h.to_vec())
-        };
-        let n = u32::from_be_bytes(take(4, &mut b)?.try_into().map_err(|_| bad())?);
-        let mut r = Records::default();
-        for _ in 0..n {
-            let kl = i32::from_be_bytes(take(4, &mut b)?.try_into().map_err(|_| bad())?);
-            let key = if kl >= 0 { Some(take(kl as usize, &mut b)?) } else { None };
-            let vl = u32::from_be_bytes(take(4, &mut b)?.try_into().map_err(|_| bad())?);
-            let value = take(vl as usize, &mut b)?;
-            r.push(key.as_deref(), &value);
-        }
-        if !b.is_empty() {
-            return Err(bad());
-        }
-        Ok(r)
-    }
-}
-
 /// The records between two barriers, closed by checkpoint `checkpoint`.
 #[derive(Debug)]
 struct Epoch {
@@ -437,244 +268,6 @@ fn epoch_key(subtask: u32, epoch: u64) -> Vec<u8> {
     let mut k = subtask.to_be_bytes().to_vec();
     k.extend_from_slice(&epoch.to_be_bytes());
     k
-}
-
-impl KafkaSink {
-    fn exactly_once(&self) -> bool {
-        self.config.delivery == Delivery::ExactlyOnce
-    }
-
-    fn producer_config(&self, transactional_id: Option<&str>) -> rdkafka::config::ClientConfig {
-        let mut c = self.config.connection().client_config();
-        c.set_if_unset("partitioner", "murmur2_random")
-            .set_if_unset("linger.ms", "5")
-            .set_if_unset("client.id", format!("weir-{}-{}", self.uid, self.subtask.index))
-            .set("enable.idempotence", "true");
-        if let Some(id) = transactional_id {
-            let t = self.config.transaction_timeout.unwrap_or(DEFAULT_TRANSACTION_TIMEOUT);
-            c.set("transactional.id", id).set("transaction.timeout.ms", t.as_millis().to_string());
-        }
-        c
-    }
-
-    /// A transactional producer for `id` that has fenced every earlier
-    /// producer of that id, and the consumer of its marker group.
-    fn fenced(&self, id: &str) -> OpResult<(TxProducer, BaseConsumer)> {
-        let timeout = self.config.timeout();
-        let producer: TxProducer = self
-            .producer_config(Some(id))
-            .create_with_context(CountingContext::default())
-            .map_err(|e| kafka_error("creating a transactional producer", e))?;
-        producer.init_transactions(timeout).map_err(|e| {
-            kafka_error(
-                format!("initialising transactions for `{id}` at {} (is the broker reachable and transaction_timeout within its transaction.max.timeout.ms?)", self.config.bootstrap_servers),
-                e,
-            )
-        })?;
-        let mut cc = self.config.connection().client_config();
-        cc.set("group.id", id).set("enable.auto.commit", "false").set("isolation.level", "read_committed");
-        let markers: BaseConsumer = cc.create().map_err(|e| kafka_error("creating the marker consumer", e))?;
-        Ok((producer, markers))
-    }
-
-    /// The newest epoch committed under the marker group `id`.
-    fn committed_epoch(&self, markers: &BaseConsumer) -> OpResult<Option<u64>> {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&self.config.topic, 0);
-        let got = markers
-            .committed_offsets(tpl, self.config.timeout())
-            .map_err(|e| kafka_error("reading the sink's commit marker", e))?;
-        let Some(elem) = got.find_partition(&self.config.topic, 0) else {
-            return Err(OperatorError::External {
-                system: "kafka",
-                message: "the commit marker lookup returned nothing".into(),
-            });
-        };
-        elem.error().map_err(|e| kafka_error("reading the sink's commit marker", e))?;
-        Ok(match elem.offset() {
-            Offset::Offset(o) if o >= 0 => Some(o as u64),
-            _ => None,
-        })
-    }
-
-    fn ensure_open(&mut self) -> OpResult<()> {
-        self.resolve_partition()?;
-        if self.producer.is_some() {
-            return Ok(());
-        }
-        if self.exactly_once() {
-            let (p, m) = self.fenced(&self.transactional_id.clone())?;
-            // Nothing of this id is pending (a restore would have opened it):
-            // whatever its marker says belongs to an earlier job, whose
-            // checkpoint ids this job's would otherwise be compared with.
-            // Reset it to 0 in an empty transaction.
-            if self.committed_epoch(&m)?.is_some_and(|e| e > 0) {
-                p.begin_transaction().map_err(|e| kafka_error("beginning a transaction", e))?;
-                Self::commit(&p, &m, &self.config.topic, 0, self.config.timeout())?;
-            }
-            self.producer = Some(p);
-            self.markers = Some(m);
-        } else {
-            let p: TxProducer = self
-                .producer_config(None)
-                .create_with_context(CountingContext::default())
-                .map_err(|e| kafka_error("creating a producer", e))?;
-            self.producer = Some(p);
-        }
-        Ok(())
-    }
-
-    /// With `partitioning: subtask`: the partition this subtask writes.
-    fn resolve_partition(&mut self) -> OpResult<()> {
-        if self.config.partitioning == Partitioning::Subtask && self.partition.is_none() {
-            let p: TxProducer = self
-                .producer_config(None)
-                .create_with_context(CountingContext::default())
-                .map_err(|e| kafka_error("creating a producer", e))?;
-            let topic = &self.config.topic;
-            let md = p.client().fetch_metadata(Some(topic), self.config.timeout()).map_err(|e| {
-                kafka_error(
-                    format!("reading the metadata of topic `{topic}` from {}", self.config.bootstrap_servers),
-                    e,
-                )
-            })?;
-            let n = md.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
-            if n == 0 {
-                return Err(OperatorError::External {
-                    system: "kafka",
-                    message: format!("topic `{topic}` has no partitions (does it exist?)"),
-                });
-            }
-            self.partition = Some((self.subtask.index % n as u32) as i32);
-        }
-        Ok(())
-    }
-
-    fn send_all<'a>(
-        &self,
-        producer: &TxProducer,
-        records: impl Iterator<Item = (Option<&'a [u8]>, &'a [u8])>,
-    ) -> OpResult<()> {
-        let topic = self.config.topic.as_str();
-        for (k, v) in records {
-            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(v);
-            if let Some(p) = self.partition {
-                record = record.partition(p);
-            }
-            if let Some(k) = k {
-                record = record.key(k);
-            }
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        record = r;
-                        producer.flush(self.config.timeout()).map_err(|e| kafka_error("flushing the producer", e))?;
-                    }
-                    Err((e, _)) => return Err(kafka_error(format!("sending to `{topic}`"), e)),
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Commits the current transaction with marker `epoch`.
-    fn commit(
-        producer: &TxProducer,
-        markers: &BaseConsumer,
-        topic: &str,
-        epoch: u64,
-        timeout: Duration,
-    ) -> OpResult<()> {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::Offset(epoch as i64))
-            .map_err(|e| kafka_error("building the commit marker", e))?;
-        let group = markers.group_metadata().ok_or_else(|| OperatorError::External {
-            system: "kafka",
-            message: "the marker consumer has no group metadata".into(),
-        })?;
-        producer
-            .send_offsets_to_transaction(&tpl, &group, timeout)
-            .map_err(|e| kafka_error(format!("adding the commit marker of epoch {epoch}"), e))?;
-        producer.commit_transaction(timeout).map_err(|e| kafka_error(format!("committing epoch {epoch}"), e))?;
-        producer.context().check("committing")
-    }
-
-    /// Produces `epochs` in one transaction and commits it.
-    fn replay(&self, producer: &TxProducer, markers: &BaseConsumer, epochs: &[&Epoch]) -> OpResult<()> {
-        let Some(last) = epochs.last().map(|e| e.checkpoint) else { return Ok(()) };
-        producer.begin_transaction().map_err(|e| kafka_error("beginning a transaction", e))?;
-        for e in epochs {
-            self.send_all(producer, e.records.iter())?;
-        }
-        Self::commit(producer, markers, &self.config.topic, last, self.config.timeout())
-    }
-
-    fn begin(&mut self) -> OpResult<()> {
-        self.producer.as_ref().expect("open").begin_transaction().map_err(|e| kafka_error("beginning a transaction", e))
-    }
-
-    /// After a commit, or when no transaction is open: sends what waits.
-    /// Closed epochs covered by checkpoint `complete` are committed now; the
-    /// others go into a transaction pre-committed for the newest of them;
-    /// with none left, the open epoch's records start a new transaction.
-    fn advance(&mut self, complete: Option<u64>) -> OpResult<()> {
-        debug_assert_eq!(self.txn, Txn::None);
-        let timeout = self.config.timeout();
-        let covered: Vec<usize> = match complete {
-            Some(id) => (0..self.pending.len()).filter(|&i| self.pending[i].checkpoint <= id).collect(),
-            None => Vec::new(),
-        };
-        if !covered.is_empty() {
-            let producer = self.producer.as_ref().expect("open");
-            let markers = self.markers.as_ref().expect("exactly once has markers");
-            let epochs: Vec<&Epoch> = covered.iter().map(|&i| &self.pending[i]).collect();
-            self.replay(producer, markers, &epochs)?;
-            let n = covered.len();
-            self.pending.drain(..n);
-        }
-        if let Some(last) = self.pending.back().map(|e| e.checkpoint) {
-            self.begin()?;
-            let producer = self.producer.as_ref().expect("open");
-            for e in &self.pending {
-                self.send_all(producer, e.records.iter())?;
-            }
-            for e in &mut self.pending {
-                e.produced = true;
-            }
-            producer.flush(timeout).map_err(|e| kafka_error("flushing the producer", e))?;
-            self.txn = Txn::Precommitted(last);
-        } else if !self.open.is_empty() {
-            self.begin()?;
-            let producer = self.producer.as_ref().expect("open");
-            self.send_all(producer, self.open.iter())?;
-            self.txn = Txn::Open;
-        }
-        Ok(())
-    }
-
-    fn encode(&self, batch: &RecordBatch) -> OpResult<KeysAndValues> {
-        let n = batch.num_rows();
-        let keys: Vec<Option<Vec<u8>>> = match self.columns.key {
-            None => vec![None; n],
-            Some(i) => column_bytes(batch.column(i).as_ref())?,
-        };
-        let values: Vec<Vec<u8>> = match self.columns.value {
-            None => encode_json(batch)?,
-            Some(i) => column_bytes(batch.column(i).as_ref())?
-                .into_iter()
-                .enumerate()
-                .map(|(r, v)| {
-                    v.ok_or_else(|| {
-                        OperatorError::InvalidData(format!(
-                            "row {r} has a null value column: Kafka values here must not be null"
-                        ))
-                    })
-                })
-                .collect::<OpResult<_>>()?,
-        };
-        Ok((keys, values))
-    }
 }
 
 /// Per row: the key (if any) and the value.
@@ -927,64 +520,5 @@ impl Drop for KafkaSink {
         if let (Some(p), Txn::Open | Txn::Precommitted(_)) = (&self.producer, self.txn) {
             let _ = p.abort_transaction(Duration::from_secs(5));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-    use weir_runtime::builder::JobBuilder;
-    use weir_runtime::checkpointing::CheckpointConfig;
-    use weir_runtime::graph::Plan;
-
-    fn plan(sink: serde_json::Value, checkpoints: Option<CheckpointConfig>) -> Result<Plan, PlanError> {
-        let mut b = JobBuilder::new("t");
-        b.operator("src", "values", json!({"schema": [{"name": "k", "type": "string"}], "rows": [{"k": "a"}]}));
-        b.operator("out", "kafka_sink", sink);
-        b.forward("src", "out");
-        if let Some(c) = checkpoints {
-            b.checkpoints(c);
-        }
-        Plan::new(&b.build(), &crate::registry(), 1)
-    }
-
-    #[test]
-    fn exactly_once_is_checked_against_the_checkpoints() {
-        let sink = |extra: serde_json::Value| {
-            let mut c =
-                json!({"bootstrap_servers": "b:9092", "topic": "t", "delivery": "exactly_once", "key_column": "k"});
-            c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-            c
-        };
-        let every = |s| Some(CheckpointConfig::every(Duration::from_secs(s)));
-        plan(sink(json!({})), every(1)).unwrap();
-        let e = plan(sink(json!({})), None).unwrap_err().to_string();
-        assert!(e.contains("checkpoints"), "{e}");
-        let e = plan(sink(json!({"transaction_timeout": "5s"})), every(10)).unwrap_err().to_string();
-        assert!(e.contains("transaction_timeout") && e.contains("longer than the checkpoint interval"), "{e}");
-        let e =
-            plan(json!({"bootstrap_servers": "b", "topic": "t", "key_column": "nope"}), None).unwrap_err().to_string();
-        assert!(e.contains("no column `nope`"), "{e}");
-        let e = plan(json!({"bootstrap_servers": "b", "topic": "t", "properties": {"transactional.id": "x"}}), None)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("set by Weir itself"), "{e}");
-    }
-
-    #[test]
-    fn records_round_trip() {
-        let mut r = Records::default();
-        r.push(Some(b"k1"), b"v1");
-        r.push(None, b"");
-        r.push(Some(b""), b"value three");
-        let back = Records::decode(&r.encode()).unwrap();
-        assert_eq!(back, r);
-        let items: Vec<_> = back.iter().collect();
-        assert_eq!(items[0], (Some(&b"k1"[..]), &b"v1"[..]));
-        assert_eq!(items[1], (None, &b""[..]));
-        let mut enc = r.encode();
-        enc.pop();
-        assert!(Records::decode(&enc).is_err());
     }
 }

@@ -1,0 +1,93 @@
+//! Records of an epoch held in memory and in checkpoints until their
+//! transaction commits.
+
+use weir_runtime::error::{OpResult, OperatorError};
+
+/// Serialized records: keys and values in one buffer.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct Records {
+    pub(super) bytes: Vec<u8>,
+    /// Per record: key range (absent: no key), value range.
+    pub(super) spans: Vec<Span>,
+}
+
+/// Where one record's key and value are in [`Records::bytes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Span {
+    pub(super) key: Option<(usize, usize)>,
+    pub(super) value: (usize, usize),
+}
+
+impl Records {
+    pub(super) fn push(&mut self, key: Option<&[u8]>, value: &[u8]) {
+        let k = key.map(|k| {
+            let s = self.bytes.len();
+            self.bytes.extend_from_slice(k);
+            (s, self.bytes.len())
+        });
+        let s = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.spans.push(Span { key: k, value: (s, self.bytes.len()) });
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (Option<&[u8]>, &[u8])> {
+        self.spans.iter().map(|s| (s.key.map(|(a, b)| &self.bytes[a..b]), &self.bytes[s.value.0..s.value.1]))
+    }
+
+    pub(super) fn append(&mut self, other: Records) {
+        for (k, v) in other.iter() {
+            self.push(k, v);
+        }
+    }
+
+    /// `count`, then per record `key length or -1`, key, `value length`, value.
+    pub(super) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.bytes.len() + 8 * self.spans.len() + 4);
+        out.extend_from_slice(&(self.spans.len() as u32).to_be_bytes());
+        for (k, v) in self.iter() {
+            match k {
+                Some(k) => {
+                    out.extend_from_slice(&(k.len() as i32).to_be_bytes());
+                    out.extend_from_slice(k);
+                }
+                None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+            out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            out.extend_from_slice(v);
+        }
+        out
+    }
+
+    pub(super) fn decode(mut b: &[u8]) -> OpResult<Records> {
+        let bad = || OperatorError::State("kafka sink records in the checkpoint do not decode".into());
+        let take = |n: usize, b: &mut &[u8]| -> OpResult<Vec<u8>> {
+            if b.len() < n {
+                return Err(bad());
+            }
+            let (h, t) = b.split_at(n);
+            *b = t;
+            Ok(h.to_vec())
+        };
+        let n = u32::from_be_bytes(take(4, &mut b)?.try_into().map_err(|_| bad())?);
+        let mut r = Records::default();
+        for _ in 0..n {
+            let kl = i32::from_be_bytes(take(4, &mut b)?.try_into().map_err(|_| bad())?);
+            let key = if kl >= 0 { Some(take(kl as usize, &mut b)?) } else { None };
+            let vl = u32::from_be_bytes(take(4, &mut b)?.try_into().map_err(|_| bad())?);
+            let value = take(vl as usize, &mut b)?;
+            r.push(key.as_deref(), &value);
+        }
+        if !b.is_empty() {
+            return Err(bad());
+        }
+        Ok(r)
+    }
+}
