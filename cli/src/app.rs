@@ -128,7 +128,7 @@ impl Application {
             Err(e) => e.exit(),
         };
         let server = matches!(cli.command, Command::Jobmanager(_) | Command::Taskmanager(_));
-        weir_config::init_logging(if server { "info" } else { "warn" });
+        weir_telemetry::init_logging(if server { "info" } else { "warn" });
         block_on(self.run(cli))
     }
 
@@ -142,7 +142,7 @@ impl Application {
             args: JobManagerArgs,
         }
         let args = Only::parse().args;
-        weir_config::init_logging("info");
+        weir_telemetry::init_logging("info");
         let registry = self.registry.clone();
         block_on(async move { roles::jobmanager(args, registry).await.map(|()| ExitCode::SUCCESS) })
     }
@@ -157,7 +157,7 @@ impl Application {
             args: TaskManagerArgs,
         }
         let args = Only::parse().args;
-        weir_config::init_logging("info");
+        weir_telemetry::init_logging("info");
         let registry = self.registry.clone();
         block_on(async move { roles::taskmanager(args, registry).await.map(|()| ExitCode::SUCCESS) })
     }
@@ -281,7 +281,7 @@ impl Application {
             }
             Command::Validate { job, parallelism, args } => {
                 let graph = self.resolve(job.as_deref(), &args)?;
-                let plan = weir_runtime::graph::Plan::new(&graph, &self.registry, parallelism.unwrap_or(0))
+                let plan = weir_runtime::plan::Plan::new(&graph, &self.registry, parallelism.unwrap_or(0))
                     .map_err(|e| anyhow!("job {}: {e}", job.as_deref().unwrap_or(&graph.name)))?;
                 output::plan(fmt, &plan);
                 Ok(ExitCode::SUCCESS)

@@ -302,7 +302,7 @@ mod tests {
         for w in [Workload::W4Load, Workload::W4] {
             let g = w.kafka_graph(1000, 3, &k);
             assert_eq!(g.default_parallelism, 3);
-            weir_runtime::graph::Plan::new(&g, &registry, 1).unwrap();
+            weir_runtime::plan::Plan::new(&g, &registry, 1).unwrap();
         }
         let topic = |g: &JobGraph, kind: &str| {
             g.operators.iter().find(|o| o.kind == kind).map(|o| o.config["topic"].as_str().unwrap().to_string())

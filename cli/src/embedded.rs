@@ -73,7 +73,7 @@ pub async fn run_local(
     slots: Option<u32>,
     fmt: Format,
 ) -> anyhow::Result<ExitCode> {
-    let plan = weir_runtime::graph::Plan::new(graph, &registry, parallelism.unwrap_or(0))
+    let plan = weir_runtime::plan::Plan::new(graph, &registry, parallelism.unwrap_or(0))
         .map_err(|e| anyhow::anyhow!("job {}: {e}", graph.name))?;
     let cluster = Embedded::start(slots.unwrap_or(plan.slots_needed()).max(1), registry)
         .await

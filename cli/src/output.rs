@@ -2,7 +2,7 @@
 
 use serde_json::json;
 use weir_proto::v1;
-use weir_runtime::graph::Plan;
+use weir_runtime::plan::Plan;
 
 /// Output format of every command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

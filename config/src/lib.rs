@@ -4,21 +4,10 @@
 //! file can configure a whole cluster. Flags and environment variables
 //! override the file; see `docs/configuration.md`.
 
-pub mod http;
-pub mod metrics;
-
 use std::path::Path;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
-
-/// Sends `tracing` events to stderr, filtered by `WEIR_LOG` (e.g. `info`,
-/// `weir_runtime=debug`), or at `default` when it is unset.
-pub fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-}
 
 /// Sections a `weir.yaml` may hold.
 pub const SECTIONS: [&str; 3] = ["jobmanager", "taskmanager", "client"];

@@ -43,7 +43,7 @@ mod tests {
                 let text = std::fs::read_to_string(&path).unwrap();
                 let graph =
                     weir_runtime::spec::parse_job_yaml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                weir_runtime::graph::Plan::new(&graph, &registry, 1)
+                weir_runtime::plan::Plan::new(&graph, &registry, 1)
                     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 n += 1;
             }

@@ -95,20 +95,11 @@ impl JobManager {
     /// endpoint (`/healthz`, `/readyz`, `/v1/jobs`, `/v1/overview`) or the
     /// Prometheus endpoint (`/metrics`, and `/healthz`).
     pub fn serve_http(&self, listener: TcpListener, what: Http) {
-        let cluster = self.cluster.clone();
-        let handler: weir_config::http::Handler = Arc::new(move |path: String| {
-            let cluster = cluster.clone();
-            Box::pin(async move { http::answer(&cluster, what, &path).await })
-        });
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, endpoint = ?what, "serving HTTP");
-        }
-        let server = tokio::spawn(weir_config::http::serve(listener, handler));
-        let token = self.shutdown.clone();
-        tokio::spawn(async move {
-            token.cancelled().await;
-            server.abort();
-        });
+        let name = match what {
+            Http::Rest => "rest",
+            Http::Metrics => "metrics",
+        };
+        weir_telemetry::serve(listener, http::router(self.cluster.clone(), what), self.shutdown.clone(), name);
     }
 
     /// Waits until the server stops by itself (it only does on error).

@@ -5,7 +5,7 @@
 //! many slots as its largest vertex parallelism. Slots are taken round-robin
 //! across task managers so that subtasks spread over the cluster.
 
-use weir_runtime::graph::Plan;
+use weir_runtime::plan::Plan;
 
 /// A task manager's free capacity.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,6 +26,7 @@ pub mod expr;
 pub mod graph;
 pub mod keygroup;
 pub mod operators;
+pub mod plan;
 pub mod spec;
 pub mod state;
 pub mod task;

@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 use weir_runtime::barrier::{CheckpointId, CheckpointMode};
 use weir_runtime::builder::JobBuilder;
 use weir_runtime::channel::Inbox;
-use weir_runtime::graph::{channel_index, JobGraph, Partitioning, Plan};
+use weir_runtime::graph::{channel_index, JobGraph, Partitioning};
+use weir_runtime::plan::Plan;
 use weir_runtime::state::StateEntry;
 use weir_runtime::task::{
     Chain, Checkpointer, OutputEdge, SnapshotTiming, Task, TaskControl, TaskCounters, TaskEvent, TaskOptions,

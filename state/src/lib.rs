@@ -23,10 +23,12 @@ use serde::Serialize;
 use weir_types::{CheckpointId, Classify, ErrorClass, JobId};
 
 pub mod backend;
+mod codec;
 pub mod savepoint;
 mod storage;
 mod uri;
 
+pub use codec::{decode_entries, encode_entries};
 pub use storage::CheckpointStorage;
 pub use uri::S3Options;
 

@@ -8,7 +8,7 @@
 //!   relative to the directory and nothing outside it, so the directory can
 //!   be copied to another path or bucket;
 //! - **backend-independent**: every file is in the canonical entry format
-//!   ([`crate::backend::encode_entries`]) whatever backend wrote it, so a
+//!   ([`crate::encode_entries`]) whatever backend wrote it, so a
 //!   heap job restores a RocksDB savepoint and the other way round;
 //! - **organised by operator uid**, with each operator's kind, parallelism,
 //!   declared state types and the key-group range of each subtask, so that
@@ -23,7 +23,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use weir_types::{CheckpointId, JobId};
 
-use crate::backend::{decode_entries, StateEntry};
+use weir_types::StateEntry;
+
+use crate::codec::decode_entries;
 use crate::{checked_body, with_checksum, CheckpointStorage, FileHandle, S3Options, StorageError};
 
 /// `format` of every savepoint's metadata.
@@ -255,7 +257,8 @@ impl Savepoint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{encode_entries, NON_KEYED};
+    use crate::encode_entries;
+    use weir_types::NON_KEYED;
 
     fn entry(op: &str, kg: u32) -> StateEntry {
         StateEntry {

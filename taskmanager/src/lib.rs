@@ -11,7 +11,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod deploy;
 pub mod exchange;
-pub mod metrics;
+mod metrics;
 pub mod tasks;
 
 use std::net::SocketAddr;
@@ -230,31 +230,9 @@ impl TaskManager {
     /// the job manager) and `/metrics` (Prometheus) on `listener` until
     /// shutdown.
     pub fn serve_http(&self, listener: TcpListener) {
-        let (tasks, registered, id) = (self.tasks.clone(), self.registered.clone(), self.id.clone());
-        let handler: weir_config::http::Handler = Arc::new(move |path: String| {
-            let (tasks, registered, id) = (tasks.clone(), registered.clone(), id.clone());
-            Box::pin(async move {
-                use weir_config::http::Response;
-                match path.as_str() {
-                    "/healthz" => Response::text(200, "ok\n"),
-                    "/readyz" if registered.load(Ordering::Relaxed) => Response::text(200, "ready\n"),
-                    "/readyz" => Response::text(503, "not registered with the job manager\n"),
-                    "/metrics" => {
-                        Response::metrics(crate::metrics::render(&tasks, &id, registered.load(Ordering::Relaxed)))
-                    }
-                    other => Response::not_found(other),
-                }
-            })
-        });
-        if let Ok(addr) = listener.local_addr() {
-            info!(%addr, "serving /healthz, /readyz and /metrics");
-        }
-        let server = tokio::spawn(weir_config::http::serve(listener, handler));
-        let token = self.shutdown.clone();
-        tokio::spawn(async move {
-            token.cancelled().await;
-            server.abort();
-        });
+        let probes =
+            metrics::Probes { tasks: self.tasks.clone(), registered: self.registered.clone(), id: self.id.clone() };
+        weir_telemetry::serve(listener, metrics::router(probes), self.shutdown.clone(), "probes and metrics");
     }
 
     /// Cancels every task and stops serving.

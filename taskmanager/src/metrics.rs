@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use weir_config::metrics::Exposition;
+use weir_telemetry::metrics::Exposition;
 
 use crate::tasks::Tasks;
 
@@ -97,4 +97,44 @@ pub fn render(tasks: &Tasks, task_manager: &str, registered: bool) -> String {
         }
     }
     e.finish()
+}
+
+/// What the probe and metrics routes read.
+#[derive(Debug, Clone)]
+pub(crate) struct Probes {
+    pub(crate) tasks: Tasks,
+    pub(crate) registered: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) id: String,
+}
+
+/// `/healthz` (the process answers), `/readyz` (registered with the job
+/// manager) and `/metrics` (Prometheus).
+pub(crate) fn router(probes: Probes) -> axum::Router {
+    use axum::extract::State;
+    use axum::http::{header, StatusCode};
+    use axum::routing::get;
+    use std::sync::atomic::Ordering;
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(|State(p): State<Probes>| async move {
+                if p.registered.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ready\n")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not registered with the job manager\n")
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(p): State<Probes>| async move {
+                let text = render(&p.tasks, &p.id, p.registered.load(Ordering::Relaxed));
+                ([(header::CONTENT_TYPE, weir_telemetry::METRICS_CONTENT_TYPE)], text)
+            }),
+        )
+        .fallback(
+            |uri: axum::http::Uri| async move { (StatusCode::NOT_FOUND, format!("no such path: {}\n", uri.path())) },
+        )
+        .with_state(probes)
 }

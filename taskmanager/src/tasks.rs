@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use weir_runtime::channel::InboxHandle;
-use weir_runtime::graph::Plan;
+use weir_runtime::plan::Plan;
 use weir_runtime::task::{TaskControl, TaskCounters};
 
 /// Identity of a subtask of one execution attempt.

@@ -21,8 +21,8 @@ use tonic::transport::Channel;
 use tracing::{info, warn};
 use weir_proto::v1;
 use weir_proto::v1::task_manager_service_client::TaskManagerServiceClient;
-use weir_runtime::graph::Plan;
 use weir_runtime::operators::Registry;
+use weir_runtime::plan::Plan;
 use weir_state::{CheckpointStorage, S3Options};
 use weir_types::{CheckpointId, JobId};
 

@@ -36,7 +36,7 @@ impl Cluster {
 
     /// The job manager's metrics.
     pub(super) fn metrics(&self) -> String {
-        let mut e = weir_config::metrics::Exposition::new();
+        let mut e = weir_telemetry::metrics::Exposition::new();
         e.gauge("weir_jobmanager_task_managers", "Task managers registered.", &[], self.membership.len() as f64);
         let (total, free) = self.membership.slots();
         e.gauge("weir_jobmanager_slots", "Slots of all registered task managers.", &[], f64::from(total));

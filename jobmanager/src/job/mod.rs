@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{info, warn};
 use weir_proto::v1;
-use weir_runtime::graph::Plan;
+use weir_runtime::plan::Plan;
 use weir_state::savepoint::SavepointMetadata;
 use weir_state::CheckpointStorage;
 use weir_types::{CheckpointId, CheckpointMetadata, ErrorClass, Failure, FileHandle, JobId};

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use weir_proto::v1;
-use weir_runtime::graph::Plan;
+use weir_runtime::plan::Plan;
 
 use crate::scheduler::TaskPlacement;
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use weir_runtime::graph::Plan;
+use weir_runtime::plan::Plan;
 use weir_state::savepoint::SavepointMetadata;
 use weir_types::CheckpointMetadata;
 

@@ -11,7 +11,7 @@ pub(crate) mod savepoint;
 
 use std::sync::Arc;
 
-use weir_runtime::graph::Plan;
+use weir_runtime::plan::Plan;
 use weir_state::savepoint::Savepoint;
 use weir_state::{CheckpointStorage, S3Options};
 use weir_types::{CheckpointId, CheckpointMetadata, ErrorClass, Failure, JobId, TaskSnapshot};

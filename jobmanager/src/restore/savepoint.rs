@@ -1,8 +1,8 @@
 //! Savepoints on the job manager's side: the metadata a savepoint's parts
 //! become, and the parts each new task of a job started from it reads.
 
-use weir_runtime::graph::Plan;
 use weir_runtime::keygroup::key_group_range;
+use weir_runtime::plan::Plan;
 use weir_state::savepoint::{
     SavepointMetadata, SavepointOperator, SavepointSubtask, StateType, SAVEPOINT_FORMAT, SAVEPOINT_VERSION,
 };

@@ -2,7 +2,7 @@
 //!
 //! A [`Registry`] is a value. Whoever starts a process builds it — the
 //! built-in operators, the connectors the binary links, the functions of a
-//! user's application — and hands it to planning ([`crate::graph::Plan::new`])
+//! user's application — and hands it to planning ([`crate::plan::Plan::new`])
 //! and, through the plan, to deployment. Nothing is global: two registries
 //! in one process (an application's and a test's) never see each other's
 //! kinds.

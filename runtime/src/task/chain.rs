@@ -8,8 +8,8 @@ use std::time::Instant;
 use crate::barrier::CheckpointId;
 use crate::channel::StreamElement;
 use crate::error::OperatorError;
-use crate::graph::Plan;
 use crate::operators::{Collector, Instance, Operator, PlanContext, SourceOperator, SubtaskInfo};
+use crate::plan::Plan;
 use crate::state::{StateEntry, StateReader, StateWriter};
 
 use super::*;

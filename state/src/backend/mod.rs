@@ -43,7 +43,6 @@
 //! changes to RocksDB and may start the upload of a new base. All of it runs
 //! off the task's thread while the task goes on processing records.
 
-mod codec;
 mod restore;
 mod rocks;
 mod upload;
@@ -59,11 +58,11 @@ use bytes::BytesMut;
 pub use weir_types::{BackendKind, StateEntry, NON_KEYED, UNION};
 use weir_types::{CheckpointId, Classify, ErrorClass, JobId};
 
-pub use codec::{decode_entries, encode_entries};
+pub use crate::codec::{decode_entries, encode_entries};
 pub use upload::{SavepointUpload, Upload, Uploaded};
 
+use crate::codec::{change_checkpoint, encode_changes, encode_entries_into, CHANGES_SUFFIX};
 use crate::{CheckpointStorage, FileHandle, StorageError};
-use codec::{change_checkpoint, encode_changes, encode_entries_into, CHANGES_SUFFIX};
 use rocks::{is_operator_state, rocks_options, uuid_like, Base, Change, Rocks, OPERATOR_STATE_FILE};
 use upload::{Pending, SavepointSource};
 

@@ -1,9 +1,9 @@
 //! Restoring a subtask's state from a checkpoint or a savepoint.
 
-use super::codec::{decode_changes, decode_entries, CHANGES_SUFFIX};
 use super::rocks::{
     rocks_entries, rocks_key, rocks_key_of, rocks_options, uuid_like, Base, Change, OPERATOR_STATE_FILE,
 };
+use crate::codec::{decode_changes, decode_entries, CHANGES_SUFFIX};
 use weir_types::CheckpointId;
 
 use super::{io, is_operator_state, BackendError, StateEntry, TaskBackend, NON_KEYED, UNION};

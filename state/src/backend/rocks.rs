@@ -7,8 +7,8 @@ use std::path::{Path as FsPath, PathBuf};
 
 use bytes::{Buf, BufMut, Bytes};
 
-use super::codec::encode_entries;
 use super::upload::Pending;
+use crate::codec::encode_entries;
 use weir_types::CheckpointId;
 
 use super::{io, BackendError, StateEntry, TaskIdentity, NON_KEYED, UNION};

@@ -3,9 +3,9 @@
 
 use bytes::Bytes;
 
-use super::codec::decode_changes;
 use super::rocks::{decode_rocks_key, rocks_key};
 use super::*;
+use crate::codec::decode_changes;
 use crate::TaskSnapshot;
 
 fn cp(n: u64) -> CheckpointId {

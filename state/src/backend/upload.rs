@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
-use super::codec::encode_entries;
 use super::rocks::{read_rocks_dir, Written};
+use crate::codec::encode_entries;
 use weir_types::CheckpointId;
 
 use super::{io, BackendError, BackendKind, Spare, StateEntry, TaskIdentity};

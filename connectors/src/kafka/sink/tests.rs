@@ -4,7 +4,7 @@ use super::*;
 use serde_json::json;
 use weir_runtime::builder::JobBuilder;
 use weir_runtime::checkpointing::CheckpointConfig;
-use weir_runtime::graph::Plan;
+use weir_runtime::plan::Plan;
 
 fn plan(sink: serde_json::Value, checkpoints: Option<CheckpointConfig>) -> Result<Plan, PlanError> {
     let mut b = JobBuilder::new("t");

@@ -1,12 +1,11 @@
-//! File layouts: heap snapshot files (every entry) and RocksDB change
-//! files (puts, deletions and range deletions, in order). Both are part of
-//! the checkpoint and savepoint formats.
+//! State file layouts: heap snapshot files (every entry; also the
+//! canonical files of savepoints) and RocksDB change files (puts, deletions
+//! and range deletions, in order). Both are part of the checkpoint and
+//! savepoint formats.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::rocks::is_operator_state;
-use super::StateEntry;
-use weir_types::CheckpointId;
+use weir_types::{CheckpointId, StateEntry};
 
 /// First bytes of a heap snapshot file.
 const HEAP_MAGIC: &[u8; 8] = b"WEIRST01";
@@ -16,7 +15,7 @@ const CHANGES_MAGIC: &[u8; 8] = b"WEIRCH01";
 
 /// How a local name of a RocksDB snapshot's file ends if the file holds the
 /// changes of one checkpoint (`<checkpoint>.changes`).
-pub(super) const CHANGES_SUFFIX: &str = ".changes";
+pub(crate) const CHANGES_SUFFIX: &str = ".changes";
 
 /// Encodes entries as a heap snapshot file.
 pub fn encode_entries(entries: &[StateEntry]) -> Bytes {
@@ -26,7 +25,7 @@ pub fn encode_entries(entries: &[StateEntry]) -> Bytes {
 }
 
 /// Appends the heap snapshot file of `entries` to `b`.
-pub(super) fn encode_entries_into(entries: &[StateEntry], b: &mut BytesMut) {
+pub(crate) fn encode_entries_into(entries: &[StateEntry], b: &mut BytesMut) {
     let size: usize = entries
         .iter()
         .map(|e| 16 + e.operator.len() + e.state.len() + e.key.len() + e.value.as_ref().map_or(0, Vec::len))
@@ -55,8 +54,8 @@ fn put_entry(b: &mut BytesMut, e: &StateEntry, value: &[u8]) {
 
 /// Encodes the changes of keyed state among `entries` (operator state is
 /// skipped) as a change file: puts, deletions and range deletions, in order.
-pub(super) fn encode_changes(entries: &[StateEntry]) -> Bytes {
-    let keyed = || entries.iter().filter(|e| !is_operator_state(e));
+pub(crate) fn encode_changes(entries: &[StateEntry]) -> Bytes {
+    let keyed = || entries.iter().filter(|e| e.is_keyed());
     let size: usize = keyed()
         .map(|e| {
             let value = e.value.as_ref().or(e.delete_to.as_ref()).map_or(0, Vec::len);
@@ -79,7 +78,7 @@ pub(super) fn encode_changes(entries: &[StateEntry]) -> Bytes {
 }
 
 /// Decodes a change file.
-pub(super) fn decode_changes(mut b: Bytes) -> Result<Vec<StateEntry>, String> {
+pub(crate) fn decode_changes(mut b: Bytes) -> Result<Vec<StateEntry>, String> {
     let magic = take(&mut b, 8, "the header")?;
     if magic.as_ref() != CHANGES_MAGIC {
         return Err("not a change file (bad magic)".into());
@@ -104,7 +103,7 @@ pub(super) fn decode_changes(mut b: Bytes) -> Result<Vec<StateEntry>, String> {
 }
 
 /// The checkpoint a change file's local name is of.
-pub(super) fn change_checkpoint(local: &str) -> Option<CheckpointId> {
+pub(crate) fn change_checkpoint(local: &str) -> Option<CheckpointId> {
     local.strip_suffix(CHANGES_SUFFIX)?.parse().ok().map(CheckpointId)
 }
 

@@ -1,0 +1,127 @@
+//! Planning: validation, schemas and chaining.
+
+use super::*;
+use crate::builder::JobBuilder;
+
+fn w2(p: u32) -> JobGraph {
+    let mut b = JobBuilder::new("w2");
+    b.default_parallelism(p);
+    b.operator("gen", "datagen", serde_json::json!({"events": 1000}));
+    b.operator("ts", "watermark", serde_json::json!({"timestamp_column": "event_time_ms"}));
+    b.operator(
+        "win",
+        "window",
+        serde_json::json!({
+            "key": ["auction"], "timestamp_column": "event_time_ms",
+            "window": {"type": "tumbling", "size": "10s"},
+            "aggregates": [{"fn": "count", "as": "count"}, {"fn": "sum", "column": "price", "as": "sum"}]
+        }),
+    );
+    b.operator("sink", "discard", serde_json::json!({}));
+    b.forward("gen", "ts");
+    b.hash("ts", "win", &["auction"]);
+    b.forward("win", "sink");
+    b.build()
+}
+
+#[test]
+fn chains_forward_edges_with_equal_parallelism() {
+    let plan = Plan::new(&w2(2), &Registry::builtins(), 0).unwrap();
+    let names: Vec<&str> = plan.vertices.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["gen -> ts", "win -> sink"]);
+    assert_eq!(plan.vertex_edges.len(), 1);
+    assert_eq!(plan.slots_needed(), 2);
+    assert_eq!(plan.subtask_count(), 4);
+}
+
+#[test]
+fn does_not_chain_across_parallelism_change_or_when_disabled() {
+    let mut g = w2(2);
+    g.operators[3].parallelism = 1;
+    g.edges[2].partitioning = Partitioning::Rebalance;
+    let plan = Plan::new(&g, &Registry::builtins(), 0).unwrap();
+    assert_eq!(plan.vertices.len(), 3);
+
+    let mut g = w2(2);
+    g.operators[1].chainable = false;
+    let plan = Plan::new(&g, &Registry::builtins(), 0).unwrap();
+    let names: Vec<&str> = plan.vertices.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["gen", "ts", "win -> sink"]);
+}
+
+#[test]
+fn command_line_parallelism_overrides_the_job_default_only() {
+    let mut g = w2(2);
+    g.operators[3].parallelism = 1;
+    g.edges[2].partitioning = Partitioning::Rebalance;
+    let plan = Plan::new(&g, &Registry::builtins(), 4).unwrap();
+    let ps: Vec<u32> = plan.graph.operators.iter().map(|o| o.parallelism).collect();
+    assert_eq!(ps, [4, 4, 4, 1]);
+}
+
+#[test]
+fn rejects_unknown_kind_with_operator_and_line() {
+    let mut g = w2(2);
+    g.operators[1].kind = "nope".into();
+    g.operators[1].line = 9;
+    let e = Plan::new(&g, &Registry::builtins(), 0).unwrap_err();
+    assert_eq!(e.operator.as_deref(), Some("ts"));
+    assert_eq!(e.line, 9);
+    assert_eq!(e.field.as_deref(), Some("kind"));
+    assert!(e.message.contains("unknown operator kind `nope`"), "{e}");
+}
+
+#[test]
+fn rejects_forward_with_unequal_parallelism() {
+    let mut g = w2(2);
+    g.operators[3].parallelism = 1;
+    let e = Plan::new(&g, &Registry::builtins(), 0).unwrap_err();
+    assert!(e.message.contains("forward needs equal parallelism"), "{e}");
+    assert_eq!(e.operator.as_deref(), Some("edge win -> sink"));
+}
+
+#[test]
+fn rejects_cycles_duplicates_dangling_edges_and_unknown_keys() {
+    let mut g = w2(2);
+    g.edges.push(EdgeSpec {
+        from: "win".into(),
+        to: "ts".into(),
+        partitioning: Partitioning::Forward,
+        key: vec![],
+        input: 0,
+        line: 0,
+    });
+    g.operators[3].kind = "map".into();
+    g.operators[3].config = serde_json::json!({"columns": []});
+    assert!(Plan::new(&g, &Registry::builtins(), 0).is_err());
+
+    let mut g = w2(2);
+    g.operators[2].uid = "ts".into();
+    assert!(Plan::new(&g, &Registry::builtins(), 0).unwrap_err().message.contains("duplicate uid"));
+
+    let mut g = w2(2);
+    g.edges[0].from = "ghost".into();
+    assert!(Plan::new(&g, &Registry::builtins(), 0).unwrap_err().message.contains("no operator has uid `ghost`"));
+
+    let mut g = w2(2);
+    g.edges[1].key = vec!["nosuch".into()];
+    let e = Plan::new(&g, &Registry::builtins(), 0).unwrap_err();
+    assert!(e.message.contains("key column `nosuch`"), "{e}");
+}
+
+#[test]
+fn rejects_unconnected_inputs_and_sink_outputs() {
+    let mut g = w2(2);
+    g.edges.remove(1);
+    let e = Plan::new(&g, &Registry::builtins(), 0).unwrap_err();
+    assert_eq!(e.operator.as_deref(), Some("win"));
+    assert!(e.message.contains("not connected"), "{e}");
+}
+
+#[test]
+fn edge_schemas_are_fixed_at_plan_time() {
+    let plan = Plan::new(&w2(2), &Registry::builtins(), 0).unwrap();
+    let win = plan.graph.operator_index("win").unwrap();
+    let cols: Vec<&str> = plan.output_schemas[win].fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(cols, ["auction", "window_start", "window_end", "count", "sum"]);
+}

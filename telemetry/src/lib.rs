@@ -1,0 +1,33 @@
+//! What Weir's processes tell the people who run them: logging
+//! ([`init_logging`]), Prometheus metrics ([`metrics::Exposition`]) and the
+//! HTTP server their probes, metrics and REST routes are served on
+//! ([`serve`]). The routes themselves belong to each process.
+
+pub mod metrics;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Sends `tracing` events to stderr, filtered by `WEIR_LOG` (e.g. `info`,
+/// `weir_runtime=debug`), or at `default` when it is unset.
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Serves `router` on `listener` in a task of its own until `shutdown`.
+pub fn serve(listener: TcpListener, router: axum::Router, shutdown: CancellationToken, what: &'static str) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, endpoint = what, "serving HTTP");
+    }
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+        if let Err(e) = served {
+            tracing::warn!(endpoint = what, error = %e, "the HTTP server stopped");
+        }
+    });
+}
+
+/// `text/plain` content type of Prometheus' text exposition.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
