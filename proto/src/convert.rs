@@ -46,6 +46,7 @@ pub fn graph_to_proto(g: &JobGraph) -> v1::JobGraph {
                 key: e.key.clone(),
                 input: e.input,
                 source_line: e.line,
+                output: e.output.clone(),
             })
             .collect(),
         checkpoint: g.checkpoint.as_ref().map(checkpoint_to_proto),
@@ -170,6 +171,7 @@ pub fn graph_from_proto(g: &v1::JobGraph) -> Result<JobGraph, PlanError> {
             partitioning,
             key: e.key.clone(),
             input: e.input,
+            output: e.output.clone(),
             line: e.source_line,
         });
     }

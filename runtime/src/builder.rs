@@ -94,8 +94,26 @@ impl JobBuilder {
             partitioning,
             key: key.iter().map(|k| k.to_string()).collect(),
             input,
+            output: String::new(),
             line: 0,
         });
+        self
+    }
+
+    /// Connects side output `output` of `from` to input `input` of `to`.
+    pub fn side_output(
+        &mut self,
+        from: &str,
+        output: &str,
+        to: &str,
+        partitioning: Partitioning,
+        key: &[&str],
+        input: u32,
+    ) -> &mut Self {
+        self.edge(from, to, partitioning, key, input);
+        if let Some(e) = self.graph.edges.last_mut() {
+            e.output = output.to_string();
+        }
         self
     }
 

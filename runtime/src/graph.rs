@@ -65,6 +65,11 @@ pub struct EdgeSpec {
     pub key: Vec<String>,
     /// Which input of `to` this edge feeds.
     pub input: u32,
+    /// Which output of `from` it leaves: empty for the main output, else
+    /// the name of a side output (a window's `late` records, a typed
+    /// operator's output tag).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output: String,
     /// 1-based line in the job file, 0 if unknown.
     pub line: u32,
 }

@@ -62,6 +62,9 @@ struct EdgeEntry {
     key: Vec<String>,
     #[serde(default)]
     input: u32,
+    /// A side output of `from` (e.g. a window's `late`); absent: its main output.
+    #[serde(default)]
+    output: Option<String>,
 }
 
 fn forward() -> Partitioning {
@@ -114,6 +117,7 @@ pub fn parse_job_yaml(text: &str) -> Result<JobGraph, PlanError> {
             partitioning: e.partition,
             key: e.key,
             input: e.input,
+            output: e.output.unwrap_or_default(),
             line: lines.edges.get(i).copied().unwrap_or(0),
         })
         .collect();
@@ -201,6 +205,13 @@ edges:
         assert_eq!(g.operators[0].config["events"], 100);
         assert_eq!(g.edges[0].line, 12);
         assert_eq!(g.edges[0].partitioning, Partitioning::Forward);
+    }
+
+    #[test]
+    fn edges_may_leave_a_side_output() {
+        let text = W1.replace("{from: gen, to: sink}", "{from: gen, output: late, to: sink}");
+        assert_eq!(parse_job_yaml(&text).unwrap().edges[0].output, "late");
+        assert_eq!(parse_job_yaml(W1).unwrap().edges[0].output, "", "the main output");
     }
 
     #[test]

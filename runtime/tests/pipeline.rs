@@ -11,6 +11,7 @@ use weir_runtime::barrier::{CheckpointId, CheckpointMode};
 use weir_runtime::builder::JobBuilder;
 use weir_runtime::channel::Inbox;
 use weir_runtime::graph::{channel_index, JobGraph, Partitioning};
+use weir_runtime::operators::Registry;
 use weir_runtime::plan::Plan;
 use weir_runtime::state::StateEntry;
 use weir_runtime::task::{
@@ -88,18 +89,19 @@ struct Running {
 
 impl Pipeline {
     fn start(graph: &JobGraph, credits: usize, mode: CheckpointMode) -> Pipeline {
-        Self::start_with(graph, credits, mode, None, None)
+        Self::start_with(graph, &Registry::builtins(), credits, mode, None, None)
     }
 
     /// Starts with state kept in `store`, restored from checkpoint `restore`.
     fn start_with(
         graph: &JobGraph,
+        registry: &Registry,
         credits: usize,
         mode: CheckpointMode,
         store: Option<Arc<MemStore>>,
         restore: Option<u64>,
     ) -> Pipeline {
-        let plan = Plan::new(graph, &weir_runtime::operators::Registry::builtins(), 0).unwrap();
+        let plan = Plan::new(graph, registry, 0).unwrap();
         let mut inboxes: Vec<Vec<Option<Inbox>>> = plan
             .vertices
             .iter()
@@ -115,8 +117,6 @@ impl Pipeline {
         let cancel = CancellationToken::new();
         let mut tasks = Vec::new();
         for v in &plan.vertices {
-            let tail = *v.operators.last().unwrap();
-            let schema = plan.output_schemas[tail].clone();
             for s in 0..v.parallelism {
                 let mut outputs = Vec::new();
                 for e in plan.outputs_of(v.id) {
@@ -138,8 +138,12 @@ impl Pipeline {
                                 .unwrap()
                         })
                         .collect();
+                    let schema = plan.edge_schema(e.edge);
                     let key = edge.key.iter().map(|k| schema.index_of(k).unwrap()).collect();
-                    outputs.push(OutputEdge::new(edge.partitioning, key, plan.graph.max_parallelism, channels));
+                    outputs.push(
+                        OutputEdge::new(edge.partitioning, key, plan.graph.max_parallelism, channels)
+                            .from_port(plan.edge_ports[e.edge]),
+                    );
                 }
                 let counters = Arc::new(TaskCounters::default());
                 let (control, control_rx) = mpsc::unbounded_channel();
@@ -167,6 +171,17 @@ impl Pipeline {
             }
         }
         Pipeline { plan, tasks, cancel }
+    }
+
+    /// Waits for every task to end; returns the rows written by each sink, by uid.
+    async fn finish_by_sink(self) -> std::collections::BTreeMap<String, u64> {
+        let mut by_sink = std::collections::BTreeMap::new();
+        for t in self.tasks {
+            t.handle.await.unwrap().unwrap();
+            let name = self.plan.vertices[t.vertex as usize].name.clone();
+            *by_sink.entry(name).or_default() += t.counters.sink_records.load(Ordering::Relaxed);
+        }
+        by_sink
     }
 
     /// Waits for every task to end; returns the rows written by sinks.
@@ -279,6 +294,7 @@ async fn rebalance_and_broadcast_deliver_every_row_the_right_number_of_times() {
         partitioning: Partitioning::Broadcast,
         key: vec![],
         input: 0,
+        output: String::new(),
         line: 0,
     });
     assert_eq!(run(&g, 2).await, 10_000 + 2 * 10_000);
@@ -364,7 +380,8 @@ async fn recovery_gives_the_output_of_a_run_without_failure(full: bool) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(MemStore { full, ..Default::default() });
     let graph = w2_to_files(n, dir.path(), Some(400_000));
-    let mut p = Pipeline::start_with(&graph, 2, CheckpointMode::ExactlyOnce, Some(store.clone()), None);
+    let mut p =
+        Pipeline::start_with(&graph, &Registry::builtins(), 2, CheckpointMode::ExactlyOnce, Some(store.clone()), None);
     for id in 1..=2 {
         p.checkpoint(id).await;
         for t in &p.tasks {
@@ -380,7 +397,7 @@ async fn recovery_gives_the_output_of_a_run_without_failure(full: bool) {
     let partial = committed_lines(dir.path()).len();
     assert!(partial < expected.len(), "the crash came before the end ({partial} rows committed)");
 
-    let p = Pipeline::start_with(&graph, 2, CheckpointMode::ExactlyOnce, Some(store), Some(2));
+    let p = Pipeline::start_with(&graph, &Registry::builtins(), 2, CheckpointMode::ExactlyOnce, Some(store), Some(2));
     p.finish().await;
     assert_eq!(committed_lines(dir.path()), expected, "nothing lost, nothing doubled");
     assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
@@ -394,4 +411,79 @@ async fn recovery_from_full_snapshots_is_exact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_from_incremental_snapshots_is_exact() {
     recovery_gives_the_output_of_a_run_without_failure(false).await;
+}
+
+/// `odd-to-side`: even values of column `n` on the main output, odd ones on
+/// the side output `odd` — an operator kind of a test's own registry.
+#[derive(Debug)]
+struct OddToSide;
+
+struct OddToSideOp;
+
+impl weir_runtime::operators::OperatorFactory for OddToSide {
+    fn kind(&self) -> &str {
+        "odd-to-side"
+    }
+    fn arity(&self) -> weir_runtime::operators::Arity {
+        weir_runtime::operators::Arity::One
+    }
+    fn plan(
+        &self,
+        ctx: &weir_runtime::operators::PlanContext<'_>,
+    ) -> Result<arrow::datatypes::SchemaRef, weir_runtime::PlanError> {
+        Ok(ctx.inputs[0].clone())
+    }
+    fn side_outputs(
+        &self,
+        ctx: &weir_runtime::operators::PlanContext<'_>,
+    ) -> Result<Vec<(String, arrow::datatypes::SchemaRef)>, weir_runtime::PlanError> {
+        Ok(vec![("odd".into(), ctx.inputs[0].clone())])
+    }
+    fn create(
+        &self,
+        _ctx: &weir_runtime::operators::PlanContext<'_>,
+        _subtask: weir_runtime::operators::SubtaskInfo,
+    ) -> Result<weir_runtime::operators::Instance, weir_runtime::PlanError> {
+        Ok(weir_runtime::operators::Instance::Operator(Box::new(OddToSideOp)))
+    }
+}
+
+impl weir_runtime::operators::Operator for OddToSideOp {
+    fn process_batch(
+        &mut self,
+        _input: usize,
+        batch: arrow::array::RecordBatch,
+        out: &mut weir_runtime::operators::Collector,
+    ) -> weir_runtime::error::OpResult<()> {
+        use arrow::array::{AsArray, BooleanArray};
+        let n = batch.column_by_name("auction").expect("planned").as_primitive::<arrow::datatypes::Int64Type>();
+        let odd: BooleanArray = n.iter().map(|v| v.map(|v| v % 2 != 0)).collect();
+        let even = arrow::compute::not(&odd)?;
+        out.emit(arrow::compute::filter_record_batch(&batch, &even)?);
+        out.emit_side(1, arrow::compute::filter_record_batch(&batch, &odd)?);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn side_outputs_reach_only_the_edges_that_leave_them() {
+    let mut registry = Registry::builtins();
+    registry.register(OddToSide).unwrap();
+    let mut b = JobBuilder::new("split");
+    b.default_parallelism(2);
+    b.operator("gen", "datagen", json!({"events": 10_001, "batch_size": 100}));
+    b.operator("split", "odd-to-side", json!({}));
+    b.operator("evens", "discard", json!({})).parallelism(3);
+    b.operator("odds", "discard", json!({})).parallelism(1);
+    b.forward("gen", "split").rebalance("split", "evens");
+    b.side_output("split", "odd", "odds", Partitioning::Rebalance, &[], 0);
+    let by_sink =
+        Pipeline::start_with(&b.build(), &registry, 2, CheckpointMode::ExactlyOnce, None, None).finish_by_sink().await;
+    // auction = (i * 7919) % 10000: odd exactly when i is odd.
+    assert_eq!(by_sink.get("evens"), Some(&5_001));
+    assert_eq!(by_sink.get("odds"), Some(&5_000));
+    assert!(Plan::new(&b.build(), &Registry::builtins(), 0)
+        .unwrap_err()
+        .message
+        .contains("unknown operator kind `odd-to-side`"));
 }

@@ -276,12 +276,10 @@ async fn wire_outputs(
     placements: &[v1::Placement],
     blocked: Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<Vec<OutputEdge>, String> {
-    let vertex = &plan.vertices[key.vertex as usize];
-    let tail = *vertex.operators.last().expect("a vertex has operators");
-    let schema = plan.output_schemas[tail].clone();
     let mut outputs = Vec::new();
     for e in plan.outputs_of(key.vertex) {
         let edge = &plan.graph.edges[e.edge];
+        let schema = plan.edge_schema(e.edge);
         let downstream = &plan.vertices[e.to as usize];
         let targets: Vec<u32> = match edge.partitioning {
             Partitioning::Forward => vec![key.subtask],
@@ -325,7 +323,10 @@ async fn wire_outputs(
             .map(|k| schema.index_of(k).map_err(|_| format!("key column {k} missing")))
             .collect::<Result<_, _>>()?;
         let channels = channels.into_iter().map(|c| c.count_backpressure(blocked.clone())).collect();
-        outputs.push(OutputEdge::new(edge.partitioning, key_idx, plan.graph.max_parallelism, channels));
+        outputs.push(
+            OutputEdge::new(edge.partitioning, key_idx, plan.graph.max_parallelism, channels)
+                .from_port(plan.edge_ports[e.edge]),
+        );
     }
     Ok(outputs)
 }

@@ -2,17 +2,23 @@
 //! deployed to it (one thread each), and moves data between them — through
 //! in-process channels when both ends are here, over gRPC streams otherwise.
 //!
-//! - [`tasks`]: deployed tasks and their inboxes;
-//! - [`deploy`]: from a deployment request to a running task;
-//! - [`exchange`]: the network data plane (credit-based, Arrow IPC);
+//! - [`tasks`](crate::tasks): deployed tasks and their inboxes;
+//! - [`deploy`](crate::deploy): from a deployment request to a running task;
+//! - [`exchange`](crate::exchange): the network data plane (credit-based, Arrow IPC);
+//! - [`checkpoint`](crate::checkpoint): a task's side of checkpoints — its
+//!   decisions ([`order`](crate::checkpoint)) apart from the uploads and
+//!   acknowledgements;
 //! - [`config`]: the `taskmanager:` configuration section.
+//!
+//! Tasks are instantiated from the operator kinds of the [`Registry`] the
+//! task manager is started with.
 
-pub mod checkpoint;
+mod checkpoint;
 pub mod config;
-pub mod deploy;
-pub mod exchange;
+mod deploy;
+mod exchange;
 mod metrics;
-pub mod tasks;
+mod tasks;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

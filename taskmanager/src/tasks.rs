@@ -163,14 +163,4 @@ impl Tasks {
     pub fn running(&self) -> Vec<TaskId> {
         self.lock().tasks.keys().cloned().collect()
     }
-
-    /// Number of tasks currently deployed.
-    pub fn len(&self) -> usize {
-        self.lock().tasks.len()
-    }
-
-    /// Whether no task is deployed.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

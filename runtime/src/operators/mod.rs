@@ -115,6 +115,12 @@ pub trait OperatorFactory: Send + Sync + std::fmt::Debug {
     /// Validates the configuration against the input schemas and returns the
     /// output schema (a sink returns its input schema).
     fn plan(&self, ctx: &PlanContext<'_>) -> Result<SchemaRef, PlanError>;
+    /// The side outputs of the operator besides its main output: a name
+    /// (what edges name as their `output`) and a schema each. An operator
+    /// emits to side output `i` as port `i + 1` ([`Collector::emit_side`]).
+    fn side_outputs(&self, _ctx: &PlanContext<'_>) -> Result<Vec<(String, SchemaRef)>, PlanError> {
+        Ok(Vec::new())
+    }
     /// The states the operator keeps, each with a description of its
     /// layout: `(state name, type)`. Savepoints record them, and a restore
     /// refuses state whose recorded type differs from the one declared now
@@ -153,6 +159,7 @@ impl std::fmt::Debug for Instance {
 #[derive(Debug, Default)]
 pub struct Collector {
     elements: Vec<StreamElement>,
+    side: Vec<(u32, RecordBatch)>,
 }
 
 impl Collector {
@@ -161,6 +168,22 @@ impl Collector {
         if batch.num_rows() > 0 {
             self.elements.push(StreamElement::Batch(batch));
         }
+    }
+
+    /// Emits a batch to side output port `port` (1 for the first side
+    /// output the factory declares; empty batches are dropped). Side
+    /// outputs leave the task directly: an operator with a consumed side
+    /// output always ends its chain.
+    pub fn emit_side(&mut self, port: u32, batch: RecordBatch) {
+        debug_assert!(port > 0, "port 0 is the main output");
+        if batch.num_rows() > 0 {
+            self.side.push((port, batch));
+        }
+    }
+
+    /// Takes the side-output batches emitted so far.
+    pub fn take_side(&mut self) -> Vec<(u32, RecordBatch)> {
+        std::mem::take(&mut self.side)
     }
 
     /// Emits a watermark.

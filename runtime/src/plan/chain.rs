@@ -21,6 +21,7 @@ pub(super) fn chain(
         let (a, b) = (index[e.from.as_str()], index[e.to.as_str()]);
         let (oa, ob) = (&graph.operators[a], &graph.operators[b]);
         e.partitioning == Partitioning::Forward
+            && e.output.is_empty()
             && oa.parallelism == ob.parallelism
             && outputs_of[a].len() == 1
             && inputs_of[b].len() == 1

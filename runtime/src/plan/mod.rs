@@ -63,6 +63,11 @@ pub struct Plan {
     pub state_types: Vec<Vec<(String, String)>>,
     /// Each operator's factory, resolved from the registry at planning.
     pub factories: Vec<Arc<dyn OperatorFactory>>,
+    /// Side outputs of every operator (name and schema), in port order:
+    /// side output `i` is port `i + 1` (port 0 is the main output).
+    pub side_schemas: Vec<Vec<(String, SchemaRef)>>,
+    /// The port of its upstream operator each edge leaves, by edge index.
+    pub edge_ports: Vec<u32>,
     /// Sorted, in topological order.
     topo: Vec<usize>,
 }
@@ -245,8 +250,10 @@ impl Plan {
                     format!("input {dup} is fed by {} edges; union is not supported, use one edge per input", fed[dup]),
                 ));
             }
-            if factory.is_sink() && !outputs_of[i].is_empty() {
-                let e = &graph.edges[outputs_of[i][0]];
+            if let Some(&ei) =
+                outputs_of[i].iter().find(|&&ei| graph.edges[ei].output.is_empty()).filter(|_| factory.is_sink())
+            {
+                let e = &graph.edges[ei];
                 return Err(PlanError::operator(
                     &edge_name(e),
                     e.line,
@@ -269,6 +276,7 @@ impl Plan {
         let mut output_schemas: Vec<Option<SchemaRef>> = vec![None; graph.operators.len()];
         let mut input_schemas: Vec<Vec<SchemaRef>> = vec![Vec::new(); graph.operators.len()];
         let mut state_types: Vec<Vec<(String, String)>> = vec![Vec::new(); graph.operators.len()];
+        let mut side_schemas: Vec<Vec<(String, SchemaRef)>> = vec![Vec::new(); graph.operators.len()];
         for &i in &topo {
             let op = &graph.operators[i];
             let mut edges: Vec<&EdgeSpec> = inputs_of[i].iter().map(|&ei| &graph.edges[ei]).collect();
@@ -276,7 +284,32 @@ impl Plan {
             let mut schemas = Vec::with_capacity(edges.len());
             for e in &edges {
                 let upstream = index[e.from.as_str()];
-                let schema = output_schemas[upstream].clone().expect("topological order");
+                let schema = if e.output.is_empty() {
+                    output_schemas[upstream].clone().expect("topological order")
+                } else {
+                    let sides = &side_schemas[upstream];
+                    match sides.iter().find(|(name, _)| *name == e.output) {
+                        Some((_, schema)) => schema.clone(),
+                        None => {
+                            let known: Vec<&str> = sides.iter().map(|(n, _)| n.as_str()).collect();
+                            return Err(PlanError::operator(
+                                &edge_name(e),
+                                e.line,
+                                format!(
+                                    "`{}` has no side output `{}`; {}",
+                                    e.from,
+                                    e.output,
+                                    if known.is_empty() {
+                                        "it has none".to_string()
+                                    } else {
+                                        format!("its side outputs: {}", known.join(", "))
+                                    }
+                                ),
+                            )
+                            .field("output"));
+                        }
+                    }
+                };
                 for k in &e.key {
                     if schema.index_of(k).is_err() {
                         return Err(PlanError::operator(
@@ -305,13 +338,49 @@ impl Plan {
             let factory = &factories[i];
             let out = factory.plan(&ctx)?;
             state_types[i] = factory.state_types(&ctx);
+            let sides = factory.side_outputs(&ctx)?;
+            for (n, (name, _)) in sides.iter().enumerate() {
+                if name.is_empty() || sides[..n].iter().any(|(other, _)| other == name) {
+                    return Err(ctx.error(format!("side output names must be distinct and not empty: `{name}`")));
+                }
+            }
+            side_schemas[i] = sides;
             output_schemas[i] = Some(out);
             input_schemas[i] = schemas;
         }
         let output_schemas: Vec<SchemaRef> = output_schemas.into_iter().map(|s| s.expect("planned")).collect();
 
+        let edge_ports = graph
+            .edges
+            .iter()
+            .map(|e| {
+                let sides = &side_schemas[index[e.from.as_str()]];
+                sides.iter().position(|(name, _)| *name == e.output).map_or(0, |p| p as u32 + 1)
+            })
+            .collect();
         let (vertices, vertex_edges) = chain::chain(&graph, &topo, &inputs_of, &outputs_of, &index);
-        Ok(Plan { graph, output_schemas, input_schemas, vertices, vertex_edges, state_types, factories, topo })
+        Ok(Plan {
+            graph,
+            output_schemas,
+            input_schemas,
+            vertices,
+            vertex_edges,
+            state_types,
+            factories,
+            side_schemas,
+            edge_ports,
+            topo,
+        })
+    }
+
+    /// The schema of the batches on edge `edge` (an index into `graph.edges`).
+    pub fn edge_schema(&self, edge: usize) -> SchemaRef {
+        let e = &self.graph.edges[edge];
+        let from = self.graph.operator_index(&e.from).expect("planned edges join planned operators");
+        match self.edge_ports[edge] {
+            0 => self.output_schemas[from].clone(),
+            port => self.side_schemas[from][port as usize - 1].1.clone(),
+        }
     }
 
     /// Operators in topological order.

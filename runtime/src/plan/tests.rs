@@ -89,6 +89,7 @@ fn rejects_cycles_duplicates_dangling_edges_and_unknown_keys() {
         partitioning: Partitioning::Forward,
         key: vec![],
         input: 0,
+        output: String::new(),
         line: 0,
     });
     g.operators[3].kind = "map".into();
@@ -124,4 +125,39 @@ fn edge_schemas_are_fixed_at_plan_time() {
     let win = plan.graph.operator_index("win").unwrap();
     let cols: Vec<&str> = plan.output_schemas[win].fields().iter().map(|f| f.name().as_str()).collect();
     assert_eq!(cols, ["auction", "window_start", "window_end", "count", "sum"]);
+}
+
+#[test]
+fn side_outputs_are_named_by_their_edges_and_end_the_chain() {
+    let mut b = JobBuilder::new("late");
+    b.default_parallelism(2);
+    b.operator("gen", "datagen", serde_json::json!({"events": 10}));
+    b.operator("ts", "watermark", serde_json::json!({"timestamp_column": "event_time_ms"}));
+    b.operator(
+        "win",
+        "window",
+        serde_json::json!({
+            "key": ["auction"], "timestamp_column": "event_time_ms", "window": {"type": "tumbling", "size": "10s"},
+            "aggregates": [{"fn": "count", "as": "count"}]
+        }),
+    );
+    b.operator("late-out", "discard", serde_json::json!({}));
+    b.forward("gen", "ts").hash("ts", "win", &["auction"]);
+    b.side_output("win", "late", "late-out", Partitioning::Forward, &[], 0);
+    let plan = Plan::new(&b.build(), &Registry::builtins(), 0).unwrap();
+    let names: Vec<&str> = plan.vertices.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["gen -> ts", "win", "late-out"], "a side edge is never chained");
+    assert_eq!(plan.edge_ports, [0, 0, 1]);
+    let gen = plan.graph.operator_index("gen").unwrap();
+    assert_eq!(plan.edge_schema(2), plan.output_schemas[gen], "late records keep the window's input schema");
+
+    let mut g = b.build();
+    g.edges[2].output = "early".into();
+    let e = Plan::new(&g, &Registry::builtins(), 0).unwrap_err();
+    assert!(e.message.contains("`win` has no side output `early`; its side outputs: late"), "{e}");
+    assert_eq!(e.field.as_deref(), Some("output"));
+    g.edges[2].from = "gen".into();
+    g.edges[2].output = "late".into();
+    let e = Plan::new(&g, &Registry::builtins(), 0).unwrap_err();
+    assert!(e.message.contains("`gen` has no side output `late`; it has none"), "{e}");
 }

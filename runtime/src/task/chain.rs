@@ -20,7 +20,9 @@ pub struct Chain {
     pub(super) ops: Vec<Box<dyn Operator>>,
     pub(super) uids: Vec<String>,
     pub(super) scratch: Vec<Collector>,
-    pub(super) tail: Vec<StreamElement>,
+    /// What left the tail, with its port (0: the main output; side
+    /// outputs only from the tail operator, which alone can have them consumed).
+    pub(super) tail: Vec<(u32, StreamElement)>,
     /// Per operator (source first), rows in and out.
     pub(super) rows: Arc<Vec<OperatorRows>>,
 }
@@ -101,7 +103,7 @@ impl Chain {
     /// everything it emits down the chain; what leaves the tail is queued.
     pub(super) fn feed(&mut self, level: usize, input: usize, element: StreamElement) -> Result<(), TaskError> {
         if level == self.ops.len() {
-            self.tail.push(element);
+            self.tail.push((0, element));
             return Ok(());
         }
         let mut out = std::mem::take(&mut self.scratch[level]);
@@ -126,8 +128,18 @@ impl Chain {
     /// Counts what operator `level` emitted into `out` and pushes it on.
     pub(super) fn forward(&mut self, level: usize, mut out: Collector) -> Result<(), TaskError> {
         let emitted = out.take();
+        let side = out.take_side();
         self.scratch[level] = out;
         let (mut rows, mut bytes) = (0, 0);
+        if level + 1 == self.ops.len() {
+            // Side outputs of the tail go out ahead of what follows them on
+            // the main output (a watermark must not overtake them).
+            for (port, b) in side {
+                rows += b.num_rows() as u64;
+                bytes += b.get_array_memory_size() as u64;
+                self.tail.push((port, StreamElement::Batch(b)));
+            }
+        }
         for e in &emitted {
             if let StreamElement::Batch(b) = e {
                 rows += b.num_rows() as u64;

@@ -322,12 +322,12 @@ impl Task {
     }
 
     async fn emit_tail(&mut self) -> Result<(), TaskError> {
-        for element in std::mem::take(&mut self.chain.tail) {
+        for (port, element) in std::mem::take(&mut self.chain.tail) {
             match element {
                 StreamElement::Batch(b) => {
                     self.counters.records_out.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
                     self.counters.bytes_out.fetch_add(b.get_array_memory_size() as u64, Ordering::Relaxed);
-                    for out in &mut self.outputs {
+                    for out in self.outputs.iter_mut().filter(|o| o.port == port) {
                         out.send_batch(b.clone(), &self.options).await.map_err(TaskError::Exchange)?;
                     }
                 }

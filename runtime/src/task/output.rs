@@ -34,6 +34,8 @@ pub enum Partitioner {
 /// One output edge of a task: a partitioner over channels, with a buffer per channel.
 #[derive(Debug)]
 pub struct OutputEdge {
+    /// The port of the task's tail operator this edge leaves (0: its main output).
+    pub(super) port: u32,
     pub(super) partitioner: Partitioner,
     pub(super) channels: Vec<OutputChannel>,
     pub(super) pending: Vec<(Vec<RecordBatch>, usize)>,
@@ -59,11 +61,18 @@ impl OutputEdge {
         let n = channels.len();
         Self {
             partitioner,
+            port: 0,
             channels,
             pending: vec![(Vec::new(), 0); n],
             hashes: Vec::new(),
             picks: vec![Vec::new(); n],
         }
+    }
+
+    /// The edge leaves side output port `port` of the tail operator.
+    pub fn from_port(mut self, port: u32) -> Self {
+        self.port = port;
+        self
     }
 
     pub(super) async fn push(

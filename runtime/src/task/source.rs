@@ -61,6 +61,13 @@ impl Task {
                 Err(e) => break Err(TaskError::Operator { operator: uid.clone(), source: e }),
             };
             self.counters.bad_records.store(source.bad_records(), Ordering::Relaxed);
+            if self.chain.ops.is_empty() {
+                for (port, b) in out.take_side() {
+                    self.chain.tail.push((port, StreamElement::Batch(b)));
+                }
+            } else {
+                out.take_side();
+            }
             for element in out.take() {
                 if let StreamElement::Batch(b) = &element {
                     self.counters.records_in.fetch_add(b.num_rows() as u64, Ordering::Relaxed);

@@ -1,7 +1,10 @@
 //! Assigning records to windows: fixed (tumbling, sliding) windows by
 //! start, sessions per key, merged when a record bridges their gap.
 
+use std::collections::BTreeMap;
+
 use arrow::array::{Int64Array, RecordBatch};
+use arrow::datatypes::SchemaRef;
 
 use super::*;
 use keys::KeyIndex;
@@ -12,6 +15,9 @@ use keys::KeyIndex;
 pub(super) struct FixedWindow {
     pub(super) index: KeyIndex,
     pub(super) accs: Accumulators,
+    /// It fired; it is kept (allowed lateness) until the watermark passes
+    /// its end plus the allowed lateness.
+    pub(super) fired: bool,
 }
 
 /// A session: `[start, end)` where `end` is the last event time plus the gap.
@@ -20,10 +26,11 @@ pub(super) struct Session {
     pub(super) start: i64,
     pub(super) end: i64,
     pub(super) slot: u32,
+    /// It fired and is kept for the allowed lateness.
+    pub(super) fired: bool,
 }
 
 /// Session windows: per key, its open sessions; accumulators by slot.
-#[derive(Default)]
 pub(super) struct Sessions {
     pub(super) index: KeyIndex,
     /// By key slot, sessions sorted by start, disjoint.
@@ -32,8 +39,14 @@ pub(super) struct Sessions {
     /// Accumulator slots of sessions (separate from key slots).
     pub(super) free: Vec<u32>,
     pub(super) used: u32,
-    /// Smallest end over open sessions (nothing fires before it).
-    pub(super) min_end: i64,
+    /// Nothing fires or is purged before the watermark reaches this.
+    pub(super) min_due: i64,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self { index: KeyIndex::default(), open: Vec::new(), accs: None, free: Vec::new(), used: 0, min_due: i64::MAX }
+    }
 }
 
 impl WindowOperator {
@@ -45,13 +58,26 @@ impl WindowOperator {
         }
     }
 
-    pub(super) fn absorb_fixed(&mut self, batch: &RecordBatch, times: &Int64Array) -> OpResult<()> {
+    /// Adds a batch to its fixed windows. Windows whose end the watermark
+    /// already passed (allowed lateness) fire the keys the batch touched at
+    /// once. Returns the rows that were late for every window they belong to.
+    pub(super) fn absorb_fixed(
+        &mut self,
+        batch: &RecordBatch,
+        times: &Int64Array,
+        out: &mut Collector,
+    ) -> OpResult<Vec<u32>> {
         let (size, slide) = self.size_slide();
+        let lateness = self.p.lateness;
         let keys = self.keys.extract(batch, &self.p.key)?;
         let inputs = Accumulators::inputs(&self.p.aggs, batch)?;
         let t = times.values();
         let per_record = size / slide + i64::from(size % slide != 0);
         let mut rows: Vec<u32> = Vec::new();
+        // Per row: whether some window took it.
+        let mut taken = vec![false; t.len()];
+        // Windows past their end that took records: the slots to fire again.
+        let mut refire: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
         for k in 0..per_record {
             // Window k of each row: the k-th most recent start at or before t.
             let start_of = |ts: i64| ts - ts.rem_euclid(slide) - k * slide;
@@ -67,15 +93,16 @@ impl WindowOperator {
                 if t[run.start] >= start + size {
                     continue; // with size % slide != 0 the oldest candidate may not cover t
                 }
-                if start + size - 1 <= self.watermark {
-                    self.late += run.len() as u64;
-                    continue;
+                let last = start + size - 1;
+                if last.saturating_add(lateness) <= self.watermark {
+                    continue; // purged, or would have been: late for this window
                 }
                 let (aggs, groups) = (&self.p.aggs, self.max_parallelism);
                 self.dirty.insert(start);
                 let w = self.windows.entry(start).or_insert_with(|| FixedWindow {
                     index: KeyIndex::with_groups(groups),
                     accs: Accumulators::new(aggs),
+                    fired: false,
                 });
                 rows.clear();
                 rows.extend(run.clone().map(|i| i as u32));
@@ -83,15 +110,36 @@ impl WindowOperator {
                 for &row in &rows {
                     let s = w.index.slot(&keys, row as usize, &mut w.accs);
                     self.slots.push(s);
+                    taken[row as usize] = true;
                 }
                 w.accs.update(&inputs, &rows, &self.slots);
+                if last <= self.watermark {
+                    refire.entry(start).or_default().extend_from_slice(&self.slots);
+                }
             }
         }
-        Ok(())
+        for (start, mut slots) in refire {
+            slots.sort_unstable();
+            slots.dedup();
+            let w = self.windows.get_mut(&start).expect("just absorbed records");
+            w.fired = true;
+            out.emit(window_rows(&self.keys, &self.p.schema, w, start, start + size, &slots)?);
+        }
+        Ok(taken.iter().enumerate().filter(|(_, &took)| !took).map(|(r, _)| r as u32).collect())
     }
 
-    pub(super) fn absorb_sessions(&mut self, batch: &RecordBatch, times: &Int64Array) -> OpResult<()> {
+    /// Adds a batch to its sessions, merging the ones a record bridges.
+    /// Sessions past their end (allowed lateness) fire again at once.
+    /// Returns the late rows: those that would open a session already past
+    /// its end and the allowed lateness.
+    pub(super) fn absorb_sessions(
+        &mut self,
+        batch: &RecordBatch,
+        times: &Int64Array,
+        out: &mut Collector,
+    ) -> OpResult<Vec<u32>> {
         let (gap, _) = self.size_slide();
+        let (lateness, watermark) = (self.p.lateness, self.watermark);
         let keys = self.keys.extract(batch, &self.p.key)?;
         let inputs = Accumulators::inputs(&self.p.aggs, batch)?;
         let s = &mut self.sessions;
@@ -99,6 +147,9 @@ impl WindowOperator {
         // Key slots index `open`; the accumulators grown by the index are unused
         // (session accumulators are allocated per session below).
         let mut key_accs = Accumulators { cols: Vec::new() };
+        let mut late = Vec::new();
+        // (key slot, session start) of sessions past their end that took records.
+        let mut refire: Vec<(u32, i64)> = Vec::new();
         for r in 0..batch.num_rows() {
             let t = times.value(r);
             let key = s.index.slot(&keys, r, &mut key_accs) as usize;
@@ -113,11 +164,11 @@ impl WindowOperator {
             while last < list.len() && list[last].start <= end {
                 last += 1;
             }
-            let slot = if first == last {
-                // Open sessions have not fired, so only a record that starts a
-                // session of its own can be late.
-                if end - 1 <= self.watermark {
-                    self.late += 1;
+            let session = if first == last {
+                // Sessions are kept until their end plus the allowed lateness,
+                // so only a record that starts a session of its own can be late.
+                if (end - 1).saturating_add(lateness) <= watermark {
+                    late.push(r as u32);
                     continue;
                 }
                 let slot = match s.free.pop() {
@@ -131,8 +182,8 @@ impl WindowOperator {
                         s.used - 1
                     }
                 };
-                list.insert(first, Session { start, end, slot });
-                slot
+                list.insert(first, Session { start, end, slot, fired: false });
+                list[first]
             } else {
                 let mut merged = list[first];
                 for other in list.drain(first + 1..last).collect::<Vec<_>>() {
@@ -140,15 +191,72 @@ impl WindowOperator {
                     s.free.push(other.slot);
                     merged.start = merged.start.min(other.start);
                     merged.end = merged.end.max(other.end);
+                    merged.fired |= other.fired;
                 }
                 merged.start = merged.start.min(start);
                 merged.end = merged.end.max(end);
+                // A session that grew past the watermark fires again at its new end.
+                merged.fired &= merged.end - 1 <= watermark;
                 list[first] = merged;
-                merged.slot
+                merged
             };
-            accs.update(&inputs, &[r as u32], &[slot]);
-            s.min_end = s.min_end.min(end);
+            accs.update(&inputs, &[r as u32], &[session.slot]);
+            s.min_due = s.min_due.min(session.end - 1);
+            if session.end - 1 <= watermark {
+                refire.push((key as u32, session.start));
+            }
         }
-        Ok(())
+        refire.sort_unstable();
+        refire.dedup();
+        let mut fire = Vec::new();
+        for (key, start) in refire {
+            // A later record of the batch may have merged it into another.
+            if let Some(x) = s.open[key as usize].iter_mut().find(|x| x.start <= start && start < x.end) {
+                if x.end - 1 <= watermark {
+                    x.fired = true;
+                    fire.push((key, *x));
+                }
+            }
+        }
+        fire.dedup_by_key(|(k, x)| (*k, x.start));
+        if !fire.is_empty() {
+            let accs = s.accs.as_ref().expect("sessions took records");
+            out.emit(session_rows(&self.keys, &self.p.schema, &s.index, accs, &fire)?);
+        }
+        Ok(late)
     }
+}
+
+/// The rows of `slots` of a fixed window: keys, bounds and aggregates.
+pub(super) fn window_rows(
+    keys: &KeyCodec,
+    schema: &SchemaRef,
+    w: &FixedWindow,
+    start: i64,
+    end: i64,
+    slots: &[u32],
+) -> OpResult<RecordBatch> {
+    let n = slots.len();
+    let mut cols = keys.columns(&w.index, slots)?;
+    cols.push(std::sync::Arc::new(Int64Array::from_value(start, n)));
+    cols.push(std::sync::Arc::new(Int64Array::from_value(end, n)));
+    cols.extend(w.accs.columns(slots));
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
+
+/// The rows of sessions (with their key slots): keys, bounds and aggregates.
+pub(super) fn session_rows(
+    keys: &KeyCodec,
+    schema: &SchemaRef,
+    index: &KeyIndex,
+    accs: &Accumulators,
+    sessions: &[(u32, Session)],
+) -> OpResult<RecordBatch> {
+    let key_slots: Vec<u32> = sessions.iter().map(|(k, _)| *k).collect();
+    let acc_slots: Vec<u32> = sessions.iter().map(|(_, x)| x.slot).collect();
+    let mut cols = keys.columns(index, &key_slots)?;
+    cols.push(std::sync::Arc::new(Int64Array::from_iter_values(sessions.iter().map(|(_, x)| x.start))));
+    cols.push(std::sync::Arc::new(Int64Array::from_iter_values(sessions.iter().map(|(_, x)| x.end))));
+    cols.extend(accs.columns(&acc_slots));
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
 }

@@ -3,9 +3,13 @@
 //!
 //! A window `[start, end)` fires once the watermark reaches `end - 1`, emitting
 //! one row per key with events in it: the key columns, `window_start`,
-//! `window_end` (milliseconds) and the aggregates. Records for a window that
-//! has already fired are late: they are dropped and counted. At the end of a
-//! bounded input every remaining window fires.
+//! `window_end` (milliseconds) and the aggregates. With `allowed_lateness`
+//! the window is kept that much longer: a record that arrives for it after
+//! it fired is added and fires an updated row for its key at once. Records
+//! for a window past its end and the allowed lateness are late: they are
+//! counted and go, as they came, to the side output `late` (dropped if no
+//! edge takes it). At the end of a bounded input every remaining window
+//! fires.
 //!
 //! Accumulators are columnar (one vector per aggregate, indexed by a slot per
 //! key and window), so a batch is absorbed with one hash lookup per row and
@@ -52,6 +56,10 @@ struct Config {
     timestamp_column: String,
     window: WindowSpec,
     aggregates: Vec<AggSpec>,
+    /// How long after a window's end records are still added to it (each
+    /// one fires an updated result for its key); later ones are late.
+    #[serde(default, with = "duration::option")]
+    allowed_lateness: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -114,6 +122,8 @@ struct Planned {
     aggs: Vec<AggPlan>,
     schema: SchemaRef,
     input: SchemaRef,
+    /// Allowed lateness in milliseconds (0: a window is dropped when it fires).
+    lateness: i64,
 }
 
 fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
@@ -200,7 +210,9 @@ fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
         // Counting a column counts its non-null values; reading it as a number is not needed.
         aggs.push(AggPlan { func: a.func, column, float: float && a.func != AggFn::Count });
     }
-    Ok(Planned { key, int_key, time, window: c.window, aggs, schema: Arc::new(Schema::new(fields)), input })
+    let lateness = c.allowed_lateness.map_or(0, millis);
+    let schema = Arc::new(Schema::new(fields));
+    Ok(Planned { key, int_key, time, window: c.window, aggs, schema, input, lateness })
 }
 
 /// Factory of `window`.
@@ -216,6 +228,11 @@ impl OperatorFactory for WindowFactory {
     }
     fn plan(&self, ctx: &PlanContext<'_>) -> Result<SchemaRef, PlanError> {
         Ok(plan(ctx)?.schema)
+    }
+    /// `late`: records that arrive after their windows' end plus the
+    /// allowed lateness, as they came in.
+    fn side_outputs(&self, ctx: &PlanContext<'_>) -> Result<Vec<(String, SchemaRef)>, PlanError> {
+        Ok(vec![(LATE.to_string(), ctx.inputs[0].clone())])
     }
     fn state_types(&self, ctx: &PlanContext<'_>) -> Vec<(String, String)> {
         let Ok(p) = plan(ctx) else { return Vec::new() };
@@ -259,7 +276,7 @@ impl OperatorFactory for WindowFactory {
             dirty: std::collections::BTreeSet::new(),
             persisted: std::collections::BTreeMap::new(),
             sessions_persisted: std::collections::BTreeSet::new(),
-            fired: Vec::new(),
+            purged: Vec::new(),
             p,
         })))
     }
@@ -281,17 +298,29 @@ struct WindowOperator {
     persisted: BTreeMap<i64, Vec<u32>>,
     /// Key groups written by the last session snapshot.
     sessions_persisted: std::collections::BTreeSet<u32>,
-    /// Persisted windows that fired since the last snapshot.
-    fired: Vec<(i64, Vec<u32>)>,
+    /// Persisted windows purged since the last snapshot (fired, and past
+    /// the allowed lateness), with the key groups they had written.
+    purged: Vec<(i64, Vec<u32>)>,
 }
 
+/// The side output of late records.
+const LATE: &str = "late";
+/// Its port.
+const LATE_PORT: u32 = 1;
+
 impl Operator for WindowOperator {
-    fn process_batch(&mut self, _input: usize, batch: RecordBatch, _out: &mut Collector) -> OpResult<()> {
+    fn process_batch(&mut self, _input: usize, batch: RecordBatch, out: &mut Collector) -> OpResult<()> {
         let times = event_times(&batch, self.p.time)?;
-        match self.p.window {
-            WindowSpec::Session { .. } => self.absorb_sessions(&batch, &times),
-            _ => self.absorb_fixed(&batch, &times),
+        let late = match self.p.window {
+            WindowSpec::Session { .. } => self.absorb_sessions(&batch, &times, out)?,
+            _ => self.absorb_fixed(&batch, &times, out)?,
+        };
+        if !late.is_empty() {
+            self.late += late.len() as u64;
+            let rows = arrow::array::UInt32Array::from(late);
+            out.emit_side(LATE_PORT, arrow::compute::take_record_batch(&batch, &rows)?);
         }
+        Ok(())
     }
 
     fn process_watermark(&mut self, watermark: i64, out: &mut Collector) -> OpResult<()> {

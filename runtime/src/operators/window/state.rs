@@ -23,13 +23,21 @@ use std::borrow::Cow;
 // a 4 GiB key) and a format byte, the number of keys, the keys, then one
 // column per aggregate. Integers are zigzag LEB128 varints and optional
 // values carry a presence bitmap, so a typical key with a count and a sum
-// takes 6 to 8 bytes instead of 29. Restore reads both layouts.
+// takes 6 to 8 bytes instead of 29. Restore reads both layouts. Format byte
+// 3 marks a window that already fired and is kept for its allowed lateness.
+//
+// A key group's sessions entry lists each key with its sessions; a negative
+// session count says every session carries a byte after its bounds: whether
+// it fired (kept for the allowed lateness). Windows without lateness never
+// keep fired sessions, so their entries are as before.
 
 pub(super) const FIXED_STATE: &str = "windows";
 pub(super) const SESSION_STATE: &str = "sessions";
 
 /// Start of a columnar fixed-window entry.
 pub(super) const COLUMNAR: [u8; 5] = [0xff, 0xff, 0xff, 0xff, 2];
+/// Start of a columnar entry of a window that fired (allowed lateness).
+pub(super) const COLUMNAR_FIRED: [u8; 5] = [0xff, 0xff, 0xff, 0xff, 3];
 
 pub(super) fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -191,8 +199,10 @@ pub(super) fn encode_by_group(
     accs: &Accumulators,
     kgs: &[u32],
     max_parallelism: u32,
+    fired: bool,
     scratch: &mut Vec<Vec<u8>>,
 ) -> Vec<(u32, Vec<u8>)> {
+    let marker = if fired { &COLUMNAR_FIRED } else { &COLUMNAR };
     let groups = max_parallelism as usize;
     let mut counts = vec![0u32; groups];
     let mut key_bytes = vec![0usize; groups];
@@ -216,7 +226,7 @@ pub(super) fn encode_by_group(
         buf.clear();
         if n > 0 {
             buf.reserve(COLUMNAR.len() + 5 + keys + n as usize * width);
-            buf.extend_from_slice(&COLUMNAR);
+            buf.extend_from_slice(marker);
             put_uvarint(buf, u64::from(n));
         }
     }
@@ -320,7 +330,7 @@ impl WindowOperator {
             // one range deletion per key group instead of one per window.
             // (Negative starts sort after the others and go one by one.)
             let mut below: BTreeMap<u32, i64> = BTreeMap::new();
-            for (start, kgs) in self.fired.drain(..) {
+            for (start, kgs) in self.purged.drain(..) {
                 for kg in kgs {
                     if start >= 0 {
                         let end = below.entry(kg).or_insert(start);
@@ -334,14 +344,14 @@ impl WindowOperator {
                 w.delete_range(FIXED_STATE, kg, 0i64.to_be_bytes().to_vec(), (last + 1).to_be_bytes().to_vec());
             }
         }
-        self.fired.clear();
+        self.purged.clear();
         let starts: Vec<i64> =
             if w.full() { self.windows.keys().copied().collect() } else { self.dirty.iter().copied().collect() };
         let mut scratch = Vec::new();
         for start in starts {
             let Some(win) = self.windows.get(&start) else { continue };
             let kgs = self.key_groups(&win.index)?;
-            let groups = encode_by_group(&win.index, &win.accs, &kgs, self.max_parallelism, &mut scratch);
+            let groups = encode_by_group(&win.index, &win.accs, &kgs, self.max_parallelism, win.fired, &mut scratch);
             let written: Vec<u32> = groups.iter().map(|(kg, _)| *kg).collect();
             for (kg, value) in groups {
                 w.put(FIXED_STATE, kg, start.to_be_bytes().to_vec(), value);
@@ -366,10 +376,15 @@ impl WindowOperator {
                 let raw = s.index.raw_key(key as u32);
                 buf.extend_from_slice(&(raw.len() as u32).to_le_bytes());
                 buf.extend_from_slice(&raw);
-                buf.extend_from_slice(&(list.len() as i64).to_le_bytes());
+                let flags = list.iter().any(|x| x.fired);
+                let n = list.len() as i64;
+                buf.extend_from_slice(&(if flags { -n } else { n }).to_le_bytes());
                 for x in list {
                     buf.extend_from_slice(&x.start.to_le_bytes());
                     buf.extend_from_slice(&x.end.to_le_bytes());
+                    if flags {
+                        buf.push(u8::from(x.fired));
+                    }
                     accs.encode(x.slot as usize, buf);
                 }
             }
@@ -398,16 +413,17 @@ impl WindowOperator {
                 s.open.push(Vec::new());
             }
             let n = c.i64()?;
-            for _ in 0..n {
+            for _ in 0..n.unsigned_abs() {
                 let (start, end) = (c.i64()?, c.i64()?);
+                let fired = n < 0 && c.flag()?;
                 accs.grow();
                 let slot = s.used;
                 s.used += 1;
                 accs.decode(slot as usize, &mut c)?;
                 let list = &mut s.open[key];
                 let at = list.partition_point(|x| x.start < start);
-                list.insert(at, Session { start, end, slot });
-                s.min_end = s.min_end.min(end);
+                list.insert(at, Session { start, end, slot, fired });
+                s.min_due = s.min_due.min(end - 1);
             }
         }
         Ok(())
@@ -422,12 +438,20 @@ impl WindowOperator {
                 e.key.as_slice().try_into().map_err(|_| OperatorError::State("a window key is not 8 bytes".into()))?,
             );
             let (aggs, groups) = (&self.p.aggs, self.max_parallelism);
-            let w = self
-                .windows
-                .entry(start)
-                .or_insert_with(|| FixedWindow { index: KeyIndex::with_groups(groups), accs: Accumulators::new(aggs) });
+            let w = self.windows.entry(start).or_insert_with(|| FixedWindow {
+                index: KeyIndex::with_groups(groups),
+                accs: Accumulators::new(aggs),
+                fired: false,
+            });
             let value = e.value.as_deref().unwrap_or_default();
-            if let Some(rest) = value.strip_prefix(&COLUMNAR[..]) {
+            let columnar = match value.strip_prefix(&COLUMNAR_FIRED[..]) {
+                Some(rest) => {
+                    w.fired = true;
+                    Some(rest)
+                }
+                None => value.strip_prefix(&COLUMNAR[..]),
+            };
+            if let Some(rest) = columnar {
                 let mut c = Cursor(rest);
                 let n = c.uvarint()? as usize;
                 let mut slots = Vec::with_capacity(n.min(rest.len()));

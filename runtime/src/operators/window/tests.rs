@@ -20,8 +20,15 @@ fn input_schema() -> SchemaRef {
 fn window(config: serde_json::Value) -> Box<dyn Operator> {
     let schema = input_schema();
     let key: Vec<String> = config["key"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
-    let edge =
-        EdgeSpec { from: "src".into(), to: "w".into(), partitioning: Partitioning::Hash, key, input: 0, line: 0 };
+    let edge = EdgeSpec {
+        from: "src".into(),
+        to: "w".into(),
+        partitioning: Partitioning::Hash,
+        key,
+        input: 0,
+        output: String::new(),
+        line: 0,
+    };
     let ctx = PlanContext {
         uid: "w",
         line: 0,
@@ -333,6 +340,7 @@ fn w2_window_counts_match_the_specification() {
         partitioning: Partitioning::Forward,
         key: vec![],
         input: 0,
+        output: String::new(),
         line: 0,
     };
     let ctx = PlanContext {
@@ -375,4 +383,148 @@ fn w2_window_counts_match_the_specification() {
         }
     }
     assert_eq!(results, (n / 100_000) * 10_000 + (n % 100_000).min(10_000));
+}
+
+/// Side-output rows (port, row) as strings, sorted.
+fn side_rows(out: &mut Collector) -> Vec<String> {
+    let mut v = Vec::new();
+    for (port, b) in out.take_side() {
+        for r in 0..b.num_rows() {
+            let cells: Vec<String> =
+                b.columns().iter().map(|c| arrow::util::display::array_value_to_string(c, r).unwrap()).collect();
+            v.push(format!("{port}:{}", cells.join(",")));
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn late_records_go_to_the_late_side_output_as_they_came() {
+    let mut w = window(serde_json::json!({
+        "key": ["k"], "timestamp_column": "t", "window": {"type": "tumbling", "size": "10ms"},
+        "aggregates": [{"fn": "count", "as": "n"}]
+    }));
+    let mut out = Collector::default();
+    w.process_batch(0, batch(&[(1, "a", 1, Some(1))]), &mut out).unwrap();
+    w.process_watermark(9, &mut out).unwrap();
+    assert_eq!(rows(&mut out), ["1,0,10,1"]);
+    w.process_batch(0, batch(&[(1, "a", 3, Some(2)), (2, "b", 12, Some(3)), (3, "c", 9, None)]), &mut out).unwrap();
+    assert_eq!(side_rows(&mut out), ["1:1,a,3,2", "1:3,c,9,"], "late rows, untouched; the on-time row is absorbed");
+    w.finish(&mut out).unwrap();
+    assert_eq!(rows(&mut out), ["2,10,20,1"]);
+}
+
+#[test]
+fn allowed_lateness_updates_fired_windows_and_purges_them_after_it() {
+    let mut w = window(serde_json::json!({
+        "key": ["k"], "timestamp_column": "t", "window": {"type": "tumbling", "size": "10ms"},
+        "allowed_lateness": "5ms", "aggregates": [{"fn": "count", "as": "n"}, {"fn": "sum", "column": "v", "as": "s"}]
+    }));
+    let mut out = Collector::default();
+    w.process_batch(0, batch(&[(1, "", 1, Some(1)), (2, "", 2, Some(2))]), &mut out).unwrap();
+    w.process_watermark(9, &mut out).unwrap();
+    assert_eq!(rows(&mut out), ["1,0,10,1,1", "2,0,10,1,2"]);
+    // Within the lateness: the updated row of key 1 only, at once.
+    w.process_batch(0, batch(&[(1, "", 4, Some(10))]), &mut out).unwrap();
+    assert_eq!(rows(&mut out), ["1,0,10,2,11"]);
+    assert!(side_rows(&mut out).is_empty());
+    // The watermark passes end - 1 + lateness: the window is gone, nothing fires again.
+    w.process_watermark(14, &mut out).unwrap();
+    assert!(rows(&mut out).is_empty());
+    w.process_batch(0, batch(&[(1, "", 5, Some(100))]), &mut out).unwrap();
+    assert!(rows(&mut out).is_empty());
+    assert_eq!(side_rows(&mut out), ["1:1,,5,100"]);
+}
+
+#[test]
+fn a_fired_window_kept_for_its_lateness_does_not_fire_again_after_a_restore() {
+    use crate::state::{StateReader, StateWriter};
+    let cfg = serde_json::json!({
+        "key": ["k"], "timestamp_column": "t", "window": {"type": "tumbling", "size": "10ms"},
+        "allowed_lateness": "1s", "aggregates": [{"fn": "count", "as": "n"}]
+    });
+    let mut w = window(cfg.clone());
+    let mut out = Collector::default();
+    w.process_batch(0, batch(&[(1, "", 1, None), (1, "", 15, None)]), &mut out).unwrap();
+    let mut first = StateWriter::new("w", CheckpointId(1), false);
+    w.snapshot_state(&mut first).unwrap();
+    w.process_watermark(9, &mut out).unwrap();
+    assert_eq!(rows(&mut out), ["1,0,10,1"]);
+    // The incremental snapshot after the firing rewrites the window as fired.
+    let mut second = StateWriter::new("w", CheckpointId(2), false);
+    w.snapshot_state(&mut second).unwrap();
+    let second = second.into_entries();
+    assert!(second.iter().any(|e| e.value.as_deref().is_some_and(|v| v.starts_with(&super::state::COLUMNAR_FIRED))));
+    let mut entries = first.into_entries();
+    entries.extend(second);
+    let mut restored = window(cfg);
+    restored.restore_state(&StateReader::new("w", &entries)).unwrap();
+    restored.process_watermark(9, &mut out).unwrap();
+    assert!(rows(&mut out).is_empty(), "[0,10) fired before the checkpoint");
+    restored.process_batch(0, batch(&[(1, "", 2, None)]), &mut out).unwrap();
+    assert_eq!(rows(&mut out), ["1,0,10,2"], "it still takes records within its lateness");
+    restored.finish(&mut out).unwrap();
+    assert_eq!(rows(&mut out), ["1,10,20,1"]);
+}
+
+#[test]
+fn sessions_within_their_lateness_take_records_and_fire_again() {
+    use crate::state::{StateReader, StateWriter};
+    let cfg = serde_json::json!({
+        "key": ["k"], "timestamp_column": "t", "window": {"type": "session", "gap": "10ms"},
+        "allowed_lateness": "20ms", "aggregates": [{"fn": "count", "as": "n"}]
+    });
+    let mut w = window(cfg.clone());
+    let mut out = Collector::default();
+    w.process_batch(0, batch(&[(1, "", 0, None)]), &mut out).unwrap();
+    w.process_watermark(15, &mut out).unwrap();
+    assert_eq!(rows(&mut out), ["1,0,10,1"]);
+    // Merges into the fired [0,10): [0,13) is still past the watermark, so it fires again.
+    w.process_batch(0, batch(&[(1, "", 3, None)]), &mut out).unwrap();
+    assert_eq!(rows(&mut out), ["1,0,13,2"]);
+    // A session of its own within the lateness fires at once; the state keeps both.
+    w.process_batch(0, batch(&[(2, "", 1, None)]), &mut out).unwrap();
+    assert_eq!(rows(&mut out), ["2,1,11,1"]);
+    let mut snap = StateWriter::new("w", CheckpointId(1), true);
+    w.snapshot_state(&mut snap).unwrap();
+    let entries = snap.into_entries();
+    let mut restored = window(cfg);
+    restored.restore_state(&StateReader::new("w", &entries)).unwrap();
+    restored.process_watermark(20, &mut out).unwrap();
+    assert!(rows(&mut out).is_empty(), "both fired before the snapshot");
+    // Past end - 1 + lateness the sessions are gone: a record on its own is late.
+    restored.process_watermark(40, &mut out).unwrap();
+    restored.process_batch(0, batch(&[(1, "", 5, None)]), &mut out).unwrap();
+    assert_eq!(side_rows(&mut out), ["1:1,,5,"]);
+}
+
+#[test]
+fn the_window_declares_its_late_side_output_with_the_input_schema() {
+    let config = serde_json::json!({
+        "key": ["k"], "timestamp_column": "t", "window": {"type": "tumbling", "size": "10ms"},
+        "aggregates": [{"fn": "count", "as": "n"}]
+    });
+    let schema = input_schema();
+    let edge = EdgeSpec {
+        from: "src".into(),
+        to: "w".into(),
+        partitioning: Partitioning::Hash,
+        key: vec!["k".into()],
+        input: 0,
+        output: String::new(),
+        line: 0,
+    };
+    let ctx = PlanContext {
+        uid: "w",
+        line: 0,
+        config: &config,
+        inputs: std::slice::from_ref(&schema),
+        input_edges: &[&edge],
+        parallelism: 2,
+        checkpoint: None,
+    };
+    let sides = WindowFactory.side_outputs(&ctx).unwrap();
+    assert_eq!(sides.len(), 1);
+    assert_eq!((sides[0].0.as_str(), &sides[0].1), ("late", &schema));
 }

@@ -1,73 +1,77 @@
-//! Firing windows once the watermark passes their end.
+//! Firing windows once the watermark passes their end, and purging them
+//! once it passes their end plus the allowed lateness.
 
-use std::sync::Arc;
-
-use arrow::array::{Int64Array, RecordBatch};
-
+use super::assign::{session_rows, window_rows, Session};
 use super::*;
 
 impl WindowOperator {
-    /// Emits every window whose end is at or before `watermark + 1`.
+    /// Emits every window whose end is at or before `watermark + 1` and has
+    /// not fired yet; drops the ones past their allowed lateness.
     pub(super) fn fire(&mut self, watermark: i64, out: &mut Collector) -> OpResult<()> {
-        match self.p.window {
-            WindowSpec::Session { .. } => self.fire_sessions(watermark, out),
-            _ => {
-                let (size, _) = self.size_slide();
-                while let Some(entry) = self.windows.first_entry() {
-                    let start = *entry.key();
-                    if start.saturating_add(size - 1) > watermark {
-                        break;
-                    }
-                    let w = entry.remove();
-                    self.dirty.remove(&start);
-                    if let Some(kgs) = self.persisted.remove(&start) {
-                        self.fired.push((start, kgs));
-                    }
-                    let n = w.index.len();
-                    let slots: Vec<u32> = (0..n as u32).collect();
-                    let mut cols = self.keys.columns(&w.index, &slots)?;
-                    cols.push(Arc::new(Int64Array::from_value(start, n)));
-                    cols.push(Arc::new(Int64Array::from_value(start + size, n)));
-                    cols.extend(w.accs.columns(&slots));
-                    out.emit(RecordBatch::try_new(self.p.schema.clone(), cols)?);
+        if let WindowSpec::Session { .. } = self.p.window {
+            return self.fire_sessions(watermark, out);
+        }
+        let (size, _) = self.size_slide();
+        let lateness = self.p.lateness;
+        // Windows share one size, so ends follow starts: the due ones are a prefix.
+        let due: Vec<i64> = self
+            .windows
+            .range(..)
+            .take_while(|(s, _)| s.saturating_add(size - 1) <= watermark)
+            .map(|(s, _)| *s)
+            .collect();
+        for start in due {
+            let purge = (start + size - 1).saturating_add(lateness) <= watermark;
+            let w = self.windows.get_mut(&start).expect("listed above");
+            if !w.fired {
+                let slots: Vec<u32> = (0..w.index.len() as u32).collect();
+                out.emit(window_rows(&self.keys, &self.p.schema, w, start, start + size, &slots)?);
+                w.fired = true;
+                if !purge {
+                    // Kept for its allowed lateness: the next snapshot records that it fired.
+                    self.dirty.insert(start);
                 }
-                Ok(())
+            }
+            if purge {
+                self.windows.remove(&start);
+                self.dirty.remove(&start);
+                if let Some(kgs) = self.persisted.remove(&start) {
+                    self.purged.push((start, kgs));
+                }
             }
         }
+        Ok(())
     }
 
     pub(super) fn fire_sessions(&mut self, watermark: i64, out: &mut Collector) -> OpResult<()> {
+        let lateness = self.p.lateness;
         let s = &mut self.sessions;
-        if s.open.is_empty() || s.min_end.saturating_sub(1) > watermark {
+        if s.open.is_empty() || s.min_due > watermark {
             return Ok(());
         }
         let Some(accs) = s.accs.as_mut() else { return Ok(()) };
-        let (mut key_slots, mut acc_slots, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut min_end = i64::MAX;
+        let mut fire: Vec<(u32, Session)> = Vec::new();
+        let mut freed = Vec::new();
+        let mut min_due = i64::MAX;
         for (key, list) in s.open.iter_mut().enumerate() {
-            list.retain(|x| {
-                if x.end - 1 <= watermark {
-                    key_slots.push(key as u32);
-                    acc_slots.push(x.slot);
-                    starts.push(x.start);
-                    ends.push(x.end);
-                    false
-                } else {
-                    min_end = min_end.min(x.end);
-                    true
+            list.retain_mut(|x| {
+                if x.end - 1 <= watermark && !x.fired {
+                    x.fired = true;
+                    fire.push((key as u32, *x));
                 }
+                if x.fired && (x.end - 1).saturating_add(lateness) <= watermark {
+                    freed.push(x.slot);
+                    return false;
+                }
+                min_due = min_due.min(if x.fired { (x.end - 1).saturating_add(lateness) } else { x.end - 1 });
+                true
             });
         }
-        s.min_end = min_end;
-        if key_slots.is_empty() {
-            return Ok(());
+        s.min_due = min_due;
+        if !fire.is_empty() {
+            out.emit(session_rows(&self.keys, &self.p.schema, &s.index, accs, &fire)?);
         }
-        let mut cols = self.keys.columns(&s.index, &key_slots)?;
-        cols.push(Arc::new(Int64Array::from(starts)));
-        cols.push(Arc::new(Int64Array::from(ends)));
-        cols.extend(accs.columns(&acc_slots));
-        s.free.extend_from_slice(&acc_slots);
-        out.emit(RecordBatch::try_new(self.p.schema.clone(), cols)?);
+        s.free.extend_from_slice(&freed);
         Ok(())
     }
 }
