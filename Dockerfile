@@ -26,7 +26,7 @@ COPY . .
 RUN --mount=type=cache,id=weir-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=weir-cargo-git,target=/usr/local/cargo/git \
     --mount=type=cache,id=weir-target,target=/src/target \
-    cargo build --release --locked -p weir-cli --bins \
+    cargo build --release --locked -p weir --bins \
  && mkdir -p /out \
  && cp target/release/weir target/release/weir-jobmanager target/release/weir-taskmanager /out/
 

@@ -33,6 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 WORKLOADS = {
     "w1": ("w1", "w1"),
     "w2": ("w2", "w2"),
+    # W2 written against the typed Rust API (weir crate), against the same Flink job.
+    "w2-typed": ("w2-typed", "w2"),
     "w3-heap": ("w3-heap", "w3-hashmap"),
     "w3-rocksdb": ("w3-rocksdb", "w3-rocksdb"),
     "w4": ("w4", "w4"),
@@ -110,7 +112,7 @@ def main():
     target = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache" / "weir" / "target"))
     env = dict(os.environ, CARGO_TARGET_DIR=str(target))
     print("building weir (release)...", file=sys.stderr)
-    sh(["cargo", "build", "--release", "--locked", "-p", "weir-cli"], cwd=REPO, env=env)
+    sh(["cargo", "build", "--release", "--locked", "-p", "weir"], cwd=REPO, env=env)
     weir = str(target / "release" / "weir")
     flink = Path(args.flink)
     if not (flink / "run.sh").exists():
@@ -163,6 +165,10 @@ def main():
     for w, a, b, ratio, ma, mb, ck in rows:
         cks = f"{ck['weir'][0]:.0f} ({ck['weir'][1]:.1f}) / {ck['flink'][0]:.0f} ({ck['flink'][1]:.1f})" if w.startswith(("w3", "w4")) else ""
         print(f"{w:<12}{a:>15,.0f}{b:>15,.0f}{ratio:>8.1f}x{ma:>11,.0f}{mb:>11,.0f}{cks:>36}")
+    weir_rates = {w: a for w, a, *_ in rows}
+    if "w2" in weir_rates and "w2-typed" in weir_rates:
+        # The typed API's cost: the same job as closures over serde types.
+        print(f"w2-typed / w2 on Weir: {weir_rates['w2-typed'] / weir_rates['w2']:.2f}")
 
 
 if __name__ == "__main__":

@@ -17,11 +17,7 @@ rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup com
 
 echo "== dependencies"
 # RocksDB's bindings are generated with libclang.
-if ! ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q 'libclang\.so'; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libclang-dev
-fi
+scripts/libclang.sh
 # A real S3-compatible server for the storage conformance suite.
 TOOLS="$HOME/.cache/weir/tools"
 if [ ! -x "$TOOLS/bin/s3s-fs" ]; then
@@ -60,7 +56,16 @@ for crate in weir-runtime weir-connectors; do
     echo "$crate depends on tonic" >&2; exit 1
   fi
 done
+# The job manager learns of connectors only through the registry it is given.
+if cargo tree -p weir-jobmanager -e normal --locked | grep -q 'weir-connectors'; then
+  echo "weir-jobmanager depends on weir-connectors" >&2; exit 1
+fi
 echo "== build"
 cargo build --workspace --all-targets --locked
+echo "== quick start"
+# The README's first command, as written (it reuses this build).
+quickstart_out="$(scripts/quickstart.sh)"
+grep -q '"channel"' <<<"$quickstart_out" || { echo "the quick start printed no results:" >&2; echo "$quickstart_out" | tail -n 20 >&2; exit 1; }
+echo "the quick start printed $(grep -c '"channel"' <<<"$quickstart_out") results"
 echo "== test"
 cargo test --workspace --locked

@@ -705,3 +705,168 @@ fn consumer_lag_is_exported_per_partition() -> anyhow::Result<()> {
     })?;
     Ok(())
 }
+
+/// Purchases for the purchase topology: customer `c{i % 7}`, item
+/// `item-{i}`, with a card number and amount derived from `i`; keyed by
+/// customer, so that each customer's purchases keep their order.
+fn purchases(from: u64, n: u64) -> Vec<(Option<i32>, Option<String>, String)> {
+    (from..from + n)
+        .map(|i| {
+            let customer = format!("c{}", i % 7);
+            let value = serde_json::json!({
+                "customer_id": customer,
+                "item": format!("item-{i}"),
+                "quantity": 1 + (i % 3) as i64,
+                "total_cents": 150 + (i * 37 % 10_000) as i64,
+                "zip_code": format!("{:05}", 10_000 + i % 5),
+                "purchased_at": format!("2026-03-{:02}T08:00:00Z", 1 + i % 28),
+                "card_number": format!("1234-5678-{:04}-{:04}", i % 10_000, (i * 7) % 10_000),
+            });
+            (None, Some(customer), value.to_string())
+        })
+        .collect()
+}
+
+/// The purchase topology of `examples/purchase-topology`, as an
+/// application image runs it: the Helm chart rendered with `application`
+/// set, its job manager, task managers and submission run as rendered,
+/// exactly-once through a task manager's kill -9.
+#[test]
+fn the_purchase_topology_application_is_exactly_once_through_a_kill() -> anyhow::Result<()> {
+    use std::collections::HashMap;
+    use std::process::Command;
+    use weir_tests::chart::{find, render, strings, Local, Pod};
+    use weir_tests::{bin, free_ports};
+
+    const N: u64 = 6_000;
+    let kafka = shared_kafka();
+    let bootstrap = kafka.bootstrap();
+    let input = unique("transactions");
+    let topics: Vec<(&str, String)> =
+        ["patterns", "rewards", "purchases"].into_iter().map(|t| (t, unique(t))).collect();
+    kafka.create_topic(&input, 2)?;
+    for (_, t) in &topics {
+        kafka.create_topic(t, 2)?;
+    }
+    let dir = tempfile::tempdir()?;
+    let mut set = vec![
+        format!("storage.checkpoints=file://{}", dir.path().join("checkpoints").display()),
+        "taskmanager.replicas=2".into(),
+        "application=purchase-topology".into(),
+        "job.enabled=true".into(),
+        "job.name=purchases".into(),
+        format!("job.args.bootstrap={bootstrap}"),
+        format!("job.args.input={input}"),
+        "job.args.parallelism=2".into(),
+        "job.args.checkpoint-interval=200ms".into(),
+    ];
+    set.extend(topics.iter().map(|(arg, t)| format!("job.args.{arg}={t}")));
+    let args: Vec<String> = set.iter().flat_map(|s| ["--set".to_string(), s.clone()]).collect();
+    let docs = render(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+
+    let config = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["data"]["weir.yaml"].is_string())
+        .context("the ConfigMap holding weir.yaml")?;
+    let config_path = dir.path().join("weir.yaml");
+    let state = dir.path().join("state");
+    let weir_yaml = config["data"]["weir.yaml"].as_str().unwrap_or_default();
+    std::fs::write(&config_path, weir_yaml.replace("/var/lib/weir/state", &state.display().to_string()))?;
+    let mut local = Local {
+        jm_url: String::new(),
+        mounts: vec![("/etc/weir/weir.yaml".into(), config_path.display().to_string())],
+    };
+    let mut free = free_ports(16);
+    let jm = Pod::from(find(&docs, "Deployment", "jobmanager")?, "weir-jobmanager-0", &local, &mut free);
+    assert_eq!(jm.command[..2], ["purchase-topology", "jobmanager"], "the application's binary in its role");
+    local.jm_url = format!("http://{}", jm.addr("rpc"));
+    let mut jm_proc = jm.start("jobmanager", dir.path())?;
+    jm.probe("readinessProbe", &mut jm_proc)?;
+    let tm_workload = find(&docs, "StatefulSet", "taskmanager")?;
+    let tms: Vec<Pod> =
+        (0..2).map(|i| Pod::from(tm_workload, &format!("weir-taskmanager-{i}"), &local, &mut free)).collect();
+    let mut tm_procs: Vec<_> = tms
+        .iter()
+        .enumerate()
+        .map(|(i, t)| t.start(&format!("taskmanager-{i}"), dir.path()))
+        .collect::<Result<_, _>>()?;
+    for (t, p) in tms.iter().zip(&mut tm_procs) {
+        t.probe("readinessProbe", p)?;
+    }
+
+    // The rendered submission: `purchase-topology run purchases --arg ...`.
+    let submit = &find(&docs, "Job", "submit")?["spec"]["template"]["spec"]["containers"][0];
+    let command = strings(&submit["command"]);
+    assert_eq!(command, ["purchase-topology"]);
+    let no_ports = HashMap::new();
+    let run_args: Vec<String> = strings(&submit["args"]).iter().map(|a| local.fix(a, &no_ports)).collect();
+    let out = Command::new(bin("purchase-topology")).args(&run_args).args(["--output", "json"]).output()?;
+    assert!(out.status.success(), "submission: {}", String::from_utf8_lossy(&out.stderr));
+    let job = serde_json::from_slice::<serde_json::Value>(&out.stdout)?["job_id"].as_str().unwrap().to_string();
+    let status = |job: &str| -> anyhow::Result<serde_json::Value> {
+        let out = Command::new(bin("purchase-topology"))
+            .args(["status", job, "--jobmanager", &local.jm_url, "--output", "json"])
+            .output()?;
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let completed = |job: &str| -> anyhow::Result<u64> {
+        let s = status(job)?;
+        let list = s["checkpoints"].as_array().cloned().unwrap_or_default();
+        Ok(list.iter().filter(|c| c["status"] == "COMPLETED").filter_map(|c| c["id"].as_u64()).max().unwrap_or(0))
+    };
+    let logs = |procs: &[weir_tests::Proc]| procs.iter().map(|p| p.log()).collect::<Vec<_>>().join("\n");
+
+    // Half the purchases, a checkpoint, a kill -9, the pod back, the rest.
+    produce(&bootstrap, &input, &purchases(0, N / 2))?;
+    wait_until("a checkpoint", LONG, || Ok((completed(&job)? >= 2).then_some(()))).with_context(|| logs(&tm_procs))?;
+    tm_procs[1].kill9();
+    tm_procs[1] = tms[1].start("taskmanager-1-restarted", dir.path())?;
+    produce(&bootstrap, &input, &purchases(N / 2, N / 2))?;
+
+    read_committed(&bootstrap, &topics[2].1, N as usize, LONG).with_context(|| logs(&tm_procs))?;
+    let done = completed(&job)?;
+    wait_until("two more checkpoints", LONG, || Ok((completed(&job)? >= done + 2).then_some(())))?;
+    let read = |t: &str| read_committed(&bootstrap, t, N as usize, LONG);
+    let (patterns, rewards, purchased) = (read(&topics[0].1)?, read(&topics[1].1)?, read(&topics[2].1)?);
+    assert!(status(&job)?["restarts"].as_u64().unwrap_or(0) >= 1, "the kill restarted the job");
+
+    // Purchases: each once, masked.
+    let input_rows = purchases(0, N);
+    let values = |reads: &[Read]| -> Vec<serde_json::Value> {
+        reads.iter().map(|r| serde_json::from_str(&r.value).expect("JSON")).collect()
+    };
+    let got = values(&purchased);
+    assert_eq!(got.len(), N as usize, "each purchase once in the purchases topic");
+    let mut items: Vec<&str> = got.iter().map(|v| v["item"].as_str().unwrap()).collect();
+    items.sort_unstable();
+    items.dedup();
+    assert_eq!(items.len(), N as usize);
+    for v in &got {
+        let card = v["card_number"].as_str().unwrap();
+        assert!(card.starts_with("xxxx-xxxx-xxxx-") && card.len() == 19, "masked: {card}");
+    }
+    // Patterns: one per purchase, with the date only.
+    let pats = values(&patterns);
+    assert_eq!(pats.len(), N as usize, "each purchase once in the patterns topic");
+    assert!(pats.iter().all(|p| p["date"].as_str().is_some_and(|d| d.len() == 10)));
+    // Rewards: per customer, running totals of points in purchase order,
+    // without a gap or a repeat across the kill.
+    let mut want: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (_, customer, value) in &input_rows {
+        let v: serde_json::Value = serde_json::from_str(value)?;
+        let totals = want.entry(customer.clone().unwrap()).or_default();
+        let before = totals.last().copied().unwrap_or(0);
+        totals.push(before + v["total_cents"].as_i64().unwrap() / 100);
+    }
+    let mut got_rewards: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for r in values(&rewards) {
+        got_rewards
+            .entry(r["customer_id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(r["total_points"].as_i64().unwrap());
+    }
+    assert_eq!(got_rewards, want, "reward points per customer, exactly once");
+    drop(tm_procs);
+    drop(jm_proc);
+    Ok(())
+}

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 pub mod broker;
+pub mod chart;
 
 /// Path of a binary of this workspace, next to the test executable's `deps/`.
 pub fn bin(name: &str) -> PathBuf {

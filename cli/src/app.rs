@@ -29,6 +29,7 @@ use clap::{Parser, Subcommand};
 use weir_runtime::graph::JobGraph;
 use weir_runtime::operators::Registry;
 
+use crate::bench::BenchWorkload;
 use crate::output::{self, Format};
 use crate::roles::{JobManagerArgs, TaskManagerArgs};
 use crate::{bench, client, embedded, roles, savepoint};
@@ -68,6 +69,21 @@ impl JobArgs {
     pub fn get_or(&self, key: &str, default: &str) -> String {
         self.get(key).unwrap_or(default).to_string()
     }
+
+    /// Whether no argument is given.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// The arguments as a map.
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        self.values.clone()
+    }
+
+    /// Arguments from a map.
+    pub fn from_map(values: BTreeMap<String, String>) -> Self {
+        Self { values }
+    }
 }
 
 /// Builds the job graph of one of an application's jobs.
@@ -79,6 +95,7 @@ pub struct Application {
     name: String,
     registry: Arc<Registry>,
     jobs: BTreeMap<String, JobFactory>,
+    workloads: BTreeMap<String, BenchWorkload>,
 }
 
 impl std::fmt::Debug for Application {
@@ -95,7 +112,7 @@ impl Application {
     /// An application called `name` (its binary's name, in help texts)
     /// whose processes plan and run the kinds of `registry`.
     pub fn new(name: impl Into<String>, registry: Registry) -> Self {
-        Self { name: name.into(), registry: Arc::new(registry), jobs: BTreeMap::new() }
+        Self { name: name.into(), registry: Arc::new(registry), jobs: BTreeMap::new(), workloads: BTreeMap::new() }
     }
 
     /// The stock `weir` binary: built-in operators and every connector.
@@ -111,6 +128,12 @@ impl Application {
         build: impl Fn(&JobArgs) -> anyhow::Result<JobGraph> + Send + Sync + 'static,
     ) -> Self {
         self.jobs.insert(name.into(), Arc::new(build));
+        self
+    }
+
+    /// Adds a workload to `bench` (run as `bench NAME`).
+    pub fn workload(mut self, name: impl Into<String>, workload: BenchWorkload) -> Self {
+        self.workloads.insert(name.into(), workload);
         self
     }
 
@@ -287,7 +310,8 @@ impl Application {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Bench { workload, events, parallelism, no_changelog, kafka } => {
-                bench::run(workload, events, parallelism, !no_changelog, &kafka, self.registry.clone()).await
+                let w = bench::choose(&workload, &self.workloads, &kafka)?;
+                bench::run(w, events, parallelism, !no_changelog, self.registry.clone()).await
             }
         }
     }
@@ -433,9 +457,9 @@ enum Command {
     },
     /// Run a benchmark workload of the Flink baseline on an embedded cluster.
     Bench {
-        /// Workload.
-        #[arg(value_enum)]
-        workload: bench::Workload,
+        /// Workload: w1, w2, w3-heap, w3-rocksdb, w4-load, w4, or one the
+        /// application adds.
+        workload: String,
         /// Number of generated events.
         #[arg(long, default_value_t = 20_000_000)]
         events: u64,

@@ -50,7 +50,7 @@ pub struct KafkaArgs {
 }
 
 impl Workload {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Workload::W1 => "passthrough",
             Workload::W2 => "tumble",
@@ -181,21 +181,73 @@ fn mean(values: impl Iterator<Item = u64>) -> f64 {
     }
 }
 
+/// A workload an application adds to `bench` (besides the baseline's):
+/// a label for its result line, its job graph for a number of events and a
+/// parallelism, and the result count it must produce.
+#[derive(Clone)]
+pub struct BenchWorkload {
+    /// `workload=` of the result line.
+    pub label: String,
+    /// The job graph for `(events, parallelism)`.
+    pub build: Arc<dyn Fn(u64, u32) -> anyhow::Result<JobGraph> + Send + Sync>,
+    /// The results the job must produce from `events` events.
+    pub expected: fn(u64) -> u64,
+    /// The state backend of its checkpoints, if it takes any (reported in the line).
+    pub backend: Option<BackendKind>,
+}
+
+impl std::fmt::Debug for BenchWorkload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BenchWorkload").field("label", &self.label).finish()
+    }
+}
+
+/// The workload a `bench` command names: the baseline's, or the application's own.
+pub(crate) fn choose(
+    name: &str,
+    own: &std::collections::BTreeMap<String, BenchWorkload>,
+    kafka: &KafkaArgs,
+) -> anyhow::Result<BenchWorkload> {
+    if let Some(w) = own.get(name) {
+        return Ok(w.clone());
+    }
+    let Ok(w) = <Workload as clap::ValueEnum>::from_str(name, true) else {
+        let mut names: Vec<String> = <Workload as clap::ValueEnum>::value_variants()
+            .iter()
+            .filter_map(|v| clap::ValueEnum::to_possible_value(v).map(|p| p.get_name().to_string()))
+            .collect();
+        names.extend(own.keys().cloned());
+        anyhow::bail!("unknown workload `{name}`: one of {}", names.join(", "));
+    };
+    let kafka = kafka.clone();
+    Ok(BenchWorkload {
+        label: w.name().to_string(),
+        build: Arc::new(move |events, p| {
+            Ok(match w {
+                Workload::W4Load | Workload::W4 => w.kafka_graph(events, p, &kafka),
+                _ => w.graph(events, p),
+            })
+        }),
+        expected: match w {
+            Workload::W1 => |n| Workload::W1.expected(n),
+            Workload::W4Load => |n| Workload::W4Load.expected(n),
+            _ => |n| Workload::W2.expected(n),
+        },
+        backend: w.backend(),
+    })
+}
+
 /// Runs one workload and prints its result line. `changelog` is the
 /// checkpoints' `changelog` setting (it matters to RocksDB only).
 pub async fn run(
-    w: Workload,
+    w: BenchWorkload,
     events: u64,
     parallelism: u32,
     changelog: bool,
-    kafka: &KafkaArgs,
     registry: Arc<Registry>,
 ) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(parallelism >= 1, "parallelism must be at least 1");
-    let mut graph = match w {
-        Workload::W4Load | Workload::W4 => w.kafka_graph(events, parallelism, kafka),
-        _ => w.graph(events, parallelism),
-    };
+    let mut graph = (w.build)(events, parallelism)?;
     // W3 writes to a fresh local directory, removed afterwards.
     let dir = tempfile::Builder::new().prefix("weir-bench-checkpoints").tempdir()?;
     if let Some(c) = graph.checkpoint.as_mut() {
@@ -215,10 +267,10 @@ pub async fn run(
     let results = details.sink_records;
     let mut line = format!(
         "workload={} engine=weir parallelism={parallelism} events={events} seconds={seconds:.3} events_per_sec={:.0} results={results}",
-        w.name(),
+        w.label,
         events as f64 / seconds
     );
-    if let Some(backend) = w.backend() {
+    if let Some(backend) = w.backend {
         let done: Vec<u64> = details
             .checkpoints
             .iter()
@@ -266,7 +318,7 @@ pub async fn run(
         }
     }
     println!("{line}");
-    let want = w.expected(events);
+    let want = (w.expected)(events);
     if results != want {
         eprintln!("error: results={results} but the specification expects {want}");
         return Ok(ExitCode::FAILURE);

@@ -11,9 +11,12 @@ mod app;
 mod bench;
 mod client;
 mod embedded;
+mod local;
 mod output;
 mod roles;
 mod savepoint;
 
 pub use app::{Application, JobArgs, JobFactory};
+pub use bench::BenchWorkload;
+pub use local::{JobStatus, LocalCluster};
 pub use roles::{JobManagerArgs, TaskManagerArgs};

@@ -132,6 +132,11 @@ impl JobBuilder {
         self.edge(from, to, Partitioning::Rebalance, &[], 0)
     }
 
+    /// The operator with `uid`, to change it after it was added.
+    pub fn operator_mut(&mut self, uid: &str) -> Option<&mut OperatorSpec> {
+        self.graph.operators.iter_mut().find(|o| o.uid == uid)
+    }
+
     /// The graph built so far.
     pub fn build(&self) -> JobGraph {
         self.graph.clone()

@@ -90,6 +90,9 @@ pub enum OperatorError {
     /// State could not be snapshotted or restored.
     #[error("state: {0}")]
     State(String),
+    /// A user's function (of the typed API or an application's operator) failed.
+    #[error("{0}")]
+    User(String),
     /// An external system (a broker, a database) failed or is unreachable.
     #[error("{system}: {message}")]
     External {
@@ -105,7 +108,10 @@ impl weir_types::Classify for OperatorError {
         use weir_types::ErrorClass;
         match self {
             // A user's expression or data that breaks an operator's contract.
-            OperatorError::Expression(_) | OperatorError::InvalidData(_) | OperatorError::Plan(_) => ErrorClass::User,
+            OperatorError::Expression(_)
+            | OperatorError::InvalidData(_)
+            | OperatorError::Plan(_)
+            | OperatorError::User(_) => ErrorClass::User,
             OperatorError::Io { .. } | OperatorError::ChannelClosed(_) | OperatorError::External { .. } => {
                 ErrorClass::Transient
             }

@@ -27,6 +27,8 @@ pub fn is_key_type(dt: &DataType) -> bool {
             | DataType::UInt64
             | DataType::Utf8
             | DataType::LargeUtf8
+            | DataType::Binary
+            | DataType::LargeBinary
             | DataType::Boolean
     )
 }
@@ -82,6 +84,20 @@ pub fn hash_rows(columns: &[ArrayRef], out: &mut Vec<u64>) -> Result<(), Operato
                 let a = col.as_string::<i64>();
                 for (i, h) in out.iter_mut().enumerate() {
                     let v = if a.is_null(i) { NULL_HASH } else { hash_bytes(a.value(i).as_bytes()) };
+                    *h = if first { v } else { combine(*h, v) };
+                }
+            }
+            DataType::Binary => {
+                let a = col.as_binary::<i32>();
+                for (i, h) in out.iter_mut().enumerate() {
+                    let v = if a.is_null(i) { NULL_HASH } else { hash_bytes(a.value(i)) };
+                    *h = if first { v } else { combine(*h, v) };
+                }
+            }
+            DataType::LargeBinary => {
+                let a = col.as_binary::<i64>();
+                for (i, h) in out.iter_mut().enumerate() {
+                    let v = if a.is_null(i) { NULL_HASH } else { hash_bytes(a.value(i)) };
                     *h = if first { v } else { combine(*h, v) };
                 }
             }

@@ -344,6 +344,19 @@ impl Timers {
         }
     }
 
+    /// Removes the timer for `key` (key group `kg`) at `time`, if registered.
+    pub fn delete(&mut self, time: i64, kg: u32, key: &[u8]) {
+        let t = (time, kg, key.to_vec());
+        if self.queue.remove(&t) && !self.added.remove(&t) {
+            self.removed.insert(t);
+        }
+    }
+
+    /// The earliest timer's time.
+    pub fn next(&self) -> Option<i64> {
+        self.queue.first().map(|t| t.0)
+    }
+
     /// Removes and returns every timer at or before `time`, earliest first.
     pub fn fire(&mut self, time: i64) -> Vec<(i64, u32, Vec<u8>)> {
         let mut out = Vec::new();
@@ -455,6 +468,7 @@ mod tests {
                 }
             }
             timers.fire(round * 10 + 5);
+            timers.delete(round * 10 + 7, 0, 7i64.to_be_bytes().as_slice());
             let mut w = StateWriter::new("op", CheckpointId(1), false);
             s.snapshot(&mut w);
             timers.snapshot(&mut w);

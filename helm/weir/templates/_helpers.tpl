@@ -133,11 +133,41 @@ Checks across values that the schema cannot express clearly.
 */}}
 {{- define "weir.validate" -}}
 {{- if .Values.job.enabled }}
-{{- if not (trim .Values.job.file) }}
-{{- fail "job.enabled is true but job.file is empty: set it to the job file (e.g. --set-file job.file=my-job.yaml)" }}
+{{- if and (not (trim .Values.job.file)) (not (trim .Values.job.name)) }}
+{{- fail "job.enabled is true but job.file and job.name are empty: set job.file to the job file (e.g. --set-file job.file=my-job.yaml), or job.name to one of the application's jobs" }}
+{{- end }}
+{{- if and (trim .Values.job.file) (trim .Values.job.name) }}
+{{- fail "job.file and job.name are both set: submit either a job file or one of the application's jobs" }}
+{{- end }}
+{{- if and (trim .Values.job.name) (not .Values.application) }}
+{{- fail "job.name names one of an application's jobs: set application to the binary of the application image" }}
+{{- end }}
+{{- if and .Values.job.args (not .Values.job.name) }}
+{{- fail "job.args are arguments of an application's job: set job.name" }}
 {{- end }}
 {{- end }}
 {{- if and .Values.job.allowNonRestoredState (not .Values.job.fromSavepoint) }}
 {{- fail "job.allowNonRestoredState needs job.fromSavepoint" }}
 {{- end }}
+{{- end }}
+
+{{/*
+The command of a role: the application's binary and the role, or the
+stock binary of the role. Usage: include "weir.command" (list . "jobmanager")
+*/}}
+{{- define "weir.command" -}}
+{{- $root := index . 0 -}}
+{{- $role := index . 1 -}}
+{{- if $root.Values.application -}}
+[{{ $root.Values.application | quote }}, {{ $role | quote }}]
+{{- else -}}
+["weir-{{ $role }}"]
+{{- end -}}
+{{- end }}
+
+{{/*
+The client binary: the application's, or the stock `weir`.
+*/}}
+{{- define "weir.client" -}}
+{{- .Values.application | default "weir" -}}
 {{- end }}

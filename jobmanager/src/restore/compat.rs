@@ -71,12 +71,13 @@ pub(crate) fn check(
         let declared = &plan.state_types[i];
         for st in &saved.states {
             match declared.iter().find(|(name, _)| *name == st.name) {
-                Some((_, t)) if *t == st.type_name => {}
                 Some((_, t)) => {
-                    return Err(format!(
-                        "operator `{}`: state `{}` in savepoint {uri} has type `{}` but this job declares `{}`; the two are incompatible (an operator whose definition changed this way needs a new uid, with --allow-non-restored-state to drop the old state)",
-                        op.uid, st.name, st.type_name, t
-                    ))
+                    if let Err(why) = plan.factories[i].state_restorable(&st.name, t, &st.type_name) {
+                        return Err(format!(
+                            "operator `{}`: state `{}` in savepoint {uri} has type `{}` but this job declares `{}`: {why} (an operator whose definition changed this way needs a new uid, with --allow-non-restored-state to drop the old state)",
+                            op.uid, st.name, st.type_name, t
+                        ));
+                    }
                 }
                 None if !declared.is_empty() => {
                     let now: Vec<String> = declared.iter().map(|(n, t)| format!("`{n}` ({t})")).collect();

@@ -128,6 +128,18 @@ pub trait OperatorFactory: Send + Sync + std::fmt::Debug {
     fn state_types(&self, _ctx: &PlanContext<'_>) -> Vec<(String, String)> {
         Vec::new()
     }
+    /// Whether state `name`, recorded in a savepoint with type `recorded`,
+    /// restores into this operator, which declares it as `declared`; the
+    /// error says why not. By default the two must be equal; an operator
+    /// whose state types evolve (the typed API's) knows which older types
+    /// it still reads.
+    fn state_restorable(&self, _name: &str, declared: &str, recorded: &str) -> Result<(), String> {
+        if declared == recorded {
+            Ok(())
+        } else {
+            Err("the two are incompatible".into())
+        }
+    }
     /// A readable form of one state entry for `weir savepoint inspect`
     /// (e.g. a Kafka source position as topic, partition and offset);
     /// `None`: the entry is shown by size only.

@@ -1,5 +1,5 @@
 //! `weir-jobmanager`: serves job control and task manager membership.
 
 fn main() -> std::process::ExitCode {
-    weir_cli::Application::stock().main_jobmanager()
+    weir::Application::stock().main_jobmanager()
 }

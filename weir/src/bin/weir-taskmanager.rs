@@ -1,5 +1,5 @@
 //! `weir-taskmanager`: offers slots to a job manager and runs subtasks.
 
 fn main() -> std::process::ExitCode {
-    weir_cli::Application::stock().main_taskmanager()
+    weir::Application::stock().main_taskmanager()
 }

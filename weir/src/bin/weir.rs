@@ -2,5 +2,5 @@
 //! embedded cluster, benchmark, or serve as a job manager or task manager.
 
 fn main() -> std::process::ExitCode {
-    weir_cli::Application::stock().main()
+    weir::Application::stock().main()
 }
