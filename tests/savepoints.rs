@@ -346,3 +346,52 @@ fn a_retained_checkpoint_starts_a_changed_job() -> anyhow::Result<()> {
     assert_same(&s.output(), &expected, "retained checkpoint, rocksdb -> heap, 2 -> 3", &s.cluster);
     Ok(())
 }
+
+/// A savepoint written by Weir 0.1 before the core was reshaped (commit
+/// 6c0cff6: snapshot metadata as JSON, the earlier state layouts), checked
+/// into `tests/fixtures/savepoint-0.1-heap` with the output its run had
+/// committed, restores today — into the heap backend and into RocksDB —
+/// and the two runs together write exactly what one uninterrupted run does.
+#[test]
+fn a_savepoint_of_the_previous_format_restores() -> anyhow::Result<()> {
+    let fixture = weir_tests::repo().join("tests/fixtures/savepoint-0.1-heap");
+    let cluster = Cluster::start(1, 4, "2s")?;
+    let scratch = cluster.dir.path().to_path_buf();
+    let template = std::fs::read_to_string(fixture.join("job.yaml"))?;
+    let job = |name: &str, out: &Path, backend: &str, rate: bool| {
+        let mut text = template
+            .replace("OUT", &out.display().to_string())
+            .replace("CHECKPOINTS", &scratch.join(format!("{name}-checkpoints")).display().to_string())
+            .replace("backend: heap", &format!("backend: {backend}"));
+        if !rate {
+            text = text.replace(", rate: 30000", "");
+        }
+        cluster.write(&format!("{name}.yaml"), &text)
+    };
+
+    // One run without interruption.
+    let reference_out = scratch.join("reference-out");
+    let run = std::process::Command::new(bin("weir"))
+        .args(["local", "-p", "2"])
+        .arg(job("reference", &reference_out, "heap", false))
+        .output()?;
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let expected = committed(&reference_out);
+    assert_eq!(expected.len(), 12, "3 windows of 4 channels: {expected:?}");
+
+    for backend in ["heap", "rocksdb"] {
+        // The old run's output and savepoint, as an upgrade finds them.
+        let out = scratch.join(format!("{backend}-out"));
+        copy_dir(&fixture.join("out"), &out)?;
+        let savepoint = scratch.join(format!("{backend}-savepoint"));
+        copy_dir(&fixture.join("savepoint"), &savepoint)?;
+        let sp = format!("file://{}", savepoint.display());
+        let file = job(backend, &out, backend, false);
+        let id = cluster.submit(&file, &["--from-savepoint", &sp])?;
+        let s = cluster.wait_state(&id, &["FINISHED", "FAILED", "CANCELED"], LONG)?;
+        assert_eq!(s["state"], "FINISHED", "{s:#}\n{}", cluster.logs());
+        assert_eq!(s["restored_from"].as_u64().map(|c| c > 0), Some(true), "restored: {s:#}");
+        assert_same(&committed(&out), &expected, &format!("the 0.1 savepoint restored into {backend}"), &cluster);
+    }
+    Ok(())
+}
