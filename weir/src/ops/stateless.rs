@@ -53,8 +53,10 @@ pub(crate) struct FilterOp<T> {
 
 impl<T: Record> Operator for FilterOp<T> {
     fn process_batch(&mut self, _input: usize, batch: RecordBatch, out: &mut Collector) -> OpResult<()> {
-        let items: Vec<T> = self.layout.records(&batch)?;
-        let keep: BooleanArray = items.iter().map(|t| Some((self.predicate)(t))).collect();
+        let predicate = &mut self.predicate;
+        let keep: BooleanArray = self
+            .layout
+            .with_records(&batch, false, |items: &[T]| Ok(items.iter().map(|t| Some(predicate(t))).collect()))?;
         out.emit(arrow::compute::filter_record_batch(&batch, &keep)?);
         Ok(())
     }
@@ -90,8 +92,8 @@ pub(crate) struct TimestampOp<T> {
 
 impl<T: Record> Operator for TimestampOp<T> {
     fn process_batch(&mut self, _input: usize, batch: RecordBatch, out: &mut Collector) -> OpResult<()> {
-        let items: Vec<T> = self.layout.records(&batch)?;
-        let ts: Int64Array = items.iter().map(|t| (self.f)(t)).collect();
+        let f = &self.f;
+        let ts: Int64Array = self.layout.with_records(&batch, true, |items: &[T]| Ok(items.iter().map(f).collect()))?;
         out.emit(replace_column(&batch, &self.schema, TIMESTAMP, Arc::new(ts))?);
         Ok(())
     }
@@ -108,7 +110,20 @@ pub(crate) fn key_type<K: Key>() -> DataType {
 }
 
 /// The [`KEY`] column of `keys`.
-pub(crate) fn key_column<K: Key>(keys: &[K], dt: &DataType) -> OpResult<ArrayRef> {
+pub(crate) fn key_column<K: Key>(keys: Vec<K>, dt: &DataType) -> OpResult<ArrayRef> {
+    // The common key types become their column directly.
+    let keys: Box<dyn std::any::Any> = Box::new(keys);
+    let keys = match keys.downcast::<Vec<i64>>() {
+        Ok(k) if dt == &DataType::Int64 => return Ok(Arc::new(Int64Array::from(*k))),
+        Ok(k) => k as Box<dyn std::any::Any>,
+        Err(k) => k,
+    };
+    let keys = match keys.downcast::<Vec<String>>() {
+        Ok(k) if dt == &DataType::Utf8 => return Ok(Arc::new(arrow::array::StringArray::from(*k))),
+        Ok(k) => k as Box<dyn std::any::Any>,
+        Err(k) => k,
+    };
+    let keys: Vec<K> = *keys.downcast::<Vec<K>>().expect("the keys' own type");
     if dt == &DataType::Binary {
         let bytes: Vec<Vec<u8>> = keys
             .iter()
@@ -117,7 +132,7 @@ pub(crate) fn key_column<K: Key>(keys: &[K], dt: &DataType) -> OpResult<ArrayRef
         return Ok(Arc::new(BinaryArray::from_iter_values(bytes.iter())));
     }
     let field = Arc::new(Field::new("item", dt.clone(), false));
-    serde_arrow::to_arrow(&[field], serde_arrow::utils::Items(keys))
+    serde_arrow::to_arrow(&[field], serde_arrow::utils::Items(&keys))
         .map_err(|e| OperatorError::User(format!("a key does not encode: {e}")))?
         .into_iter()
         .next()
@@ -134,9 +149,11 @@ pub(crate) struct KeyOp<T, K> {
 
 impl<T: Record, K: Key> Operator for KeyOp<T, K> {
     fn process_batch(&mut self, _input: usize, batch: RecordBatch, out: &mut Collector) -> OpResult<()> {
-        let items: Vec<T> = self.layout.records(&batch)?;
-        let keys: Vec<K> = items.iter().map(|t| (self.f)(t)).collect();
-        let column = key_column(&keys, &self.key_type)?;
+        let (f, key_type) = (&self.f, &self.key_type);
+        let column = self.layout.with_records(&batch, true, |items: &[T]| {
+            let keys: Vec<K> = items.iter().map(|t| f(t)).collect();
+            key_column(keys, key_type)
+        })?;
         out.emit(replace_column(&batch, &self.schema, KEY, column)?);
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! a side output. Each window's accumulator per key is the function's own
 //! type, kept in memory and written at checkpoints per (window, key group).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -55,6 +55,10 @@ impl Assigner {
 pub(crate) const FIXED_STATE: &str = "windows";
 pub(crate) const SESSION_STATE: &str = "sessions";
 
+/// Maps keyed by users' keys (foldhash: several times faster than SipHash
+/// on small keys, and seeded per map).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// A fixed window's accumulators, by key.
 struct Pane<K, Acc> {
     accs: HashMap<K, (u32, Acc)>,
@@ -96,6 +100,8 @@ pub(crate) struct WindowOp<K: Key, A: AggregateFunction> {
     purged: Vec<(i64, Vec<u32>)>,
     sessions_persisted: BTreeSet<u32>,
     hashes: Vec<u64>,
+    /// Keys in the largest window fired so far: new windows start that big.
+    pane_capacity: usize,
 }
 
 impl<K: Key, A: AggregateFunction> WindowOp<K, A> {
@@ -123,12 +129,13 @@ impl<K: Key, A: AggregateFunction> WindowOp<K, A> {
             max_parallelism,
             watermark: i64::MIN,
             fixed: BTreeMap::new(),
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
             dirty: BTreeSet::new(),
             persisted: BTreeMap::new(),
             purged: Vec::new(),
             sessions_persisted: BTreeSet::new(),
             hashes: Vec::new(),
+            pane_capacity: 0,
         }
     }
 
@@ -157,7 +164,11 @@ impl<K: Key, A: AggregateFunction> WindowOp<K, A> {
         while start > t - size {
             let last = start + size - 1;
             if last.saturating_add(self.lateness) > self.watermark {
-                let pane = self.fixed.entry(start).or_insert_with(|| Pane { accs: HashMap::new(), fired: false });
+                let capacity = self.pane_capacity;
+                let pane = self.fixed.entry(start).or_insert_with(|| Pane {
+                    accs: HashMap::with_capacity_and_hasher(capacity, Default::default()),
+                    fired: false,
+                });
                 match pane.accs.get_mut(key) {
                     Some((_, acc)) => self.agg.add(item, acc),
                     None => {
@@ -251,6 +262,8 @@ impl<K: Key, A: AggregateFunction> WindowOp<K, A> {
                     let pane = self.fixed.get_mut(&start).expect("listed above");
                     if !pane.fired {
                         pane.fired = true;
+                        self.pane_capacity = self.pane_capacity.max(pane.accs.len());
+                        rows.reserve(pane.accs.len());
                         let pane = &self.fixed[&start];
                         rows.extend(pane.accs.iter().map(|(k, (_, acc))| self.result(k, start, start + size, acc)));
                         if !purge {
@@ -281,7 +294,6 @@ fn decode<T: for<'de> Deserialize<'de>>(b: &[u8]) -> OpResult<T> {
 
 impl<K: Key, A: AggregateFunction> Operator for WindowOp<K, A> {
     fn process_batch(&mut self, _input: usize, batch: RecordBatch, out: &mut Collector) -> OpResult<()> {
-        let items: Vec<A::In> = self.layout.records(&batch)?;
         let key_col =
             self.layout.key.ok_or_else(|| OperatorError::InvalidData("a window's input has no key".into()))?;
         hash_rows(&[batch.column(key_col).clone()], &mut self.hashes)?;
@@ -292,18 +304,23 @@ impl<K: Key, A: AggregateFunction> Operator for WindowOp<K, A> {
             .clone();
         let mut late = Vec::new();
         let (mut refire_fixed, mut refire_sessions) = (Vec::new(), Vec::new());
-        for (r, item) in items.iter().enumerate() {
-            let key = (self.key_fn)(item);
-            let kg = key_group(self.hashes[r], self.max_parallelism);
-            let t = ts.value(r);
-            let taken = match self.assigner {
-                Assigner::Session { .. } => self.absorb_session(item, &key, kg, t, &mut refire_sessions),
-                _ => self.absorb_fixed(item, &key, kg, t, &mut refire_fixed),
-            };
-            if !taken {
-                late.push(r as u32);
+        let layout = self.layout.clone();
+        layout.with_records(&batch, false, |items: &[A::In]| {
+            for (r, item) in items.iter().enumerate() {
+                let key = (self.key_fn)(item);
+                let kg = key_group(self.hashes[r], self.max_parallelism);
+                let t = ts.value(r);
+                let taken = match self.assigner {
+                    Assigner::Session { .. } => self.absorb_session(item, &key, kg, t, &mut refire_sessions),
+                    _ => self.absorb_fixed(item, &key, kg, t, &mut refire_fixed),
+                };
+                if !taken {
+                    late.push(r as u32);
+                }
             }
-        }
+            Ok(())
+        })?;
+        self.layout.fast.set(layout.fast.get());
         // Windows past their end that took records fire again for those keys.
         let mut rows = Vec::new();
         refire_fixed.sort_by_key(|(s, _)| *s);
@@ -395,7 +412,7 @@ impl<K: Key, A: AggregateFunction> Operator for WindowOp<K, A> {
                 e.key.as_slice().try_into().map_err(|_| OperatorError::State("a window key is not 8 bytes".into()))?,
             );
             let (fired, entries): (bool, Vec<(K, A::Acc)>) = decode(e.value.as_deref().unwrap_or_default())?;
-            let pane = self.fixed.entry(start).or_insert_with(|| Pane { accs: HashMap::new(), fired });
+            let pane = self.fixed.entry(start).or_insert_with(|| Pane { accs: HashMap::default(), fired });
             pane.fired = fired;
             pane.accs.extend(entries.into_iter().map(|(k, acc)| (k, (e.key_group, acc))));
             self.persisted.entry(start).or_default().push(e.key_group);
@@ -478,4 +495,101 @@ pub(crate) fn window_factory<K: Key, A: AggregateFunction>(
     }];
     factory.late = late;
     factory
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use arrow::array::{ArrayRef, Int64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use weir_runtime::channel::StreamElement;
+
+    use super::*;
+    use crate::record::{fields_of, KEY, TIMESTAMP};
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    struct Ev {
+        k: i64,
+        v: i64,
+    }
+
+    struct Sum;
+
+    impl AggregateFunction for Sum {
+        type In = Ev;
+        type Acc = i64;
+        type Out = i64;
+        fn create_accumulator(&self) -> i64 {
+            0
+        }
+        fn add(&self, e: &Ev, acc: &mut i64) {
+            *acc += e.v;
+        }
+        fn get_result(&self, acc: &i64) -> i64 {
+            *acc
+        }
+        fn merge(&self, acc: &mut i64, other: i64) {
+            *acc += other;
+        }
+    }
+
+    fn op() -> WindowOp<i64, Sum> {
+        let fields = fields_of::<Windowed<i64, i64>>().unwrap();
+        let key_fn: KeyFn<Ev, i64> = Arc::new(|e: &Ev| e.k);
+        let layout = InputLayout { fields: vec![0, 1], timestamp: Some(2), key: Some(3), fast: Cell::new(true) };
+        let schema = stream_schema(&fields, true);
+        WindowOp::new(Arc::new(Sum), key_fn, layout, Assigner::Tumbling { size: 10 }, 5, Some(1), fields, schema, 128)
+    }
+
+    /// Records (k, v, time).
+    fn batch(rows: &[(i64, i64, i64)]) -> RecordBatch {
+        let col = |f: fn(&(i64, i64, i64)) -> i64| -> ArrayRef { Arc::new(rows.iter().map(f).collect::<Int64Array>()) };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+            Field::new(TIMESTAMP, DataType::Int64, false),
+            Field::new(KEY, DataType::Int64, false),
+        ]));
+        RecordBatch::try_new(schema, vec![col(|r| r.0), col(|r| r.1), col(|r| r.2), col(|r| r.0)]).unwrap()
+    }
+
+    /// The window results emitted: (key, start, value).
+    fn results(out: &mut Collector) -> Vec<(i64, i64, i64)> {
+        let mut got = Vec::new();
+        for e in out.drain() {
+            if let StreamElement::Batch(b) = e {
+                let rows: Vec<Windowed<i64, i64>> =
+                    serde_arrow::from_record_batch(&b.project(&[0, 1, 2, 3]).unwrap()).unwrap();
+                got.extend(rows.into_iter().map(|w| (w.key, w.window_start, w.value)));
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn late_records_update_fired_windows_within_the_lateness_and_go_to_the_side_after_it() {
+        let mut w = op();
+        let mut out = Collector::default();
+        w.process_batch(0, batch(&[(1, 10, 1), (1, 5, 2), (2, 7, 12)]), &mut out).unwrap();
+        assert_eq!(results(&mut out), []);
+        w.process_watermark(9, &mut out).unwrap();
+        assert_eq!(results(&mut out), [(1, 0, 15)], "window [0, 10) fires at its end");
+        // Late, but within the allowed 5 ms: the window fires again, updated.
+        w.process_batch(0, batch(&[(1, 1, 3)]), &mut out).unwrap();
+        assert_eq!(results(&mut out), [(1, 0, 16)]);
+        assert!(out.take_side().is_empty());
+        // Past the lateness the window is gone, and its records go to the side output.
+        w.process_watermark(14, &mut out).unwrap();
+        assert_eq!(results(&mut out), []);
+        w.process_batch(0, batch(&[(1, 100, 4), (2, 1, 15)]), &mut out).unwrap();
+        assert_eq!(results(&mut out), []);
+        let side = out.take_side();
+        assert_eq!(side.len(), 1);
+        assert_eq!((side[0].0, side[0].1.num_rows()), (1, 1), "only the record of the purged window is late");
+        let late = side[0].1.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(late.value(0), 100);
+        w.finish(&mut out).unwrap();
+        assert_eq!(results(&mut out), [(2, 10, 8)]);
+    }
 }

@@ -4,6 +4,10 @@
 //! event time ([`TIMESTAMP`]) once timestamps are assigned, and its key
 //! ([`KEY`]) on the way into a keyed operator.
 
+mod memo;
+mod rows;
+
+use std::cell::Cell;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch};
@@ -70,6 +74,9 @@ pub(crate) struct InputLayout {
     pub(crate) timestamp: Option<usize>,
     /// Index of [`KEY`], if the stream is keyed.
     pub(crate) key: Option<usize>,
+    /// Whether records are read by the fast path ([`rows`]): every field
+    /// is of a type it reads, and the record type has not refused it.
+    pub(crate) fast: Cell<bool>,
 }
 
 fn compatible(want: &DataType, got: &DataType) -> bool {
@@ -116,13 +123,57 @@ impl InputLayout {
             }
             at.push(i);
         }
-        Ok(Self { fields: at, timestamp: schema.index_of(TIMESTAMP).ok(), key: schema.index_of(KEY).ok() })
+        let fast = at.iter().all(|&i| rows::readable(schema.field(i).data_type()));
+        Ok(Self {
+            fields: at,
+            timestamp: schema.index_of(TIMESTAMP).ok(),
+            key: schema.index_of(KEY).ok(),
+            fast: Cell::new(fast),
+        })
     }
 
-    /// The records of a batch.
+    /// The records of a batch, to own.
     pub(crate) fn records<T: Record>(&self, batch: &RecordBatch) -> OpResult<Vec<T>> {
         let view = batch.project(&self.fields)?;
-        serde_arrow::from_record_batch(&view).map_err(|e| OperatorError::InvalidData(format!("reading records: {e}")))
+        let (mut records, hit) = memo::take::<T>(&view);
+        if !hit {
+            self.decode(&view, &mut records)?;
+        }
+        Ok(records)
+    }
+
+    /// Runs `f` over the records of a batch. With `pass_on`, the operator
+    /// passes the batch's record columns on untouched and the next typed
+    /// operator of its chain reads the records without decoding them again
+    /// (see [`memo`]).
+    pub(crate) fn with_records<T: Record, R>(
+        &self,
+        batch: &RecordBatch,
+        pass_on: bool,
+        f: impl FnOnce(&[T]) -> OpResult<R>,
+    ) -> OpResult<R> {
+        let view = batch.project(&self.fields)?;
+        let (mut records, hit) = memo::take::<T>(&view);
+        if !hit {
+            self.decode(&view, &mut records)?;
+        }
+        let result = f(&records);
+        memo::put(&view, records, pass_on && result.is_ok());
+        result
+    }
+
+    /// Decodes `view` (the record's columns) into `records` (empty).
+    fn decode<T: Record>(&self, view: &RecordBatch, records: &mut Vec<T>) -> OpResult<()> {
+        if self.fast.get() {
+            match rows::read_into::<T>(view, records) {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(e)) => return Err(OperatorError::InvalidData(format!("reading records: {e}"))),
+                None => self.fast.set(false),
+            }
+        }
+        *records = serde_arrow::from_record_batch(view)
+            .map_err(|e| OperatorError::InvalidData(format!("reading records: {e}")))?;
+        Ok(())
     }
 
     /// The event times of a batch's rows, if the stream carries them.
@@ -172,7 +223,7 @@ mod tests {
             Purchase { customer: "b".into(), total: 2.0, items: vec![], note: Some("gift".into()) },
         ];
         let batch = to_batch(&schema, &fields, &items, Some(vec![10, 20])).unwrap();
-        let layout = InputLayout { fields: vec![0, 1, 2, 3], timestamp: Some(4), key: None };
+        let layout = InputLayout { fields: vec![0, 1, 2, 3], timestamp: Some(4), key: None, fast: Cell::new(false) };
         assert_eq!(layout.records::<Purchase>(&batch).unwrap(), items);
         assert_eq!(layout.timestamps(&batch).unwrap().values(), &[10, 20]);
     }
