@@ -366,7 +366,7 @@ enum Command {
         /// A YAML job file, or the name of one of the application's jobs.
         job: Option<String>,
         /// Default parallelism of operators that set none.
-        #[arg(long, short = 'p')]
+        #[arg(long, short = 'p', value_parser = clap::value_parser!(u32).range(1..))]
         parallelism: Option<u32>,
         /// Slots of the embedded task manager [default: what the job needs].
         #[arg(long)]
@@ -382,7 +382,7 @@ enum Command {
         #[command(flatten)]
         target: Target,
         /// Default parallelism of operators that set none.
-        #[arg(long, short = 'p')]
+        #[arg(long, short = 'p', value_parser = clap::value_parser!(u32).range(1..))]
         parallelism: Option<u32>,
         /// Wait for the job to end and print its final status.
         #[arg(long)]
@@ -449,7 +449,7 @@ enum Command {
         /// A YAML job file, or the name of one of the application's jobs.
         job: Option<String>,
         /// Default parallelism of operators that set none.
-        #[arg(long, short = 'p')]
+        #[arg(long, short = 'p', value_parser = clap::value_parser!(u32).range(1..))]
         parallelism: Option<u32>,
         /// An argument of the application's job, KEY=VALUE (repeatable).
         #[arg(long = "arg", value_name = "KEY=VALUE")]
@@ -464,7 +464,7 @@ enum Command {
         #[arg(long, default_value_t = 20_000_000)]
         events: u64,
         /// Parallelism of every operator.
-        #[arg(long, short = 'p', default_value_t = 2)]
+        #[arg(long, short = 'p', default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
         parallelism: u32,
         /// w3-rocksdb: checkpoints without change files (`changelog: false`).
         #[arg(long)]
@@ -508,6 +508,16 @@ enum SavepointAction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parallelism_of_zero_is_refused_on_the_command_line() {
+        for cmd in ["local", "run", "validate"] {
+            let e = Cli::try_parse_from(["weir", cmd, "job.yaml", "-p", "0"]).unwrap_err();
+            assert!(e.to_string().contains("0 is not in 1.."), "{cmd}: {e}");
+            assert!(Cli::try_parse_from(["weir", cmd, "job.yaml", "-p", "3"]).is_ok(), "{cmd}");
+        }
+        assert!(Cli::try_parse_from(["weir", "bench", "w1", "-p", "0"]).is_err());
+    }
 
     #[test]
     fn job_args_are_key_value_pairs() {

@@ -24,7 +24,7 @@ use crate::graph::{EdgeSpec, JobGraph, OperatorSpec, Partitioning, DEFAULT_MAX_P
 struct JobFile {
     name: String,
     #[serde(default)]
-    parallelism: u32,
+    parallelism: Option<u32>,
     #[serde(default)]
     max_parallelism: Option<u32>,
     operators: Vec<OperatorEntry>,
@@ -40,7 +40,7 @@ struct OperatorEntry {
     uid: String,
     kind: String,
     #[serde(default)]
-    parallelism: u32,
+    parallelism: Option<u32>,
     #[serde(default = "yes")]
     chaining: bool,
     #[serde(default)]
@@ -86,9 +86,29 @@ pub fn parse_job_yaml(text: &str) -> Result<JobGraph, PlanError> {
         PlanError { operator: None, field: None, line, message: format!("invalid job file: {msg}") }
     })?;
     let lines = ItemLines::scan(text);
+    // 0 is not "unset": a job or operator written with no subtasks is a mistake.
+    for (field, value) in [("parallelism", file.parallelism), ("max_parallelism", file.max_parallelism)] {
+        if value == Some(0) {
+            let line = text.lines().position(|l| l.starts_with(&format!("{field}:"))).map_or(0, |i| i as u32 + 1);
+            return Err(PlanError {
+                operator: None,
+                field: Some(field.into()),
+                line,
+                message: format!("{field} must be at least 1 (leave it out for the default)"),
+            });
+        }
+    }
     let mut operators = Vec::with_capacity(file.operators.len());
     for (i, op) in file.operators.into_iter().enumerate() {
         let line = lines.operators.get(i).copied().unwrap_or(0);
+        if op.parallelism == Some(0) {
+            return Err(PlanError::operator(
+                &op.uid,
+                line,
+                "parallelism must be at least 1 (leave it out for the job's default)",
+            )
+            .field("parallelism"));
+        }
         let config = match op.config {
             None => serde_json::Value::Object(Default::default()),
             Some(v) => serde_json::to_value(v).map_err(|e| {
@@ -101,7 +121,7 @@ pub fn parse_job_yaml(text: &str) -> Result<JobGraph, PlanError> {
         operators.push(OperatorSpec {
             uid: op.uid,
             kind: op.kind,
-            parallelism: op.parallelism,
+            parallelism: op.parallelism.unwrap_or(0),
             config,
             chainable: op.chaining,
             line,
@@ -124,7 +144,7 @@ pub fn parse_job_yaml(text: &str) -> Result<JobGraph, PlanError> {
     Ok(JobGraph {
         name: file.name,
         max_parallelism: file.max_parallelism.unwrap_or(DEFAULT_MAX_PARALLELISM),
-        default_parallelism: file.parallelism,
+        default_parallelism: file.parallelism.unwrap_or(0),
         operators,
         edges,
         checkpoint: file.checkpoints,
@@ -205,6 +225,19 @@ edges:
         assert_eq!(g.operators[0].config["events"], 100);
         assert_eq!(g.edges[0].line, 12);
         assert_eq!(g.edges[0].partitioning, Partitioning::Forward);
+    }
+
+    #[test]
+    fn a_parallelism_of_zero_is_refused_where_it_is_written() {
+        let e = parse_job_yaml(&W1.replace("parallelism: 2", "parallelism: 0")).unwrap_err();
+        assert_eq!((e.field.as_deref(), e.line, e.operator.as_deref()), (Some("parallelism"), 2, None), "{e}");
+        assert!(e.message.contains("at least 1"), "{e}");
+        let e = parse_job_yaml(&W1.replace("kind: discard", "kind: discard\n    parallelism: 0")).unwrap_err();
+        assert_eq!((e.field.as_deref(), e.line, e.operator.as_deref()), (Some("parallelism"), 9, Some("sink")), "{e}");
+        let e = parse_job_yaml(&W1.replace("parallelism: 2", "parallelism: 2\nmax_parallelism: 0")).unwrap_err();
+        assert_eq!((e.field.as_deref(), e.line), (Some("max_parallelism"), 3), "{e}");
+        let unset = parse_job_yaml(&W1.replace("parallelism: 2\n", "")).unwrap();
+        assert_eq!(unset.default_parallelism, 0, "left out: the default");
     }
 
     #[test]

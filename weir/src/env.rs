@@ -166,7 +166,13 @@ impl StreamEnvironment {
 
     /// Parallelism of operators that set none.
     pub fn set_parallelism(&self, parallelism: u32) -> &Self {
-        self.inner.borrow_mut().builder.default_parallelism(parallelism);
+        let mut inner = self.inner.borrow_mut();
+        if parallelism == 0 {
+            inner.fail(PlanError::job("parallelism must be at least 1").field("parallelism"));
+        } else {
+            inner.builder.default_parallelism(parallelism);
+        }
+        drop(inner);
         self
     }
 
@@ -260,5 +266,32 @@ impl StreamEnvironment {
     /// The factories of the job's own functions.
     pub(crate) fn typed_factories(&self) -> Vec<Arc<FnFactory>> {
         self.inner.borrow().factories.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::Sink;
+
+    #[derive(Serialize, Deserialize)]
+    struct Row {
+        a: i64,
+    }
+
+    #[test]
+    fn a_parallelism_of_zero_is_refused() {
+        let env = StreamEnvironment::new("j");
+        env.set_parallelism(0);
+        env.from_values("v", vec![Row { a: 1 }]).sink("out", Sink::discard());
+        let e = env.graph().unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("parallelism"), "{e}");
+
+        let env = StreamEnvironment::new("j");
+        env.from_values("v", vec![Row { a: 1 }]).set_parallelism(0).sink("out", Sink::discard());
+        let e = env.graph().unwrap_err();
+        assert_eq!((e.operator.as_deref(), e.field.as_deref()), (Some("v"), Some("parallelism")), "{e}");
     }
 }

@@ -229,9 +229,13 @@ impl<T: Record> DataStream<T> {
 
     /// Sets the parallelism of the operator the stream leaves.
     pub fn set_parallelism(self, parallelism: u32) -> Self {
-        if let Some(op) = self.env.borrow_mut().builder.operator_mut(&self.uid) {
+        let mut env = self.env.borrow_mut();
+        if parallelism == 0 {
+            env.fail(PlanError::operator(&self.uid, 0, "parallelism must be at least 1").field("parallelism"));
+        } else if let Some(op) = env.builder.operator_mut(&self.uid) {
             op.parallelism = parallelism;
         }
+        drop(env);
         self
     }
 
