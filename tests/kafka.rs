@@ -433,6 +433,37 @@ fn malformed_records_go_to_the_dead_letter_topic() -> anyhow::Result<()> {
 }
 
 #[test]
+fn empty_and_two_document_values_are_dead_lettered_and_counted_while_the_job_runs() -> anyhow::Result<()> {
+    let (kafka, bootstrap, inp, out) = setup("dlq-mixed", 1, 1)?;
+    let dlq = unique("dlq-mixed");
+    kafka.create_topic(&dlq, 1)?;
+    // As many JSON documents as records: an empty value and a value of two.
+    let mut recs = input(200, 1);
+    recs.insert(20, (Some(0), Some("bad".into()), String::new()));
+    recs.insert(60, (Some(0), Some("bad".into()), r#"{"id":1000,"k":"x","ts":1} {"id":1001,"k":"x","ts":2}"#.into()));
+    produce(&bootstrap, &inp, &recs)?;
+    let cluster = Cluster::start(1, 2, "2s")?;
+    let extra = format!("      on_error: dead_letter\n      dead_letter_topic: {dlq}\n");
+    let job = cluster
+        .submit(&cluster.write("dlq-mixed.yaml", &pass_through_job(&bootstrap, &inp, &out, &extra, "200ms")), &[])?;
+    let reads = read_committed(&bootstrap, &out, 200, LONG).with_context(|| cluster.logs())?;
+    assert_exactly_once(&reads, 200, "good records");
+    for r in &reads {
+        let id = serde_json::from_str::<serde_json::Value>(&r.value)?["id"].as_u64().context("id")?;
+        assert_eq!(r.key.as_deref(), Some(format!("key-{}", id % 50).as_str()), "record {id} kept its own key");
+    }
+    let dead = read_committed(&bootstrap, &dlq, 2, LONG)?;
+    let offsets: Vec<&str> = dead.iter().map(|d| d.headers["weir.source.offset"].as_str()).collect();
+    assert_eq!(offsets, ["20", "60"], "{dead:?}");
+    // The job still runs (the source is unbounded) and its status counts them.
+    wait_until("the running job's status to count 2 bad records", LONG, || {
+        let s = cluster.weir_json(&["status", &job])?;
+        Ok((s["state"] == "RUNNING" && s["bad_records"] == 2).then_some(()))
+    })?;
+    Ok(())
+}
+
+#[test]
 fn malformed_records_fail_the_job_by_default() -> anyhow::Result<()> {
     let (_, bootstrap, inp, out) = setup("bad", 1, 1)?;
     produce(&bootstrap, &inp, &[(Some(0), None, "{oops".into())])?;

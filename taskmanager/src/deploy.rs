@@ -253,20 +253,25 @@ fn report(
     exchange: bool,
     c: &TaskCounters,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
     let _ = ctx.reports.send(v1::TaskStateReport {
         task: Some(key.clone()),
         state: state as i32,
         failure: failure.message.clone(),
         failure_class: weir_proto::class_to_proto(failure.class) as i32,
-        counters: Some(v1::TaskCounters {
-            records_in: c.records_in.load(Relaxed),
-            records_out: c.records_out.load(Relaxed),
-            sink_records: c.sink_records.load(Relaxed),
-            bad_records: c.bad_records.load(Relaxed),
-        }),
+        counters: Some(counters_to_proto(c)),
         exchange_failure: exchange,
     });
+}
+
+/// A task's counters as the job manager receives them.
+pub(crate) fn counters_to_proto(c: &TaskCounters) -> v1::TaskCounters {
+    use std::sync::atomic::Ordering::Relaxed;
+    v1::TaskCounters {
+        records_in: c.records_in.load(Relaxed),
+        records_out: c.records_out.load(Relaxed),
+        sink_records: c.sink_records.load(Relaxed),
+        bad_records: c.bad_records.load(Relaxed),
+    }
 }
 
 async fn wire_outputs(

@@ -292,12 +292,16 @@ async fn membership(
                 _ = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
             }
-            let running = tasks
-                .running()
+            let (running, counters): (Vec<_>, Vec<_>) = tasks
+                .all()
                 .into_iter()
-                .map(|t| v1::TaskKey { job_id: t.job, vertex: t.vertex, subtask: t.subtask, attempt: t.attempt })
-                .collect();
-            match jm.heartbeat(v1::HeartbeatRequest { task_manager_id: opts.id.clone(), running }).await {
+                .map(|(t, running)| {
+                    let key = v1::TaskKey { job_id: t.job, vertex: t.vertex, subtask: t.subtask, attempt: t.attempt };
+                    let counters = deploy::counters_to_proto(&running.counters);
+                    (key.clone(), v1::TaskCountersReport { task: Some(key), counters: Some(counters) })
+                })
+                .unzip();
+            match jm.heartbeat(v1::HeartbeatRequest { task_manager_id: opts.id.clone(), running, counters }).await {
                 Ok(r) if r.get_ref().known => {}
                 Ok(_) => {
                     registered.store(false, Ordering::Relaxed);

@@ -144,7 +144,7 @@ impl Tasks {
         n
     }
 
-    /// Every running task (for metrics).
+    /// Every running task (for metrics and heartbeats).
     pub fn all(&self) -> Vec<(TaskId, RunningTask)> {
         let g = self.lock();
         let mut out: Vec<_> = g.tasks.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -157,10 +157,5 @@ impl Tasks {
         for t in self.lock().tasks.values() {
             t.cancel.cancel();
         }
-    }
-
-    /// Tasks currently deployed.
-    pub fn running(&self) -> Vec<TaskId> {
-        self.lock().tasks.keys().cloned().collect()
     }
 }

@@ -128,8 +128,9 @@ impl JsonDecoder {
     }
 
     /// Decodes `values` (`None`: a record without a value). The fast path
-    /// decodes them all at once; only a batch holding a bad value is decoded
-    /// again value by value to tell the bad ones from the good.
+    /// decodes them all in one decoder, checking that each value gave
+    /// exactly one row; only a batch holding a bad value is decoded again
+    /// value by value to tell the bad ones from the good.
     pub fn decode(&mut self, values: &[Option<&[u8]>]) -> OpResult<Decoded> {
         if values.len() > self.capacity {
             return Err(OperatorError::InvalidData(format!(
@@ -139,15 +140,8 @@ impl JsonDecoder {
             )));
         }
         if values.iter().all(Option::is_some) {
-            self.buf.clear();
-            for v in values.iter().flatten() {
-                self.buf.extend_from_slice(v);
-                self.buf.push(b'\n');
-            }
-            if let Ok(Some(batch)) = self.decode_buffer() {
-                if batch.num_rows() == values.len() {
-                    return Ok(Decoded { batch, bad: Vec::new() });
-                }
+            if let Ok(Some(batch)) = self.decode_each(values) {
+                return Ok(Decoded { batch, bad: Vec::new() });
             }
             // The decoder may hold half a record after an error: start afresh.
             self.decoder = Self::decoder(&self.schema, self.capacity)?;
@@ -173,6 +167,29 @@ impl JsonDecoder {
         }
         let batch = arrow::compute::concat_batches(&self.schema, &good)?;
         Ok(Decoded { batch, bad })
+    }
+
+    /// Decodes the values into one batch, checking after each that it held
+    /// exactly one whole JSON object, so that row `i` is value `i`. `None`
+    /// when a value held none, several or part of one (the caller then
+    /// decodes them one by one, with a fresh decoder).
+    fn decode_each(&mut self, values: &[Option<&[u8]>]) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
+        for v in values.iter().flatten() {
+            let before = self.decoder.len();
+            let mut rest = *v;
+            while !rest.is_empty() {
+                let n = self.decoder.decode(rest)?;
+                if n == 0 {
+                    break;
+                }
+                rest = &rest[n..];
+            }
+            if !rest.is_empty() || self.decoder.has_partial_record() || self.decoder.len() != before + 1 {
+                return Ok(None);
+            }
+        }
+        let batch = self.decoder.flush()?;
+        Ok(batch.filter(|b| b.num_rows() == values.len()))
     }
 
     fn decode_buffer(&mut self) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
@@ -258,6 +275,38 @@ mod tests {
         let again = d.decode(&[Some(br#"{"id":3,"ts":3}"#.as_slice())]).unwrap();
         assert_eq!(again.batch.num_rows(), 1);
         assert!(again.bad.is_empty());
+    }
+
+    #[test]
+    fn an_empty_value_and_a_value_of_two_objects_do_not_balance_out() {
+        let mut d = decoder();
+        let vals: Vec<Option<&[u8]>> = vec![
+            Some(br#"{"id":1,"ts":1}"#),
+            Some(b""),
+            Some(br#"{"id":2,"ts":2}"#),
+            Some(br#"{"id":3,"ts":3} {"id":4,"ts":4}"#),
+            Some(b"   "),
+            Some(br#"{"id":5,"ts":5}"#),
+            Some(br#"{"id":6,"#),
+            Some(br#""ts":6}"#),
+            Some(br#"{"id":7,"ts":7}"#),
+        ];
+        let out = d.decode(&vals).unwrap();
+        let bad: Vec<usize> = out.bad.iter().map(|b| b.0).collect();
+        assert_eq!(bad, vec![1, 3, 4, 6, 7], "{:?}", out.bad);
+        assert_eq!(out.batch.column(0).as_primitive::<Int64Type>(), &Int64Array::from(vec![1, 2, 5, 7]));
+
+        // As many rows as values, but not one per value.
+        let vals: Vec<Option<&[u8]>> = vec![
+            Some(br#"{"id":1,"ts":1}"#),
+            Some(b""),
+            Some(br#"{"id":2,"ts":2}"#),
+            Some(br#"{"id":3,"ts":3} {"id":4,"ts":4}"#),
+            Some(br#"{"id":5,"ts":5}"#),
+        ];
+        let out = d.decode(&vals).unwrap();
+        assert_eq!(out.bad.iter().map(|b| b.0).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(out.batch.column(0).as_primitive::<Int64Type>(), &Int64Array::from(vec![1, 2, 5]));
     }
 
     #[test]

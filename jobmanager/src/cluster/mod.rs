@@ -223,6 +223,13 @@ impl Cluster {
             }
             Command::Heartbeat(req, reply) => {
                 let known = self.membership.heartbeat(&req.task_manager_id, Instant::now(), SystemTime::now());
+                if known {
+                    for r in req.counters {
+                        let (Some(key), Some(counters)) = (r.task, r.counters) else { continue };
+                        let Some(job) = self.jobs.get_mut(&JobId::new(key.job_id)) else { continue };
+                        job.task_counters((key.vertex, key.subtask), key.attempt, counters);
+                    }
+                }
                 let _ = reply.send(Ok(v1::HeartbeatResponse { known }));
             }
             Command::TaskState(r) => {

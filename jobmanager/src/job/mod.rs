@@ -319,6 +319,18 @@ impl Job {
         vec![Effect::Allocate(slots), Effect::Deploy { attempt: self.attempt, placements }]
     }
 
+    /// A running task's live counters (from its task manager's heartbeat):
+    /// kept unless they belong to another attempt or the task has ended
+    /// (its final report has the final counters).
+    pub(crate) fn task_counters(&mut self, task: (u32, u32), attempt: u32, counters: v1::TaskCounters) {
+        if attempt != self.attempt {
+            return;
+        }
+        if let Some(t) = self.tasks.0.get_mut(&task).filter(|t| !terminal(t.state)) {
+            t.counters = counters;
+        }
+    }
+
     /// A task reported its state at `now`.
     pub(crate) fn task_state(&mut self, r: TaskReport, s: &Settings, now: Instant) -> Vec<Effect> {
         if r.attempt != self.attempt {

@@ -171,6 +171,24 @@ fn reports_of_another_attempt_or_of_ended_tasks_change_nothing() {
 }
 
 #[test]
+fn heartbeat_counters_update_running_tasks_of_the_current_attempt_only() {
+    let now = Instant::now();
+    let mut j = job(None, now);
+    running(&mut j, now);
+    let live = |bad| v1::TaskCounters { records_in: 10, records_out: 10, sink_records: 0, bad_records: bad };
+    j.task_counters((0, 0), j.attempt, live(3));
+    assert_eq!(j.tasks.0[&(0, 0)].counters.bad_records, 3, "a running task's counters show while it runs");
+    j.task_counters((0, 0), j.attempt + 1, live(9));
+    assert_eq!(j.tasks.0[&(0, 0)].counters.bad_records, 3, "another attempt's counters are ignored");
+    let mut done = report(&j, (0, 1), v1::TaskState::TaskFinished);
+    done.counters = Some(live(5));
+    j.task_state(done, &SETTINGS, now);
+    j.task_counters((0, 1), j.attempt, live(1));
+    assert_eq!(j.tasks.0[&(0, 1)].counters.bad_records, 5, "an ended task keeps its final counters");
+    assert_eq!(j.details().bad_records, 8);
+}
+
+#[test]
 fn a_task_failure_without_checkpoints_fails_the_job() {
     let now = Instant::now();
     let mut j = job(None, now);
