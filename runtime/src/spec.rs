@@ -75,6 +75,14 @@ fn forward() -> Partitioning {
 /// and wrong types are reported with their line; operator lines are kept in
 /// the graph so that planning errors can name them too.
 pub fn parse_job_yaml(text: &str) -> Result<JobGraph, PlanError> {
+    if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+        return Err(PlanError {
+            operator: None,
+            field: None,
+            line: 0,
+            message: "the job file is empty: a job needs a `name` and its `operators` (see docs/job-files.md)".into(),
+        });
+    }
     let file: JobFile = serde_yaml::from_str(text).map_err(|e| {
         let line = e.location().map(|l| l.line() as u32).unwrap_or(0);
         // serde_yaml appends " at line L column C"; the line is reported separately.
@@ -238,6 +246,14 @@ edges:
         assert_eq!((e.field.as_deref(), e.line), (Some("max_parallelism"), 3), "{e}");
         let unset = parse_job_yaml(&W1.replace("parallelism: 2\n", "")).unwrap();
         assert_eq!(unset.default_parallelism, 0, "left out: the default");
+    }
+
+    #[test]
+    fn an_empty_job_file_says_so() {
+        for text in ["", "\n  \n", "# just a comment\n"] {
+            let e = parse_job_yaml(text).unwrap_err();
+            assert!(e.message.contains("the job file is empty"), "{e}");
+        }
     }
 
     #[test]

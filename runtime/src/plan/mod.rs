@@ -209,6 +209,22 @@ impl Plan {
             outputs_of[from].push(ei);
         }
 
+        // Sinks have no outputs: said first, since the edge out of a sink
+        // also shows up as a surplus input of the operator it feeds.
+        for (i, op) in graph.operators.iter().enumerate() {
+            let sink_output =
+                outputs_of[i].iter().find(|&&ei| graph.edges[ei].output.is_empty()).filter(|_| factories[i].is_sink());
+            if let Some(&ei) = sink_output {
+                let e = &graph.edges[ei];
+                return Err(PlanError::operator(
+                    &edge_name(e),
+                    e.line,
+                    format!("`{}` is a sink and has no outputs: remove this edge", op.uid),
+                )
+                .field("from"));
+            }
+        }
+
         // Arity: every input of every operator is fed exactly once.
         for (i, op) in graph.operators.iter().enumerate() {
             let factory = &factories[i];
@@ -249,17 +265,6 @@ impl Plan {
                     op.line,
                     format!("input {dup} is fed by {} edges; union is not supported, use one edge per input", fed[dup]),
                 ));
-            }
-            if let Some(&ei) =
-                outputs_of[i].iter().find(|&&ei| graph.edges[ei].output.is_empty()).filter(|_| factory.is_sink())
-            {
-                let e = &graph.edges[ei];
-                return Err(PlanError::operator(
-                    &edge_name(e),
-                    e.line,
-                    format!("`{}` is a sink and has no output", op.uid),
-                )
-                .field("from"));
             }
         }
 

@@ -120,6 +120,20 @@ fn rejects_unconnected_inputs_and_sink_outputs() {
 }
 
 #[test]
+fn an_edge_out_of_a_sink_is_named_as_such_before_the_input_it_overfeeds() {
+    let mut b = JobBuilder::new("t");
+    b.operator("gen", "datagen", serde_json::json!({"events": 10}));
+    b.operator("last", "discard", serde_json::json!({}));
+    b.operator("first", "discard", serde_json::json!({}));
+    b.forward("gen", "first");
+    b.forward("gen", "last");
+    b.forward("first", "last");
+    let e = Plan::new(&b.build(), &Registry::builtins(), 0).unwrap_err();
+    assert_eq!((e.operator.as_deref(), e.field.as_deref()), (Some("edge first -> last"), Some("from")), "{e}");
+    assert!(e.message.contains("`first` is a sink and has no outputs"), "{e}");
+}
+
+#[test]
 fn edge_schemas_are_fixed_at_plan_time() {
     let plan = Plan::new(&w2(2), &Registry::builtins(), 0).unwrap();
     let win = plan.graph.operator_index("win").unwrap();
