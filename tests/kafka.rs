@@ -516,35 +516,161 @@ fn a_broker_restart_mid_job_is_survived() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The payment filter, as a YAML job file and as a SQL script, on the same
+/// input: both route exactly the payments keyed `unknown`, keys kept.
 #[test]
 fn the_payment_filter_routes_unknown_payments() -> anyhow::Result<()> {
-    let (kafka, bootstrap, inp, out) = setup("payment", 2, 1)?;
-    let dlq = unique("payment-dlq");
-    kafka.create_topic(&dlq, 1)?;
-    let recs: Vec<_> = (0..1000u64)
+    let cluster = Cluster::start(1, 4, "2s")?;
+    for file in ["payment-filter.yaml", "payment-filter.sql"] {
+        let (kafka, bootstrap, inp, out) = setup("payment", 2, 1)?;
+        let dlq = unique("payment-dlq");
+        kafka.create_topic(&dlq, 1)?;
+        let recs: Vec<_> = (0..1000u64)
+            .map(|i| {
+                let key = if i % 10 == 0 { "unknown" } else { "known" };
+                (None, Some(key.to_string()), format!(r#"{{"id":{i},"amount":{}.5,"currency":"EUR"}}"#, i))
+            })
+            .collect();
+        produce(&bootstrap, &inp, &recs)?;
+        let replace: Vec<(String, String)> = if file.ends_with(".sql") {
+            vec![
+                ("127.0.0.1:9092".into(), bootstrap.clone()),
+                ("'topic' = 'payment'".into(), format!("'topic' = '{inp}'")),
+                ("'topic' = 'unknown-payment'".into(), format!("'topic' = '{out}'")),
+                (
+                    "'sink.transactional-id-prefix' = 'payment-filter'".into(),
+                    format!("'sink.transactional-id-prefix' = '{out}'"),
+                ),
+            ]
+        } else {
+            vec![
+                ("127.0.0.1:9092".into(), bootstrap.clone()),
+                ("topic: payment\n".into(), format!("topic: {inp}\n")),
+                ("topic: unknown-payment".into(), format!("topic: {out}")),
+                ("payment-dead-letters".into(), dlq.clone()),
+                ("transactional_id_prefix: payment-filter".into(), format!("transactional_id_prefix: {out}")),
+            ]
+        };
+        let replace: Vec<(&str, &str)> = replace.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let job = weir_tests::job_file(file, &replace);
+        let job = cluster.submit(&cluster.write(file, &job), &[])?;
+        let reads = settle_and_read(&cluster, &job, &bootstrap, &out, 100).with_context(|| file)?;
+        let mut ids: Vec<u64> = values(&reads).iter().map(|v| v["id"].as_u64().unwrap()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (0..1000).step_by(10).collect::<Vec<u64>>(), "{file}");
+        assert!(reads.iter().all(|r| r.key.as_deref() == Some("unknown")), "{file}");
+        assert!(values(&reads).iter().all(|v| v["currency"] == "EUR" && v["amount"].as_f64().is_some()), "{file}");
+        cluster.weir(&["cancel", &job])?;
+    }
+    Ok(())
+}
+
+/// Output lines of a `jsonl_file` sink's committed files (in-progress ones
+/// are not visible yet), as (page, window start) -> clicks.
+fn committed_clicks(dir: &std::path::Path) -> BTreeMap<(String, String), u64> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().ends_with(".jsonl") {
+            for line in std::fs::read_to_string(e.path()).unwrap_or_default().lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                let key = (v["page"].as_str().unwrap().to_string(), v["window_start"].as_str().unwrap().to_string());
+                let n = v["clicks"].as_u64().unwrap();
+                assert!(out.insert(key.clone(), n).is_none(), "window {key:?} written twice");
+            }
+        }
+    }
+    out
+}
+
+/// Weir SQL end to end (`jobs/clicks-per-page.sql`): a Kafka table with
+/// Flink's JSON timestamps, a TUMBLE window aggregate and a filesystem sink.
+/// `weir local` over a bounded scan writes exactly the expected counts; the
+/// same script submitted with `weir run` writes them exactly once through a
+/// `kill -9` of a task manager.
+#[test]
+fn a_sql_tumbling_window_from_kafka_to_files_is_exact_locally_and_through_a_kill() -> anyhow::Result<()> {
+    const N: u64 = 20_000;
+    let (_, bootstrap, inp, _) = setup("sql-clicks", 2, 1)?;
+    // One click every 10 ms of event time from 2026-03-01 08:00:00 (epoch
+    // 1772352000000), pages p0..p4 in turn: 200 clicks per page per 10 s.
+    const BASE: u64 = 1_772_352_000_000;
+    let stamp = |ms: u64| {
+        let (s, milli) = (ms / 1000 - 1_772_352_000, ms % 1000);
+        format!("2026-03-01 {:02}:{:02}:{:02}.{milli:03}", 8 + s / 3600, s / 60 % 60, s % 60)
+    };
+    let clicks: Vec<_> = (0..N)
         .map(|i| {
-            let key = if i % 10 == 0 { "unknown" } else { "known" };
-            (None, Some(key.to_string()), format!(r#"{{"id":{i},"amount":{}.5,"currency":"EUR"}}"#, i))
+            (
+                Some((i % 2) as i32),
+                None,
+                format!(r#"{{"page":"p{}","user":{i},"ts":"{}"}}"#, i % 5, stamp(BASE + i * 10)),
+            )
         })
         .collect();
-    produce(&bootstrap, &inp, &recs)?;
-    let job = weir_tests::job_file(
-        "payment-filter.yaml",
-        &[
-            ("127.0.0.1:9092", &bootstrap),
-            ("topic: payment\n", &format!("topic: {inp}\n")),
-            ("topic: unknown-payment", &format!("topic: {out}")),
-            ("payment-dead-letters", &dlq),
-            ("transactional_id_prefix: payment-filter", &format!("transactional_id_prefix: {out}")),
-        ],
-    );
-    let cluster = Cluster::start(1, 2, "2s")?;
-    let job = cluster.submit(&cluster.write("payments.yaml", &job), &[])?;
-    let reads = settle_and_read(&cluster, &job, &bootstrap, &out, 100)?;
-    let mut ids: Vec<u64> = values(&reads).iter().map(|v| v["id"].as_u64().unwrap()).collect();
-    ids.sort_unstable();
-    assert_eq!(ids, (0..1000).step_by(10).collect::<Vec<u64>>());
-    assert!(reads.iter().all(|r| r.key.as_deref() == Some("unknown")));
+    produce(&bootstrap, &inp, &clicks)?;
+    let expected: BTreeMap<(String, String), u64> = (0..N / 1000)
+        .flat_map(|w| (0..5).map(move |p| (format!("p{p}"), w)))
+        .map(|(p, w)| ((p, stamp(BASE + w * 10_000)), 200))
+        .collect();
+    let cluster = Cluster::start(2, 2, "1s")?;
+    let script = |dir: &std::path::Path, bounded: bool| {
+        let scan = if bounded {
+            "'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset'".to_string()
+        } else {
+            "'scan.startup.mode' = 'earliest-offset'".to_string()
+        };
+        weir_tests::job_file(
+            "clicks-per-page.sql",
+            &[
+                ("127.0.0.1:9092", &bootstrap),
+                ("'topic' = 'clicks'", &format!("'topic' = '{inp}'")),
+                ("/tmp/clicks-per-page", dir.to_str().unwrap()),
+                ("'scan.startup.mode' = 'earliest-offset'", &scan),
+            ],
+        )
+    };
+
+    // Embedded, bounded: the job ends when the topic's end is reached.
+    let local_dir = cluster.dir.path().join("local-out");
+    let file = cluster.write("clicks-local.sql", &script(&local_dir, true));
+    let mut local = weir_tests::spawn(
+        "weir-local",
+        std::process::Command::new(weir_tests::bin("weir")).args(["local", file.to_str().unwrap()]),
+        cluster.dir.path(),
+    )?;
+    let status = local.wait_exit(LONG)?;
+    assert!(status.success(), "weir local failed:\n{}", local.log());
+    assert_eq!(committed_clicks(&local_dir), expected, "weir local");
+    assert!(weir_tests::committed(&local_dir).len() == expected.len());
+
+    let mut cluster = cluster;
+    let run_dir = cluster.dir.path().join("run-out");
+    let job = cluster.submit(&cluster.write("clicks-run.sql", &script(&run_dir, false)), &[])?;
+    cluster.wait_state(&job, &["RUNNING"], LONG)?;
+    wait_until("a completed checkpoint", LONG, || Ok((completed_checkpoints(&cluster, &job)? >= 1).then_some(())))?;
+    cluster.taskmanager("tm-a").kill9();
+    cluster.restart_taskmanager("tm-a")?;
+    // One click an hour later in each partition, once the job runs again,
+    // moves event time past every window of the data.
+    let restored = completed_checkpoints(&cluster, &job)?;
+    wait_until("a checkpoint after the restore", LONG, || {
+        Ok((completed_checkpoints(&cluster, &job)? > restored).then_some(()))
+    })?;
+    let late: Vec<_> = (0..2)
+        .map(|p| (Some(p), None, format!(r#"{{"page":"p0","user":0,"ts":"{}"}}"#, stamp(BASE + 3_600_000))))
+        .collect();
+    produce(&bootstrap, &inp, &late)?;
+    wait_until("every window committed", LONG, || {
+        Ok((committed_clicks(&run_dir).len() >= expected.len()).then_some(()))
+    })
+    .with_context(|| cluster.logs())?;
+    let done = completed_checkpoints(&cluster, &job)?;
+    wait_until(
+        "two more checkpoints",
+        LONG,
+        || Ok((completed_checkpoints(&cluster, &job)? >= done + 2).then_some(())),
+    )?;
+    assert_eq!(committed_clicks(&run_dir), expected, "weir run through a kill\n{}", cluster.logs());
     Ok(())
 }
 

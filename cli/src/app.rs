@@ -186,7 +186,7 @@ impl Application {
     }
 
     /// The job a command names: one of the application's jobs, or a job file.
-    fn resolve(&self, job: Option<&str>, args: &[String]) -> anyhow::Result<JobGraph> {
+    fn resolve(&self, job: Option<&str>, args: &[String]) -> anyhow::Result<client::JobFile> {
         let args = JobArgs::parse(args)?;
         let by_name = match job {
             None => match self.jobs.iter().next() {
@@ -203,7 +203,19 @@ impl Application {
                 }
             },
         };
-        by_name(&args).with_context(|| format!("building job {}", job.unwrap_or("")))
+        let graph = by_name(&args).with_context(|| format!("building job {}", job.unwrap_or("")))?;
+        Ok(client::JobFile { graph, explain: false })
+    }
+
+    /// Prints a job as a YAML job file, after the checks of submission.
+    fn explain(&self, graph: &JobGraph, parallelism: Option<u32>, fmt: Format) -> anyhow::Result<ExitCode> {
+        weir_runtime::plan::Plan::new(graph, &self.registry, parallelism.unwrap_or(0))
+            .map_err(|e| anyhow!("job {}: {e}", graph.name))?;
+        match fmt {
+            Format::Json => println!("{}", serde_json::to_string_pretty(graph)?),
+            Format::Text => print!("{}", weir_runtime::spec::job_yaml(graph)),
+        }
+        Ok(ExitCode::SUCCESS)
     }
 
     fn job_names(&self) -> String {
@@ -228,11 +240,19 @@ impl Application {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Local { job, parallelism, slots, args } => {
-                let graph = self.resolve(job.as_deref(), &args)?;
+                let file = self.resolve(job.as_deref(), &args)?;
+                if file.explain {
+                    return self.explain(&file.graph, parallelism, fmt);
+                }
+                let graph = file.graph;
                 embedded::run_local(&graph, self.registry.clone(), parallelism, slots, fmt).await
             }
             Command::Run { job, target, parallelism, wait, from_savepoint, allow_non_restored_state, args } => {
-                let graph = self.resolve(job.as_deref(), &args)?;
+                let file = self.resolve(job.as_deref(), &args)?;
+                if file.explain {
+                    return self.explain(&file.graph, parallelism, fmt);
+                }
+                let graph = file.graph;
                 let mut c = client::connect(&target.jobmanager).await?;
                 let from = client::StartFrom { savepoint: from_savepoint, allow_non_restored_state };
                 let id = client::submit(&mut c, &graph, parallelism, &from).await?;
@@ -302,8 +322,12 @@ impl Application {
                 output::task_managers(fmt, &o);
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Explain { job, parallelism, args } => {
+                let graph = self.resolve(job.as_deref(), &args)?.graph;
+                self.explain(&graph, parallelism, fmt)
+            }
             Command::Validate { job, parallelism, args } => {
-                let graph = self.resolve(job.as_deref(), &args)?;
+                let graph = self.resolve(job.as_deref(), &args)?.graph;
                 let plan = weir_runtime::plan::Plan::new(&graph, &self.registry, parallelism.unwrap_or(0))
                     .map_err(|e| anyhow!("job {}: {e}", job.as_deref().unwrap_or(&graph.name)))?;
                 output::plan(fmt, &plan);
@@ -363,7 +387,8 @@ enum Command {
     /// Run a job on an embedded job manager and task manager in this process,
     /// and wait for it to end.
     Local {
-        /// A YAML job file, or the name of one of the application's jobs.
+        /// A YAML job file, a SQL script (.sql), or the name of one of the
+        /// application's jobs.
         job: Option<String>,
         /// Default parallelism of operators that set none.
         #[arg(long, short = 'p', value_parser = clap::value_parser!(u32).range(1..))]
@@ -377,7 +402,8 @@ enum Command {
     },
     /// Submit a job to a cluster and print its id.
     Run {
-        /// A YAML job file, or the name of one of the application's jobs.
+        /// A YAML job file, a SQL script (.sql), or the name of one of the
+        /// application's jobs.
         job: Option<String>,
         #[command(flatten)]
         target: Target,
@@ -446,7 +472,21 @@ enum Command {
     },
     /// Check a job without running it (the checks of submission).
     Validate {
-        /// A YAML job file, or the name of one of the application's jobs.
+        /// A YAML job file, a SQL script (.sql), or the name of one of the
+        /// application's jobs.
+        job: Option<String>,
+        /// Default parallelism of operators that set none.
+        #[arg(long, short = 'p', value_parser = clap::value_parser!(u32).range(1..))]
+        parallelism: Option<u32>,
+        /// An argument of the application's job, KEY=VALUE (repeatable).
+        #[arg(long = "arg", value_name = "KEY=VALUE")]
+        args: Vec<String>,
+    },
+    /// Print the job graph a job file or SQL script compiles to, as a YAML
+    /// job file (after the checks of submission).
+    Explain {
+        /// A YAML job file, a SQL script (.sql), or the name of one of the
+        /// application's jobs.
         job: Option<String>,
         /// Default parallelism of operators that set none.
         #[arg(long, short = 'p', value_parser = clap::value_parser!(u32).range(1..))]
@@ -538,8 +578,8 @@ mod tests {
             b.forward("gen", "out");
             Ok(b.build())
         });
-        assert_eq!(app.resolve(None, &[]).unwrap().name, "mine");
-        assert_eq!(app.resolve(Some("mine"), &["name=other".into()]).unwrap().name, "other");
+        assert_eq!(app.resolve(None, &[]).unwrap().graph.name, "mine");
+        assert_eq!(app.resolve(Some("mine"), &["name=other".into()]).unwrap().graph.name, "other");
         let quickstart = concat!(env!("CARGO_MANIFEST_DIR"), "/../jobs/quickstart.yaml");
         assert!(app.resolve(Some(quickstart), &[]).is_ok());
         assert!(app.resolve(Some(quickstart), &["a=b".into()]).unwrap_err().to_string().contains("--arg"));

@@ -14,9 +14,24 @@ use weir_runtime::graph::JobGraph;
 pub type Client = JobManagerServiceClient<Channel>;
 
 /// Reads and parses a job file; errors name the file and line.
-pub fn read_job(path: &Path) -> anyhow::Result<JobGraph> {
+pub fn read_job(path: &Path) -> anyhow::Result<JobFile> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading job file {}", path.display()))?;
-    weir_runtime::spec::parse_job_yaml(&text).map_err(|e| anyhow!("job file {}: {e}", path.display()))
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("sql")) {
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "sql".into());
+        let script = weir_sql::compile(&text, &name).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        return Ok(JobFile { graph: script.graph, explain: script.explain });
+    }
+    let graph = weir_runtime::spec::parse_job_yaml(&text).map_err(|e| anyhow!("job file {}: {e}", path.display()))?;
+    Ok(JobFile { graph, explain: false })
+}
+
+/// A job read from a file: a YAML job file, or a SQL script (`.sql`).
+#[derive(Debug, Clone)]
+pub struct JobFile {
+    /// The job.
+    pub graph: JobGraph,
+    /// The script asked to `EXPLAIN` the job instead of running it.
+    pub explain: bool,
 }
 
 /// Connects to the job manager at `url`.

@@ -25,7 +25,11 @@ impl CompiledExpr {
     /// message for the user (what is wrong with the expression).
     pub fn compile(sql: &str, schema: &Schema) -> Result<Self, String> {
         let df_schema = DFSchema::try_from(schema.clone()).map_err(|e| e.to_string())?;
-        let ctx = SessionContext::new();
+        // Casts to VARCHAR/STRING give Utf8, the string type of Weir's
+        // batches, connectors and keys (DataFusion's default is Utf8View).
+        let config = datafusion::prelude::SessionConfig::new()
+            .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false);
+        let ctx = SessionContext::new_with_config(config);
         let logical = ctx.parse_sql_expr(sql, &df_schema).map_err(|e| clean(e.to_string()))?;
         let expr = ctx.create_physical_expr(logical, &df_schema).map_err(|e| clean(e.to_string()))?;
         let data_type = expr.data_type(schema).map_err(|e| clean(e.to_string()))?;
@@ -71,6 +75,14 @@ mod tests {
     use super::*;
     use arrow::array::{AsArray, Int64Array, StringArray};
     use arrow::datatypes::{Field, Int64Type};
+
+    #[test]
+    fn casts_to_strings_give_utf8() {
+        let schema = Schema::new(vec![Field::new("n", DataType::Int64, false)]);
+        for sql in ["CAST(n AS VARCHAR)", "CAST(n AS STRING)"] {
+            assert_eq!(CompiledExpr::compile(sql, &schema).unwrap().data_type(), &DataType::Utf8, "{sql}");
+        }
+    }
 
     fn batch() -> RecordBatch {
         RecordBatch::try_from_iter(vec![

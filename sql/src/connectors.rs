@@ -1,0 +1,737 @@
+//! Tables as Weir operators: a `CREATE TABLE`'s connector and options,
+//! with Flink's option names, become a source (plus operators for computed
+//! columns and watermarks) or a sink. See `docs/sql.md` for each option.
+
+use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr};
+use datafusion::sql::sqlparser::tokenizer::Location;
+use serde_json::{json, Map, Value};
+
+use crate::builder::{quoted, Builder, Col, Rel};
+use crate::error::{did_you_mean, SqlError};
+use crate::expr::{interval_ms, quoted_ident, resolve, resolve_column};
+use crate::parse::{ColumnKind, TableDef};
+use crate::settings::Settings;
+use crate::types::SqlType;
+
+/// Connectors `CREATE TABLE` accepts.
+const CONNECTORS: &[&str] = &["kafka", "datagen", "filesystem", "print", "blackhole"];
+
+/// Columns of Weir's benchmark generator, which the `datagen` connector runs.
+const DATAGEN_COLUMNS: &[(&str, SqlType)] = &[
+    ("auction", SqlType::BigInt),
+    ("bidder", SqlType::BigInt),
+    ("price", SqlType::BigInt),
+    ("event_time_ms", SqlType::BigInt),
+    ("channel", SqlType::String),
+];
+
+/// The `WITH` options of a table, taken one by one; whatever is left when
+/// the connector is done is an unknown option.
+struct Options<'a> {
+    table: &'a TableDef,
+    left: Vec<(String, String, Location)>,
+}
+
+impl<'a> Options<'a> {
+    fn new(table: &'a TableDef) -> Self {
+        Self { table, left: table.options.clone() }
+    }
+
+    fn take(&mut self, key: &str) -> Option<(String, Location)> {
+        let i = self.left.iter().position(|(k, _, _)| k == key)?;
+        let (_, v, at) = self.left.remove(i);
+        Some((v, at))
+    }
+
+    fn value(&mut self, key: &str) -> Option<String> {
+        self.take(key).map(|(v, _)| v)
+    }
+
+    fn required(&mut self, key: &str) -> Result<String, SqlError> {
+        self.value(key).ok_or_else(|| {
+            SqlError::at(
+                self.table.name.span.start,
+                format!("table `{}` needs the option '{key}'", self.table.name.value),
+            )
+        })
+    }
+
+    /// Every option starting with `prefix`, without it.
+    fn prefixed(&mut self, prefix: &str) -> Vec<(String, String)> {
+        let (with, without): (Vec<_>, Vec<_>) = self.left.drain(..).partition(|(k, _, _)| k.starts_with(prefix));
+        self.left = without;
+        with.into_iter().map(|(k, v, _)| (k[prefix.len()..].to_string(), v)).collect()
+    }
+
+    fn bool(&mut self, key: &str, default: bool) -> Result<bool, SqlError> {
+        match self.take(key) {
+            None => Ok(default),
+            Some((v, at)) => match v.to_ascii_lowercase().as_str() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(SqlError::at(at, format!("option '{key}' is true or false, not '{v}'"))),
+            },
+        }
+    }
+
+    /// Fails on an option no one took, naming the closest known one.
+    fn finish(self, known: &[&str]) -> Result<(), SqlError> {
+        match self.left.first() {
+            None => Ok(()),
+            Some((k, _, at)) => Err(SqlError::at(
+                *at,
+                format!(
+                    "unknown option '{k}' for the {} connector{}",
+                    connector_name(self.table),
+                    did_you_mean(k, known.iter().copied())
+                ),
+            )),
+        }
+    }
+}
+
+fn connector_name(t: &TableDef) -> String {
+    t.options.iter().find(|(k, _, _)| k == "connector").map(|(_, v, _)| v.clone()).unwrap_or_default()
+}
+
+/// Checks a table's connector when it is declared.
+pub fn check_connector(t: &TableDef) -> Result<(), SqlError> {
+    let Some((_, c, at)) = t.options.iter().find(|(k, _, _)| k == "connector") else {
+        return Err(SqlError::at(t.name.span.start, format!("table `{}` needs the option 'connector'", t.name.value)));
+    };
+    match c.as_str() {
+        c if CONNECTORS.contains(&c) => Ok(()),
+        "upsert-kafka" | "jdbc" | "elasticsearch-7" | "mongodb" | "hbase-2.2" => Err(SqlError::at(
+            *at,
+            format!("not supported: the '{c}' connector (Weir SQL has {})", CONNECTORS.join(", ")),
+        )),
+        other => Err(SqlError::at(
+            *at,
+            format!(
+                "unknown connector '{other}'{}; Weir SQL has {}",
+                did_you_mean(other, CONNECTORS.iter().copied()),
+                CONNECTORS.join(", ")
+            ),
+        )),
+    }
+}
+
+/// The physical columns of a table with their types.
+fn physical(t: &TableDef) -> Vec<(String, SqlType, bool)> {
+    t.columns
+        .iter()
+        .filter_map(|c| match &c.kind {
+            ColumnKind::Physical(ty) => Some((c.name.value.clone(), ty.clone(), c.not_null)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Adds the operators reading `t` and returns their output.
+pub fn source(b: &mut Builder, t: &TableDef, settings: &Settings) -> Result<Rel, SqlError> {
+    let name = t.name.value.clone();
+    let mut opts = Options::new(t);
+    let connector = opts.required("connector")?;
+    let watermark = watermark_spec(t)?;
+    let rowtime_physical = watermark.as_ref().is_some_and(|(c, _)| physical(t).iter().any(|(n, _, _)| n == c));
+    let idle = settings.idle_timeout.filter(|d| !d.is_zero());
+    let mut renames = Vec::new();
+    let (uid, columns, watermark_done) = match connector.as_str() {
+        "kafka" => {
+            let (mut config, columns, r) = kafka_source(t, &mut opts)?;
+            renames = r;
+            if let (Some((column, ooo)), true) = (&watermark, rowtime_physical) {
+                let mut w = Map::new();
+                w.insert("column".into(), json!(column));
+                w.insert("max_out_of_orderness".into(), json!(format!("{ooo}ms")));
+                if let Some(d) = idle {
+                    w.insert("idle_timeout".into(), json!(format!("{}ms", d.as_millis())));
+                }
+                config.insert("watermark".into(), Value::Object(w));
+            }
+            (b.add(&name, "kafka_source", Value::Object(config), 0), columns, rowtime_physical)
+        }
+        "datagen" => {
+            let mut config = Map::new();
+            if let Some((v, at)) = opts.take("number-of-rows") {
+                config.insert(
+                    "events".into(),
+                    json!(v.parse::<u64>().map_err(|_| SqlError::at(at, "'number-of-rows' is a whole number"))?),
+                );
+            }
+            if let Some((v, at)) = opts.take("rows-per-second") {
+                config.insert(
+                    "rate".into(),
+                    json!(v.parse::<u64>().map_err(|_| SqlError::at(at, "'rows-per-second' is a whole number"))?),
+                );
+            }
+            if let Some((k, _, at)) = opts.left.iter().find(|(k, _, _)| k.starts_with("fields.")) {
+                return Err(SqlError::at(*at, format!("not supported: '{k}': Weir's datagen produces the benchmark generator's columns ({}) by their formulas", DATAGEN_COLUMNS.iter().map(|c| c.0).collect::<Vec<_>>().join(", "))));
+            }
+            for (n, ty, _) in physical(t) {
+                match DATAGEN_COLUMNS.iter().find(|(c, _)| *c == n) {
+                    Some((_, want)) if *want == ty => {}
+                    Some((_, want)) => {
+                        return Err(SqlError::at(
+                            t.name.span.start,
+                            format!("datagen column `{n}` is {want}, declared {ty}"),
+                        ))
+                    }
+                    None => {
+                        return Err(SqlError::at(
+                            t.name.span.start,
+                            format!(
+                                "datagen has no column `{n}`{}; it produces {}",
+                                did_you_mean(&n, DATAGEN_COLUMNS.iter().map(|c| c.0)),
+                                DATAGEN_COLUMNS.iter().map(|c| c.0).collect::<Vec<_>>().join(", ")
+                            ),
+                        ))
+                    }
+                }
+            }
+            let columns = DATAGEN_COLUMNS.iter().map(|(n, t)| Col::typed(*n, t.clone())).collect();
+            (b.add(&name, "datagen", Value::Object(config), 0), columns, false)
+        }
+        "filesystem" => {
+            return Err(SqlError::at(
+                t.name.span.start,
+                format!(
+                "not supported yet: reading table `{name}`: the filesystem connector is a sink only in this version"
+            ),
+            ))
+        }
+        other => {
+            return Err(SqlError::at(
+                t.name.span.start,
+                format!("table `{name}` uses the '{other}' connector, which is a sink only"),
+            ))
+        }
+    };
+    opts.finish(&known_source_options(&connector))?;
+    let mut rel = Rel { uid, columns, rowtime: None, origin: name.clone() };
+    // Exactly the declared physical and metadata columns, in order.
+    let wanted: Vec<&str> = t
+        .columns
+        .iter()
+        .filter(|c| !matches!(c.kind, ColumnKind::Computed(_)))
+        .map(|c| c.name.value.as_str())
+        .collect();
+    if rel.names().collect::<Vec<_>>() != wanted {
+        let mut cols = Vec::new();
+        let mut out = Vec::new();
+        for w in &wanted {
+            match renames.iter().find(|(_, to)| to == w) {
+                Some((from, _)) => {
+                    cols.push(json!({"name": w, "expr": quoted(from)}));
+                    out.push(Col { name: w.to_string(), ty: rel.column(from).and_then(|c| c.ty.clone()) });
+                }
+                None => {
+                    cols.push(json!(w));
+                    out.push(rel.column(w).cloned().expect("the connector produces every declared column"));
+                }
+            }
+        }
+        rel.uid = b.then(&rel, &format!("{name}.columns"), "project", json!({"columns": cols}));
+        rel.columns = out;
+    }
+    // Computed columns, in one `map`.
+    let computed: Vec<_> = t
+        .columns
+        .iter()
+        .filter_map(|c| match &c.kind {
+            ColumnKind::Computed(e) => Some((c.name.value.clone(), (**e).clone())),
+            _ => None,
+        })
+        .collect();
+    if !computed.is_empty() {
+        let mut cols = Vec::new();
+        for (n, e) in &computed {
+            let mut e = e.clone();
+            resolve(&mut e, |id| {
+                resolve_column(&rel, &id.value, id.span.start).map(|c| Expr::Identifier(quoted_ident(&c)))
+            })?;
+            cols.push(json!({"name": n, "expr": e.to_string()}));
+        }
+        rel.uid = b.then(&rel, &format!("{name}.computed"), "map", json!({"columns": cols}));
+        for (n, _) in &computed {
+            let ty = watermark.as_ref().filter(|(c, _)| c == n).map(|_| SqlType::Timestamp);
+            rel.columns.push(Col { name: n.clone(), ty });
+        }
+        // Declaration order, as Flink shows a table's columns.
+        let order: Vec<&str> = t.columns.iter().map(|c| c.name.value.as_str()).collect();
+        let cols: Vec<Value> = order.iter().map(|n| json!(n)).collect();
+        if rel.names().collect::<Vec<_>>() != order {
+            rel.uid = b.then(&rel, &format!("{name}.columns"), "project", json!({"columns": cols}));
+            let mut ordered = Vec::new();
+            for n in order {
+                ordered.push(rel.column(n).cloned().expect("every declared column is present"));
+            }
+            rel.columns = ordered;
+        }
+    }
+    if let Some((column, ooo)) = watermark {
+        if !watermark_done {
+            let mut config = Map::new();
+            config.insert("timestamp_column".into(), json!(column));
+            config.insert("max_out_of_orderness".into(), json!(format!("{ooo}ms")));
+            if let Some(d) = idle {
+                config.insert("idle_timeout".into(), json!(format!("{}ms", d.as_millis())));
+            }
+            rel.uid = b.then(&rel, &format!("{name}.watermark"), "watermark", Value::Object(config));
+        }
+        rel.rowtime = Some(column);
+    }
+    Ok(rel)
+}
+
+/// `WATERMARK FOR c AS c [- INTERVAL ...]` as (column, Weir's
+/// out-of-orderness in ms). Flink's SQL watermark is `max(expr)`; Weir's
+/// is `max - out_of_orderness - 1`, so the delay is taken 1 ms shorter to
+/// fire windows at the same watermark as Flink.
+fn watermark_spec(t: &TableDef) -> Result<Option<(String, u64)>, SqlError> {
+    let Some((column, expr)) = &t.watermark else { return Ok(None) };
+    let Some(col) = t.columns.iter().find(|c| c.name.value == column.value) else {
+        return Err(SqlError::at(
+            column.span.start,
+            format!(
+                "WATERMARK FOR an unknown column `{}`{}",
+                column.value,
+                did_you_mean(&column.value, t.columns.iter().map(|c| c.name.value.as_str()))
+            ),
+        ));
+    };
+    if let ColumnKind::Physical(ty) | ColumnKind::Metadata { ty, .. } = &col.kind {
+        if *ty != SqlType::Timestamp {
+            return Err(SqlError::at(
+                column.span.start,
+                format!("the watermark column `{}` must be TIMESTAMP(3) or TIMESTAMP_LTZ(3), not {ty}", column.value),
+            ));
+        }
+    }
+    let is_column = |e: &Expr| matches!(e, Expr::Identifier(id) if id.value == column.value);
+    let delay = match expr {
+        e if is_column(e) => 0,
+        Expr::BinaryOp { left, op: BinaryOperator::Minus, right } if is_column(left) => interval_ms(right)?,
+        other => {
+            use datafusion::sql::sqlparser::ast::Spanned;
+            return Err(SqlError::at(
+                other.span().start,
+                format!(
+                    "not supported: the watermark expression `{other}`; write `{0} - INTERVAL 'n' SECOND` or `{0}`",
+                    column.value
+                ),
+            ));
+        }
+    };
+    Ok(Some((column.value.clone(), delay.saturating_sub(1))))
+}
+
+fn known_source_options(connector: &str) -> Vec<&'static str> {
+    match connector {
+        "kafka" => vec![
+            "connector",
+            "topic",
+            "properties.bootstrap.servers",
+            "properties.group.id",
+            "scan.startup.mode",
+            "scan.startup.timestamp-millis",
+            "scan.bounded.mode",
+            "format",
+            "value.format",
+            "key.format",
+            "key.fields",
+            "value.fields-include",
+            "json.fail-on-missing-field",
+            "json.ignore-parse-errors",
+            "json.timestamp-format.standard",
+            "scan.topic-partition-discovery.interval",
+            "sink.partitioner",
+            "sink.delivery-guarantee",
+            "sink.transactional-id-prefix",
+        ],
+        "datagen" => vec!["connector", "number-of-rows", "rows-per-second"],
+        _ => vec!["connector"],
+    }
+}
+
+/// `kafka_source`'s configuration and the columns it produces.
+/// Also returns the columns to rename (the source's name, the declared one).
+#[allow(clippy::type_complexity)]
+fn kafka_source(
+    t: &TableDef,
+    opts: &mut Options<'_>,
+) -> Result<(Map<String, Value>, Vec<Col>, Vec<(String, String)>), SqlError> {
+    let mut c = Map::new();
+    c.insert("bootstrap_servers".into(), json!(opts.required("properties.bootstrap.servers")?));
+    let topic = opts.required("topic")?;
+    let topics: Vec<&str> = topic.split(';').map(str::trim).filter(|s| !s.is_empty()).collect();
+    if topics.len() == 1 {
+        c.insert("topic".into(), json!(topics[0]));
+    } else {
+        c.insert("topics".into(), json!(topics));
+    }
+    if let Some(g) = opts.value("properties.group.id") {
+        c.insert("group_id".into(), json!(g));
+    }
+    match opts.take("scan.startup.mode") {
+        None => {}
+        Some((m, at)) => {
+            let start = match m.as_str() {
+                "earliest-offset" => json!("earliest"),
+                "latest-offset" => json!("latest"),
+                "group-offsets" => json!("committed"),
+                "timestamp" => {
+                    let ms = opts.required("scan.startup.timestamp-millis")?;
+                    json!({"timestamp": ms.parse::<i64>().map_err(|_| SqlError::at(at, "'scan.startup.timestamp-millis' is a number"))?})
+                }
+                other => return Err(SqlError::at(at, format!("not supported: scan.startup.mode '{other}' (use earliest-offset, latest-offset, group-offsets or timestamp)"))),
+            };
+            c.insert("start".into(), start);
+        }
+    }
+    match opts.take("scan.bounded.mode") {
+        None => {}
+        Some((m, at)) => match m.as_str() {
+            "latest-offset" => {
+                c.insert("stop".into(), json!("latest"));
+            }
+            "unbounded" => {}
+            other => {
+                return Err(SqlError::at(
+                    at,
+                    format!("not supported: scan.bounded.mode '{other}' (use latest-offset or unbounded)"),
+                ))
+            }
+        },
+    }
+    if let Some((v, at)) = opts.take("scan.topic-partition-discovery.interval") {
+        let d = crate::settings::duration(&v).map_err(|m| SqlError::at(at, m))?;
+        c.insert("partition_discovery".into(), json!(format!("{}ms", d.as_millis())));
+    }
+    let props = opts.prefixed("properties.");
+    if !props.is_empty() {
+        c.insert("properties".into(), Value::Object(props.into_iter().map(|(k, v)| (k, json!(v))).collect()));
+    }
+    let format = format_option(opts)?;
+    let (key_fields, except_key) = key_options(t, opts)?;
+    let fail_on_missing = opts.bool("json.fail-on-missing-field", false)?;
+    if let Some((v, at)) = opts.take("json.ignore-parse-errors") {
+        if v.eq_ignore_ascii_case("true") {
+            return Err(SqlError::at(at, "not supported: json.ignore-parse-errors = true; a bad record fails the job (Weir's kafka_source can also send it to a dead-letter topic, see docs/kafka.md)"));
+        }
+    }
+    if let Some((v, at)) = opts.take("json.timestamp-format.standard") {
+        if !["SQL", "ISO-8601"].contains(&v.as_str()) {
+            return Err(SqlError::at(at, "json.timestamp-format.standard is SQL or ISO-8601"));
+        }
+    }
+    let mut columns = Vec::new();
+    let mut metadata = Map::new();
+    let value_columns: Vec<(String, SqlType, bool)> =
+        physical(t).into_iter().filter(|(n, _, _)| !(except_key && key_fields.contains(n))).collect();
+    match format.as_str() {
+        "json" => {
+            let mut schema = Vec::new();
+            for (n, ty, not_null) in &value_columns {
+                let Some(jt) = ty.json_type() else {
+                    return Err(SqlError::at(
+                        t.name.span.start,
+                        format!("not supported: column `{n}` of type {ty} in the kafka connector's json format"),
+                    ));
+                };
+                schema.push(json!({"name": n, "type": jt, "nullable": !(*not_null || fail_on_missing)}));
+                columns.push(Col::typed(n.clone(), ty.clone()));
+            }
+            c.insert("format".into(), json!("json"));
+            c.insert("schema".into(), json!(schema));
+        }
+        "raw" => {
+            let [(n, ty, _)] = &value_columns[..] else {
+                return Err(SqlError::at(t.name.span.start, "the raw format reads one STRING column"));
+            };
+            if *ty != SqlType::String {
+                return Err(SqlError::at(
+                    t.name.span.start,
+                    format!("the raw format reads one STRING column, `{n}` is {ty}"),
+                ));
+            }
+            c.insert("format".into(), json!("string"));
+            // Weir's string format calls the column `value`; renamed below.
+            columns.push(Col::typed("value", SqlType::String));
+        }
+        other => return Err(unsupported_format(t, other)),
+    }
+    if except_key {
+        let [k] = &key_fields[..] else { unreachable!("checked by key_options") };
+        metadata.insert("key".into(), json!(k));
+        columns.push(Col::typed(k.clone(), SqlType::String));
+    }
+    for col in &t.columns {
+        if let ColumnKind::Metadata { ty, key } = &col.kind {
+            let key = key.clone().unwrap_or_else(|| col.name.value.clone());
+            let (weir, want) = match key.as_str() {
+                "topic" => ("topic", SqlType::String),
+                "partition" => ("partition", SqlType::Int),
+                "offset" => ("offset", SqlType::BigInt),
+                "timestamp" => ("timestamp", SqlType::Timestamp),
+                "key" => ("key", SqlType::String),
+                other => {
+                    return Err(SqlError::at(
+                        col.name.span.start,
+                        format!(
+                            "not supported: kafka metadata '{other}' (use topic, partition, offset, timestamp or key)"
+                        ),
+                    ))
+                }
+            };
+            let _ = ty;
+            metadata.insert(weir.into(), json!(col.name.value));
+            columns.push(Col::typed(col.name.value.clone(), want));
+        }
+    }
+    if !metadata.is_empty() {
+        c.insert("metadata".into(), Value::Object(metadata));
+    }
+    // Weir's string format calls its column `value`: renamed to the declared one.
+    let renames = match &value_columns[..] {
+        [(n, _, _)] if format == "raw" && n != "value" => vec![("value".to_string(), n.clone())],
+        _ => Vec::new(),
+    };
+    Ok((c, columns, renames))
+}
+
+fn format_option(opts: &mut Options<'_>) -> Result<String, SqlError> {
+    let format = opts.value("format");
+    let value_format = opts.value("value.format");
+    match (format, value_format) {
+        (Some(f), None) | (None, Some(f)) => Ok(f),
+        (Some(_), Some(_)) => {
+            Err(SqlError::at(opts.table.name.span.start, "give 'format' or 'value.format', not both"))
+        }
+        (None, None) => Err(SqlError::at(
+            opts.table.name.span.start,
+            format!("table `{}` needs the option 'format' (json or raw)", opts.table.name.value),
+        )),
+    }
+}
+
+fn unsupported_format(t: &TableDef, f: &str) -> SqlError {
+    let why = match f {
+        "debezium-json" | "canal-json" | "maxwell-json" => "changelog input is not planned yet",
+        _ => "Weir SQL reads and writes json and raw",
+    };
+    SqlError::at(t.name.span.start, format!("not supported: format '{f}' ({why})"))
+}
+
+/// `key.fields` (one column, raw key format) and whether the value leaves
+/// the key out (`value.fields-include` = `EXCEPT_KEY`).
+fn key_options(t: &TableDef, opts: &mut Options<'_>) -> Result<(Vec<String>, bool), SqlError> {
+    let fields: Vec<String> =
+        opts.value("key.fields").map(|v| v.split(';').map(|s| s.trim().to_string()).collect()).unwrap_or_default();
+    let key_format = opts.take("key.format");
+    let include = opts.take("value.fields-include");
+    if fields.is_empty() {
+        return Ok((fields, false));
+    }
+    if let Some((f, at)) = &key_format {
+        if f != "raw" {
+            return Err(SqlError::at(
+                *at,
+                format!("not supported: key.format '{f}'; Weir reads and writes keys as text (raw)"),
+            ));
+        }
+    }
+    let [k] = &fields[..] else {
+        return Err(SqlError::at(t.name.span.start, "not supported: several key.fields; a Kafka key is one column"));
+    };
+    match t.columns.iter().find(|c| c.name.value == *k) {
+        Some(c) if matches!(c.kind, ColumnKind::Physical(SqlType::String)) => {}
+        Some(_) => {
+            return Err(SqlError::at(
+                t.name.span.start,
+                format!("the key field `{k}` must be a physical STRING column"),
+            ))
+        }
+        None => return Err(SqlError::at(t.name.span.start, format!("key.fields names an unknown column `{k}`"))),
+    }
+    let except_key = match include {
+        None => false,
+        Some((v, at)) => match v.as_str() {
+            "ALL" => false,
+            "EXCEPT_KEY" => true,
+            _ => return Err(SqlError::at(at, "value.fields-include is ALL or EXCEPT_KEY")),
+        },
+    };
+    Ok((fields, except_key))
+}
+
+/// Adds the sink writing `input` into `t`. The query's columns are matched
+/// to the table's by position (or to the listed columns), cast to the
+/// declared types, and timestamps written as Flink's json format writes
+/// them (`2026-03-01 08:00:00.123`).
+pub fn sink(b: &mut Builder, t: &TableDef, input: Rel, listed: &[String], at: Location) -> Result<(), SqlError> {
+    let name = t.name.value.clone();
+    let mut opts = Options::new(t);
+    let connector = opts.required("connector")?;
+    let targets: Vec<(String, SqlType)> = physical(t).into_iter().map(|(n, ty, _)| (n, ty)).collect();
+    let targets: Vec<(String, SqlType)> = if listed.is_empty() {
+        targets
+    } else {
+        let mut out = Vec::new();
+        for l in listed {
+            match targets.iter().find(|(n, _)| n == l) {
+                Some(x) => out.push(x.clone()),
+                None => {
+                    return Err(SqlError::at(
+                        at,
+                        format!(
+                            "table `{name}` has no column `{l}`{}",
+                            did_you_mean(l, targets.iter().map(|(n, _)| n.as_str()))
+                        ),
+                    ))
+                }
+            }
+        }
+        if out.len() != targets.len() {
+            return Err(SqlError::at(
+                at,
+                format!("not supported: writing some of the columns of `{name}` (list them all)"),
+            ));
+        }
+        out
+    };
+    if input.columns.len() != targets.len() {
+        return Err(SqlError::at(
+            at,
+            format!(
+                "the query gives {} columns ({}) and table `{name}` takes {} ({})",
+                input.columns.len(),
+                input.names().collect::<Vec<_>>().join(", "),
+                targets.len(),
+                targets.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    let json_out = connector != "blackhole";
+    let mut cols = Vec::new();
+    for ((target, ty), col) in targets.iter().zip(&input.columns) {
+        if let (Some(have), true) = (&col.ty, matches!(ty, SqlType::Timestamp)) {
+            if *have != SqlType::Timestamp {
+                return Err(SqlError::at(
+                    at,
+                    format!("column `{target}` of `{name}` is {ty}, the query gives {have} (`{}`)", col.name),
+                ));
+            }
+        }
+        let src = quoted(&col.name);
+        let expr = match ty {
+            SqlType::Timestamp if json_out => format!("to_char({src}, '%Y-%m-%d %H:%M:%S%.3f')"),
+            _ => match ty.cast_target() {
+                Some(cast) => format!("CAST({src} AS {cast})"),
+                None => src,
+            },
+        };
+        cols.push(json!({"name": target, "expr": expr}));
+    }
+    let mut rel = input;
+    rel.uid = b.then(&rel, &format!("{name}.columns"), "project", json!({"columns": cols}));
+    let (kind, config) = match connector.as_str() {
+        "kafka" => ("kafka_sink", kafka_sink(t, &mut opts, &targets)?),
+        "filesystem" => {
+            let path = opts.required("path")?;
+            let path = path.strip_prefix("file://").unwrap_or(&path).to_string();
+            if path.contains("://") {
+                return Err(SqlError::at(t.name.span.start, format!("not supported: the filesystem path '{path}': local paths only (object storage sinks are planned)")));
+            }
+            let f = opts.required("format")?;
+            if f != "json" {
+                return Err(unsupported_format(t, &f));
+            }
+            if let Some((v, at)) = opts.take("json.timestamp-format.standard") {
+                if v != "SQL" {
+                    return Err(SqlError::at(
+                        at,
+                        "not supported: json.timestamp-format.standard other than SQL in sinks",
+                    ));
+                }
+            }
+            ("jsonl_file", json!({"path": path}))
+        }
+        "print" => {
+            opts.take("print-identifier");
+            if opts.bool("standard-error", false)? {
+                return Err(SqlError::at(t.name.span.start, "not supported: 'standard-error' = 'true'"));
+            }
+            ("stdout", json!({}))
+        }
+        "blackhole" => ("discard", json!({})),
+        "datagen" => {
+            return Err(SqlError::at(at, format!("table `{name}` uses the datagen connector, which is a source only")))
+        }
+        other => return Err(SqlError::at(t.name.span.start, format!("unknown connector '{other}'"))),
+    };
+    let known: Vec<&str> = match connector.as_str() {
+        "filesystem" => vec!["connector", "path", "format", "json.timestamp-format.standard"],
+        "print" => vec!["connector", "print-identifier", "standard-error"],
+        _ => known_source_options(&connector),
+    };
+    opts.finish(&known)?;
+    let uid = b.add(&name, kind, config, 0);
+    b.connect(&rel.uid, &uid, weir_runtime::graph::Partitioning::Forward, Vec::new());
+    Ok(())
+}
+
+fn kafka_sink(t: &TableDef, opts: &mut Options<'_>, columns: &[(String, SqlType)]) -> Result<Value, SqlError> {
+    let mut c = Map::new();
+    c.insert("bootstrap_servers".into(), json!(opts.required("properties.bootstrap.servers")?));
+    c.insert("topic".into(), json!(opts.required("topic")?));
+    let format = format_option(opts)?;
+    let (key_fields, except_key) = key_options(t, opts)?;
+    if except_key {
+        return Err(SqlError::at(
+            t.name.span.start,
+            "not supported: value.fields-include = EXCEPT_KEY in a sink; the value holds every column",
+        ));
+    }
+    if let [k] = &key_fields[..] {
+        c.insert("key_column".into(), json!(k));
+    }
+    match format.as_str() {
+        "json" => {
+            c.insert("format".into(), json!("json"));
+        }
+        "raw" => {
+            let [(n, _)] = columns else {
+                return Err(SqlError::at(t.name.span.start, "the raw format writes one STRING column"));
+            };
+            c.insert("format".into(), json!("string"));
+            c.insert("value_column".into(), json!(n));
+        }
+        other => return Err(unsupported_format(t, other)),
+    }
+    if let Some((g, at)) = opts.take("sink.delivery-guarantee") {
+        let d = match g.as_str() {
+            "exactly-once" => "exactly_once",
+            "at-least-once" | "none" => "at_least_once",
+            other => {
+                return Err(SqlError::at(
+                    at,
+                    format!("sink.delivery-guarantee is exactly-once, at-least-once or none, not '{other}'"),
+                ))
+            }
+        };
+        c.insert("delivery".into(), json!(d));
+    }
+    if let Some(p) = opts.value("sink.transactional-id-prefix") {
+        c.insert("transactional_id_prefix".into(), json!(p));
+    }
+    // Records are partitioned by key like Kafka's Java client; Flink's
+    // partitioner choice has no counterpart and is ignored.
+    opts.take("sink.partitioner");
+    opts.take("properties.group.id");
+    let props = opts.prefixed("properties.");
+    if !props.is_empty() {
+        c.insert("properties".into(), Value::Object(props.into_iter().map(|(k, v)| (k, json!(v))).collect()));
+    }
+    Ok(Value::Object(c))
+}

@@ -1,0 +1,732 @@
+//! Queries as operators: `FROM` (tables, views, subqueries, window
+//! table-valued functions), `WHERE` → `filter`, window aggregations →
+//! `window`, `HAVING` → `filter`, the select list → `project`.
+
+use std::collections::HashMap;
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause, FunctionArguments, GroupByExpr, Ident,
+    ObjectName, Query, Select, SelectItem, SetExpr, SetOperator, Spanned, TableFactor, TableWithJoins,
+};
+use datafusion::sql::sqlparser::tokenizer::Location;
+use serde_json::{json, Value};
+use weir_runtime::graph::Partitioning;
+
+use crate::builder::{fingerprint, quoted, Builder, Col, Rel};
+use crate::connectors;
+use crate::error::{did_you_mean, SqlError};
+use crate::expr::{interval_ms, parse_expr, quoted_ident, resolve, resolve_column, to_sql};
+use crate::parse::TableDef;
+use crate::settings::Settings;
+use crate::types::SqlType;
+
+/// Tables and views declared so far.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    /// `CREATE TABLE`s by name.
+    pub tables: HashMap<String, TableDef>,
+    /// `CREATE VIEW`s by name.
+    pub views: HashMap<String, Box<Query>>,
+}
+
+impl Catalog {
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.tables.keys().chain(self.views.keys()).map(String::as_str)
+    }
+}
+
+/// Plans the queries of one job.
+pub struct Planner<'a> {
+    /// Declared tables and views.
+    pub catalog: &'a Catalog,
+    /// `SET` values.
+    pub settings: &'a Settings,
+    /// The job being built.
+    pub b: &'a mut Builder,
+    /// Prefix of the uids of stateless operators (the sink's name).
+    pub context: String,
+}
+
+/// A window table-valued function of a `FROM`.
+#[derive(Debug, Clone)]
+struct WindowFn {
+    /// `tumbling`, `sliding` or `session`, with their sizes, as the window
+    /// operator's config.
+    spec: Value,
+    /// The time attribute.
+    column: String,
+    /// Where it is written.
+    at: Location,
+}
+
+/// Names of aggregate functions the window operator computes.
+const AGGREGATES: &[&str] = &["COUNT", "SUM", "MIN", "MAX", "AVG"];
+
+impl Planner<'_> {
+    /// Plans a query.
+    pub fn query(&mut self, q: &Query) -> Result<Rel, SqlError> {
+        if let Some(with) = &q.with {
+            return Err(SqlError::at(
+                with.span().start,
+                "not supported: WITH (declare a CREATE TEMPORARY VIEW instead)",
+            ));
+        }
+        if let Some(o) = &q.order_by {
+            return Err(SqlError::at(o.span().start, "not supported: ORDER BY on a stream"));
+        }
+        if let Some(l) = &q.limit_clause {
+            return Err(SqlError::at(l.span().start, "not supported: LIMIT on a stream"));
+        }
+        self.body(&q.body)
+    }
+
+    fn body(&mut self, body: &SetExpr) -> Result<Rel, SqlError> {
+        match body {
+            SetExpr::Select(s) => self.select(s),
+            SetExpr::Query(q) => self.query(q),
+            SetExpr::SetOperation { op, left, .. } => {
+                let what = match op {
+                    SetOperator::Union => "UNION / UNION ALL",
+                    SetOperator::Intersect => "INTERSECT",
+                    SetOperator::Except | SetOperator::Minus => "EXCEPT",
+                };
+                Err(SqlError::at(left.span().end, format!("not supported: {what}")))
+            }
+            SetExpr::Values(v) => {
+                Err(SqlError::at(v.span().start, "not supported: VALUES as a query (declare a table)"))
+            }
+            other => Err(SqlError::at(other.span().start, "not supported: this kind of query")),
+        }
+    }
+
+    fn relation(&mut self, from: &TableWithJoins) -> Result<(Rel, Option<WindowFn>), SqlError> {
+        if let Some(j) = from.joins.first() {
+            return Err(SqlError::at(
+                j.span().start,
+                "not supported: joins (interval, window, regular and temporal joins are not planned yet)",
+            ));
+        }
+        match &from.relation {
+            TableFactor::Table { name, args: None, version: None, .. } => Ok((self.named(name)?, None)),
+            TableFactor::Table { version: Some(_), name, .. } => Err(SqlError::at(
+                name.span().start,
+                "not supported: FOR SYSTEM_TIME AS OF (temporal joins are not planned yet)",
+            )),
+            TableFactor::Derived { subquery, .. } => Ok((self.query(subquery)?, None)),
+            TableFactor::TableFunction { expr: Expr::Function(f), .. } => self.window_function(f),
+            other => Err(SqlError::at(other.span().start, format!("not supported: `{other}` in FROM"))),
+        }
+    }
+
+    /// A table (a source) or a view (its query, planned in place).
+    fn named(&mut self, name: &ObjectName) -> Result<Rel, SqlError> {
+        let ident = name.0.last().and_then(|p| p.as_ident()).cloned().unwrap_or_else(|| Ident::new(name.to_string()));
+        self.named_ident(&ident)
+    }
+
+    fn named_ident(&mut self, ident: &Ident) -> Result<Rel, SqlError> {
+        if let Some(t) = self.catalog.tables.get(&ident.value) {
+            return connectors::source(self.b, t, self.settings);
+        }
+        if let Some(v) = self.catalog.views.get(&ident.value) {
+            let v = v.clone();
+            return self.query(&v);
+        }
+        Err(SqlError::at(
+            ident.span.start,
+            format!("unknown table or view `{}`{}", ident.value, did_you_mean(&ident.value, self.catalog.names())),
+        ))
+    }
+
+    /// `TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), size))`, `HOP(..., slide, size)`,
+    /// `SESSION(..., gap)`, positional or named (`DATA =>`, `TIMECOL =>`, ...).
+    fn window_function(&mut self, f: &Function) -> Result<(Rel, Option<WindowFn>), SqlError> {
+        let at = f.name.span().start;
+        let name = f.name.to_string().to_ascii_uppercase();
+        let FunctionArguments::List(list) = &f.args else {
+            return Err(SqlError::at(at, format!("{name} needs arguments")));
+        };
+        let (names, params): (&[&str], usize) = match name.as_str() {
+            "TUMBLE" => (&["DATA", "TIMECOL", "SIZE", "OFFSET"], 3),
+            "HOP" => (&["DATA", "TIMECOL", "SLIDE", "SIZE", "OFFSET"], 4),
+            "SESSION" => (&["DATA", "TIMECOL", "GAP"], 3),
+            "CUMULATE" => return Err(SqlError::at(at, "not supported: CUMULATE windows")),
+            other => {
+                return Err(SqlError::at(
+                    at,
+                    format!("not supported: the table function {other} (Weir SQL has TUMBLE, HOP and SESSION)"),
+                ))
+            }
+        };
+        let mut args: Vec<Option<&Expr>> = vec![None; names.len()];
+        for (i, a) in list.args.iter().enumerate() {
+            let (slot, e) = match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => (i, e),
+                FunctionArg::Named { name: n, arg: FunctionArgExpr::Expr(e), .. } => {
+                    match names.iter().position(|x| x.eq_ignore_ascii_case(&n.value)) {
+                        Some(slot) => (slot, e),
+                        None => {
+                            return Err(SqlError::at(
+                                n.span.start,
+                                format!("{name} has no parameter {}; it takes {}", n.value, names.join(", ")),
+                            ))
+                        }
+                    }
+                }
+                _ => return Err(SqlError::at(at, format!("{name}: unexpected argument"))),
+            };
+            if slot >= names.len() {
+                return Err(SqlError::at(e.span().start, format!("{name} takes at most {} arguments", names.len())));
+            }
+            args[slot] = Some(e);
+        }
+        if let Some(Some(o)) = args.get(names.iter().position(|n| *n == "OFFSET").unwrap_or(usize::MAX)) {
+            return Err(SqlError::at(o.span().start, "not supported: window OFFSET"));
+        }
+        let missing = names[..params].iter().zip(&args).find(|(_, a)| a.is_none()).map(|(n, _)| *n);
+        if let Some(m) = missing {
+            return Err(SqlError::at(at, format!("{name} needs its {m} argument")));
+        }
+        let data = args[0].expect("checked");
+        let rel = match data {
+            Expr::Identifier(id) => self.named_ident(id)?,
+            Expr::CompoundIdentifier(parts) => self.named_ident(parts.last().expect("non-empty"))?,
+            other => return Err(SqlError::at(other.span().start, format!("{name} takes a table: TABLE name"))),
+        };
+        let time = args[1].expect("checked");
+        let column = match time {
+            Expr::Function(d) if d.name.to_string().eq_ignore_ascii_case("DESCRIPTOR") => match &d.args {
+                FunctionArguments::List(l) if l.args.len() == 1 => match &l.args[0] {
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(id))) => {
+                        resolve_column(&rel, &id.value, id.span.start)?
+                    }
+                    _ => return Err(SqlError::at(d.name.span().start, "DESCRIPTOR takes one column")),
+                },
+                _ => return Err(SqlError::at(d.name.span().start, "DESCRIPTOR takes one column")),
+            },
+            other => {
+                return Err(SqlError::at(
+                    other.span().start,
+                    format!("{name}'s time column is written DESCRIPTOR(column)"),
+                ))
+            }
+        };
+        if rel.rowtime.as_deref() != Some(column.as_str()) {
+            return Err(SqlError::at(
+                time.span().start,
+                format!("`{column}` is not an event-time attribute; declare `WATERMARK FOR {column} AS ...` on the table (processing-time windows are not supported)"),
+            ));
+        }
+        let spec = match name.as_str() {
+            "TUMBLE" => json!({"type": "tumbling", "size": ms(interval_ms(args[2].expect("checked"))?)}),
+            "HOP" => {
+                json!({"type": "sliding", "slide": ms(interval_ms(args[2].expect("checked"))?), "size": ms(interval_ms(args[3].expect("checked"))?)})
+            }
+            _ => json!({"type": "session", "gap": ms(interval_ms(args[2].expect("checked"))?)}),
+        };
+        Ok((rel, Some(WindowFn { spec, column, at })))
+    }
+
+    fn select(&mut self, s: &Select) -> Result<Rel, SqlError> {
+        let at = s.select_token.0.span.start;
+        if s.distinct.is_some() {
+            return Err(SqlError::at(at, "not supported: SELECT DISTINCT (an updating result)"));
+        }
+        let from = match &s.from[..] {
+            [one] => one,
+            [] => return Err(SqlError::at(at, "not supported: SELECT without FROM")),
+            [_, second, ..] => return Err(SqlError::at(second.span().start, "not supported: joins (a comma in FROM)")),
+        };
+        let (mut rel, window) = self.relation(from)?;
+        if let Some(w) = &s.selection {
+            let predicate = to_sql(w, &rel)?;
+            rel.uid = self.stateless(&rel, "filter", "filter", json!({"predicate": predicate}));
+        }
+        let group: &[Expr] = match &s.group_by {
+            GroupByExpr::Expressions(e, _) => e,
+            GroupByExpr::All(_) => return Err(SqlError::at(at, "not supported: GROUP BY ALL")),
+        };
+        let legacy = group.iter().find_map(legacy_window);
+        let has_aggregates = s.projection.iter().any(|i| item_expr(i).is_some_and(contains_aggregate))
+            || s.having.as_ref().is_some_and(contains_aggregate);
+        if window.is_some() || legacy.is_some() {
+            if group.is_empty() {
+                let at = window.as_ref().map_or(at, |w| w.at);
+                return Err(SqlError::at(at, "not supported: a window function without GROUP BY window_start, window_end (window Top-N, deduplication and window joins are not planned yet)"));
+            }
+            return self.window_aggregate(s, rel, window, group);
+        }
+        if !group.is_empty() || has_aggregates || s.having.is_some() {
+            return Err(SqlError::at(at, "not supported: GROUP BY without a window (an updating result); group by window_start and window_end of TUMBLE, HOP or SESSION"));
+        }
+        self.projection(s, rel)
+    }
+
+    /// An operator of no state, named after the query's sink.
+    fn stateless(&mut self, input: &Rel, role: &str, kind: &str, config: Value) -> String {
+        let base = format!("{}.{role}", self.context);
+        self.b.then(input, &base, kind, config)
+    }
+
+    fn projection(&mut self, s: &Select, rel: Rel) -> Result<Rel, SqlError> {
+        let mut cols = Vec::new();
+        let mut out = Vec::new();
+        let mut rowtime = None;
+        for (i, item) in s.projection.iter().enumerate() {
+            match item {
+                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(_, _) => {
+                    for c in &rel.columns {
+                        cols.push(json!(c.name));
+                        out.push(c.clone());
+                    }
+                    if rel.rowtime.is_some() {
+                        rowtime = rel.rowtime.clone();
+                    }
+                }
+                SelectItem::ExprWithAliases { expr, .. } => {
+                    return Err(SqlError::at(expr.span().start, "not supported: several aliases for one column"));
+                }
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                    let alias = match item {
+                        SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.clone()),
+                        _ => None,
+                    };
+                    let sql = to_sql(e, &rel)?;
+                    let source = plain_column(e).map(|c| resolve_column(&rel, &c.value, c.span.start)).transpose()?;
+                    let name = alias.or_else(|| source.clone()).unwrap_or_else(|| format!("EXPR${i}"));
+                    let ty = source.as_deref().and_then(|c| rel.column(c)).and_then(|c| c.ty.clone());
+                    if source.is_some() && source == rel.rowtime {
+                        rowtime = Some(name.clone());
+                    }
+                    cols.push(json!({"name": name, "expr": sql}));
+                    out.push(Col { name, ty });
+                }
+            }
+        }
+        if out == rel.columns {
+            return Ok(Rel { rowtime, ..rel });
+        }
+        let uid = self.stateless(&rel, "project", "project", json!({"columns": cols}));
+        Ok(Rel { uid, columns: out, rowtime, origin: rel.origin })
+    }
+
+    fn window_aggregate(
+        &mut self,
+        s: &Select,
+        rel: Rel,
+        tvf: Option<WindowFn>,
+        group: &[Expr],
+    ) -> Result<Rel, SqlError> {
+        // The window and the grouping keys.
+        let (window, keys) = match &tvf {
+            Some(w) => {
+                let mut keys = Vec::new();
+                let (mut start, mut end) = (false, false);
+                for g in group {
+                    match window_column(g) {
+                        Some("window_start") => start = true,
+                        Some("window_end") => end = true,
+                        Some(_) => return Err(SqlError::at(g.span().start, "not supported: GROUP BY window_time")),
+                        None => keys.push(key_column(&rel, g)?),
+                    }
+                }
+                if !(start && end) {
+                    return Err(SqlError::at(w.at, "a window aggregation groups by both window_start and window_end"));
+                }
+                (w.clone(), keys)
+            }
+            None => {
+                let mut keys = Vec::new();
+                let mut window = None;
+                for g in group {
+                    match legacy_window(g) {
+                        Some(f) => {
+                            if window.is_some() {
+                                return Err(SqlError::at(g.span().start, "a GROUP BY has at most one group window"));
+                            }
+                            window = Some(self.legacy_spec(f, &rel)?);
+                        }
+                        None => keys.push(key_column(&rel, g)?),
+                    }
+                }
+                (window.expect("a legacy window was found"), keys)
+            }
+        };
+        let legacy = tvf.is_none();
+        // Aggregate calls and window bounds become placeholders; the
+        // aggregates' arguments are computed before the window.
+        let mut aggs: Vec<Aggregate> = Vec::new();
+        let mut items = Vec::new();
+        for (i, item) in s.projection.iter().enumerate() {
+            let (e, alias) = match item {
+                SelectItem::UnnamedExpr(e) => (e, None),
+                SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
+                _ => {
+                    return Err(SqlError::at(
+                        s.select_token.0.span.start,
+                        "not supported: * in a window aggregation; list the keys, window bounds and aggregates",
+                    ))
+                }
+            };
+            let mut x = e.clone();
+            placeholders(&mut x, &rel, legacy, &mut aggs)?;
+            let name = alias.unwrap_or_else(|| match (e, &x) {
+                (Expr::Identifier(id), _) => id.value.clone(),
+                (_, Expr::Identifier(p)) if p.value.starts_with(WINDOW) && !legacy => {
+                    p.value[WINDOW.len()..].to_string()
+                }
+                _ => format!("EXPR${i}"),
+            });
+            items.push((name, x));
+        }
+        let mut having = s.having.clone();
+        if let Some(h) = &mut having {
+            placeholders(h, &rel, legacy, &mut aggs)?;
+        }
+        // Inputs of the aggregates that are expressions, and the key of a
+        // window over everything.
+        let mut pre = Vec::new();
+        let mut specs = Vec::new();
+        for (i, a) in aggs.iter().enumerate() {
+            let mut spec = json!({"fn": a.function.to_ascii_lowercase(), "as": format!("__agg{i}")});
+            if let Some(arg) = &a.argument {
+                let column = match plain_column(arg) {
+                    Some(c) => resolve_column(&rel, &c.value, c.span.start)?,
+                    None => {
+                        let n = format!("__in{i}");
+                        pre.push(json!({"name": n, "expr": to_sql(arg, &rel)?}));
+                        n
+                    }
+                };
+                spec["column"] = json!(column);
+            }
+            specs.push(spec);
+        }
+        let global = keys.is_empty();
+        if global {
+            pre.push(json!({"name": "__all", "expr": "0"}));
+        }
+        let mut input = rel.clone();
+        if !pre.is_empty() {
+            input.uid = self.stateless(&rel, "aggregate-input", "map", json!({"columns": pre}));
+        }
+        let key: Vec<String> = if global { vec!["__all".into()] } else { keys.iter().map(|k| k.0.clone()).collect() };
+        // The uid changes with what the state means (keys, window,
+        // aggregates), so a changed query does not restore old state into it.
+        let meaning = format!("{key:?}|{}|{}|{specs:?}", window.column, window.spec);
+        let kind = window.spec["type"].as_str().unwrap_or("window").to_string();
+        let uid_base = format!("{}.{kind}-{}", rel.origin, fingerprint(&meaning));
+        let config = json!({"key": key, "timestamp_column": window.column, "window": window.spec, "aggregates": specs});
+        let uid = self.b.add(&uid_base, "window", config, 0);
+        self.b.connect(&input.uid, &uid, Partitioning::Hash, key.clone());
+        let mut columns: Vec<Col> = Vec::new();
+        for k in &key {
+            columns.push(rel.column(k).cloned().unwrap_or_else(|| Col::typed(k.clone(), SqlType::Int)));
+        }
+        columns.push(Col::typed("window_start", SqlType::BigInt));
+        columns.push(Col::typed("window_end", SqlType::BigInt));
+        for (i, a) in aggs.iter().enumerate() {
+            let ty = match a.function.as_str() {
+                "COUNT" => Some(SqlType::BigInt),
+                _ => None,
+            };
+            columns.push(Col { name: format!("__agg{i}"), ty });
+        }
+        let mut out = Rel { uid, columns, rowtime: None, origin: rel.origin.clone() };
+        let key_names: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
+        if let Some(mut h) = having {
+            finish(&mut h, &key_names, &aggs, &rel)?;
+            out.uid = self.stateless(&out, "having", "filter", json!({"predicate": h.to_string()}));
+        }
+        // The select list over the window's output.
+        let mut cols = Vec::new();
+        let mut result = Vec::new();
+        let mut rowtime = None;
+        for (name, mut x) in items {
+            let ty = match &x {
+                Expr::Identifier(p)
+                    if p.value == format!("{WINDOW}window_start") || p.value == format!("{WINDOW}window_end") =>
+                {
+                    Some(SqlType::Timestamp)
+                }
+                Expr::Identifier(p) if p.value == format!("{WINDOW}window_time") => {
+                    rowtime = Some(name.clone());
+                    Some(SqlType::Timestamp)
+                }
+                Expr::Identifier(p) if p.value.starts_with(AGG) => {
+                    let i: usize = p.value[AGG.len()..].parse().unwrap_or(usize::MAX);
+                    aggs.get(i).and_then(|a| a.result_type(&rel))
+                }
+                Expr::Identifier(p) => keys
+                    .iter()
+                    .find(|k| k.0 == p.value || (k.0.eq_ignore_ascii_case(&p.value)))
+                    .and_then(|k| k.1.clone()),
+                _ => None,
+            };
+            finish(&mut x, &key_names, &aggs, &rel)?;
+            cols.push(json!({"name": name, "expr": x.to_string()}));
+            result.push(Col { name, ty });
+        }
+        let uid = self.stateless(&out, "project", "project", json!({"columns": cols}));
+        Ok(Rel { uid, columns: result, rowtime, origin: rel.origin })
+    }
+
+    /// `TUMBLE(ts, size)`, `HOP(ts, slide, size)`, `SESSION(ts, gap)` in a GROUP BY.
+    fn legacy_spec(&self, f: &Function, rel: &Rel) -> Result<WindowFn, SqlError> {
+        let at = f.name.span().start;
+        let name = f.name.to_string().to_ascii_uppercase();
+        let args: Vec<&Expr> = match &f.args {
+            FunctionArguments::List(l) => l
+                .args
+                .iter()
+                .filter_map(|a| match a {
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let want = if name == "HOP" { 3 } else { 2 };
+        if args.len() != want {
+            return Err(SqlError::at(at, format!("{name} in GROUP BY takes {want} arguments")));
+        }
+        let column = match plain_column(args[0]) {
+            Some(c) => resolve_column(rel, &c.value, c.span.start)?,
+            None => {
+                return Err(SqlError::at(
+                    args[0].span().start,
+                    format!("{name}'s first argument is the time attribute"),
+                ))
+            }
+        };
+        if rel.rowtime.as_deref() != Some(column.as_str()) {
+            return Err(SqlError::at(
+                args[0].span().start,
+                format!(
+                    "`{column}` is not an event-time attribute; declare `WATERMARK FOR {column} AS ...` on the table"
+                ),
+            ));
+        }
+        let spec = match name.as_str() {
+            "TUMBLE" => json!({"type": "tumbling", "size": ms(interval_ms(args[1])?)}),
+            "HOP" => json!({"type": "sliding", "slide": ms(interval_ms(args[1])?), "size": ms(interval_ms(args[2])?)}),
+            _ => json!({"type": "session", "gap": ms(interval_ms(args[1])?)}),
+        };
+        Ok(WindowFn { spec, column, at })
+    }
+}
+
+/// Placeholder prefixes: window bounds and aggregate results.
+const WINDOW: &str = "__weir_window_";
+const AGG: &str = "__weir_agg_";
+
+/// One aggregate call of a window aggregation.
+#[derive(Debug, Clone)]
+struct Aggregate {
+    function: String,
+    argument: Option<Expr>,
+    /// As written, to share one result between equal calls.
+    text: String,
+}
+
+impl Aggregate {
+    /// Flink's result types where the planner knows them: COUNT is BIGINT,
+    /// and SUM, MIN, MAX and AVG keep the type of their column.
+    fn result_type(&self, rel: &Rel) -> Option<SqlType> {
+        match self.function.as_str() {
+            "COUNT" => Some(SqlType::BigInt),
+            _ => plain_column(self.argument.as_ref()?).and_then(|c| rel.column(&c.value)).and_then(|c| c.ty.clone()),
+        }
+    }
+}
+
+/// Replaces aggregate calls and window bounds by placeholders (bottom-up,
+/// so the aggregates' own arguments are never looked at as columns).
+fn placeholders(e: &mut Expr, rel: &Rel, legacy: bool, aggs: &mut Vec<Aggregate>) -> Result<(), SqlError> {
+    use std::ops::ControlFlow;
+    let flow = datafusion::sql::sqlparser::ast::visit_expressions_mut(e, |x| {
+        let new = match x {
+            Expr::Identifier(id) if !legacy && rel.column(&id.value).is_none() => {
+                match id.value.to_ascii_lowercase().as_str() {
+                    w @ ("window_start" | "window_end" | "window_time") => {
+                        Some(Ok(placeholder(&format!("{WINDOW}{w}"))))
+                    }
+                    _ => None,
+                }
+            }
+            Expr::Function(f) => {
+                let name = f.name.to_string().to_ascii_uppercase();
+                if AGGREGATES.contains(&name.as_str()) {
+                    Some(aggregate(f, &name, aggs).map(|i| placeholder(&format!("{AGG}{i}"))))
+                } else if legacy {
+                    let bound = ["_START", "_END", "_ROWTIME"].iter().find(|s| {
+                        name.ends_with(*s) && ["TUMBLE", "HOP", "SESSION"].contains(&&name[..name.len() - s.len()])
+                    });
+                    bound.map(|b| {
+                        let which = match *b {
+                            "_START" => "window_start",
+                            "_END" => "window_end",
+                            _ => "window_time",
+                        };
+                        Ok(placeholder(&format!("{WINDOW}{which}")))
+                    })
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        match new {
+            Some(Ok(n)) => *x = n,
+            Some(Err(e)) => return ControlFlow::Break(e),
+            None => {}
+        }
+        ControlFlow::Continue(())
+    });
+    match flow {
+        ControlFlow::Break(e) => Err(e),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+fn placeholder(name: &str) -> Expr {
+    Expr::Identifier(Ident::new(name))
+}
+
+/// Registers an aggregate call; returns its index.
+fn aggregate(f: &Function, name: &str, aggs: &mut Vec<Aggregate>) -> Result<usize, SqlError> {
+    let at = f.name.span().start;
+    if f.filter.is_some() {
+        return Err(SqlError::at(at, format!("not supported: {name}(...) FILTER (WHERE ...)")));
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return Err(SqlError::at(at, format!("{name} needs an argument")));
+    };
+    if list.duplicate_treatment.is_some_and(|d| d == datafusion::sql::sqlparser::ast::DuplicateTreatment::Distinct) {
+        return Err(SqlError::at(at, format!("not supported: {name}(DISTINCT ...)")));
+    }
+    if list.clauses.iter().any(|c| !matches!(c, FunctionArgumentClause::IgnoreOrRespectNulls(_))) {
+        return Err(SqlError::at(at, format!("not supported: clauses inside {name}(...)")));
+    }
+    let argument = match &list.args[..] {
+        [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] if name == "COUNT" => None,
+        // COUNT(1) counts rows too.
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(_)))] if name == "COUNT" => None,
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(e))] => {
+            if contains_aggregate(e) {
+                return Err(SqlError::at(at, "an aggregate cannot take another aggregate"));
+            }
+            Some(e.clone())
+        }
+        _ => return Err(SqlError::at(at, format!("{name} takes one argument"))),
+    };
+    let text = format!("{name}({})", argument.as_ref().map_or("*".to_string(), |a| a.to_string()));
+    if let Some(i) = aggs.iter().position(|a| a.text == text) {
+        return Ok(i);
+    }
+    aggs.push(Aggregate { function: name.to_string(), argument, text });
+    Ok(aggs.len() - 1)
+}
+
+/// Turns placeholders into expressions over the window's output: window
+/// bounds as timestamps (the window operator gives milliseconds), AVG of an
+/// integer column truncated to an integer as Flink's is; other columns must
+/// be grouping keys.
+fn finish(e: &mut Expr, keys: &[String], aggs: &[Aggregate], rel: &Rel) -> Result<(), SqlError> {
+    resolve(e, |id| {
+        let v = id.value.as_str();
+        if let Some(w) = v.strip_prefix(WINDOW) {
+            return Ok(parse_expr(match w {
+                "window_start" => "to_timestamp_millis(\"window_start\")",
+                "window_end" => "to_timestamp_millis(\"window_end\")",
+                _ => "to_timestamp_millis(\"window_end\" - 1)",
+            }));
+        }
+        if let Some(i) = v.strip_prefix(AGG) {
+            let i: usize = i.parse().expect("the planner numbers aggregates");
+            let column = quoted(&format!("__agg{i}"));
+            let a = &aggs[i];
+            let integer = a.result_type(rel).is_some_and(|t| t.is_integer());
+            return Ok(parse_expr(&if a.function == "AVG" && integer {
+                format!("CAST({column} AS BIGINT)")
+            } else {
+                column
+            }));
+        }
+        match keys.iter().find(|k| *k == v).or_else(|| keys.iter().find(|k| k.eq_ignore_ascii_case(v))) {
+            Some(k) => Ok(Expr::Identifier(quoted_ident(k))),
+            None => {
+                // An unknown name is reported as such, with the closest column.
+                resolve_column(rel, v, id.span.start)?;
+                Err(SqlError::at(id.span.start, format!("column `{v}` is neither grouped nor inside an aggregate")))
+            }
+        }
+    })
+}
+
+/// A grouping key: a column of the input.
+fn key_column(rel: &Rel, g: &Expr) -> Result<(String, Option<SqlType>), SqlError> {
+    match plain_column(g) {
+        Some(c) => {
+            let n = resolve_column(rel, &c.value, c.span.start)?;
+            let ty = rel.column(&n).and_then(|c| c.ty.clone());
+            Ok((n, ty))
+        }
+        None => Err(SqlError::at(
+            g.span().start,
+            "not supported: GROUP BY an expression; compute it in a subquery and group by its name",
+        )),
+    }
+}
+
+/// `window_start` / `window_end` / `window_time` in a GROUP BY.
+fn window_column(g: &Expr) -> Option<&'static str> {
+    let c = plain_column(g)?;
+    ["window_start", "window_end", "window_time"].into_iter().find(|w| c.value.eq_ignore_ascii_case(w))
+}
+
+/// `TUMBLE(...)`, `HOP(...)` or `SESSION(...)` in a GROUP BY.
+fn legacy_window(g: &Expr) -> Option<&Function> {
+    match g {
+        Expr::Function(f)
+            if ["TUMBLE", "HOP", "SESSION"].contains(&f.name.to_string().to_ascii_uppercase().as_str()) =>
+        {
+            Some(f)
+        }
+        _ => None,
+    }
+}
+
+/// A bare column reference (`c` or `t.c`).
+fn plain_column(e: &Expr) -> Option<&Ident> {
+    match e {
+        Expr::Identifier(id) => Some(id),
+        Expr::CompoundIdentifier(parts) => parts.last(),
+        Expr::Nested(inner) => plain_column(inner),
+        _ => None,
+    }
+}
+
+fn item_expr(i: &SelectItem) -> Option<&Expr> {
+    match i {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
+        _ => None,
+    }
+}
+
+fn contains_aggregate(e: &Expr) -> bool {
+    let mut found = false;
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(e, |x| {
+        if let Expr::Function(f) = x {
+            if f.over.is_none() && AGGREGATES.contains(&f.name.to_string().to_ascii_uppercase().as_str()) {
+                found = true;
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    found
+}
+
+fn ms(n: u64) -> String {
+    format!("{n}ms")
+}

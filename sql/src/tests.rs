@@ -1,0 +1,233 @@
+//! Scripts compiled and planned by the runtime (schemas, expression types,
+//! partitioning): what `weir validate` checks.
+
+use weir_runtime::graph::{JobGraph, Partitioning};
+use weir_runtime::plan::Plan;
+
+use super::*;
+
+const DATAGEN: &str = "
+CREATE TABLE bids (
+  auction BIGINT,
+  price BIGINT,
+  event_time_ms BIGINT,
+  channel STRING,
+  ts AS TO_TIMESTAMP_LTZ(event_time_ms, 3),
+  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
+) WITH ('connector' = 'datagen', 'number-of-rows' = '1000');
+";
+
+fn compiled(text: &str) -> JobGraph {
+    let script = compile(text, "test").unwrap_or_else(|e| panic!("{e}"));
+    let plan = Plan::new(&script.graph, &weir_connectors::registry(), 2);
+    if let Err(e) = plan {
+        panic!("the runtime refused the compiled job: {e}\n{:#?}", script.graph);
+    }
+    script.graph
+}
+
+fn error(text: &str) -> String {
+    compile(text, "test").map(|s| format!("{:#?}", s.graph)).expect_err("the script should be refused").to_string()
+}
+
+fn kinds(g: &JobGraph) -> Vec<(&str, &str)> {
+    g.operators.iter().map(|o| (o.uid.as_str(), o.kind.as_str())).collect()
+}
+
+#[test]
+fn a_tumbling_window_aggregation_becomes_source_watermark_window_and_sink() {
+    let g = compiled(&format!(
+        "{DATAGEN}
+SET 'parallelism.default' = '2';
+CREATE TABLE out (auction BIGINT, window_start TIMESTAMP(3), bids BIGINT, total BIGINT, avg_price BIGINT)
+  WITH ('connector' = 'blackhole');
+INSERT INTO out
+SELECT auction, window_start, COUNT(*) AS bids, SUM(price), AVG(price)
+FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+WHERE channel <> 'baidu'
+GROUP BY auction, window_start, window_end;"
+    ));
+    let k = kinds(&g);
+    assert_eq!(k[0], ("bids", "datagen"));
+    assert_eq!(k[1], ("bids.columns", "project"));
+    assert_eq!(k[2], ("bids.computed", "map"));
+    assert_eq!(k[3], ("bids.watermark", "watermark"));
+    assert_eq!(k[4], ("out.filter", "filter"));
+    assert!(k[5].0.starts_with("bids.tumbling-") && k[5].1 == "window", "{k:?}");
+    assert_eq!(&k[6..], [("out.project", "project"), ("out.columns", "project"), ("out", "discard")]);
+    let window = &g.operators[5];
+    assert_eq!(window.config["window"], serde_json::json!({"type": "tumbling", "size": "10000ms"}));
+    assert_eq!(window.config["key"], serde_json::json!(["auction"]));
+    let into_window = g.edges.iter().find(|e| e.to == window.uid).unwrap();
+    assert_eq!((into_window.partitioning, into_window.key.clone()), (Partitioning::Hash, vec!["auction".to_string()]));
+    // Flink's watermark max(ts) - 1 s equals Weir's max - 999 ms - 1.
+    assert_eq!(g.operators[3].config["max_out_of_orderness"], "999ms");
+    assert_eq!(g.default_parallelism, 2);
+    assert!(g.checkpoint.is_none());
+}
+
+#[test]
+fn hop_session_and_legacy_group_windows() {
+    let hop = compiled(&format!(
+        "{DATAGEN} CREATE TABLE o (c STRING, n BIGINT) WITH ('connector' = 'print');
+         INSERT INTO o SELECT channel, COUNT(auction) FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '10' SECOND))
+         GROUP BY channel, window_start, window_end;"
+    ));
+    let w = hop.operators.iter().find(|o| o.kind == "window").unwrap();
+    assert_eq!(w.config["window"], serde_json::json!({"type": "sliding", "slide": "5000ms", "size": "10000ms"}));
+    let legacy = compiled(&format!(
+        "{DATAGEN} CREATE TABLE o (c STRING, s TIMESTAMP(3), e TIMESTAMP(3), m BIGINT) WITH ('connector' = 'print');
+         INSERT INTO o SELECT channel, SESSION_START(ts, INTERVAL '3' SECOND), SESSION_END(ts, INTERVAL '3' SECOND), MAX(price * 2)
+         FROM bids GROUP BY SESSION(ts, INTERVAL '3' SECOND), channel;"
+    ));
+    let w = legacy.operators.iter().find(|o| o.kind == "window").unwrap();
+    assert_eq!(w.config["window"], serde_json::json!({"type": "session", "gap": "3000ms"}));
+    assert_eq!(w.config["aggregates"][0]["column"], "__in0");
+}
+
+#[test]
+fn a_window_over_everything_runs_on_one_key() {
+    let g = compiled(&format!(
+        "{DATAGEN} CREATE TABLE o (s TIMESTAMP(3), n BIGINT) WITH ('connector' = 'blackhole');
+         INSERT INTO o SELECT window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND))
+         GROUP BY window_start, window_end HAVING COUNT(*) > 1;"
+    ));
+    let w = g.operators.iter().find(|o| o.kind == "window").unwrap();
+    assert_eq!(w.config["key"], serde_json::json!(["__all"]));
+    assert!(g.operators.iter().any(|o| o.uid == "o.having"));
+}
+
+#[test]
+fn projections_filters_views_and_statement_sets() {
+    let g = compiled(&format!(
+        "{DATAGEN}
+CREATE TEMPORARY VIEW cheap AS SELECT auction, price * 2 AS doubled, UPPER(channel) AS ch FROM bids WHERE price < 500;
+CREATE TABLE a (auction BIGINT, doubled BIGINT, ch STRING) WITH ('connector' = 'blackhole');
+CREATE TABLE b (ch STRING) WITH ('connector' = 'print');
+EXECUTE STATEMENT SET BEGIN
+INSERT INTO a SELECT * FROM cheap;
+INSERT INTO b SELECT ch FROM (SELECT ch FROM cheap WHERE auction > 10);
+END;"
+    ));
+    let sinks: Vec<_> =
+        g.operators.iter().filter(|o| o.kind == "discard" || o.kind == "stdout").map(|o| o.uid.as_str()).collect();
+    assert_eq!(sinks, ["a", "b"]);
+    // Each insert reads the table with its own source.
+    assert_eq!(g.operators.iter().filter(|o| o.kind == "datagen").count(), 2);
+}
+
+#[test]
+fn settings_become_the_jobs_checkpointing() {
+    let g = compiled(&format!(
+        "{DATAGEN}
+SET 'execution.checkpointing.interval' = '1s';
+SET 'state.backend.type' = 'rocksdb';
+SET 'pipeline.name' = 'bids-job';
+CREATE TABLE o (auction BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO o SELECT auction FROM bids;"
+    ));
+    assert_eq!(g.name, "bids-job");
+    let c = g.checkpoint.unwrap();
+    assert_eq!(c.interval, std::time::Duration::from_secs(1));
+}
+
+#[test]
+fn kafka_tables_map_flinks_options() {
+    let g = compiled(
+        "CREATE TABLE clicks (
+  page STRING,
+  `user` BIGINT NOT NULL,
+  ts TIMESTAMP(3),
+  part INT METADATA FROM 'partition' VIRTUAL,
+  WATERMARK FOR ts AS ts - INTERVAL '2' SECOND
+) WITH (
+  'connector' = 'kafka', 'topic' = 'clicks', 'properties.bootstrap.servers' = '127.0.0.1:9092',
+  'properties.group.id' = 'g1', 'properties.fetch.min.bytes' = '1',
+  'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset', 'format' = 'json'
+);
+SET 'table.exec.source.idle-timeout' = '5 s';
+SET 'execution.checkpointing.interval' = '1s';
+CREATE TABLE counts (page STRING, window_end TIMESTAMP(3), clicks BIGINT) WITH (
+  'connector' = 'kafka', 'topic' = 'counts', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'format' = 'json',
+  'key.fields' = 'page', 'key.format' = 'raw', 'sink.delivery-guarantee' = 'exactly-once',
+  'sink.transactional-id-prefix' = 'counts', 'sink.partitioner' = 'default'
+);
+INSERT INTO counts SELECT page, window_end, COUNT(*) FROM TABLE(TUMBLE(TABLE clicks, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+GROUP BY page, window_start, window_end;",
+    );
+    let src = &g.operators[0];
+    assert_eq!(src.kind, "kafka_source");
+    let c = &src.config;
+    assert_eq!(c["topic"], "clicks");
+    assert_eq!(c["group_id"], "g1");
+    assert_eq!(c["start"], "earliest");
+    assert_eq!(c["stop"], "latest");
+    assert_eq!(c["properties"]["fetch.min.bytes"], "1");
+    assert_eq!(c["schema"][1], serde_json::json!({"name": "user", "type": "int64", "nullable": false}));
+    assert_eq!(c["metadata"]["partition"], "part");
+    assert_eq!(
+        c["watermark"],
+        serde_json::json!({"column": "ts", "max_out_of_orderness": "1999ms", "idle_timeout": "5000ms"})
+    );
+    let sink = g.operators.last().unwrap();
+    assert_eq!(sink.kind, "kafka_sink");
+    assert_eq!(sink.config["key_column"], "page");
+    assert_eq!(sink.config["delivery"], "exactly_once");
+    assert_eq!(sink.config["transactional_id_prefix"], "counts");
+}
+
+#[test]
+fn errors_name_the_place_and_the_closest_name() {
+    let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT auctoin FROM bids;"));
+    assert!(e.contains("unknown column `auctoin` (did you mean `auction`?)"), "{e}");
+    assert!(e.contains("INSERT INTO o SELECT auctoin FROM bids;\n") && e.ends_with("^"), "{e}");
+    let e = error(&format!(
+        "{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT auction FROM bid;"
+    ));
+    assert!(e.contains("unknown table or view `bid` (did you mean `bids`?)"), "{e}");
+    let e = error("CREATE TABLE t (a INT) WITH ('connector' = 'kafak');");
+    assert!(e.contains("unknown connector 'kafak' (did you mean `kafka`?)"), "{e}");
+    let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'blackhole', 'pth' = 'x');\nINSERT INTO o SELECT auction FROM bids;"));
+    assert!(e.contains("unknown option 'pth' for the blackhole connector"), "{e}");
+    let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT, b BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT auction FROM bids;"));
+    assert!(e.contains("the query gives 1 columns (auction) and table `o` takes 2 (a, b)"), "{e}");
+    let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT COUNT(*) FROM bids GROUP BY auction;"));
+    assert!(e.contains("not supported: GROUP BY without a window (an updating result)"), "{e}");
+    let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT a.auction FROM bids a JOIN bids b ON a.auction = b.auction;"));
+    assert!(e.contains("not supported: joins"), "{e}");
+    let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT COUNT(DISTINCT price) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY window_start, window_end;"));
+    assert!(e.contains("not supported: COUNT(DISTINCT ...)"), "{e}");
+    let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT price FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY auction, window_start, window_end;"));
+    assert!(e.contains("column `price` is neither grouped nor inside an aggregate"), "{e}");
+    let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT, n BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT auctoin, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY auction, window_start, window_end;"));
+    assert!(e.contains("unknown column `auctoin` (did you mean `auction`?)"), "{e}");
+    let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(event_time_ms), INTERVAL '1' SECOND)) GROUP BY window_start, window_end;"));
+    assert!(e.contains("`event_time_ms` is not an event-time attribute"), "{e}");
+    let e = error(&format!("{DATAGEN} SET 'parallelism.default' = '2';"));
+    assert!(e.contains("nothing to run"), "{e}");
+    let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT auction FROM bids;\nINSERT INTO o SELECT auction FROM bids;"));
+    assert!(e.contains("a script runs one job"), "{e}");
+    let e = error("CREATE TABLE t (auction BIGINT, z STRING) WITH ('connector' = 'datagen');\nCREATE TABLE o (a BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT auction FROM t;");
+    assert!(e.contains("datagen has no column `z`"), "{e}");
+}
+
+#[test]
+fn window_uids_keep_state_across_projection_filter_and_sink_edits_and_change_with_its_meaning() {
+    let uid = |text: String| {
+        let g = compiled(&text);
+        g.operators.iter().find(|o| o.kind == "window").unwrap().uid.clone()
+    };
+    let q = |select: &str, filter: &str, sink: &str, group: &str| {
+        format!(
+            "{DATAGEN} CREATE TABLE {sink} (a BIGINT, n BIGINT) WITH ('connector' = 'blackhole');
+             INSERT INTO {sink} SELECT {select} FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '10' SECOND)) {filter}
+             GROUP BY {group}, window_start, window_end;"
+        )
+    };
+    let base = uid(q("auction, COUNT(*)", "", "o", "auction"));
+    assert_eq!(base, uid(q("auction * 10, COUNT(*) + 1", "", "o", "auction")), "a changed projection");
+    assert_eq!(base, uid(q("auction, COUNT(*)", "WHERE price > 10", "o", "auction")), "a filter");
+    assert_eq!(base, uid(q("auction, COUNT(*)", "", "other", "auction")), "another sink");
+    assert_ne!(base, uid(q("price, COUNT(*)", "", "o", "price")), "other keys");
+    assert_ne!(base, uid(q("auction, SUM(price)", "", "o", "auction")), "other aggregates");
+}
