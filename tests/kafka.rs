@@ -834,6 +834,59 @@ fn kappa_upgrade_through_a_savepoint_and_replay_keep_every_count_exact() -> anyh
     Ok(())
 }
 
+/// `jobs/kappa-counts.sql`, the SQL form of the Kappa counting job, over a
+/// staged topic: every (name, minute) counted exactly once, exactly the
+/// counts of the YAML version (100 per name per minute).
+#[test]
+fn the_kappa_counting_job_in_sql_counts_every_window_exactly() -> anyhow::Result<()> {
+    let kafka = shared_kafka();
+    let bootstrap = kafka.bootstrap();
+    let [stage, counts] = ["events-stage-sql", "name-counts-sql"].map(unique);
+    kafka.create_topic(&stage, 2)?;
+    kafka.create_topic(&counts, 1)?;
+    // Five minutes of staged events, then one an hour later in each
+    // partition to move event time past them.
+    let mut staged: Vec<_> = (0..3000u64)
+        .map(|i| {
+            let v =
+                format!(r#"{{"id":{i},"name_id":{},"ts":{},"name":"name-{}"}}"#, i % 6, KAPPA_BASE + i * 100, i % 6);
+            (Some((i % 2) as i32), None, v)
+        })
+        .collect();
+    for p in 0..2 {
+        let v = format!(r#"{{"id":9999,"name_id":0,"ts":{},"name":"name-0"}}"#, KAPPA_BASE + 3_600_000);
+        staged.push((Some(p), None, v));
+    }
+    produce(&bootstrap, &stage, &staged)?;
+    let script = weir_tests::job_file(
+        "kappa-counts.sql",
+        &[
+            ("127.0.0.1:9092", &bootstrap),
+            ("'topic' = 'events_stage'", &format!("'topic' = '{stage}'")),
+            ("'topic' = 'name_counts'", &format!("'topic' = '{counts}'")),
+            (
+                "'sink.transactional-id-prefix' = 'kappa-counts'",
+                &format!("'sink.transactional-id-prefix' = '{counts}'"),
+            ),
+        ],
+    );
+    let cluster = Cluster::start(1, 4, "2s")?;
+    let job = cluster.submit(&cluster.write("kappa-counts.sql", &script), &[])?;
+    let reads = settle_and_read(&cluster, &job, &bootstrap, &counts, 30)?;
+    let mut got: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for v in values(&reads) {
+        let key = (v["name"].as_str().unwrap().to_string(), v["window_start"].as_str().unwrap().to_string());
+        assert!(got.insert(key.clone(), v["events"].as_u64().unwrap()).is_none(), "window {key:?} written twice");
+    }
+    // KAPPA_BASE is 2023-11-14 22:15:00 UTC.
+    let expected: BTreeMap<(String, String), u64> = (0..5)
+        .flat_map(|m| (0..6).map(move |n| ((format!("name-{n}"), format!("2023-11-14 22:{:02}:00.000", 15 + m)), 100)))
+        .collect();
+    assert_eq!(got, expected, "{}", cluster.logs());
+    assert!(reads.iter().all(|r| r.key.as_deref().is_some_and(|k| k.starts_with("name-"))));
+    Ok(())
+}
+
 /// The source's consumer lag is exported per partition and falls to zero
 /// once the job has read everything.
 #[test]
