@@ -4,7 +4,8 @@
 # manual step. Build dependencies are vendored (protoc), come from crates.io or
 # from Debian's packages (libclang for RocksDB's bindings); the S3-compatible
 # server the storage tests start is installed from crates.io, Kafka's jars
-# come from Maven Central and helm from the Go module proxy, all cached.
+# come from Maven Central and helm from the Go module proxy, all cached;
+# MariaDB and PostgreSQL come from Debian's packages.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -31,6 +32,15 @@ if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
   $SUDO apt-get update -qq
   command -v java >/dev/null || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openjdk-17-jre-headless
   command -v mvn >/dev/null || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq maven
+fi
+# Real MariaDB and PostgreSQL servers for the JDBC sink's tests, from
+# Debian's packages; the tests start their own on free loopback ports.
+pg_found() { command -v postgres >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null; }
+if ! command -v mariadbd >/dev/null || ! command -v mariadb >/dev/null || ! pg_found || ! command -v psql >/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  command -v mariadbd >/dev/null && command -v mariadb >/dev/null || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mariadb-server mariadb-client
+  pg_found && command -v psql >/dev/null || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql postgresql-client
 fi
 WEIR_KAFKA_LIBS="$(scripts/kafka.sh fetch | tail -n 1)"
 export WEIR_KAFKA_LIBS

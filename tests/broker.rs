@@ -7,7 +7,7 @@
 //! puts in a cache; `scripts/test.sh` runs the fetch and exports the directory
 //! as `WEIR_KAFKA_LIBS`.
 
-use std::fs::File;
+use std::ffi::OsStr;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 
-use crate::{free_port, repo, wait_until, Proc};
+use crate::{free_port, repo, wait_until, Lifeline, Proc};
 
 /// What the broker logs once it serves clients (Kafka 4.x prints
 /// `[KafkaRaftServer nodeId=1] Kafka Server started`).
@@ -24,35 +24,6 @@ const READY: &str = "Kafka Server started";
 
 /// Startup takes about 5 s on an idle two-core machine; tests run in parallel.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Runs `scripts/kafka.sh start` in the background so that the broker never
-/// outlives the test process, without `unsafe` (no `PR_SET_PDEATHSIG`): a
-/// watcher reads this shell's stdin, a pipe only the test process holds, and
-/// kills the broker (SIGKILL) when it closes: on `stop`, on drop, on exit
-/// without destructors (a broker in a static) and when the test process is
-/// killed. SIGINT/SIGTERM/SIGHUP to the shell kill it too (Ctrl-C reaches the
-/// whole process group, and a background job of a script ignores SIGINT). The
-/// shell exits once the broker is gone, so waiting on it waits on the broker.
-///
-/// Arguments: kafka.sh, data dir, port, controller port, and a directory to
-/// remove after the broker is killed ("" for none).
-const WRAPPER: &str = r#"
-"$0" start "$1" "$2" "$3" & broker=$!
-exec 3<&0
-{ cat <&3 >/dev/null; kill -9 $broker 2>/dev/null; } &
-watcher=$!
-exec 3<&-
-killed=
-trap 'killed=1; kill -9 $broker 2>/dev/null' INT TERM HUP
-wait $broker
-status=$?
-# A trapped signal cuts `wait` short: wait again until the broker is reaped.
-while [ -n "$killed" ] && kill -0 $broker 2>/dev/null; do wait $broker; done
-echo "broker stopped (status $status)"
-# 137: SIGKILL, from the watcher.
-[ $status -eq 137 ] || kill $watcher 2>/dev/null
-if [ -n "$killed" ] || [ $status -eq 137 ]; then [ -z "$4" ] || rm -rf "$4"; fi
-"#;
 
 /// A single-node Kafka broker on 127.0.0.1, killed (SIGKILL) when dropped.
 #[derive(Debug)]
@@ -62,8 +33,8 @@ pub struct KafkaBroker {
     controller_port: u16,
     /// Data (`data/`), one log per start (`broker-N.log`) and tool outputs.
     dir: tempfile::TempDir,
-    /// The wrapper shell of the running broker; its stdin is the lifeline.
-    proc: Option<Proc>,
+    /// The running broker.
+    proc: Option<Lifeline>,
     starts: usize,
     /// Whether the wrapper removes `dir` when the broker is killed: for the
     /// shared broker, which is never dropped.
@@ -101,11 +72,8 @@ impl KafkaBroker {
     /// Kills the broker with SIGKILL (no clean shutdown) and waits until it
     /// is gone. Does nothing if it is not running.
     pub fn stop(&mut self) {
-        let Some(mut proc) = self.proc.take() else { return };
-        // Closing the lifeline makes the wrapper kill the broker, reap it and exit.
-        drop(proc.child.stdin.take());
-        if proc.wait_exit(Duration::from_secs(30)).is_err() {
-            proc.kill9();
+        if let Some(proc) = self.proc.take() {
+            proc.stop();
         }
     }
 
@@ -169,23 +137,15 @@ impl KafkaBroker {
         self.starts += 1;
         let name = format!("broker-{}", self.starts);
         let log = self.dir.path().join(format!("{name}.log"));
-        let file = File::create(&log)?;
-        let remove = if self.remove_dir { self.dir.path().to_path_buf() } else { PathBuf::new() };
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(WRAPPER)
-            .arg(repo().join("scripts").join("kafka.sh"))
-            .arg(self.dir.path().join("data"))
-            .arg(self.port.to_string())
-            .arg(self.controller_port.to_string())
-            .arg(remove)
-            .env("WEIR_KAFKA_LIBS", &self.libs)
-            .stdin(Stdio::piped())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .spawn()
-            .context("starting scripts/kafka.sh")?;
-        let proc = self.proc.insert(Proc { child, name, log });
+        let script = repo().join("scripts").join("kafka.sh");
+        let data = self.dir.path().join("data");
+        let (port, controller) = (self.port.to_string(), self.controller_port.to_string());
+        let args = [OsStr::new("start"), data.as_os_str(), OsStr::new(&port), OsStr::new(&controller)];
+        let remove = self.remove_dir.then(|| self.dir.path());
+        let started =
+            Lifeline::start(&name, &script, &args, &[("WEIR_KAFKA_LIBS", self.libs.as_os_str())], &log, remove)
+                .context("starting scripts/kafka.sh")?;
+        let proc = &mut self.proc.insert(started).proc;
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let ready = wait_until("the Kafka broker to start", START_TIMEOUT, || {
             if let Some(status) = proc.child.try_wait()? {

@@ -834,6 +834,90 @@ fn kappa_upgrade_through_a_savepoint_and_replay_keep_every_count_exact() -> anyh
     Ok(())
 }
 
+/// A SQL job upgraded through a savepoint: a changed projection, an added
+/// filter and another sink path keep the window state (every window's count
+/// is exact across the two versions); other grouping keys give the window
+/// another uid, so the restore is refused without
+/// `--allow-non-restored-state`.
+#[test]
+fn a_sql_job_keeps_its_window_state_across_query_edits_through_a_savepoint() -> anyhow::Result<()> {
+    const BASE: u64 = 1_772_352_000_000; // 2026-03-01 08:00:00 UTC
+    let (_, bootstrap, inp, _) = setup("sql-upgrade", 1, 1)?;
+    let click = |i: u64| {
+        let ms = BASE + i * 10;
+        let s = ms / 1000 - 1_772_352_000;
+        let ts = format!("2026-03-01 08:{:02}:{:02}.{:03}", s / 60, s % 60, ms % 1000);
+        (Some(0), None, format!(r#"{{"page":"p{}","user":{},"ts":"{ts}"}}"#, i % 2, i % 3))
+    };
+    // 4,000 clicks: 40 s of event time, 4 windows, 500 per page per window.
+    produce(&bootstrap, &inp, &(0..1500).map(click).collect::<Vec<_>>())?;
+    let cluster = Cluster::start(1, 4, "2s")?;
+    let version = |dir: &str, edits: &[(&str, &str)]| {
+        let path = cluster.dir.path().join(dir);
+        let mut replace = vec![
+            ("127.0.0.1:9092", bootstrap.as_str()),
+            ("'topic' = 'clicks'", ""),
+            ("/tmp/clicks-per-page", path.to_str().unwrap()),
+        ];
+        let topic = format!("'topic' = '{inp}'");
+        replace[1].1 = &topic;
+        replace.extend_from_slice(edits);
+        let text = weir_tests::job_file("clicks-per-page.sql", &replace);
+        (cluster.write(&format!("{dir}.sql"), &text), path)
+    };
+    let (v1_file, v1_dir) = version("v1", &[]);
+    let v1 = cluster.submit(&v1_file, &[])?;
+    // Window 0 (clicks 0..1000) fires once the watermark passes 08:00:10.
+    wait_until("the first window committed", LONG, || Ok((committed_clicks(&v1_dir).len() >= 2).then_some(())))
+        .with_context(|| cluster.logs())?;
+    let target = format!("file://{}", cluster.dir.path().join("savepoints").display());
+    let stopped = cluster.weir_json(&["stop", &v1, "--savepoint", &target])?;
+    assert_eq!(stopped["job_state"], "FINISHED", "{stopped:#}");
+    let sp = stopped["location"].as_str().unwrap().to_string();
+
+    // Other grouping keys: the window's uid changes and its state would be lost.
+    let (by_user, _) = version(
+        "by-user",
+        &[("SELECT page,", "SELECT CAST(`user` AS STRING),"), ("GROUP BY page,", "GROUP BY `user`,")],
+    );
+    let out = cluster.weir(&["run", by_user.to_str().unwrap(), "--from-savepoint", &sp])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("clicks.tumbling-") && err.contains("--allow-non-restored-state"),
+        "{err}"
+    );
+
+    // Projection, filter and sink path changed: the state carries over.
+    let (v2_file, v2_dir) = version(
+        "v2",
+        &[
+            ("SELECT page, window_start", "SELECT UPPER(page) AS page, window_start"),
+            ("INTERVAL '10' SECOND))\n", "INTERVAL '10' SECOND))\nWHERE `user` >= 0\n"),
+        ],
+    );
+    let v2 = cluster.submit(&v2_file, &["--from-savepoint", &sp])?;
+    cluster.wait_state(&v2, &["RUNNING"], LONG)?;
+    let mut rest: Vec<_> = (1500..4000).map(click).collect();
+    rest.push(click(300_000)); // 50 minutes later: every window of the data fires
+    produce(&bootstrap, &inp, &rest)?;
+    wait_until("every window committed", LONG, || {
+        Ok((committed_clicks(&v1_dir).len() + committed_clicks(&v2_dir).len() >= 8).then_some(()))
+    })
+    .with_context(|| cluster.logs())?;
+    let mut all = committed_clicks(&v1_dir);
+    for ((page, start), n) in committed_clicks(&v2_dir) {
+        assert!(
+            all.insert((page.to_lowercase(), start.clone()), n).is_none(),
+            "{page} {start} written by both versions"
+        );
+    }
+    let expected: BTreeMap<(String, String), u64> = (0..4)
+        .flat_map(|w| (0..2).map(move |p| ((format!("p{p}"), format!("2026-03-01 08:00:{:02}.000", w * 10)), 500)))
+        .collect();
+    assert_eq!(all, expected, "{}", cluster.logs());
+    Ok(())
+}
+
 /// `jobs/kappa-counts.sql`, the SQL form of the Kappa counting job, over a
 /// staged topic: every (name, minute) counted exactly once, exactly the
 /// counts of the YAML version (100 per name per minute).
@@ -1078,5 +1162,220 @@ fn the_purchase_topology_application_is_exactly_once_through_a_kill() -> anyhow:
     assert_eq!(got_rewards, want, "reward points per customer, exactly once");
     drop(tm_procs);
     drop(jm_proc);
+    Ok(())
+}
+
+/// Rows of a Kappa view table in a database: (name, window start) -> events.
+fn table_counts(
+    db: &weir_tests::databases::Database,
+    name: &str,
+    table: &str,
+) -> anyhow::Result<BTreeMap<(String, u64), u64>> {
+    let text = db.execute(name, &format!("SELECT name, window_start, events FROM {table}"))?;
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let f: Vec<&str> = line.split('\t').collect();
+        out.insert((f[0].to_string(), f[1].parse()?), f[2].parse()?);
+    }
+    Ok(out)
+}
+
+/// The Kappa pipeline ending in MySQL (`jobs/kappa-mysql.yaml`, on MariaDB):
+/// staged events counted per name and minute, upserted exactly once through
+/// a `kill -9` of a task manager mid-run; then the replay of the stage with
+/// 5-minute windows into a second table while the first job keeps running.
+/// Both tables hold exactly the counts computed from the input.
+#[test]
+fn kappa_counts_into_mysql_stay_exact_through_a_kill_and_replay_into_a_new_table() -> anyhow::Result<()> {
+    use weir_tests::databases::{shared, Flavor, MARIADB_PASSWORD};
+    let kafka = shared_kafka();
+    let bootstrap = kafka.bootstrap();
+    let [events, names, stage] = ["mysql-events", "mysql-names", "mysql-stage"].map(unique);
+    for (t, n) in [(&events, 1), (&names, 1), (&stage, 2)] {
+        kafka.create_topic(t, n)?;
+    }
+    let table: Vec<_> =
+        (0..6).map(|n| (None, Some(n.to_string()), format!(r#"{{"name_id":{n},"name":"name-{n}"}}"#))).collect();
+    produce(&bootstrap, &names, &table)?;
+    produce(&bootstrap, &events, &kappa_events(0, 3000))?;
+    let db = shared(Flavor::MariaDb);
+    let dbname = format!("kappa_{}", std::process::id());
+    db.create_database(&dbname)?;
+    for t in ["name_counts", "name_counts_5m"] {
+        db.execute(
+            &dbname,
+            &format!("CREATE TABLE {t} (name VARCHAR(64) NOT NULL, window_start BIGINT NOT NULL, window_end BIGINT NOT NULL, events BIGINT NOT NULL, PRIMARY KEY (name, window_start))"),
+        )?;
+    }
+
+    // The task managers read the database password from their environment.
+    let env = [("WEIR_MYSQL_PASSWORD", MARIADB_PASSWORD)];
+    let mut cluster = Cluster::start(0, 2, "1s")?;
+    cluster.start_taskmanager("tm-a", 4, &env)?;
+    cluster.start_taskmanager("tm-b", 4, &env)?;
+    let staging = weir_tests::job_file(
+        "kappa-staging.yaml",
+        &[
+            ("127.0.0.1:9092", &bootstrap),
+            ("topic: events\n", &format!("topic: {events}\n")),
+            ("topic: names\n", &format!("topic: {names}\n")),
+            ("topic: events_stage", &format!("topic: {stage}")),
+            ("transactional_id_prefix: kappa-staging", &format!("transactional_id_prefix: {stage}")),
+        ],
+    );
+    cluster.submit(&cluster.write("staging.yaml", &staging), &[])?;
+    read_committed(&bootstrap, &stage, 3000, LONG).with_context(|| cluster.logs())?;
+
+    let url = db.url(&dbname);
+    let counts_job = |extra: &[(&str, &str)]| {
+        let mut replace = vec![
+            ("127.0.0.1:9092", bootstrap.as_str()),
+            ("topic: events_stage", ""),
+            ("jdbc:mysql://127.0.0.1:3306/kappa", url.as_str()),
+        ];
+        let topic = format!("topic: {stage}");
+        replace[1].1 = &topic;
+        replace.extend_from_slice(extra);
+        weir_tests::job_file("kappa-mysql.yaml", &replace)
+    };
+    let v1 = cluster.submit(&cluster.write("counts.yaml", &counts_job(&[])), &[])?;
+    // Minutes 0-3 fire within the first 3,000 events.
+    wait_until("the first windows in MySQL", LONG, || {
+        Ok((table_counts(db, &dbname, "name_counts")?.len() >= 12).then_some(()))
+    })
+    .with_context(|| cluster.logs())?;
+    cluster.taskmanager("tm-b").kill9();
+    cluster.start_taskmanager("tm-b", 4, &env)?;
+    produce(&bootstrap, &events, &kappa_events(3000, 6000))?;
+    // An event an hour later moves event time past every window of the data.
+    produce(
+        &bootstrap,
+        &events,
+        &[(None, None, format!(r#"{{"id":6000,"name_id":0,"ts":{}}}"#, KAPPA_BASE + 3_600_000))],
+    )?;
+    let expected: BTreeMap<(String, u64), u64> =
+        (0..10u64).flat_map(|m| (0..6).map(move |n| ((format!("name-{n}"), KAPPA_BASE + m * 60_000), 100))).collect();
+    wait_until("every minute in MySQL", LONG, || {
+        Ok((table_counts(db, &dbname, "name_counts")?.len() >= 60).then_some(()))
+    })
+    .with_context(|| cluster.logs())?;
+    assert_eq!(table_counts(db, &dbname, "name_counts")?, expected, "{}", cluster.logs());
+    let status = cluster.weir_json(&["status", &v1])?;
+    assert!(status["restarts"].as_u64().unwrap_or(0) >= 1, "the kill did not restart the job: {status}");
+
+    // The replay: 5-minute windows into a second table, from the earliest
+    // offset, while the first job keeps running.
+    let replay = counts_job(&[("size: 1m", "size: 5m"), ("table: name_counts", "table: name_counts_5m")]);
+    let r = cluster.submit(&cluster.write("replay.yaml", &replay), &[])?;
+    let five: BTreeMap<(String, u64), u64> =
+        (0..2u64).flat_map(|m| (0..6).map(move |n| ((format!("name-{n}"), KAPPA_BASE + m * 300_000), 500))).collect();
+    wait_until("the replay in MySQL", LONG, || {
+        Ok((table_counts(db, &dbname, "name_counts_5m")?.len() >= 12).then_some(()))
+    })
+    .with_context(|| cluster.logs())?;
+    assert_eq!(table_counts(db, &dbname, "name_counts_5m")?, five, "{}", cluster.logs());
+    for job in [&v1, &r] {
+        assert_eq!(cluster.weir_json(&["status", job])?["state"], "RUNNING");
+    }
+    Ok(())
+}
+
+/// Rows of the Parquet files under `dir` (recursively, hidden parts
+/// skipped): (relative directory, id, ts) per row.
+fn parquet_rows(dir: &std::path::Path) -> anyhow::Result<Vec<(String, i64, i64)>> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().to_string();
+            if path.is_dir() {
+                stack.push(path);
+            } else if name.ends_with(".parquet") && !name.starts_with('.') {
+                let rel = d.strip_prefix(dir)?.to_string_lossy().to_string();
+                let bytes = bytes::Bytes::from(std::fs::read(&path)?);
+                for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()? {
+                    let batch = batch?;
+                    let col = |n: &str| -> anyhow::Result<Vec<i64>> {
+                        let c = batch.column_by_name(n).context("a column is missing")?;
+                        let c = c.as_any().downcast_ref::<arrow::array::Int64Array>().context("not int64")?;
+                        Ok(c.values().to_vec())
+                    };
+                    for (id, ts) in col("id")?.into_iter().zip(col("ts")?) {
+                        out.push((rel.clone(), id, ts));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The web-events pipeline (`jobs/web-events-parquet.yaml`): JSON events
+/// from Kafka into hour-partitioned Parquet files on an S3-compatible
+/// server, through a `kill -9` of a task manager mid-run. Read back with a
+/// Parquet reader, every event is there exactly once, in its hour.
+#[test]
+fn web_events_land_in_hourly_parquet_files_on_s3_exactly_once_through_a_kill() -> anyhow::Result<()> {
+    use weir_tests::s3::shared_s3;
+    const N: i64 = 20_000;
+    const BASE: i64 = 1_772_352_000_000; // 2026-03-01 08:00:00 UTC
+    let s3 = shared_s3();
+    let kafka = shared_kafka();
+    let bootstrap = kafka.bootstrap();
+    let topic = unique("web-events");
+    kafka.create_topic(&topic, 2)?;
+    // 0.54 s of event time apart: three hours in all.
+    let event = |i: i64| {
+        let body = format!(
+            r#"{{"id":{i},"name":"user-{}","color":"{}","user_agent":"Mozilla/5.0 (X11; Linux x86_64)","ts":{}}}"#,
+            i % 97,
+            ["red", "green", "blue"][(i % 3) as usize],
+            BASE + i * 540
+        );
+        (Some((i % 2) as i32), Some(i.to_string()), body)
+    };
+    produce(&bootstrap, &topic, &(0..N / 2).map(event).collect::<Vec<_>>())?;
+    let prefix = unique("web-events");
+    let env = s3.env();
+    let mut cluster = Cluster::start(0, 2, "1s")?;
+    cluster.start_taskmanager("tm-a", 2, &env)?;
+    cluster.start_taskmanager("tm-b", 2, &env)?;
+    let job = weir_tests::job_file(
+        "web-events-parquet.yaml",
+        &[
+            ("127.0.0.1:9092", &bootstrap),
+            ("topic: web-events", &format!("topic: {topic}")),
+            ("s3://weir-lake/web-events", &format!("s3://weir-lake/{prefix}")),
+            ("http://127.0.0.1:9000", &s3.endpoint()),
+        ],
+    );
+    let id = cluster.submit(&cluster.write("web-events.yaml", &job), &[])?;
+    let dir = s3.local("weir-lake", &prefix);
+    wait_until("the first Parquet files", LONG, || Ok((!parquet_rows(&dir)?.is_empty()).then_some(())))
+        .with_context(|| cluster.logs())?;
+    cluster.taskmanager("tm-b").kill9();
+    cluster.start_taskmanager("tm-b", 2, &env)?;
+    produce(&bootstrap, &topic, &(N / 2..N).map(event).collect::<Vec<_>>())?;
+    wait_until("every event in Parquet", LONG, || Ok((parquet_rows(&dir)?.len() >= N as usize).then_some(())))
+        .with_context(|| cluster.logs())?;
+    // Two more checkpoints: anything still to come would be in them.
+    let done = completed_checkpoints(&cluster, &id)?;
+    wait_until("two more checkpoints", LONG, || Ok((completed_checkpoints(&cluster, &id)? >= done + 2).then_some(())))?;
+    let rows = parquet_rows(&dir)?;
+    let mut ids: Vec<i64> = rows.iter().map(|r| r.1).collect();
+    ids.sort();
+    let dupes = ids.windows(2).filter(|w| w[0] == w[1]).count();
+    assert_eq!((ids.len(), dupes), (N as usize, 0), "every event exactly once\n{}", cluster.logs());
+    assert_eq!(ids.first().zip(ids.last()), Some((&0, &(N - 1))));
+    for (rel, id, ts) in &rows {
+        let hour = (ts - BASE) / 3_600_000 + 8;
+        assert_eq!(rel, &format!("dt=2026-03-01/hour={hour:02}"), "event {id} at {ts} in the wrong directory");
+    }
+    let hours: std::collections::BTreeSet<&String> = rows.iter().map(|r| &r.0).collect();
+    assert_eq!(hours.len(), 3, "{hours:?}");
+    let status = cluster.weir_json(&["status", &id])?;
+    assert!(status["restarts"].as_u64().unwrap_or(0) >= 1, "the kill did not restart the job: {status}");
     Ok(())
 }

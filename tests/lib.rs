@@ -14,6 +14,8 @@ use anyhow::{bail, Context};
 
 pub mod broker;
 pub mod chart;
+pub mod databases;
+pub mod s3;
 
 /// Path of a binary of this workspace, next to the test executable's `deps/`.
 pub fn bin(name: &str) -> PathBuf {
@@ -153,6 +155,81 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Runs a server process so that it never outlives the test process,
+/// without `unsafe` (no `PR_SET_PDEATHSIG`): a watcher reads this shell's
+/// stdin, a pipe only the test process holds, and kills the server
+/// (SIGKILL) when it closes: on [`Lifeline::stop`], on drop, on exit without
+/// destructors (a server in a static) and when the test process is killed.
+/// SIGINT/SIGTERM/SIGHUP to the shell kill it too (Ctrl-C reaches the whole
+/// process group, and a background job of a script ignores SIGINT). The
+/// shell exits once the server is gone, so waiting on it waits on the
+/// server.
+///
+/// Arguments: `$0` a directory to remove after the server is killed (""
+/// for none), then the server's command line.
+const LIFELINE: &str = r#"
+remove="$0"
+"$@" & server=$!
+exec 3<&0
+{ cat <&3 >/dev/null; kill -9 $server 2>/dev/null; } &
+watcher=$!
+exec 3<&-
+killed=
+trap 'killed=1; kill -9 $server 2>/dev/null' INT TERM HUP
+wait $server
+status=$?
+# A trapped signal cuts `wait` short: wait again until the server is reaped.
+while [ -n "$killed" ] && kill -0 $server 2>/dev/null; do wait $server; done
+echo "server stopped (status $status)"
+# 137: SIGKILL, from the watcher.
+[ $status -eq 137 ] || kill $watcher 2>/dev/null
+if [ -n "$killed" ] || [ $status -eq 137 ]; then [ -z "$remove" ] || rm -rf "$remove"; fi
+"#;
+
+/// A server started through [`LIFELINE`].
+#[derive(Debug)]
+pub struct Lifeline {
+    /// The wrapper shell; its stdin is the lifeline.
+    pub proc: Proc,
+}
+
+impl Lifeline {
+    /// Starts `program args` with its output in `log`; `remove` (if any) is
+    /// deleted once the server is killed.
+    pub fn start(
+        name: &str,
+        program: &Path,
+        args: &[&std::ffi::OsStr],
+        env: &[(&str, &std::ffi::OsStr)],
+        log: &Path,
+        remove: Option<&Path>,
+    ) -> anyhow::Result<Lifeline> {
+        let file = std::fs::File::create(log)?;
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(LIFELINE)
+            .arg(remove.unwrap_or(Path::new("")))
+            .arg(program)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        Ok(Lifeline { proc: Proc { child, name: name.to_string(), log: log.to_path_buf() } })
+    }
+
+    /// Kills the server (SIGKILL, no clean shutdown) and waits until it is gone.
+    pub fn stop(mut self) {
+        // Closing the lifeline makes the wrapper kill the server, reap it and exit.
+        drop(self.proc.child.stdin.take());
+        if self.proc.wait_exit(Duration::from_secs(30)).is_err() {
+            self.proc.kill9();
+        }
     }
 }
 

@@ -7,17 +7,30 @@
 //! - [`kafka`]: `kafka_source` (partition offsets in checkpoints, rewound on
 //!   restore) and `kafka_sink` (at-least-once, or exactly-once through
 //!   Kafka transactions tied to checkpoints).
+//! - [`files`]: `file_sink` (rolling JSON-lines, CSV or Parquet part files
+//!   on local disk or S3-compatible storage, partitioned into directories,
+//!   committed exactly once with checkpoints).
+//! - [`jdbc`]: `jdbc_sink` (MySQL, MariaDB, PostgreSQL: upserts, deletes or
+//!   appends; at-least-once, or exactly-once through database transactions
+//!   committed with checkpoints).
 
 use weir_runtime::operators::registry::DuplicateKind;
 use weir_runtime::operators::Registry;
 
+pub mod blocking;
 pub mod failpoint;
+pub mod files;
+pub mod jdbc;
 pub mod kafka;
 
-/// Adds every connector's operator kinds (`kafka_source`, `kafka_sink`) to
-/// `registry`.
+/// Adds every connector's operator kinds (`kafka_source`, `kafka_sink`,
+/// `jdbc_sink`, `file_sink`) to `registry`.
 pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register(kafka::source::KafkaSourceFactory)?.register(kafka::sink::KafkaSinkFactory)?;
+    registry
+        .register(kafka::source::KafkaSourceFactory)?
+        .register(kafka::sink::KafkaSinkFactory)?
+        .register(jdbc::JdbcSinkFactory)?
+        .register(files::FileSinkFactory)?;
     Ok(())
 }
 

@@ -17,7 +17,7 @@
 //! Where the state lives and how it is persisted is up to the task manager
 //! (see `weir-state`); this module has no I/O.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::error::{OpResult, OperatorError};
 
@@ -103,10 +103,43 @@ impl StateWriter {
         self.put(state, UNION, key, value);
     }
 
+    /// Writes union state that an operator keeps whole in memory (e.g. a
+    /// transactional sink's uncommitted epochs): `want` is every entry,
+    /// `(state, key) -> value`, and `held` the keys the previous snapshot
+    /// left. A full snapshot writes all of `want`; an incremental one
+    /// deletes the keys gone and writes the new ones (a key's value never
+    /// changes once written). Returns the keys now held.
+    pub fn put_union_entries(&mut self, held: &UnionKeys, want: BTreeMap<(String, Vec<u8>), Vec<u8>>) -> UnionKeys {
+        if !self.full {
+            for gone in held.iter().filter(|k| !want.contains_key(*k)) {
+                self.delete(&gone.0, UNION, gone.1.clone());
+            }
+        }
+        let mut now = UnionKeys::new();
+        for (k, v) in want {
+            if self.full || !held.contains(&k) {
+                self.put_union(&k.0, k.1.clone(), v);
+            }
+            now.insert(k);
+        }
+        now
+    }
+
     /// The entries written.
     pub fn into_entries(self) -> Vec<StateEntry> {
         self.entries
     }
+}
+
+/// Keys of union state an operator holds: (state name, key).
+pub type UnionKeys = BTreeSet<(String, Vec<u8>)>;
+
+/// The key of a subtask's entry for a checkpoint epoch: subtask and
+/// epoch, big-endian, so entries sort by subtask, then epoch.
+pub fn subtask_epoch_key(subtask: u32, epoch: u64) -> Vec<u8> {
+    let mut k = subtask.to_be_bytes().to_vec();
+    k.extend_from_slice(&epoch.to_be_bytes());
+    k
 }
 
 /// An operator's restored state.

@@ -14,7 +14,7 @@ use crate::settings::Settings;
 use crate::types::SqlType;
 
 /// Connectors `CREATE TABLE` accepts.
-const CONNECTORS: &[&str] = &["kafka", "datagen", "filesystem", "print", "blackhole"];
+const CONNECTORS: &[&str] = &["kafka", "datagen", "filesystem", "jdbc", "print", "blackhole"];
 
 /// Columns of Weir's benchmark generator, which the `datagen` connector runs.
 const DATAGEN_COLUMNS: &[(&str, SqlType)] = &[
@@ -101,7 +101,7 @@ pub fn check_connector(t: &TableDef) -> Result<(), SqlError> {
     };
     match c.as_str() {
         c if CONNECTORS.contains(&c) => Ok(()),
-        "upsert-kafka" | "jdbc" | "elasticsearch-7" | "mongodb" | "hbase-2.2" => Err(SqlError::at(
+        "upsert-kafka" | "elasticsearch-7" | "mongodb" | "hbase-2.2" => Err(SqlError::at(
             *at,
             format!("not supported: the '{c}' connector (Weir SQL has {})", CONNECTORS.join(", ")),
         )),
@@ -612,7 +612,14 @@ pub fn sink(b: &mut Builder, t: &TableDef, input: Rel, listed: &[String], at: Lo
             ),
         ));
     }
-    let json_out = connector != "blackhole";
+    // Timestamps become Flink's text form where rows are written as text;
+    // typed sinks (JDBC, Parquet) keep them typed.
+    let format = t.options.iter().find(|(k, _, _)| k == "format").map(|(_, v, _)| v.as_str());
+    let json_out = match connector.as_str() {
+        "blackhole" | "jdbc" => false,
+        "filesystem" => format != Some("parquet"),
+        _ => true,
+    };
     let mut cols = Vec::new();
     for ((target, ty), col) in targets.iter().zip(&input.columns) {
         if let (Some(have), true) = (&col.ty, matches!(ty, SqlType::Timestamp)) {
@@ -637,26 +644,8 @@ pub fn sink(b: &mut Builder, t: &TableDef, input: Rel, listed: &[String], at: Lo
     rel.uid = b.then(&rel, &format!("{name}.columns"), "project", json!({"columns": cols}));
     let (kind, config) = match connector.as_str() {
         "kafka" => ("kafka_sink", kafka_sink(t, &mut opts, &targets)?),
-        "filesystem" => {
-            let path = opts.required("path")?;
-            let path = path.strip_prefix("file://").unwrap_or(&path).to_string();
-            if path.contains("://") {
-                return Err(SqlError::at(t.name.span.start, format!("not supported: the filesystem path '{path}': local paths only (object storage sinks are planned)")));
-            }
-            let f = opts.required("format")?;
-            if f != "json" {
-                return Err(unsupported_format(t, &f));
-            }
-            if let Some((v, at)) = opts.take("json.timestamp-format.standard") {
-                if v != "SQL" {
-                    return Err(SqlError::at(
-                        at,
-                        "not supported: json.timestamp-format.standard other than SQL in sinks",
-                    ));
-                }
-            }
-            ("jsonl_file", json!({"path": path}))
-        }
+        "jdbc" => ("jdbc_sink", jdbc_sink(t, &mut opts)?),
+        "filesystem" => ("file_sink", filesystem_sink(t, &mut opts)?),
         "print" => {
             opts.take("print-identifier");
             if opts.bool("standard-error", false)? {
@@ -671,13 +660,179 @@ pub fn sink(b: &mut Builder, t: &TableDef, input: Rel, listed: &[String], at: Lo
         other => return Err(SqlError::at(t.name.span.start, format!("unknown connector '{other}'"))),
     };
     let known: Vec<&str> = match connector.as_str() {
-        "filesystem" => vec!["connector", "path", "format", "json.timestamp-format.standard"],
+        "filesystem" => FILESYSTEM_SINK_OPTIONS.to_vec(),
         "print" => vec!["connector", "print-identifier", "standard-error"],
+        "jdbc" => JDBC_OPTIONS.to_vec(),
         _ => known_source_options(&connector),
     };
     opts.finish(&known)?;
     let uid = b.add(&name, kind, config, 0);
     b.connect(&rel.uid, &uid, weir_runtime::graph::Partitioning::Forward, Vec::new());
+    Ok(())
+}
+
+/// Flink's `filesystem` sink options (and the Parquet codec).
+const FILESYSTEM_SINK_OPTIONS: &[&str] = &[
+    "connector",
+    "path",
+    "format",
+    "json.timestamp-format.standard",
+    "sink.rolling-policy.file-size",
+    "sink.rolling-policy.rollover-interval",
+    "sink.rolling-policy.check-interval",
+    "sink.partition-commit.policy.kind",
+    "sink.partition-commit.trigger",
+    "parquet.compression",
+];
+
+/// Bytes in a Flink memory size (`128MB`, `1 gb`, `4096`).
+fn memory_size(v: &str) -> Option<u64> {
+    let t = v.trim().to_ascii_lowercase();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let n: u64 = t[..digits].parse().ok()?;
+    let unit = match t[digits..].trim() {
+        "" | "b" | "bytes" => 1,
+        "k" | "kb" | "kibibytes" => 1 << 10,
+        "m" | "mb" | "mebibytes" => 1 << 20,
+        "g" | "gb" | "gibibytes" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(unit)
+}
+
+fn filesystem_sink(t: &TableDef, opts: &mut Options<'_>) -> Result<Value, SqlError> {
+    let mut c = Map::new();
+    let path = opts.required("path")?;
+    let path = match path.strip_prefix("file://") {
+        Some(local) if !local.starts_with('/') => local.to_string(),
+        _ => path,
+    };
+    c.insert("path".into(), json!(path));
+    let (f, at) = opts
+        .take("format")
+        .ok_or_else(|| SqlError::at(t.name.span.start, "the filesystem connector needs 'format'"))?;
+    match f.as_str() {
+        "json" | "csv" | "parquet" => c.insert("format".into(), json!(f)),
+        other => {
+            return Err(SqlError::at(
+                at,
+                format!("not supported: the '{other}' format in the filesystem sink (json, csv or parquet)"),
+            ))
+        }
+    };
+    if let Some((v, at)) = opts.take("json.timestamp-format.standard") {
+        if v != "SQL" {
+            return Err(SqlError::at(at, "not supported: json.timestamp-format.standard other than SQL in sinks"));
+        }
+    }
+    if let Some((v, at)) = opts.take("parquet.compression") {
+        let codec = match v.to_ascii_lowercase().as_str() {
+            "snappy" => "snappy",
+            "zstd" => "zstd",
+            "none" | "uncompressed" => "none",
+            _ => return Err(SqlError::at(at, format!("parquet.compression is snappy, zstd or none, not '{v}'"))),
+        };
+        c.insert("compression".into(), json!(codec));
+    }
+    if let Some((v, at)) = opts.take("sink.rolling-policy.file-size") {
+        let n = memory_size(&v).ok_or_else(|| {
+            SqlError::at(at, format!("sink.rolling-policy.file-size is a size like 128MB, not '{v}'"))
+        })?;
+        c.insert("max_part_bytes".into(), json!(n));
+    }
+    if let Some(v) = opts.value("sink.rolling-policy.rollover-interval") {
+        c.insert("rollover_interval".into(), json!(v));
+    }
+    // The task's timer checks rolling often enough; success files are not written yet.
+    opts.take("sink.rolling-policy.check-interval");
+    opts.take("sink.partition-commit.trigger");
+    if let Some((v, at)) = opts.take("sink.partition-commit.policy.kind") {
+        return Err(SqlError::at(at, format!("not supported: sink.partition-commit.policy.kind '{v}' (parts are committed with checkpoints; no success files or metastore yet)")));
+    }
+    if !t.partitioned_by.is_empty() {
+        c.insert("partition_by".into(), json!(t.partitioned_by.iter().map(|p| p.value.clone()).collect::<Vec<_>>()));
+    }
+    Ok(Value::Object(c))
+}
+
+/// Flink's `jdbc` options, and Weir's for passwords kept out of the script
+/// and for exactly-once delivery.
+const JDBC_OPTIONS: &[&str] = &[
+    "connector",
+    "url",
+    "table-name",
+    "username",
+    "password",
+    "password-env",
+    "password-file",
+    "sink.buffer-flush.max-rows",
+    "sink.buffer-flush.interval",
+    "sink.max-retries",
+    "sink.delivery-guarantee",
+    "sink.parallelism",
+    "connection.max-retry-timeout",
+];
+
+fn jdbc_sink(t: &TableDef, opts: &mut Options<'_>) -> Result<Value, SqlError> {
+    let mut c = Map::new();
+    c.insert("url".into(), json!(opts.required("url")?));
+    c.insert("table".into(), json!(opts.required("table-name")?));
+    for (option, field) in [
+        ("username", "username"),
+        ("password", "password"),
+        ("password-env", "password_env"),
+        ("password-file", "password_file"),
+    ] {
+        if let Some(v) = opts.value(option) {
+            c.insert(field.into(), json!(v));
+        }
+    }
+    // The declared primary key makes the sink upsert, as in Flink.
+    if !t.primary_key.is_empty() {
+        c.insert("key".into(), json!(t.primary_key.iter().map(|k| k.value.clone()).collect::<Vec<_>>()));
+    }
+    if let Some((v, at)) = opts.take("sink.buffer-flush.max-rows") {
+        let n: u64 = v
+            .parse()
+            .map_err(|_| SqlError::at(at, format!("sink.buffer-flush.max-rows is a number of rows, not '{v}'")))?;
+        // Flink's 0 turns buffering off: every row is written at once.
+        c.insert("buffer_flush_max_rows".into(), json!(n.max(1)));
+    }
+    if let Some(v) = opts.value("sink.buffer-flush.interval") {
+        c.insert("buffer_flush_interval".into(), json!(v));
+    }
+    if let Some((v, at)) = opts.take("sink.max-retries") {
+        let n: u64 = v.parse().map_err(|_| SqlError::at(at, format!("sink.max-retries is a number, not '{v}'")))?;
+        c.insert("max_retries".into(), json!(n));
+    }
+    if let Some(v) = opts.value("connection.max-retry-timeout") {
+        c.insert("connect_timeout".into(), json!(v));
+    }
+    delivery_option(opts, &mut c)?;
+    if let Some((v, at)) = opts.take("sink.parallelism") {
+        return Err(SqlError::at(
+            at,
+            format!("not supported: sink.parallelism ('{v}'); the sink runs at the job's parallelism"),
+        ));
+    }
+    Ok(Value::Object(c))
+}
+
+/// `sink.delivery-guarantee` as the sinks' `delivery`.
+fn delivery_option(opts: &mut Options<'_>, c: &mut Map<String, Value>) -> Result<(), SqlError> {
+    if let Some((g, at)) = opts.take("sink.delivery-guarantee") {
+        let d = match g.as_str() {
+            "exactly-once" => "exactly_once",
+            "at-least-once" | "none" => "at_least_once",
+            other => {
+                return Err(SqlError::at(
+                    at,
+                    format!("sink.delivery-guarantee is exactly-once, at-least-once or none, not '{other}'"),
+                ))
+            }
+        };
+        c.insert("delivery".into(), json!(d));
+    }
     Ok(())
 }
 
@@ -709,19 +864,7 @@ fn kafka_sink(t: &TableDef, opts: &mut Options<'_>, columns: &[(String, SqlType)
         }
         other => return Err(unsupported_format(t, other)),
     }
-    if let Some((g, at)) = opts.take("sink.delivery-guarantee") {
-        let d = match g.as_str() {
-            "exactly-once" => "exactly_once",
-            "at-least-once" | "none" => "at_least_once",
-            other => {
-                return Err(SqlError::at(
-                    at,
-                    format!("sink.delivery-guarantee is exactly-once, at-least-once or none, not '{other}'"),
-                ))
-            }
-        };
-        c.insert("delivery".into(), json!(d));
-    }
+    delivery_option(opts, &mut c)?;
     if let Some(p) = opts.value("sink.transactional-id-prefix") {
         c.insert("transactional_id_prefix".into(), json!(p));
     }

@@ -51,6 +51,8 @@ pub struct TableDef {
     pub watermark: Option<(Ident, Expr)>,
     /// `PRIMARY KEY (...) NOT ENFORCED`.
     pub primary_key: Vec<Ident>,
+    /// `PARTITIONED BY (...)` columns (directories of the filesystem sink).
+    pub partitioned_by: Vec<Ident>,
     /// The `WITH` options, in order, with their positions.
     pub options: Vec<(String, String, Location)>,
 }
@@ -221,7 +223,14 @@ fn last_name(p: &mut Parser<'_>) -> Result<Ident, SqlError> {
 fn create_table(p: &mut Parser<'_>) -> Result<TableDef, SqlError> {
     let _ = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
     let name = last_name(p)?;
-    let mut def = TableDef { name, columns: Vec::new(), watermark: None, primary_key: Vec::new(), options: Vec::new() };
+    let mut def = TableDef {
+        name,
+        columns: Vec::new(),
+        watermark: None,
+        primary_key: Vec::new(),
+        partitioned_by: Vec::new(),
+        options: Vec::new(),
+    };
     p.expect_token(&Token::LParen).map_err(SqlError::parser)?;
     loop {
         table_element(p, &mut def)?;
@@ -234,9 +243,9 @@ fn create_table(p: &mut Parser<'_>) -> Result<TableDef, SqlError> {
     if p.parse_keyword(Keyword::COMMENT) {
         p.parse_literal_string().map_err(SqlError::parser)?;
     }
-    let t = p.peek_token();
     if p.parse_keywords(&[Keyword::PARTITIONED, Keyword::BY]) {
-        return Err(SqlError::at(t.span.start, "not supported: PARTITIONED BY"));
+        def.partitioned_by =
+            p.parse_parenthesized_column_list(IsOptional::Mandatory, false).map_err(SqlError::parser)?;
     }
     if p.parse_keyword(Keyword::WITH) {
         p.expect_token(&Token::LParen).map_err(SqlError::parser)?;

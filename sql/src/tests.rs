@@ -177,6 +177,34 @@ GROUP BY page, window_start, window_end;",
 }
 
 #[test]
+fn jdbc_tables_map_flinks_options_and_upsert_by_the_primary_key() {
+    let g = compiled(&format!(
+        "{DATAGEN}
+SET 'execution.checkpointing.interval' = '1s';
+CREATE TABLE counts (channel STRING, window_start TIMESTAMP(3), bids BIGINT, PRIMARY KEY (channel, window_start) NOT ENFORCED)
+WITH ('connector' = 'jdbc', 'url' = 'jdbc:postgresql://127.0.0.1:5432/app', 'table-name' = 'bid_counts',
+  'username' = 'weir', 'password-env' = 'DB_PASSWORD', 'sink.buffer-flush.max-rows' = '0',
+  'sink.buffer-flush.interval' = '2s', 'sink.max-retries' = '5', 'sink.delivery-guarantee' = 'exactly-once');
+INSERT INTO counts SELECT channel, window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND))
+GROUP BY channel, window_start, window_end;"
+    ));
+    let sink = g.operators.last().unwrap();
+    assert_eq!(sink.kind, "jdbc_sink");
+    assert_eq!(
+        sink.config,
+        serde_json::json!({
+            "url": "jdbc:postgresql://127.0.0.1:5432/app", "table": "bid_counts", "username": "weir",
+            "password_env": "DB_PASSWORD", "key": ["channel", "window_start"], "buffer_flush_max_rows": 1,
+            "buffer_flush_interval": "2s", "max_retries": 5, "delivery": "exactly_once"
+        })
+    );
+    let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'jdbc', 'url' = 'jdbc:mysql://h/d', 'table-name' = 't', 'sink.parallelism' = '3');\nINSERT INTO o SELECT auction FROM bids;"));
+    assert!(e.contains("not supported: sink.parallelism"), "{e}");
+    let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'jdbc', 'url' = 'jdbc:mysql://h/d');\nINSERT INTO o SELECT auction FROM bids;"));
+    assert!(e.contains("table-name"), "{e}");
+}
+
+#[test]
 fn errors_name_the_place_and_the_closest_name() {
     let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT auctoin FROM bids;"));
     assert!(e.contains("unknown column `auctoin` (did you mean `auction`?)"), "{e}");

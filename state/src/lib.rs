@@ -30,7 +30,7 @@ mod uri;
 
 pub use codec::{decode_entries, encode_entries};
 pub use storage::CheckpointStorage;
-pub use uri::S3Options;
+pub use uri::{object_store_for, S3Options};
 
 pub use weir_types::{CheckpointMetadata, FileHandle, TaskSnapshot, METADATA_VERSION};
 

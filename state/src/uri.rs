@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use object_store::memory::InMemory;
+use object_store::ObjectStore;
 use serde::Deserialize;
 
 use crate::{CheckpointStorage, StorageError};
@@ -48,45 +49,54 @@ impl CheckpointStorage {
     /// Like [`CheckpointStorage::from_uri`], with S3 settings that override
     /// the environment.
     pub fn from_uri_with(uri: &str, s3: &S3Options) -> Result<Self, StorageError> {
-        if let Some(rest) = uri.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(StorageError::Uri(uri.to_string()));
-            }
-            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
-            let endpoint = s3.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
-            if let Some(e) = &endpoint {
-                b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
-            }
-            if let Some(r) = &s3.region {
-                b = b.with_region(r);
-            } else if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
-                b = b.with_region("us-east-1");
-            }
-            if let Some(k) = &s3.access_key_id {
-                b = b.with_access_key_id(k);
-            }
-            if let Some(k) = &s3.secret_access_key {
-                b = b.with_secret_access_key(k);
-            }
-            // Path-style addressing unless asked otherwise: what self-hosted servers expect.
-            b = b.with_virtual_hosted_style_request(!s3.path_style.unwrap_or(true));
-            let store = b.build()?;
-            return Ok(Self::new(Arc::new(store), prefix.trim_end_matches('/'), uri));
-        }
-        if uri == "memory://" || uri == "memory:///" {
-            return Ok(Self::new(Arc::new(InMemory::new()), "", uri));
-        }
-        if let Some(dir) = uri.strip_prefix("file://") {
-            if !dir.starts_with('/') {
-                return Err(StorageError::Uri(uri.to_string()));
-            }
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StorageError::Store(object_store::Error::Generic { store: "file", source: Box::new(e) })
-            })?;
-            let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?;
-            return Ok(Self::new(Arc::new(fs), "", uri));
-        }
-        Err(StorageError::Uri(uri.to_string()))
+        let (store, prefix) = object_store_for(uri, s3)?;
+        Ok(Self::new(store, &prefix, uri))
     }
+}
+
+/// The object store a storage URI names and the prefix inside it:
+/// `file:///absolute/dir` (created if missing), `s3://bucket/prefix` (S3
+/// settings from `s3`, then the environment) or `memory://`. Checkpoints
+/// and the file sink open their storage through it, so both take the same
+/// URIs and settings.
+pub fn object_store_for(uri: &str, s3: &S3Options) -> Result<(Arc<dyn ObjectStore>, String), StorageError> {
+    if let Some(rest) = uri.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(StorageError::Uri(uri.to_string()));
+        }
+        let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        let endpoint = s3.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+        if let Some(e) = &endpoint {
+            b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+        }
+        if let Some(r) = &s3.region {
+            b = b.with_region(r);
+        } else if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
+            b = b.with_region("us-east-1");
+        }
+        if let Some(k) = &s3.access_key_id {
+            b = b.with_access_key_id(k);
+        }
+        if let Some(k) = &s3.secret_access_key {
+            b = b.with_secret_access_key(k);
+        }
+        // Path-style addressing unless asked otherwise: what self-hosted servers expect.
+        b = b.with_virtual_hosted_style_request(!s3.path_style.unwrap_or(true));
+        let store = b.build()?;
+        return Ok((Arc::new(store), prefix.trim_end_matches('/').to_string()));
+    }
+    if uri == "memory://" || uri == "memory:///" {
+        return Ok((Arc::new(InMemory::new()), String::new()));
+    }
+    if let Some(dir) = uri.strip_prefix("file://") {
+        if !dir.starts_with('/') {
+            return Err(StorageError::Uri(uri.to_string()));
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StorageError::Store(object_store::Error::Generic { store: "file", source: Box::new(e) }))?;
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?;
+        return Ok((Arc::new(fs), String::new()));
+    }
+    Err(StorageError::Uri(uri.to_string()))
 }

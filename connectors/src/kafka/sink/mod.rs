@@ -48,7 +48,7 @@ use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProdu
 use weir_runtime::barrier::CheckpointMode;
 use weir_runtime::error::{OpResult, OperatorError, PlanError};
 use weir_runtime::operators::{Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo};
-use weir_runtime::state::{CheckpointId, StateReader, StateWriter, UNION};
+use weir_runtime::state::{subtask_epoch_key, CheckpointId, StateReader, StateWriter, UnionKeys};
 
 use super::format::Format;
 use super::kafka_error;
@@ -256,18 +256,12 @@ pub struct KafkaSink {
     /// Closed epochs not known to be committed, oldest first.
     pending: VecDeque<Epoch>,
     /// State keys the backend holds (incremental snapshots delete the rest).
-    written: BTreeSet<(String, Vec<u8>)>,
+    written: UnionKeys,
     /// The partition this subtask writes (`partitioning: subtask`).
     partition: Option<i32>,
     /// The newest checkpoint whose barrier passed.
     last_checkpoint: u64,
     count: u64,
-}
-
-fn epoch_key(subtask: u32, epoch: u64) -> Vec<u8> {
-    let mut k = subtask.to_be_bytes().to_vec();
-    k.extend_from_slice(&epoch.to_be_bytes());
-    k
 }
 
 /// Per row: the key (if any) and the value.
@@ -363,19 +357,9 @@ impl Operator for KafkaSink {
             self.transactional_id.clone().into_bytes(),
         );
         for e in &self.pending {
-            want.insert((EPOCHS.into(), epoch_key(self.subtask.index, e.checkpoint)), e.records.encode());
+            want.insert((EPOCHS.into(), subtask_epoch_key(self.subtask.index, e.checkpoint)), e.records.encode());
         }
-        if !w.full() {
-            for gone in self.written.iter().filter(|k| !want.contains_key(*k)) {
-                w.delete(&gone.0, UNION, gone.1.clone());
-            }
-        }
-        for (k, v) in &want {
-            if w.full() || !self.written.contains(k) {
-                w.put_union(&k.0, k.1.clone(), v.clone());
-            }
-        }
-        self.written = want.into_keys().collect();
+        self.written = w.put_union_entries(&self.written, want);
         Ok(())
     }
 
@@ -410,7 +394,7 @@ impl Operator for KafkaSink {
         }
         for (j, es) in &epochs {
             for e in es {
-                self.written.insert((EPOCHS.into(), epoch_key(*j, e.checkpoint)));
+                self.written.insert((EPOCHS.into(), subtask_epoch_key(*j, e.checkpoint)));
             }
         }
         self.resolve_partition()?;

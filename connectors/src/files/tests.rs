@@ -1,0 +1,169 @@
+//! Tests of the file sink: planning, and its commit protocol on a local
+//! directory (the end-to-end tests run it on an S3-compatible server).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Int64Array, StringArray};
+use arrow::datatypes::{Field, Schema};
+use serde_json::json;
+use weir_runtime::builder::JobBuilder;
+use weir_runtime::checkpointing::CheckpointConfig;
+use weir_runtime::graph::{EdgeSpec, Partitioning};
+use weir_runtime::plan::Plan;
+
+use super::*;
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("page", DataType::Utf8, false),
+        Field::new("ts", DataType::Int64, false),
+        Field::new("n", DataType::Int64, false),
+    ]))
+}
+
+fn plan(sink: serde_json::Value) -> Result<Plan, PlanError> {
+    let mut b = JobBuilder::new("t");
+    let cols =
+        json!([{"name": "page", "type": "string"}, {"name": "ts", "type": "int64"}, {"name": "n", "type": "int64"}]);
+    b.operator("src", "values", json!({"schema": cols, "rows": [{"page": "a", "ts": 1, "n": 1}]}));
+    b.operator("out", "file_sink", sink);
+    b.forward("src", "out");
+    Plan::new(&b.build(), &crate::registry(), 1)
+}
+
+#[test]
+fn configurations_are_checked_when_planned() {
+    plan(json!({"path": "/tmp/x", "format": "parquet", "partition_by": ["page"], "time_partition": {"column": "ts"}}))
+        .unwrap();
+    plan(json!({"path": "s3://bucket/events", "format": "csv"})).unwrap();
+    let refused = [
+        (json!({"path": "relative/dir"}), "neither an absolute directory"),
+        (json!({"path": "/tmp/x", "partition_by": ["nope"]}), "no column `nope`"),
+        (json!({"path": "/tmp/x", "partition_by": ["page", "ts", "n"]}), "nothing is left to write"),
+        (json!({"path": "/tmp/x", "time_partition": {"column": "page"}}), "must hold epoch milliseconds or timestamps"),
+        (json!({"path": "/tmp/x", "time_partition": {"column": "ts", "pattern": "../%Y"}}), "relative directory path"),
+        (
+            json!({"path": "/tmp/x", "time_partition": {"column": "ts", "pattern": "dt=%Q"}}),
+            "not a valid strftime pattern",
+        ),
+        (json!({"path": "/tmp/x", "part_prefix": ".hidden"}), "part_prefix"),
+        (json!({"path": "/tmp/x", "format": "orc"}), "unknown variant `orc`"),
+    ];
+    for (config, expected) in refused {
+        let e = plan(config.clone()).expect_err(&format!("{config} should be refused")).to_string();
+        assert!(e.contains(expected), "{config}: expected `{expected}` in: {e}");
+    }
+}
+
+fn sink(dir: &std::path::Path, checkpointed: bool) -> Box<dyn Operator> {
+    let config = json!({"path": dir.to_str().unwrap(), "format": "json", "partition_by": ["page"]});
+    let edge = EdgeSpec {
+        from: "src".into(),
+        to: "out".into(),
+        partitioning: Partitioning::Forward,
+        key: vec![],
+        input: 0,
+        output: String::new(),
+        line: 0,
+    };
+    let cp = CheckpointConfig::every(Duration::from_secs(1));
+    let ctx = PlanContext {
+        uid: "out",
+        line: 0,
+        config: &config,
+        inputs: &[schema()],
+        input_edges: &[&edge],
+        parallelism: 1,
+        checkpoint: checkpointed.then_some(&cp),
+    };
+    match FileSinkFactory.create(&ctx, SubtaskInfo { index: 0, parallelism: 1, max_parallelism: 128 }).unwrap() {
+        Instance::Operator(op) => op,
+        Instance::Source(_) => unreachable!(),
+    }
+}
+
+fn rows(from: i64, to: i64) -> RecordBatch {
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(StringArray::from(
+                (from..to).map(|i| if i % 2 == 0 { "even" } else { "odd" }).collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from((from..to).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from((from..to).collect::<Vec<_>>())),
+        ],
+    )
+    .unwrap()
+}
+
+/// (visible rows' `n`, hidden file count) under `dir`.
+fn files(dir: &std::path::Path) -> (Vec<i64>, usize) {
+    let (mut ns, mut hidden) = (Vec::new(), 0);
+    for sub in ["page=even", "page=odd"] {
+        let Ok(entries) = std::fs::read_dir(dir.join(sub)) else { continue };
+        for e in entries {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') {
+                hidden += 1;
+                continue;
+            }
+            for line in std::fs::read_to_string(e.path()).unwrap().lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                assert!(v.get("page").is_none(), "the partition column is not written");
+                ns.push(v["n"].as_i64().unwrap());
+            }
+        }
+    }
+    ns.sort();
+    (ns, hidden)
+}
+
+#[test]
+fn parts_become_visible_when_their_checkpoint_completes_and_a_restore_finishes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Collector::default();
+    let mut a = sink(dir.path(), true);
+    a.process_batch(0, rows(0, 10), &mut out).unwrap();
+    let mut w1 = StateWriter::new("out", CheckpointId(1), true);
+    a.snapshot_state(&mut w1).unwrap();
+    assert_eq!(files(dir.path()), (vec![], 2), "rolled at the barrier, hidden until checkpoint 1 completes");
+    a.checkpoint_complete(CheckpointId(1)).unwrap();
+    assert_eq!(files(dir.path()), ((0..10).collect(), 0));
+    a.process_batch(0, rows(10, 20), &mut out).unwrap();
+    let mut w2 = StateWriter::new("out", CheckpointId(2), true);
+    a.snapshot_state(&mut w2).unwrap();
+    // Rows after barrier 2, rolled, then the process dies before checkpoint 2's commit.
+    a.process_batch(0, rows(20, 30), &mut out).unwrap();
+    let mut w3 = StateWriter::new("out", CheckpointId(3), true);
+    a.snapshot_state(&mut w3).unwrap();
+    drop(a);
+    assert_eq!(files(dir.path()), ((0..10).collect(), 4));
+
+    // Restored from checkpoint 2: its parts commit, the later ones go.
+    let entries = w2.into_entries();
+    let mut b = sink(dir.path(), true);
+    b.restore_state(&StateReader::new("out", &entries)).unwrap();
+    assert_eq!(files(dir.path()), ((0..20).collect(), 0));
+    // Restoring the same checkpoint again (a second failure) changes nothing.
+    let mut c = sink(dir.path(), true);
+    c.restore_state(&StateReader::new("out", &entries)).unwrap();
+    assert_eq!(files(dir.path()), ((0..20).collect(), 0));
+    c.process_batch(0, rows(20, 30), &mut out).unwrap();
+    c.finish(&mut out).unwrap();
+    assert_eq!(files(dir.path()), ((0..30).collect(), 0));
+}
+
+#[test]
+fn without_checkpoints_parts_commit_as_they_roll() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Collector::default();
+    let mut a = sink(dir.path(), false);
+    a.process_batch(0, rows(0, 10), &mut out).unwrap();
+    a.on_processing_time(Instant::now() + Duration::from_secs(3600), &mut out).unwrap();
+    assert_eq!(files(dir.path()), ((0..10).collect(), 0));
+    a.process_batch(0, rows(10, 12), &mut out).unwrap();
+    a.finish(&mut out).unwrap();
+    assert_eq!(files(dir.path()), ((0..12).collect(), 0));
+}

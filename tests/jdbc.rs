@@ -1,0 +1,357 @@
+//! End-to-end tests of `jdbc_sink` against real MariaDB and PostgreSQL
+//! servers on loopback: exactly-once through a crash between checkpoint
+//! completion and COMMIT, through a database restart, upserts and deletes by
+//! key, and clear errors for tables that do not fit.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use weir_tests::databases::{shared, Database, Flavor, MARIADB_PASSWORD, MARIADB_USER};
+use weir_tests::{bin, wait_until, Cluster};
+
+const LONG: Duration = Duration::from_secs(180);
+
+/// 200,000 generated bids: event `i` at `i / 10` ms on channel `i % 4`, so
+/// 20 one-second windows of 2,500 bids per channel.
+const EVENTS: u64 = 200_000;
+const WINDOWS: usize = 20;
+const PER_WINDOW: u64 = 2_500;
+
+/// A database name unique in this test process.
+fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A fresh database holding the append-only `bid_counts` table (no key:
+/// any duplicate or lost row shows).
+fn database(db: &Database, prefix: &str, keyed: bool) -> anyhow::Result<String> {
+    let name = unique(prefix);
+    db.create_database(&name)?;
+    let key = if keyed { ", PRIMARY KEY (channel, window_start)" } else { "" };
+    db.execute(
+        &name,
+        &format!(
+            "CREATE TABLE bid_counts (channel VARCHAR(16) NOT NULL, window_start BIGINT NOT NULL, window_end BIGINT NOT NULL, bids BIGINT NOT NULL{key})"
+        ),
+    )?;
+    Ok(name)
+}
+
+/// The `config:` of the sink: where to write and how to log in (MariaDB
+/// with a password read from a file, PostgreSQL as its trusted superuser).
+fn sink_config(db: &Database, name: &str, password_file: &std::path::Path, extra: &str) -> String {
+    let login = match db.flavor {
+        Flavor::MariaDb => {
+            std::fs::write(password_file, format!("{MARIADB_PASSWORD}\n")).expect("writing the password file");
+            format!("      username: {MARIADB_USER}\n      password_file: {}\n", password_file.display())
+        }
+        Flavor::Postgres => String::new(),
+    };
+    format!("      url: {}\n      table: bid_counts\n{login}{extra}", db.url(name))
+}
+
+fn bids_job(sink: &str, rate: u64) -> String {
+    format!(
+        r#"name: bids-to-db
+parallelism: 2
+operators:
+  - uid: bids
+    kind: datagen
+    config: {{events: {EVENTS}, rate: {rate}, batch_size: 500}}
+  - uid: timestamps
+    kind: watermark
+    config: {{timestamp_column: event_time_ms, max_out_of_orderness: 0s}}
+  - uid: per-channel
+    kind: window
+    config:
+      key: [channel]
+      timestamp_column: event_time_ms
+      window: {{type: tumbling, size: 1s}}
+      aggregates:
+        - {{fn: count, as: bids}}
+  - uid: db
+    kind: jdbc_sink
+    config:
+{sink}
+edges:
+  - {{from: bids, to: timestamps}}
+  - {{from: timestamps, to: per-channel, partition: hash, key: [channel]}}
+  - {{from: per-channel, to: db, partition: hash, key: [channel]}}
+checkpoints:
+  interval: 300ms
+"#
+    )
+}
+
+/// The rows of `bid_counts`: (channel, window_start) -> every count written for it.
+fn bid_counts(db: &Database, name: &str) -> anyhow::Result<BTreeMap<(String, i64), Vec<u64>>> {
+    let text = db.execute(name, "SELECT channel, window_start, bids FROM bid_counts")?;
+    let mut out: BTreeMap<(String, i64), Vec<u64>> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let f: Vec<&str> = line.split('\t').collect();
+        out.entry((f[0].to_string(), f[1].parse()?)).or_default().push(f[2].parse()?);
+    }
+    Ok(out)
+}
+
+/// Every (channel, window) written exactly once with its exact count.
+fn assert_exact(rows: &BTreeMap<(String, i64), Vec<u64>>, what: &str) {
+    let wrong: Vec<_> = rows.iter().filter(|(_, counts)| counts.as_slice() != [PER_WINDOW]).collect();
+    assert!(wrong.is_empty(), "{what}: windows written more than once or with a wrong count: {wrong:?}");
+    assert_eq!(rows.len(), WINDOWS * 4, "{what}: {} of {} windows written", rows.len(), WINDOWS * 4);
+}
+
+fn crash_in_the_commit_window(flavor: Flavor) -> anyhow::Result<()> {
+    let db = shared(flavor);
+    let name = database(db, "crash", false)?;
+    // tm-b aborts between the completion of the first checkpoint its sink
+    // subtask commits and the COMMIT.
+    let mut cluster = Cluster::start(1, 2, "1s")?;
+    cluster.start_taskmanager("tm-b", 2, &[("WEIR_FAILPOINT", "jdbc_sink_before_commit")])?;
+    let sink = sink_config(db, &name, &cluster.dir.path().join("password"), "      delivery: exactly_once\n");
+    let job = cluster.submit(&cluster.write("bids.yaml", &bids_job(&sink, 20_000)), &[])?;
+    wait_until("tm-b to crash at the failpoint", LONG, || Ok(cluster.taskmanager("tm-b").child.try_wait()?))?;
+    assert!(cluster.taskmanager("tm-b").log().contains("failpoint reached"), "{}", cluster.logs());
+    cluster.wait_state(&job, &["FINISHED"], LONG).with_context(|| cluster.logs())?;
+    assert_exact(&bid_counts(db, &name)?, "after a crash in the commit window");
+    // The restored subtask found its epoch unrecorded and applied it.
+    let logs = cluster.logs();
+    let recovered: Vec<&str> = logs.lines().filter(|l| l.contains("jdbc sink recovered its epochs")).collect();
+    assert!(recovered.iter().any(|l| !l.contains("replayed_epochs=0")), "no epoch was replayed:\n{logs}");
+    // The password never reaches a log.
+    assert!(!logs.contains(MARIADB_PASSWORD), "the password is in a log");
+    let status = cluster.weir(&["status", &job, "--output", "json"])?;
+    assert!(!String::from_utf8_lossy(&status.stdout).contains(MARIADB_PASSWORD));
+    Ok(())
+}
+
+#[test]
+fn mariadb_exactly_once_through_a_crash_between_checkpoint_and_commit() -> anyhow::Result<()> {
+    crash_in_the_commit_window(Flavor::MariaDb)
+}
+
+#[test]
+fn postgres_exactly_once_through_a_crash_between_checkpoint_and_commit() -> anyhow::Result<()> {
+    crash_in_the_commit_window(Flavor::Postgres)
+}
+
+fn through_a_database_restart(flavor: Flavor) -> anyhow::Result<()> {
+    // A server of its own: this test kills it.
+    let mut db = Database::start(flavor)?;
+    let name = database(&db, "restart", false)?;
+    let cluster = Cluster::start(2, 2, "1s")?;
+    let sink = sink_config(&db, &name, &cluster.dir.path().join("password"), "      delivery: exactly_once\n");
+    let job = cluster.submit(&cluster.write("bids.yaml", &bids_job(&sink, 10_000)), &[])?;
+    wait_until("some windows written", LONG, || Ok((bid_counts(&db, &name)?.len() >= 8).then_some(())))
+        .with_context(|| cluster.logs())?;
+    db.restart()?;
+    cluster.wait_state(&job, &["FINISHED"], LONG).with_context(|| format!("{}\n{}", cluster.logs(), db.log()))?;
+    assert_exact(&bid_counts(&db, &name)?, "after a database restart");
+    Ok(())
+}
+
+#[test]
+fn mariadb_restart_mid_run_loses_and_repeats_nothing() -> anyhow::Result<()> {
+    through_a_database_restart(Flavor::MariaDb)
+}
+
+#[test]
+fn postgres_restart_mid_run_loses_and_repeats_nothing() -> anyhow::Result<()> {
+    through_a_database_restart(Flavor::Postgres)
+}
+
+/// `weir local` with `job`; returns (success, stdout + stderr).
+fn local(dir: &std::path::Path, job: &str) -> anyhow::Result<(bool, String)> {
+    let file = dir.join("job.yaml");
+    std::fs::write(&file, job)?;
+    let out = Command::new(bin("weir")).arg("local").arg(&file).output()?;
+    Ok((
+        out.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    ))
+}
+
+fn changes_job(url: &str, login: &str, delivery: &str) -> String {
+    format!(
+        r#"name: changes
+parallelism: 1
+operators:
+  - uid: changes
+    kind: values
+    config:
+      schema:
+        - {{name: op, type: string}}
+        - {{name: id, type: int64}}
+        - {{name: name, type: string}}
+        - {{name: score, type: float64}}
+      rows:
+        - {{op: "+I", id: 1, name: ada, score: 1.5}}
+        - {{op: "+I", id: 2, name: bob, score: 2.0}}
+        - {{op: "+I", id: 3, name: cy}}
+        - {{op: "-U", id: 1, name: ada, score: 1.5}}
+        - {{op: "+U", id: 1, name: ada, score: 9.25}}
+        - {{op: "-D", id: 2, name: bob, score: 2.0}}
+  - uid: db
+    kind: jdbc_sink
+    config:
+      url: {url}
+{login}      table: people
+      key: [id]
+      op_column: op
+      delivery: {delivery}
+edges:
+  - {{from: changes, to: db}}
+"#
+    )
+}
+
+fn upserts_and_deletes(flavor: Flavor) -> anyhow::Result<()> {
+    let db = shared(flavor);
+    let name = unique("changes");
+    db.create_database(&name)?;
+    db.execute(&name, "CREATE TABLE people (id BIGINT PRIMARY KEY, name VARCHAR(32), score DOUBLE PRECISION)")?;
+    // A row from before the job, updated by it.
+    db.execute(&name, "INSERT INTO people (id, name, score) VALUES (3, 'old', 0.5)")?;
+    let dir = tempfile::tempdir()?;
+    let login = match flavor {
+        Flavor::MariaDb => format!("      username: {MARIADB_USER}\n      password: {MARIADB_PASSWORD}\n"),
+        Flavor::Postgres => String::new(),
+    };
+    let (ok, out) = local(dir.path(), &changes_job(&db.url(&name), &login, "at_least_once"))?;
+    assert!(ok, "{out}");
+    assert!(!out.contains(MARIADB_PASSWORD), "the password is printed: {out}");
+    let rows = db.execute(&name, "SELECT id, name, score FROM people ORDER BY id")?;
+    let null = if flavor == Flavor::MariaDb { "NULL" } else { "" };
+    assert_eq!(rows, format!("1\tada\t9.25\n3\tcy\t{null}\n"));
+    Ok(())
+}
+
+#[test]
+fn mariadb_upserts_by_key_and_deletes_retracted_rows() -> anyhow::Result<()> {
+    upserts_and_deletes(Flavor::MariaDb)
+}
+
+#[test]
+fn postgres_upserts_by_key_and_deletes_retracted_rows() -> anyhow::Result<()> {
+    upserts_and_deletes(Flavor::Postgres)
+}
+
+/// Tables that do not fit, an unknown database and an unreachable server:
+/// each a clear error naming the problem, with nothing written.
+fn bad_configuration(flavor: Flavor) -> anyhow::Result<()> {
+    let db = shared(flavor);
+    let name = unique("bad");
+    db.create_database(&name)?;
+    db.execute(&name, "CREATE TABLE wrong_type (id BIGINT PRIMARY KEY, name BIGINT, score DOUBLE PRECISION)")?;
+    db.execute(&name, "CREATE TABLE missing_column (id BIGINT PRIMARY KEY, name VARCHAR(32))")?;
+    db.execute(&name, "CREATE TABLE no_key (id BIGINT, name VARCHAR(32), score DOUBLE PRECISION)")?;
+    let dir = tempfile::tempdir()?;
+    let login = match flavor {
+        Flavor::MariaDb => format!("      username: {MARIADB_USER}\n      password: {MARIADB_PASSWORD}\n"),
+        Flavor::Postgres => String::new(),
+    };
+    let url = db.url(&name);
+    let closed = format!(
+        "jdbc:{}://127.0.0.1:{}/{name}",
+        if flavor == Flavor::MariaDb { "mysql" } else { "postgresql" },
+        weir_tests::free_port()
+    );
+    let cases: [(&str, &str, &str); 5] = [
+        ("people", &url, "table `people` does not exist"),
+        ("wrong_type", &url, "column `name` is bigint, which cannot hold the sink's text values"),
+        ("missing_column", &url, "column `score` is missing"),
+        ("no_key", &url, "no primary key or unique constraint on (id)"),
+        ("people", &closed, "connecting to"),
+    ];
+    for (table, url, expected) in cases {
+        let job = changes_job(url, &login, "at_least_once").replace("table: people", &format!("table: {table}"));
+        let (ok, out) = local(dir.path(), &job)?;
+        assert!(!ok && out.contains(expected), "{table} at {url}: expected `{expected}` in:\n{out}");
+        assert!(!out.contains(MARIADB_PASSWORD), "the password is printed: {out}");
+    }
+    for table in ["wrong_type", "missing_column", "no_key"] {
+        assert_eq!(db.execute(&name, &format!("SELECT COUNT(*) FROM {table}"))?, "0\n", "rows written into {table}");
+    }
+    Ok(())
+}
+
+#[test]
+fn mariadb_tables_that_do_not_fit_are_refused_before_writing() -> anyhow::Result<()> {
+    bad_configuration(Flavor::MariaDb)
+}
+
+#[test]
+fn postgres_tables_that_do_not_fit_are_refused_before_writing() -> anyhow::Result<()> {
+    bad_configuration(Flavor::Postgres)
+}
+
+/// A SQL script writes through Flink's `jdbc` connector: the declared
+/// primary key makes it upsert; event-time window bounds land in a
+/// timestamp column.
+fn sql_into(flavor: Flavor) -> anyhow::Result<()> {
+    let db = shared(flavor);
+    let name = unique("sql");
+    db.create_database(&name)?;
+    let ts = if flavor == Flavor::MariaDb { "DATETIME(3)" } else { "TIMESTAMP(3)" };
+    db.execute(
+        &name,
+        &format!("CREATE TABLE bid_counts (channel VARCHAR(16) NOT NULL, window_start {ts} NOT NULL, bids BIGINT NOT NULL, PRIMARY KEY (channel, window_start))"),
+    )?;
+    let login = match flavor {
+        Flavor::MariaDb => format!("  'username' = '{MARIADB_USER}',\n  'password' = '{MARIADB_PASSWORD}',\n"),
+        Flavor::Postgres => String::new(),
+    };
+    let script = format!(
+        r#"CREATE TABLE bids (
+  channel STRING,
+  event_time_ms BIGINT,
+  ts AS TO_TIMESTAMP_LTZ(event_time_ms, 3),
+  WATERMARK FOR ts AS ts
+) WITH ('connector' = 'datagen', 'number-of-rows' = '{EVENTS}');
+
+CREATE TABLE bid_counts (
+  channel STRING,
+  window_start TIMESTAMP(3),
+  bids BIGINT,
+  PRIMARY KEY (channel, window_start) NOT ENFORCED
+) WITH (
+  'connector' = 'jdbc',
+  'url' = '{url}',
+  'table-name' = 'bid_counts',
+{login}  'sink.buffer-flush.max-rows' = '10'
+);
+
+INSERT INTO bid_counts
+SELECT channel, window_start, COUNT(*)
+FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND))
+GROUP BY channel, window_start, window_end;
+"#,
+        url = db.url(&name)
+    );
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("counts.sql");
+    std::fs::write(&file, script)?;
+    let out = Command::new(bin("weir")).arg("local").arg(&file).output()?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    let summary = db.execute(&name, "SELECT COUNT(*), MIN(bids), MAX(bids), MIN(window_start) FROM bid_counts")?;
+    let f: Vec<&str> = summary.trim_end().split('\t').collect();
+    assert_eq!(&f[..3], &["80", "2500", "2500"], "{summary}");
+    // Event 0 is at 1,700,000,000,000 ms: 2023-11-14 22:13:20 UTC.
+    assert!(f[3].starts_with("2023-11-14 22:13:20"), "{summary}");
+    Ok(())
+}
+
+#[test]
+fn mariadb_sql_jdbc_connector_upserts_windows() -> anyhow::Result<()> {
+    sql_into(Flavor::MariaDb)
+}
+
+#[test]
+fn postgres_sql_jdbc_connector_upserts_windows() -> anyhow::Result<()> {
+    sql_into(Flavor::Postgres)
+}
