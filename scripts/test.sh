@@ -5,7 +5,7 @@
 # from Debian's packages (libclang for RocksDB's bindings); the S3-compatible
 # server the storage tests start is installed from crates.io, Kafka's jars
 # come from Maven Central and helm from the Go module proxy, all cached;
-# MariaDB and PostgreSQL come from Debian's packages.
+# MariaDB, PostgreSQL and Chromium come from Debian's packages.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -41,6 +41,12 @@ if ! command -v mariadbd >/dev/null || ! command -v mariadb >/dev/null || ! pg_f
   $SUDO apt-get update -qq
   command -v mariadbd >/dev/null && command -v mariadb >/dev/null || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mariadb-server mariadb-client
   pg_found && command -v psql >/dev/null || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql postgresql-client
+fi
+# Debian's Chromium and ChromeDriver for the web UI's browser test.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver
 fi
 WEIR_KAFKA_LIBS="$(scripts/kafka.sh fetch | tail -n 1)"
 export WEIR_KAFKA_LIBS

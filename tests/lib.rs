@@ -81,6 +81,30 @@ pub fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
     Ok((status, body.to_string()))
 }
 
+/// Sends an HTTP request (with a body of the given content type, if any)
+/// and answers the status and the body.
+pub fn http(method: &str, url: &str, body: Option<(&str, Vec<u8>)>) -> anyhow::Result<(u16, String)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).no_proxy().build()?;
+        let mut req = client.request(reqwest::Method::from_bytes(method.as_bytes())?, url);
+        if let Some((content_type, bytes)) = body {
+            req = req.header("content-type", content_type).body(bytes);
+        }
+        let res = req.send().await.with_context(|| format!("{method} {url}"))?;
+        let status = res.status().as_u16();
+        Ok((status, res.text().await?))
+    })
+}
+
+/// [`http`] with a JSON answer.
+pub fn http_json(method: &str, url: &str, body: Option<(&str, Vec<u8>)>) -> anyhow::Result<(u16, serde_json::Value)> {
+    let (status, text) = http(method, url, body)?;
+    let doc = serde_json::from_str(&text)
+        .with_context(|| format!("{method} {url} answered {status} with no JSON: {text}"))?;
+    Ok((status, doc))
+}
+
 /// Values of metric `name` in a Prometheus text document whose labels
 /// include every one of `labels`.
 pub fn metric_values(text: &str, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
@@ -238,6 +262,8 @@ impl Lifeline {
 pub struct Cluster {
     /// Job manager URL.
     pub url: String,
+    /// Address of the job manager's REST API (`127.0.0.1:port`).
+    pub rest: String,
     /// The job manager process.
     pub jobmanager: Proc,
     /// Task manager processes, by id.
@@ -266,19 +292,30 @@ impl Cluster {
     /// Starts a job manager (with `heartbeat_timeout`) and `tms` task
     /// managers with `slots` slots each, and waits until all registered.
     pub fn start(tms: usize, slots: u32, heartbeat_timeout: &str) -> anyhow::Result<Cluster> {
+        Self::start_with(tms, slots, heartbeat_timeout, &[])
+    }
+
+    /// [`Cluster::start`] with more flags for the job manager.
+    pub fn start_with(tms: usize, slots: u32, heartbeat_timeout: &str, jm_flags: &[&str]) -> anyhow::Result<Cluster> {
         let dir = tempfile::tempdir()?;
-        let port = free_port();
-        let url = format!("http://127.0.0.1:{port}");
+        let ports = free_ports(2);
+        let url = format!("http://127.0.0.1:{}", ports[0]);
+        let rest = format!("127.0.0.1:{}", ports[1]);
         let jm_args = vec![
             "--rpc-addr".to_string(),
-            format!("127.0.0.1:{port}"),
+            format!("127.0.0.1:{}", ports[0]),
+            "--rest-addr".into(),
+            rest.clone(),
             "--heartbeat-interval".into(),
             "250ms".into(),
             "--heartbeat-timeout".into(),
             heartbeat_timeout.into(),
             "--checkpoint-storage".into(),
             format!("file://{}", dir.path().join("jobmanager-storage").display()),
-        ];
+        ]
+        .into_iter()
+        .chain(jm_flags.iter().map(|f| f.to_string()))
+        .collect::<Vec<_>>();
         let jobmanager = spawn("jobmanager", Command::new(bin("weir-jobmanager")).args(&jm_args), dir.path())?;
         let mut taskmanagers = Vec::new();
         for i in 0..tms {
@@ -297,7 +334,7 @@ impl Cluster {
             )?;
             taskmanagers.push((id, p));
         }
-        let cluster = Cluster { url, jobmanager, taskmanagers, dir, jm_args, slots };
+        let cluster = Cluster { url, rest, jobmanager, taskmanagers, dir, jm_args, slots };
         wait_until("task managers to register", Duration::from_secs(30), || {
             let out = cluster.weir_json(&["taskmanagers"])?;
             let n = out["task_managers"].as_array().map(|a| a.len()).unwrap_or(0);

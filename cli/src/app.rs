@@ -22,7 +22,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
@@ -31,6 +30,7 @@ use weir_runtime::operators::Registry;
 
 use crate::bench::BenchWorkload;
 use crate::output::{self, Format};
+use crate::progress::Progress;
 use crate::roles::{JobManagerArgs, TaskManagerArgs};
 use crate::{bench, client, embedded, roles, savepoint};
 
@@ -263,7 +263,8 @@ impl Application {
                 if fmt == Format::Text {
                     eprintln!("submitted job {id}");
                 }
-                let details = client::wait_for_end(&mut c, &id, Duration::from_secs(10)).await?;
+                let progress = Progress::start(fmt, &format!("job {id}"));
+                let details = client::wait_for_end(&mut c, &id, &progress).await?;
                 output::details(fmt, &details);
                 Ok(client::exit_code(&details))
             }

@@ -14,6 +14,7 @@ use weir_runtime::operators::Registry;
 
 use crate::client;
 use crate::embedded::Embedded;
+use crate::progress::Progress;
 
 /// A benchmark workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -258,7 +259,7 @@ pub async fn run(
     let mut c = client::connect(&cluster.url).await?;
     let started = Instant::now();
     let id = client::submit(&mut c, &graph, None, &client::StartFrom::default()).await?;
-    let details = client::wait_for_end(&mut c, &id, Duration::from_secs(60)).await?;
+    let details = client::wait_for_end(&mut c, &id, &Progress::hidden()).await?;
     let seconds = started.elapsed().as_secs_f64();
     cluster.shutdown().await?;
     if client::state(&details) != weir_proto::v1::JobState::Finished {

@@ -10,6 +10,8 @@ use weir_proto::v1;
 use weir_proto::v1::job_manager_service_client::JobManagerServiceClient;
 use weir_runtime::graph::JobGraph;
 
+use crate::progress::Progress;
+
 /// A job manager client.
 pub type Client = JobManagerServiceClient<Channel>;
 
@@ -92,14 +94,18 @@ pub fn state(d: &v1::JobDetails) -> v1::JobState {
     d.summary.as_ref().map(|s| s.state()).unwrap_or(v1::JobState::Unspecified)
 }
 
-/// Waits for the job to end (long polls of `poll` each) and returns its details.
-pub async fn wait_for_end(c: &mut Client, id: &str, poll: Duration) -> anyhow::Result<v1::JobDetails> {
+/// Waits for the job to end (long polls) and returns its details; a
+/// visible `progress` shows the job's state and records written meanwhile.
+pub async fn wait_for_end(c: &mut Client, id: &str, progress: &Progress) -> anyhow::Result<v1::JobDetails> {
+    let poll = if progress.visible() { Duration::from_secs(1) } else { Duration::from_secs(10) };
     loop {
-        let req = v1::GetJobRequest { job_id: id.to_string(), wait_for_end_ms: poll.as_millis().max(1) as u64 };
+        let req = v1::GetJobRequest { job_id: id.to_string(), wait_for_end_ms: poll.as_millis() as u64 };
         let d = c.get_job(req).await.map_err(status)?.into_inner();
         if is_terminal(state(&d)) {
+            progress.clear();
             return Ok(d);
         }
+        progress.set_message(format!("{} · {} records written", state(&d).as_str_name(), d.sink_records));
     }
 }
 

@@ -15,6 +15,7 @@ use weir_taskmanager::{TaskManager, TaskManagerOptions};
 
 use crate::client;
 use crate::output::{self, Format};
+use crate::progress::Progress;
 
 /// A running embedded cluster.
 pub struct Embedded {
@@ -83,13 +84,15 @@ pub async fn run_local(
     if fmt == Format::Text {
         eprintln!("job {id} ({}) running on an embedded cluster; Ctrl-C cancels it", graph.name);
     }
+    let progress = Progress::start(fmt, &graph.name);
     let details = tokio::select! {
-        d = client::wait_for_end(&mut c, &id, Duration::from_secs(10)) => d?,
+        d = client::wait_for_end(&mut c, &id, &progress) => d?,
         _ = tokio::signal::ctrl_c() => {
+            progress.clear();
             eprintln!("cancelling job {id}");
             let mut c2 = client::connect(&cluster.url).await?;
             c2.cancel_job(v1::CancelJobRequest { job_id: id.clone() }).await.map_err(client::status)?;
-            client::wait_for_end(&mut c2, &id, Duration::from_secs(10)).await?
+            client::wait_for_end(&mut c2, &id, &Progress::start(fmt, "cancelling")).await?
         }
     };
     output::details(fmt, &details);

@@ -13,6 +13,7 @@ mod client;
 mod embedded;
 mod local;
 mod output;
+mod progress;
 mod roles;
 mod savepoint;
 

@@ -12,6 +12,7 @@ use weir_runtime::operators::Registry;
 
 use crate::client::{self, StartFrom};
 use crate::embedded::Embedded;
+use crate::progress::Progress;
 
 /// A job's state as a [`LocalCluster`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +111,7 @@ impl LocalCluster {
     /// Waits for the job to end.
     pub async fn wait_for_end(&self, job_id: &str) -> anyhow::Result<JobStatus> {
         let mut c = client::connect(&self.cluster.url).await?;
-        Ok(JobStatus::of(&client::wait_for_end(&mut c, job_id, Duration::from_secs(10)).await?))
+        Ok(JobStatus::of(&client::wait_for_end(&mut c, job_id, &Progress::hidden()).await?))
     }
 
     /// Takes a savepoint under `dir` (the cluster's default location when
@@ -124,7 +125,7 @@ impl LocalCluster {
         };
         let sp = c.trigger_savepoint(req).await.map_err(client::status)?.into_inner();
         if stop {
-            let end = client::wait_for_end(&mut c, job_id, Duration::from_secs(10)).await?;
+            let end = client::wait_for_end(&mut c, job_id, &Progress::hidden()).await?;
             if client::state(&end) != v1::JobState::Finished {
                 bail!("job {job_id} ended {} after stop-with-savepoint", client::state(&end).as_str_name());
             }
@@ -136,7 +137,7 @@ impl LocalCluster {
     pub async fn cancel(&self, job_id: &str) -> anyhow::Result<JobStatus> {
         let mut c = client::connect(&self.cluster.url).await?;
         c.cancel_job(v1::CancelJobRequest { job_id: job_id.to_string() }).await.map_err(client::status)?;
-        Ok(JobStatus::of(&client::wait_for_end(&mut c, job_id, Duration::from_secs(10)).await?))
+        Ok(JobStatus::of(&client::wait_for_end(&mut c, job_id, &Progress::hidden()).await?))
     }
 
     /// Stops both processes' services.

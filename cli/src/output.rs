@@ -1,8 +1,23 @@
 //! Printing results as text or JSON.
 
+use comfy_table::{presets, CellAlignment, ContentArrangement, Table};
 use serde_json::json;
 use weir_proto::v1;
 use weir_runtime::plan::Plan;
+
+/// A table with `header`, its columns numbered in `right` aligned right.
+fn table(header: &[&str], right: &[usize]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(presets::UTF8_HORIZONTAL_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header);
+    for &i in right {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t
+}
 
 /// Output format of every command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -62,10 +77,13 @@ pub fn jobs(fmt: Format, jobs: &[v1::JobSummary]) {
         Format::Text => {
             if jobs.is_empty() {
                 println!("no jobs");
+                return;
             }
+            let mut t = table(&["job id", "state", "name"], &[]);
             for j in jobs {
-                println!("{}  {:<10}  {}", j.job_id, state_name(j.state()), j.name);
+                t.add_row(vec![j.job_id.as_str(), state_name(j.state()), j.name.as_str()]);
             }
+            println!("{t}");
         }
     }
 }
@@ -92,6 +110,10 @@ pub fn details_json(d: &v1::JobDetails) -> serde_json::Value {
                 "state": task_state_name(t.state()),
                 "records_in": t.records_in,
                 "records_out": t.records_out,
+                "records_in_per_second": t.records_in_per_second,
+                "records_out_per_second": t.records_out_per_second,
+                "backpressure": t.backpressure,
+                "watermark_ms": t.watermark_ms,
                 "failure": if t.failure.is_empty() { None } else { Some(&t.failure) },
             })
         })
@@ -134,19 +156,26 @@ pub fn details(fmt: Format, d: &v1::JobDetails) {
                     None => println!(),
                 }
             }
-            for t in &d.tasks {
-                println!(
-                    "  {:<40} {}/{}  {:<9} on {}  in={} out={}{}",
-                    t.vertex,
-                    t.subtask + 1,
-                    t.parallelism,
-                    task_state_name(t.state()),
-                    t.task_manager_id,
-                    t.records_in,
-                    t.records_out,
-                    if t.failure.is_empty() { String::new() } else { format!("  ({})", t.failure) }
-                );
+            if d.tasks.is_empty() {
+                return;
             }
+            let mut table = table(
+                &["task", "subtask", "state", "task manager", "records in", "records out", "in/s", "failure"],
+                &[1, 4, 5, 6],
+            );
+            for t in &d.tasks {
+                table.add_row(vec![
+                    t.vertex.clone(),
+                    format!("{}/{}", t.subtask + 1, t.parallelism),
+                    task_state_name(t.state()).to_string(),
+                    t.task_manager_id.clone(),
+                    t.records_in.to_string(),
+                    t.records_out.to_string(),
+                    format!("{:.0}", t.records_in_per_second),
+                    t.failure.clone(),
+                ]);
+            }
+            println!("{table}");
         }
     }
 }
@@ -169,15 +198,28 @@ pub fn task_managers(fmt: Format, o: &v1::ClusterOverviewResponse) {
                     "id": t.task_manager_id, "address": t.rpc_address,
                     "slots_total": t.slots_total, "slots_free": t.slots_free,
                     "last_heartbeat_ms": t.last_heartbeat_ms,
+                    "memory_bytes": t.memory_bytes,
                 })).collect::<Vec<_>>(),
                 "jobs_running": o.jobs_running,
             })
         ),
         Format::Text => {
             println!("{} task manager(s), {} job(s) running", o.task_managers.len(), o.jobs_running);
-            for t in &o.task_managers {
-                println!("  {}  {}  slots {}/{} free", t.task_manager_id, t.rpc_address, t.slots_free, t.slots_total);
+            if o.task_managers.is_empty() {
+                return;
             }
+            let mut table = table(&["id", "address", "slots free", "slots", "memory"], &[2, 3, 4]);
+            for t in &o.task_managers {
+                let memory = if t.memory_bytes > 0 { bytes(t.memory_bytes) } else { "-".into() };
+                table.add_row(vec![
+                    t.task_manager_id.clone(),
+                    t.rpc_address.clone(),
+                    t.slots_free.to_string(),
+                    t.slots_total.to_string(),
+                    memory,
+                ]);
+            }
+            println!("{table}");
         }
     }
 }
@@ -257,28 +299,38 @@ pub fn checkpoints(fmt: Format, d: &v1::JobDetails) {
                 println!("no checkpoints (the job has none configured, or none was triggered yet)");
                 return;
             }
-            println!(
-                "{:>6}  {:<11}  {:>9}  {:>10}  {:>10}  {:>9}  {:>8}  {:>8}  {:>5}  failure / location",
-                "id", "status", "duration", "uploaded", "state", "alignment", "sync", "async", "acks"
+            let mut table = table(
+                &[
+                    "id",
+                    "status",
+                    "duration",
+                    "uploaded",
+                    "state",
+                    "alignment",
+                    "sync",
+                    "async",
+                    "acks",
+                    "failure / location",
+                ],
+                &[0, 2, 3, 4, 5, 6, 7, 8],
             );
             for c in &d.checkpoints {
                 let id = if c.savepoint { format!("{}s", c.id) } else { c.id.to_string() };
                 let note = if c.location.is_empty() { c.failure.clone() } else { format!("savepoint {}", c.location) };
-                println!(
-                    "{:>6}  {:<11}  {:>6} ms  {:>10}  {:>10}  {:>6} ms  {:>5} ms  {:>5} ms  {:>2}/{:<2}  {}",
+                table.add_row(vec![
                     id,
-                    checkpoint_status_name(c.status()),
-                    c.duration_ms,
+                    checkpoint_status_name(c.status()).to_string(),
+                    format!("{} ms", c.duration_ms),
                     bytes(c.size_bytes),
                     bytes(c.state_bytes),
-                    c.alignment_ms,
-                    c.sync_ms,
-                    c.async_ms,
-                    c.acknowledged,
-                    c.tasks,
-                    note
-                );
+                    format!("{} ms", c.alignment_ms),
+                    format!("{} ms", c.sync_ms),
+                    format!("{} ms", c.async_ms),
+                    format!("{}/{}", c.acknowledged, c.tasks),
+                    note,
+                ]);
             }
+            println!("{table}");
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use weir_config::load_section;
-use weir_jobmanager::config::JobManagerSection;
+use weir_jobmanager::config::{ByteSize, JobManagerSection, Listen};
 use weir_jobmanager::{Http, JobManager};
 use weir_runtime::operators::Registry;
 use weir_taskmanager::config::TaskManagerSection;
@@ -38,9 +38,13 @@ pub struct JobManagerArgs {
     /// s3://bucket/prefix) [default: none; `weir savepoint` then needs a target].
     #[arg(long, env = "WEIR_JOBMANAGER_SAVEPOINT_DIR")]
     savepoint_dir: Option<String>,
-    /// Address for the REST endpoint (/healthz, /readyz, /v1/jobs, /v1/overview) [default: none].
+    /// Address of the REST API and web UI (with /healthz and /readyz), or
+    /// `off` [default: 127.0.0.1:8081].
     #[arg(long, env = "WEIR_JOBMANAGER_REST_ADDR")]
-    rest_addr: Option<SocketAddr>,
+    rest_addr: Option<Listen>,
+    /// Largest request body the REST API accepts, e.g. 4MiB [default: 4MiB].
+    #[arg(long, env = "WEIR_JOBMANAGER_REST_MAX_BODY")]
+    rest_max_body: Option<ByteSize>,
     /// Address for the Prometheus endpoint (/metrics, also /healthz) [default: none].
     #[arg(long, env = "WEIR_JOBMANAGER_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
@@ -88,15 +92,19 @@ pub async fn jobmanager(args: JobManagerArgs, registry: Arc<Registry>) -> anyhow
     section.checkpoint_storage = args.checkpoint_storage.or(section.checkpoint_storage);
     section.savepoint_dir = args.savepoint_dir.or(section.savepoint_dir);
     section.rest_addr = args.rest_addr.or(section.rest_addr);
+    section.rest_max_body = args.rest_max_body.or(section.rest_max_body);
     section.metrics_addr = args.metrics_addr.or(section.metrics_addr);
     let opts = section.options()?;
     let addr = section.rpc_addr.unwrap_or_else(|| JobManagerSection::DEFAULT_RPC_ADDR.parse().expect("valid default"));
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let mut jm = JobManager::start(listener, opts, registry)?;
-    for (addr, what) in [(section.rest_addr, Http::Rest), (section.metrics_addr, Http::Metrics)] {
+    for (addr, what) in [(section.rest_listen(), Http::Rest), (section.metrics_addr, Http::Metrics)] {
         if let Some(addr) = addr {
-            let http = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-            jm.serve_http(http, what);
+            let flag = if what == Http::Rest { "--rest-addr ADDR|off" } else { "--metrics-addr" };
+            let http = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr} (set another address with {flag})"))?;
+            jm.serve_http(http, what, section.rest_options());
         }
     }
     tokio::select! {

@@ -2,9 +2,7 @@
 //! `weir savepoint dispose`.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use serde_json::json;
 use weir_proto::v1;
@@ -14,25 +12,7 @@ use weir_state::S3Options;
 
 use crate::client::{self, Client};
 use crate::output::{bytes, Format};
-
-/// Runs `work`, showing the time it has taken on a terminal (text output only).
-pub async fn with_progress<T>(fmt: Format, label: &str, work: impl std::future::Future<Output = T>) -> T {
-    let show = fmt == Format::Text && std::io::stderr().is_terminal();
-    if !show {
-        return work.await;
-    }
-    let started = Instant::now();
-    let mut ticker = tokio::time::interval(Duration::from_millis(250));
-    tokio::pin!(work);
-    let out = loop {
-        tokio::select! {
-            out = &mut work => break out,
-            _ = ticker.tick() => eprint!("\r{label} ({:.1} s)", started.elapsed().as_secs_f64()),
-        }
-    };
-    eprintln!("\r{label} ({:.1} s): done", started.elapsed().as_secs_f64());
-    out
-}
+use crate::progress::{with_progress, Progress};
 
 /// Takes a savepoint of a running job (stopping it if `stop`) and prints its location.
 pub async fn trigger(
@@ -49,12 +29,7 @@ pub async fn trigger(
     let mut end = None;
     if stop {
         // Sources stopped at the savepoint; the job ends once sinks committed.
-        let d = with_progress(
-            fmt,
-            "waiting for the job to finish",
-            client::wait_for_end(c, job_id, Duration::from_secs(10)),
-        )
-        .await?;
+        let d = client::wait_for_end(c, job_id, &Progress::start(fmt, "waiting for the job to finish")).await?;
         end = Some(client::state(&d));
     }
     match fmt {

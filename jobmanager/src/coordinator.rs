@@ -248,6 +248,15 @@ impl Coordinator {
         if p.id != ack.checkpoint || p.attempt != attempt || ack.attempt != attempt {
             return Next::Nothing; // late acknowledgement of an abandoned checkpoint
         }
+        let subtask = v1::SubtaskAck {
+            vertex: ack.task.0,
+            subtask: ack.task.1,
+            acked_ms: ms(now.saturating_duration_since(p.started)),
+            size_bytes: ack.uploaded_bytes,
+            alignment_ms: ms(ack.alignment),
+            sync_ms: ms(ack.sync),
+            async_ms: ms(ack.asynchronous),
+        };
         p.acks.insert(ack.task, ack.snapshot);
         p.uploaded += ack.uploaded_bytes;
         p.alignment = p.alignment.max(ack.alignment);
@@ -264,6 +273,7 @@ impl Coordinator {
             h.sync_ms = ms(sync);
             h.async_ms = ms(asynchronous);
             h.acked_ms = ms(since);
+            h.subtask_acks.push(subtask);
         }
         if !done {
             return Next::Nothing;

@@ -13,20 +13,22 @@
 //!
 //! and around them the I/O: [`cluster`] (the actor that owns the machines,
 //! turns messages into transitions and effects into RPCs, timers and
-//! storage writes), the gRPC service, the HTTP endpoints, job records, and
+//! storage writes), [`api`] (the one service layer of job control) with its
+//! two faces, the gRPC service and the [`rest`] API, job records, and
 //! [`config`] (the `jobmanager:` configuration section).
 //!
 //! Operators never run here; the job manager only sees JobGraphs and plans
 //! them with the [`Registry`] it is started with. It depends on no
 //! connector: what it knows of one reaches it through that registry.
 
+pub mod api;
 pub mod cluster;
 pub mod config;
 mod coordinator;
-pub mod http;
 mod job;
 mod membership;
 mod records;
+pub mod rest;
 mod restore;
 mod scheduler;
 mod service;
@@ -41,7 +43,7 @@ use weir_proto::v1::job_manager_service_server::JobManagerServiceServer;
 use weir_runtime::operators::Registry;
 
 pub use cluster::{ClusterError, ClusterHandle, JobManagerOptions};
-pub use http::Http;
+pub use rest::{Http, RestOptions};
 
 /// Largest gRPC message accepted (job graphs with inline tables can be big).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -53,6 +55,8 @@ pub struct JobManager {
     pub addr: SocketAddr,
     /// Handle to its core.
     pub cluster: ClusterHandle,
+    /// Its job control, shared by gRPC and REST.
+    pub api: api::Api,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     shutdown: CancellationToken,
 }
@@ -70,7 +74,8 @@ impl JobManager {
         let s3 = opts.s3.clone();
         let (core, cluster) = cluster::Cluster::new(opts, registry);
         let core_task = tokio::spawn(core.run(shutdown.clone()));
-        let svc = JobManagerServiceServer::new(service::JobManagerRpc::new(cluster.clone(), s3))
+        let api = api::Api::new(cluster.clone(), s3);
+        let svc = JobManagerServiceServer::new(service::JobManagerRpc::new(api.clone(), cluster.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let token = shutdown.clone();
         let task = tokio::spawn(async move {
@@ -82,7 +87,7 @@ impl JobManager {
             Ok(())
         });
         tracing::info!(%addr, "job manager listening");
-        Ok(JobManager { addr, cluster, task, shutdown })
+        Ok(JobManager { addr, cluster, api, task, shutdown })
     }
 
     /// Stops serving and waits for the server to end.
@@ -91,15 +96,15 @@ impl JobManager {
         self.task.await?
     }
 
-    /// Serves an HTTP endpoint on `listener` until shutdown: the REST
-    /// endpoint (`/healthz`, `/readyz`, `/v1/jobs`, `/v1/overview`) or the
-    /// Prometheus endpoint (`/metrics`, and `/healthz`).
-    pub fn serve_http(&self, listener: TcpListener, what: Http) {
+    /// Serves an HTTP endpoint on `listener` until shutdown: the REST API
+    /// (with `/healthz` and `/readyz`) or the Prometheus endpoint
+    /// (`/metrics`, and `/healthz`).
+    pub fn serve_http(&self, listener: TcpListener, what: Http, opts: RestOptions) {
         let name = match what {
             Http::Rest => "rest",
             Http::Metrics => "metrics",
         };
-        weir_telemetry::serve(listener, http::router(self.cluster.clone(), what), self.shutdown.clone(), name);
+        weir_telemetry::serve(listener, rest::router(self.api.clone(), what, opts), self.shutdown.clone(), name);
     }
 
     /// Waits until the server stops by itself (it only does on error).

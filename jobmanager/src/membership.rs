@@ -24,6 +24,8 @@ pub(crate) struct Member {
     last_heartbeat: Instant,
     /// The last heartbeat in wall-clock time (for display).
     pub(crate) last_heartbeat_wall: SystemTime,
+    /// Resident memory it reported with its last heartbeat (0: unknown).
+    pub(crate) memory_bytes: u64,
 }
 
 impl Member {
@@ -67,6 +69,7 @@ impl Membership {
             allocated: BTreeMap::new(),
             last_heartbeat: now,
             last_heartbeat_wall: wall,
+            memory_bytes: 0,
         };
         match self.members.insert(id.to_string(), member) {
             Some(_) => Registration::Restarted,
@@ -76,11 +79,12 @@ impl Membership {
 
     /// Records a heartbeat; `false` if the task manager is not known (it
     /// must register again).
-    pub(crate) fn heartbeat(&mut self, id: &str, now: Instant, wall: SystemTime) -> bool {
+    pub(crate) fn heartbeat(&mut self, id: &str, memory_bytes: u64, now: Instant, wall: SystemTime) -> bool {
         match self.members.get_mut(id) {
             Some(m) => {
                 m.last_heartbeat = now;
                 m.last_heartbeat_wall = wall;
+                m.memory_bytes = memory_bytes;
                 true
             }
             None => false,
@@ -176,9 +180,9 @@ mod tests {
         m.register("b", "http://b", 1, now, wall);
         let timeout = Duration::from_secs(5);
         assert!(m.silent(now + Duration::from_secs(5), timeout).is_empty(), "exactly the timeout is not yet silent");
-        assert!(m.heartbeat("b", now + Duration::from_secs(4), wall));
+        assert!(m.heartbeat("b", 1 << 20, now + Duration::from_secs(4), wall));
         assert_eq!(m.silent(now + Duration::from_secs(6), timeout), vec!["a".to_string()]);
-        assert!(!m.heartbeat("ghost", now, wall), "an unknown task manager must register again");
+        assert!(!m.heartbeat("ghost", 0, now, wall), "an unknown task manager must register again");
         assert!(m.remove("a").is_some());
         assert!(m.silent(now + Duration::from_secs(6), timeout).is_empty());
     }

@@ -1,30 +1,32 @@
-//! The gRPC face of the job manager: translates requests into commands for
-//! the core ([`crate::cluster`]) and its errors into statuses.
+//! The gRPC face of the job manager: job control goes through the service
+//! layer shared with REST ([`crate::api`]); task managers' membership,
+//! checkpoint and task reports go to the core ([`crate::cluster`]).
 
 use tonic::{Request, Response, Status};
 use weir_proto::v1;
 use weir_proto::v1::job_manager_service_server::JobManagerService;
 
+use crate::api::Api;
 use crate::cluster::{ClusterError, ClusterHandle, Command};
 
 /// Serves `JobManagerService`.
 #[derive(Debug, Clone)]
 pub(crate) struct JobManagerRpc {
+    api: Api,
     cluster: ClusterHandle,
-    s3: weir_state::S3Options,
 }
 
 impl JobManagerRpc {
-    /// A service forwarding to `cluster`; `s3` opens savepoints to start from.
-    pub(crate) fn new(cluster: ClusterHandle, s3: weir_state::S3Options) -> Self {
-        Self { cluster, s3 }
+    /// A service answering through `api`, reporting to `cluster`.
+    pub(crate) fn new(api: Api, cluster: ClusterHandle) -> Self {
+        Self { api, cluster }
     }
 }
 
 fn status(e: ClusterError) -> Status {
     match e {
         ClusterError::InvalidJob(m) => Status::invalid_argument(m),
-        ClusterError::UnknownJob(_) => Status::not_found(e.to_string()),
+        ClusterError::UnknownJob(_) | ClusterError::UnknownTrigger(_) => Status::not_found(e.to_string()),
         ClusterError::WrongState(m) => Status::failed_precondition(m),
         ClusterError::ShuttingDown => Status::unavailable(e.to_string()),
     }
@@ -33,18 +35,7 @@ fn status(e: ClusterError) -> Status {
 #[tonic::async_trait]
 impl JobManagerService for JobManagerRpc {
     async fn submit_job(&self, req: Request<v1::SubmitJobRequest>) -> Result<Response<v1::SubmitJobResponse>, Status> {
-        let req = req.into_inner();
-        // The savepoint is read and verified (every file's checksum) before
-        // the job exists, so that a bad one is refused at submission.
-        let savepoint = if req.from_savepoint.is_empty() {
-            None
-        } else {
-            let start = crate::restore::load_start(&req.from_savepoint, &self.s3)
-                .await
-                .map_err(|e| Status::invalid_argument(format!("cannot start from {}: {e}", req.from_savepoint)))?;
-            Some(start)
-        };
-        let job_id = self.cluster.ask(|r| Command::Submit(req, savepoint, r)).await.map_err(status)?;
+        let job_id = self.api.submit(req.into_inner()).await.map_err(status)?;
         Ok(Response::new(v1::SubmitJobResponse { job_id }))
     }
 
@@ -53,28 +44,22 @@ impl JobManagerService for JobManagerRpc {
         req: Request<v1::TriggerSavepointRequest>,
     ) -> Result<Response<v1::TriggerSavepointResponse>, Status> {
         let r = req.into_inner();
-        let reply = self
-            .cluster
-            .ask(|reply| Command::Savepoint { job: r.job_id, target: r.target, stop: r.stop, reply })
-            .await
-            .map_err(status)?;
-        Ok(Response::new(reply))
+        Ok(Response::new(self.api.savepoint(r.job_id, r.target, r.stop).await.map_err(status)?))
     }
 
     async fn list_jobs(&self, _: Request<v1::ListJobsRequest>) -> Result<Response<v1::ListJobsResponse>, Status> {
-        let jobs = self.cluster.ask(Command::List).await.map_err(status)?;
+        let jobs = self.api.list().await.map_err(status)?;
         Ok(Response::new(v1::ListJobsResponse { jobs }))
     }
 
     async fn get_job(&self, req: Request<v1::GetJobRequest>) -> Result<Response<v1::JobDetails>, Status> {
         let req = req.into_inner();
         let wait = (req.wait_for_end_ms > 0).then(|| std::time::Duration::from_millis(req.wait_for_end_ms));
-        Ok(Response::new(self.cluster.ask(|r| Command::Get(req.job_id, wait, r)).await.map_err(status)?))
+        Ok(Response::new(self.api.get(req.job_id, wait).await.map_err(status)?))
     }
 
     async fn cancel_job(&self, req: Request<v1::CancelJobRequest>) -> Result<Response<v1::CancelJobResponse>, Status> {
-        let id = req.into_inner().job_id;
-        let state = self.cluster.ask(|r| Command::Cancel(id, r)).await.map_err(status)?;
+        let state = self.api.cancel(req.into_inner().job_id).await.map_err(status)?;
         Ok(Response::new(v1::CancelJobResponse { state: state as i32 }))
     }
 
@@ -82,7 +67,7 @@ impl JobManagerService for JobManagerRpc {
         &self,
         _: Request<v1::ClusterOverviewRequest>,
     ) -> Result<Response<v1::ClusterOverviewResponse>, Status> {
-        Ok(Response::new(self.cluster.ask(Command::Overview).await.map_err(status)?))
+        Ok(Response::new(self.api.overview().await.map_err(status)?))
     }
 
     async fn register_task_manager(

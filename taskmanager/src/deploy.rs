@@ -271,6 +271,9 @@ pub(crate) fn counters_to_proto(c: &TaskCounters) -> v1::TaskCounters {
         records_out: c.records_out.load(Relaxed),
         sink_records: c.sink_records.load(Relaxed),
         bad_records: c.bad_records.load(Relaxed),
+        backpressure_ns: c.backpressure_ns.load(Relaxed),
+        watermark_ms: Some(c.watermark.load(Relaxed)).filter(|&w| w != i64::MIN),
+        state_bytes: c.state_bytes.load(Relaxed),
     }
 }
 

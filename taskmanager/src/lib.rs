@@ -301,7 +301,15 @@ async fn membership(
                     (key.clone(), v1::TaskCountersReport { task: Some(key), counters: Some(counters) })
                 })
                 .unzip();
-            match jm.heartbeat(v1::HeartbeatRequest { task_manager_id: opts.id.clone(), running, counters }).await {
+            match jm
+                .heartbeat(v1::HeartbeatRequest {
+                    task_manager_id: opts.id.clone(),
+                    running,
+                    counters,
+                    memory_bytes: weir_telemetry::resident_memory_bytes().unwrap_or(0),
+                })
+                .await
+            {
                 Ok(r) if r.get_ref().known => {}
                 Ok(_) => {
                     registered.store(false, Ordering::Relaxed);

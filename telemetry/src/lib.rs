@@ -29,5 +29,14 @@ pub fn serve(listener: TcpListener, router: axum::Router, shutdown: Cancellation
     });
 }
 
+/// The resident memory of this process (its RSS), where the system tells it
+/// (Linux's `/proc/self/status`).
+pub fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.trim_start_matches("VmRSS:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// `text/plain` content type of Prometheus' text exposition.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

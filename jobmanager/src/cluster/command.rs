@@ -17,6 +17,9 @@ pub enum ClusterError {
     /// No such job.
     #[error("no job with id {0}")]
     UnknownJob(String),
+    /// No such savepoint trigger (of that job).
+    #[error("no savepoint trigger with id {0} for this job")]
+    UnknownTrigger(String),
     /// The request does not fit the job's state.
     #[error("{0}")]
     WrongState(String),
@@ -33,8 +36,16 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, ClusterError>>;
 pub(crate) enum Command {
     /// Submit a job (starting from a loaded savepoint, if given).
     Submit(v1::SubmitJobRequest, Option<RestorePoint>, Reply<String>),
-    /// Take a savepoint of a running job (and stop it, if asked).
-    Savepoint { job: String, target: String, stop: bool, reply: Reply<v1::TriggerSavepointResponse> },
+    /// Take a savepoint of a running job (and stop it, if asked). `reply`
+    /// answers once it is written; `accepted`, if given, hears as soon as
+    /// the request passed its checks and the savepoint started.
+    Savepoint {
+        job: String,
+        target: String,
+        stop: bool,
+        reply: Reply<v1::TriggerSavepointResponse>,
+        accepted: Option<oneshot::Sender<()>>,
+    },
     /// A savepoint's metadata was written (its state size), or not.
     SavepointWritten { job: JobId, id: CheckpointId, result: Result<u64, Failure> },
     /// List jobs.

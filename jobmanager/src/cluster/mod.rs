@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tracing::{info, warn};
@@ -180,7 +180,9 @@ impl Cluster {
             Command::Submit(req, savepoint, reply) => {
                 let _ = reply.send(self.submit(req, savepoint));
             }
-            Command::Savepoint { job, target, stop, reply } => self.request_savepoint(job, target, stop, reply),
+            Command::Savepoint { job, target, stop, reply, accepted } => {
+                self.request_savepoint(job, target, stop, reply, accepted)
+            }
             Command::SavepointWritten { job, id, result } => {
                 self.with_job(&job, |j, now| j.savepoint_written(id, result, now))
             }
@@ -222,12 +224,13 @@ impl Cluster {
                 let _ = reply.send(Ok(self.register(req)));
             }
             Command::Heartbeat(req, reply) => {
-                let known = self.membership.heartbeat(&req.task_manager_id, Instant::now(), SystemTime::now());
+                let now = Instant::now();
+                let known = self.membership.heartbeat(&req.task_manager_id, req.memory_bytes, now, SystemTime::now());
                 if known {
                     for r in req.counters {
                         let (Some(key), Some(counters)) = (r.task, r.counters) else { continue };
                         let Some(job) = self.jobs.get_mut(&JobId::new(key.job_id)) else { continue };
-                        job.task_counters((key.vertex, key.subtask), key.attempt, counters);
+                        job.task_counters((key.vertex, key.subtask), key.attempt, counters, now);
                     }
                 }
                 let _ = reply.send(Ok(v1::HeartbeatResponse { known }));
@@ -417,6 +420,7 @@ impl Cluster {
         target: String,
         stop: bool,
         reply: Reply<v1::TriggerSavepointResponse>,
+        accepted: Option<oneshot::Sender<()>>,
     ) {
         let id = JobId::new(raw.clone());
         if !self.jobs.contains_key(&id) {
@@ -445,6 +449,9 @@ impl Cluster {
         match job.request_savepoint(request, location, stop, Instant::now()) {
             Ok(effects) => {
                 self.answers.insert(request, reply);
+                if let Some(accepted) = accepted {
+                    let _ = accepted.send(());
+                }
                 self.apply(&id, effects);
             }
             Err(e) => {

@@ -28,6 +28,7 @@ impl Cluster {
                     slots_total: m.slots,
                     slots_free: m.free(),
                     last_heartbeat_ms: millis(m.last_heartbeat_wall),
+                    memory_bytes: m.memory_bytes,
                 })
                 .collect(),
             jobs_running: self.jobs.values().filter(|j| j.state == JobState::Running).count() as u32,

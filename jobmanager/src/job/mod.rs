@@ -89,6 +89,26 @@ impl JobState {
     }
 }
 
+/// Why a job fails or restarts, and where it happened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Cause {
+    /// What happened.
+    pub(crate) message: String,
+    /// The subtask that failed (`uid -> uid (2/4)`), if one did.
+    pub(crate) task: String,
+    /// The task manager it happened on (or that was lost), if known.
+    pub(crate) task_manager: String,
+}
+
+impl From<String> for Cause {
+    fn from(message: String) -> Self {
+        Cause { message, ..Default::default() }
+    }
+}
+
+/// How many failures a job's exception history keeps.
+const EXCEPTIONS_KEPT: usize = 32;
+
 /// A request that does not fit the job's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct WrongState(pub(crate) String);
@@ -217,7 +237,9 @@ pub(crate) struct Job {
     pub(crate) failure: Option<String>,
     /// A data-plane failure waiting, until the deadline, for a lost task
     /// manager to explain it.
-    suspect: Option<(String, Instant)>,
+    suspect: Option<(Cause, Instant)>,
+    /// Its failures, oldest first (the last [`EXCEPTIONS_KEPT`]).
+    pub(crate) exceptions: std::collections::VecDeque<v1::JobException>,
     /// Checkpointing, if the job has it.
     pub(crate) checkpoints: Option<Checkpoints>,
     /// Restarts so far.
@@ -264,6 +286,7 @@ impl Job {
             tasks: Tasks::default(),
             failure: None,
             suspect: None,
+            exceptions: Default::default(),
             checkpoints,
             restarts: 0,
             restore: start.clone(),
@@ -322,12 +345,12 @@ impl Job {
     /// A running task's live counters (from its task manager's heartbeat):
     /// kept unless they belong to another attempt or the task has ended
     /// (its final report has the final counters).
-    pub(crate) fn task_counters(&mut self, task: (u32, u32), attempt: u32, counters: v1::TaskCounters) {
+    pub(crate) fn task_counters(&mut self, task: (u32, u32), attempt: u32, counters: v1::TaskCounters, now: Instant) {
         if attempt != self.attempt {
             return;
         }
         if let Some(t) = self.tasks.0.get_mut(&task).filter(|t| !terminal(t.state)) {
-            t.counters = counters;
+            t.update(counters, now);
         }
     }
 
@@ -342,30 +365,29 @@ impl Job {
         }
         task.state = r.state;
         if let Some(c) = r.counters {
-            task.counters = c;
+            task.update(c, now);
+        } else if terminal(r.state) {
+            task.rates = Default::default();
         }
         task.failure = r.failure.message.clone();
-        let where_ = format!(
-            "{} ({}/{}) on task manager {}",
-            task.vertex_name,
-            r.task.1 + 1,
-            task.parallelism,
-            task.task_manager
-        );
+        let subtask = format!("{} ({}/{})", task.vertex_name, r.task.1 + 1, task.parallelism);
+        let where_ = format!("{subtask} on task manager {}", task.task_manager);
+        let cause = |message| Cause { message, task: subtask.clone(), task_manager: task.task_manager.clone() };
         match r.state {
             v1::TaskState::TaskFailed if self.state == JobState::Running => {
-                let reason = format!("{where_} failed: {}", r.failure);
+                let cause = cause(format!("{where_} failed: {}", r.failure));
                 if r.exchange {
-                    self.suspect.get_or_insert((reason, now + s.suspect_wait));
+                    self.suspect.get_or_insert((cause, now + s.suspect_wait));
                     Vec::new()
                 } else {
-                    self.fail_or_restart(reason, now)
+                    self.fail_or_restart(cause, now)
                 }
             }
             // Only the job manager cancels tasks of a running job; a task
             // that ends so anyway (its task manager dropped it) is lost.
             v1::TaskState::TaskCanceled if self.state == JobState::Running => {
-                self.fail_or_restart(format!("{where_} was cancelled by its task manager"), now)
+                let cause = cause(format!("{where_} was cancelled by its task manager"));
+                self.fail_or_restart(cause, now)
             }
             v1::TaskState::TaskFinished | v1::TaskState::TaskCanceled | v1::TaskState::TaskFailed => {
                 let mut effects = Vec::new();
@@ -405,11 +427,28 @@ impl Job {
         effects
     }
 
+    /// Keeps `cause` in the job's exception history.
+    fn remember(&mut self, cause: Cause, restarted: bool) -> String {
+        if self.exceptions.len() == EXCEPTIONS_KEPT {
+            self.exceptions.pop_front();
+        }
+        self.exceptions.push_back(v1::JobException {
+            time_ms: wall_ms(SystemTime::now()),
+            attempt: self.attempt,
+            message: cause.message.clone(),
+            task: cause.task,
+            task_manager_id: cause.task_manager,
+            restarted,
+        });
+        cause.message
+    }
+
     /// The job fails for good.
-    pub(crate) fn fail(&mut self, reason: String, now: Instant) -> Vec<Effect> {
+    pub(crate) fn fail(&mut self, cause: impl Into<Cause>, now: Instant) -> Vec<Effect> {
         if self.state.is_terminal() {
             return Vec::new();
         }
+        let reason = self.remember(cause.into(), false);
         warn!(job_id = %self.id, reason = %reason, "job failed");
         let mut effects = self.abandon_checkpoint("the job failed", now);
         effects.extend(self.drop_savepoints("the job failed"));
@@ -456,7 +495,10 @@ impl Job {
             t.failure = format!("task manager lost: {why}");
         }
         match self.state {
-            JobState::Running => self.fail_or_restart(format!("task manager {tm} at {address} was lost: {why}"), now),
+            JobState::Running => {
+                let message = format!("task manager {tm} at {address} was lost: {why}");
+                self.fail_or_restart(Cause { message, task: String::new(), task_manager: tm.to_string() }, now)
+            }
             JobState::Cancelling => self.maybe_complete(),
             _ => Vec::new(),
         }
@@ -465,10 +507,10 @@ impl Job {
     /// Periodic checks at `now`: a suspected data-plane failure that no lost
     /// task manager explained, a checkpoint past its timeout.
     pub(crate) fn tick(&mut self, now: Instant) -> Vec<Effect> {
-        if let Some((reason, deadline)) = &self.suspect {
+        if let Some((cause, deadline)) = &self.suspect {
             if *deadline <= now && self.state == JobState::Running {
-                let reason = reason.clone();
-                return self.fail_or_restart(reason, now);
+                let cause = cause.clone();
+                return self.fail_or_restart(cause, now);
             }
         }
         let Some(c) = &mut self.checkpoints else { return Vec::new() };
@@ -490,16 +532,19 @@ impl Job {
     }
 
     /// Restarts the job per its restart strategy, or fails it.
-    fn fail_or_restart(&mut self, reason: String, now: Instant) -> Vec<Effect> {
+    fn fail_or_restart(&mut self, cause: impl Into<Cause>, now: Instant) -> Vec<Effect> {
+        let mut cause = cause.into();
         if self.state != JobState::Running {
-            return self.fail(reason, now);
+            return self.fail(cause, now);
         }
         let delay = self.checkpoints.as_ref().and_then(|c| c.coordinator.config.restart.delay(self.restarts + 1));
         let Some(delay) = delay else {
-            let reason =
-                if self.restarts > 0 { format!("{reason} (after {} restarts)", self.restarts) } else { reason };
-            return self.fail(reason, now);
+            if self.restarts > 0 {
+                cause.message = format!("{} (after {} restarts)", cause.message, self.restarts);
+            }
+            return self.fail(cause, now);
         };
+        let reason = self.remember(cause, true);
         self.restarts += 1;
         warn!(job_id = %self.id, attempt = self.attempt, restart = self.restarts, delay = ?delay, reason = %reason, "job failed; restarting from the latest complete checkpoint");
         let mut effects = self.abandon_checkpoint("the job is restarting", now);
@@ -532,6 +577,7 @@ impl Job {
                     self.checkpoints.as_ref().and_then(|c| c.coordinator.config.restart.delay(self.restarts + 1));
                 return match delay {
                     Some(delay) => {
+                        let reason = self.remember(reason.into(), true);
                         self.restarts += 1;
                         warn!(job_id = %self.id, restart = self.restarts, delay = ?delay, reason = %reason, "restart delayed");
                         self.failure = Some(reason);

@@ -1,6 +1,7 @@
 //! The subtasks of one job attempt: where each runs and what it last reported.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use weir_proto::v1;
 use weir_runtime::plan::Plan;
@@ -22,6 +23,51 @@ pub(crate) struct TaskEntry {
     pub(crate) counters: v1::TaskCounters,
     /// Why it failed, if it did.
     pub(crate) failure: String,
+    /// Rates between its last two counter reports.
+    pub(crate) rates: Rates,
+    /// The report the next rates are measured from.
+    base: Option<(Instant, v1::TaskCounters)>,
+}
+
+/// Rates of a task between two reports of its counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Rates {
+    /// Rows read per second.
+    pub(crate) records_in: f64,
+    /// Rows sent per second.
+    pub(crate) records_out: f64,
+    /// Share of the interval spent waiting to send (0 to 1).
+    pub(crate) backpressure: f64,
+}
+
+/// Reports closer together than this say little about a rate (a final
+/// report right after a heartbeat): the rates are measured over longer.
+const MIN_RATE_INTERVAL_S: f64 = 0.2;
+
+impl TaskEntry {
+    /// Takes `counters` reported at `now`, and the rates since the report
+    /// they are measured from.
+    pub(crate) fn update(&mut self, counters: v1::TaskCounters, now: Instant) {
+        match &self.base {
+            None => self.base = Some((now, counters)),
+            Some((at, old)) => {
+                let secs = now.saturating_duration_since(*at).as_secs_f64();
+                if secs >= MIN_RATE_INTERVAL_S {
+                    let per_s = |new: u64, old: u64| new.saturating_sub(old) as f64 / secs;
+                    self.rates = Rates {
+                        records_in: per_s(counters.records_in, old.records_in),
+                        records_out: per_s(counters.records_out, old.records_out),
+                        backpressure: (per_s(counters.backpressure_ns, old.backpressure_ns) / 1e9).clamp(0.0, 1.0),
+                    };
+                    self.base = Some((now, counters));
+                }
+            }
+        }
+        if terminal(self.state) {
+            self.rates = Rates::default();
+        }
+        self.counters = counters;
+    }
 }
 
 /// Whether a task state is final.
@@ -48,6 +94,8 @@ impl Tasks {
                         state: v1::TaskState::Deploying,
                         counters: v1::TaskCounters::default(),
                         failure: String::new(),
+                        rates: Rates::default(),
+                        base: None,
                     };
                     ((p.vertex, p.subtask), entry)
                 })

@@ -175,17 +175,48 @@ fn heartbeat_counters_update_running_tasks_of_the_current_attempt_only() {
     let now = Instant::now();
     let mut j = job(None, now);
     running(&mut j, now);
-    let live = |bad| v1::TaskCounters { records_in: 10, records_out: 10, sink_records: 0, bad_records: bad };
-    j.task_counters((0, 0), j.attempt, live(3));
+    let live = |bad| v1::TaskCounters { records_in: 10, records_out: 10, bad_records: bad, ..Default::default() };
+    j.task_counters((0, 0), j.attempt, live(3), now);
     assert_eq!(j.tasks.0[&(0, 0)].counters.bad_records, 3, "a running task's counters show while it runs");
-    j.task_counters((0, 0), j.attempt + 1, live(9));
+    j.task_counters((0, 0), j.attempt + 1, live(9), now);
     assert_eq!(j.tasks.0[&(0, 0)].counters.bad_records, 3, "another attempt's counters are ignored");
     let mut done = report(&j, (0, 1), v1::TaskState::TaskFinished);
     done.counters = Some(live(5));
     j.task_state(done, &SETTINGS, now);
-    j.task_counters((0, 1), j.attempt, live(1));
+    j.task_counters((0, 1), j.attempt, live(1), now);
     assert_eq!(j.tasks.0[&(0, 1)].counters.bad_records, 5, "an ended task keeps its final counters");
     assert_eq!(j.details().bad_records, 8);
+}
+
+#[test]
+fn rates_and_backpressure_come_from_the_last_two_reports_far_enough_apart() {
+    let now = Instant::now();
+    let mut j = job(None, now);
+    running(&mut j, now);
+    let sample = |rows, waited_ms: u64| v1::TaskCounters {
+        records_in: rows,
+        records_out: rows * 2,
+        backpressure_ns: waited_ms * 1_000_000,
+        watermark_ms: Some(1_000),
+        ..Default::default()
+    };
+    j.task_counters((0, 0), j.attempt, sample(100, 0), now);
+    let t = &j.details().tasks[0];
+    assert_eq!((t.records_in_per_second, t.backpressure), (0.0, 0.0), "one report gives no rate");
+    let later = now + Duration::from_secs(2);
+    j.task_counters((0, 0), j.attempt, sample(1_100, 500), later);
+    let t = &j.details().tasks[0];
+    assert_eq!((t.records_in_per_second, t.records_out_per_second), (500.0, 1_000.0));
+    assert_eq!(t.backpressure, 0.25, "0.5 s of 2 s spent waiting to send");
+    assert_eq!(t.watermark_ms, Some(1_000));
+    j.task_counters((0, 0), j.attempt, sample(1_200, 500), later + Duration::from_millis(10));
+    let t = &j.details().tasks[0];
+    assert_eq!(t.records_in_per_second, 500.0, "a report right after another keeps the rates");
+    assert_eq!(t.records_in, 1_200, "but its counters show");
+    let mut done = report(&j, (0, 0), v1::TaskState::TaskFinished);
+    done.counters = Some(sample(1_300, 500));
+    j.task_state(done, &SETTINGS, later + Duration::from_secs(1));
+    assert_eq!(j.details().tasks[0].records_in_per_second, 0.0, "an ended task moves nothing");
 }
 
 #[test]
@@ -218,6 +249,42 @@ fn a_task_failure_with_a_restart_strategy_restarts_from_the_latest_checkpoint() 
     j.task_state(failed(&j, (0, 0), "again", false), &SETTINGS, now);
     assert_eq!(j.state, JobState::Failed);
     assert!(j.failure.as_deref().unwrap().ends_with("(after 1 restarts)"), "{:?}", j.failure);
+}
+
+#[test]
+fn failures_are_kept_with_where_they_happened_and_what_the_job_did() {
+    let now = Instant::now();
+    let mut j =
+        job(Some(checkpointed(RestartStrategy::FixedDelay { attempts: 1, delay: Duration::from_millis(5) })), now);
+    running(&mut j, now);
+    j.task_state(failed(&j, (0, 1), "division by zero", false), &SETTINGS, now);
+    j.restart_ready(1, Ok(None), now);
+    running(&mut j, now);
+    j.task_manager_lost("b", "http://b:6124", "no heartbeat for 5s", now);
+    let e = &j.details().exceptions;
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert_eq!((e[0].attempt, e[0].restarted, e[0].task.as_str()), (1, true, "gen (2/2)"));
+    assert!(e[0].message.ends_with("failed: division by zero"), "{}", e[0].message);
+    assert!(!e[0].task_manager_id.is_empty());
+    assert_eq!((e[1].attempt, e[1].restarted, e[1].task_manager_id.as_str()), (2, false, "b"));
+    assert!(e[1].message.contains("task manager b at http://b:6124 was lost"), "{}", e[1].message);
+    assert_eq!(j.state, JobState::Failed);
+}
+
+#[test]
+fn the_exception_history_keeps_the_newest_failures() {
+    let now = Instant::now();
+    let attempts = EXCEPTIONS_KEPT as u32 + 5;
+    let mut j = job(Some(checkpointed(RestartStrategy::FixedDelay { attempts, delay: Duration::ZERO })), now);
+    for _ in 0..attempts {
+        running(&mut j, now);
+        j.task_state(failed(&j, (1, 0), "flaky", false), &SETTINGS, now);
+        j.restart_ready(j.attempt, Ok(None), now);
+    }
+    let e = &j.details().exceptions;
+    assert_eq!(e.len(), EXCEPTIONS_KEPT);
+    assert_eq!(e.last().unwrap().attempt, attempts, "the newest is kept");
+    assert_eq!(e[0].attempt, attempts - EXCEPTIONS_KEPT as u32 + 1, "the oldest are dropped");
 }
 
 #[test]

@@ -20,7 +20,7 @@ impl Job {
             .tasks
             .0
             .iter()
-            .map(|(&(_, subtask), t)| v1::TaskDetails {
+            .map(|(&(vertex, subtask), t)| v1::TaskDetails {
                 vertex: t.vertex_name.clone(),
                 subtask,
                 parallelism: t.parallelism,
@@ -29,6 +29,45 @@ impl Job {
                 records_in: t.counters.records_in,
                 records_out: t.counters.records_out,
                 failure: t.failure.clone(),
+                vertex_index: vertex,
+                records_in_per_second: t.rates.records_in,
+                records_out_per_second: t.rates.records_out,
+                backpressure: t.rates.backpressure,
+                watermark_ms: t.counters.watermark_ms,
+                state_bytes: t.counters.state_bytes,
+            })
+            .collect();
+        let vertices = self
+            .plan
+            .vertices
+            .iter()
+            .map(|v| v1::VertexInfo {
+                index: v.id,
+                name: v.name.clone(),
+                parallelism: v.parallelism,
+                operators: v
+                    .operators
+                    .iter()
+                    .map(|&o| {
+                        let op = &self.plan.graph.operators[o];
+                        v1::VertexOperator { uid: op.uid.clone(), kind: op.kind.clone() }
+                    })
+                    .collect(),
+            })
+            .collect();
+        let links = self
+            .plan
+            .vertex_edges
+            .iter()
+            .map(|e| {
+                let edge = &self.graph.edges[e.edge];
+                v1::VertexLink {
+                    from: e.from,
+                    to: e.to,
+                    partitioning: edge.partitioning,
+                    key: edge.key.clone(),
+                    output: edge.output.clone(),
+                }
             })
             .collect();
         v1::JobDetails {
@@ -41,6 +80,10 @@ impl Job {
             restarts: self.restarts,
             attempt: self.attempt,
             restored_from: self.restore.as_ref().map(|r| r.checkpoint_id().0).unwrap_or(0),
+            exceptions: self.exceptions.iter().cloned().collect(),
+            vertices,
+            links,
+            now_ms: wall_ms(SystemTime::now()),
         }
     }
 
