@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use weir_tests::{bin, job_file, Cluster};
+use weir_tests::{bin, committed, job_file, Cluster};
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -147,5 +147,107 @@ fn local_mode_runs_the_enrichment_join() -> anyhow::Result<()> {
     let want: std::collections::BTreeMap<String, u64> =
         ["Apple", "Baidu", "Facebook", "Google"].iter().map(|n| (n.to_string(), 100_000)).collect();
     assert_eq!(events, want);
+    Ok(())
+}
+
+/// Two generators on two task managers feed one keyed window: the union of
+/// their streams, across the network, counted whole per channel once both
+/// inputs' event time passed the window.
+#[test]
+fn a_union_of_two_sources_across_task_managers_counts_every_row() -> anyhow::Result<()> {
+    // One slot each: the job's two slots are on different task managers.
+    let cluster = Cluster::start(2, 1, "5s")?;
+    let out = cluster.dir.path().join("union-out");
+    let job = cluster.write(
+        "union.yaml",
+        &format!(
+            "name: union
+operators:
+  - {{uid: eu, kind: datagen, parallelism: 2, config: {{events: 40000, batch_size: 500}}}}
+  - {{uid: us, kind: datagen, parallelism: 1, config: {{events: 25000, batch_size: 700}}}}
+  - {{uid: eu-time, kind: watermark, parallelism: 2, config: {{timestamp_column: event_time_ms}}}}
+  - {{uid: us-time, kind: watermark, parallelism: 1, config: {{timestamp_column: event_time_ms}}}}
+  - uid: per-channel
+    kind: window
+    parallelism: 2
+    config:
+      key: [channel]
+      timestamp_column: event_time_ms
+      window: {{type: tumbling, size: 1h}}
+      aggregates: [{{fn: count, as: n}}]
+  - {{uid: out, kind: jsonl_file, parallelism: 2, config: {{path: {out}}}}}
+edges:
+  - {{from: eu, to: eu-time}}
+  - {{from: us, to: us-time}}
+  - {{from: eu-time, to: per-channel, partition: hash, key: [channel]}}
+  - {{from: us-time, to: per-channel, partition: hash, key: [channel]}}
+  - {{from: per-channel, to: out}}
+",
+            out = out.display()
+        ),
+    );
+    let id = cluster.submit(&job, &[])?;
+    let end = cluster.wait_state(&id, &["FINISHED", "FAILED"], LONG)?;
+    assert_eq!(end["state"], "FINISHED", "{end:#}");
+    let tms: BTreeSet<&str> =
+        end["tasks"].as_array().unwrap().iter().map(|t| t["task_manager"].as_str().unwrap()).collect();
+    assert_eq!(tms.len(), 2, "{end:#}");
+    let rows: Vec<serde_json::Value> =
+        committed(&out).iter().map(|l| serde_json::from_str(l)).collect::<Result<_, _>>()?;
+    assert_eq!(rows.len(), 4, "one window per channel: {rows:?}");
+    let total: i64 = rows.iter().map(|r| r["n"].as_i64().unwrap()).sum();
+    assert_eq!(total, 65_000, "every row of both sources: {rows:?}");
+    Ok(())
+}
+
+/// Lines of the committed (visible) files under `dir`, at any depth.
+fn visible_lines(dir: &std::path::Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        if e.path().is_dir() {
+            lines.extend(visible_lines(&e.path()));
+        } else {
+            lines.extend(std::fs::read_to_string(e.path()).unwrap_or_default().lines().map(str::to_string));
+        }
+    }
+    lines
+}
+
+/// `UNION ALL` in SQL: both tables' rows, the right side's under the left
+/// side's column names, written by `weir local`.
+#[test]
+fn a_sql_union_all_writes_the_rows_of_both_sides() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("out");
+    let script = dir.path().join("union.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "SET 'parallelism.default' = '2';
+CREATE TABLE bids (auction BIGINT, price BIGINT, event_time_ms BIGINT, channel STRING)
+  WITH ('connector' = 'datagen', 'number-of-rows' = '3000');
+CREATE TABLE offers (auction BIGINT, bidder BIGINT, event_time_ms BIGINT, channel STRING)
+  WITH ('connector' = 'datagen', 'number-of-rows' = '2000');
+CREATE TABLE everything (auction BIGINT, amount BIGINT, origin STRING)
+  WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+INSERT INTO everything
+SELECT auction, price AS amount, 'bid' AS origin FROM bids WHERE channel = 'apple'
+UNION ALL
+SELECT auction, bidder, 'offer' FROM offers;
+",
+            out.display()
+        ),
+    )?;
+    let run = std::process::Command::new(bin("weir")).arg("local").arg(&script).output()?;
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let rows: Vec<serde_json::Value> =
+        visible_lines(&out).iter().map(|l| serde_json::from_str(l)).collect::<Result<_, _>>()?;
+    let count = |origin: &str| rows.iter().filter(|r| r["origin"] == origin).count();
+    assert_eq!((count("bid"), count("offer")), (750, 2000), "a quarter of the bids are apple's");
+    assert!(rows.iter().all(|r| r["amount"].is_i64() && r.get("bidder").is_none()), "{:?}", rows.first());
     Ok(())
 }

@@ -114,11 +114,15 @@ impl OutputChannel {
     }
 }
 
-/// The consuming side of all input channels of one task.
+/// The consuming side of all input channels of one task. Channels are
+/// grouped in slots, one per edge entering the task; each slot feeds an
+/// input of the task's first operator (its port), and the slots of a union
+/// share one.
 #[derive(Debug)]
 pub struct Inbox {
     rx: mpsc::UnboundedReceiver<Envelope>,
     handle: InboxHandle,
+    ports: Vec<usize>,
 }
 
 /// What producers (local, or the exchange service for remote ones) need to
@@ -149,7 +153,20 @@ impl Inbox {
     pub fn new(channels: &[u32], credits: usize) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let credits = channels.iter().map(|&n| (0..n).map(|_| Arc::new(Semaphore::new(credits))).collect()).collect();
-        Self { rx, handle: InboxHandle { tx, credits: Arc::new(credits) } }
+        let ports = (0..channels.len()).collect();
+        Self { rx, handle: InboxHandle { tx, credits: Arc::new(credits) }, ports }
+    }
+
+    /// The operator input each slot feeds (by default slot `i` feeds input `i`).
+    pub fn with_ports(mut self, ports: Vec<usize>) -> Self {
+        assert_eq!(ports.len(), self.ports.len(), "one port per slot");
+        self.ports = ports;
+        self
+    }
+
+    /// The operator input each slot feeds.
+    pub fn ports(&self) -> &[usize] {
+        &self.ports
     }
 
     /// Handle for producers.

@@ -108,7 +108,10 @@ impl Pipeline {
             .map(|v| {
                 let has_inputs = !plan.inputs_of(v.id).is_empty();
                 (0..v.parallelism)
-                    .map(|_| has_inputs.then(|| Inbox::new(&plan.input_channels(v.id), credits)))
+                    .map(|_| {
+                        has_inputs
+                            .then(|| Inbox::new(&plan.input_channels(v.id), credits).with_ports(plan.input_ports(v.id)))
+                    })
                     .collect()
             })
             .collect();
@@ -134,7 +137,7 @@ impl Pipeline {
                             handles[e.to as usize][d as usize]
                                 .as_ref()
                                 .unwrap()
-                                .output_channel(e.input, chan, "t")
+                                .output_channel(plan.input_slot(e.edge).unwrap(), chan, "t")
                                 .unwrap()
                         })
                         .collect();
@@ -298,6 +301,43 @@ async fn rebalance_and_broadcast_deliver_every_row_the_right_number_of_times() {
         line: 0,
     });
     assert_eq!(run(&g, 2).await, 10_000 + 2 * 10_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_union_of_two_sources_counts_every_row_of_both_in_one_window() {
+    // Two generators (2 and 3 subtasks) into one input of a keyed window;
+    // its windows close only once both inputs' event time passed them.
+    let mut b = JobBuilder::new("union");
+    b.operator("left", "datagen", json!({"events": 50_000, "batch_size": 500})).parallelism(2);
+    b.operator("right", "datagen", json!({"events": 30_000, "batch_size": 700})).parallelism(3);
+    b.operator("lts", "watermark", json!({"timestamp_column": "event_time_ms", "interval": "1ms"})).parallelism(2);
+    b.operator("rts", "watermark", json!({"timestamp_column": "event_time_ms", "interval": "1ms"})).parallelism(3);
+    b.operator(
+        "win",
+        "window",
+        json!({"key": ["channel"], "timestamp_column": "event_time_ms", "window": {"type": "tumbling", "size": "1h"},
+               "aggregates": [{"fn": "count", "as": "count"}]}),
+    )
+    .parallelism(2);
+    b.operator("sum", "filter", json!({"predicate": "true"})).parallelism(2);
+    b.operator("sink", "discard", json!({})).parallelism(2);
+    b.forward("left", "lts").forward("right", "rts");
+    b.hash("lts", "win", &["channel"]).hash("rts", "win", &["channel"]);
+    b.forward("win", "sum").forward("sum", "sink");
+    let g = b.build();
+    let plan = Plan::new(&g, &Registry::builtins(), 0).unwrap();
+    let win = plan.vertices.iter().find(|v| v.name.starts_with("win")).unwrap();
+    assert_eq!(plan.input_ports(win.id), [0, 0], "both edges feed input 0");
+    // One window per channel (4 channels, all events in one hour): 4 rows.
+    assert_eq!(run(&g, 2).await, 4);
+    // The counts add up to both inputs.
+    let mut b2 = JobBuilder::new("union-rows");
+    b2.operator("left", "datagen", json!({"events": 50_000, "batch_size": 500})).parallelism(2);
+    b2.operator("right", "datagen", json!({"events": 30_000, "batch_size": 700})).parallelism(3);
+    b2.operator("all", "filter", json!({"predicate": "true"})).parallelism(2);
+    b2.operator("sink", "discard", json!({})).parallelism(2);
+    b2.rebalance("left", "all").rebalance("right", "all").forward("all", "sink");
+    assert_eq!(run(&b2.build(), 1).await, 80_000);
 }
 
 /// Checkpoints taken while W2 runs: with aligned barriers, the rows the

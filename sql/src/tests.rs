@@ -259,3 +259,43 @@ fn window_uids_keep_state_across_projection_filter_and_sink_edits_and_change_wit
     assert_ne!(base, uid(q("price, COUNT(*)", "", "o", "price")), "other keys");
     assert_ne!(base, uid(q("auction, SUM(price)", "", "o", "auction")), "other aggregates");
 }
+
+#[test]
+fn union_all_feeds_both_sides_into_one_operator_under_the_left_names() {
+    let g = compiled(&format!(
+        "{DATAGEN}
+CREATE TABLE asks (auction BIGINT, bidder BIGINT, event_time_ms BIGINT, channel STRING)
+  WITH ('connector' = 'datagen', 'number-of-rows' = '500');
+CREATE TABLE out (auction BIGINT, price BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO out
+SELECT auction, price FROM bids WHERE channel = 'apple'
+UNION ALL
+SELECT auction, bidder FROM asks;"
+    ));
+    let union = g.operators.iter().find(|o| o.uid == "out.union").expect("a union operator");
+    let into: Vec<&str> = g.edges.iter().filter(|e| e.to == union.uid).map(|e| e.from.as_str()).collect();
+    assert_eq!(into.len(), 2, "{into:?}");
+    assert!(into.iter().any(|f| f.starts_with("out.union-rename")), "the right side is renamed: {into:?}");
+}
+
+#[test]
+fn union_all_of_different_widths_or_types_is_refused() {
+    let e = error(&format!(
+        "{DATAGEN}
+CREATE TABLE out (auction BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO out SELECT auction FROM bids UNION ALL SELECT auction, price FROM bids;"
+    ));
+    assert!(e.contains("as many columns on both sides: (auction) against (auction, price)"), "{e}");
+    let e = error(&format!(
+        "{DATAGEN}
+CREATE TABLE out (auction BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO out SELECT auction FROM bids UNION ALL SELECT channel FROM bids;"
+    ));
+    assert!(e.contains("CAST one side"), "{e}");
+    let e = error(&format!(
+        "{DATAGEN}
+CREATE TABLE out (auction BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO out SELECT auction FROM bids UNION SELECT auction FROM bids;"
+    ));
+    assert!(e.contains("not supported: UNION"), "{e}");
+}

@@ -131,7 +131,8 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
     let is_source = plan.inputs_of(key.vertex).is_empty();
     let parallelism = vertex.parallelism;
     let inputs = plan.inputs_of(key.vertex);
-    let inbox = (!inputs.is_empty()).then(|| Inbox::new(&plan.input_channels(key.vertex), ctx.credits));
+    let inbox = (!inputs.is_empty())
+        .then(|| Inbox::new(&plan.input_channels(key.vertex), ctx.credits).with_ports(plan.input_ports(key.vertex)));
     let id = TaskId { job: key.job_id.clone(), attempt: key.attempt, vertex: key.vertex, subtask: key.subtask };
     let cancel = CancellationToken::new();
     let counters = Arc::new(TaskCounters::default());
@@ -294,6 +295,9 @@ async fn wire_outputs(
             _ => (0..downstream.parallelism).collect(),
         };
         let chan = channel_index(edge.partitioning, key.subtask);
+        // The downstream inbox slot of this edge (edges of a union share an
+        // operator input but each has its own slot).
+        let slot = plan.input_slot(e.edge).ok_or_else(|| format!("edge {} enters no vertex", e.edge))?;
         let mut channels: Vec<OutputChannel> = Vec::with_capacity(targets.len());
         for d in targets {
             let place = placements
@@ -309,8 +313,8 @@ async fn wire_outputs(
                     .ok_or_else(|| format!("downstream task {id} was not deployed within {:?}", ctx.deploy_wait))?;
                 channels.push(
                     inbox
-                        .output_channel(e.input, chan, &format!("{} ({})", downstream.name, d))
-                        .ok_or_else(|| format!("downstream task {id} has no channel {}:{chan}", e.input))?,
+                        .output_channel(slot, chan, &format!("{} ({})", downstream.name, d))
+                        .ok_or_else(|| format!("downstream task {id} has no channel {slot}:{chan}"))?,
                 );
             } else {
                 let header = v1::ChannelHeader {
@@ -319,7 +323,7 @@ async fn wire_outputs(
                     edge: e.edge as u32,
                     target_vertex: e.to,
                     target_subtask: d,
-                    input: e.input,
+                    input: slot,
                     source_subtask: chan,
                 };
                 channels.push(remote_output(&ctx.runtime, &ctx.peers, &place.rpc_address, header, schema.clone())?);

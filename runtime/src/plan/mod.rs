@@ -9,6 +9,7 @@
 mod chain;
 #[cfg(test)]
 mod tests;
+mod union;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -225,7 +226,8 @@ impl Plan {
             }
         }
 
-        // Arity: every input of every operator is fed exactly once.
+        // Arity: every input of every operator is fed (by one edge, or by
+        // several: their union).
         for (i, op) in graph.operators.iter().enumerate() {
             let factory = &factories[i];
             let want = match factory.arity() {
@@ -257,13 +259,6 @@ impl Plan {
                     &op.uid,
                     op.line,
                     format!("input {missing} of this {} operator is not connected: add an edge to it", op.kind),
-                ));
-            }
-            if let Some(dup) = fed.iter().position(|&n| n > 1) {
-                return Err(PlanError::operator(
-                    &op.uid,
-                    op.line,
-                    format!("input {dup} is fed by {} edges; union is not supported, use one edge per input", fed[dup]),
                 ));
             }
         }
@@ -331,6 +326,7 @@ impl Plan {
                 }
                 schemas.push(schema);
             }
+            let (schemas, edges) = union::per_input(&op.uid, op.line, &edges, schemas)?;
             let ctx = PlanContext {
                 uid: &op.uid,
                 line: op.line,
@@ -408,6 +404,30 @@ impl Plan {
         let mut v: Vec<&VertexEdge> = self.vertex_edges.iter().filter(|e| e.to == vertex).collect();
         v.sort_by_key(|e| e.input);
         v
+    }
+
+    /// The operator input each edge entering `vertex` feeds, in the order of
+    /// [`Plan::inputs_of`] (several edges feed one input in a union).
+    pub fn input_ports(&self, vertex: u32) -> Vec<usize> {
+        self.inputs_of(vertex).iter().map(|e| e.input as usize).collect()
+    }
+
+    /// The position of vertex edge `edge` (an index into `graph.edges`)
+    /// among the edges entering its target vertex: the inbox slot its
+    /// channels arrive in.
+    pub fn input_slot(&self, edge: usize) -> Option<u32> {
+        let to = self.vertex_edges.iter().find(|e| e.edge == edge)?.to;
+        self.inputs_of(to).iter().position(|e| e.edge == edge).map(|p| p as u32)
+    }
+
+    /// The edge of each input of operator `op` (the first, for a union;
+    /// every edge of a union is partitioned alike).
+    pub fn input_edge_specs(&self, op: usize) -> Vec<&EdgeSpec> {
+        let uid = &self.graph.operators[op].uid;
+        let mut edges: Vec<&EdgeSpec> = self.graph.edges.iter().filter(|e| &e.to == uid).collect();
+        edges.sort_by_key(|e| e.input);
+        edges.dedup_by_key(|e| e.input);
+        edges
     }
 
     /// Number of channels of each input of `vertex`: one for a forward edge,

@@ -175,3 +175,62 @@ fn side_outputs_are_named_by_their_edges_and_end_the_chain() {
     let e = Plan::new(&g, &Registry::builtins(), 0).unwrap_err();
     assert!(e.message.contains("`gen` has no side output `late`; it has none"), "{e}");
 }
+
+fn two_sources_into(filter_edges: &[(&str, Partitioning, &[&str])], right_config: serde_json::Value) -> JobGraph {
+    let mut b = JobBuilder::new("u");
+    b.default_parallelism(2);
+    b.operator("left", "datagen", serde_json::json!({"events": 10}));
+    b.operator("right", "datagen", right_config);
+    b.operator("all", "filter", serde_json::json!({"predicate": "true"}));
+    b.operator("sink", "discard", serde_json::json!({}));
+    for (from, p, key) in filter_edges {
+        b.edge(from, "all", *p, key, 0);
+    }
+    b.forward("all", "sink");
+    b.build()
+}
+
+#[test]
+fn edges_into_one_input_are_its_union_when_they_carry_the_same_columns_and_routing() {
+    let g = two_sources_into(
+        &[("left", Partitioning::Hash, &["auction"]), ("right", Partitioning::Hash, &["auction"])],
+        serde_json::json!({"events": 10}),
+    );
+    let plan = Plan::new(&g, &Registry::builtins(), 0).unwrap();
+    let all = plan.vertices.iter().find(|v| v.name == "all -> sink").unwrap();
+    assert_eq!(plan.input_ports(all.id), [0, 0]);
+    assert_eq!(plan.input_channels(all.id), [2, 2]);
+    let slots: Vec<Option<u32>> = (0..2).map(|e| plan.input_slot(e)).collect();
+    assert_eq!(slots, [Some(0), Some(1)], "each edge of the union has its own slot");
+    assert_eq!(plan.input_schemas[2].len(), 1, "one input, one schema");
+}
+
+#[test]
+fn a_union_of_edges_routed_differently_is_refused_with_both_routings() {
+    let g = two_sources_into(
+        &[("left", Partitioning::Hash, &["auction"]), ("right", Partitioning::Rebalance, &[])],
+        serde_json::json!({"events": 10}),
+    );
+    let e = Plan::new(&g, &Registry::builtins(), 0).unwrap_err().to_string();
+    assert!(e.contains("`left` (hash on [auction]) and `right` (rebalance)"), "{e}");
+    assert!(e.contains("partitioned alike"), "{e}");
+}
+
+#[test]
+fn a_union_of_edges_with_different_columns_is_refused_with_both_column_lists() {
+    let mut g = two_sources_into(
+        &[("left", Partitioning::Rebalance, &[]), ("other", Partitioning::Rebalance, &[])],
+        serde_json::json!({"events": 10}),
+    );
+    g.operators.push(crate::graph::OperatorSpec {
+        uid: "other".into(),
+        kind: "values".into(),
+        parallelism: 1,
+        config: serde_json::json!({"schema": [{"name": "channel", "type": "string"}], "rows": [{"channel": "x"}]}),
+        chainable: true,
+        line: 0,
+    });
+    let e = Plan::new(&g, &Registry::builtins(), 0).unwrap_err().to_string();
+    assert!(e.contains("union of the edges from `left` and `other`"), "{e}");
+    assert!(e.contains("against (channel Utf8)"), "{e}");
+}

@@ -43,11 +43,7 @@ impl Chain {
         for &oi in &v.operators {
             let op = &plan.graph.operators[oi];
             let factory = &plan.factories[oi];
-            let edges: Vec<&crate::graph::EdgeSpec> = {
-                let mut e: Vec<_> = plan.graph.edges.iter().filter(|e| e.to == op.uid).collect();
-                e.sort_by_key(|e| e.input);
-                e
-            };
+            let edges = plan.input_edge_specs(oi);
             let ctx = PlanContext {
                 uid: &op.uid,
                 line: op.line,

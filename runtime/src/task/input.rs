@@ -12,9 +12,12 @@ use crate::error::OperatorError;
 
 use super::*;
 
-/// Watermark and end-of-input bookkeeping over all input channels.
+/// Watermark and end-of-input bookkeeping over all input channels, by slot
+/// (one per edge entering the task) and channel.
 #[derive(Debug)]
 struct InputState {
+    /// The operator input each slot feeds.
+    ports: Vec<usize>,
     watermarks: Vec<Vec<i64>>,
     idle: Vec<Vec<bool>>,
     ended: Vec<Vec<bool>>,
@@ -25,8 +28,9 @@ struct InputState {
 }
 
 impl InputState {
-    fn new(channels: &[u32]) -> Self {
+    fn new(channels: &[u32], ports: &[usize]) -> Self {
         Self {
+            ports: ports.to_vec(),
             watermarks: channels.iter().map(|&n| vec![i64::MIN; n as usize]).collect(),
             idle: channels.iter().map(|&n| vec![false; n as usize]).collect(),
             ended: channels.iter().map(|&n| vec![false; n as usize]).collect(),
@@ -91,7 +95,7 @@ impl Task {
     pub(super) async fn run_inputs(&mut self, cancel: &CancellationToken) -> Result<Ending, TaskError> {
         let mut inbox = self.inbox.take().expect("a task without a source has inputs");
         let channels = inbox.channels();
-        let mut state = InputState::new(&channels);
+        let mut state = InputState::new(&channels, inbox.ports());
         // Channels are numbered across inputs for alignment.
         let flat: Vec<(u32, u32)> =
             channels.iter().enumerate().flat_map(|(i, &n)| (0..n).map(move |c| (i as u32, c))).collect();
@@ -192,7 +196,7 @@ impl Task {
                         self.chain.feed(0, 0, StreamElement::Idle(idle))?;
                     }
                 }
-                self.chain.feed(0, i, StreamElement::Batch(b))?;
+                self.chain.feed(0, state.ports[i], StreamElement::Batch(b))?;
             }
             StreamElement::Watermark(w) => {
                 let slot = &mut state.watermarks[i][c];
@@ -229,8 +233,12 @@ impl Task {
         if !drained {
             return Ok(());
         }
-        if state.open_per_input[i] == 0 {
-            self.chain.end_input(i)?;
+        // An input ends once every slot feeding it (all edges of a union) ended.
+        let port = state.ports[i];
+        if state.open_per_input[i] == 0
+            && state.ports.iter().zip(&state.open_per_input).all(|(&p, &open)| p != port || open == 0)
+        {
+            self.chain.end_input(port)?;
         }
         if state.open > 0 {
             if let Some(w) = state.advance() {
@@ -247,7 +255,7 @@ mod tests {
 
     #[test]
     fn watermark_is_the_minimum_over_open_active_channels() {
-        let mut s = InputState::new(&[2, 1]);
+        let mut s = InputState::new(&[2, 1], &[0, 1]);
         s.watermarks[0][0] = 10;
         assert_eq!(s.advance(), None, "channels without a watermark hold it back");
         s.watermarks[0][1] = 5;
@@ -264,7 +272,7 @@ mod tests {
 
     #[test]
     fn when_every_channel_is_idle_event_time_catches_up_with_the_furthest() {
-        let mut s = InputState::new(&[2]);
+        let mut s = InputState::new(&[2], &[0]);
         s.watermarks[0][0] = 100;
         s.watermarks[0][1] = 500;
         assert_eq!(s.advance(), Some(100));
@@ -278,7 +286,7 @@ mod tests {
 
     #[test]
     fn all_idle_is_reported_once_per_change() {
-        let mut s = InputState::new(&[2]);
+        let mut s = InputState::new(&[2], &[0]);
         s.idle[0][0] = true;
         assert_eq!(s.idleness_changed(), None);
         s.idle[0][1] = true;
