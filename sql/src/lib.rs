@@ -97,15 +97,22 @@ fn compile_inner(text: &str, name: &str) -> Result<Script, SqlError> {
                 let n = sinks.entry(table.value.clone()).or_insert(0);
                 *n += 1;
                 let context = if *n == 1 { table.value.clone() } else { format!("{}-{n}", table.value) };
-                let rel = Planner { catalog: &catalog, settings: &settings, b: &mut b, context }.query(query)?;
+                let rel = Planner { catalog: &catalog, settings: &settings, b: &mut b, context, ctes: Vec::new() }
+                    .query(query)?;
                 let listed: Vec<String> = columns.iter().map(|c| c.value.clone()).collect();
                 connectors::sink(&mut b, sink, rel, &listed, table.span.start)?;
             }
         }
         Statement::Select { query, at } => {
             b.line = at.line as u32;
-            let rel = Planner { catalog: &catalog, settings: &settings, b: &mut b, context: "select".into() }
-                .query(&query)?;
+            let rel = Planner {
+                catalog: &catalog,
+                settings: &settings,
+                b: &mut b,
+                context: "select".into(),
+                ctes: Vec::new(),
+            }
+            .query(&query)?;
             let uid = b.add("print", "stdout", serde_json::json!({}), 0);
             b.connect(&rel.uid, &uid, weir_runtime::graph::Partitioning::Forward, Vec::new());
         }

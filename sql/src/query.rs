@@ -45,6 +45,8 @@ pub struct Planner<'a> {
     pub b: &'a mut Builder,
     /// Prefix of the uids of stateless operators (the sink's name).
     pub context: String,
+    /// The `WITH` queries in scope, innermost last.
+    pub ctes: Vec<(String, Query)>,
 }
 
 /// A window table-valued function of a `FROM`.
@@ -65,19 +67,31 @@ const AGGREGATES: &[&str] = &["COUNT", "SUM", "MIN", "MAX", "AVG"];
 impl Planner<'_> {
     /// Plans a query.
     pub fn query(&mut self, q: &Query) -> Result<Rel, SqlError> {
-        if let Some(with) = &q.with {
-            return Err(SqlError::at(
-                with.span().start,
-                "not supported: WITH (declare a CREATE TEMPORARY VIEW instead)",
-            ));
-        }
         if let Some(o) = &q.order_by {
             return Err(SqlError::at(o.span().start, "not supported: ORDER BY on a stream"));
         }
         if let Some(l) = &q.limit_clause {
             return Err(SqlError::at(l.span().start, "not supported: LIMIT on a stream"));
         }
-        self.body(&q.body)
+        let Some(with) = &q.with else { return self.body(&q.body) };
+        // `WITH name AS (query)`: each name is a view of this query only,
+        // planned where it is read; later ones may read earlier ones.
+        if with.recursive {
+            return Err(SqlError::at(with.span().start, "not supported: WITH RECURSIVE"));
+        }
+        let scope = self.ctes.len();
+        for cte in &with.cte_tables {
+            if !cte.alias.columns.is_empty() {
+                return Err(SqlError::at(
+                    cte.alias.name.span.start,
+                    "not supported: column names after a WITH name (alias them in its SELECT)",
+                ));
+            }
+            self.ctes.push((cte.alias.name.value.clone(), (*cte.query).clone()));
+        }
+        let planned = self.body(&q.body);
+        self.ctes.truncate(scope);
+        planned
     }
 
     fn body(&mut self, body: &SetExpr) -> Result<Rel, SqlError> {
@@ -128,6 +142,14 @@ impl Planner<'_> {
     }
 
     fn named_ident(&mut self, ident: &Ident) -> Result<Rel, SqlError> {
+        if let Some(i) = self.ctes.iter().rposition(|(name, _)| *name == ident.value) {
+            // A WITH query sees the names declared before it, not itself.
+            let query = self.ctes[i].1.clone();
+            let hidden = self.ctes.split_off(i);
+            let planned = self.query(&query);
+            self.ctes.extend(hidden);
+            return planned;
+        }
         if let Some(t) = self.catalog.tables.get(&ident.value) {
             return connectors::source(self.b, t, self.settings);
         }

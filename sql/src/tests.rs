@@ -299,3 +299,32 @@ INSERT INTO out SELECT auction FROM bids UNION SELECT auction FROM bids;"
     ));
     assert!(e.contains("not supported: UNION"), "{e}");
 }
+
+#[test]
+fn with_names_queries_that_the_main_query_and_later_ones_read() {
+    let g = compiled(&format!(
+        "{DATAGEN}
+CREATE TABLE out (auction BIGINT, window_start TIMESTAMP(3), bids BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO out
+WITH apple AS (SELECT * FROM bids WHERE channel = 'apple'),
+     pricey AS (SELECT * FROM apple WHERE price > 5000)
+SELECT auction, window_start, COUNT(*) AS bids
+FROM TABLE(TUMBLE(TABLE pricey, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+GROUP BY auction, window_start, window_end;"
+    ));
+    let filters = g.operators.iter().filter(|o| o.kind == "filter").count();
+    assert_eq!(filters, 2, "{:?}", kinds(&g));
+    assert!(g.operators.iter().any(|o| o.kind == "window"));
+    let e = error(&format!(
+        "{DATAGEN}
+CREATE TABLE out (auction BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO out WITH a AS (SELECT auction FROM a) SELECT auction FROM a;"
+    ));
+    assert!(e.contains("unknown table or view `a`"), "a WITH query does not see itself: {e}");
+    let e = error(&format!(
+        "{DATAGEN}
+CREATE TABLE out (auction BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO out WITH a AS (SELECT auction FROM bids) SELECT auction FROM b;"
+    ));
+    assert!(e.contains("unknown table or view `b`"), "{e}");
+}
