@@ -58,9 +58,14 @@ pub struct PlanContext<'a> {
 }
 
 impl PlanContext<'_> {
-    /// Decodes the typed configuration, rejecting unknown fields.
+    /// Decodes the typed configuration, rejecting unknown fields; an error
+    /// names the field it is about (`config.window.size`).
     pub fn config<T: DeserializeOwned>(&self) -> Result<T, PlanError> {
-        serde_json::from_value(self.config.clone()).map_err(|e| self.error(e.to_string()).field("config"))
+        serde_path_to_error::deserialize(self.config.clone()).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." || path.is_empty() { "config".to_string() } else { format!("config.{path}") };
+            self.error(e.into_inner().to_string()).field(field)
+        })
     }
 
     /// An error about this operator.
@@ -341,7 +346,16 @@ pub mod duration {
     /// Deserialize a human-readable duration.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("invalid duration `{s}`: {e}")))
+        parse(&s).map_err(serde::de::Error::custom)
+    }
+
+    /// Parses `s`, saying what is wrong in a user's words.
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        if s.trim_start().starts_with('-') {
+            return Err(format!("a duration cannot be negative: `{s}`"));
+        }
+        humantime::parse_duration(s)
+            .map_err(|e| format!("invalid duration `{s}` ({e}): write a number and a unit, like 10s, 250ms or 1m"))
     }
 
     /// Optional variant.
@@ -350,11 +364,7 @@ pub mod duration {
         /// Deserialize an optional human-readable duration.
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
             let s: Option<String> = Option::deserialize(d)?;
-            s.map(|s| {
-                humantime::parse_duration(&s)
-                    .map_err(|e| serde::de::Error::custom(format!("invalid duration `{s}`: {e}")))
-            })
-            .transpose()
+            s.map(|s| parse(&s).map_err(serde::de::Error::custom)).transpose()
         }
     }
 }

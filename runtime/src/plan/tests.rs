@@ -234,3 +234,16 @@ fn a_union_of_edges_with_different_columns_is_refused_with_both_column_lists() {
     assert!(e.contains("union of the edges from `left` and `other`"), "{e}");
     assert!(e.contains("against (channel Utf8)"), "{e}");
 }
+
+#[test]
+fn a_bad_duration_names_the_field_and_what_is_wrong() {
+    let mut g = w2(1);
+    g.operators[2].config["window"]["size"] = serde_json::json!("-10s");
+    let e = Plan::new(&g, &Registry::builtins(), 0).unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("config.window"), "{e}");
+    assert!(e.to_string().contains("a duration cannot be negative: `-10s`"), "{e}");
+    g.operators[1].config["interval"] = serde_json::json!("soon");
+    let e = Plan::new(&g, &Registry::builtins(), 0).unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("config.interval"), "{e}");
+    assert!(e.to_string().contains("write a number and a unit"), "{e}");
+}
