@@ -275,3 +275,37 @@ fn rejected_requests_answer_json_errors_with_their_status_and_schedule_nothing()
     assert_eq!(status, 200);
     Ok(())
 }
+
+#[test]
+fn a_sql_script_is_submitted_like_a_job_file() -> anyhow::Result<()> {
+    let c = Cluster::start(1, 2, "5s")?;
+    let script = "SET 'parallelism.default' = '2';
+CREATE TABLE bids (auction BIGINT, price BIGINT, event_time_ms BIGINT, channel STRING)
+  WITH ('connector' = 'datagen', 'rows-per-second' = '1000');
+CREATE TABLE nowhere (auction BIGINT, price BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO nowhere SELECT auction, price FROM bids WHERE channel = 'apple';
+";
+    let (status, r) = post(&c, "/v1/jobs?name=apple-bids", "application/sql", script)?;
+    assert_eq!(status, 202, "{r}");
+    let d = wait_state(&c, r["id"].as_str().unwrap(), "RUNNING")?;
+    assert_eq!(d["name"], "apple-bids");
+    let uids: Vec<&str> = d["vertices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|v| v["operators"].as_array().unwrap())
+        .map(|o| o["uid"].as_str().unwrap())
+        .collect();
+    assert!(uids.contains(&"bids") && uids.contains(&"nowhere"), "{uids:?}");
+
+    // The same through a JSON envelope, and a script with a mistake.
+    let env = json!({"sql": script, "name": "again"});
+    let (status, r) = post(&c, "/v1/jobs", "application/json", env.to_string())?;
+    assert_eq!(status, 202, "{r}");
+    let (status, e) = post(&c, "/v1/jobs", "application/sql", script.replace("FROM bids", "FROM bidz"))?;
+    assert_eq!(status, 400, "{e}");
+    let message = e["error"].as_str().unwrap();
+    assert!(message.contains("unknown table or view `bidz`") && message.contains('^'), "{message}");
+    assert_eq!(get(&c, "/v1/jobs")?.1["jobs"].as_array().map(Vec::len), Some(2), "the bad script scheduled nothing");
+    Ok(())
+}

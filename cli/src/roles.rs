@@ -98,13 +98,22 @@ pub async fn jobmanager(args: JobManagerArgs, registry: Arc<Registry>) -> anyhow
     let addr = section.rpc_addr.unwrap_or_else(|| JobManagerSection::DEFAULT_RPC_ADDR.parse().expect("valid default"));
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let mut jm = JobManager::start(listener, opts, registry)?;
+    // REST takes SQL scripts too, compiled here: the job manager knows no SQL.
+    let mut rest = section.rest_options();
+    rest.sql = Some(Arc::new(|text: &str, name: &str| {
+        let script = weir_sql::compile(text, name).map_err(|e| e.to_string())?;
+        if script.explain {
+            return Err("the script asks to EXPLAIN its job: run `weir explain` instead of submitting it".into());
+        }
+        Ok(script.graph)
+    }));
     for (addr, what) in [(section.rest_listen(), Http::Rest), (section.metrics_addr, Http::Metrics)] {
         if let Some(addr) = addr {
             let flag = if what == Http::Rest { "--rest-addr ADDR|off" } else { "--metrics-addr" };
             let http = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding {addr} (set another address with {flag})"))?;
-            jm.serve_http(http, what, section.rest_options());
+            jm.serve_http(http, what, rest.clone());
         }
     }
     tokio::select! {

@@ -124,7 +124,7 @@ impl JobManagerSection {
     /// Settings of the REST API.
     pub fn rest_options(&self) -> crate::RestOptions {
         let d = crate::RestOptions::default();
-        crate::RestOptions { max_body_bytes: self.rest_max_body.map_or(d.max_body_bytes, |b| b.0) }
+        crate::RestOptions { max_body_bytes: self.rest_max_body.map_or(d.max_body_bytes, |b| b.0), ..d }
     }
 
     /// Resolved options, checked for consistency.

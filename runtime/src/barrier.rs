@@ -295,7 +295,7 @@ mod tests {
         }
 
         #[test]
-        fn unaligned_snapshots_hold_at_least_the_records_before_the_barriers(
+        fn at_least_once_snapshots_hold_at_least_the_records_before_the_barriers(
             chans in prop::collection::vec(channel(2), 1..5),
             order in prop::collection::vec(0usize..5, 1..50),
         ) {

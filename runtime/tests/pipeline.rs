@@ -371,7 +371,7 @@ async fn aligned_barriers_cut_the_stream_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unaligned_barriers_cut_the_stream_at_least_once() {
+async fn at_least_once_barriers_cut_the_stream_with_no_record_missing() {
     barriers_cut_the_stream_consistently(CheckpointMode::AtLeastOnce).await;
 }
 

@@ -12,10 +12,17 @@ use super::ApiError;
 use crate::api::{Api, TriggerStatus};
 
 /// What every REST handler holds.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct RestState {
     pub(crate) api: Api,
     pub(crate) max_body_bytes: usize,
+    pub(crate) sql: Option<std::sync::Arc<super::SqlCompile>>,
+}
+
+impl std::fmt::Debug for RestState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestState").field("api", &self.api).field("sql", &self.sql.is_some()).finish()
+    }
 }
 
 type Answer<T> = Result<Json<T>, ApiError>;
@@ -78,16 +85,18 @@ pub(crate) async fn exceptions(State(s): State<RestState>, Path(id): Path<String
     Ok(Json(Exceptions::from_proto(&s.api.get(id, None).await?)))
 }
 
-/// Submits a job. The body is a job file (YAML, or the same as JSON), or a
-/// JSON object `{"job": ..., "parallelism": ..., "from_savepoint": ...,
-/// "allow_non_restored_state": ...}`; the options may be given in the query
-/// instead. Nothing is scheduled unless the job is valid.
+/// Submits a job. The body is a job file (YAML, or the same as JSON), a SQL
+/// script (`Content-Type: application/sql`), or a JSON object
+/// `{"job": ...}` or `{"sql": ...}` with `parallelism`, `from_savepoint`,
+/// `allow_non_restored_state` and, for SQL, `name`; the options may be
+/// given in the query instead. Nothing is scheduled unless the job is valid.
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
     params(SubmitOptions),
     request_body(content(
         (String = "application/yaml"),
+        (String = "application/sql"),
         (SubmitEnvelope = "application/json"),
-    ), description = "A job file, or a JSON envelope holding one and its options"),
+    ), description = "A job file, a SQL script, or a JSON envelope holding one and its options"),
     responses(
         (status = 202, body = Submitted, description = "Accepted; the job waits for slots"),
         (status = 400, body = ErrorBody, description = "Malformed job file or invalid job"),
@@ -101,7 +110,7 @@ pub(crate) async fn submit(
 ) -> Result<(StatusCode, Json<Submitted>), ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
     let body = body.map_err(|e| body_error(e, s.max_body_bytes))?;
-    let req = submission(&headers, &body, query)?;
+    let req = submission(&headers, &body, query, s.sql.as_deref())?;
     let id = s.api.submit(req).await?;
     Ok((StatusCode::ACCEPTED, Json(Submitted { id })))
 }
@@ -117,17 +126,31 @@ fn body_error(e: BytesRejection, limit: usize) -> ApiError {
     }
 }
 
+/// What a submission's body holds.
+enum JobText {
+    /// A job file (YAML or JSON).
+    File(String),
+    /// A SQL script.
+    Sql(String),
+}
+
 /// The submission a request body (and its query) asks for.
-fn submission(headers: &HeaderMap, body: &[u8], query: SubmitOptions) -> Result<v1::SubmitJobRequest, ApiError> {
+fn submission(
+    headers: &HeaderMap,
+    body: &[u8],
+    query: SubmitOptions,
+    sql: Option<&super::SqlCompile>,
+) -> Result<v1::SubmitJobRequest, ApiError> {
     let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the job file is not UTF-8 text"))?;
-    let json = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+    let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let json = content_type.starts_with("application/json");
+    if content_type.starts_with("application/sql") {
+        return finish(JobText::Sql(text.to_string()), query, sql);
+    }
     // A JSON envelope names the job file under `job`; any other body is the
     // job file itself (JSON is YAML too).
     let envelope = match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(v) if v.get("job").is_some() => Some(
+        Ok(v) if v.get("job").is_some() || v.get("sql").is_some() => Some(
             serde_json::from_value::<SubmitEnvelope>(v)
                 .map_err(|e| ApiError::bad_request(format!("invalid submission: {e}")))?,
         ),
@@ -136,23 +159,42 @@ fn submission(headers: &HeaderMap, body: &[u8], query: SubmitOptions) -> Result<
     };
     let (job_text, options) = match envelope {
         Some(env) => {
-            let text = match env.job {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
+            let job = match (env.job, env.sql) {
+                (Some(serde_json::Value::String(s)), None) => JobText::File(s),
+                (Some(other), None) => JobText::File(other.to_string()),
+                (None, Some(script)) => JobText::Sql(script),
+                _ => return Err(ApiError::bad_request("a submission holds `job` or `sql`, not both")),
             };
             let merged = SubmitOptions {
                 parallelism: env.parallelism.or(query.parallelism),
                 from_savepoint: env.from_savepoint.or(query.from_savepoint),
                 allow_non_restored_state: env.allow_non_restored_state.or(query.allow_non_restored_state),
+                name: env.name.or(query.name),
             };
-            (text, merged)
+            (job, merged)
         }
-        None => (text.to_string(), query),
+        None => (JobText::File(text.to_string()), query),
     };
+    finish(job_text, options, sql)
+}
+
+/// The job graph of `text`, submitted with `options`.
+fn finish(
+    text: JobText,
+    options: SubmitOptions,
+    sql: Option<&super::SqlCompile>,
+) -> Result<v1::SubmitJobRequest, ApiError> {
     if options.parallelism == Some(0) {
         return Err(ApiError::bad_request("parallelism must be at least 1 (leave it out for the job's own)"));
     }
-    let graph = weir_runtime::spec::parse_job_yaml(&job_text).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let graph = match text {
+        JobText::File(t) => weir_runtime::spec::parse_job_yaml(&t).map_err(|e| ApiError::bad_request(e.to_string()))?,
+        JobText::Sql(script) => {
+            let compile = sql.ok_or_else(|| ApiError::bad_request("this job manager takes no SQL scripts"))?;
+            let name = options.name.as_deref().unwrap_or("sql");
+            compile(&script, name).map_err(ApiError::bad_request)?
+        }
+    };
     Ok(v1::SubmitJobRequest {
         graph: Some(weir_proto::graph_to_proto(&graph)),
         default_parallelism: options.parallelism.unwrap_or(0),
@@ -284,7 +326,7 @@ mod tests {
     fn a_body_is_a_job_file_with_its_options_in_the_query() {
         let query =
             SubmitOptions { parallelism: Some(3), from_savepoint: Some("file:///sp".into()), ..Default::default() };
-        let req = submission(&HeaderMap::new(), JOB.as_bytes(), query).unwrap();
+        let req = submission(&HeaderMap::new(), JOB.as_bytes(), query, None).unwrap();
         assert_eq!(req.graph.unwrap().operators.len(), 2);
         assert_eq!((req.default_parallelism, req.from_savepoint.as_str()), (3, "file:///sp"));
     }
@@ -293,26 +335,55 @@ mod tests {
     fn a_json_envelope_holds_the_job_as_text_or_as_an_object_and_its_options_win() {
         let as_text = serde_json::json!({"job": JOB, "parallelism": 2, "allow_non_restored_state": true});
         let query = SubmitOptions { parallelism: Some(9), ..Default::default() };
-        let req = submission(&json_headers(), as_text.to_string().as_bytes(), query).unwrap();
+        let req = submission(&json_headers(), as_text.to_string().as_bytes(), query, None).unwrap();
         assert_eq!((req.default_parallelism, req.allow_non_restored_state), (2, true));
         let object: serde_json::Value = serde_yaml::from_str(JOB).unwrap();
         let as_object = serde_json::json!({ "job": object });
-        let req = submission(&json_headers(), as_object.to_string().as_bytes(), SubmitOptions::default()).unwrap();
+        let req =
+            submission(&json_headers(), as_object.to_string().as_bytes(), SubmitOptions::default(), None).unwrap();
         assert_eq!(req.graph.unwrap().name, "t");
+    }
+
+    #[test]
+    fn sql_scripts_go_through_the_compiler_the_job_manager_was_given() {
+        let compile = |text: &str, name: &str| -> Result<weir_runtime::graph::JobGraph, String> {
+            if text.contains("INSERT") {
+                let mut g = weir_runtime::spec::parse_job_yaml(JOB).unwrap();
+                g.name = name.to_string();
+                Ok(g)
+            } else {
+                Err(format!("line 1: not a script: {text}"))
+            }
+        };
+        let mut sql = HeaderMap::new();
+        sql.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/sql"));
+        let named = SubmitOptions { name: Some("clicks".into()), ..Default::default() };
+        let req = submission(&sql, b"INSERT INTO x SELECT 1", named, Some(&compile)).unwrap();
+        assert_eq!(req.graph.unwrap().name, "clicks");
+        let err = submission(&sql, b"SELEC", SubmitOptions::default(), Some(&compile)).unwrap_err();
+        assert_eq!((err.0, err.1.as_str()), (StatusCode::BAD_REQUEST, "line 1: not a script: SELEC"));
+        let env = serde_json::json!({"sql": "INSERT INTO y SELECT 2", "parallelism": 3});
+        let req = submission(&json_headers(), env.to_string().as_bytes(), SubmitOptions::default(), Some(&compile));
+        assert_eq!(req.unwrap().default_parallelism, 3);
+        let none = submission(&sql, b"INSERT", SubmitOptions::default(), None).unwrap_err();
+        assert!(none.1.contains("takes no SQL"), "{}", none.1);
+        let both = serde_json::json!({"sql": "x", "job": "y"});
+        let err = submission(&json_headers(), both.to_string().as_bytes(), SubmitOptions::default(), None);
+        assert!(err.unwrap_err().1.contains("not both"));
     }
 
     #[test]
     fn bad_bodies_are_refused_with_what_is_wrong() {
         let err = |headers: &HeaderMap, body: &str| {
-            submission(headers, body.as_bytes(), SubmitOptions::default()).unwrap_err().1
+            submission(headers, body.as_bytes(), SubmitOptions::default(), None).unwrap_err().1
         };
         assert!(err(&json_headers(), "{oops").contains("not JSON"));
         assert!(err(&json_headers(), "{\"job\": \"x\", \"paralelism\": 2}").contains("invalid"));
         assert!(err(&HeaderMap::new(), "name: t\noperators: 3\n").contains("invalid job file"));
         assert!(err(&HeaderMap::new(), "").contains("empty"));
         let zero = SubmitOptions { parallelism: Some(0), ..Default::default() };
-        assert!(submission(&HeaderMap::new(), JOB.as_bytes(), zero).unwrap_err().1.contains("at least 1"));
+        assert!(submission(&HeaderMap::new(), JOB.as_bytes(), zero, None).unwrap_err().1.contains("at least 1"));
         let bytes = [0xff, 0xfe];
-        assert!(submission(&HeaderMap::new(), &bytes, SubmitOptions::default()).unwrap_err().1.contains("UTF-8"));
+        assert!(submission(&HeaderMap::new(), &bytes, SubmitOptions::default(), None).unwrap_err().1.contains("UTF-8"));
     }
 }

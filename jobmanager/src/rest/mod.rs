@@ -35,16 +35,31 @@ pub enum Http {
     Metrics,
 }
 
+/// Compiles a SQL script (its text and the job's name) into a job graph;
+/// the job manager knows no SQL itself, the process that starts it does.
+pub type SqlCompile = dyn Fn(&str, &str) -> Result<weir_runtime::graph::JobGraph, String> + Send + Sync;
+
 /// Settings of the REST endpoint.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct RestOptions {
     /// Largest request body accepted (a job file), in bytes.
     pub max_body_bytes: usize,
+    /// Accepts SQL scripts as jobs, if given.
+    pub sql: Option<std::sync::Arc<SqlCompile>>,
+}
+
+impl std::fmt::Debug for RestOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestOptions")
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("sql", &self.sql.is_some())
+            .finish()
+    }
 }
 
 impl Default for RestOptions {
     fn default() -> Self {
-        Self { max_body_bytes: 4 << 20 }
+        Self { max_body_bytes: 4 << 20, sql: None }
     }
 }
 
@@ -103,7 +118,7 @@ pub(crate) fn router(api: Api, what: Http, opts: RestOptions) -> Router {
             .layer(DefaultBodyLimit::max(opts.max_body_bytes)),
         Http::Metrics => routes.route("/metrics", get(metrics)),
     };
-    routes.fallback(not_found).with_state(jobs::RestState { api, max_body_bytes: opts.max_body_bytes })
+    routes.fallback(not_found).with_state(jobs::RestState { api, max_body_bytes: opts.max_body_bytes, sql: opts.sql })
 }
 
 async fn healthz() -> &'static str {

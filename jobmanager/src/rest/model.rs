@@ -483,6 +483,8 @@ pub struct SubmitOptions {
     pub from_savepoint: Option<String>,
     /// Drop savepoint state of operators the job no longer has.
     pub allow_non_restored_state: Option<bool>,
+    /// The name of a SQL job (unless the script sets `pipeline.name`).
+    pub name: Option<String>,
 }
 
 /// A submission as JSON: the job file (YAML text, or the job file's
@@ -490,9 +492,13 @@ pub struct SubmitOptions {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitEnvelope {
-    /// The job file.
-    #[schema(value_type = Object)]
-    pub job: serde_json::Value,
+    /// The job file (as text, or as a JSON object); or give `sql`.
+    #[schema(value_type = Option<Object>)]
+    pub job: Option<serde_json::Value>,
+    /// A SQL script; or give `job`.
+    pub sql: Option<String>,
+    /// The name of a SQL job (unless the script sets `pipeline.name`).
+    pub name: Option<String>,
     /// Parallelism of operators that name none (over the query's).
     pub parallelism: Option<u32>,
     /// A savepoint (or retained checkpoint) directory to start from.

@@ -128,8 +128,12 @@ function submitPage() {
     <section class="panel">
       <h2>Submit a job</h2>
       <form id="submit-form">
-        <div class="row"><label>Job file <input type="file" id="job-file" accept=".yaml,.yml,.json"></label>
-          <span class="muted">or paste it below (YAML or JSON, see docs/job-files.md)</span></div>
+        <div class="row">
+          <label><input type="radio" name="kind" value="job" checked> Job file (YAML or JSON)</label>
+          <label><input type="radio" name="kind" value="sql" id="kind-sql"> SQL script</label>
+          <label>from a file <input type="file" id="job-file" accept=".yaml,.yml,.json,.sql"></label>
+          <label>SQL job name <input type="text" id="sql-name" size="18" placeholder="sql"></label>
+        </div>
         <textarea id="job-text" name="job" spellcheck="false" placeholder="name: my-job&#10;operators:&#10;  …"></textarea>
         <div class="row">
           <label>Parallelism <input type="number" id="parallelism" min="1" placeholder="the job's"></label>
@@ -141,12 +145,19 @@ function submitPage() {
     </section>`;
   $("#job-file").addEventListener("change", async (e) => {
     const f = e.target.files[0];
-    if (f) $("#job-text").value = await f.text();
+    if (!f) return;
+    $("#job-text").value = await f.text();
+    if (f.name.endsWith(".sql")) {
+      $("#kind-sql").checked = true;
+      if (!$("#sql-name").value) $("#sql-name").value = f.name.replace(/\.sql$/, "");
+    }
   });
   $("#submit-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     $("#submit-error").textContent = "";
-    const body = { job: $("#job-text").value };
+    const sql = $("#kind-sql").checked;
+    const body = sql ? { sql: $("#job-text").value } : { job: $("#job-text").value };
+    if (sql && $("#sql-name").value.trim()) body.name = $("#sql-name").value.trim();
     const p = $("#parallelism").value;
     if (p) body.parallelism = Number(p);
     const sp = $("#from-savepoint").value.trim();
