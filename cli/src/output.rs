@@ -1,16 +1,18 @@
 //! Printing results as text or JSON.
 
-use comfy_table::{presets, CellAlignment, ContentArrangement, Table};
+use comfy_table::{CellAlignment, ContentArrangement, Table};
 use serde_json::json;
 use weir_proto::v1;
 use weir_runtime::plan::Plan;
 
+/// comfy-table's style: a rule under the header, no borders, no lines
+/// between rows (one character per table component, space for none).
+const HEADER_RULE_ONLY: &str = "     ──            ";
+
 /// A table with `header`, its columns numbered in `right` aligned right.
 fn table(header: &[&str], right: &[usize]) -> Table {
     let mut t = Table::new();
-    t.load_preset(presets::UTF8_HORIZONTAL_ONLY)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(header);
+    t.load_preset(HEADER_RULE_ONLY).set_content_arrangement(ContentArrangement::Dynamic).set_header(header);
     for &i in right {
         if let Some(c) = t.column_mut(i) {
             c.set_cell_alignment(CellAlignment::Right);
