@@ -18,10 +18,13 @@ use weir_runtime::operators::registry::DuplicateKind;
 use weir_runtime::operators::Registry;
 
 pub mod blocking;
+mod delivery;
 pub mod failpoint;
 pub mod files;
 pub mod jdbc;
 pub mod kafka;
+
+pub use delivery::Delivery;
 
 /// Adds every connector's operator kinds (`kafka_source`, `kafka_sink`,
 /// `jdbc_sink`, `file_sink`) to `registry`.

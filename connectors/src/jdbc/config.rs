@@ -7,18 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use weir_runtime::operators::duration;
 
-/// Delivery guarantee of the sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Delivery {
-    /// Rows are written in batches (by size and interval, and at every
-    /// barrier); a restore may write some again (idempotent with a key).
-    #[default]
-    AtLeastOnce,
-    /// The rows of a checkpoint epoch are written in one database
-    /// transaction, committed when the checkpoint completes.
-    ExactlyOnce,
-}
+pub use crate::delivery::Delivery;
 
 /// The configuration of `jdbc_sink`.
 #[derive(Clone, Deserialize)]

@@ -8,17 +8,7 @@ use weir_runtime::operators::duration;
 
 use super::super::format::Format;
 use super::super::{Connection, DEFAULT_CONNECT_TIMEOUT};
-
-/// Delivery guarantee of the sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Delivery {
-    /// Flush at every barrier; a restore may write records again.
-    #[default]
-    AtLeastOnce,
-    /// Kafka transactions committed with checkpoints.
-    ExactlyOnce,
-}
+pub use crate::delivery::Delivery;
 
 /// How records are spread over the topic's partitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
