@@ -309,3 +309,47 @@ INSERT INTO nowhere SELECT auction, price FROM bids WHERE channel = 'apple';
     assert_eq!(get(&c, "/v1/jobs")?.1["jobs"].as_array().map(Vec::len), Some(2), "the bad script scheduled nothing");
     Ok(())
 }
+
+#[test]
+fn with_a_token_file_the_api_needs_a_token_of_the_right_role() -> anyhow::Result<()> {
+    let secrets = tempfile::tempdir()?;
+    let file = secrets.path().join("tokens");
+    let (reader, admin) = ("reader-5f0c1e2d3a4b5c6d", "admin-9a8b7c6d5e4f3a2b");
+    std::fs::write(&file, format!("# who may do what\n{reader} read\n{admin} admin\n"))?;
+    let c = Cluster::start_with(1, 2, "5s", &["--rest-token-file", file.to_str().unwrap()])?;
+    let with = |token: &str, method: &str, path: &str, body: Option<&str>| {
+        let url = url(&c, path);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async {
+            let client = reqwest::Client::new();
+            let mut req = client.request(reqwest::Method::from_bytes(method.as_bytes())?, url).bearer_auth(token);
+            if let Some(b) = body {
+                req = req.header("content-type", "application/yaml").body(b.to_string());
+            }
+            let res = req.send().await?;
+            Ok::<_, anyhow::Error>((res.status().as_u16(), res.text().await?))
+        })
+    };
+
+    // Probes, the page and the API's description are open; the API is not.
+    for path in ["/healthz", "/readyz", "/", "/v1/openapi.json"] {
+        assert_eq!(http("GET", &url(&c, path), None)?.0, 200, "{path}");
+    }
+    let (status, e) = get(&c, "/v1/jobs")?;
+    assert_eq!(status, 401, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("bearer token"), "{e}");
+    assert_eq!(with("not-a-token-at-all-really", "GET", "/v1/jobs", None)?.0, 401);
+
+    // A reader reads but may not submit; an admin submits and cancels.
+    let yaml = job("guarded", &c.dir.path().join("storage"));
+    assert_eq!(with(reader, "GET", "/v1/overview", None)?.0, 200);
+    let (status, e) = with(reader, "POST", "/v1/jobs", Some(&yaml))?;
+    assert_eq!(status, 403, "{e}");
+    assert_eq!(with(reader, "GET", "/v1/jobs", None)?.1, r#"{"jobs":[]}"#, "a refused submission scheduled nothing");
+    let (status, body) = with(admin, "POST", "/v1/jobs", Some(&yaml))?;
+    assert_eq!(status, 202, "{body}");
+    let id = serde_json::from_str::<Value>(&body)?["id"].as_str().unwrap().to_string();
+    assert_eq!(with(reader, "POST", &format!("/v1/jobs/{id}/cancel"), None)?.0, 403);
+    assert_eq!(with(admin, "POST", &format!("/v1/jobs/{id}/cancel"), None)?.0, 202);
+    Ok(())
+}

@@ -221,3 +221,18 @@ fn the_web_ui_submits_shows_a_live_job_takes_a_savepoint_and_cancels() -> anyhow
     b.wait_for("CANCELED on the page", "return document.querySelector('#job-name').dataset.state === 'CANCELED'")?;
     Ok(())
 }
+
+#[test]
+fn behind_a_token_the_page_asks_for_one_and_then_shows_the_cluster() -> anyhow::Result<()> {
+    let secrets = tempfile::tempdir()?;
+    let file = secrets.path().join("tokens");
+    std::fs::write(&file, "reader-5f0c1e2d3a4b5c6d read\n")?;
+    let c = Cluster::start_with(1, 2, "5s", &["--rest-token-file", file.to_str().unwrap()])?;
+    let b = Browser::start(c.dir.path())?;
+    b.open(&format!("http://{}/", c.rest))?;
+    b.wait_for("the sign-in form", "return document.querySelector('#token-form') !== null")?;
+    b.js("document.querySelector('#token').value = arguments[0]", json!(["reader-5f0c1e2d3a4b5c6d"]))?;
+    b.click("#token-form button")?;
+    b.wait_for("the overview's task manager", "return document.querySelectorAll('#tms tbody tr').length === 1")?;
+    Ok(())
+}

@@ -45,6 +45,10 @@ pub struct JobManagerArgs {
     /// Largest request body the REST API accepts, e.g. 4MiB [default: 4MiB].
     #[arg(long, env = "WEIR_JOBMANAGER_REST_MAX_BODY")]
     rest_max_body: Option<ByteSize>,
+    /// File of `TOKEN ROLE` lines (role read or admin): the REST API then
+    /// needs `Authorization: Bearer TOKEN` [default: none, open].
+    #[arg(long, env = "WEIR_JOBMANAGER_REST_TOKEN_FILE")]
+    rest_token_file: Option<PathBuf>,
     /// Address for the Prometheus endpoint (/metrics, also /healthz) [default: none].
     #[arg(long, env = "WEIR_JOBMANAGER_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
@@ -93,13 +97,17 @@ pub async fn jobmanager(args: JobManagerArgs, registry: Arc<Registry>) -> anyhow
     section.savepoint_dir = args.savepoint_dir.or(section.savepoint_dir);
     section.rest_addr = args.rest_addr.or(section.rest_addr);
     section.rest_max_body = args.rest_max_body.or(section.rest_max_body);
+    section.rest_token_file = args.rest_token_file.or(section.rest_token_file);
     section.metrics_addr = args.metrics_addr.or(section.metrics_addr);
     let opts = section.options()?;
     let addr = section.rpc_addr.unwrap_or_else(|| JobManagerSection::DEFAULT_RPC_ADDR.parse().expect("valid default"));
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let mut jm = JobManager::start(listener, opts, registry)?;
     // REST takes SQL scripts too, compiled here: the job manager knows no SQL.
-    let mut rest = section.rest_options();
+    let mut rest = section.rest_options()?;
+    if rest.tokens.is_none() && section.rest_listen().is_some_and(|a| !a.ip().is_loopback()) {
+        tracing::warn!("the REST API listens beyond loopback without tokens: anyone who reaches it may submit and cancel jobs (see --rest-token-file)");
+    }
     rest.sql = Some(Arc::new(|text: &str, name: &str| {
         let script = weir_sql::compile(text, name).map_err(|e| e.to_string())?;
         if script.explain {

@@ -33,6 +33,9 @@ pub struct JobManagerSection {
     pub rest_addr: Option<Listen>,
     /// Largest request body the REST API accepts, e.g. `4MiB` (default 4 MiB).
     pub rest_max_body: Option<ByteSize>,
+    /// File of `TOKEN ROLE` lines (role `read` or `admin`): the REST API
+    /// then needs a bearer token (default: none, open).
+    pub rest_token_file: Option<std::path::PathBuf>,
     /// Address of the Prometheus endpoint `/metrics` (default: none).
     pub metrics_addr: Option<SocketAddr>,
     /// S3 settings for checkpoint storage (default: the `AWS_*` environment).
@@ -121,10 +124,16 @@ impl JobManagerSection {
         }
     }
 
-    /// Settings of the REST API.
-    pub fn rest_options(&self) -> crate::RestOptions {
+    /// Settings of the REST API (the token file is read here).
+    pub fn rest_options(&self) -> anyhow::Result<crate::RestOptions> {
         let d = crate::RestOptions::default();
-        crate::RestOptions { max_body_bytes: self.rest_max_body.map_or(d.max_body_bytes, |b| b.0), ..d }
+        let tokens = match &self.rest_token_file {
+            Some(p) => Some(std::sync::Arc::new(
+                crate::rest::auth::Tokens::load(p).map_err(|e| anyhow::anyhow!("rest_token_file: {e}"))?,
+            )),
+            None => None,
+        };
+        Ok(crate::RestOptions { max_body_bytes: self.rest_max_body.map_or(d.max_body_bytes, |b| b.0), tokens, ..d })
     }
 
     /// Resolved options, checked for consistency.
@@ -162,8 +171,8 @@ mod tests {
         assert_eq!(section("jobmanager:\n  rest_addr: off\n").rest_listen(), None);
         let moved = section("jobmanager:\n  rest_addr: 0.0.0.0:9000\n  rest_max_body: 512KiB\n");
         assert_eq!(moved.rest_listen(), Some("0.0.0.0:9000".parse().unwrap()));
-        assert_eq!(moved.rest_options().max_body_bytes, 512 << 10);
-        assert_eq!(section("jobmanager:\n  rest_max_body: 1000\n").rest_options().max_body_bytes, 1000);
+        assert_eq!(moved.rest_options().unwrap().max_body_bytes, 512 << 10);
+        assert_eq!(section("jobmanager:\n  rest_max_body: 1000\n").rest_options().unwrap().max_body_bytes, 1000);
         let bad = weir_config::parse_section::<JobManagerSection>("jobmanager:\n  rest_addr: nowhere\n", "jobmanager");
         assert!(format!("{:#}", bad.unwrap_err()).contains("neither an address"), "a bad address is named");
         assert!("4 parsecs".parse::<ByteSize>().unwrap_err().contains("not a size unit"));

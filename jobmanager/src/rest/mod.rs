@@ -7,6 +7,7 @@
 //! ([`crate::api::Api`]), so REST and the CLI answer alike; errors are JSON
 //! `{"error": "..."}` with the status that fits (see [`ApiError`]).
 
+pub mod auth;
 mod jobs;
 pub mod model;
 mod openapi;
@@ -46,6 +47,8 @@ pub struct RestOptions {
     pub max_body_bytes: usize,
     /// Accepts SQL scripts as jobs, if given.
     pub sql: Option<std::sync::Arc<SqlCompile>>,
+    /// Bearer tokens the API requires, if any (see [`auth`]).
+    pub tokens: Option<std::sync::Arc<auth::Tokens>>,
 }
 
 impl std::fmt::Debug for RestOptions {
@@ -53,13 +56,14 @@ impl std::fmt::Debug for RestOptions {
         f.debug_struct("RestOptions")
             .field("max_body_bytes", &self.max_body_bytes)
             .field("sql", &self.sql.is_some())
+            .field("tokens", &self.tokens)
             .finish()
     }
 }
 
 impl Default for RestOptions {
     fn default() -> Self {
-        Self { max_body_bytes: 4 << 20, sql: None }
+        Self { max_body_bytes: 4 << 20, sql: None, tokens: None }
     }
 }
 
@@ -118,7 +122,12 @@ pub(crate) fn router(api: Api, what: Http, opts: RestOptions) -> Router {
             .layer(DefaultBodyLimit::max(opts.max_body_bytes)),
         Http::Metrics => routes.route("/metrics", get(metrics)),
     };
-    routes.fallback(not_found).with_state(jobs::RestState { api, max_body_bytes: opts.max_body_bytes, sql: opts.sql })
+    let routes = routes.fallback(not_found);
+    let routes = match (&opts.tokens, what) {
+        (Some(tokens), Http::Rest) => routes.layer(axum::middleware::from_fn_with_state(tokens.clone(), auth::require)),
+        _ => routes,
+    };
+    routes.with_state(jobs::RestState { api, max_body_bytes: opts.max_body_bytes, sql: opts.sql })
 }
 
 async fn healthz() -> &'static str {

@@ -10,8 +10,14 @@ const $ = (sel, root = document) => root.querySelector(sel);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 const SVG = "http://www.w3.org/2000/svg";
 
+// A job manager started with --rest-token-file needs a bearer token: the
+// page asks for it once and keeps it for this browser tab.
+class NeedsToken extends Error {}
+
 async function api(method, path, body, type) {
   const init = { method, headers: {} };
+  const token = sessionStorage.getItem("weir-token");
+  if (token) init.headers["Authorization"] = "Bearer " + token;
   if (body !== undefined) {
     init.body = body;
     init.headers["Content-Type"] = type || "application/json";
@@ -20,8 +26,27 @@ async function api(method, path, body, type) {
   const text = await res.text();
   let doc = null;
   try { doc = text ? JSON.parse(text) : null; } catch (_) { doc = null; }
+  if (res.status === 401) throw new NeedsToken((doc && doc.error) || "a token is needed");
   if (!res.ok) throw new Error((doc && doc.error) || `${res.status} ${res.statusText}`);
   return doc;
+}
+
+function tokenPage(message) {
+  clearTimeout(timer);
+  route = "#/token";
+  $("#main").innerHTML = `
+    <section class="panel"><h2>Sign in</h2>
+      <p class="muted">${esc(message)}</p>
+      <form id="token-form" class="row">
+        <input type="password" id="token" size="48" placeholder="token" autocomplete="current-password">
+        <button class="primary" type="submit">Use this token</button>
+      </form>
+    </section>`;
+  $("#token-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    sessionStorage.setItem("weir-token", $("#token").value.trim());
+    navigate();
+  });
 }
 
 function toast(message, isError) {
@@ -81,7 +106,12 @@ function navigate() {
 function every(fn, forRoute) {
   const tick = async () => {
     if (route !== forRoute) return;
-    try { await fn(); } catch (e) { showError(e); }
+    try {
+      await fn();
+    } catch (e) {
+      if (e instanceof NeedsToken) return tokenPage(e.message);
+      showError(e);
+    }
     if (route === forRoute) timer = setTimeout(tick, REFRESH_MS);
   };
   tick();
@@ -169,6 +199,7 @@ function submitPage() {
       toast("Job submitted: " + r.id);
       location.hash = "#/jobs/" + r.id;
     } catch (err) {
+      if (err instanceof NeedsToken) return tokenPage(err.message);
       $("#submit-error").textContent = err.message;
     } finally {
       $("#submit-button").disabled = false;
