@@ -162,3 +162,24 @@ checkpoints:
     );
     Ok(())
 }
+
+/// A token Secret puts the REST API behind bearer tokens: the file is
+/// mounted from the Secret and named on the job manager's command line.
+#[test]
+fn a_token_secret_guards_the_rest_api() -> anyhow::Result<()> {
+    let docs = render(&["--set", "jobmanager.rest.tokenSecret=weir-rest"])?;
+    let jm = find(&docs, "Deployment", "jobmanager")?;
+    let pod = &jm["spec"]["template"]["spec"];
+    let args = strings(&pod["containers"][0]["args"]);
+    let at = args.iter().position(|a| a == "--rest-token-file").expect("the flag is passed");
+    assert_eq!(args[at + 1], "/etc/weir-rest/tokens");
+    let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "rest-tokens").expect("a volume");
+    assert_eq!(volume["secret"]["secretName"], "weir-rest");
+    let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
+    assert!(mounts.iter().any(|m| m["name"] == "rest-tokens" && m["mountPath"] == "/etc/weir-rest"));
+    // Without one, nothing of it is rendered.
+    let docs = render(&[])?;
+    let args = strings(&find(&docs, "Deployment", "jobmanager")?["spec"]["template"]["spec"]["containers"][0]["args"]);
+    assert!(!args.iter().any(|a| a == "--rest-token-file"), "{args:?}");
+    Ok(())
+}
