@@ -2,7 +2,7 @@
 
 use comfy_table::{CellAlignment, ContentArrangement, Table};
 use serde_json::json;
-use weir_proto::v1;
+use weir_proto::{checkpoint_status_name, task_state_name, v1};
 use weir_runtime::plan::Plan;
 
 /// comfy-table's style: a rule under the header, no borders, no lines
@@ -40,17 +40,6 @@ fn state_name(s: v1::JobState) -> &'static str {
         v1::JobState::Canceled => "CANCELED",
         v1::JobState::Restarting => "RESTARTING",
         v1::JobState::Unspecified => "UNKNOWN",
-    }
-}
-
-fn task_state_name(s: v1::TaskState) -> &'static str {
-    match s {
-        v1::TaskState::Deploying => "DEPLOYING",
-        v1::TaskState::TaskRunning => "RUNNING",
-        v1::TaskState::TaskFinished => "FINISHED",
-        v1::TaskState::TaskFailed => "FAILED",
-        v1::TaskState::TaskCanceled => "CANCELED",
-        v1::TaskState::Unspecified => "UNKNOWN",
     }
 }
 
@@ -243,15 +232,6 @@ pub fn plan(fmt: Format, plan: &Plan) {
                 println!("  task {} x{}", v.name, v.parallelism);
             }
         }
-    }
-}
-
-fn checkpoint_status_name(s: v1::CheckpointStatus) -> &'static str {
-    match s {
-        v1::CheckpointStatus::InProgress => "IN_PROGRESS",
-        v1::CheckpointStatus::Completed => "COMPLETED",
-        v1::CheckpointStatus::CheckpointFailed => "FAILED",
-        v1::CheckpointStatus::Unspecified => "UNKNOWN",
     }
 }
 

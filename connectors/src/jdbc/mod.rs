@@ -35,7 +35,6 @@ use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
-use weir_runtime::barrier::CheckpointMode;
 use weir_runtime::error::{OpResult, OperatorError, PlanError};
 use weir_runtime::operators::{Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo};
 use weir_runtime::state::{subtask_epoch_key, CheckpointId, StateReader, StateWriter, UnionKeys};
@@ -109,18 +108,8 @@ impl JdbcSinkFactory {
             }
             key.push(pos);
         }
-        if c.delivery == Delivery::ExactlyOnce {
-            let Some(cp) = ctx.checkpoint else {
-                return Err(ctx
-                    .error("delivery exactly_once commits with checkpoints: add a `checkpoints:` section to the job")
-                    .field("config.delivery"));
-            };
-            if cp.mode != CheckpointMode::ExactlyOnce {
-                return Err(ctx
-                    .error("delivery exactly_once needs checkpoints in exactly_once mode")
-                    .field("config.delivery"));
-            }
-        } else if c.sink_id.is_some() {
+        c.delivery.check(ctx)?;
+        if c.delivery != Delivery::ExactlyOnce && c.sink_id.is_some() {
             return Err(ctx.error("sink_id names the epochs of delivery: exactly_once").field("config.sink_id"));
         }
         let layout = Layout { columns, key: key.clone(), op };

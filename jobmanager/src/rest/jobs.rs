@@ -283,13 +283,7 @@ pub(crate) async fn savepoint_status(
     Path((id, trigger)): Path<(String, String)>,
 ) -> Answer<SavepointStatus> {
     let status = match s.api.savepoint_status(&id, &trigger)? {
-        TriggerStatus::InProgress => SavepointStatus {
-            status: "IN_PROGRESS".into(),
-            location: None,
-            checkpoint_id: None,
-            state_bytes: None,
-            failure: None,
-        },
+        TriggerStatus::InProgress => SavepointStatus { status: "IN_PROGRESS".into(), ..Default::default() },
         TriggerStatus::Completed(done) => SavepointStatus {
             status: "COMPLETED".into(),
             location: Some(done.location),
@@ -297,13 +291,9 @@ pub(crate) async fn savepoint_status(
             state_bytes: Some(done.state_bytes),
             failure: None,
         },
-        TriggerStatus::Failed(why) => SavepointStatus {
-            status: "FAILED".into(),
-            location: None,
-            checkpoint_id: None,
-            state_bytes: None,
-            failure: Some(why),
-        },
+        TriggerStatus::Failed(why) => {
+            SavepointStatus { status: "FAILED".into(), failure: Some(why), ..Default::default() }
+        }
     };
     Ok(Json(status))
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use weir_proto::v1;
+use weir_proto::{checkpoint_status_name, task_state_name, v1};
 
 /// An error: what went wrong, in the words `weir` would use.
 #[derive(Debug, Serialize, ToSchema)]
@@ -190,21 +190,10 @@ pub struct JobDetails {
     pub links: Vec<Link>,
 }
 
-fn task_state(s: v1::TaskState) -> &'static str {
-    match s {
-        v1::TaskState::Deploying => "DEPLOYING",
-        v1::TaskState::TaskRunning => "RUNNING",
-        v1::TaskState::TaskFinished => "FINISHED",
-        v1::TaskState::TaskFailed => "FAILED",
-        v1::TaskState::TaskCanceled => "CANCELED",
-        v1::TaskState::Unspecified => "UNKNOWN",
-    }
-}
-
 /// The state a vertex shows for its subtasks' states.
 fn vertex_state(states: &[v1::TaskState]) -> &'static str {
     use v1::TaskState::*;
-    let first = |s: v1::TaskState| states.contains(&s).then(|| task_state(s));
+    let first = |s: v1::TaskState| states.contains(&s).then(|| task_state_name(s));
     if !states.is_empty() && states.iter().all(|&s| s == TaskRunning) {
         return "RUNNING";
     }
@@ -222,13 +211,13 @@ impl JobDetails {
             .vertices
             .iter()
             .map(|v| {
-                let subtasks: Vec<Subtask> = d
-                    .tasks
+                let tasks: Vec<&v1::TaskDetails> = d.tasks.iter().filter(|t| t.vertex_index == v.index).collect();
+                let states: Vec<v1::TaskState> = tasks.iter().map(|t| t.state()).collect();
+                let subtasks: Vec<Subtask> = tasks
                     .iter()
-                    .filter(|t| t.vertex_index == v.index)
                     .map(|t| Subtask {
                         subtask: t.subtask,
-                        state: task_state(t.state()).to_string(),
+                        state: task_state_name(t.state()).to_string(),
                         task_manager_id: t.task_manager_id.clone(),
                         records_in: t.records_in,
                         records_out: t.records_out,
@@ -240,8 +229,6 @@ impl JobDetails {
                         failure: t.failure.clone(),
                     })
                     .collect();
-                let states: Vec<v1::TaskState> =
-                    d.tasks.iter().filter(|t| t.vertex_index == v.index).map(|t| t.state()).collect();
                 let every_watermark: Option<Vec<i64>> = subtasks.iter().map(|s| s.watermark_ms).collect();
                 Vertex {
                     index: v.index,
@@ -341,15 +328,9 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     fn from_proto(c: &v1::CheckpointInfo) -> Self {
-        let status = match c.status() {
-            v1::CheckpointStatus::InProgress => "IN_PROGRESS",
-            v1::CheckpointStatus::Completed => "COMPLETED",
-            v1::CheckpointStatus::CheckpointFailed => "FAILED",
-            v1::CheckpointStatus::Unspecified => "UNKNOWN",
-        };
         Checkpoint {
             id: c.id,
-            status: status.to_string(),
+            status: checkpoint_status_name(c.status()).to_string(),
             savepoint: c.savepoint,
             trigger_time_ms: c.trigger_time_ms,
             duration_ms: c.duration_ms,
@@ -536,7 +517,7 @@ pub struct Triggered {
 }
 
 /// Where a savepoint stands.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Default, Serialize, ToSchema)]
 pub struct SavepointStatus {
     /// IN_PROGRESS, COMPLETED or FAILED.
     pub status: String,

@@ -151,16 +151,7 @@ impl OperatorFactory for JsonlFileFactory {
     }
     fn create(&self, ctx: &PlanContext<'_>, s: SubtaskInfo) -> Result<Instance, PlanError> {
         let c: FileConfig = ctx.config()?;
-        Ok(Instance::Operator(Box::new(JsonlFile {
-            dir: c.path,
-            subtask: s.index,
-            current: None,
-            seq: 0,
-            pending: Vec::new(),
-            committed: 0,
-            cleaned: false,
-            count: 0,
-        })))
+        Ok(Instance::Operator(Box::new(JsonlFile::new(c.path, s.index))))
     }
 }
 
@@ -213,6 +204,11 @@ struct JsonlFile {
 }
 
 impl JsonlFile {
+    /// Subtask `subtask`'s sink into `dir`, before anything was written.
+    fn new(dir: PathBuf, subtask: u32) -> Self {
+        Self { dir, subtask, current: None, seq: 0, pending: Vec::new(), committed: 0, cleaned: false, count: 0 }
+    }
+
     fn io(&self, path: &Path, source: std::io::Error) -> OperatorError {
         OperatorError::Io { path: path.display().to_string(), source }
     }
@@ -362,16 +358,7 @@ mod tests {
     use super::*;
 
     fn sink(dir: &Path) -> JsonlFile {
-        JsonlFile {
-            dir: dir.to_path_buf(),
-            subtask: 1,
-            current: None,
-            seq: 0,
-            pending: Vec::new(),
-            committed: 0,
-            cleaned: false,
-            count: 0,
-        }
+        JsonlFile::new(dir.to_path_buf(), 1)
     }
 
     fn batch(values: &[i64]) -> RecordBatch {

@@ -45,7 +45,6 @@ use arrow::datatypes::{DataType, SchemaRef};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use weir_runtime::barrier::CheckpointMode;
 use weir_runtime::error::{OpResult, OperatorError, PlanError};
 use weir_runtime::operators::{Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo};
 use weir_runtime::state::{subtask_epoch_key, CheckpointId, StateReader, StateWriter, UnionKeys};
@@ -108,17 +107,7 @@ impl KafkaSinkFactory {
                 Some(i)
             }
         };
-        if c.delivery == Delivery::ExactlyOnce {
-            let Some(cp) = ctx.checkpoint else {
-                return Err(ctx
-                    .error("delivery exactly_once commits with checkpoints: add a `checkpoints:` section to the job")
-                    .field("config.delivery"));
-            };
-            if cp.mode != CheckpointMode::ExactlyOnce {
-                return Err(ctx
-                    .error("delivery exactly_once needs checkpoints in exactly_once mode")
-                    .field("config.delivery"));
-            }
+        if let Some(cp) = c.delivery.check(ctx)? {
             let t = c.transaction_timeout.unwrap_or(DEFAULT_TRANSACTION_TIMEOUT);
             if t <= cp.interval {
                 return Err(ctx
