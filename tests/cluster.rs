@@ -251,3 +251,56 @@ SELECT auction, bidder, 'offer' FROM offers;
     assert!(rows.iter().all(|r| r["amount"].is_i64() && r.get("bidder").is_none()), "{:?}", rows.first());
     Ok(())
 }
+
+/// An interval join in SQL: every pair of rows with equal keys and event
+/// times within the bounds, and each left row without a partner once,
+/// padded with nulls (LEFT JOIN), at parallelism 2.
+#[test]
+fn a_sql_interval_join_pairs_rows_within_the_bounds_and_pads_the_rest() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("out");
+    let script = dir.path().join("join.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "SET 'parallelism.default' = '2';
+CREATE TABLE bids (auction BIGINT, price BIGINT, event_time_ms BIGINT, channel STRING,
+  bucket AS auction % 100, ts AS TO_TIMESTAMP_LTZ(event_time_ms, 3),
+  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+  WITH ('connector' = 'datagen', 'number-of-rows' = '3000');
+CREATE TABLE offers (auction BIGINT, bidder BIGINT, event_time_ms BIGINT, channel STRING,
+  bucket AS auction % 100, ts AS TO_TIMESTAMP_LTZ(event_time_ms, 3),
+  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+  WITH ('connector' = 'datagen', 'number-of-rows' = '2000');
+CREATE TABLE pairs (bid_time BIGINT, offer_time BIGINT, bidder BIGINT)
+  WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+INSERT INTO pairs
+SELECT b.event_time_ms AS bid_time, o.event_time_ms AS offer_time, o.bidder
+FROM bids b LEFT JOIN offers o
+  ON b.bucket = o.bucket AND o.ts BETWEEN b.ts - INTERVAL '30' MILLISECOND AND b.ts + INTERVAL '30' MILLISECOND;
+",
+            out.display()
+        ),
+    )?;
+    let run = std::process::Command::new(bin("weir")).arg("local").arg(&script).output()?;
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    // Datagen's row i has auction (i * 7919) % 10000, so the buckets of i
+    // and j are equal exactly when i ≡ j (mod 100); its time is i / 10 ms.
+    let (mut matched, mut padded) = (0usize, 0usize);
+    for i in 0..3000i64 {
+        let partners = (0..2000i64).filter(|j| (i - j) % 100 == 0 && (i / 10 - j / 10).abs() <= 30).count();
+        matched += partners;
+        padded += usize::from(partners == 0);
+    }
+    let rows: Vec<serde_json::Value> =
+        visible_lines(&out).iter().map(|l| serde_json::from_str(l)).collect::<Result<_, _>>()?;
+    let with_partner: Vec<&serde_json::Value> = rows.iter().filter(|r| !r["bidder"].is_null()).collect();
+    assert_eq!((with_partner.len(), rows.len() - with_partner.len()), (matched, padded));
+    assert!(padded > 0 && matched > 3000, "the check covers both kinds of rows: {matched} {padded}");
+    for r in &with_partner {
+        let (b, o) = (r["bid_time"].as_i64().unwrap_or(0), r["offer_time"].as_i64().unwrap_or(i64::MAX));
+        assert!((b - o).abs() <= 30, "{r}");
+    }
+    assert!(rows.iter().filter(|r| r["bidder"].is_null()).all(|r| r["offer_time"].is_null()), "padding is null");
+    Ok(())
+}

@@ -37,6 +37,19 @@ pub struct Rel {
     pub rowtime: Option<String>,
     /// The table it reads, for the uids of operators over it.
     pub origin: String,
+    /// In the `FROM` of a join: each input's name (its alias, or the
+    /// table's name) and its columns as `(name in the input, name here)`,
+    /// for qualified references such as `b.id`. Empty elsewhere.
+    pub qualifiers: Vec<Qualifier>,
+}
+
+/// The columns of one input of a join, under its alias.
+#[derive(Debug, Clone)]
+pub struct Qualifier {
+    /// The alias (or table name).
+    pub name: String,
+    /// `(column in the input, column of the joined relation)`.
+    pub columns: Vec<(String, String)>,
 }
 
 impl Rel {
@@ -89,12 +102,17 @@ impl Builder {
 
     /// Joins two operators.
     pub fn connect(&mut self, from: &str, to: &str, partitioning: Partitioning, key: Vec<String>) {
+        self.connect_input(from, to, 0, partitioning, key);
+    }
+
+    /// Joins two operators, into input `input` of `to`.
+    pub fn connect_input(&mut self, from: &str, to: &str, input: u32, partitioning: Partitioning, key: Vec<String>) {
         self.edges.push(EdgeSpec {
             from: from.to_string(),
             to: to.to_string(),
             partitioning,
             key,
-            input: 0,
+            input,
             output: String::new(),
             line: self.line,
         });

@@ -154,7 +154,7 @@ pub fn parse_expr(sql: &str) -> Expr {
         .unwrap_or_else(|e| panic!("the planner wrote an invalid expression `{sql}`: {e}"))
 }
 
-fn span_start(e: &Expr) -> Location {
+pub(crate) fn span_start(e: &Expr) -> Location {
     use datafusion::sql::sqlparser::ast::Spanned;
     e.span().start
 }
@@ -164,8 +164,20 @@ fn name_start(n: &ObjectName) -> Location {
     n.span().start
 }
 
-/// An `INTERVAL 'n' UNIT` literal in milliseconds.
+/// An `INTERVAL 'n' UNIT` literal in milliseconds, at least one.
 pub fn interval_ms(e: &Expr) -> Result<u64, SqlError> {
+    let ms = interval_or_zero_ms(e)?;
+    if ms == 0 {
+        return Err(SqlError::at(
+            span_start(e),
+            format!("an interval must be a positive whole number of milliseconds, not `{e}`"),
+        ));
+    }
+    Ok(ms)
+}
+
+/// An `INTERVAL 'n' UNIT` literal in milliseconds, zero allowed.
+pub fn interval_or_zero_ms(e: &Expr) -> Result<u64, SqlError> {
     use datafusion::sql::sqlparser::ast::DateTimeField as F;
     let at = span_start(e);
     let bad = || SqlError::at(at, format!("expected an interval such as INTERVAL '10' SECOND, found `{e}`"));
@@ -208,7 +220,7 @@ pub fn interval_ms(e: &Expr) -> Result<u64, SqlError> {
         }
     };
     let ms = n * unit_ms;
-    if !(ms >= 1.0 && ms.fract() == 0.0) {
+    if !(ms >= 0.0 && ms.fract() == 0.0) {
         return Err(SqlError::at(
             at,
             format!("an interval must be a positive whole number of milliseconds, not `{e}`"),
@@ -229,6 +241,7 @@ mod tests {
             columns: vec![Col::typed("Price", SqlType::BigInt), Col::typed("name", SqlType::String)],
             rowtime: None,
             origin: "t".into(),
+            qualifiers: Vec::new(),
         }
     }
 

@@ -18,6 +18,7 @@ mod builder;
 mod connectors;
 mod error;
 mod expr;
+mod join;
 mod parse;
 mod query;
 mod settings;

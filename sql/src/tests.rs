@@ -222,7 +222,7 @@ fn errors_name_the_place_and_the_closest_name() {
     let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT COUNT(*) FROM bids GROUP BY auction;"));
     assert!(e.contains("not supported: GROUP BY without a window (an updating result)"), "{e}");
     let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT a.auction FROM bids a JOIN bids b ON a.auction = b.auction;"));
-    assert!(e.contains("not supported: joins"), "{e}");
+    assert!(e.contains("not supported: regular joins"), "{e}");
     let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT COUNT(DISTINCT price) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY window_start, window_end;"));
     assert!(e.contains("not supported: COUNT(DISTINCT ...)"), "{e}");
     let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT price FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY auction, window_start, window_end;"));
@@ -327,4 +327,102 @@ CREATE TABLE out (auction BIGINT) WITH ('connector' = 'blackhole');
 INSERT INTO out WITH a AS (SELECT auction FROM bids) SELECT auction FROM b;"
     ));
     assert!(e.contains("unknown table or view `b`"), "{e}");
+}
+
+const ASKS: &str = "
+CREATE TABLE asks (
+  auction BIGINT,
+  bidder BIGINT,
+  event_time_ms BIGINT,
+  ts AS TO_TIMESTAMP_LTZ(event_time_ms, 3),
+  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
+) WITH ('connector' = 'datagen', 'number-of-rows' = '500');
+";
+
+#[test]
+fn an_interval_join_hashes_both_inputs_by_key_and_bounds_the_right_time() {
+    let g = compiled(&format!(
+        "{DATAGEN}{ASKS}
+CREATE TABLE out (auction BIGINT, price BIGINT, bidder BIGINT, auction0 BIGINT, ts TIMESTAMP(3))
+  WITH ('connector' = 'blackhole');
+INSERT INTO out
+SELECT b.auction, b.price, a.bidder, a.auction AS auction0, b.ts
+FROM bids AS b
+LEFT JOIN asks a ON b.auction = a.auction AND a.ts BETWEEN b.ts - INTERVAL '5' SECOND AND b.ts + INTERVAL '1' MINUTE;"
+    ));
+    let join = g.operators.iter().find(|o| o.kind == "interval_join").expect("an interval join");
+    assert!(join.uid.starts_with("bids-asks.interval-join-"), "{}", join.uid);
+    assert_eq!(join.config["lower"], -5000);
+    assert_eq!(join.config["upper"], 60000);
+    assert_eq!(join.config["join_type"], "left");
+    assert_eq!(join.config["left_key"], serde_json::json!(["auction"]));
+    assert_eq!(join.config["right_key"], serde_json::json!(["auction"]));
+    assert_eq!(join.config["left_time"], "ts");
+    assert_eq!(join.config["right_time"], "ts");
+    let names = join.config["names"].as_array().expect("names");
+    let names: Vec<&str> = names.iter().filter_map(|n| n.as_str()).filter(|n| !n.starts_with("__")).collect();
+    assert!(names.contains(&"auction0") && names.contains(&"ts0"), "right columns are numbered: {names:?}");
+    let mut into: Vec<(u32, &str, Partitioning, &[String])> = g
+        .edges
+        .iter()
+        .filter(|e| e.to == join.uid)
+        .map(|e| (e.input, e.from.as_str(), e.partitioning, e.key.as_slice()))
+        .collect();
+    into.sort_by_key(|e| e.0);
+    assert_eq!(into.len(), 2, "{into:?}");
+    assert_eq!((into[0].0, into[0].1), (0, "bids.watermark"));
+    assert_eq!((into[1].0, into[1].1), (1, "asks.watermark"));
+    assert!(into.iter().all(|e| e.2 == Partitioning::Hash && e.3 == ["auction".to_string()]), "{into:?}");
+}
+
+#[test]
+fn comparisons_in_either_order_make_the_same_bounds_and_extra_inner_conditions_filter() {
+    let g = compiled(&format!(
+        "{DATAGEN}{ASKS}
+CREATE TABLE out (price BIGINT, bidder BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO out
+SELECT price, bidder FROM bids b JOIN asks a
+  ON a.auction = b.auction AND b.ts >= a.ts - INTERVAL '2' SECOND AND a.ts > b.ts AND b.price > a.bidder;"
+    ));
+    let join = g.operators.iter().find(|o| o.kind == "interval_join").expect("an interval join");
+    // b.ts >= a.ts - 2s: a.ts - b.ts <= 2000; a.ts > b.ts: a.ts - b.ts >= 1.
+    assert_eq!((join.config["lower"].as_i64(), join.config["upper"].as_i64()), (Some(1), Some(2000)));
+    assert_eq!(join.config["join_type"], "inner");
+    let filter = g.operators.iter().find(|o| o.uid.ends_with(".join-filter")).expect("the extra condition filters");
+    assert_eq!(filter.config["predicate"], "\"price\" > \"bidder\"");
+}
+
+#[test]
+fn joins_the_runtime_cannot_run_as_appends_are_refused_with_the_reason() {
+    let out = "CREATE TABLE out (price BIGINT) WITH ('connector' = 'blackhole');";
+    let e = error(&format!(
+        "{DATAGEN}{ASKS}{out} INSERT INTO out SELECT price FROM bids b JOIN asks a ON b.auction = a.auction;"
+    ));
+    assert!(e.contains("not supported: regular joins"), "{e}");
+    let e = error(&format!(
+        "{DATAGEN}{ASKS}{out} INSERT INTO out SELECT price FROM bids b JOIN asks a ON b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' SECOND;"
+    ));
+    assert!(e.contains("without an equality of a column of each side"), "{e}");
+    let e = error(&format!(
+        "{DATAGEN}{ASKS}{out} INSERT INTO out SELECT price FROM bids b JOIN asks a ON b.auction = a.auction AND a.ts BETWEEN b.ts AND b.ts - INTERVAL '1' SECOND;"
+    ));
+    assert!(e.contains("exclude every pair"), "{e}");
+    let e = error(&format!(
+        "{DATAGEN}{ASKS}{out} INSERT INTO out SELECT price FROM bids b FULL JOIN asks a ON b.auction = a.auction AND a.ts BETWEEN b.ts AND b.ts + INTERVAL '1' SECOND AND b.price > 3;"
+    ));
+    assert!(e.contains("outer join"), "{e}");
+    let e = error(&format!(
+        "{DATAGEN}{ASKS}{out} INSERT INTO out SELECT price FROM bids b JOIN asks a ON b.auction = a.auction AND a.ts BETWEEN b.ts AND b.ts + INTERVAL '1' SECOND WHERE auction > 3;"
+    ));
+    assert!(e.contains("column `auction` is ambiguous"), "{e}");
+    let e = error(&format!(
+        "{DATAGEN}{ASKS}{out} INSERT INTO out SELECT price FROM bids b JOIN asks a ON b.auction = c.auction AND a.ts BETWEEN b.ts AND b.ts + INTERVAL '1' SECOND;"
+    ));
+    assert!(e.contains("no input of the join is called `c`"), "{e}");
+    let e = error(&format!("{DATAGEN}{ASKS}{out} INSERT INTO out SELECT price FROM bids b CROSS JOIN asks a;"));
+    assert!(e.contains("CROSS JOIN"), "{e}");
+    let e = error(&format!(
+        "{DATAGEN}{out} INSERT INTO out SELECT b.price FROM bids b JOIN bids b ON b.auction = b.auction;"
+    ));
+    assert!(e.contains("names two inputs"), "{e}");
 }

@@ -38,11 +38,11 @@ impl Registry {
     }
 
     /// A registry with the built-in operators: `datagen`, `values`, `map`,
-    /// `project`, `filter`, `watermark`, `window`, `lookup_join`, `discard`,
-    /// `stdout` and `jsonl_file`.
+    /// `project`, `filter`, `watermark`, `window`, `lookup_join`,
+    /// `interval_join`, `discard`, `stdout` and `jsonl_file`.
     pub fn builtins() -> Self {
         let mut r = Self::empty();
-        let builtins: [Arc<dyn OperatorFactory>; 11] = [
+        let builtins: [Arc<dyn OperatorFactory>; 12] = [
             Arc::new(datagen::DatagenFactory),
             Arc::new(values::ValuesFactory),
             Arc::new(project::MapFactory),
@@ -51,6 +51,7 @@ impl Registry {
             Arc::new(watermark::WatermarkFactory),
             Arc::new(window::WindowFactory),
             Arc::new(join::LookupJoinFactory),
+            Arc::new(join::IntervalJoinFactory),
             Arc::new(sinks::DiscardFactory),
             Arc::new(sinks::StdoutFactory),
             Arc::new(sinks::JsonlFileFactory),

@@ -21,10 +21,11 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use serde::Deserialize;
 
-use super::{Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo};
+use super::{ipc_decode, ipc_encode, key_type};
 use crate::error::{OpResult, OperatorError, PlanError};
 use crate::graph::Partitioning;
 use crate::keygroup::is_key_type;
+use crate::operators::{Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo};
 use crate::state::{StateReader, StateWriter};
 
 #[derive(Debug, Deserialize)]
@@ -63,17 +64,6 @@ struct Planned {
     bootstrap: bool,
     schema: SchemaRef,
     value_schema: SchemaRef,
-}
-
-/// Key types are compared after widening: integers as int64, strings as utf8.
-fn key_type(dt: &DataType) -> DataType {
-    if dt.is_integer() {
-        DataType::Int64
-    } else if matches!(dt, DataType::LargeUtf8) {
-        DataType::Utf8
-    } else {
-        dt.clone()
-    }
 }
 
 fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
@@ -179,9 +169,7 @@ impl OperatorFactory for LookupJoinFactory {
     }
     fn state_types(&self, ctx: &PlanContext<'_>) -> Vec<(String, String)> {
         let Ok(p) = plan(ctx) else { return Vec::new() };
-        let columns = |s: &Schema| {
-            s.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect::<Vec<_>>().join(", ")
-        };
+        let columns = super::describe_columns;
         let keys: Vec<String> = p.key_types.iter().map(|t| t.to_string()).collect();
         vec![
             (TABLE_STATE.into(), format!("table by [{}] of [{}]", keys.join(", "), columns(&p.value_schema))),
@@ -347,24 +335,6 @@ impl LookupJoin {
     fn holding(&self) -> bool {
         self.p.bootstrap && !self.table_ended
     }
-}
-
-/// Arrow IPC stream bytes of `batches`.
-pub(crate) fn ipc_encode(schema: &SchemaRef, batches: &[RecordBatch]) -> OpResult<Vec<u8>> {
-    let mut buf = Vec::new();
-    let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, schema)?;
-    for b in batches {
-        w.write(b)?;
-    }
-    w.finish()?;
-    drop(w);
-    Ok(buf)
-}
-
-/// Batches of Arrow IPC stream bytes.
-pub(crate) fn ipc_decode(bytes: &[u8]) -> OpResult<Vec<RecordBatch>> {
-    let r = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
-    r.collect::<Result<Vec<_>, _>>().map_err(|e| OperatorError::State(format!("restored batches do not decode: {e}")))
 }
 
 // The table is subtask state (a broadcast table is the same on every

@@ -16,9 +16,12 @@ use crate::builder::{fingerprint, quoted, Builder, Col, Rel};
 use crate::connectors;
 use crate::error::{did_you_mean, SqlError};
 use crate::expr::{interval_ms, parse_expr, quoted_ident, resolve, resolve_column, to_sql};
+use crate::join::qualify_select;
 use crate::parse::TableDef;
 use crate::settings::Settings;
 use crate::types::SqlType;
+
+mod union;
 
 /// Tables and views declared so far.
 #[derive(Debug, Default)]
@@ -117,11 +120,8 @@ impl Planner<'_> {
     }
 
     fn relation(&mut self, from: &TableWithJoins) -> Result<(Rel, Option<WindowFn>), SqlError> {
-        if let Some(j) = from.joins.first() {
-            return Err(SqlError::at(
-                j.span().start,
-                "not supported: joins (interval, window, regular and temporal joins are not planned yet)",
-            ));
+        if !from.joins.is_empty() {
+            return Ok((self.joined(from)?, None));
         }
         match &from.relation {
             TableFactor::Table { name, args: None, version: None, .. } => Ok((self.named(name)?, None)),
@@ -136,7 +136,7 @@ impl Planner<'_> {
     }
 
     /// A table (a source) or a view (its query, planned in place).
-    fn named(&mut self, name: &ObjectName) -> Result<Rel, SqlError> {
+    pub(crate) fn named(&mut self, name: &ObjectName) -> Result<Rel, SqlError> {
         let ident = name.0.last().and_then(|p| p.as_ident()).cloned().unwrap_or_else(|| Ident::new(name.to_string()));
         self.named_ident(&ident)
     }
@@ -263,6 +263,13 @@ impl Planner<'_> {
             [_, second, ..] => return Err(SqlError::at(second.span().start, "not supported: joins (a comma in FROM)")),
         };
         let (mut rel, window) = self.relation(from)?;
+        let qualified;
+        let s = if rel.qualifiers.is_empty() {
+            s
+        } else {
+            qualified = qualify_select(s, &rel)?;
+            &qualified
+        };
         if let Some(w) = &s.selection {
             let predicate = to_sql(w, &rel)?;
             rel.uid = self.stateless(&rel, "filter", "filter", json!({"predicate": predicate}));
@@ -285,66 +292,6 @@ impl Planner<'_> {
             return Err(SqlError::at(at, "not supported: GROUP BY without a window (an updating result); group by window_start and window_end of TUMBLE, HOP or SESSION"));
         }
         self.projection(s, rel)
-    }
-
-    /// `left UNION ALL right`: both sides' rows, under the left side's
-    /// column names. The right side is renamed when its names differ; both
-    /// feed one pass-through operator (a union of its input edges).
-    fn union_all(&mut self, left: &SetExpr, right: &SetExpr) -> Result<Rel, SqlError> {
-        let l = self.body(left)?;
-        let r = self.body(right)?;
-        let at = right.span().start;
-        if l.columns.len() != r.columns.len() {
-            return Err(SqlError::at(
-                at,
-                format!(
-                    "UNION ALL needs as many columns on both sides: ({}) against ({})",
-                    l.names().collect::<Vec<_>>().join(", "),
-                    r.names().collect::<Vec<_>>().join(", ")
-                ),
-            ));
-        }
-        for (a, b) in l.columns.iter().zip(&r.columns) {
-            if let (Some(ta), Some(tb)) = (&a.ty, &b.ty) {
-                if ta != tb {
-                    return Err(SqlError::at(
-                        at,
-                        format!(
-                            "UNION ALL: column `{}` is {ta} on the left and `{}` is {tb} on the right; CAST one side",
-                            a.name, b.name
-                        ),
-                    ));
-                }
-            }
-        }
-        let right_uid = if l.names().eq(r.names()) {
-            r.uid.clone()
-        } else {
-            let cols: Vec<Value> = l
-                .columns
-                .iter()
-                .zip(&r.columns)
-                .map(|(a, b)| json!({"name": a.name, "expr": quoted(&b.name)}))
-                .collect();
-            self.stateless(&r, "union-rename", "project", json!({"columns": cols}))
-        };
-        let names: Vec<Value> = l.columns.iter().map(|c| json!(c.name)).collect();
-        let uid = self.b.add(&format!("{}.union", self.context), "project", json!({"columns": names}), 0);
-        // Edges of a union are routed alike: forward when both sides run
-        // at the same parallelism, else both rebalanced.
-        let parallelism = |uid: &str| self.b.operators.iter().find(|o| o.uid == uid).map(|o| o.parallelism);
-        let routing = if parallelism(&l.uid) == Some(0) && parallelism(&right_uid) == Some(0) {
-            Partitioning::Forward
-        } else {
-            Partitioning::Rebalance
-        };
-        self.b.connect(&l.uid, &uid, routing, Vec::new());
-        self.b.connect(&right_uid, &uid, routing, Vec::new());
-        let rowtime = l.rowtime.clone().filter(|t| {
-            let i = l.columns.iter().position(|c| &c.name == t);
-            i.is_some() && r.rowtime.as_deref() == i.map(|i| r.columns[i].name.as_str())
-        });
-        Ok(Rel { uid, columns: l.columns, rowtime, origin: l.origin })
     }
 
     /// An operator of no state, named after the query's sink.
@@ -389,10 +336,10 @@ impl Planner<'_> {
             }
         }
         if out == rel.columns {
-            return Ok(Rel { rowtime, ..rel });
+            return Ok(Rel { rowtime, qualifiers: Vec::new(), ..rel });
         }
         let uid = self.stateless(&rel, "project", "project", json!({"columns": cols}));
-        Ok(Rel { uid, columns: out, rowtime, origin: rel.origin })
+        Ok(Rel { uid, columns: out, rowtime, origin: rel.origin, qualifiers: Vec::new() })
     }
 
     fn window_aggregate(
@@ -517,7 +464,7 @@ impl Planner<'_> {
             };
             columns.push(Col { name: format!("__agg{i}"), ty });
         }
-        let mut out = Rel { uid, columns, rowtime: None, origin: rel.origin.clone() };
+        let mut out = Rel { uid, columns, rowtime: None, origin: rel.origin.clone(), qualifiers: Vec::new() };
         let key_names: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
         if let Some(mut h) = having {
             finish(&mut h, &key_names, &aggs, &rel)?;
@@ -553,7 +500,7 @@ impl Planner<'_> {
             result.push(Col { name, ty });
         }
         let uid = self.stateless(&out, "project", "project", json!({"columns": cols}));
-        Ok(Rel { uid, columns: result, rowtime, origin: rel.origin })
+        Ok(Rel { uid, columns: result, rowtime, origin: rel.origin, qualifiers: Vec::new() })
     }
 
     /// `TUMBLE(ts, size)`, `HOP(ts, slide, size)`, `SESSION(ts, gap)` in a GROUP BY.
