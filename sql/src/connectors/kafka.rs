@@ -1,0 +1,279 @@
+//! The `kafka` connector's options: formats, key fields and delivery.
+
+use super::*;
+
+/// `kafka_source`'s configuration and the columns it produces.
+/// Also returns the columns to rename (the source's name, the declared one).
+#[allow(clippy::type_complexity)]
+pub(super) fn kafka_source(
+    t: &TableDef,
+    opts: &mut Options<'_>,
+) -> Result<(Map<String, Value>, Vec<Col>, Vec<(String, String)>), SqlError> {
+    let mut c = Map::new();
+    c.insert("bootstrap_servers".into(), json!(opts.required("properties.bootstrap.servers")?));
+    let topic = opts.required("topic")?;
+    let topics: Vec<&str> = topic.split(';').map(str::trim).filter(|s| !s.is_empty()).collect();
+    if topics.len() == 1 {
+        c.insert("topic".into(), json!(topics[0]));
+    } else {
+        c.insert("topics".into(), json!(topics));
+    }
+    if let Some(g) = opts.value("properties.group.id") {
+        c.insert("group_id".into(), json!(g));
+    }
+    match opts.take("scan.startup.mode") {
+        None => {}
+        Some((m, at)) => {
+            let start = match m.as_str() {
+                "earliest-offset" => json!("earliest"),
+                "latest-offset" => json!("latest"),
+                "group-offsets" => json!("committed"),
+                "timestamp" => {
+                    let ms = opts.required("scan.startup.timestamp-millis")?;
+                    json!({"timestamp": ms.parse::<i64>().map_err(|_| SqlError::at(at, "'scan.startup.timestamp-millis' is a number"))?})
+                }
+                other => return Err(SqlError::at(at, format!("not supported: scan.startup.mode '{other}' (use earliest-offset, latest-offset, group-offsets or timestamp)"))),
+            };
+            c.insert("start".into(), start);
+        }
+    }
+    match opts.take("scan.bounded.mode") {
+        None => {}
+        Some((m, at)) => match m.as_str() {
+            "latest-offset" => {
+                c.insert("stop".into(), json!("latest"));
+            }
+            "unbounded" => {}
+            other => {
+                return Err(SqlError::at(
+                    at,
+                    format!("not supported: scan.bounded.mode '{other}' (use latest-offset or unbounded)"),
+                ))
+            }
+        },
+    }
+    if let Some((v, at)) = opts.take("scan.topic-partition-discovery.interval") {
+        let d = crate::settings::duration(&v).map_err(|m| SqlError::at(at, m))?;
+        c.insert("partition_discovery".into(), json!(format!("{}ms", d.as_millis())));
+    }
+    let props = opts.prefixed("properties.");
+    if !props.is_empty() {
+        c.insert("properties".into(), Value::Object(props.into_iter().map(|(k, v)| (k, json!(v))).collect()));
+    }
+    let format = format_option(opts)?;
+    let (key_fields, except_key) = key_options(t, opts)?;
+    let fail_on_missing = opts.bool("json.fail-on-missing-field", false)?;
+    if let Some((v, at)) = opts.take("json.ignore-parse-errors") {
+        if v.eq_ignore_ascii_case("true") {
+            return Err(SqlError::at(at, "not supported: json.ignore-parse-errors = true; a bad record fails the job (Weir's kafka_source can also send it to a dead-letter topic, see docs/kafka.md)"));
+        }
+    }
+    if let Some((v, at)) = opts.take("json.timestamp-format.standard") {
+        if !["SQL", "ISO-8601"].contains(&v.as_str()) {
+            return Err(SqlError::at(at, "json.timestamp-format.standard is SQL or ISO-8601"));
+        }
+    }
+    let mut columns = Vec::new();
+    let mut metadata = Map::new();
+    let value_columns: Vec<(String, SqlType, bool)> =
+        physical(t).into_iter().filter(|(n, _, _)| !(except_key && key_fields.contains(n))).collect();
+    match format.as_str() {
+        "json" => {
+            let mut schema = Vec::new();
+            for (n, ty, not_null) in &value_columns {
+                let Some(jt) = ty.json_type() else {
+                    return Err(SqlError::at(
+                        t.name.span.start,
+                        format!("not supported: column `{n}` of type {ty} in the kafka connector's json format"),
+                    ));
+                };
+                schema.push(json!({"name": n, "type": jt, "nullable": !(*not_null || fail_on_missing)}));
+                columns.push(Col::typed(n.clone(), ty.clone()));
+            }
+            c.insert("format".into(), json!("json"));
+            c.insert("schema".into(), json!(schema));
+        }
+        "raw" => {
+            let [(n, ty, _)] = &value_columns[..] else {
+                return Err(SqlError::at(t.name.span.start, "the raw format reads one STRING column"));
+            };
+            if *ty != SqlType::String {
+                return Err(SqlError::at(
+                    t.name.span.start,
+                    format!("the raw format reads one STRING column, `{n}` is {ty}"),
+                ));
+            }
+            c.insert("format".into(), json!("string"));
+            // Weir's string format calls the column `value`; renamed below.
+            columns.push(Col::typed("value", SqlType::String));
+        }
+        other => return Err(unsupported_format(t, other)),
+    }
+    if except_key {
+        let [k] = &key_fields[..] else { unreachable!("checked by key_options") };
+        metadata.insert("key".into(), json!(k));
+        columns.push(Col::typed(k.clone(), SqlType::String));
+    }
+    for col in &t.columns {
+        if let ColumnKind::Metadata { ty, key } = &col.kind {
+            let key = key.clone().unwrap_or_else(|| col.name.value.clone());
+            let (weir, want) = match key.as_str() {
+                "topic" => ("topic", SqlType::String),
+                "partition" => ("partition", SqlType::Int),
+                "offset" => ("offset", SqlType::BigInt),
+                "timestamp" => ("timestamp", SqlType::Timestamp),
+                "key" => ("key", SqlType::String),
+                other => {
+                    return Err(SqlError::at(
+                        col.name.span.start,
+                        format!(
+                            "not supported: kafka metadata '{other}' (use topic, partition, offset, timestamp or key)"
+                        ),
+                    ))
+                }
+            };
+            let _ = ty;
+            metadata.insert(weir.into(), json!(col.name.value));
+            columns.push(Col::typed(col.name.value.clone(), want));
+        }
+    }
+    if !metadata.is_empty() {
+        c.insert("metadata".into(), Value::Object(metadata));
+    }
+    // Weir's string format calls its column `value`: renamed to the declared one.
+    let renames = match &value_columns[..] {
+        [(n, _, _)] if format == "raw" && n != "value" => vec![("value".to_string(), n.clone())],
+        _ => Vec::new(),
+    };
+    Ok((c, columns, renames))
+}
+
+fn format_option(opts: &mut Options<'_>) -> Result<String, SqlError> {
+    let format = opts.value("format");
+    let value_format = opts.value("value.format");
+    match (format, value_format) {
+        (Some(f), None) | (None, Some(f)) => Ok(f),
+        (Some(_), Some(_)) => {
+            Err(SqlError::at(opts.table.name.span.start, "give 'format' or 'value.format', not both"))
+        }
+        (None, None) => Err(SqlError::at(
+            opts.table.name.span.start,
+            format!("table `{}` needs the option 'format' (json or raw)", opts.table.name.value),
+        )),
+    }
+}
+
+fn unsupported_format(t: &TableDef, f: &str) -> SqlError {
+    let why = match f {
+        "debezium-json" | "canal-json" | "maxwell-json" => "changelog input is not planned yet",
+        _ => "Weir SQL reads and writes json and raw",
+    };
+    SqlError::at(t.name.span.start, format!("not supported: format '{f}' ({why})"))
+}
+
+/// `key.fields` (one column, raw key format) and whether the value leaves
+/// the key out (`value.fields-include` = `EXCEPT_KEY`).
+fn key_options(t: &TableDef, opts: &mut Options<'_>) -> Result<(Vec<String>, bool), SqlError> {
+    let fields: Vec<String> =
+        opts.value("key.fields").map(|v| v.split(';').map(|s| s.trim().to_string()).collect()).unwrap_or_default();
+    let key_format = opts.take("key.format");
+    let include = opts.take("value.fields-include");
+    if fields.is_empty() {
+        return Ok((fields, false));
+    }
+    if let Some((f, at)) = &key_format {
+        if f != "raw" {
+            return Err(SqlError::at(
+                *at,
+                format!("not supported: key.format '{f}'; Weir reads and writes keys as text (raw)"),
+            ));
+        }
+    }
+    let [k] = &fields[..] else {
+        return Err(SqlError::at(t.name.span.start, "not supported: several key.fields; a Kafka key is one column"));
+    };
+    match t.columns.iter().find(|c| c.name.value == *k) {
+        Some(c) if matches!(c.kind, ColumnKind::Physical(SqlType::String)) => {}
+        Some(_) => {
+            return Err(SqlError::at(
+                t.name.span.start,
+                format!("the key field `{k}` must be a physical STRING column"),
+            ))
+        }
+        None => return Err(SqlError::at(t.name.span.start, format!("key.fields names an unknown column `{k}`"))),
+    }
+    let except_key = match include {
+        None => false,
+        Some((v, at)) => match v.as_str() {
+            "ALL" => false,
+            "EXCEPT_KEY" => true,
+            _ => return Err(SqlError::at(at, "value.fields-include is ALL or EXCEPT_KEY")),
+        },
+    };
+    Ok((fields, except_key))
+}
+
+/// `sink.delivery-guarantee` as the sinks' `delivery`.
+pub(super) fn delivery_option(opts: &mut Options<'_>, c: &mut Map<String, Value>) -> Result<(), SqlError> {
+    if let Some((g, at)) = opts.take("sink.delivery-guarantee") {
+        let d = match g.as_str() {
+            "exactly-once" => "exactly_once",
+            "at-least-once" | "none" => "at_least_once",
+            other => {
+                return Err(SqlError::at(
+                    at,
+                    format!("sink.delivery-guarantee is exactly-once, at-least-once or none, not '{other}'"),
+                ))
+            }
+        };
+        c.insert("delivery".into(), json!(d));
+    }
+    Ok(())
+}
+
+pub(super) fn kafka_sink(
+    t: &TableDef,
+    opts: &mut Options<'_>,
+    columns: &[(String, SqlType)],
+) -> Result<Value, SqlError> {
+    let mut c = Map::new();
+    c.insert("bootstrap_servers".into(), json!(opts.required("properties.bootstrap.servers")?));
+    c.insert("topic".into(), json!(opts.required("topic")?));
+    let format = format_option(opts)?;
+    let (key_fields, except_key) = key_options(t, opts)?;
+    if except_key {
+        return Err(SqlError::at(
+            t.name.span.start,
+            "not supported: value.fields-include = EXCEPT_KEY in a sink; the value holds every column",
+        ));
+    }
+    if let [k] = &key_fields[..] {
+        c.insert("key_column".into(), json!(k));
+    }
+    match format.as_str() {
+        "json" => {
+            c.insert("format".into(), json!("json"));
+        }
+        "raw" => {
+            let [(n, _)] = columns else {
+                return Err(SqlError::at(t.name.span.start, "the raw format writes one STRING column"));
+            };
+            c.insert("format".into(), json!("string"));
+            c.insert("value_column".into(), json!(n));
+        }
+        other => return Err(unsupported_format(t, other)),
+    }
+    delivery_option(opts, &mut c)?;
+    if let Some(p) = opts.value("sink.transactional-id-prefix") {
+        c.insert("transactional_id_prefix".into(), json!(p));
+    }
+    // Records are partitioned by key like Kafka's Java client; Flink's
+    // partitioner choice has no counterpart and is ignored.
+    opts.take("sink.partitioner");
+    opts.take("properties.group.id");
+    let props = opts.prefixed("properties.");
+    if !props.is_empty() {
+        c.insert("properties".into(), Value::Object(props.into_iter().map(|(k, v)| (k, json!(v))).collect()));
+    }
+    Ok(Value::Object(c))
+}
