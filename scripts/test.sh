@@ -4,8 +4,9 @@
 # manual step. Build dependencies are vendored (protoc), come from crates.io or
 # from Debian's packages (libclang for RocksDB's bindings); the S3-compatible
 # server the storage tests start is installed from crates.io, Kafka's jars
-# come from Maven Central and helm from the Go module proxy, all cached;
-# MariaDB, PostgreSQL and Chromium come from Debian's packages.
+# and OpenSearch's come from Maven Central, helm and FerretDB from the Go
+# module proxy, all cached; MariaDB, PostgreSQL, Chromium and the JDK come
+# from Debian's packages.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -27,10 +28,11 @@ fi
 export WEIR_S3S_FS="$TOOLS/bin/s3s-fs"
 # A real Kafka broker (KRaft) for the Kafka tests: its jars come from Maven
 # Central through mvn, cached (see scripts/kafka.sh).
-if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
+# The OpenSearch node's launcher is compiled, so a JDK (javac) is needed.
+if ! command -v java >/dev/null || ! command -v javac >/dev/null || ! command -v mvn >/dev/null; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  command -v java >/dev/null || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openjdk-17-jre-headless
+  command -v java >/dev/null && command -v javac >/dev/null || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openjdk-17-jdk-headless
   command -v mvn >/dev/null || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq maven
 fi
 # Real MariaDB and PostgreSQL servers for the JDBC sink's tests, from
@@ -55,6 +57,16 @@ export WEIR_KAFKA_LIBS
 # scripts/helm.sh), for the chart checks and the chart wiring test.
 WEIR_HELM="$(scripts/helm.sh install | tail -n 1)"
 export WEIR_HELM
+# FerretDB (MongoDB's wire protocol over SQLite) for the MongoDB sink's
+# tests, built from its module on the Go module proxy and cached (see
+# scripts/ferretdb.sh).
+WEIR_FERRETDB="$(scripts/ferretdb.sh install | tail -n 1)"
+export WEIR_FERRETDB
+# An OpenSearch node (Elasticsearch's REST API) for the search sink's tests:
+# OpenSearch's jars from Maven Central and a small launcher compiled here,
+# cached (see scripts/opensearch.sh).
+WEIR_OPENSEARCH_DIR="$(scripts/opensearch.sh fetch | tail -n 1)"
+export WEIR_OPENSEARCH_DIR
 
 echo "== format"
 cargo fmt --all -- --check

@@ -3,7 +3,8 @@
 //! random moments and at the worst moment (checkpoint complete, transaction
 //! not yet committed), offsets rewound from checkpoints rather than the
 //! consumer group, partition discovery, idle partitions, dead letters, an
-//! unreachable broker and a broker restart. Output is always read with
+//! unreachable broker and a broker restart; the Kappa pipeline into MySQL
+//! and MongoDB. Output is always read with
 //! `isolation.level=read_committed` and checked by counting.
 //!
 //! The chaos test runs 20 kill trials (`WEIR_KAFKA_TRIALS` sets another
@@ -347,6 +348,34 @@ fn new_partitions_are_discovered() -> anyhow::Result<()> {
     produce(&bootstrap, &inp, &records.iter().filter(|r| r.0 != Some(0)).cloned().collect::<Vec<_>>())?;
     let reads = settle_and_read(&cluster, &job, &bootstrap, &out, 1000)?;
     assert_exactly_once(&reads, 1000, "with partitions added while running");
+    assert!(cluster.logs().contains("found a new partition"), "{}", cluster.logs());
+    Ok(())
+}
+
+/// A source subscribed by `topic_pattern` reads every matching topic, one
+/// created while the job runs among them, and none that does not match.
+#[test]
+fn topics_matching_a_pattern_are_read_and_new_ones_found() -> anyhow::Result<()> {
+    let (kafka, bootstrap, first, out) = setup("pattern-a", 2, 1)?;
+    let other = unique("unmatched-in");
+    kafka.create_topic(&other, 1)?;
+    let records = input(900, 2);
+    produce(&bootstrap, &first, &records[..300])?;
+    produce(&bootstrap, &other, &input(50, 1))?;
+    let cluster = Cluster::start(1, 2, "2s")?;
+    // `pattern-a-in-<pid>-<n>` now and `pattern-b-in-<pid>-<n>` later match;
+    // `unmatched-in-…` does not.
+    let pattern = format!("pattern-[ab]-in-{}-[0-9]+", std::process::id());
+    let job = pass_through_job(&bootstrap, &first, &out, "      partition_discovery: 300ms\n", "200ms")
+        .replace(&format!("topic: {first}\n"), &format!("topic_pattern: \"{pattern}\"\n"));
+    let job = cluster.submit(&cluster.write("pattern.yaml", &job), &[])?;
+    cluster.wait_state(&job, &["RUNNING"], LONG)?;
+    read_committed(&bootstrap, &out, 300, LONG).with_context(|| cluster.logs())?;
+    let second = unique("pattern-b-in");
+    kafka.create_topic(&second, 2)?;
+    produce(&bootstrap, &second, &records[300..])?;
+    let reads = settle_and_read(&cluster, &job, &bootstrap, &out, 900)?;
+    assert_exactly_once(&reads, 900, "from two topics matching a pattern");
     assert!(cluster.logs().contains("found a new partition"), "{}", cluster.logs());
     Ok(())
 }
@@ -1280,6 +1309,87 @@ fn kappa_counts_into_mysql_stay_exact_through_a_kill_and_replay_into_a_new_table
     Ok(())
 }
 
+/// The Kappa pipeline's keyword extension (`jobs/kappa-keywords.yaml`): the
+/// names seen in `events_stage` per 30-minute window land in a
+/// MongoDB-compatible server (FerretDB), one document per name and window,
+/// through a `kill -9` of a task manager mid-run. Events come every second
+/// for 100 minutes, so four windows close; the collection holds exactly
+/// their counts.
+#[test]
+fn kappa_keywords_land_in_mongodb_once_per_window_through_a_kill() -> anyhow::Result<()> {
+    let kafka = shared_kafka();
+    let bootstrap = kafka.bootstrap();
+    let mongo = weir_tests::mongo::shared();
+    let [events, names, stage] = ["kw-events", "kw-names", "kw-stage"].map(unique);
+    for (t, n) in [(&events, 1), (&names, 1), (&stage, 2)] {
+        kafka.create_topic(t, n)?;
+    }
+    let table: Vec<_> =
+        (0..6).map(|n| (None, Some(n.to_string()), format!(r#"{{"name_id":{n},"name":"name-{n}"}}"#))).collect();
+    produce(&bootstrap, &names, &table)?;
+    let event = |i: u64| (None, None, format!(r#"{{"id":{i},"name_id":{},"ts":{}}}"#, i % 6, KAPPA_BASE + i * 1000));
+    produce(&bootstrap, &events, &(0..3000).map(event).collect::<Vec<_>>())?;
+
+    let mut cluster = Cluster::start(2, 4, "1s")?;
+    let staging = weir_tests::job_file(
+        "kappa-staging.yaml",
+        &[
+            ("127.0.0.1:9092", &bootstrap),
+            ("topic: events\n", &format!("topic: {events}\n")),
+            ("topic: names\n", &format!("topic: {names}\n")),
+            ("topic: events_stage", &format!("topic: {stage}")),
+            ("transactional_id_prefix: kappa-staging", &format!("transactional_id_prefix: {stage}")),
+        ],
+    );
+    cluster.submit(&cluster.write("staging.yaml", &staging), &[])?;
+    let database = format!("kappa_{}", std::process::id());
+    let keywords = weir_tests::job_file(
+        "kappa-keywords.yaml",
+        &[
+            ("127.0.0.1:9092", &bootstrap),
+            ("topic: events_stage", &format!("topic: {stage}")),
+            ("mongodb://127.0.0.1:27017", &mongo.uri()),
+            ("database: kappa", &format!("database: {database}")),
+        ],
+    );
+    let job = cluster.submit(&cluster.write("keywords.yaml", &keywords), &[])?;
+    // The first window closes 15 minutes of event time in (KAPPA_BASE is
+    // 15 minutes into a 30-minute window).
+    wait_until("the first window in MongoDB", LONG, || {
+        Ok((mongo.documents(&database, "keywords")?.len() >= 6).then_some(()))
+    })
+    .with_context(|| cluster.logs())?;
+    cluster.taskmanager("tm-b").kill9();
+    cluster.start_taskmanager("tm-b", 4, &[])?;
+    let mut rest: Vec<_> = (3000..6000).map(event).collect();
+    // An event hours later moves event time past every window of the data.
+    rest.push((None, None, format!(r#"{{"id":6000,"name_id":0,"ts":{}}}"#, KAPPA_BASE + 3 * 3_600_000)));
+    produce(&bootstrap, &events, &rest)?;
+    let mut expected: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for i in 0..6000u64 {
+        let ts = (KAPPA_BASE + i * 1000) as i64;
+        *expected.entry((format!("name-{}", i % 6), ts - ts % 1_800_000)).or_default() += 1;
+    }
+    assert_eq!(expected.len(), 6 * 4);
+    let read = || -> anyhow::Result<BTreeMap<(String, i64), i64>> {
+        let mut out = BTreeMap::new();
+        for d in mongo.documents(&database, "keywords")? {
+            let (name, start) = (d.get_str("name")?.to_string(), d.get_i64("window_start")?);
+            let id = d.get_document("_id")?;
+            anyhow::ensure!(id.get_str("name")? == name && id.get_i64("window_start")? == start, "{d}");
+            anyhow::ensure!(d.get_i64("window_end")? == start + 1_800_000, "{d}");
+            out.insert((name, start), d.get_i64("events")?);
+        }
+        Ok(out)
+    };
+    wait_until("every window in MongoDB", LONG, || Ok((read()?.len() >= expected.len()).then_some(())))
+        .with_context(|| cluster.logs())?;
+    assert_eq!(read()?, expected, "{}", cluster.logs());
+    let status = cluster.weir_json(&["status", &job])?;
+    assert!(status["restarts"].as_u64().unwrap_or(0) >= 1, "the kill did not restart the job: {status}");
+    Ok(())
+}
+
 /// Rows of the Parquet files under `dir` (recursively, hidden parts
 /// skipped): (relative directory, id, ts) per row.
 fn parquet_rows(dir: &std::path::Path) -> anyhow::Result<Vec<(String, i64, i64)>> {
@@ -1375,6 +1485,107 @@ fn web_events_land_in_hourly_parquet_files_on_s3_exactly_once_through_a_kill() -
     }
     let hours: std::collections::BTreeSet<&String> = rows.iter().map(|r| &r.0).collect();
     assert_eq!(hours.len(), 3, "{hours:?}");
+    let status = cluster.weir_json(&["status", &id])?;
+    assert!(status["restarts"].as_u64().unwrap_or(0) >= 1, "the kill did not restart the job: {status}");
+    Ok(())
+}
+
+/// The web-events pipeline into the lake and the search index in one job
+/// (`jobs/web-events-lake-and-search.yaml`): JSON events from Kafka into
+/// hour-partitioned JSON-lines files on an S3-compatible server and into a
+/// daily OpenSearch index, through a `kill -9` of a task manager mid-run.
+/// The files hold every event once; the index holds every event once
+/// (count and ids).
+#[test]
+fn web_events_land_in_the_lake_and_the_search_index_once_through_a_kill() -> anyhow::Result<()> {
+    use weir_tests::s3::shared_s3;
+    const N: i64 = 9_000;
+    const BASE: i64 = 1_772_352_000_000; // 2026-03-01 08:00:00 UTC
+    let s3 = shared_s3();
+    let search = weir_tests::search::shared();
+    let kafka = shared_kafka();
+    let bootstrap = kafka.bootstrap();
+    let topic = unique("web-events-both");
+    kafka.create_topic(&topic, 2)?;
+    // 0.9 s of event time apart: parts of three hours.
+    let event = |i: i64| {
+        let body = format!(
+            r#"{{"id":{i},"name":"user-{}","color":"{}","user_agent":"Mozilla/5.0","ts":{}}}"#,
+            i % 97,
+            ["red", "green", "blue"][(i % 3) as usize],
+            BASE + i * 900
+        );
+        (Some((i % 2) as i32), Some(i.to_string()), body)
+    };
+    produce(&bootstrap, &topic, &(0..N / 2).map(event).collect::<Vec<_>>())?;
+    let prefix = unique("web-events-json");
+    let index_prefix = unique("web-events");
+    let index = format!("{index_prefix}-2026-03-01");
+    let env = s3.env();
+    let mut cluster = Cluster::start(0, 2, "1s")?;
+    cluster.start_taskmanager("tm-a", 2, &env)?;
+    cluster.start_taskmanager("tm-b", 2, &env)?;
+    let job = weir_tests::job_file(
+        "web-events-lake-and-search.yaml",
+        &[
+            ("127.0.0.1:9092", &bootstrap),
+            ("topic: web-events", &format!("topic: {topic}")),
+            ("s3://weir-lake/web-events-json", &format!("s3://weir-lake/{prefix}")),
+            ("http://127.0.0.1:9000", &s3.endpoint()),
+            ("http://127.0.0.1:9200", &search.url()),
+            ("web-events-{ts", &format!("{index_prefix}-{{ts")),
+        ],
+    );
+    let id = cluster.submit(&cluster.write("web-events.yaml", &job), &[])?;
+    let dir = s3.local("weir-lake", &prefix);
+    wait_until("the first documents", LONG, || Ok((!search.documents(&index)?.is_empty()).then_some(())))
+        .with_context(|| cluster.logs())?;
+    cluster.taskmanager("tm-b").kill9();
+    cluster.start_taskmanager("tm-b", 2, &env)?;
+    produce(&bootstrap, &topic, &(N / 2..N).map(event).collect::<Vec<_>>())?;
+    let lines = |dir: &std::path::Path| -> Vec<(String, serde_json::Value)> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                let hidden = p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+                if p.is_dir() {
+                    stack.push(p);
+                } else if !hidden {
+                    let rel = d.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                    for l in std::fs::read_to_string(&p).unwrap_or_default().lines() {
+                        out.push((rel.clone(), serde_json::from_str(l).expect("a JSON line")));
+                    }
+                }
+            }
+        }
+        out
+    };
+    wait_until("every event in the files and the index", LONG, || {
+        Ok((lines(&dir).len() >= N as usize && search.documents(&index)?.len() >= N as usize).then_some(()))
+    })
+    .with_context(|| cluster.logs())?;
+    let done = completed_checkpoints(&cluster, &id)?;
+    wait_until("two more checkpoints", LONG, || Ok((completed_checkpoints(&cluster, &id)? >= done + 2).then_some(())))?;
+    let rows = lines(&dir);
+    let mut ids: Vec<i64> = rows.iter().map(|(_, v)| v["id"].as_i64().unwrap()).collect();
+    ids.sort();
+    let dupes = ids.windows(2).filter(|w| w[0] == w[1]).count();
+    assert_eq!((ids.len(), dupes), (N as usize, 0), "every event once in the files\n{}", cluster.logs());
+    for (rel, v) in &rows {
+        let hour = (v["ts"].as_i64().unwrap() - BASE) / 3_600_000 + 8;
+        assert_eq!(rel, &format!("dt=2026-03-01/hour={hour:02}"), "{v} in the wrong directory");
+    }
+    let docs = search.documents(&index)?;
+    let expected: Vec<String> = {
+        let mut v: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(docs.keys().cloned().collect::<Vec<_>>(), expected, "every event once in the index");
+    let (_, count) = weir_tests::http_json("GET", &format!("{}/{index}/_count", search.url()), None)?;
+    assert_eq!(count["count"], N, "{count}");
     let status = cluster.weir_json(&["status", &id])?;
     assert!(status["restarts"].as_u64().unwrap_or(0) >= 1, "the kill did not restart the job: {status}");
     Ok(())

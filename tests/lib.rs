@@ -15,7 +15,9 @@ use anyhow::{bail, Context};
 pub mod broker;
 pub mod chart;
 pub mod databases;
+pub mod mongo;
 pub mod s3;
+pub mod search;
 
 /// Path of a binary of this workspace, next to the test executable's `deps/`.
 pub fn bin(name: &str) -> PathBuf {

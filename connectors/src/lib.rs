@@ -13,26 +13,38 @@
 //! - [`jdbc`]: `jdbc_sink` (MySQL, MariaDB, PostgreSQL: upserts, deletes or
 //!   appends; at-least-once, or exactly-once through database transactions
 //!   committed with checkpoints).
+//! - [`mongo`]: `mongodb_sink` (documents replaced by an `_id` made of key
+//!   columns, deleted for retractions, or inserted; flushed at every
+//!   barrier).
+//! - [`elasticsearch`]: `elasticsearch_sink` (Elasticsearch or OpenSearch
+//!   bulk API: documents indexed under ids from key columns, deleted for
+//!   retractions; refused ones dead-lettered; flushed at every barrier).
 
 use weir_runtime::operators::registry::DuplicateKind;
 use weir_runtime::operators::Registry;
 
 pub mod blocking;
+mod changes;
 mod delivery;
+pub mod elasticsearch;
 pub mod failpoint;
 pub mod files;
 pub mod jdbc;
 pub mod kafka;
+pub mod mongo;
+mod secret;
 
 pub use delivery::Delivery;
 
 /// Adds every connector's operator kinds (`kafka_source`, `kafka_sink`,
-/// `jdbc_sink`, `file_sink`) to `registry`.
+/// `jdbc_sink`, `mongodb_sink`, `elasticsearch_sink`, `file_sink`) to `registry`.
 pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
     registry
         .register(kafka::source::KafkaSourceFactory)?
         .register(kafka::sink::KafkaSinkFactory)?
         .register(jdbc::JdbcSinkFactory)?
+        .register(mongo::MongoSinkFactory)?
+        .register(elasticsearch::ElasticsearchSinkFactory)?
         .register(files::FileSinkFactory)?;
     Ok(())
 }

@@ -205,6 +205,79 @@ GROUP BY channel, window_start, window_end;"
 }
 
 #[test]
+fn mongodb_tables_map_flinks_options_and_key_documents_by_the_primary_key() {
+    let g = compiled(&format!(
+        "{DATAGEN}
+CREATE TABLE keywords (channel STRING, window_start TIMESTAMP(3), bids BIGINT, PRIMARY KEY (channel, window_start) NOT ENFORCED)
+WITH ('connector' = 'mongodb', 'uri' = 'mongodb://127.0.0.1:27017', 'database' = 'kappa', 'collection' = 'keywords',
+  'sink.buffer-flush.max-rows' = '500', 'sink.buffer-flush.interval' = '2s', 'sink.max-retries' = '5',
+  'sink.retry.interval' = '300ms', 'sink.delivery-guarantee' = 'at-least-once');
+INSERT INTO keywords SELECT channel, window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND))
+GROUP BY channel, window_start, window_end;"
+    ));
+    let sink = g.operators.last().unwrap();
+    assert_eq!(sink.kind, "mongodb_sink");
+    assert_eq!(
+        sink.config,
+        serde_json::json!({
+            "uri": "mongodb://127.0.0.1:27017", "database": "kappa", "collection": "keywords",
+            "retry_interval": "300ms", "key": ["channel", "window_start"], "buffer_flush_max_rows": 500,
+            "buffer_flush_interval": "2s", "max_retries": 5
+        })
+    );
+    // Window bounds stay timestamps (BSON dates), not text.
+    let columns = &g.operators[g.operators.len() - 2];
+    assert!(!columns.config.to_string().contains("to_char"), "{}", columns.config);
+    let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'mongodb', 'uri' = 'mongodb://h', 'database' = 'd', 'collection' = 'c', 'sink.delivery-guarantee' = 'exactly-once');\nINSERT INTO o SELECT auction FROM bids;"));
+    assert!(e.contains("at-least-once or none"), "{e}");
+    let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'mongodb', 'uri' = 'mongodb://h', 'database' = 'd');\nINSERT INTO o SELECT auction FROM bids;"));
+    assert!(e.contains("collection"), "{e}");
+}
+
+#[test]
+fn elasticsearch_tables_map_flinks_options_and_id_documents_by_the_primary_key() {
+    let g = compiled(&format!(
+        "{DATAGEN}
+CREATE TABLE bid_docs (channel STRING, window_start TIMESTAMP(3), bids BIGINT, PRIMARY KEY (channel, window_start) NOT ENFORCED)
+WITH ('connector' = 'elasticsearch-7', 'hosts' = 'http://a:9200;http://b:9200', 'index' = 'bids-{{window_start|yyyy-MM-dd}}',
+  'document-id.key-delimiter' = '$', 'sink.bulk-flush.max-actions' = '500', 'sink.bulk-flush.max-size' = '2mb',
+  'sink.bulk-flush.interval' = '2s', 'sink.bulk-flush.backoff.strategy' = 'CONSTANT',
+  'sink.bulk-flush.backoff.max-retries' = '3', 'sink.bulk-flush.backoff.delay' = '200ms');
+INSERT INTO bid_docs SELECT channel, window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND))
+GROUP BY channel, window_start, window_end;"
+    ));
+    let sink = g.operators.last().unwrap();
+    assert_eq!(sink.kind, "elasticsearch_sink");
+    assert_eq!(
+        sink.config,
+        serde_json::json!({
+            "hosts": ["http://a:9200", "http://b:9200"], "index": "bids-{window_start|yyyy-MM-dd}",
+            "key_delimiter": "$", "bulk_flush_interval": "2s", "key": ["channel", "window_start"],
+            "bulk_flush_max_actions": 500, "bulk_flush_max_bytes": 2 << 20,
+            "backoff": {"strategy": "constant", "max_retries": 3, "delay": "200ms"}
+        })
+    );
+    let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'opensearch', 'hosts' = 'http://h:9200', 'index' = 'o', 'failure-handler' = 'ignore');\nINSERT INTO o SELECT auction FROM bids;"));
+    assert!(e.contains("not supported: failure-handler 'ignore'"), "{e}");
+}
+
+#[test]
+fn kafka_sources_read_topics_by_pattern() {
+    let g = compiled(
+        "CREATE TABLE t (id BIGINT) WITH ('connector' = 'kafka', 'topic-pattern' = 'orders-.*', 'properties.bootstrap.servers' = 'k:9092', 'format' = 'json');
+CREATE TABLE o (id BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO o SELECT id FROM t;",
+    );
+    let source = &g.operators[0];
+    assert_eq!(source.config["topic_pattern"], "orders-.*");
+    assert!(source.config.get("topic").is_none());
+    let e = error("CREATE TABLE t (id BIGINT) WITH ('connector' = 'kafka', 'topic' = 'a', 'topic-pattern' = 'b.*', 'properties.bootstrap.servers' = 'k:9092', 'format' = 'json');
+CREATE TABLE o (id BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO o SELECT id FROM t;");
+    assert!(e.contains("either 'topic' or 'topic-pattern'"), "{e}");
+}
+
+#[test]
 fn errors_name_the_place_and_the_closest_name() {
     let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT auctoin FROM bids;"));
     assert!(e.contains("unknown column `auctoin` (did you mean `auction`?)"), "{e}");

@@ -153,33 +153,13 @@ impl JdbcConfig {
 
     /// Checks that at most one source of the password is given.
     pub fn check_password_sources(&self) -> Result<(), String> {
-        let n = [self.password.is_some(), self.password_env.is_some(), self.password_file.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
-        if n > 1 {
-            return Err("give the password one way: password, password_env or password_file".into());
-        }
-        Ok(())
+        crate::secret::check_sources(self.password.is_some(), self.password_env.is_some(), self.password_file.is_some())
     }
 
     /// The password, read from where the configuration says (on the task
     /// manager that runs the sink).
     pub fn password(&self) -> Result<Option<String>, String> {
-        if let Some(p) = &self.password {
-            return Ok(Some(p.clone()));
-        }
-        if let Some(var) = &self.password_env {
-            return std::env::var(var)
-                .map(Some)
-                .map_err(|_| format!("environment variable `{var}` (password_env) is not set on this task manager"));
-        }
-        if let Some(file) = &self.password_file {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| format!("reading the password file `{file}` (password_file): {e}"))?;
-            return Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()));
-        }
-        Ok(None)
+        crate::secret::read(self.password.as_deref(), self.password_env.as_deref(), self.password_file.as_deref())
     }
 }
 

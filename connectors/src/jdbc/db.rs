@@ -145,7 +145,7 @@ impl Db {
         let password = config.password().map_err(DbError::Permanent)?;
         let size = config.pool_size.max(1);
         let bad_url = |e: sqlx::Error| DbError::Permanent(format!("the url `{}` does not parse: {e}", config.url));
-        let connecting = format!("connecting to {} at {}", dialect.name(), redact(&config.url));
+        let connecting = format!("connecting to {} at {}", dialect.name(), crate::secret::redact(&config.url));
         let pool = match dialect {
             Dialect::MySql => {
                 let mut o = MySqlConnectOptions::from_str(&url).map_err(bad_url)?.timezone(Some("+00:00".into()));
@@ -420,28 +420,5 @@ impl Db {
     /// Closes the connections.
     pub async fn close(&self) {
         with_pool!(&self.pool, p => p.close().await)
-    }
-}
-
-/// A URL without any password in it, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_in_urls_are_hidden() {
-        assert_eq!(super::redact("jdbc:mysql://u:secret@h:3306/d"), "jdbc:mysql://u:***@h:3306/d");
-        assert_eq!(super::redact("jdbc:mysql://h:3306/d"), "jdbc:mysql://h:3306/d");
     }
 }

@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use weir_runtime::error::{OpResult, OperatorError, PlanError};
 use weir_runtime::operators::{Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo};
 use weir_runtime::state::{subtask_epoch_key, CheckpointId, StateReader, StateWriter, UnionKeys};
@@ -66,22 +66,10 @@ impl JdbcSinkFactory {
         }
         let schema = &ctx.inputs[0];
         let op = match &c.op_column {
-            Some(name) => {
-                let i = schema
-                    .index_of(name)
-                    .map_err(|_| ctx.error(format!("no column `{name}` in the input")).field("config.op_column"))?;
-                if !matches!(schema.field(i).data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
-                    return Err(ctx
-                        .error(format!("op_column `{name}` must be text (+I, +U, -U, -D)"))
-                        .field("config.op_column"));
-                }
-                if c.key.is_empty() {
-                    return Err(ctx
-                        .error("deletes need the table's key: give `key` with `op_column`")
-                        .field("config.op_column"));
-                }
-                Some(i)
-            }
+            Some(name) => Some(
+                crate::changes::op_column(schema, name, !c.key.is_empty())
+                    .map_err(|e| ctx.error(e).field("config.op_column"))?,
+            ),
             None => None,
         };
         let mut columns = Vec::new();

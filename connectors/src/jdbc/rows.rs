@@ -2,13 +2,13 @@
 //! column, reduced per key (the last change of a key wins), and epochs kept
 //! in checkpoints as Arrow IPC.
 
-use std::collections::HashMap;
-
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::CastOptions;
 use arrow::datatypes::{DataType, Date32Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use weir_runtime::error::{OpResult, OperatorError};
+
+pub use crate::changes::Op;
 
 /// How a column's values are bound as statement parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,15 +89,6 @@ impl std::fmt::Display for Value {
             Value::Date(v) => write!(f, "'{v}'"),
         }
     }
-}
-
-/// A change to the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    /// Insert, or update by key.
-    Upsert,
-    /// Delete by key.
-    Delete,
 }
 
 /// A row's values, in the sink's column order (`None` for NULL).
@@ -183,23 +174,7 @@ fn column_values(col: &dyn Array, kind: Kind) -> OpResult<Vec<Option<Value>>> {
 pub fn rows(batch: &RecordBatch, layout: &Layout) -> OpResult<Vec<Row>> {
     let columns: Vec<Vec<Option<Value>>> =
         layout.columns.iter().map(|&(i, kind)| column_values(batch.column(i), kind)).collect::<OpResult<_>>()?;
-    let ops: Vec<Option<Op>> = match layout.op {
-        None => vec![Some(Op::Upsert); batch.num_rows()],
-        Some(i) => {
-            let a = cast(batch.column(i), &DataType::Utf8)?;
-            let a = a.as_string::<i32>();
-            (0..a.len())
-                .map(|r| match a.is_valid(r).then(|| a.value(r)) {
-                    Some("+I" | "+U") => Ok(Some(Op::Upsert)),
-                    Some("-D") => Ok(Some(Op::Delete)),
-                    Some("-U") => Ok(None),
-                    other => {
-                        Err(OperatorError::InvalidData(format!("change kind {other:?} is none of +I, +U, -U, -D")))
-                    }
-                })
-                .collect::<OpResult<_>>()?
-        }
-    };
+    let ops = crate::changes::ops(batch, layout.op)?;
     let mut columns: Vec<std::vec::IntoIter<Option<Value>>> = columns.into_iter().map(Vec::into_iter).collect();
     let mut out = Vec::with_capacity(batch.num_rows());
     for op in ops {
@@ -256,16 +231,8 @@ pub fn reduce(rows: Vec<Row>, key: &[usize]) -> (Vec<Values>, Vec<Values>) {
     if key.is_empty() {
         return (rows.into_iter().map(|(_, r)| r).collect(), Vec::new());
     }
-    let mut last: HashMap<Vec<u8>, usize> = HashMap::with_capacity(rows.len());
-    for (i, (_, row)) in rows.iter().enumerate() {
-        last.insert(key_bytes(row, key), i);
-    }
-    let mut keep: Vec<usize> = last.into_values().collect();
-    keep.sort_unstable();
-    let mut rows: Vec<Option<Row>> = rows.into_iter().map(Some).collect();
     let (mut upserts, mut deletes) = (Vec::new(), Vec::new());
-    for i in keep {
-        let (op, row) = rows[i].take().expect("each index once");
+    for (op, row) in crate::changes::last_per_key(rows, |row| key_bytes(row, key)) {
         match op {
             Op::Upsert => upserts.push(row),
             Op::Delete => deletes.push(key.iter().map(|&k| row[k].clone()).collect()),

@@ -36,7 +36,7 @@ fn configurations_are_checked_without_a_database() {
     plan(sink(json!({})), None).unwrap();
     let refused = [
         (sink(json!({"delivery": "exactly_once"})), None, "add a `checkpoints:` section"),
-        (sink(json!({"op_column": "op"})), None, "deletes need the table's key"),
+        (sink(json!({"op_column": "op"})), None, "deletes need the destination's key"),
         (sink(json!({"op_column": "id", "key": ["id"]})), None, "must be text"),
         (sink(json!({"key": ["nope"]})), None, "key column `nope` is not a written column"),
         (sink(json!({"key": ["op"], "op_column": "op"})), None, "key column `op` is not a written column"),

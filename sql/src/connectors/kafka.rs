@@ -11,12 +11,24 @@ pub(super) fn kafka_source(
 ) -> Result<(Map<String, Value>, Vec<Col>, Vec<(String, String)>), SqlError> {
     let mut c = Map::new();
     c.insert("bootstrap_servers".into(), json!(opts.required("properties.bootstrap.servers")?));
-    let topic = opts.required("topic")?;
-    let topics: Vec<&str> = topic.split(';').map(str::trim).filter(|s| !s.is_empty()).collect();
-    if topics.len() == 1 {
-        c.insert("topic".into(), json!(topics[0]));
-    } else {
-        c.insert("topics".into(), json!(topics));
+    match (opts.take("topic"), opts.take("topic-pattern")) {
+        (Some(_), Some((_, at))) => {
+            return Err(SqlError::at(at, "give either 'topic' or 'topic-pattern', not both"));
+        }
+        (None, Some((pattern, _))) => {
+            c.insert("topic_pattern".into(), json!(pattern));
+        }
+        (topic, None) => {
+            let (topic, _) = topic.ok_or_else(|| {
+                SqlError::at(t.name.span.start, "the kafka connector needs 'topic' (or 'topic-pattern' to read from)")
+            })?;
+            let topics: Vec<&str> = topic.split(';').map(str::trim).filter(|s| !s.is_empty()).collect();
+            if topics.len() == 1 {
+                c.insert("topic".into(), json!(topics[0]));
+            } else {
+                c.insert("topics".into(), json!(topics));
+            }
+        }
     }
     if let Some(g) = opts.value("properties.group.id") {
         c.insert("group_id".into(), json!(g));

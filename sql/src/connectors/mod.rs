@@ -13,11 +13,25 @@ use crate::parse::{ColumnKind, TableDef};
 use crate::settings::Settings;
 use crate::types::SqlType;
 
+mod databases;
 mod kafka;
-use kafka::{delivery_option, kafka_sink, kafka_source};
+mod search;
+use databases::{jdbc_sink, mongodb_sink, JDBC_OPTIONS, MONGODB_OPTIONS};
+use kafka::{kafka_sink, kafka_source};
 
 /// Connectors `CREATE TABLE` accepts.
-const CONNECTORS: &[&str] = &["kafka", "datagen", "filesystem", "jdbc", "print", "blackhole"];
+const CONNECTORS: &[&str] = &[
+    "kafka",
+    "datagen",
+    "filesystem",
+    "jdbc",
+    "mongodb",
+    "elasticsearch-7",
+    "elasticsearch-6",
+    "opensearch",
+    "print",
+    "blackhole",
+];
 
 /// Columns of Weir's benchmark generator, which the `datagen` connector runs.
 const DATAGEN_COLUMNS: &[(&str, SqlType)] = &[
@@ -334,6 +348,7 @@ fn known_source_options(connector: &str) -> Vec<&'static str> {
         "kafka" => vec![
             "connector",
             "topic",
+            "topic-pattern",
             "properties.bootstrap.servers",
             "properties.group.id",
             "scan.startup.mode",
@@ -408,7 +423,9 @@ pub fn sink(b: &mut Builder, t: &TableDef, input: Rel, listed: &[String], at: Lo
     // typed sinks (JDBC, Parquet) keep them typed.
     let format = t.options.iter().find(|(k, _, _)| k == "format").map(|(_, v, _)| v.as_str());
     let json_out = match connector.as_str() {
-        "blackhole" | "jdbc" => false,
+        "blackhole" | "jdbc" | "mongodb" => false,
+        // Documents take timestamps as ISO 8601 text, which the cluster maps to dates.
+        c if search::NAMES.contains(&c) => false,
         "filesystem" => format != Some("parquet"),
         _ => true,
     };
@@ -437,6 +454,8 @@ pub fn sink(b: &mut Builder, t: &TableDef, input: Rel, listed: &[String], at: Lo
     let (kind, config) = match connector.as_str() {
         "kafka" => ("kafka_sink", kafka_sink(t, &mut opts, &targets)?),
         "jdbc" => ("jdbc_sink", jdbc_sink(t, &mut opts)?),
+        "mongodb" => ("mongodb_sink", mongodb_sink(t, &mut opts)?),
+        c if search::NAMES.contains(&c) => ("elasticsearch_sink", search::elasticsearch_sink(t, &mut opts)?),
         "filesystem" => ("file_sink", filesystem_sink(t, &mut opts)?),
         "print" => {
             opts.take("print-identifier");
@@ -455,6 +474,8 @@ pub fn sink(b: &mut Builder, t: &TableDef, input: Rel, listed: &[String], at: Lo
         "filesystem" => FILESYSTEM_SINK_OPTIONS.to_vec(),
         "print" => vec!["connector", "print-identifier", "standard-error"],
         "jdbc" => JDBC_OPTIONS.to_vec(),
+        "mongodb" => MONGODB_OPTIONS.to_vec(),
+        c if search::NAMES.contains(&c) => search::OPTIONS.to_vec(),
         _ => known_source_options(&connector),
     };
     opts.finish(&known)?;
@@ -543,69 +564,6 @@ fn filesystem_sink(t: &TableDef, opts: &mut Options<'_>) -> Result<Value, SqlErr
     }
     if !t.partitioned_by.is_empty() {
         c.insert("partition_by".into(), json!(t.partitioned_by.iter().map(|p| p.value.clone()).collect::<Vec<_>>()));
-    }
-    Ok(Value::Object(c))
-}
-
-/// Flink's `jdbc` options, and Weir's for passwords kept out of the script
-/// and for exactly-once delivery.
-const JDBC_OPTIONS: &[&str] = &[
-    "connector",
-    "url",
-    "table-name",
-    "username",
-    "password",
-    "password-env",
-    "password-file",
-    "sink.buffer-flush.max-rows",
-    "sink.buffer-flush.interval",
-    "sink.max-retries",
-    "sink.delivery-guarantee",
-    "sink.parallelism",
-    "connection.max-retry-timeout",
-];
-
-fn jdbc_sink(t: &TableDef, opts: &mut Options<'_>) -> Result<Value, SqlError> {
-    let mut c = Map::new();
-    c.insert("url".into(), json!(opts.required("url")?));
-    c.insert("table".into(), json!(opts.required("table-name")?));
-    for (option, field) in [
-        ("username", "username"),
-        ("password", "password"),
-        ("password-env", "password_env"),
-        ("password-file", "password_file"),
-    ] {
-        if let Some(v) = opts.value(option) {
-            c.insert(field.into(), json!(v));
-        }
-    }
-    // The declared primary key makes the sink upsert, as in Flink.
-    if !t.primary_key.is_empty() {
-        c.insert("key".into(), json!(t.primary_key.iter().map(|k| k.value.clone()).collect::<Vec<_>>()));
-    }
-    if let Some((v, at)) = opts.take("sink.buffer-flush.max-rows") {
-        let n: u64 = v
-            .parse()
-            .map_err(|_| SqlError::at(at, format!("sink.buffer-flush.max-rows is a number of rows, not '{v}'")))?;
-        // Flink's 0 turns buffering off: every row is written at once.
-        c.insert("buffer_flush_max_rows".into(), json!(n.max(1)));
-    }
-    if let Some(v) = opts.value("sink.buffer-flush.interval") {
-        c.insert("buffer_flush_interval".into(), json!(v));
-    }
-    if let Some((v, at)) = opts.take("sink.max-retries") {
-        let n: u64 = v.parse().map_err(|_| SqlError::at(at, format!("sink.max-retries is a number, not '{v}'")))?;
-        c.insert("max_retries".into(), json!(n));
-    }
-    if let Some(v) = opts.value("connection.max-retry-timeout") {
-        c.insert("connect_timeout".into(), json!(v));
-    }
-    delivery_option(opts, &mut c)?;
-    if let Some((v, at)) = opts.take("sink.parallelism") {
-        return Err(SqlError::at(
-            at,
-            format!("not supported: sink.parallelism ('{v}'); the sink runs at the job's parallelism"),
-        ));
     }
     Ok(Value::Object(c))
 }

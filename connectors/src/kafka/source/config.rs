@@ -102,9 +102,14 @@ pub struct SourceConfig {
     /// One topic...
     #[serde(default)]
     pub topic: Option<String>,
-    /// ...or several.
+    /// ...or several...
     #[serde(default)]
     pub topics: Vec<String>,
+    /// ...or every topic whose whole name matches this regular expression
+    /// (internal topics, named `__…`, excepted), found again by every
+    /// partition discovery, so topics created later are read too.
+    #[serde(default)]
+    pub topic_pattern: Option<String>,
     /// Consumer group offsets are committed to on checkpoint completion (and
     /// read by `start: committed`); default `weir-<uid>`.
     #[serde(default)]
@@ -169,6 +174,17 @@ impl SourceConfig {
 
     pub(super) fn topics(&self) -> Vec<String> {
         self.topic.iter().chain(self.topics.iter()).cloned().collect()
+    }
+
+    /// The compiled `topic_pattern`, matching whole names.
+    pub(super) fn pattern(&self) -> Result<Option<regex::Regex>, String> {
+        self.topic_pattern
+            .as_deref()
+            .map(|p| {
+                regex::Regex::new(&format!("^(?:{p})$"))
+                    .map_err(|e| format!("topic_pattern `{p}` is not a regular expression: {e}"))
+            })
+            .transpose()
     }
 
     pub(super) fn group_id(&self, uid: &str) -> String {

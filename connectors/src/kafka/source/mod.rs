@@ -59,9 +59,18 @@ impl KafkaSourceFactory {
     fn config(ctx: &PlanContext<'_>) -> Result<(SourceConfig, SchemaRef), PlanError> {
         let c: SourceConfig = ctx.config()?;
         c.connection().validate(ctx)?;
-        if c.topics().is_empty() {
-            return Err(ctx.error("name a `topic` or `topics` to read").field("config.topic"));
+        match (c.topics().is_empty(), &c.topic_pattern) {
+            (true, None) => {
+                return Err(ctx.error("name a `topic`, `topics` or a `topic_pattern` to read").field("config.topic"))
+            }
+            (false, Some(_)) => {
+                return Err(ctx
+                    .error("give either topic names (`topic`, `topics`) or a `topic_pattern`, not both")
+                    .field("config.topic_pattern"))
+            }
+            _ => {}
         }
+        c.pattern().map_err(|e| ctx.error(e).field("config.topic_pattern"))?;
         if c.batch_size == 0 || c.batch_size > 1 << 20 {
             return Err(ctx.error("batch_size must be between 1 and 1048576").field("config.batch_size"));
         }

@@ -105,29 +105,10 @@ impl KafkaSource {
         let servers = self.config.bootstrap_servers.clone();
         let open = self.open.as_ref().expect("opened before discovery");
         let mut new = Vec::new();
-        for topic in self.config.topics() {
-            let md = open.consumer.fetch_metadata(Some(&topic), timeout).map_err(|e| {
-                kafka_error(format!("cannot read the metadata of topic `{topic}` from {servers} within {timeout:?}"), e)
-            })?;
-            let t = md.topics().iter().find(|t| t.name() == topic).ok_or_else(|| OperatorError::External {
-                system: "kafka",
-                message: format!("the brokers at {servers} returned no metadata for topic `{topic}`"),
-            })?;
-            if let Some(err) = t.error() {
-                return Err(OperatorError::External {
-                    system: "kafka",
-                    message: format!(
-                        "topic `{topic}` cannot be read from {servers}: {:?}",
-                        rdkafka::types::RDKafkaErrorCode::from(err)
-                    ),
-                });
-            }
-            for p in t.partitions() {
-                let key = (topic.clone(), p.id());
-                if partition_owner(&topic, p.id(), self.subtask.parallelism) == self.subtask.index
-                    && !self.owns(&key.0, key.1)
-                {
-                    new.push(key);
+        for (topic, partitions) in self.topic_partitions(open, &servers, timeout)? {
+            for p in partitions {
+                if partition_owner(&topic, p, self.subtask.parallelism) == self.subtask.index && !self.owns(&topic, p) {
+                    new.push((topic.clone(), p));
                 }
             }
         }
@@ -169,6 +150,48 @@ impl KafkaSource {
         }
         self.assign()?;
         Ok(self.partitions.len())
+    }
+
+    /// The partitions of every topic to read: the named ones (each must
+    /// exist), or those whose name matches `topic_pattern` now.
+    fn topic_partitions(&self, open: &Open, servers: &str, timeout: Duration) -> OpResult<Vec<(String, Vec<i32>)>> {
+        let check = |topic: &str, err: Option<rdkafka::types::RDKafkaRespErr>| match err {
+            Some(err) => Err(OperatorError::External {
+                system: "kafka",
+                message: format!(
+                    "topic `{topic}` cannot be read from {servers}: {:?}",
+                    rdkafka::types::RDKafkaErrorCode::from(err)
+                ),
+            }),
+            None => Ok(()),
+        };
+        let mut out = Vec::new();
+        if let Some(pattern) = self.config.pattern().map_err(OperatorError::InvalidData)? {
+            let md = open
+                .consumer
+                .fetch_metadata(None, timeout)
+                .map_err(|e| kafka_error(format!("cannot list the topics of {servers} within {timeout:?}"), e))?;
+            for t in md.topics() {
+                if t.name().starts_with("__") || !pattern.is_match(t.name()) {
+                    continue;
+                }
+                check(t.name(), t.error())?;
+                out.push((t.name().to_string(), t.partitions().iter().map(|p| p.id()).collect()));
+            }
+            return Ok(out);
+        }
+        for topic in self.config.topics() {
+            let md = open.consumer.fetch_metadata(Some(&topic), timeout).map_err(|e| {
+                kafka_error(format!("cannot read the metadata of topic `{topic}` from {servers} within {timeout:?}"), e)
+            })?;
+            let t = md.topics().iter().find(|t| t.name() == topic).ok_or_else(|| OperatorError::External {
+                system: "kafka",
+                message: format!("the brokers at {servers} returned no metadata for topic `{topic}`"),
+            })?;
+            check(&topic, t.error())?;
+            out.push((topic, t.partitions().iter().map(|p| p.id()).collect()));
+        }
+        Ok(out)
     }
 
     pub(super) fn owns(&self, topic: &str, partition: i32) -> bool {
