@@ -230,3 +230,53 @@ fn settings_that_cannot_work_are_clear_errors_before_any_record() -> anyhow::Res
     assert!(!ok && !out.contains("hunter2") && out.contains("weir:***@"), "{out}");
     Ok(())
 }
+
+/// Flink's `mongodb` connector in a SQL script: the primary key makes the
+/// `_id`, window bounds land as BSON dates.
+#[test]
+fn the_sql_connector_replaces_windows_by_their_key() -> anyhow::Result<()> {
+    let server = shared();
+    let database = unique("sql");
+    let script = format!(
+        r#"CREATE TABLE bids (
+  channel STRING,
+  event_time_ms BIGINT,
+  ts AS TO_TIMESTAMP_LTZ(event_time_ms, 3),
+  WATERMARK FOR ts AS ts
+) WITH ('connector' = 'datagen', 'number-of-rows' = '{EVENTS}');
+
+CREATE TABLE bid_counts (
+  channel STRING,
+  window_start TIMESTAMP(3),
+  bids BIGINT,
+  PRIMARY KEY (channel, window_start) NOT ENFORCED
+) WITH (
+  'connector' = 'mongodb',
+  'uri' = '{uri}',
+  'database' = '{database}',
+  'collection' = 'bid_counts',
+  'sink.buffer-flush.max-rows' = '10'
+);
+
+INSERT INTO bid_counts
+SELECT channel, window_start, COUNT(*)
+FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND))
+GROUP BY channel, window_start, window_end;
+"#,
+        uri = server.uri()
+    );
+    let dir = tempfile::tempdir()?;
+    let (ok, out) = local(dir.path(), "counts.sql", &script)?;
+    assert!(ok, "{out}");
+    let docs = server.documents(&database, "bid_counts")?;
+    assert_eq!(docs.len(), WINDOWS * 4);
+    for d in &docs {
+        assert_eq!(d.get_i64("bids")?, PER_WINDOW, "{d}");
+        let start = d.get_datetime("window_start")?;
+        // Event 0 is at 1,700,000,000,000 ms; windows are one second long.
+        assert!((1_700_000_000_000..1_700_000_020_000).contains(&start.timestamp_millis()), "{d}");
+        let id = d.get_document("_id")?;
+        assert_eq!((id.get_str("channel")?, id.get_datetime("window_start")?), (d.get_str("channel")?, start), "{d}");
+    }
+    Ok(())
+}

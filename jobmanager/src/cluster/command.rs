@@ -72,8 +72,9 @@ pub(crate) enum Command {
     Decline(v1::DeclineCheckpointRequest),
     /// Time to trigger a checkpoint of a job attempt (if nothing prevents it).
     CheckpointDue(JobId, u32),
-    /// Triggering a checkpoint failed on a task manager.
-    TriggerFailed { job: JobId, attempt: u32, id: CheckpointId, failure: Failure },
+    /// Triggering a checkpoint failed on a task manager (`unreachable`:
+    /// the task manager, when nothing listened at its address).
+    TriggerFailed { job: JobId, attempt: u32, id: CheckpointId, failure: Failure, unreachable: Option<String> },
     /// A checkpoint's metadata was written (or not).
     MetadataWritten { job: JobId, id: CheckpointId, result: Result<CheckpointMetadata, Failure> },
     /// A restart's delay passed and its restore point was looked up.

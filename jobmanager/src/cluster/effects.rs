@@ -59,7 +59,9 @@ impl Cluster {
                     tokio::spawn(async move {
                         if let Err(e) = client.trigger_checkpoint(req).await {
                             let failure = rpc_failure(&tm, &e);
-                            let _ = tx.send(Command::TriggerFailed { job, attempt, id: cp, failure }).await;
+                            let unreachable = unreachable(&tm, &e);
+                            let _ =
+                                tx.send(Command::TriggerFailed { job, attempt, id: cp, failure, unreachable }).await;
                         }
                     });
                 }
@@ -82,7 +84,10 @@ impl Cluster {
                         for (tm, mut client) in targets {
                             if let Err(e) = client.trigger_checkpoint(req(phase)).await {
                                 let failure = rpc_failure(&tm, &e);
-                                let _ = tx.send(Command::TriggerFailed { job, attempt, id: cp, failure }).await;
+                                let unreachable = unreachable(&tm, &e);
+                                let _ = tx
+                                    .send(Command::TriggerFailed { job, attempt, id: cp, failure, unreachable })
+                                    .await;
                                 return;
                             }
                         }
@@ -244,6 +249,11 @@ impl Cluster {
             });
         }
     }
+}
+
+/// The task manager `tm` when an RPC to it found nothing listening.
+fn unreachable(tm: &str, e: &tonic::Status) -> Option<String> {
+    (e.code() == tonic::Code::Unavailable).then(|| tm.to_string())
 }
 
 /// A failed RPC to task manager `tm`: unreachable or timed out is

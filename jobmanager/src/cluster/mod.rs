@@ -283,7 +283,14 @@ impl Cluster {
                 self.with_job(&JobId::new(key.job_id), |j, now| j.checkpoint_failed(key.attempt, id, failure, now));
             }
             Command::CheckpointDue(job, attempt) => self.with_job(&job, |j, now| j.checkpoint_due(attempt, now)),
-            Command::TriggerFailed { job, attempt, id, failure } => {
+            Command::TriggerFailed { job, attempt, id, failure, unreachable } => {
+                if let Some(tm) = unreachable.filter(|tm| self.membership.contains(tm)) {
+                    // As for a deployment: nothing listens at its address, so
+                    // the task manager is lost now, once, and the restart that
+                    // follows does not pick its slots again.
+                    self.lose_task_manager(&tm, &format!("unreachable: {}", failure.message));
+                    return;
+                }
                 let failure = failure.context("triggering failed");
                 self.with_job(&job, |j, now| j.checkpoint_failed(attempt, id, failure, now))
             }
