@@ -26,7 +26,12 @@ die() { log "$*"; exit 1; }
 . scripts/go-env.sh
 
 ferretdb_ok() {
-  [ -x "$BIN" ] && "$BIN" --version 2>/dev/null | grep -q "version: v$FERRETDB_VERSION"
+  [ -x "$BIN" ] || return 1
+  local v
+  # Read whole before matching: `grep -q` in a pipe would close it early, and
+  # with pipefail the version command's SIGPIPE would read as a failure.
+  v="$("$BIN" --version 2>/dev/null)" || return 1
+  grep -q "version: v$FERRETDB_VERSION" <<< "$v"
 }
 
 install() {
