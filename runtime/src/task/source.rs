@@ -83,6 +83,9 @@ impl Task {
                 *self.counters.source_gauges.lock().unwrap_or_else(|e| e.into_inner()) = gauges;
             }
             self.emit_tail().await?;
+            // The completion of the stop's savepoint may already be queued
+            // behind the stop itself (an idle source wakes to find both).
+            let mut stopped = None;
             while let Some(Ok(ctl)) = self.control.as_mut().map(|c| c.try_recv()) {
                 match ctl {
                     TaskControl::TriggerCheckpoint(id) => {
@@ -96,9 +99,19 @@ impl Task {
                     TaskControl::CheckpointComplete(id) => {
                         self.checkpoint_complete(id, Some(source.as_mut()))?;
                         self.emit_tail().await?;
+                        if let Some(savepoint) = stopping.filter(|s| id >= *s) {
+                            stopped = Some(Ending::Stopped { taken: Some(savepoint), completed: Some(id) });
+                        }
+                    }
+                    TaskControl::CheckpointAborted(id) if stopping == Some(id) => {
+                        tracing::info!(checkpoint = %id, "the stop-with-savepoint failed: reading resumes");
+                        stopping = None;
                     }
                     TaskControl::CheckpointAborted(_) => {}
                 }
+            }
+            if let Some(ending) = stopped {
+                break Ok(ending);
             }
             if stopping.is_some() {
                 continue;
