@@ -28,7 +28,7 @@ fi
 export WEIR_S3S_FS="$TOOLS/bin/s3s-fs"
 # A real Kafka broker (KRaft) for the Kafka tests: its jars come from Maven
 # Central through mvn, cached (see scripts/kafka.sh).
-# The OpenSearch node's launcher is compiled, so a JDK (javac) is needed.
+# The OpenSearch node's and HDFS's launchers are compiled, so a JDK (javac) is needed.
 if ! command -v java >/dev/null || ! command -v javac >/dev/null || ! command -v mvn >/dev/null; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
@@ -67,6 +67,11 @@ export WEIR_FERRETDB
 # cached (see scripts/opensearch.sh).
 WEIR_OPENSEARCH_DIR="$(scripts/opensearch.sh fetch | tail -n 1)"
 export WEIR_OPENSEARCH_DIR
+# An HDFS (NameNode and DataNode in one JVM) for the HDFS storage tests:
+# Hadoop's minicluster jars from Maven Central and a small launcher compiled
+# here, cached (see scripts/hdfs.sh).
+WEIR_HDFS_DIR="$(scripts/hdfs.sh fetch | tail -n 1)"
+export WEIR_HDFS_DIR
 
 echo "== format"
 cargo fmt --all -- --check

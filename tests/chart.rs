@@ -36,7 +36,8 @@ pub fn render(args: &[&str]) -> anyhow::Result<Vec<Value>> {
     let text = String::from_utf8(out.stdout)?;
     let mut docs = Vec::new();
     for doc in format!("\n{text}").split("\n---") {
-        let v: serde_yaml::Value = serde_yaml::from_str(doc).with_context(|| format!("a rendered document:\n{doc}"))?;
+        let v: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(doc).with_context(|| format!("a rendered document:\n{doc}"))?;
         if !v.is_null() {
             docs.push(serde_json::to_value(v)?);
         }

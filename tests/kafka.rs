@@ -1492,16 +1492,14 @@ fn web_events_land_in_hourly_parquet_files_on_s3_exactly_once_through_a_kill() -
 
 /// The web-events pipeline into the lake and the search index in one job
 /// (`jobs/web-events-lake-and-search.yaml`): JSON events from Kafka into
-/// hour-partitioned JSON-lines files on an S3-compatible server and into a
-/// daily OpenSearch index, through a `kill -9` of a task manager mid-run.
-/// The files hold every event once; the index holds every event once
-/// (count and ids).
+/// hour-partitioned JSON-lines files on HDFS and into a daily OpenSearch
+/// index, through a `kill -9` of a task manager mid-run. The files hold
+/// every event once; the index holds every event once (count and ids).
 #[test]
 fn web_events_land_in_the_lake_and_the_search_index_once_through_a_kill() -> anyhow::Result<()> {
-    use weir_tests::s3::shared_s3;
     const N: i64 = 9_000;
     const BASE: i64 = 1_772_352_000_000; // 2026-03-01 08:00:00 UTC
-    let s3 = shared_s3();
+    let dfs = weir_tests::dfs::shared();
     let search = weir_tests::search::shared();
     let kafka = shared_kafka();
     let bootstrap = kafka.bootstrap();
@@ -1521,54 +1519,42 @@ fn web_events_land_in_the_lake_and_the_search_index_once_through_a_kill() -> any
     let prefix = unique("web-events-json");
     let index_prefix = unique("web-events");
     let index = format!("{index_prefix}-2026-03-01");
-    let env = s3.env();
-    let mut cluster = Cluster::start(0, 2, "1s")?;
-    cluster.start_taskmanager("tm-a", 2, &env)?;
-    cluster.start_taskmanager("tm-b", 2, &env)?;
+    let mut cluster = Cluster::start(2, 2, "1s")?;
     let job = weir_tests::job_file(
         "web-events-lake-and-search.yaml",
         &[
             ("127.0.0.1:9092", &bootstrap),
             ("topic: web-events", &format!("topic: {topic}")),
-            ("s3://weir-lake/web-events-json", &format!("s3://weir-lake/{prefix}")),
-            ("http://127.0.0.1:9000", &s3.endpoint()),
+            ("hdfs://127.0.0.1:8020/weir-lake/web-events-json", &format!("{}/weir-lake/{prefix}", dfs.url())),
             ("http://127.0.0.1:9200", &search.url()),
             ("web-events-{ts", &format!("{index_prefix}-{{ts")),
         ],
     );
     let id = cluster.submit(&cluster.write("web-events.yaml", &job), &[])?;
-    let dir = s3.local("weir-lake", &prefix);
+    let dir = format!("weir-lake/{prefix}");
     wait_until("the first documents", LONG, || Ok((!search.documents(&index)?.is_empty()).then_some(())))
         .with_context(|| cluster.logs())?;
     cluster.taskmanager("tm-b").kill9();
-    cluster.start_taskmanager("tm-b", 2, &env)?;
+    cluster.start_taskmanager("tm-b", 2, &[])?;
     produce(&bootstrap, &topic, &(N / 2..N).map(event).collect::<Vec<_>>())?;
-    let lines = |dir: &std::path::Path| -> Vec<(String, serde_json::Value)> {
+    // Committed files only: hidden in-progress parts are not the lake's.
+    let lines = |dir: &str| -> anyhow::Result<Vec<(String, serde_json::Value)>> {
         let mut out = Vec::new();
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let p = e.path();
-                let hidden = p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
-                if p.is_dir() {
-                    stack.push(p);
-                } else if !hidden {
-                    let rel = d.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
-                    for l in std::fs::read_to_string(&p).unwrap_or_default().lines() {
-                        out.push((rel.clone(), serde_json::from_str(l).expect("a JSON line")));
-                    }
-                }
+        for (rel, bytes) in dfs.files(dir)? {
+            let hour_dir = rel.rsplit_once('/').map_or("", |(d, _)| d).to_string();
+            for l in String::from_utf8_lossy(&bytes).lines() {
+                out.push((hour_dir.clone(), serde_json::from_str(l).expect("a JSON line")));
             }
         }
-        out
+        Ok(out)
     };
     wait_until("every event in the files and the index", LONG, || {
-        Ok((lines(&dir).len() >= N as usize && search.documents(&index)?.len() >= N as usize).then_some(()))
+        Ok((lines(&dir)?.len() >= N as usize && search.documents(&index)?.len() >= N as usize).then_some(()))
     })
     .with_context(|| cluster.logs())?;
     let done = completed_checkpoints(&cluster, &id)?;
     wait_until("two more checkpoints", LONG, || Ok((completed_checkpoints(&cluster, &id)? >= done + 2).then_some(())))?;
-    let rows = lines(&dir);
+    let rows = lines(&dir)?;
     let mut ids: Vec<i64> = rows.iter().map(|(_, v)| v["id"].as_i64().unwrap()).collect();
     ids.sort();
     let dupes = ids.windows(2).filter(|w| w[0] == w[1]).count();

@@ -15,6 +15,7 @@ use anyhow::{bail, Context};
 pub mod broker;
 pub mod chart;
 pub mod databases;
+pub mod dfs;
 pub mod mongo;
 pub mod s3;
 pub mod search;
@@ -297,13 +298,15 @@ impl Cluster {
         Self::start_with(tms, slots, heartbeat_timeout, &[])
     }
 
-    /// [`Cluster::start`] with more flags for the job manager.
+    /// [`Cluster::start`] with more flags for the job manager. Its storage
+    /// is `jobmanager-storage` in the scratch directory unless the flags
+    /// name one (`--checkpoint-storage`).
     pub fn start_with(tms: usize, slots: u32, heartbeat_timeout: &str, jm_flags: &[&str]) -> anyhow::Result<Cluster> {
         let dir = tempfile::tempdir()?;
         let ports = free_ports(2);
         let url = format!("http://127.0.0.1:{}", ports[0]);
         let rest = format!("127.0.0.1:{}", ports[1]);
-        let jm_args = vec![
+        let mut jm_args = vec![
             "--rpc-addr".to_string(),
             format!("127.0.0.1:{}", ports[0]),
             "--rest-addr".into(),
@@ -312,12 +315,12 @@ impl Cluster {
             "250ms".into(),
             "--heartbeat-timeout".into(),
             heartbeat_timeout.into(),
-            "--checkpoint-storage".into(),
-            format!("file://{}", dir.path().join("jobmanager-storage").display()),
-        ]
-        .into_iter()
-        .chain(jm_flags.iter().map(|f| f.to_string()))
-        .collect::<Vec<_>>();
+        ];
+        if !jm_flags.contains(&"--checkpoint-storage") {
+            jm_args.push("--checkpoint-storage".into());
+            jm_args.push(format!("file://{}", dir.path().join("jobmanager-storage").display()));
+        }
+        jm_args.extend(jm_flags.iter().map(|f| f.to_string()));
         let jobmanager = spawn("jobmanager", Command::new(bin("weir-jobmanager")).args(&jm_args), dir.path())?;
         let mut taskmanagers = Vec::new();
         for i in 0..tms {

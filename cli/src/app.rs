@@ -536,7 +536,7 @@ struct SavepointArgs {
 enum SavepointAction {
     /// Show a savepoint's operators, states and sizes, key groups and source positions.
     Inspect {
-        /// Savepoint directory (file:///dir or s3://bucket/prefix).
+        /// Savepoint directory (file:///dir, s3://bucket/prefix or hdfs://namenode:port/dir).
         uri: String,
     },
     /// Delete a savepoint (its metadata first, then its files).

@@ -31,11 +31,13 @@ pub struct JobManagerArgs {
     #[arg(long, env = "WEIR_JOBMANAGER_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration)]
     heartbeat_interval: Option<Duration>,
     /// Checkpoint storage of jobs that name none, and of job records
-    /// (file:///dir or s3://bucket/prefix) [default: weir-checkpoints in the temp dir].
+    /// (file:///dir, s3://bucket/prefix or hdfs://namenode:port/dir) [default:
+    /// weir-checkpoints in the temp dir].
     #[arg(long, env = "WEIR_JOBMANAGER_CHECKPOINT_STORAGE")]
     checkpoint_storage: Option<String>,
-    /// Directory for savepoints taken without `--target` (file:///dir or
-    /// s3://bucket/prefix) [default: none; `weir savepoint` then needs a target].
+    /// Directory for savepoints taken without `--target` (file:///dir,
+    /// s3://bucket/prefix or hdfs://namenode:port/dir) [default: none; `weir
+    /// savepoint` then needs a target].
     #[arg(long, env = "WEIR_JOBMANAGER_SAVEPOINT_DIR")]
     savepoint_dir: Option<String>,
     /// Address of the REST API and web UI (with /healthz and /readyz), or

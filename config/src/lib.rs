@@ -21,10 +21,10 @@ pub fn load_section<T: for<'de> Deserialize<'de> + Default>(path: &Path, name: &
 
 /// Reads section `name` of config text.
 pub fn parse_section<T: for<'de> Deserialize<'de> + Default>(text: &str, name: &str) -> anyhow::Result<T> {
-    let doc: serde_yaml::Value = serde_yaml::from_str(text).context("not valid YAML")?;
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).context("not valid YAML")?;
     let map = match doc {
-        serde_yaml::Value::Mapping(m) => m,
-        serde_yaml::Value::Null => return Ok(T::default()),
+        serde_yaml_ng::Value::Mapping(m) => m,
+        serde_yaml_ng::Value::Null => return Ok(T::default()),
         _ => bail!("the file must be a mapping of sections ({})", SECTIONS.join(", ")),
     };
     for key in map.keys() {
@@ -34,8 +34,8 @@ pub fn parse_section<T: for<'de> Deserialize<'de> + Default>(text: &str, name: &
         }
     }
     match map.get(name) {
-        None | Some(serde_yaml::Value::Null) => Ok(T::default()),
-        Some(v) => serde_yaml::from_value(v.clone()).with_context(|| format!("section `{name}`")),
+        None | Some(serde_yaml_ng::Value::Null) => Ok(T::default()),
+        Some(v) => serde_yaml_ng::from_value(v.clone()).with_context(|| format!("section `{name}`")),
     }
 }
 

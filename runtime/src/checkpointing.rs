@@ -164,8 +164,12 @@ impl CheckpointConfig {
             return err("retained", "must keep at least one checkpoint".into());
         }
         if let Some(s) = &self.storage {
-            if !(s.starts_with("file:///") || s.starts_with("s3://") || s.starts_with("memory://")) {
-                return err("storage", format!("`{s}` is not file:///absolute/path, s3://bucket/prefix or memory://"));
+            let hdfs = s.strip_prefix("hdfs://").is_some_and(|r| !r.is_empty() && !r.starts_with('/'));
+            if !(s.starts_with("file:///") || s.starts_with("s3://") || s.starts_with("memory://") || hdfs) {
+                return err(
+                    "storage",
+                    format!("`{s}` is not file:///absolute/path, s3://bucket/prefix, hdfs://namenode:port/path or memory://"),
+                );
             }
         }
         if let RestartStrategy::ExponentialDelay { multiplier, delay, max_delay, .. } = &self.restart {
@@ -202,7 +206,7 @@ mod tests {
 
     #[test]
     fn parses_and_validates() {
-        let c: CheckpointConfig = serde_yaml::from_str(
+        let c: CheckpointConfig = serde_yaml_ng::from_str(
             "interval: 1s\nbackend: rocksdb\nrestart: {strategy: fixed_delay, attempts: 3, delay: 200ms}\n",
         )
         .unwrap();
@@ -210,7 +214,8 @@ mod tests {
         assert_eq!(c.mode, CheckpointMode::ExactlyOnce);
         assert!(c.changelog, "on unless turned off");
         c.validate().unwrap();
-        let off: CheckpointConfig = serde_yaml::from_str("interval: 1s\nbackend: rocksdb\nchangelog: false\n").unwrap();
+        let off: CheckpointConfig =
+            serde_yaml_ng::from_str("interval: 1s\nbackend: rocksdb\nchangelog: false\n").unwrap();
         assert!(!off.changelog);
         let bad = CheckpointConfig { retained: 0, ..c.clone() };
         assert!(bad.validate().unwrap_err().to_string().contains("retained"));

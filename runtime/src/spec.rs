@@ -44,7 +44,7 @@ struct OperatorEntry {
     #[serde(default = "yes")]
     chaining: bool,
     #[serde(default)]
-    config: Option<serde_yaml::Value>,
+    config: Option<serde_yaml_ng::Value>,
 }
 
 fn yes() -> bool {
@@ -83,9 +83,9 @@ pub fn parse_job_yaml(text: &str) -> Result<JobGraph, PlanError> {
             message: "the job file is empty: a job needs a `name` and its `operators` (see docs/job-files.md)".into(),
         });
     }
-    let file: JobFile = serde_yaml::from_str(text).map_err(|e| {
+    let file: JobFile = serde_yaml_ng::from_str(text).map_err(|e| {
         let line = e.location().map(|l| l.line() as u32).unwrap_or(0);
-        // serde_yaml appends " at line L column C"; the line is reported separately.
+        // serde_yaml_ng appends " at line L column C"; the line is reported separately.
         let msg = e.to_string();
         let msg = match msg.find(" at line ") {
             Some(i) => msg[..i].to_string(),
@@ -162,9 +162,9 @@ pub fn parse_job_yaml(text: &str) -> Result<JobGraph, PlanError> {
 /// Writes a graph as a job file (what `weir explain` prints): parsing it
 /// back gives the same graph, line numbers aside.
 pub fn job_yaml(graph: &JobGraph) -> String {
-    use serde_yaml::{Mapping, Value};
+    use serde_yaml_ng::{Mapping, Value};
     fn v(x: impl serde::Serialize) -> Value {
-        serde_yaml::to_value(x).expect("job graph parts are plain data")
+        serde_yaml_ng::to_value(x).expect("job graph parts are plain data")
     }
     let mut file = Mapping::new();
     file.insert(v("name"), v(&graph.name));
@@ -218,7 +218,7 @@ pub fn job_yaml(graph: &JobGraph) -> String {
     if let Some(c) = &graph.checkpoint {
         file.insert(v("checkpoints"), v(c));
     }
-    serde_yaml::to_string(&Value::Mapping(file)).expect("a mapping is representable in YAML")
+    serde_yaml_ng::to_string(&Value::Mapping(file)).expect("a mapping is representable in YAML")
 }
 
 /// 1-based lines of the items of the top-level `operators:` and `edges:`

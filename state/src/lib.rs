@@ -61,7 +61,7 @@ pub enum StorageError {
         reason: String,
     },
     /// The storage URI is not supported or malformed: a configuration error.
-    #[error("unsupported checkpoint storage URI `{0}`: use file:///absolute/path, s3://bucket/prefix or memory://")]
+    #[error("unsupported checkpoint storage URI `{0}`: use file:///absolute/path, s3://bucket/prefix, hdfs://namenode:port/path or memory://")]
     Uri(String),
 }
 

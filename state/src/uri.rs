@@ -1,8 +1,9 @@
-//! Opening checkpoint storage from a URI: `file:///dir`, `s3://bucket/prefix`
-//! or `memory://`.
+//! Opening checkpoint storage from a URI: `file:///dir`, `s3://bucket/prefix`,
+//! `hdfs://namenode:port/dir` or `memory://`.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use object_store::memory::InMemory;
 use object_store::ObjectStore;
@@ -41,7 +42,8 @@ impl fmt::Debug for S3Options {
 
 impl CheckpointStorage {
     /// Storage for a URI: `file:///absolute/dir`, `s3://bucket/prefix` (S3
-    /// settings from the environment) or `memory://`.
+    /// settings from the environment), `hdfs://namenode:port/dir` or
+    /// `memory://`.
     pub fn from_uri(uri: &str) -> Result<Self, StorageError> {
         Self::from_uri_with(uri, &S3Options::default())
     }
@@ -56,10 +58,18 @@ impl CheckpointStorage {
 
 /// The object store a storage URI names and the prefix inside it:
 /// `file:///absolute/dir` (created if missing), `s3://bucket/prefix` (S3
-/// settings from `s3`, then the environment) or `memory://`. Checkpoints
-/// and the file sink open their storage through it, so both take the same
-/// URIs and settings.
+/// settings from `s3`, then the environment), `hdfs://namenode:port/dir`
+/// (or `hdfs://nameservice/dir`, resolved through `HADOOP_CONF_DIR`) or
+/// `memory://`. Checkpoints, savepoints, the job store and the file sink
+/// open their storage through it, so all take the same URIs and settings.
 pub fn object_store_for(uri: &str, s3: &S3Options) -> Result<(Arc<dyn ObjectStore>, String), StorageError> {
+    if let Some(rest) = uri.strip_prefix("hdfs://") {
+        let (authority, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if authority.is_empty() {
+            return Err(StorageError::Uri(uri.to_string()));
+        }
+        return Ok((hdfs_store(authority)?, prefix.trim_matches('/').to_string()));
+    }
     if let Some(rest) = uri.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
@@ -99,4 +109,55 @@ pub fn object_store_for(uri: &str, s3: &S3Options) -> Result<(Arc<dyn ObjectStor
         return Ok((Arc::new(fs), String::new()));
     }
     Err(StorageError::Uri(uri.to_string()))
+}
+
+/// The store of one HDFS cluster (`authority` is `host:port` or a name
+/// service), shared by every storage of the process that names it, so they
+/// share its NameNode connections.
+///
+/// The client's connections and background tasks live on a small runtime of
+/// their own: a storage opened on one runtime (the job manager's, a task's)
+/// and used from another (the connectors') keeps working whichever of them
+/// ends first.
+fn hdfs_store(authority: &str) -> Result<Arc<dyn ObjectStore>, StorageError> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    let mut stores = STORES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = stores.get(authority) {
+        return Ok(s.clone());
+    }
+    let runtime = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("weir-hdfs")
+            .enable_all()
+            .build()
+            .expect("starting the HDFS client's runtime")
+    });
+    let url = format!("hdfs://{authority}");
+    let client = hdfs_native::ClientBuilder::new()
+        .with_url(&url)
+        .with_io_runtime(runtime.handle().clone())
+        .build()
+        .map_err(|e| StorageError::Store(object_store::Error::Generic { store: "hdfs", source: Box::new(e) }))?;
+    let store: Arc<dyn ObjectStore> = Arc::new(hdfs_native_object_store::HdfsObjectStore::new(client));
+    stores.insert(authority.to_string(), store.clone());
+    Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hdfs_uris_name_a_namenode_and_a_directory() {
+        let (_, prefix) = object_store_for("hdfs://127.0.0.1:8020/lake/events/", &S3Options::default()).unwrap();
+        assert_eq!(prefix, "lake/events");
+        let (_, prefix) = object_store_for("hdfs://127.0.0.1:8021", &S3Options::default()).unwrap();
+        assert_eq!(prefix, "");
+        for bad in ["hdfs:///lake", "hdfs://", "hdfs:/lake"] {
+            let e = object_store_for(bad, &S3Options::default()).expect_err(bad);
+            assert!(e.to_string().contains("hdfs://namenode:port/path"), "{bad}: {e}");
+        }
+    }
 }

@@ -77,7 +77,8 @@ pub struct S3Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
-    /// Where: `file:///absolute/dir`, `s3://bucket/prefix`, or an absolute path.
+    /// Where: `file:///absolute/dir`, `s3://bucket/prefix`,
+    /// `hdfs://namenode:port/dir`, or an absolute path.
     pub path: String,
     /// `json` (default), `csv` or `parquet`.
     #[serde(default)]
@@ -123,9 +124,17 @@ impl FileSinkConfig {
         if p.starts_with("s3://") || p.starts_with("file:///") {
             return Ok(p.to_string());
         }
+        if let Some(rest) = p.strip_prefix("hdfs://") {
+            if !rest.is_empty() && !rest.starts_with('/') {
+                return Ok(p.to_string());
+            }
+        }
         if p.starts_with('/') {
             return Ok(format!("file://{p}"));
         }
-        Err(format!("path `{}` is neither an absolute directory, file:///DIR nor s3://BUCKET/PREFIX", self.path))
+        Err(format!(
+            "path `{}` is neither an absolute directory, file:///DIR, s3://BUCKET/PREFIX nor hdfs://NAMENODE:PORT/DIR",
+            self.path
+        ))
     }
 }

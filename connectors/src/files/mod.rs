@@ -1,5 +1,5 @@
-//! `file_sink`: rows into part files on local disk or S3-compatible
-//! storage, as JSON lines, CSV or Parquet, rolled by size, by time and at
+//! `file_sink`: rows into part files on local disk, S3-compatible storage
+//! or HDFS, as JSON lines, CSV or Parquet, rolled by size, by time and at
 //! every checkpoint, and partitioned into directories by column values
 //! (`page=home/`) and event time (`dt=2026-03-01/hour=08/`).
 //!
@@ -155,6 +155,7 @@ impl OperatorFactory for FileSinkFactory {
             partitioner,
             subtask,
             store: None,
+            reached: false,
             open: BTreeMap::new(),
             next_part: 0,
             rolled: Vec::new(),
@@ -226,15 +227,24 @@ async fn commit(store: Store, parts: Vec<Part>) -> OpResult<usize> {
     let mut n = 0;
     for p in parts {
         let (from, to) = (store.path(&p.hidden), store.path(&p.fin));
-        match store.store.rename(&from, &to).await {
-            Ok(()) => n += 1,
+        let Err(e) = store.store.rename(&from, &to).await else {
+            n += 1;
+            continue;
+        };
+        // Renamed already, by an earlier attempt of this commit? Stores
+        // report a missing source differently (HDFS as the NameNode's
+        // FileNotFoundException), so look rather than match the error.
+        let pending = !matches!(store.store.head(&from).await, Err(object_store::Error::NotFound { .. }));
+        if pending {
+            return Err(storage_error(format!("committing {to}"), e));
+        }
+        match store.store.head(&to).await {
+            Ok(_) => {}
             Err(object_store::Error::NotFound { .. }) => {
-                if store.store.head(&to).await.is_err() {
-                    return Err(OperatorError::State(format!(
-                        "part {} is neither pending at {from} nor committed: the checkpoint's files were removed",
-                        p.fin
-                    )));
-                }
+                return Err(OperatorError::State(format!(
+                    "part {} is neither pending at {from} nor committed: the checkpoint's files were removed",
+                    p.fin
+                )))
             }
             Err(e) => return Err(storage_error(format!("committing {to}"), e)),
         }
@@ -253,6 +263,8 @@ pub struct FileSink {
     partitioner: Partitioner,
     subtask: SubtaskInfo,
     store: Option<Store>,
+    /// Whether the storage answered once (checked before the first record).
+    reached: bool,
     /// Open parts by directory.
     open: BTreeMap<String, OpenPart>,
     next_part: u64,
@@ -270,6 +282,27 @@ impl FileSink {
             self.store = Some(Store::open(&self.uri, &self.config.s3)?);
         }
         Ok(self.store.clone().expect("opened"))
+    }
+
+    /// Checks once, before the first record is written, that the storage
+    /// answers and lets this sink write its directory: it writes a small
+    /// hidden file and deletes it. An unreachable NameNode or endpoint,
+    /// refused credentials or a missing permission fail the job at start,
+    /// with the storage's reason, instead of at the first roll.
+    fn ensure_reached(&mut self) -> OpResult<()> {
+        if self.reached {
+            return Ok(());
+        }
+        let store = self.store()?;
+        let probe = store.path(&format!("{}{}.probe", self.hidden_prefix(self.subtask.index), self.run));
+        let uri = self.uri.clone();
+        wait(async move {
+            let fail = |e| storage_error(format!("writing to {uri}"), e);
+            store.store.put(&probe, bytes::Bytes::new().into()).await.map_err(fail)?;
+            store.store.delete(&probe).await.map_err(fail)
+        })?;
+        self.reached = true;
+        Ok(())
     }
 
     /// The hidden-name prefix of this sink's subtask `j`.
@@ -313,7 +346,7 @@ impl FileSink {
     }
 }
 
-/// Deletes the hidden parts whose names start with one of `prefixes` and
+/// Deletes the hidden files whose names start with one of `prefixes` and
 /// that `keep` does not hold (paths relative to the store's prefix).
 async fn clean_up(store: Store, prefixes: Vec<String>, keep: BTreeSet<String>) -> OpResult<usize> {
     let root = (!store.prefix.is_empty()).then(|| StorePath::from(store.prefix.as_str()));
@@ -328,8 +361,16 @@ async fn clean_up(store: Store, prefixes: Vec<String>, keep: BTreeSet<String>) -
     for m in listed {
         let name = m.location.filename().unwrap_or_default();
         let rel = m.location.as_ref().strip_prefix(base.as_str()).unwrap_or(m.location.as_ref());
-        if name.ends_with(".inprogress") && prefixes.iter().any(|p| name.starts_with(p.as_str())) && !keep.contains(rel)
-        {
+        // Every hidden file named after these subtasks that no checkpoint
+        // keeps: parts written after the last barrier, start-up probes, and
+        // what a writer killed inside a put left (the HDFS store writes
+        // `.{name}.tmp.{i}` and renames it when the put completes; the file
+        // may still be under the dead writer's lease, HDFS deletes it anyway).
+        let own = match name.strip_prefix('.') {
+            Some(rest) if rest.starts_with('.') => rest,
+            _ => name,
+        };
+        if prefixes.iter().any(|p| own.starts_with(p.as_str())) && !keep.contains(rel) {
             store.store.delete(&m.location).await.map_err(|e| storage_error(format!("deleting {}", m.location), e))?;
             n += 1;
         }
@@ -339,6 +380,7 @@ async fn clean_up(store: Store, prefixes: Vec<String>, keep: BTreeSet<String>) -
 
 impl Operator for FileSink {
     fn process_batch(&mut self, _input: usize, batch: RecordBatch, _out: &mut Collector) -> OpResult<()> {
+        self.ensure_reached()?;
         self.count += batch.num_rows() as u64;
         for (dir, rows) in self.partitioner.split(&batch)? {
             let part = match self.open.get_mut(&dir) {
@@ -358,6 +400,7 @@ impl Operator for FileSink {
     }
 
     fn on_processing_time(&mut self, now: Instant, _out: &mut Collector) -> OpResult<()> {
+        self.ensure_reached()?;
         let old: Vec<String> = self
             .open
             .iter()

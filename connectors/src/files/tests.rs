@@ -37,8 +37,10 @@ fn configurations_are_checked_when_planned() {
     plan(json!({"path": "/tmp/x", "format": "parquet", "partition_by": ["page"], "time_partition": {"column": "ts"}}))
         .unwrap();
     plan(json!({"path": "s3://bucket/events", "format": "csv"})).unwrap();
+    plan(json!({"path": "hdfs://namenode:8020/lake/events", "format": "json"})).unwrap();
     let refused = [
         (json!({"path": "relative/dir"}), "neither an absolute directory"),
+        (json!({"path": "hdfs:///lake/events"}), "hdfs://NAMENODE:PORT/DIR"),
         (json!({"path": "/tmp/x", "partition_by": ["nope"]}), "no column `nope`"),
         (json!({"path": "/tmp/x", "partition_by": ["page", "ts", "n"]}), "nothing is left to write"),
         (json!({"path": "/tmp/x", "time_partition": {"column": "page"}}), "must hold epoch milliseconds or timestamps"),
@@ -141,10 +143,21 @@ fn parts_become_visible_when_their_checkpoint_completes_and_a_restore_finishes_t
     drop(a);
     assert_eq!(files(dir.path()), ((0..10).collect(), 4));
 
+    // What a crash can leave besides parts: a probe, a write torn inside a
+    // put; and a hidden file of another sink, which must stay.
+    let torn = dir.path().join("page=even/..part-out-0-dead-7.jsonl.inprogress.tmp.1");
+    let probe = dir.path().join(".part-out-0-dead.probe");
+    let foreign = dir.path().join("page=odd/.part-other-0-dead-1.jsonl.inprogress");
+    for f in [&torn, &probe, &foreign] {
+        std::fs::write(f, "x").unwrap();
+    }
+
     // Restored from checkpoint 2: its parts commit, the later ones go.
     let entries = w2.into_entries();
     let mut b = sink(dir.path(), true);
     b.restore_state(&StateReader::new("out", &entries)).unwrap();
+    assert_eq!((torn.exists(), probe.exists(), foreign.exists()), (false, false, true));
+    std::fs::remove_file(&foreign).unwrap();
     assert_eq!(files(dir.path()), ((0..20).collect(), 0));
     // Restoring the same checkpoint again (a second failure) changes nothing.
     let mut c = sink(dir.path(), true);

@@ -327,7 +327,7 @@ mod tests {
         let query = SubmitOptions { parallelism: Some(9), ..Default::default() };
         let req = submission(&json_headers(), as_text.to_string().as_bytes(), query, None).unwrap();
         assert_eq!((req.default_parallelism, req.allow_non_restored_state), (2, true));
-        let object: serde_json::Value = serde_yaml::from_str(JOB).unwrap();
+        let object: serde_json::Value = serde_yaml_ng::from_str(JOB).unwrap();
         let as_object = serde_json::json!({ "job": object });
         let req =
             submission(&json_headers(), as_object.to_string().as_bytes(), SubmitOptions::default(), None).unwrap();

@@ -505,8 +505,9 @@ pub struct JobStateBody {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SavepointRequest {
-    /// Directory under which the savepoint is written (file:///dir or
-    /// s3://bucket/prefix); absent: the job manager's savepoint_dir.
+    /// Directory under which the savepoint is written (file:///dir,
+    /// s3://bucket/prefix or hdfs://namenode:port/dir); absent: the job
+    /// manager's savepoint_dir.
     pub target: Option<String>,
 }
 

@@ -25,7 +25,7 @@ fn position_keys_round_trip() {
 
 /// Job files reach operators as JSON values (YAML tags play no part).
 fn yaml(text: &str) -> Result<SourceConfig, serde_json::Error> {
-    serde_json::from_value(serde_yaml::from_str::<serde_json::Value>(text).unwrap())
+    serde_json::from_value(serde_yaml_ng::from_str::<serde_json::Value>(text).unwrap())
 }
 
 #[test]
