@@ -346,6 +346,24 @@ impl FileSink {
     }
 }
 
+/// Whether hidden file `name` is one this sink's subtask wrote, given the
+/// subtask's hidden prefix (`.part-<uid>-<j>-`): the prefix, then the run
+/// (eight hex digits), then `-<n>.` for a part or `.` for a probe. The whole
+/// shape is checked, not the prefix alone: a uid may itself contain `-`, and
+/// the parts of a sink `lake-1` must not pass for those of subtask 1 of a
+/// sink `lake` writing to the same directory.
+fn named_after(name: &str, prefix: &str) -> bool {
+    let Some(rest) = name.strip_prefix(prefix) else { return false };
+    let Some((run, rest)) = rest.split_at_checked(8) else { return false };
+    if !run.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return false;
+    }
+    match rest.strip_prefix('-') {
+        Some(n) => n.split_once('.').is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+        None => rest.starts_with('.'),
+    }
+}
+
 /// Deletes the hidden files whose names start with one of `prefixes` and
 /// that `keep` does not hold (paths relative to the store's prefix).
 async fn clean_up(store: Store, prefixes: Vec<String>, keep: BTreeSet<String>) -> OpResult<usize> {
@@ -370,7 +388,7 @@ async fn clean_up(store: Store, prefixes: Vec<String>, keep: BTreeSet<String>) -
             Some(rest) if rest.starts_with('.') => rest,
             _ => name,
         };
-        if prefixes.iter().any(|p| own.starts_with(p.as_str())) && !keep.contains(rel) {
+        if prefixes.iter().any(|p| named_after(own, p)) && !keep.contains(rel) {
             store.store.delete(&m.location).await.map_err(|e| storage_error(format!("deleting {}", m.location), e))?;
             n += 1;
         }

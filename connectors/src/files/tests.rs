@@ -145,10 +145,12 @@ fn parts_become_visible_when_their_checkpoint_completes_and_a_restore_finishes_t
 
     // What a crash can leave besides parts: a probe, a write torn inside a
     // put; and a hidden file of another sink, which must stay.
-    let torn = dir.path().join("page=even/..part-out-0-dead-7.jsonl.inprogress.tmp.1");
-    let probe = dir.path().join(".part-out-0-dead.probe");
-    let foreign = dir.path().join("page=odd/.part-other-0-dead-1.jsonl.inprogress");
-    for f in [&torn, &probe, &foreign] {
+    let torn = dir.path().join("page=even/..part-out-0-deadbeef-7.jsonl.inprogress.tmp.1");
+    let probe = dir.path().join(".part-out-0-deadbeef.probe");
+    let foreign = dir.path().join("page=odd/.part-other-0-deadbeef-1.jsonl.inprogress");
+    // Sink `out-0`'s subtask 1: its names start like those of `out`'s subtask 0.
+    let lookalike = dir.path().join("page=odd/.part-out-0-1-deadbeef-1.jsonl.inprogress");
+    for f in [&torn, &probe, &foreign, &lookalike] {
         std::fs::write(f, "x").unwrap();
     }
 
@@ -156,8 +158,9 @@ fn parts_become_visible_when_their_checkpoint_completes_and_a_restore_finishes_t
     let entries = w2.into_entries();
     let mut b = sink(dir.path(), true);
     b.restore_state(&StateReader::new("out", &entries)).unwrap();
-    assert_eq!((torn.exists(), probe.exists(), foreign.exists()), (false, false, true));
+    assert_eq!((torn.exists(), probe.exists(), foreign.exists(), lookalike.exists()), (false, false, true, true));
     std::fs::remove_file(&foreign).unwrap();
+    std::fs::remove_file(&lookalike).unwrap();
     assert_eq!(files(dir.path()), ((0..20).collect(), 0));
     // Restoring the same checkpoint again (a second failure) changes nothing.
     let mut c = sink(dir.path(), true);
