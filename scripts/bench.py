@@ -16,6 +16,12 @@ once (`weir bench w4-load`, untimed), and times both engines draining it:
 `weir bench w4` and the Flink job of bench/flink-kafka/ (flink-connector-kafka
 from Maven Central), each writing to a fresh output topic.
 
+W9 (W1's events indexed into OpenSearch, one document per event) starts an
+OpenSearch node on 127.0.0.1 (scripts/opensearch.sh) and times both engines
+indexing into a fresh index each: `weir bench w9` and the Flink job of
+bench/flink-opensearch/ (flink-connector-opensearch2 from Maven Central); the
+documents in the index are counted after each run.
+
 Usage: scripts/bench.py [--events N] [--parallelism P] [--runs R] [--flink DIR] [WORKLOAD ...]
 """
 
@@ -38,6 +44,7 @@ WORKLOADS = {
     "w3-heap": ("w3-heap", "w3-hashmap"),
     "w3-rocksdb": ("w3-rocksdb", "w3-rocksdb"),
     "w4": ("w4", "w4"),
+    "w9": ("w9", "w9"),
 }
 
 
@@ -45,13 +52,7 @@ class Kafka:
     """A throwaway broker for W4, started with scripts/kafka.sh."""
 
     def __init__(self):
-        import socket
         import time
-
-        def free_port():
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                return sock.getsockname()[1]
 
         self.dir = tempfile.TemporaryDirectory(prefix="weir-bench-kafka")
         libs = sh(["bash", str(REPO / "scripts" / "kafka.sh"), "fetch"], capture_output=True).stdout.strip().splitlines()[-1]
@@ -77,6 +78,73 @@ class Kafka:
         sh(["java", "-cp", f"{self.libs}/*", "org.apache.kafka.tools.TopicCommand", "--bootstrap-server", self.bootstrap,
             "--create", "--topic", name, "--partitions", str(partitions), "--replication-factor", "1"],
            stdout=subprocess.DEVNULL)
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.dir.cleanup()
+
+
+def free_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class OpenSearch:
+    """A throwaway OpenSearch node for W9, started with scripts/opensearch.sh."""
+
+    # The same index for both engines: one shard, no replica, no refresh while loading.
+    INDEX = {
+        "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "-1"},
+        "mappings": {"properties": {f: {"type": "long"} for f in ("auction", "bidder", "price", "event_time_ms")}
+                     | {"channel": {"type": "keyword"}}},
+    }
+
+    def __init__(self):
+        import time
+        import urllib.request
+
+        self.dir = tempfile.TemporaryDirectory(prefix="weir-bench-opensearch")
+        home = sh(["bash", str(REPO / "scripts" / "opensearch.sh"), "fetch"], capture_output=True).stdout.strip().splitlines()[-1]
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = open(Path(self.dir.name) / "node.log", "w+")
+        self.proc = subprocess.Popen(
+            ["bash", str(REPO / "scripts" / "opensearch.sh"), "run", home, str(port), str(free_port()),
+             str(Path(self.dir.name) / "node")],
+            stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ, OPENSEARCH_HEAP="1g"))
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/_cluster/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.log.seek(0)
+                sys.exit(f"the OpenSearch node did not start:\n{self.log.read()[-3000:]}")
+            time.sleep(0.2)  # polling the node until it answers
+
+    def request(self, method, path, body=None):
+        import json
+        import urllib.request
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.url}/{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return json.loads(r.read() or b"{}")
+
+    def fresh_index(self, name):
+        self.request("PUT", name, self.INDEX)
+
+    def count_and_drop(self, name):
+        self.request("POST", f"{name}/_refresh")
+        n = self.request("GET", f"{name}/_count")["count"]
+        self.request("DELETE", name)
+        return n
 
     def stop(self):
         self.proc.kill()
@@ -130,6 +198,12 @@ def main():
         kafka.create_topic("w4-in", args.parallelism)
         sh([weir, "bench", "w4-load", "--events", n, "--parallelism", p, "--kafka", kafka.bootstrap,
             "--input-topic", "w4-in"], stdout=sys.stderr)
+    search = None
+    if "w9" in args.workloads:
+        print("setting up the Flink OpenSearch job and an OpenSearch node...", file=sys.stderr)
+        sh(["bash", str(REPO / "bench" / "flink-opensearch" / "setup.sh")], stdout=sys.stderr,
+           env=dict(os.environ, FLINK_BASELINE_SRC=str(flink)))
+        search = OpenSearch()
     rows = []
     for w in args.workloads:
         runs = {"weir": [], "flink": []}
@@ -142,9 +216,20 @@ def main():
                     cmd = ([weir, "bench", "w4", "--events", n, "--parallelism", p, "--kafka", kafka.bootstrap,
                             "--input-topic", "w4-in", "--output-topic", out] if engine == "weir" else
                            ["bash", str(REPO / "bench" / "flink-kafka" / "run.sh"), kafka.bootstrap, "w4-in", out, n, p])
+                elif w == "w9":
+                    index = f"w9-{engine}-{r}"
+                    search.fresh_index(index)
+                    cmd = ([weir, "bench", "w9", "--events", n, "--parallelism", p, "--opensearch", search.url,
+                            "--index", index] if engine == "weir" else
+                           ["bash", str(REPO / "bench" / "flink-opensearch" / "run.sh"), search.url, index, n, p])
                 else:
                     cmd = [weir, "bench", ours, "--events", n, "--parallelism", p] if engine == "weir" else ["bash", str(flink / "run.sh"), theirs, n, p]
                 fields, rss = timed(cmd)
+                if w == "w9":
+                    docs = search.count_and_drop(index)
+                    if docs != (args.events + 1) // 2:
+                        print(f"warning: {engine} left {docs} documents in the index, expected {(args.events + 1) // 2}",
+                              file=sys.stderr)
                 ckpt = (int(fields.get("checkpoints", 0)), float(fields.get("checkpoint_avg_ms", 0)), float(fields.get("checkpoint_max_ms", 0)))
                 runs[engine].append((float(fields["events_per_sec"]), rss, fields["results"], ckpt))
                 extra = f", checkpoints={ckpt[0]} avg={ckpt[1]:.1f} ms max={ckpt[2]:.0f} ms" if "checkpoints" in fields else ""
@@ -159,6 +244,8 @@ def main():
         rows.append((w, wr["weir"], wr["flink"], wr["weir"] / wr["flink"], mem["weir"], mem["flink"], ck))
     if kafka:
         kafka.stop()
+    if search:
+        search.stop()
 
     print(f"\nevents={n} parallelism={p} runs={args.runs} (medians)")
     print(f"{'workload':<12}{'weir ev/s':>15}{'flink ev/s':>15}{'ratio':>9}{'weir MiB':>11}{'flink MiB':>11}{'checkpoints weir/flink (avg ms)':>36}")

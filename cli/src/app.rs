@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
@@ -273,16 +274,16 @@ impl Application {
                 (Some(SavepointAction::Dispose { uri }), _) => savepoint::dispose(fmt, &uri).await,
                 (None, Some(job_id)) => {
                     let mut c = client::connect(&args.jobmanager).await?;
-                    savepoint::trigger(&mut c, fmt, &job_id, args.target, false).await
+                    savepoint::trigger(&mut c, fmt, &job_id, args.target, false, args.timeout).await
                 }
                 (None, None) => bail!("savepoint needs a job id, or `inspect URI` / `dispose URI`"),
             },
-            Command::Stop { job_id, savepoint, target } => {
+            Command::Stop { job_id, savepoint, timeout, target } => {
                 let Some(dir) = savepoint else {
                     bail!("stop takes a savepoint: pass --savepoint [URI] (cancel stops without one)")
                 };
                 let mut c = client::connect(&target.jobmanager).await?;
-                savepoint::trigger(&mut c, fmt, &job_id, Some(dir).filter(|d| !d.is_empty()), true).await
+                savepoint::trigger(&mut c, fmt, &job_id, Some(dir).filter(|d| !d.is_empty()), true, timeout).await
             }
             Command::List { target } => {
                 let mut c = client::connect(&target.jobmanager).await?;
@@ -334,8 +335,8 @@ impl Application {
                 output::plan(fmt, &plan);
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Bench { workload, events, parallelism, no_changelog, kafka } => {
-                let w = bench::choose(&workload, &self.workloads, &kafka)?;
+            Command::Bench { workload, events, parallelism, no_changelog, systems } => {
+                let w = bench::choose(&workload, &self.workloads, &systems)?;
                 bench::run(w, events, parallelism, !no_changelog, self.registry.clone()).await
             }
         }
@@ -437,6 +438,10 @@ enum Command {
         /// job manager's savepoint_dir).
         #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "URI")]
         savepoint: Option<String>,
+        /// Give up waiting after this long, for the savepoint and then for
+        /// the job to end (the job manager goes on; `weir status` tells).
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
         #[command(flatten)]
         target: Target,
     },
@@ -511,7 +516,7 @@ enum Command {
         #[arg(long)]
         no_changelog: bool,
         #[command(flatten)]
-        kafka: bench::KafkaArgs,
+        systems: bench::Systems,
     },
 }
 
@@ -527,6 +532,10 @@ struct SavepointArgs {
     /// manager's savepoint_dir].
     #[arg(long, value_name = "URI")]
     target: Option<String>,
+    /// Give up waiting for the savepoint after this long (the job manager
+    /// goes on; `weir checkpoints` tells whether it completed).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    timeout: Duration,
     /// Job manager URL (`inspect` and `dispose` work on storage directly).
     #[arg(long, short = 'm', env = "WEIR_JOBMANAGER", default_value = "http://127.0.0.1:6123", global = true)]
     jobmanager: String,

@@ -34,12 +34,14 @@ pub enum Workload {
     W4Load,
     /// W4: Kafka source -> 10 s tumbling count/sum -> exactly-once Kafka sink, 1 s checkpoints.
     W4,
+    /// W9: W1's events indexed into OpenSearch/Elasticsearch (`--opensearch`, `--index`), bulk API.
+    W9,
 }
 
-/// Where W4 reads and writes.
+/// Where W4 and W9 read and write.
 #[derive(Debug, Clone, clap::Args)]
-pub struct KafkaArgs {
-    /// Kafka bootstrap servers (W4 only).
+pub struct Systems {
+    /// Kafka bootstrap servers of W4.
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub kafka: String,
     /// Input topic of W4, with one partition per subtask.
@@ -48,6 +50,24 @@ pub struct KafkaArgs {
     /// Output topic of W4.
     #[arg(long, default_value = "w4-out")]
     pub output_topic: String,
+    /// OpenSearch or Elasticsearch node of W9.
+    #[arg(long, default_value = "http://127.0.0.1:9200")]
+    pub opensearch: String,
+    /// Index W9 writes (created by the node on first write when missing).
+    #[arg(long, default_value = "w9")]
+    pub index: String,
+}
+
+impl Default for Systems {
+    fn default() -> Self {
+        Systems {
+            kafka: "127.0.0.1:9092".into(),
+            input_topic: "w4-in".into(),
+            output_topic: "w4-out".into(),
+            opensearch: "http://127.0.0.1:9200".into(),
+            index: "w9".into(),
+        }
+    }
 }
 
 impl Workload {
@@ -58,6 +78,7 @@ impl Workload {
             Workload::W3Heap | Workload::W3Rocksdb => "tumble-checkpointed",
             Workload::W4Load => "kafka-load",
             Workload::W4 => "kafka-tumble",
+            Workload::W9 => "opensearch-index",
         }
     }
 
@@ -67,6 +88,7 @@ impl Workload {
             Workload::W2 => 2,
             Workload::W3Heap | Workload::W3Rocksdb => 3,
             Workload::W4Load | Workload::W4 => 4,
+            Workload::W9 => 9,
         }
     }
 
@@ -82,16 +104,8 @@ impl Workload {
     /// The workload's job graph; the same as `jobs/w1-passthrough.yaml` and
     /// `jobs/w2-tumble.yaml` with `events` and parallelism set.
     pub fn graph(self, events: u64, parallelism: u32) -> JobGraph {
-        if let Workload::W4Load | Workload::W4 = self {
-            return self.kafka_graph(
-                events,
-                parallelism,
-                &KafkaArgs {
-                    kafka: "127.0.0.1:9092".into(),
-                    input_topic: "w4-in".into(),
-                    output_topic: "w4-out".into(),
-                },
-            );
+        if let Workload::W4Load | Workload::W4 | Workload::W9 = self {
+            return self.file_graph(events, parallelism, &Systems::default());
         }
         let mut b = JobBuilder::new(format!("w{}-{}", self.number(), self.name()));
         b.default_parallelism(parallelism);
@@ -103,7 +117,7 @@ impl Workload {
                 b.operator("sink", "discard", json!({}));
                 b.forward("gen", "price").forward("price", "even-auctions").forward("even-auctions", "sink");
             }
-            Workload::W4Load | Workload::W4 => unreachable!("kafka workloads come from their job files"),
+            Workload::W4Load | Workload::W4 | Workload::W9 => unreachable!("these workloads come from job files"),
             Workload::W2 | Workload::W3Heap | Workload::W3Rocksdb => {
                 b.operator(
                     "timestamps",
@@ -134,26 +148,32 @@ impl Workload {
         b.build()
     }
 
-    /// W4's graphs: `jobs/w4-load.yaml` and `jobs/w4-kafka.yaml` with the
-    /// brokers, topics, events and parallelism set.
-    pub fn kafka_graph(self, events: u64, parallelism: u32, kafka: &KafkaArgs) -> JobGraph {
+    /// The graphs of the workloads on external systems: `jobs/w4-load.yaml`,
+    /// `jobs/w4-kafka.yaml` and `jobs/w9-opensearch.yaml` with the brokers,
+    /// topics, node, index, events and parallelism set.
+    pub fn file_graph(self, events: u64, parallelism: u32, systems: &Systems) -> JobGraph {
         let text = match self {
             Workload::W4Load => include_str!("../../jobs/w4-load.yaml"),
+            Workload::W9 => include_str!("../../jobs/w9-opensearch.yaml"),
             _ => include_str!("../../jobs/w4-kafka.yaml"),
         };
-        let mut g = weir_runtime::spec::parse_job_yaml(text).expect("the W4 job files parse");
+        let mut g = weir_runtime::spec::parse_job_yaml(text).expect("the workloads' job files parse");
         g.default_parallelism = parallelism;
         for op in &mut g.operators {
             op.line = 0;
             let c = &mut op.config;
             if c.get("bootstrap_servers").is_some() {
-                c["bootstrap_servers"] = json!(kafka.kafka);
+                c["bootstrap_servers"] = json!(systems.kafka);
             }
             match op.kind.as_str() {
                 "datagen" => c["events"] = json!(events),
-                "kafka_source" => c["topic"] = json!(kafka.input_topic),
-                "kafka_sink" if self == Workload::W4Load => c["topic"] = json!(kafka.input_topic),
-                "kafka_sink" => c["topic"] = json!(kafka.output_topic),
+                "kafka_source" => c["topic"] = json!(systems.input_topic),
+                "kafka_sink" if self == Workload::W4Load => c["topic"] = json!(systems.input_topic),
+                "kafka_sink" => c["topic"] = json!(systems.output_topic),
+                "elasticsearch_sink" => {
+                    c["hosts"] = json!([systems.opensearch]);
+                    c["index"] = json!(systems.index);
+                }
                 _ => {}
             }
         }
@@ -164,7 +184,7 @@ impl Workload {
     /// The result count the specification expects.
     pub fn expected(self, n: u64) -> u64 {
         match self {
-            Workload::W1 => n.div_ceil(2),
+            Workload::W1 | Workload::W9 => n.div_ceil(2),
             Workload::W4Load => n,
             Workload::W2 | Workload::W3Heap | Workload::W3Rocksdb | Workload::W4 => {
                 (n / 100_000) * 10_000 + (n % 100_000).min(10_000)
@@ -207,7 +227,7 @@ impl std::fmt::Debug for BenchWorkload {
 pub(crate) fn choose(
     name: &str,
     own: &std::collections::BTreeMap<String, BenchWorkload>,
-    kafka: &KafkaArgs,
+    systems: &Systems,
 ) -> anyhow::Result<BenchWorkload> {
     if let Some(w) = own.get(name) {
         return Ok(w.clone());
@@ -220,17 +240,17 @@ pub(crate) fn choose(
         names.extend(own.keys().cloned());
         anyhow::bail!("unknown workload `{name}`: one of {}", names.join(", "));
     };
-    let kafka = kafka.clone();
+    let systems = systems.clone();
     Ok(BenchWorkload {
         label: w.name().to_string(),
         build: Arc::new(move |events, p| {
             Ok(match w {
-                Workload::W4Load | Workload::W4 => w.kafka_graph(events, p, &kafka),
+                Workload::W4Load | Workload::W4 | Workload::W9 => w.file_graph(events, p, &systems),
                 _ => w.graph(events, p),
             })
         }),
         expected: match w {
-            Workload::W1 => |n| Workload::W1.expected(n),
+            Workload::W1 | Workload::W9 => |n| Workload::W1.expected(n),
             Workload::W4Load => |n| Workload::W4Load.expected(n),
             _ => |n| Workload::W2.expected(n),
         },
@@ -351,22 +371,41 @@ mod tests {
     #[test]
     fn w4_graphs_come_from_their_job_files_and_plan() {
         let registry = weir_connectors::registry();
-        let k = KafkaArgs { kafka: "10.0.0.1:9092".into(), input_topic: "in".into(), output_topic: "out".into() };
+        let k = Systems {
+            kafka: "10.0.0.1:9092".into(),
+            input_topic: "in".into(),
+            output_topic: "out".into(),
+            ..Systems::default()
+        };
         for w in [Workload::W4Load, Workload::W4] {
-            let g = w.kafka_graph(1000, 3, &k);
+            let g = w.file_graph(1000, 3, &k);
             assert_eq!(g.default_parallelism, 3);
             weir_runtime::plan::Plan::new(&g, &registry, 1).unwrap();
         }
         let topic = |g: &JobGraph, kind: &str| {
             g.operators.iter().find(|o| o.kind == kind).map(|o| o.config["topic"].as_str().unwrap().to_string())
         };
-        let load = Workload::W4Load.kafka_graph(1000, 3, &k);
+        let load = Workload::W4Load.file_graph(1000, 3, &k);
         assert_eq!(topic(&load, "kafka_sink").as_deref(), Some("in"));
         assert_eq!(load.operators[0].config["events"], 1000);
-        let job = Workload::W4.kafka_graph(1000, 3, &k);
+        let job = Workload::W4.file_graph(1000, 3, &k);
         assert_eq!(topic(&job, "kafka_source").as_deref(), Some("in"));
         assert_eq!(topic(&job, "kafka_sink").as_deref(), Some("out"));
         assert_eq!(job.operators[0].config["bootstrap_servers"], "10.0.0.1:9092");
+    }
+
+    #[test]
+    fn w9_graph_comes_from_its_job_file_with_the_node_and_index_set_and_plans() {
+        let s = Systems { opensearch: "http://10.0.0.2:9200".into(), index: "bench-w9".into(), ..Systems::default() };
+        let g = Workload::W9.file_graph(1000, 3, &s);
+        weir_runtime::plan::Plan::new(&g, &weir_connectors::registry(), 1).unwrap();
+        let sink = g.operators.iter().find(|o| o.kind == "elasticsearch_sink").unwrap();
+        assert_eq!(
+            (&sink.config["hosts"][0], &sink.config["index"]),
+            (&json!("http://10.0.0.2:9200"), &json!("bench-w9"))
+        );
+        assert_eq!(g.operators[0].config["events"], 1000);
+        assert_eq!(Workload::W9.expected(20_000_000), 10_000_000);
     }
 
     #[test]
