@@ -395,3 +395,28 @@ fn a_savepoint_of_the_previous_format_restores() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `weir stop --timeout` gives up waiting and says what is known; the job
+/// manager goes on with the stop, and the job ends with its savepoint.
+#[test]
+fn a_stop_past_its_timeout_reports_and_the_job_manager_carries_on() -> anyhow::Result<()> {
+    let mut s = Scenario::start()?;
+    let id = s.run(&V1, 2, None, false)?;
+    s.wait_checkpoints(&id, 2)?;
+    let target = format!("file://{}", s.savepoints.display());
+    let out = s.cluster.weir(&["stop", &id, "--savepoint", &target, "--timeout", "1ms"])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a stop past its timeout succeeded: {stderr}");
+    assert!(stderr.contains(&format!("no savepoint of job {id} within 1ms")), "{stderr}");
+    s.finish(&id)?;
+    let c = s.cluster.weir_json(&["checkpoints", &id])?;
+    let savepoints: Vec<&serde_json::Value> =
+        c["checkpoints"].as_array().into_iter().flatten().filter(|c| c["savepoint"] == true).collect();
+    assert!(
+        savepoints
+            .iter()
+            .any(|c| c["status"] == "COMPLETED" && c["location"].as_str().is_some_and(|l| l.starts_with(&target))),
+        "the stop's savepoint completed: {c:#}"
+    );
+    Ok(())
+}

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use serde_json::json;
 use weir_proto::v1;
@@ -21,15 +22,35 @@ pub async fn trigger(
     job_id: &str,
     target: Option<String>,
     stop: bool,
+    timeout: Duration,
 ) -> anyhow::Result<ExitCode> {
+    let deadline = tokio::time::Instant::now() + timeout;
     let req = v1::TriggerSavepointRequest { job_id: job_id.to_string(), target: target.unwrap_or_default(), stop };
     let label =
         if stop { format!("stopping job {job_id} with a savepoint") } else { format!("savepoint of job {job_id}") };
-    let sp = with_progress(fmt, &label, c.trigger_savepoint(req)).await.map_err(client::status)?.into_inner();
+    let sp = tokio::time::timeout_at(deadline, with_progress(fmt, &label, c.trigger_savepoint(req)))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "no savepoint of job {job_id} within {}: the job manager may still complete it (see `weir checkpoints {job_id}`)",
+                humantime::format_duration(timeout)
+            )
+        })?
+        .map_err(client::status)?
+        .into_inner();
     let mut end = None;
     if stop {
         // Sources stopped at the savepoint; the job ends once sinks committed.
-        let d = client::wait_for_end(c, job_id, &Progress::start(fmt, "waiting for the job to finish")).await?;
+        let progress = Progress::start(fmt, "waiting for the job to finish");
+        let d =
+            tokio::time::timeout_at(deadline, client::wait_for_end(c, job_id, &progress)).await.map_err(|_| {
+                progress.clear();
+                anyhow::anyhow!(
+                    "savepoint {} taken, but job {job_id} did not end within {}: see `weir status {job_id}`",
+                    sp.location,
+                    humantime::format_duration(timeout)
+                )
+            })??;
         end = Some(client::state(&d));
     }
     match fmt {
