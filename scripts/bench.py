@@ -22,7 +22,7 @@ indexing into a fresh index each: `weir bench w9` and the Flink job of
 bench/flink-opensearch/ (flink-connector-opensearch2 from Maven Central); the
 documents in the index are counted after each run.
 
-Usage: scripts/bench.py [--events N] [--parallelism P] [--runs R] [--flink DIR] [WORKLOAD ...]
+Usage: scripts/bench.py [--events N] [--parallelism P] [--runs R] [--flink DIR] [--weir BIN] [WORKLOAD ...]
 """
 
 import argparse
@@ -174,14 +174,18 @@ def main():
     ap.add_argument("--events", type=int, default=20_000_000)
     ap.add_argument("--parallelism", type=int, default=2)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--weir", help="a release build of the weir binary to use instead of building one")
     ap.add_argument("--flink", default=os.environ.get("FLINK_BASELINE_DIR", str(REPO.parent / "shared" / "bench" / "flink")))
     args = ap.parse_args()
 
     target = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache" / "weir" / "target"))
     env = dict(os.environ, CARGO_TARGET_DIR=str(target))
-    print("building weir (release)...", file=sys.stderr)
-    sh(["cargo", "build", "--release", "--locked", "-p", "weir"], cwd=REPO, env=env)
-    weir = str(target / "release" / "weir")
+    if args.weir:
+        weir = args.weir
+    else:
+        print("building weir (release)...", file=sys.stderr)
+        sh(["cargo", "build", "--release", "--locked", "-p", "weir"], cwd=REPO, env=env)
+        weir = str(target / "release" / "weir")
     flink = Path(args.flink)
     if not (flink / "run.sh").exists():
         sys.exit(f"Flink baseline not found at {flink} (set --flink or FLINK_BASELINE_DIR)")
