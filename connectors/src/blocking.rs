@@ -22,9 +22,15 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
 /// Runs `f` on the connectors' runtime and waits for it. Works from inside
 /// the task's own runtime, which a nested `block_on` would not.
 pub fn wait<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> T {
+    start(f).recv().expect("the connectors' runtime dropped a call")
+}
+
+/// Starts `f` on the connectors' runtime without waiting: the operator goes
+/// on and takes the result from the receiver later.
+pub fn start<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> std::sync::mpsc::Receiver<T> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     runtime().spawn(async move {
         let _ = tx.send(f.await);
     });
-    rx.recv().expect("the connectors' runtime dropped a call")
+    rx
 }

@@ -29,10 +29,10 @@ use weir_runtime::error::{OpResult, OperatorError, PlanError};
 use weir_runtime::operators::{Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo};
 use weir_runtime::state::StateWriter;
 
-use crate::blocking::{runtime, wait};
+use crate::blocking::{runtime, start, wait};
 use crate::changes::{self, Op};
 pub use bulk::EsError;
-use bulk::{Action, Es};
+use bulk::{Action, Es, Outcome};
 pub use config::{Backoff, BackoffStrategy, EsConfig};
 use index::IndexPattern;
 
@@ -108,6 +108,7 @@ impl OperatorFactory for ElasticsearchSinkFactory {
             first_buffered: None,
             count: 0,
             dead_lettered: 0,
+            in_flight: None,
         })))
     }
 }
@@ -126,6 +127,9 @@ pub struct ElasticsearchSink {
     first_buffered: Option<Instant>,
     count: u64,
     dead_lettered: u64,
+    /// The bulk request on its way, if any: one at a time, so requests
+    /// reach the cluster in order, while the next one fills.
+    in_flight: Option<std::sync::mpsc::Receiver<Result<Outcome, EsError>>>,
 }
 
 impl ElasticsearchSink {
@@ -196,11 +200,14 @@ impl ElasticsearchSink {
         Ok(out)
     }
 
-    fn flush(&mut self) -> OpResult<()> {
+    /// Sends the buffered actions as one bulk request once the one before
+    /// it is done, without waiting for it: the next request fills meanwhile.
+    fn send(&mut self) -> OpResult<()> {
         if self.open.is_empty() {
             return Ok(());
         }
         let es = self.ensure_open()?;
+        self.settle()?;
         let open = std::mem::take(&mut self.open);
         let actions: Vec<Action> = if self.layout.key.is_empty() {
             open.into_iter().map(|(_, a)| a).collect()
@@ -208,15 +215,49 @@ impl ElasticsearchSink {
             let key = |a: &Action| format!("{}\u{0}{}", a.index, a.id.as_deref().unwrap_or_default()).into_bytes();
             changes::last_per_key(open, key).into_iter().map(|(_, a)| a).collect()
         };
-        let outcome = wait(async move { es.bulk(actions).await }).map_err(|e| self.error(e))?;
-        if outcome.dead_lettered > 0 {
-            self.dead_lettered += outcome.dead_lettered;
-            tracing::warn!(operator = %self.uid, subtask = self.subtask.index, refused = outcome.dead_lettered, total = self.dead_lettered, "documents went to the dead-letter index");
-        }
+        self.in_flight = Some(start(async move { es.bulk(actions).await }));
         self.open_actions = 0;
         self.open_bytes = 0;
         self.first_buffered = None;
         Ok(())
+    }
+
+    /// Waits for the request on its way, if any, and takes its outcome.
+    fn settle(&mut self) -> OpResult<()> {
+        let Some(rx) = self.in_flight.take() else { return Ok(()) };
+        let result = rx.recv().expect("the connectors' runtime dropped a call");
+        self.take(result)
+    }
+
+    /// Takes the outcome of the request on its way if it is done already,
+    /// so a failure surfaces without waiting for the next request.
+    fn poll(&mut self) -> OpResult<()> {
+        let done = match &self.in_flight {
+            Some(rx) => rx.try_recv().ok(),
+            None => None,
+        };
+        match done {
+            Some(result) => {
+                self.in_flight = None;
+                self.take(result)
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn take(&mut self, result: Result<Outcome, EsError>) -> OpResult<()> {
+        let outcome = result.map_err(|e| self.error(e))?;
+        if outcome.dead_lettered > 0 {
+            self.dead_lettered += outcome.dead_lettered;
+            tracing::warn!(operator = %self.uid, subtask = self.subtask.index, refused = outcome.dead_lettered, total = self.dead_lettered, "documents went to the dead-letter index");
+        }
+        Ok(())
+    }
+
+    /// Sends what is buffered and waits until every action is indexed.
+    fn flush(&mut self) -> OpResult<()> {
+        self.send()?;
+        self.settle()
     }
 }
 
@@ -247,7 +288,7 @@ impl Operator for ElasticsearchSink {
         if self.open_actions >= self.config.bulk_flush_max_actions
             || self.open_bytes >= self.config.bulk_flush_max_bytes
         {
-            self.flush()?;
+            self.send()?;
         }
         Ok(())
     }
@@ -255,8 +296,9 @@ impl Operator for ElasticsearchSink {
     fn on_processing_time(&mut self, now: Instant, _out: &mut Collector) -> OpResult<()> {
         // Connect (and check the cluster) without waiting for the first row.
         self.ensure_open()?;
+        self.poll()?;
         if self.first_buffered.is_some_and(|t| now.duration_since(t) >= self.config.bulk_flush_interval) {
-            self.flush()?;
+            self.send()?;
         }
         Ok(())
     }
