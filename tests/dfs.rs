@@ -85,38 +85,39 @@ impl Dfs {
     /// The paths of every file under `dir` (a path inside the file system,
     /// no leading `/`), relative to `dir`, sorted.
     pub fn list(&self, dir: &str) -> anyhow::Result<Vec<String>> {
-        let (store, prefix) = weir_state::object_store_for(&format!("{}/{dir}", self.url()), &Default::default())?;
-        block_on(async move {
-            let root = object_store::path::Path::from(prefix.as_str());
-            let listed: Vec<object_store::ObjectMeta> = store.list(Some(&root)).try_collect().await?;
-            let mut out: Vec<String> = listed
-                .into_iter()
-                .map(|m| {
-                    m.location.as_ref().strip_prefix(&format!("{prefix}/")).unwrap_or(m.location.as_ref()).to_string()
-                })
-                .collect();
-            out.sort();
-            Ok(out)
-        })
+        Ok(self.collect(dir, |_| false)?.into_iter().map(|(rel, _)| rel).collect())
     }
 
     /// The bytes of file `rel` under `dir`. Only for files no one writes
     /// any more: the client refuses a file whose length changes under it.
     pub fn read(&self, dir: &str, rel: &str) -> anyhow::Result<Vec<u8>> {
-        let (store, prefix) = weir_state::object_store_for(&format!("{}/{dir}", self.url()), &Default::default())?;
-        let path = object_store::path::Path::from(format!("{prefix}/{rel}"));
-        block_on(async move { Ok(store.get(&path).await?.bytes().await?.to_vec()) })
+        let found = self.collect(dir, |r| r == rel)?.into_iter().find(|(r, _)| r == rel);
+        Ok(found.with_context(|| format!("no file {rel} under {dir}"))?.1.unwrap_or_default())
     }
 
     /// Every committed file under `dir` (see [`visible`]): its path
     /// relative to `dir` and its bytes, sorted by path.
     pub fn files(&self, dir: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-        let mut out = Vec::new();
-        for rel in self.list(dir)?.into_iter().filter(|r| visible(r)) {
-            let bytes = self.read(dir, &rel)?;
-            out.push((rel, bytes));
-        }
-        Ok(out)
+        Ok(self.collect(dir, visible)?.into_iter().filter_map(|(rel, b)| Some((rel, b?))).collect())
+    }
+
+    /// The files under `dir`, sorted by path, with the bytes of those
+    /// `read` picks: one store and one listing for the whole call.
+    fn collect(&self, dir: &str, read: impl Fn(&str) -> bool) -> anyhow::Result<Vec<(String, Option<Vec<u8>>)>> {
+        let (store, prefix) = weir_state::object_store_for(&format!("{}/{dir}", self.url()), &Default::default())?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async move {
+            let root = object_store::path::Path::from(prefix.as_str());
+            let mut listed: Vec<object_store::ObjectMeta> = store.list(Some(&root)).try_collect().await?;
+            listed.sort_by(|a, b| a.location.cmp(&b.location));
+            let mut out = Vec::new();
+            for m in listed {
+                let rel = m.location.as_ref().strip_prefix(&format!("{prefix}/")).unwrap_or(m.location.as_ref());
+                let bytes = if read(rel) { Some(store.get(&m.location).await?.bytes().await?.to_vec()) } else { None };
+                out.push((rel.to_string(), bytes));
+            }
+            Ok(out)
+        })
     }
 
     /// What the cluster logged.
@@ -126,10 +127,6 @@ impl Dfs {
             .collect::<Vec<_>>()
             .join("\n")
     }
-}
-
-fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f)
 }
 
 /// Whether a path relative to a sink's directory is a committed file: no
