@@ -1,11 +1,14 @@
 //! Exactly-once recovery across processes: a checkpointed job survives
 //! `kill -9` of a task manager and writes exactly what a run without failure
 //! writes; a damaged newest checkpoint is skipped for the one before it. The
-//! same holds with checkpoints, savepoints and the job store on HDFS.
+//! same holds with checkpoints, savepoints and the job store on HDFS, and
+//! with checkpoints and the job store on the S3-compatible server, through
+//! its restart and an outage.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use weir_tests::s3::S3Server;
 use weir_tests::{bin, committed, wait_until, Cluster};
 
 const LONG: Duration = Duration::from_secs(120);
@@ -55,11 +58,50 @@ checkpoints:
     )
 }
 
-/// Where a test keeps its checkpoints: a local directory or a directory on
-/// the shared HDFS.
+/// Where a test keeps its checkpoints: a local directory, a directory on
+/// the shared HDFS, or a prefix of a bucket on an S3-compatible server.
 enum Storage {
     Local(PathBuf),
     Hdfs(String),
+    S3 {
+        /// `s3://bucket/prefix`.
+        uri: String,
+        /// Where the server keeps those objects as files.
+        local: PathBuf,
+    },
+}
+
+/// Which storage a test's checkpoints go to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum On {
+    Disk,
+    Hdfs,
+    S3,
+}
+
+/// A fresh prefix of bucket `weir-lake` on `server`.
+fn s3_storage(server: &S3Server, name: &str) -> Storage {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let prefix = format!("weir-{name}-{}-{n}", std::process::id());
+    Storage::S3 { uri: format!("s3://weir-lake/{prefix}"), local: server.local("weir-lake", &prefix) }
+}
+
+/// What the job manager and task managers need to reach `server`.
+fn s3_env(server: &S3Server) -> Vec<(&'static str, String)> {
+    let mut env: Vec<(&str, String)> = server.env().iter().map(|(k, v)| (*k, v.to_string())).collect();
+    env.push(("AWS_ENDPOINT_URL", server.endpoint()));
+    env
+}
+
+fn start_cluster(
+    tms: usize,
+    heartbeat_timeout: &str,
+    jm_flags: &[&str],
+    env: &[(&str, String)],
+) -> anyhow::Result<Cluster> {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Cluster::start_with_env(tms, 2, heartbeat_timeout, jm_flags, &env)
 }
 
 impl Storage {
@@ -73,6 +115,7 @@ impl Storage {
         match self {
             Storage::Local(dir) => format!("file://{}", dir.display()),
             Storage::Hdfs(dir) => format!("{}/{dir}", weir_tests::dfs::shared().url()),
+            Storage::S3 { uri, .. } => uri.clone(),
         }
     }
 
@@ -80,7 +123,9 @@ impl Storage {
     fn newest_metadata(&self, job: &str) -> Option<(u64, Vec<u8>)> {
         let id = |name: &str| -> Option<u64> { name.strip_prefix("chk-")?.strip_suffix("/_metadata")?.parse().ok() };
         match self {
-            Storage::Local(dir) => newest_metadata(dir, job).map(|(id, p)| (id, std::fs::read(p).unwrap_or_default())),
+            Storage::Local(dir) | Storage::S3 { local: dir, .. } => {
+                newest_metadata(dir, job).map(|(id, p)| (id, std::fs::read(p).unwrap_or_default()))
+            }
             Storage::Hdfs(dir) => {
                 let dfs = weir_tests::dfs::shared();
                 let dir = format!("{dir}/{job}");
@@ -89,6 +134,37 @@ impl Storage {
             }
         }
     }
+}
+
+/// Files under `dir/job` that no complete checkpoint needs: files of a
+/// checkpoint directory without metadata, and shared files that no
+/// checkpoint's metadata names.
+fn leftovers(dir: &Path, job: &str) -> Vec<String> {
+    let root = dir.join(job);
+    let mut files = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                files.push(e.path().strip_prefix(&root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let metadata: Vec<String> = files
+        .iter()
+        .filter(|f| f.ends_with("/_metadata"))
+        .map(|f| String::from_utf8_lossy(&std::fs::read(root.join(f)).unwrap_or_default()).into_owned())
+        .collect();
+    files
+        .into_iter()
+        .filter(|f| match f.split_once('/') {
+            Some(("shared", _)) => !metadata.iter().any(|m| m.contains(&format!("/{f}\""))),
+            Some((chk, _)) => !root.join(chk).join("_metadata").exists(),
+            None => true,
+        })
+        .collect()
 }
 
 /// The output of the same job without failures, run on an embedded cluster.
@@ -130,12 +206,18 @@ fn newest_metadata(storage: &Path, job: &str) -> Option<(u64, PathBuf)> {
 /// Runs the job on two task managers, kills one with SIGKILL after a few
 /// checkpoints, optionally truncates the newest checkpoint's metadata, and
 /// checks the output against the reference. Returns the checkpoint restored.
-fn survive_kill(backend: &str, damage_newest: bool, hdfs: bool) -> anyhow::Result<u64> {
-    let mut cluster = Cluster::start(2, 2, "1s")?;
+fn survive_kill(backend: &str, damage_newest: bool, on: On) -> anyhow::Result<u64> {
+    let s3 = weir_tests::s3::shared_s3();
+    let env = if on == On::S3 { s3_env(s3) } else { Vec::new() };
+    let mut cluster = start_cluster(2, "1s", &[], &env)?;
     let scratch = cluster.dir.path().to_path_buf();
     let expected = reference(&scratch);
     let out = scratch.join("out");
-    let storage = if hdfs { Storage::hdfs(backend) } else { Storage::Local(scratch.join("checkpoints")) };
+    let storage = match on {
+        On::Disk => Storage::Local(scratch.join("checkpoints")),
+        On::Hdfs => Storage::hdfs(backend),
+        On::S3 => s3_storage(s3, backend),
+    };
     let file = cluster.write("job.yaml", &job(&out, &storage.uri(), backend, Some(150_000), 2));
     let id = cluster.submit(&file, &[])?;
     wait_until("three completed checkpoints", LONG, || {
@@ -186,34 +268,48 @@ fn survive_kill(backend: &str, damage_newest: bool, hdfs: bool) -> anyhow::Resul
     let got = committed(&out);
     assert_eq!(got.len(), expected.len(), "rows after recovery\n{}", cluster.logs());
     assert!(got == expected, "the output differs from a run without failure");
+    // What the checkpoints cut short by the kill wrote is swept once the job ended.
+    if let Storage::Local(dir) | Storage::S3 { local: dir, .. } = &storage {
+        wait_until("only complete checkpoints' files in storage", LONG, || {
+            Ok(leftovers(dir, &id).is_empty().then_some(()))
+        })
+        .map_err(|e| anyhow::anyhow!("{e}: {:?}\n{}", leftovers(dir, &id), cluster.jobmanager.log()))?;
+    }
     Ok(restored)
 }
 
 #[test]
 fn heap_state_survives_kill_9_of_a_task_manager_exactly_once() -> anyhow::Result<()> {
-    survive_kill("heap", false, false).map(|_| ())
+    survive_kill("heap", false, On::Disk).map(|_| ())
 }
 
 #[test]
 fn rocksdb_state_survives_kill_9_of_a_task_manager_exactly_once() -> anyhow::Result<()> {
-    survive_kill("rocksdb", false, false).map(|_| ())
+    survive_kill("rocksdb", false, On::Disk).map(|_| ())
 }
 
 #[test]
 fn rocksdb_state_without_a_changelog_survives_kill_9_of_a_task_manager_exactly_once() -> anyhow::Result<()> {
-    survive_kill("rocksdb-no-changelog", false, false).map(|_| ())
+    survive_kill("rocksdb-no-changelog", false, On::Disk).map(|_| ())
 }
 
 /// RocksDB's files, the change files and the metadata on HDFS: written
 /// there, restored from there after the kill.
 #[test]
 fn rocksdb_state_with_checkpoints_on_hdfs_survives_kill_9_of_a_task_manager_exactly_once() -> anyhow::Result<()> {
-    survive_kill("rocksdb", false, true).map(|_| ())
+    survive_kill("rocksdb", false, On::Hdfs).map(|_| ())
+}
+
+/// The same with RocksDB's files, the change files and the metadata on the
+/// S3-compatible server.
+#[test]
+fn rocksdb_state_with_checkpoints_on_s3_survives_kill_9_of_a_task_manager_exactly_once() -> anyhow::Result<()> {
+    survive_kill("rocksdb", false, On::S3).map(|_| ())
 }
 
 #[test]
 fn a_damaged_newest_checkpoint_falls_back_to_the_one_before() -> anyhow::Result<()> {
-    survive_kill("heap", true, false).map(|_| ())
+    survive_kill("heap", true, On::Disk).map(|_| ())
 }
 
 /// The job manager dies with `kill -9` while a checkpointed job runs; a new
@@ -298,5 +394,64 @@ fn with_everything_on_hdfs_a_job_survives_a_job_manager_kill_and_resumes_from_a_
     let status = cluster.wait_state(&resumed, &["FINISHED", "FAILED"], LONG)?;
     assert_eq!(status["state"], "FINISHED", "{status:#}\n{}", cluster.logs());
     assert!(committed(&out) == expected, "the output differs from a run without failure\n{}", cluster.logs());
+    Ok(())
+}
+
+/// The newest completed checkpoint of job `id`, if any.
+fn newest_completed(cluster: &Cluster, id: &str) -> anyhow::Result<Option<u64>> {
+    Ok(completed_checkpoints(cluster, id)?.into_iter().max())
+}
+
+/// Waits until a checkpoint newer than `after` completes; returns its id.
+fn next_completed(cluster: &Cluster, id: &str, after: Option<u64>, what: &str) -> anyhow::Result<u64> {
+    wait_until(what, LONG, || Ok(newest_completed(cluster, id)?.filter(|n| Some(*n) > after)))
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", cluster.logs()))
+}
+
+/// Checkpoints and the job manager's job store on an S3-compatible server
+/// of the test's own. The server is killed and started again at once, and
+/// later killed and left down for 10 s, while the job runs: the requests of
+/// the checkpoints in flight wait for the server instead of failing them, so
+/// the job never restarts, checkpoints complete again after each fault, and
+/// the output is exactly that of a run without failure.
+#[test]
+fn checkpoints_on_s3_ride_out_a_server_restart_and_a_10s_outage() -> anyhow::Result<()> {
+    const OUTAGE: Duration = Duration::from_secs(10);
+    let mut server = S3Server::own(&["weir-lake"])?;
+    let storage = s3_storage(&server, "outage");
+    let store = format!("{}-jobmanager", storage.uri());
+    let cluster = start_cluster(2, "2s", &["--checkpoint-storage", &store], &s3_env(&server))?;
+    let scratch = cluster.dir.path().to_path_buf();
+    let expected = reference(&scratch);
+    let out = scratch.join("out");
+    // 30 s of input at 30,000 events/s: the job outlives both faults.
+    let file = cluster.write("job.yaml", &job(&out, &storage.uri(), "rocksdb", Some(30_000), 1));
+    let id = cluster.submit(&file, &[])?;
+    let first = next_completed(&cluster, &id, None, "a completed checkpoint")?;
+
+    server.stop();
+    server.resume()?;
+    let restarted = Instant::now();
+    let after_restart = next_completed(&cluster, &id, Some(first), "a checkpoint after the server's restart")?;
+    eprintln!("checkpoint {after_restart} completed {:?} after the server's restart", restarted.elapsed());
+
+    server.stop();
+    // The length of the fault, not a wait for a condition.
+    std::thread::sleep(OUTAGE);
+    let before = newest_completed(&cluster, &id)?;
+    server.resume()?;
+    let resumed = Instant::now();
+    let after_outage = next_completed(&cluster, &id, before, "a checkpoint after the outage")?;
+    eprintln!("checkpoint {after_outage} completed {:?} after the outage", resumed.elapsed());
+
+    let status = cluster.wait_state(&id, &["FINISHED", "FAILED"], LONG)?;
+    assert_eq!(status["state"], "FINISHED", "{status:#}\n{}", cluster.logs());
+    // Requests to the server are retried for longer than the outage: the job never failed over.
+    assert_eq!(status["restarts"], 0, "{status:#}\n{}", cluster.logs());
+    let got = committed(&out);
+    assert_eq!(got.len(), expected.len(), "rows\n{}", cluster.logs());
+    assert!(got == expected, "the output differs from a run without failure");
+    // The checkpoints and the job record are objects on the server.
+    assert!(storage.newest_metadata(&id).is_some(), "a retained checkpoint on the server");
     Ok(())
 }

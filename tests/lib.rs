@@ -275,6 +275,7 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     jm_args: Vec<String>,
     slots: u32,
+    env: Vec<(String, String)>,
 }
 
 /// Starts `cmd` with its output in `<dir>/<name>.log`, killed when dropped.
@@ -302,6 +303,19 @@ impl Cluster {
     /// is `jobmanager-storage` in the scratch directory unless the flags
     /// name one (`--checkpoint-storage`).
     pub fn start_with(tms: usize, slots: u32, heartbeat_timeout: &str, jm_flags: &[&str]) -> anyhow::Result<Cluster> {
+        Self::start_with_env(tms, slots, heartbeat_timeout, jm_flags, &[])
+    }
+
+    /// [`Cluster::start_with`] with environment variables for every process
+    /// of the cluster, restarted ones included (e.g. S3 credentials).
+    pub fn start_with_env(
+        tms: usize,
+        slots: u32,
+        heartbeat_timeout: &str,
+        jm_flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Cluster> {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let dir = tempfile::tempdir()?;
         let ports = free_ports(2);
         let url = format!("http://127.0.0.1:{}", ports[0]);
@@ -321,25 +335,21 @@ impl Cluster {
             jm_args.push(format!("file://{}", dir.path().join("jobmanager-storage").display()));
         }
         jm_args.extend(jm_flags.iter().map(|f| f.to_string()));
-        let jobmanager = spawn("jobmanager", Command::new(bin("weir-jobmanager")).args(&jm_args), dir.path())?;
+        let jobmanager =
+            spawn("jobmanager", Command::new(bin("weir-jobmanager")).args(&jm_args).envs(env.clone()), dir.path())?;
         let mut taskmanagers = Vec::new();
         for i in 0..tms {
             let id = format!("tm-{}", (b'a' + i as u8) as char);
             let p = spawn(
                 &id,
-                Command::new(bin("weir-taskmanager")).args([
-                    "--jobmanager",
-                    &url,
-                    "--slots",
-                    &slots.to_string(),
-                    "--id",
-                    &id,
-                ]),
+                Command::new(bin("weir-taskmanager"))
+                    .args(["--jobmanager", &url, "--slots", &slots.to_string(), "--id", &id])
+                    .envs(env.clone()),
                 dir.path(),
             )?;
             taskmanagers.push((id, p));
         }
-        let cluster = Cluster { url, rest, jobmanager, taskmanagers, dir, jm_args, slots };
+        let cluster = Cluster { url, rest, jobmanager, taskmanagers, dir, jm_args, slots, env };
         wait_until("task managers to register", Duration::from_secs(30), || {
             let out = cluster.weir_json(&["taskmanagers"])?;
             let n = out["task_managers"].as_array().map(|a| a.len()).unwrap_or(0);
@@ -357,7 +367,7 @@ impl Cluster {
             .count();
         let name = if n == 0 { id.to_string() } else { format!("{id}-{}", n + 1) };
         let mut cmd = Command::new(bin("weir-taskmanager"));
-        cmd.args(["--jobmanager", &self.url, "--slots", &slots.to_string(), "--id", id]);
+        cmd.args(["--jobmanager", &self.url, "--slots", &slots.to_string(), "--id", id]).envs(self.env.clone());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -391,7 +401,9 @@ impl Cluster {
             .filter(|e| e.file_name().to_string_lossy().starts_with("jobmanager"))
             .count();
         let name = format!("jobmanager-{}", n + 1);
-        self.jobmanager = spawn(&name, Command::new(bin("weir-jobmanager")).args(&self.jm_args), self.dir.path())?;
+        let mut cmd = Command::new(bin("weir-jobmanager"));
+        cmd.args(&self.jm_args).envs(self.env.clone());
+        self.jobmanager = spawn(&name, &mut cmd, self.dir.path())?;
         Ok(())
     }
 

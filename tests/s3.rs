@@ -22,7 +22,11 @@ pub const SECRET_KEY: &str = "weirsecret";
 pub struct S3Server {
     port: u16,
     root: PathBuf,
-    _proc: Lifeline,
+    /// Logs and the root.
+    dir: PathBuf,
+    proc: Option<Lifeline>,
+    /// Dropped after the process: an own server's directory.
+    _temp: Option<tempfile::TempDir>,
 }
 
 fn s3s_fs() -> PathBuf {
@@ -38,14 +42,39 @@ impl S3Server {
     /// root go when the test process exits.
     fn start(buckets: &[&str]) -> anyhow::Result<S3Server> {
         let dir = tempfile::tempdir()?.keep();
-        let root = dir.join("root");
+        let mut server = S3Server { port: free_port(), root: dir.join("root"), dir, proc: None, _temp: None };
+        server.create(buckets)?;
+        server.proc = Some(server.launch(true)?);
+        Ok(server)
+    }
+
+    /// A server of the calling test's own, which it may stop and start
+    /// again ([`S3Server::stop`], [`S3Server::resume`]); it and its root go
+    /// when it is dropped.
+    pub fn own(buckets: &[&str]) -> anyhow::Result<S3Server> {
+        let temp = tempfile::tempdir()?;
+        let dir = temp.path().to_path_buf();
+        let mut server = S3Server { port: free_port(), root: dir.join("root"), dir, proc: None, _temp: Some(temp) };
+        server.create(buckets)?;
+        server.proc = Some(server.launch(false)?);
+        Ok(server)
+    }
+
+    fn create(&self, buckets: &[&str]) -> anyhow::Result<()> {
         for b in buckets {
-            std::fs::create_dir_all(root.join(b))?;
+            std::fs::create_dir_all(self.root.join(b))?;
         }
-        let port = free_port();
+        Ok(())
+    }
+
+    /// Starts the server process on this server's port and root; with
+    /// `remove`, the process deletes the directory when it is killed.
+    fn launch(&self, remove: bool) -> anyhow::Result<Lifeline> {
+        let port = self.port;
         let port_s = port.to_string();
         let flags = ["--host", "127.0.0.1", "--port", &port_s, "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY];
-        let args: Vec<&std::ffi::OsStr> = flags.iter().map(std::ffi::OsStr::new).chain([root.as_os_str()]).collect();
+        let args: Vec<&std::ffi::OsStr> =
+            flags.iter().map(std::ffi::OsStr::new).chain([self.root.as_os_str()]).collect();
         let program = s3s_fs();
         if !program.exists() {
             anyhow::bail!(
@@ -53,12 +82,33 @@ impl S3Server {
                 program.display()
             );
         }
-        let proc = Lifeline::start("s3s-fs", &program, &args, &[], &dir.join("s3s-fs.log"), Some(&dir))?;
+        let n = std::fs::read_dir(&self.dir)?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .count();
+        let log = self.dir.join(format!("s3s-fs-{}.log", n + 1));
+        let remove = remove.then_some(self.dir.as_path());
+        let proc = Lifeline::start("s3s-fs", &program, &args, &[], &log, remove)?;
         wait_until("s3s-fs to listen", Duration::from_secs(30), || {
             Ok(TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(()))
         })
         .context("starting s3s-fs")?;
-        Ok(S3Server { port, root, _proc: proc })
+        Ok(proc)
+    }
+
+    /// Kills the server (SIGKILL): requests are refused until
+    /// [`S3Server::resume`]. Objects stay on disk.
+    pub fn stop(&mut self) {
+        if let Some(p) = self.proc.take() {
+            p.stop();
+        }
+    }
+
+    /// Starts the server again on the same port over the same objects.
+    pub fn resume(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.proc.is_none(), "the server runs");
+        self.proc = Some(self.launch(false)?);
+        Ok(())
     }
 
     /// The endpoint URL.

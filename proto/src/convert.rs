@@ -66,12 +66,23 @@ fn checkpoint_to_proto(c: &CheckpointConfig) -> v1::CheckpointConfig {
             delay_ms: ms(*delay),
             ..Default::default()
         },
-        RestartStrategy::ExponentialDelay { attempts, delay, max_delay, multiplier } => v1::RestartStrategy {
-            kind: "exponential_delay".into(),
-            attempts: *attempts,
+        RestartStrategy::ExponentialDelay { attempts, delay, max_delay, multiplier, reset_after } => {
+            v1::RestartStrategy {
+                kind: "exponential_delay".into(),
+                attempts: *attempts,
+                delay_ms: ms(*delay),
+                max_delay_ms: ms(*max_delay),
+                multiplier: *multiplier,
+                reset_after_ms: ms(*reset_after),
+                ..Default::default()
+            }
+        }
+        RestartStrategy::FailureRate { max_failures, interval, delay } => v1::RestartStrategy {
+            kind: "failure_rate".into(),
+            attempts: *max_failures,
             delay_ms: ms(*delay),
-            max_delay_ms: ms(*max_delay),
-            multiplier: *multiplier,
+            interval_ms: ms(*interval),
+            ..Default::default()
         },
     };
     v1::CheckpointConfig {
@@ -104,7 +115,15 @@ fn checkpoint_from_proto(c: &v1::CheckpointConfig) -> Result<CheckpointConfig, P
             delay: d(r.delay_ms),
             max_delay: d(r.max_delay_ms),
             multiplier: r.multiplier,
+            reset_after: if r.reset_after_ms == 0 {
+                weir_runtime::checkpointing::one_hour()
+            } else {
+                d(r.reset_after_ms)
+            },
         },
+        "failure_rate" => {
+            RestartStrategy::FailureRate { max_failures: r.attempts, interval: d(r.interval_ms), delay: d(r.delay_ms) }
+        }
         other => return Err(bad("restart", &format!("restart strategy `{other}`"))),
     };
     Ok(CheckpointConfig {

@@ -18,6 +18,7 @@ pub use v1::*;
 pub fn task_state_name(s: v1::TaskState) -> &'static str {
     match s {
         v1::TaskState::Deploying => "DEPLOYING",
+        v1::TaskState::TaskInitializing => "INITIALIZING",
         v1::TaskState::TaskRunning => "RUNNING",
         v1::TaskState::TaskFinished => "FINISHED",
         v1::TaskState::TaskFailed => "FAILED",

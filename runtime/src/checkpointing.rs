@@ -10,11 +10,14 @@
 //!   min_pause: 0s
 //!   tolerable_failures: 0
 //!   retained: 1
-//!   restart: {strategy: exponential_delay, attempts: 10, delay: 1s, max_delay: 1m, multiplier: 2.0}
+//!   restart: {strategy: exponential_delay, attempts: 10, delay: 1s, max_delay: 1m, multiplier: 2.0, reset_after: 1h}
+//!   # or {strategy: fixed_delay, attempts: 3, delay: 1s}
+//!   # or {strategy: failure_rate, max_failures: 3, interval: 5m, delay: 1s}
 //!   changelog: true           # rocksdb: change files now, the database's upload after
 //! ```
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -91,7 +94,9 @@ pub enum RestartStrategy {
         delay: Duration,
     },
     /// Up to `attempts` restarts; the wait starts at `delay` and is
-    /// multiplied by `multiplier` after each restart, up to `max_delay`.
+    /// multiplied by `multiplier` after each restart, up to `max_delay`. A
+    /// failure `reset_after` or longer after the one before starts over:
+    /// first delay, `attempts` restarts again.
     ExponentialDelay {
         /// Restarts allowed.
         attempts: u32,
@@ -103,7 +108,47 @@ pub enum RestartStrategy {
         max_delay: Duration,
         /// Growth factor.
         multiplier: f64,
+        /// A quiet spell that resets the delay and the count.
+        #[serde(default = "one_hour", with = "humantime_serde")]
+        reset_after: Duration,
     },
+    /// A restart `delay` after each failure while no more than
+    /// `max_failures` failures fall within any `interval`; then the job
+    /// fails for good.
+    FailureRate {
+        /// Failures allowed within `interval`.
+        max_failures: u32,
+        /// The window failures are counted in.
+        #[serde(with = "humantime_serde")]
+        interval: Duration,
+        /// Wait before each restart.
+        #[serde(with = "humantime_serde")]
+        delay: Duration,
+    },
+}
+
+/// The default quiet spell after which exponential backoff starts over.
+pub fn one_hour() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// What a restart strategy remembers of a job's failures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RestartHistory {
+    /// Restarts granted, all of them.
+    restarts: u32,
+    /// Restarts granted since exponential backoff last started over.
+    since_reset: u32,
+    /// When the failures of the last while happened, oldest first.
+    failures: VecDeque<Instant>,
+}
+
+impl RestartHistory {
+    /// The history of a job that restarted `restarts` times before (as a
+    /// job manager that takes a job over knows it).
+    pub fn after(restarts: u32) -> Self {
+        RestartHistory { restarts, since_reset: restarts, failures: VecDeque::new() }
+    }
 }
 
 impl Default for RestartStrategy {
@@ -114,23 +159,42 @@ impl Default for RestartStrategy {
             delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(60),
             multiplier: 2.0,
+            reset_after: one_hour(),
         }
     }
 }
 
 impl RestartStrategy {
-    /// The wait before restart number `n` (1-based), or `None` if no restart is allowed.
-    pub fn delay(&self, n: u32) -> Option<Duration> {
-        match self {
+    /// A failure at `now`: the wait before restarting, or `None` when the
+    /// strategy allows no further restart (the job fails for good).
+    pub fn on_failure(&self, h: &mut RestartHistory, now: Instant) -> Option<Duration> {
+        let previous = h.failures.back().copied();
+        h.failures.push_back(now);
+        let delay = match self {
             RestartStrategy::None => None,
-            RestartStrategy::FixedDelay { attempts, delay } => (n <= *attempts).then_some(*delay),
-            RestartStrategy::ExponentialDelay { attempts, delay, max_delay, multiplier } => {
-                (n <= *attempts).then(|| {
-                    let f = multiplier.powi(n.saturating_sub(1).min(64) as i32);
+            RestartStrategy::FixedDelay { attempts, delay } => (h.restarts < *attempts).then_some(*delay),
+            RestartStrategy::ExponentialDelay { attempts, delay, max_delay, multiplier, reset_after } => {
+                h.failures.drain(..h.failures.len() - 1);
+                if previous.is_some_and(|p| now.saturating_duration_since(p) >= *reset_after) {
+                    h.since_reset = 0;
+                }
+                (h.since_reset < *attempts).then(|| {
+                    let f = multiplier.powi(h.since_reset.min(64) as i32);
                     Duration::from_secs_f64((delay.as_secs_f64() * f).min(max_delay.as_secs_f64()))
                 })
             }
+            RestartStrategy::FailureRate { max_failures, interval, delay } => {
+                while h.failures.front().is_some_and(|t| now.saturating_duration_since(*t) >= *interval) {
+                    h.failures.pop_front();
+                }
+                (h.failures.len() <= *max_failures as usize).then_some(*delay)
+            }
+        };
+        if delay.is_some() {
+            h.restarts += 1;
+            h.since_reset += 1;
         }
+        delay
     }
 }
 
@@ -172,13 +236,22 @@ impl CheckpointConfig {
                 );
             }
         }
-        if let RestartStrategy::ExponentialDelay { multiplier, delay, max_delay, .. } = &self.restart {
-            if !(*multiplier >= 1.0 && multiplier.is_finite()) {
-                return err("restart.multiplier", format!("must be at least 1.0, got {multiplier}"));
+        match &self.restart {
+            RestartStrategy::ExponentialDelay { multiplier, delay, max_delay, reset_after, .. } => {
+                if !(*multiplier >= 1.0 && multiplier.is_finite()) {
+                    return err("restart.multiplier", format!("must be at least 1.0, got {multiplier}"));
+                }
+                if max_delay < delay {
+                    return err("restart.max_delay", "must not be below delay".into());
+                }
+                if reset_after.is_zero() {
+                    return err("restart.reset_after", "must be positive".into());
+                }
             }
-            if max_delay < delay {
-                return err("restart.max_delay", "must not be below delay".into());
+            RestartStrategy::FailureRate { interval, .. } if interval.is_zero() => {
+                return err("restart.interval", "must be positive".into());
             }
+            _ => {}
         }
         Ok(())
     }
@@ -188,20 +261,41 @@ impl CheckpointConfig {
 mod tests {
     use super::*;
 
+    /// The delays a strategy grants for failures at these seconds.
+    fn delays(s: &RestartStrategy, at: &[u64]) -> Vec<Option<u64>> {
+        let t0 = Instant::now();
+        let mut h = RestartHistory::default();
+        at.iter().map(|&t| s.on_failure(&mut h, t0 + Duration::from_secs(t)).map(|d| d.as_secs())).collect()
+    }
+
     #[test]
     fn restart_delays() {
-        let fixed = RestartStrategy::FixedDelay { attempts: 2, delay: Duration::from_millis(100) };
-        assert_eq!(fixed.delay(1), Some(Duration::from_millis(100)));
-        assert_eq!(fixed.delay(3), None);
+        let fixed = RestartStrategy::FixedDelay { attempts: 2, delay: Duration::from_secs(1) };
+        assert_eq!(delays(&fixed, &[0, 10_000, 20_000]), [Some(1), Some(1), None], "attempts in all");
         let exp = RestartStrategy::ExponentialDelay {
             attempts: 5,
             delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(3),
             multiplier: 2.0,
+            reset_after: Duration::from_secs(100),
         };
-        let d: Vec<_> = (1..=6).map(|n| exp.delay(n).map(|d| d.as_secs())).collect();
-        assert_eq!(d, vec![Some(1), Some(2), Some(3), Some(3), Some(3), None]);
-        assert_eq!(RestartStrategy::None.delay(1), None);
+        assert_eq!(delays(&exp, &[0, 1, 2, 3, 4, 5]), [Some(1), Some(2), Some(3), Some(3), Some(3), None]);
+        // A quiet spell of reset_after starts over, from the first delay and with every attempt.
+        let spells = delays(&exp, &[0, 1, 2, 200, 201, 202, 203, 204, 205]);
+        assert_eq!(spells, [Some(1), Some(2), Some(3), Some(1), Some(2), Some(3), Some(3), Some(3), None]);
+        assert_eq!(delays(&RestartStrategy::None, &[0]), [None]);
+    }
+
+    #[test]
+    fn failure_rate_counts_the_failures_of_the_last_interval() {
+        let rate = RestartStrategy::FailureRate {
+            max_failures: 2,
+            interval: Duration::from_secs(60),
+            delay: Duration::from_secs(5),
+        };
+        // Two failures a minute are tolerated for ever; a third within one is not.
+        assert_eq!(delays(&rate, &[0, 30, 90, 120, 180]), [Some(5); 5]);
+        assert_eq!(delays(&rate, &[0, 30, 59]), [Some(5), Some(5), None]);
     }
 
     #[test]

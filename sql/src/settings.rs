@@ -29,6 +29,10 @@ pub const KEYS: &[&str] = &[
     "restart-strategy.exponential-delay.max-backoff",
     "restart-strategy.exponential-delay.backoff-multiplier",
     "restart-strategy.exponential-delay.attempts-before-reset-backoff",
+    "restart-strategy.exponential-delay.reset-backoff-threshold",
+    "restart-strategy.failure-rate.max-failures-per-interval",
+    "restart-strategy.failure-rate.failure-rate-interval",
+    "restart-strategy.failure-rate.delay",
     "table.exec.source.idle-timeout",
     "table.exec.state.ttl",
 ];
@@ -100,10 +104,8 @@ impl Settings {
                     "none" | "off" | "disable" => "none",
                     "fixed-delay" | "fixeddelay" => "fixed_delay",
                     "exponential-delay" | "exponentialdelay" => "exponential_delay",
-                    "failure-rate" | "failurerate" => {
-                        return Err(err("not supported: failure-rate; use fixed-delay or exponential-delay".into()))
-                    }
-                    _ => return Err(err("expected none, fixed-delay or exponential-delay".into())),
+                    "failure-rate" | "failurerate" => "failure_rate",
+                    _ => return Err(err("expected none, fixed-delay, exponential-delay or failure-rate".into())),
                 };
                 self.restart.insert("strategy".into(), json!(strategy));
             }
@@ -112,8 +114,19 @@ impl Settings {
                 let n: u32 = v.parse().map_err(|_| err("expected a whole number".into()))?;
                 self.restart.insert("attempts".into(), json!(n));
             }
-            "restart-strategy.fixed-delay.delay" | "restart-strategy.exponential-delay.initial-backoff" => {
+            "restart-strategy.fixed-delay.delay"
+            | "restart-strategy.exponential-delay.initial-backoff"
+            | "restart-strategy.failure-rate.delay" => {
                 self.restart.insert("delay".into(), duration_value(v).map_err(err)?);
+            }
+            "restart-strategy.exponential-delay.reset-backoff-threshold" => {
+                self.restart.insert("reset_after".into(), duration_value(v).map_err(err)?);
+            }
+            "restart-strategy.failure-rate.max-failures-per-interval" => {
+                self.restart.insert("max_failures".into(), json!(positive(v).map_err(err)?));
+            }
+            "restart-strategy.failure-rate.failure-rate-interval" => {
+                self.restart.insert("interval".into(), duration_value(v).map_err(err)?);
             }
             "restart-strategy.exponential-delay.max-backoff" => {
                 self.restart.insert("max_delay".into(), duration_value(v).map_err(err)?);
@@ -158,11 +171,20 @@ impl Settings {
                     r.entry("delay").or_insert(json!("1s"));
                     r.retain(|k, _| ["strategy", "attempts", "delay"].contains(&k.as_str()));
                 }
+                "failure_rate" => {
+                    r.entry("max_failures").or_insert(json!(1));
+                    r.entry("interval").or_insert(json!("1m"));
+                    r.entry("delay").or_insert(json!("1s"));
+                    r.retain(|k, _| ["strategy", "max_failures", "interval", "delay"].contains(&k.as_str()));
+                }
                 _ => {
                     r.entry("attempts").or_insert(json!(10));
                     r.entry("delay").or_insert(json!("1s"));
                     r.entry("max_delay").or_insert(json!("1m"));
                     r.entry("multiplier").or_insert(json!(2.0));
+                    r.entry("reset_after").or_insert(json!("1h"));
+                    let keys = ["strategy", "attempts", "delay", "max_delay", "multiplier", "reset_after"];
+                    r.retain(|k, _| keys.contains(&k.as_str()));
                 }
             }
             c.insert("restart".into(), Value::Object(r));
@@ -224,6 +246,36 @@ mod tests {
             weir_runtime::checkpointing::RestartStrategy::FixedDelay { attempts: 3, delay: Duration::from_secs(1) }
         );
         assert_eq!(s.parallelism, Some(2));
+    }
+
+    #[test]
+    fn failure_rate_and_the_backoff_reset_take_flinks_keys() {
+        use weir_runtime::checkpointing::RestartStrategy;
+        let strategy = |pairs: &[(&str, &str)]| {
+            let mut s = Settings::default();
+            s.set("execution.checkpointing.interval", "1 s", at()).unwrap();
+            for (k, v) in pairs {
+                s.set(k, v, at()).unwrap();
+            }
+            s.checkpoint().unwrap().unwrap().restart
+        };
+        let rate = strategy(&[
+            ("restart-strategy.type", "failure-rate"),
+            ("restart-strategy.failure-rate.max-failures-per-interval", "3"),
+            ("restart-strategy.failure-rate.failure-rate-interval", "5 min"),
+        ]);
+        let want = RestartStrategy::FailureRate {
+            max_failures: 3,
+            interval: Duration::from_secs(300),
+            delay: Duration::from_secs(1),
+        };
+        assert_eq!(rate, want);
+        let exp = strategy(&[
+            ("restart-strategy.type", "exponential-delay"),
+            ("restart-strategy.exponential-delay.reset-backoff-threshold", "10 min"),
+        ]);
+        let RestartStrategy::ExponentialDelay { reset_after, attempts, .. } = exp else { panic!("{exp:?}") };
+        assert_eq!((reset_after, attempts), (Duration::from_secs(600), 10));
     }
 
     #[test]

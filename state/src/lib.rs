@@ -29,7 +29,7 @@ mod storage;
 mod uri;
 
 pub use codec::{decode_entries, encode_entries};
-pub use storage::CheckpointStorage;
+pub use storage::{CheckpointStorage, Swept};
 pub use uri::{object_store_for, S3Options};
 
 pub use weir_types::{CheckpointMetadata, FileHandle, TaskSnapshot, METADATA_VERSION};

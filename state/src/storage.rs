@@ -40,6 +40,13 @@ impl fmt::Debug for CheckpointStorage {
     }
 }
 
+/// What [`CheckpointStorage::sweep`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Files deleted.
+    pub files: usize,
+}
+
 impl CheckpointStorage {
     /// Storage in `store` under `root` (`uri` names it in messages).
     pub fn new(store: Arc<dyn ObjectStore>, root: &str, uri: &str) -> Self {
@@ -265,6 +272,57 @@ impl CheckpointStorage {
         Ok(())
     }
 
+    /// Deletes the files of `job` that no complete checkpoint needs: every
+    /// file of a checkpoint without metadata (failed, aborted, or cut short
+    /// by a crash) and every shared file that no complete checkpoint names.
+    /// Complete checkpoints stay whole, damaged ones included; if one's
+    /// metadata cannot be read, shared files are left alone. Call it only
+    /// while none of the job's checkpoints is being written: the job manager
+    /// sweeps before it deploys a restarted job and after a job ended.
+    pub async fn sweep(&self, job: &JobId) -> Result<Swept, StorageError> {
+        let prefix = self.root.clone().join(job.as_str());
+        let all: Vec<Path> = self.store.list(Some(&prefix)).map_ok(|m| m.location).try_collect().await?;
+        // Each object as (its first part under the job: `chk-<n>` or `shared`, its path).
+        let parts: Vec<(String, Path)> = all
+            .into_iter()
+            .filter_map(|p| {
+                let first = p.prefix_match(&prefix)?.next()?.as_ref().to_string();
+                Some((first, p))
+            })
+            .collect();
+        let complete: std::collections::BTreeSet<&str> = parts
+            .iter()
+            .filter(|(dir, p)| dir.starts_with("chk-") && p.filename() == Some(METADATA))
+            .map(|(dir, _)| dir.as_str())
+            .collect();
+        let mut named = std::collections::HashSet::new();
+        let mut all_read = true;
+        for dir in &complete {
+            let meta = self.store.get(&prefix.clone().join(*dir).join(METADATA)).await?.bytes().await?;
+            let parsed = checked_body(&meta).ok().and_then(|b| serde_json::from_str::<CheckpointMetadata>(b).ok());
+            match parsed {
+                Some(m) => named.extend(m.files().map(|f| f.path.clone())),
+                None => all_read = false,
+            }
+        }
+        let mut swept = Swept::default();
+        for (dir, path) in &parts {
+            let garbage = if dir == SHARED {
+                all_read && !named.contains(path.as_ref())
+            } else {
+                dir.starts_with("chk-") && !complete.contains(dir.as_str())
+            };
+            if !garbage {
+                continue;
+            }
+            match self.store.delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => swept.files += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(swept)
+    }
+
     /// Writes a small object under the root (job manager records).
     pub async fn put_object(&self, path: &str, bytes: Bytes) -> Result<(), StorageError> {
         self.store.put(&self.root.clone().join_path(path), PutPayload::from_bytes(bytes)).await?;
@@ -298,5 +356,60 @@ impl CheckpointStorage {
     /// The underlying store (for tests that damage checkpoints on purpose).
     pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TaskSnapshot;
+
+    async fn names(s: &CheckpointStorage, job: &JobId) -> Vec<String> {
+        let prefix = Path::from(job.as_str());
+        let mut all: Vec<String> = s
+            .store
+            .list(Some(&prefix))
+            .map_ok(|m| {
+                m.location.prefix_match(&prefix).unwrap().map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/")
+            })
+            .try_collect()
+            .await
+            .unwrap();
+        all.sort();
+        all
+    }
+
+    #[tokio::test]
+    async fn a_sweep_keeps_complete_checkpoints_and_what_they_name() {
+        let s = CheckpointStorage::from_uri("memory://").unwrap();
+        let job = JobId::new("j");
+        let shared = s.write_shared_file(&job, "a.sst", Bytes::from_static(b"a")).await.unwrap();
+        s.write_shared_file(&job, "orphan.sst", Bytes::from_static(b"o")).await.unwrap();
+        let own = s.write_file(&job, CheckpointId(1), "v0-0.state", Bytes::from_static(b"s")).await.unwrap();
+        let meta = CheckpointMetadata {
+            version: METADATA_VERSION,
+            job_id: job.clone(),
+            checkpoint_id: CheckpointId(1),
+            timestamp_ms: 0,
+            tasks: vec![TaskSnapshot { files: vec![shared, own], ..Default::default() }],
+            max_parallelism: 0,
+            finished: Vec::new(),
+        };
+        s.complete(&meta).await.unwrap();
+        // Checkpoint 2 never completed; another job's files are not this job's business.
+        s.write_file(&job, CheckpointId(2), "v0-0.state", Bytes::from_static(b"t")).await.unwrap();
+        s.write_shared_file(&JobId::new("k"), "b.sst", Bytes::from_static(b"b")).await.unwrap();
+
+        assert_eq!(s.sweep(&job).await.unwrap(), Swept { files: 2 });
+        assert_eq!(names(&s, &job).await, ["chk-1/_metadata", "chk-1/v0-0.state", "shared/a.sst"]);
+        assert_eq!(names(&s, &JobId::new("k")).await, ["shared/b.sst"]);
+        s.load(&job, CheckpointId(1)).await.expect("the kept checkpoint is whole");
+        assert_eq!(s.sweep(&job).await.unwrap(), Swept { files: 0 }, "nothing left to sweep");
+
+        // Unreadable metadata: shared files might be named by it, so they stay.
+        s.write_shared_file(&job, "maybe.sst", Bytes::from_static(b"m")).await.unwrap();
+        s.store.put(&Path::from("j/chk-3/_metadata"), PutPayload::from_static(b"garbage")).await.unwrap();
+        assert_eq!(s.sweep(&job).await.unwrap(), Swept { files: 0 });
+        assert!(names(&s, &job).await.contains(&"shared/maybe.sst".to_string()));
     }
 }

@@ -93,7 +93,7 @@ pub fn object_store_for(uri: &str, s3: &S3Options) -> Result<(Arc<dyn ObjectStor
         }
         // Path-style addressing unless asked otherwise: what self-hosted servers expect.
         b = b.with_virtual_hosted_style_request(!s3.path_style.unwrap_or(true));
-        let store = b.build()?;
+        let store = b.with_retry(s3_retry()).build()?;
         return Ok((Arc::new(store), prefix.trim_end_matches('/').to_string()));
     }
     if uri == "memory://" || uri == "memory:///" {
@@ -109,6 +109,25 @@ pub fn object_store_for(uri: &str, s3: &S3Options) -> Result<(Arc<dyn ObjectStor
         return Ok((Arc::new(fs), String::new()));
     }
     Err(StorageError::Uri(uri.to_string()))
+}
+
+/// How S3 requests are retried: for a minute or so, so that a server that
+/// restarts or fails over, or a short network outage, delays a checkpoint or
+/// a sink's commit instead of failing it (and restarting the job).
+/// `object_store`'s default gives up after about two seconds against a
+/// server that refuses connections: its backoff is drawn between the first
+/// delay and `base` times the last one, so with `base` 2 it hardly grows.
+/// With `base` 3 it grows by about half each time, up to 5 s.
+fn s3_retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: std::time::Duration::from_millis(200),
+            max_backoff: std::time::Duration::from_secs(5),
+            base: 3.0,
+        },
+        max_retries: 20,
+        retry_timeout: std::time::Duration::from_secs(180),
+    }
 }
 
 /// The store of one HDFS cluster (`authority` is `host:port` or a name

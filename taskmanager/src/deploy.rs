@@ -164,7 +164,7 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
                     return;
                 }
             };
-            report(&ctx, &key, v1::TaskState::TaskRunning, &Failure::new(ErrorClass::Transient, ""), false, &counters);
+            report(&ctx, &key, v1::TaskState::TaskInitializing, &Failure::new(ErrorClass::Transient, ""), false, &counters);
             // A panic in an operator fails the task (and so the job, or a restart)
             // instead of silently ending its thread.
             let run = std::panic::AssertUnwindSafe(|| rt.block_on(async {
@@ -197,6 +197,7 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
                 // Lowered only now: threads the backend started while opening
                 // (RocksDB's flushes) keep the process's priority.
                 lower_priority(ctx.task_nice);
+                report(&ctx, &key, v1::TaskState::TaskRunning, &Failure::new(ErrorClass::Transient, ""), false, &counters);
                 let task = Task {
                     chain,
                     inbox,

@@ -3,7 +3,7 @@
 //! in a task of its own and reports back as a [`Command`], so the core never
 //! waits on the network.
 
-use tracing::warn;
+use tracing::{info, warn};
 use weir_proto::v1;
 use weir_state::savepoint::Savepoint;
 use weir_state::CheckpointStorage;
@@ -150,6 +150,11 @@ impl Cluster {
                 let (tx, job_id, start) = (self.tx.clone(), id.clone(), job.start.clone());
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
+                    if let Some(storage) = &storage {
+                        // The failed attempt's tasks are gone: whatever its
+                        // unfinished checkpoints wrote is garbage now.
+                        sweep(storage, &job_id).await;
+                    }
                     let restore = restore::find_restore_point(storage, &job_id, start).await;
                     let _ = tx.send(Command::RestartReady { job: job_id, attempt, restore }).await;
                 });
@@ -164,16 +169,16 @@ impl Cluster {
                     }
                 });
             }
-            Effect::RemoveRecord => {
-                let Some(records) = self.records.clone() else { return };
-                if self.jobs.get(id).is_none_or(|j| j.checkpoints.is_none()) {
-                    return;
-                }
-                let job = id.clone();
+            Effect::Ended => {
+                let Some(storage) = self.storage_of(id) else { return };
+                let (records, job) = (self.records.clone(), id.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = crate::records::remove(&records, &job).await {
-                        warn!(job_id = %job, error = %e, "removing the job record failed");
+                    if let Some(records) = records {
+                        if let Err(e) = crate::records::remove(&records, &job).await {
+                            warn!(job_id = %job, error = %e, "removing the job record failed");
+                        }
                     }
+                    sweep(&storage, &job).await;
                 });
             }
             Effect::Answer { request, result } => {
@@ -265,4 +270,17 @@ fn rpc_failure(tm: &str, e: &tonic::Status) -> Failure {
         _ => ErrorClass::Transient,
     };
     Failure::new(class, format!("task manager {tm}: {}", e.message()))
+}
+
+/// Deletes the files of `job`'s checkpoints that no complete checkpoint
+/// needs (see [`CheckpointStorage::sweep`]); a failure is only logged, the
+/// next sweep tries again.
+async fn sweep(storage: &CheckpointStorage, job: &JobId) {
+    match storage.sweep(job).await {
+        Ok(swept) if swept.files > 0 => {
+            info!(job_id = %job, files = swept.files, "deleted files no complete checkpoint needs")
+        }
+        Ok(_) => {}
+        Err(e) => warn!(job_id = %job, error = %e, "sweeping the checkpoint storage failed"),
+    }
 }

@@ -207,7 +207,7 @@ impl Cluster {
                 match job.cancel(Instant::now()) {
                     Ok(effects) => {
                         self.apply(&id, effects);
-                        let _ = reply.send(Ok(self.jobs[&id].state.to_proto()));
+                        let _ = reply.send(Ok(self.jobs[&id].shown_state().to_proto()));
                     }
                     Err(e) => {
                         let _ = reply.send(Err(ClusterError::WrongState(e.0)));

@@ -31,7 +31,7 @@ impl Cluster {
                     memory_bytes: m.memory_bytes,
                 })
                 .collect(),
-            jobs_running: self.jobs.values().filter(|j| j.state == JobState::Running).count() as u32,
+            jobs_running: self.jobs.values().filter(|j| j.shown_state() == JobState::Running).count() as u32,
         }
     }
 
@@ -43,7 +43,7 @@ impl Cluster {
         e.gauge("weir_jobmanager_slots", "Slots of all registered task managers.", &[], f64::from(total));
         e.gauge("weir_jobmanager_slots_free", "Slots no job holds.", &[], f64::from(free));
         for state in JobState::ALL {
-            let n = self.jobs.values().filter(|j| j.state == state).count();
+            let n = self.jobs.values().filter(|j| j.shown_state() == state).count();
             let name = state.to_proto().as_str_name();
             e.gauge("weir_jobs", "Jobs by state.", &[("state", name)], n as f64);
         }
@@ -54,7 +54,7 @@ impl Cluster {
                 "weir_job_running",
                 "1 while the job runs.",
                 &l,
-                f64::from(u8::from(job.state == JobState::Running)),
+                f64::from(u8::from(job.shown_state() == JobState::Running)),
             );
             e.counter("weir_job_restarts_total", "Restarts of the job after failures.", &l, f64::from(job.restarts));
             let Some(c) = job.checkpoints.as_ref().map(|c| &c.coordinator) else { continue };

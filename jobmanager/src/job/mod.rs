@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{info, warn};
 use weir_proto::v1;
+use weir_runtime::checkpointing::RestartHistory;
 use weir_runtime::plan::Plan;
 use weir_state::savepoint::SavepointMetadata;
 use weir_state::CheckpointStorage;
@@ -162,8 +163,9 @@ pub(crate) enum Effect {
     Restart { attempt: u32, delay: Duration },
     /// Write (or replace) the job's record, so a new job manager resumes it.
     SaveRecord,
-    /// Delete the job's record: it ended.
-    RemoveRecord,
+    /// The job ended: delete its record, and sweep its checkpoint storage of
+    /// files no complete checkpoint needs.
+    Ended,
     /// Answer a savepoint request.
     Answer { request: RequestId, result: Result<SavepointDone, WrongState> },
 }
@@ -244,6 +246,8 @@ pub(crate) struct Job {
     pub(crate) checkpoints: Option<Checkpoints>,
     /// Restarts so far.
     pub(crate) restarts: u32,
+    /// What the restart strategy remembers of the failures.
+    history: RestartHistory,
     /// What the current attempt restores from.
     pub(crate) restore: Option<RestorePoint>,
     /// The savepoint (or retained checkpoint) the job started from.
@@ -289,6 +293,7 @@ impl Job {
             exceptions: Default::default(),
             checkpoints,
             restarts: 0,
+            history: RestartHistory::default(),
             restore: start.clone(),
             start,
             savepoints: SavepointQueue::default(),
@@ -310,6 +315,7 @@ impl Job {
         job.state = JobState::Restarting;
         job.attempt = attempt;
         job.restarts = restarts;
+        job.history = RestartHistory::after(restarts);
         job
     }
 
@@ -423,7 +429,7 @@ impl Job {
         let records = self.tasks.sum(|c| c.sink_records);
         info!(job_id = %self.id, state = ?next, sink_records = records, "job ended");
         let mut effects = self.drop_savepoints("the job ended");
-        effects.extend([Effect::RemoveRecord, Effect::Release]);
+        effects.extend([Effect::Ended, Effect::Release]);
         effects
     }
 
@@ -457,7 +463,7 @@ impl Job {
         self.ended = Some(SystemTime::now());
         self.suspect = None;
         effects.push(self.cancel_tasks());
-        effects.extend([Effect::RemoveRecord, Effect::Release]);
+        effects.extend([Effect::Ended, Effect::Release]);
         effects
     }
 
@@ -468,7 +474,7 @@ impl Job {
                 self.state = JobState::Canceled;
                 self.ended = Some(SystemTime::now());
                 let mut effects = self.drop_savepoints("the job is cancelled");
-                effects.push(Effect::RemoveRecord);
+                effects.push(Effect::Ended);
                 Ok(effects)
             }
             JobState::Running => {
@@ -531,14 +537,20 @@ impl Job {
         self.fail_or_restart(reason, now)
     }
 
+    /// A failure at `now` as the restart strategy sees it: the wait before
+    /// the restart, or `None` if the job must fail for good.
+    fn restart_delay(&mut self, now: Instant) -> Option<Duration> {
+        let strategy = &self.checkpoints.as_ref()?.coordinator.config.restart;
+        strategy.on_failure(&mut self.history, now)
+    }
+
     /// Restarts the job per its restart strategy, or fails it.
     fn fail_or_restart(&mut self, cause: impl Into<Cause>, now: Instant) -> Vec<Effect> {
         let mut cause = cause.into();
         if self.state != JobState::Running {
             return self.fail(cause, now);
         }
-        let delay = self.checkpoints.as_ref().and_then(|c| c.coordinator.config.restart.delay(self.restarts + 1));
-        let Some(delay) = delay else {
+        let Some(delay) = self.restart_delay(now) else {
             if self.restarts > 0 {
                 cause.message = format!("{} (after {} restarts)", cause.message, self.restarts);
             }
@@ -573,9 +585,7 @@ impl Job {
             Err(e) => {
                 // The lookup is part of the restart: it consumes an attempt of the strategy.
                 let reason = format!("reading the latest checkpoint failed ({} error): {e}", e.class);
-                let delay =
-                    self.checkpoints.as_ref().and_then(|c| c.coordinator.config.restart.delay(self.restarts + 1));
-                return match delay {
+                return match self.restart_delay(now) {
                     Some(delay) => {
                         let reason = self.remember(reason.into(), true);
                         self.restarts += 1;

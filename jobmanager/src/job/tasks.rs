@@ -116,6 +116,12 @@ impl Tasks {
             && self.0.iter().any(|((v, _), t)| t.state == TaskRunning && plan.inputs_of(*v).is_empty())
     }
 
+    /// Whether every subtask got past restoring its state (runs or ended).
+    pub(crate) fn started(&self) -> bool {
+        use v1::TaskState::{Deploying, TaskInitializing};
+        !self.0.values().any(|t| matches!(t.state, Deploying | TaskInitializing))
+    }
+
     /// How many subtasks run.
     pub(crate) fn running(&self) -> usize {
         self.0.values().filter(|t| t.state == v1::TaskState::TaskRunning).count()

@@ -96,7 +96,7 @@ fn names(effects: &[Effect]) -> Vec<&'static str> {
             Effect::Discard { .. } => "discard",
             Effect::Restart { .. } => "restart",
             Effect::SaveRecord => "save-record",
-            Effect::RemoveRecord => "remove-record",
+            Effect::Ended => "ended",
             Effect::Answer { result: Ok(_), .. } => "answer-ok",
             Effect::Answer { result: Err(_), .. } => "answer-err",
         })
@@ -138,7 +138,7 @@ fn a_job_that_waits_too_long_for_slots_fails() {
     let effects = j.schedule(&offers(&[("a", 1)]), &SETTINGS, later, 0);
     assert_eq!(j.state, JobState::Failed);
     assert!(j.failure.as_deref().unwrap().contains("needs 2, 1 are free"), "{:?}", j.failure);
-    assert_eq!(names(&effects), ["cancel", "remove-record", "release"]);
+    assert_eq!(names(&effects), ["cancel", "ended", "release"]);
 }
 
 #[test]
@@ -152,7 +152,7 @@ fn every_task_finishing_finishes_the_job() {
         if i + 1 < keys.len() {
             assert!(effects.is_empty() && j.state == JobState::Running);
         } else {
-            assert_eq!(names(&effects), ["remove-record", "release"]);
+            assert_eq!(names(&effects), ["ended", "release"]);
         }
     }
     assert_eq!(j.state, JobState::Finished);
@@ -227,7 +227,7 @@ fn a_task_failure_without_checkpoints_fails_the_job() {
     let effects = j.task_state(failed(&j, (1, 0), "division by zero", false), &SETTINGS, now);
     assert_eq!(j.state, JobState::Failed);
     assert!(j.failure.as_deref().unwrap().contains("out (1/2) on task manager a failed: division by zero"));
-    assert_eq!(names(&effects), ["cancel", "remove-record", "release"]);
+    assert_eq!(names(&effects), ["cancel", "ended", "release"]);
 }
 
 #[test]
@@ -249,6 +249,70 @@ fn a_task_failure_with_a_restart_strategy_restarts_from_the_latest_checkpoint() 
     j.task_state(failed(&j, (0, 0), "again", false), &SETTINGS, now);
     assert_eq!(j.state, JobState::Failed);
     assert!(j.failure.as_deref().unwrap().ends_with("(after 1 restarts)"), "{:?}", j.failure);
+}
+
+/// A job whose every attempt fails while its tasks restore their state
+/// shows RESTARTING from the first failure until it fails for good, never
+/// RUNNING; an attempt whose tasks all restored shows RUNNING again.
+#[test]
+fn a_job_that_fails_in_every_restore_never_shows_running() {
+    let now = Instant::now();
+    let mut j = job(Some(checkpointed(RestartStrategy::FixedDelay { attempts: 2, delay: Duration::ZERO })), now);
+    running(&mut j, now);
+    assert_eq!(j.shown_state(), JobState::Running);
+    let mut shown = Vec::new();
+    for _ in 0..3 {
+        j.task_state(failed(&j, (1, 0), "restoring: no such file", false), &SETTINGS, now);
+        shown.push(j.shown_state());
+        if j.state.is_terminal() {
+            break;
+        }
+        j.restart_ready(j.attempt, Ok(None), now);
+        shown.push(j.shown_state());
+        j.schedule(&offers(&[("a", 1), ("b", 1)]), &SETTINGS, now, 0);
+        shown.push(j.shown_state());
+        for k in j.tasks.0.keys().copied().collect::<Vec<_>>() {
+            j.task_state(report(&j, k, v1::TaskState::TaskInitializing), &SETTINGS, now);
+        }
+        shown.push(j.shown_state());
+    }
+    assert!(!shown.contains(&JobState::Running), "{shown:?}");
+    assert_eq!(shown.last(), Some(&JobState::Failed));
+    assert_eq!(j.summary().state(), v1::JobState::Failed);
+    // Had the last attempt restored, it would have shown as running.
+    let mut k = job(Some(checkpointed(RestartStrategy::FixedDelay { attempts: 1, delay: Duration::ZERO })), now);
+    running(&mut k, now);
+    k.task_state(failed(&k, (1, 0), "boom", false), &SETTINGS, now);
+    k.restart_ready(k.attempt, Ok(None), now);
+    k.schedule(&offers(&[("a", 1), ("b", 1)]), &SETTINGS, now, 0);
+    assert_eq!((k.state, k.summary().state()), (JobState::Running, v1::JobState::Restarting));
+    running(&mut k, now);
+    assert_eq!(k.summary().state(), v1::JobState::Running);
+}
+
+/// The restart strategy sees when failures happen: with failure_rate, a job
+/// failing now and then keeps restarting, one failing often fails.
+#[test]
+fn failure_rate_restarts_rare_failures_and_fails_a_burst() {
+    let t0 = Instant::now();
+    let rate =
+        RestartStrategy::FailureRate { max_failures: 2, interval: Duration::from_secs(60), delay: Duration::ZERO };
+    let mut j = job(Some(checkpointed(rate)), t0);
+    for minute in 0..5 {
+        let now = t0 + Duration::from_secs(60 * minute);
+        running(&mut j, now);
+        j.task_state(failed(&j, (1, 0), "rare", false), &SETTINGS, now);
+        assert_eq!(j.state, JobState::Restarting, "failure in minute {minute}");
+        j.restart_ready(j.attempt, Ok(None), now);
+    }
+    for s in [1, 2, 3] {
+        let now = t0 + Duration::from_secs(300 + s);
+        running(&mut j, now);
+        j.task_state(failed(&j, (1, 0), "burst", false), &SETTINGS, now);
+        j.restart_ready(j.attempt, Ok(None), now);
+    }
+    assert_eq!(j.state, JobState::Failed);
+    assert_eq!(j.restarts, 7);
 }
 
 #[test]
@@ -331,7 +395,7 @@ fn an_unexplained_data_plane_failure_restarts_after_the_wait() {
 fn cancelling_follows_the_state() {
     let now = Instant::now();
     let mut waiting = job(None, now);
-    assert_eq!(names(&waiting.cancel(now).unwrap()), ["remove-record"]);
+    assert_eq!(names(&waiting.cancel(now).unwrap()), ["ended"]);
     assert_eq!(waiting.state, JobState::Canceled);
     assert!(waiting.cancel(now).unwrap_err().0.contains("already ended"));
 
@@ -345,7 +409,7 @@ fn cancelling_follows_the_state() {
     for k in keys {
         last = j.task_state(report(&j, k, v1::TaskState::TaskCanceled), &SETTINGS, now);
     }
-    assert_eq!(names(&last), ["remove-record", "release"]);
+    assert_eq!(names(&last), ["ended", "release"]);
     assert_eq!(j.state, JobState::Canceled);
 }
 
@@ -359,7 +423,7 @@ fn a_lost_task_manager_ends_a_cancelling_job_s_tasks_on_it() {
         j.task_state(report(&j, k, v1::TaskState::TaskCanceled), &SETTINGS, now);
     }
     let effects = j.task_manager_lost("b", "http://b", "gone", now);
-    assert_eq!(names(&effects), ["remove-record", "release"]);
+    assert_eq!(names(&effects), ["ended", "release"]);
     assert_eq!(j.state, JobState::Canceled);
     assert!(j.task_manager_lost("b", "http://b", "gone", now).is_empty(), "ended jobs ignore losses");
 }
@@ -446,7 +510,7 @@ fn savepoint_requests_are_answered_when_the_job_stops_running() {
     let now = Instant::now();
     let mut j = job(Some(checkpointed(RestartStrategy::None)), now);
     j.request_savepoint(RequestId(1), "file:///sp/a".into(), false, now).unwrap();
-    assert_eq!(names(&j.cancel(now).unwrap()), ["answer-err", "remove-record"]);
+    assert_eq!(names(&j.cancel(now).unwrap()), ["answer-err", "ended"]);
     let mut no_checkpoints = job(None, now);
     assert!(no_checkpoints
         .request_savepoint(RequestId(2), "x".into(), false, now)

@@ -3,12 +3,24 @@
 use super::*;
 
 impl Job {
+    /// The state users see. A job that failed and restarted shows
+    /// RESTARTING until every task of its new attempt has restored its
+    /// state and runs: a job that fails again during every restore never
+    /// looks as if it were running.
+    pub(crate) fn shown_state(&self) -> JobState {
+        if self.state == JobState::Running && self.restarts > 0 && !self.tasks.started() {
+            JobState::Restarting
+        } else {
+            self.state
+        }
+    }
+
     /// The job in a list.
     pub(crate) fn summary(&self) -> v1::JobSummary {
         v1::JobSummary {
             job_id: self.id.to_string(),
             name: self.name.clone(),
-            state: self.state.to_proto() as i32,
+            state: self.shown_state().to_proto() as i32,
             start_time_ms: wall_ms(self.submitted),
             end_time_ms: self.ended.map(wall_ms).unwrap_or(0),
         }

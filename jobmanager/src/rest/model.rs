@@ -112,7 +112,7 @@ pub struct Operator {
 pub struct Subtask {
     /// Its index, from 0.
     pub subtask: u32,
-    /// DEPLOYING, RUNNING, FINISHED, FAILED or CANCELED.
+    /// DEPLOYING, INITIALIZING, RUNNING, FINISHED, FAILED or CANCELED.
     pub state: String,
     /// The task manager it runs on.
     pub task_manager_id: String,
@@ -199,6 +199,7 @@ fn vertex_state(states: &[v1::TaskState]) -> &'static str {
     }
     first(TaskFailed)
         .or_else(|| first(Deploying))
+        .or_else(|| first(TaskInitializing))
         .or_else(|| first(TaskCanceled))
         .or_else(|| first(TaskRunning))
         .or_else(|| first(TaskFinished))
