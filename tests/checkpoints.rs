@@ -72,7 +72,7 @@ enum Storage {
 }
 
 /// Which storage a test's checkpoints go to.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum On {
     Disk,
     Hdfs,
@@ -248,6 +248,19 @@ fn survive_kill(backend: &str, damage_newest: bool, on: On) -> anyhow::Result<u6
         killed.elapsed()
     );
     assert_ne!(status["state"], "FAILED", "{status:#}\n{}", cluster.logs());
+    // The job manager times the recovery from the moment it noticed the loss.
+    let recovery = wait_until("the first checkpoint after the recovery", LONG, || {
+        let r = cluster.weir_json(&["checkpoints", &id])?["recovery"].clone();
+        Ok(r["checkpoint_after_ms"].as_u64().is_some().then_some(r))
+    })?;
+    let running = recovery["running_after_ms"].as_u64().expect("running again");
+    assert!(running <= recovery["checkpoint_after_ms"].as_u64().unwrap(), "{recovery:#}");
+    let place = match on {
+        On::Disk => "local disk",
+        On::Hdfs => "HDFS",
+        On::S3 => "S3",
+    };
+    eprintln!("{backend}, checkpoints on {place}: recovery as the job manager timed it: {recovery}");
     let status = cluster.wait_state(&id, &["FINISHED", "FAILED"], LONG)?;
     assert_eq!(status["state"], "FINISHED", "{status:#}\n{}", cluster.logs());
     assert_eq!(status["restarts"], 1, "{status:#}");

@@ -88,6 +88,7 @@ pub fn details_json(d: &v1::JobDetails) -> serde_json::Value {
     v["attempt"] = json!(d.attempt);
     v["restarts"] = json!(d.restarts);
     v["restored_from"] = if d.restored_from > 0 { json!(d.restored_from) } else { serde_json::Value::Null };
+    v["recovery"] = recovery_json(d);
     v["checkpoints"] = d.checkpoints.iter().map(checkpoint_json).collect();
     v["tasks"] = d
         .tasks
@@ -110,6 +111,29 @@ pub fn details_json(d: &v1::JobDetails) -> serde_json::Value {
         })
         .collect();
     v
+}
+
+/// A job's latest recovery as JSON (`null` if it had none).
+fn recovery_json(d: &v1::JobDetails) -> serde_json::Value {
+    match &d.recovery {
+        Some(r) => json!({
+            "failed_ms": r.failed_ms,
+            "running_after_ms": r.running_after_ms,
+            "checkpoint_after_ms": r.checkpoint_after_ms,
+        }),
+        None => serde_json::Value::Null,
+    }
+}
+
+/// A job's latest recovery in words, if it had one.
+fn recovery_line(d: &v1::JobDetails) -> Option<String> {
+    let r = d.recovery.as_ref()?;
+    let secs = |ms: u64| format!("{:.2} s", ms as f64 / 1000.0);
+    let running =
+        r.running_after_ms.map_or("not running yet".to_string(), |ms| format!("running again after {}", secs(ms)));
+    let checkpoint =
+        r.checkpoint_after_ms.map(|ms| format!(", first checkpoint after {}", secs(ms))).unwrap_or_default();
+    Some(format!("latest recovery: {running}{checkpoint} (from the failure)"))
 }
 
 /// A job's details.
@@ -135,6 +159,9 @@ pub fn details(fmt: Format, d: &v1::JobDetails) {
             }
             if d.restored_from > 0 {
                 println!("restored from checkpoint {}", d.restored_from);
+            }
+            if let Some(line) = recovery_line(d) {
+                println!("{line}");
             }
             if !d.checkpoints.is_empty() {
                 let done: Vec<_> =
@@ -273,6 +300,7 @@ pub fn checkpoints(fmt: Format, d: &v1::JobDetails) {
                 "job_id": d.summary.as_ref().map(|s| s.job_id.clone()),
                 "restarts": d.restarts,
                 "restored_from": if d.restored_from > 0 { Some(d.restored_from) } else { None },
+                "recovery": recovery_json(d),
                 "checkpoints": d.checkpoints.iter().map(checkpoint_json).collect::<Vec<_>>(),
             })
         ),
@@ -313,6 +341,9 @@ pub fn checkpoints(fmt: Format, d: &v1::JobDetails) {
                 ]);
             }
             println!("{table}");
+            if let Some(line) = recovery_line(d) {
+                println!("{line}");
+            }
         }
     }
 }

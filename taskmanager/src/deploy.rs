@@ -18,7 +18,7 @@ use weir_runtime::task::{Chain, Checkpointer, OutputEdge, Task, TaskCounters, Ta
 use weir_state::CheckpointStorage;
 use weir_types::{CheckpointId, ErrorClass, Failure};
 
-use crate::checkpoint::{CheckpointSetup, Restore, SavepointTable, TaskCheckpointer};
+use crate::checkpoint::{Background, CheckpointSetup, Restore, SavepointTable, TaskCheckpointer};
 use crate::exchange::{remote_output, Peers};
 use crate::tasks::{RunningTask, TaskId, Tasks};
 
@@ -165,6 +165,7 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
                 }
             };
             report(&ctx, &key, v1::TaskState::TaskInitializing, &Failure::new(ErrorClass::Transient, ""), false, &counters);
+            let background = Arc::new(Background::default());
             // A panic in an operator fails the task (and so the job, or a restart)
             // instead of silently ending its thread.
             let run = std::panic::AssertUnwindSafe(|| rt.block_on(async {
@@ -181,6 +182,7 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
                             savepoints: ctx.savepoints.clone(),
                             s3: ctx.s3.clone(),
                             state_bytes: counters.state_bytes.clone(),
+                            background: background.clone(),
                         };
                         let (cp, entries) =
                             TaskCheckpointer::open(setup, key.clone(), ctx.jm.clone(), ctx.runtime.clone(), restore)
@@ -209,11 +211,19 @@ pub fn deploy(ctx: &DeployContext, req: v1::DeployTaskRequest) -> Result<(), Sta
                     checkpointer,
                     finished,
                 };
-                task.run(cancel).await.map_err(|e| match e {
+                let ended = task.run(cancel).await.map_err(|e| match e {
                     TaskError::Canceled => Ended::Canceled,
                     e @ TaskError::Exchange(_) => Ended::Exchange(Failure::of(&e)),
                     e @ TaskError::Operator { .. } => Ended::Failed(Failure::of(&e)),
-                })
+                });
+                // A finished task is finished once its uploads are: when its
+                // job has ended, nothing of it is still being written. (A
+                // cancelled or failed one reports at once, so that its job's
+                // recovery does not wait for storage.)
+                if ended.is_ok() {
+                    background.idle().await;
+                }
+                ended
             }));
             let result = std::panic::catch_unwind(run).unwrap_or_else(|panic| {
                 let what = panic

@@ -57,6 +57,16 @@ impl Cluster {
                 f64::from(u8::from(job.shown_state() == JobState::Running)),
             );
             e.counter("weir_job_restarts_total", "Restarts of the job after failures.", &l, f64::from(job.restarts));
+            let recovery = job.recovery.map(|r| [("running", r.running_after), ("checkpoint", r.checkpoint_after)]);
+            for (phase, took) in recovery.into_iter().flatten() {
+                let Some(took) = took else { continue };
+                e.gauge(
+                    "weir_job_recovery_seconds",
+                    "The job's latest recovery: from the failure until its tasks ran again (phase running), and until the first checkpoint after that (phase checkpoint).",
+                    &[l[0], l[1], ("phase", phase)],
+                    took.as_secs_f64(),
+                );
+            }
             let Some(c) = job.checkpoints.as_ref().map(|c| &c.coordinator) else { continue };
             e.counter("weir_checkpoints_completed_total", "Checkpoints completed.", &l, c.completed as f64);
             e.counter("weir_checkpoints_failed_total", "Checkpoints and savepoints failed.", &l, c.failed as f64);

@@ -95,6 +95,9 @@ impl Job {
         let Some(done) = c.coordinator.written(meta, now) else { return Vec::new() };
         let info = c.coordinator.info(id).cloned().unwrap_or_default();
         info!(job_id = %self.id, checkpoint = %id, duration_ms = info.duration_ms, size_bytes = info.size_bytes, state_bytes = info.state_bytes, alignment_ms = info.alignment_ms, "checkpoint complete");
+        if let Some(r) = self.recovery.as_mut().filter(|r| r.running_after.is_some() && r.checkpoint_after.is_none()) {
+            r.checkpoint_after = Some(now.saturating_duration_since(r.failed));
+        }
         // Sinks commit on this notice.
         let mut effects =
             vec![self.notify(done.id, false), Effect::Discard { checkpoints: done.discard, shared: done.unreferenced }];

@@ -107,6 +107,37 @@ impl From<String> for Cause {
     }
 }
 
+/// How long a job took to recover from a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Recovery {
+    /// When the failure was noticed.
+    pub(crate) failed: Instant,
+    /// The same, on the wall clock.
+    pub(crate) failed_wall: SystemTime,
+    /// Until every task of the new attempt ran.
+    pub(crate) running_after: Option<Duration>,
+    /// Until the first checkpoint after that completed.
+    pub(crate) checkpoint_after: Option<Duration>,
+}
+
+impl From<Instant> for Recovery {
+    fn from(failed: Instant) -> Self {
+        Recovery { failed, failed_wall: SystemTime::now(), running_after: None, checkpoint_after: None }
+    }
+}
+
+impl Recovery {
+    /// The wire form.
+    pub(crate) fn to_proto(self) -> v1::Recovery {
+        let ms = |d: Duration| d.as_millis() as u64;
+        v1::Recovery {
+            failed_ms: wall_ms(self.failed_wall),
+            running_after_ms: self.running_after.map(ms),
+            checkpoint_after_ms: self.checkpoint_after.map(ms),
+        }
+    }
+}
+
 /// How many failures a job's exception history keeps.
 const EXCEPTIONS_KEPT: usize = 32;
 
@@ -248,6 +279,8 @@ pub(crate) struct Job {
     pub(crate) restarts: u32,
     /// What the restart strategy remembers of the failures.
     history: RestartHistory,
+    /// The latest recovery, if the job had one.
+    pub(crate) recovery: Option<Recovery>,
     /// What the current attempt restores from.
     pub(crate) restore: Option<RestorePoint>,
     /// The savepoint (or retained checkpoint) the job started from.
@@ -294,6 +327,7 @@ impl Job {
             checkpoints,
             restarts: 0,
             history: RestartHistory::default(),
+            recovery: None,
             restore: start.clone(),
             start,
             savepoints: SavepointQueue::default(),
@@ -316,6 +350,7 @@ impl Job {
         job.attempt = attempt;
         job.restarts = restarts;
         job.history = RestartHistory::after(restarts);
+        job.recovery = Some(Recovery::from(now));
         job
     }
 
@@ -407,7 +442,15 @@ impl Job {
                 effects.extend(self.arm_trigger(now));
                 effects
             }
-            v1::TaskState::TaskRunning => self.arm_trigger(now),
+            v1::TaskState::TaskRunning => {
+                if self.tasks.started() {
+                    if let Some(r) = self.recovery.as_mut().filter(|r| r.running_after.is_none()) {
+                        r.running_after = Some(now.saturating_duration_since(r.failed));
+                        info!(job_id = %self.id, attempt = self.attempt, after = ?r.running_after.unwrap_or_default(), "running again after a failure");
+                    }
+                }
+                self.arm_trigger(now)
+            }
             _ => Vec::new(),
         }
     }
@@ -558,6 +601,10 @@ impl Job {
         };
         let reason = self.remember(cause, true);
         self.restarts += 1;
+        // A failure before the previous one was recovered from is part of that recovery.
+        if self.recovery.is_none_or(|r| r.running_after.is_some()) {
+            self.recovery = Some(Recovery::from(now));
+        }
         warn!(job_id = %self.id, attempt = self.attempt, restart = self.restarts, delay = ?delay, reason = %reason, "job failed; restarting from the latest complete checkpoint");
         let mut effects = self.abandon_checkpoint("the job is restarting", now);
         self.failure = Some(reason);

@@ -451,6 +451,45 @@ fn a_checkpoint_is_triggered_at_sources_completed_and_committed() {
     assert_eq!(j.details().checkpoints[0].status, v1::CheckpointStatus::Completed as i32);
 }
 
+/// A recovery is timed from the failure: until every task of the new
+/// attempt runs, and until the first checkpoint after that. A failure
+/// during a recovery belongs to it.
+#[test]
+fn a_recovery_is_timed_until_tasks_run_and_until_the_next_checkpoint() {
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let mut j = job(Some(checkpointed(RestartStrategy::FixedDelay { attempts: 3, delay: Duration::ZERO })), t0);
+    running(&mut j, t0);
+    assert!(j.details().recovery.is_none(), "no failure yet");
+    j.task_state(failed(&j, (1, 0), "boom", false), &SETTINGS, at(1000));
+    j.restart_ready(j.attempt, Ok(None), at(1100));
+    j.schedule(&offers(&[("a", 1), ("b", 1)]), &SETTINGS, at(1200), 0);
+    // Failing again while restoring: still the same recovery.
+    j.task_state(failed(&j, (0, 0), "restore failed", false), &SETTINGS, at(1300));
+    j.restart_ready(j.attempt, Ok(None), at(1400));
+    j.schedule(&offers(&[("a", 1), ("b", 1)]), &SETTINGS, at(1500), 0);
+    let keys: Vec<(u32, u32)> = j.tasks.0.keys().copied().collect();
+    let (last, others) = keys.split_last().unwrap();
+    for k in others {
+        j.task_state(report(&j, *k, v1::TaskState::TaskRunning), &SETTINGS, at(1600));
+    }
+    j.task_state(report(&j, *last, v1::TaskState::TaskInitializing), &SETTINGS, at(1600));
+    assert_eq!(j.details().recovery.unwrap().running_after_ms, None, "one task still restoring");
+    j.task_state(report(&j, *last, v1::TaskState::TaskRunning), &SETTINGS, at(1700));
+    let r = j.details().recovery.unwrap();
+    assert_eq!((r.running_after_ms, r.checkpoint_after_ms), (Some(700), None));
+    let effects = j.checkpoint_due(j.attempt, at(2000));
+    let Some(Effect::Trigger { id, .. }) = effects.into_iter().next() else { panic!("a trigger") };
+    let mut last = Vec::new();
+    for k in keys {
+        last = j.acknowledge(ack(&j, id, k), at(2100));
+    }
+    let [Effect::WriteMetadata(meta)] = &last[..] else { panic!("{:?}", names(&last)) };
+    j.metadata_written(id, Ok(meta.clone()), at(2200));
+    let r = j.details().recovery.unwrap();
+    assert_eq!((r.running_after_ms, r.checkpoint_after_ms), (Some(700), Some(1200)));
+}
+
 #[test]
 fn a_failed_checkpoint_beyond_the_tolerance_restarts_the_job() {
     let now = Instant::now();

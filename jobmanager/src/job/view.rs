@@ -96,6 +96,7 @@ impl Job {
             vertices,
             links,
             now_ms: wall_ms(SystemTime::now()),
+            recovery: self.recovery.map(Recovery::to_proto),
         }
     }
 

@@ -168,6 +168,18 @@ pub struct Link {
     pub output: Option<String>,
 }
 
+/// How long a job's recovery took, from the moment the job manager noticed
+/// the failure.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Recovery {
+    /// When the failure was noticed, in epoch milliseconds.
+    pub failed_ms: i64,
+    /// Until every task of the new attempt ran (absent: not yet).
+    pub running_after_ms: Option<u64>,
+    /// Until the first checkpoint after that completed (absent: not yet).
+    pub checkpoint_after_ms: Option<u64>,
+}
+
 /// A job in detail.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobDetails {
@@ -180,6 +192,9 @@ pub struct JobDetails {
     pub restarts: u32,
     /// Checkpoint the current attempt restored from.
     pub restored_from: Option<u64>,
+    /// The latest recovery from a failure, if the job had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<Recovery>,
     /// Why the job failed, or last restarted.
     pub failure: Option<String>,
     /// Records written by its sinks.
@@ -275,6 +290,11 @@ impl JobDetails {
             attempt: d.attempt,
             restarts: d.restarts,
             restored_from: (d.restored_from > 0).then_some(d.restored_from),
+            recovery: d.recovery.as_ref().map(|r| Recovery {
+                failed_ms: r.failed_ms,
+                running_after_ms: r.running_after_ms,
+                checkpoint_after_ms: r.checkpoint_after_ms,
+            }),
             failure: (!d.failure.is_empty()).then(|| d.failure.clone()),
             sink_records: d.sink_records,
             bad_records: d.bad_records,

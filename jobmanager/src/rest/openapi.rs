@@ -35,6 +35,7 @@ use super::model::*;
         Vertex,
         Link,
         JobDetails,
+        Recovery,
         SubtaskAck,
         Checkpoint,
         CheckpointCounts,

@@ -11,8 +11,11 @@
 //! competing with every busy task for the cores, and the task goes on
 //! processing meanwhile.
 
+mod background;
 mod order;
 mod savepoints;
+
+pub use background::Background;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -70,6 +73,7 @@ struct StateThread {
     key: v1::TaskKey,
     jm: JobManagerServiceClient<Channel>,
     runtime: tokio::runtime::Handle,
+    background: Arc<Background>,
     s3: weir_state::S3Options,
     state_bytes: Arc<std::sync::atomic::AtomicU64>,
     failed: Arc<Mutex<Option<Failure>>>,
@@ -104,6 +108,8 @@ pub struct CheckpointSetup<'a> {
     pub s3: weir_state::S3Options,
     /// Where the size of the state of the last snapshot goes (a metric).
     pub state_bytes: Arc<std::sync::atomic::AtomicU64>,
+    /// Counts the uploads running in the background.
+    pub background: Arc<Background>,
 }
 
 /// State a task restores: where the files are, the checkpoint (or
@@ -164,6 +170,7 @@ impl TaskCheckpointer {
             key: key.clone(),
             jm,
             runtime,
+            background: setup.background,
             s3: setup.s3,
             state_bytes: setup.state_bytes,
             failed: failed.clone(),
@@ -285,7 +292,7 @@ impl StateThread {
                 warn!(checkpoint = %id, vertex = self.key.vertex, subtask = self.key.subtask, error = %failure, "the state backend could not take a snapshot");
                 *lock(&self.failed) = Some(failure.clone());
                 let (key, mut jm) = (self.key.clone(), self.jm.clone());
-                self.runtime.spawn(async move {
+                self.background.spawn(&self.runtime, async move {
                     let _ = jm.decline_checkpoint(decline(key, id, &failure)).await;
                 });
                 return None;
@@ -294,7 +301,7 @@ impl StateThread {
         debug!(checkpoint = %id, vertex = self.key.vertex, subtask = self.key.subtask, took = ?handed_over.elapsed(), "backend snapshot taken");
         let (backend, key, mut jm, state_bytes) =
             (self.backend.clone(), self.key.clone(), self.jm.clone(), self.state_bytes.clone());
-        self.runtime.spawn(async move {
+        self.background.spawn(&self.runtime, async move {
             let started = Instant::now();
             let result = upload.await;
             debug!(checkpoint = %id, vertex = key.vertex, subtask = key.subtask, took = ?started.elapsed(), "checkpoint files written");
@@ -351,7 +358,7 @@ impl StateThread {
         debug!(checkpoint = %id, vertex = self.key.vertex, subtask = self.key.subtask, took = ?started.elapsed(), "changes applied");
         let Some(base) = base else { return };
         let (backend, key) = (self.backend.clone(), self.key.clone());
-        self.runtime.spawn(async move {
+        self.background.spawn(&self.runtime, async move {
             let started = Instant::now();
             match base.run().await {
                 Ok(done) => {
