@@ -281,6 +281,17 @@ fn survive_kill(backend: &str, damage_newest: bool, on: On) -> anyhow::Result<u6
     let got = committed(&out);
     assert_eq!(got.len(), expected.len(), "rows after recovery\n{}", cluster.logs());
     assert!(got == expected, "the output differs from a run without failure");
+    // Local state: the finished tasks removed their RocksDB directories; the
+    // killed task manager could not, and the next task manager to start on
+    // the host deletes what it left.
+    let local = scratch.join("state");
+    wait_until("the finished tasks' local state to be removed", LONG, || {
+        Ok((std::fs::read_dir(local.join("tm-a"))?.count() == 0).then_some(()))
+    })?;
+    assert!(local.join("tm-b").exists(), "the killed task manager's directory");
+    cluster.start_taskmanager("tm-c", 1, &[])?;
+    assert!(!local.join("tm-b").exists(), "swept when tm-c started");
+    assert!(local.join("tm-a").exists() && local.join("tm-c").exists());
     // What the checkpoints cut short by the kill wrote is swept once the job ended.
     if let Storage::Local(dir) | Storage::S3 { local: dir, .. } = &storage {
         wait_until("only complete checkpoints' files in storage", LONG, || {

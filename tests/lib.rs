@@ -344,6 +344,8 @@ impl Cluster {
                 &id,
                 Command::new(bin("weir-taskmanager"))
                     .args(["--jobmanager", &url, "--slots", &slots.to_string(), "--id", &id])
+                    .arg("--state-dir")
+                    .arg(dir.path().join("state"))
                     .envs(env.clone()),
                 dir.path(),
             )?;
@@ -367,7 +369,10 @@ impl Cluster {
             .count();
         let name = if n == 0 { id.to_string() } else { format!("{id}-{}", n + 1) };
         let mut cmd = Command::new(bin("weir-taskmanager"));
-        cmd.args(["--jobmanager", &self.url, "--slots", &slots.to_string(), "--id", id]).envs(self.env.clone());
+        cmd.args(["--jobmanager", &self.url, "--slots", &slots.to_string(), "--id", id])
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"))
+            .envs(self.env.clone());
         for (k, v) in env {
             cmd.env(k, v);
         }

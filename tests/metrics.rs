@@ -55,6 +55,8 @@ fn probes_follow_registration_and_metrics_follow_the_job() -> anyhow::Result<()>
         "tm",
         Command::new(bin("weir-taskmanager"))
             .args(["--jobmanager", &url, "--slots", "4", "--id", "tm-m"])
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
             .env("WEIR_TASKMANAGER_METRICS_ADDR", &tm_metrics),
         dir.path(),
     )?;

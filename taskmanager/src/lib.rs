@@ -18,6 +18,7 @@ pub mod config;
 mod deploy;
 mod exchange;
 mod metrics;
+mod scratch;
 mod tasks;
 
 use std::net::SocketAddr;
@@ -168,6 +169,8 @@ pub struct TaskManager {
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
     registered: Arc<AtomicBool>,
+    /// Its local scratch directory, locked while it runs.
+    _scratch: scratch::Scratch,
 }
 
 impl TaskManager {
@@ -185,6 +188,9 @@ impl TaskManager {
         });
         let jm = Channel::from_shared(opts.jobmanager.clone())?.connect_timeout(Duration::from_secs(5)).connect_lazy();
         let jm = JobManagerServiceClient::new(jm);
+        let scratch = scratch::Scratch::claim(&opts.state_dir, &opts.id).map_err(|e| {
+            anyhow::anyhow!("claiming the scratch directory {}: {e}", opts.state_dir.join(&opts.id).display())
+        })?;
         let tasks = Tasks::default();
         let shutdown = CancellationToken::new();
         let (reports, reports_rx) = mpsc::unbounded_channel();
@@ -199,7 +205,7 @@ impl TaskManager {
             credits: opts.credits,
             deploy_wait: opts.deploy_wait,
             jm: jm.clone(),
-            state_dir: opts.state_dir.join(&opts.id),
+            state_dir: scratch.dir.clone(),
             s3: opts.s3.clone(),
             savepoints: SavepointTable::default(),
             task_nice: opts.task_nice,
@@ -229,7 +235,7 @@ impl TaskManager {
             Ok(())
         });
         info!(id = %opts.id, %addr, %advertised, slots = opts.slots, jobmanager = %opts.jobmanager, "task manager listening");
-        Ok(TaskManager { id: opts.id, addr, tasks, shutdown, server, registered })
+        Ok(TaskManager { id: opts.id, addr, tasks, shutdown, server, registered, _scratch: scratch })
     }
 
     /// Serves `/healthz` (the process answers), `/readyz` (registered with
