@@ -363,3 +363,23 @@ pub fn names<'a>(fmt: Format, names: impl Iterator<Item = &'a String>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recovery_reads_as_far_as_it_got() {
+        let mut d = v1::JobDetails::default();
+        assert_eq!(recovery_line(&d), None, "no failure yet");
+        assert_eq!(recovery_json(&d), serde_json::Value::Null);
+        d.recovery = Some(v1::Recovery { failed_ms: 1, running_after_ms: None, checkpoint_after_ms: None });
+        assert_eq!(recovery_line(&d).unwrap(), "latest recovery: not running yet (from the failure)");
+        d.recovery = Some(v1::Recovery { failed_ms: 1, running_after_ms: Some(560), checkpoint_after_ms: Some(1704) });
+        assert_eq!(
+            recovery_line(&d).unwrap(),
+            "latest recovery: running again after 0.56 s, first checkpoint after 1.70 s (from the failure)"
+        );
+        assert_eq!(recovery_json(&d)["checkpoint_after_ms"], 1704);
+    }
+}
