@@ -26,6 +26,8 @@ LIBS="$CACHE/libs"
 CLASSES="$CACHE/classes"
 SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 LAUNCHER="$SCRIPTS/hdfs/WeirDfs.java"
+# shellcheck source=java-launcher.sh
+source "$SCRIPTS/java-launcher.sh"
 
 # The minicluster jar holds the NameNode and DataNode (Hadoop's own
 # third-party dependencies shaded inside); hadoop-client-runtime and
@@ -55,25 +57,9 @@ pom() {
 EOF2
 }
 
-# Compiles the launcher against the jars, again only when the launcher or
-# the jars (their pom) changed: CACHE/classes/stamp keeps what the classes
-# were built from.
+# Compiles the launcher when it or the jars (their pom) changed.
 compile() {
-  local stamp tmp
-  stamp="$(pom; cat "$LAUNCHER")"
-  if [ -f "$CLASSES/stamp" ] && [ "$(cat "$CLASSES/stamp")" = "$stamp" ] && [ -f "$CLASSES/WeirDfs.class" ]; then
-    return
-  fi
-  command -v javac >/dev/null || { echo "javac is required (apt-get install openjdk-17-jdk-headless)" >&2; exit 1; }
-  tmp="$(mktemp -d "$CACHE/classes.XXXXXX")"
-  chmod 755 "$tmp"
-  if ! javac -nowarn -cp "$LIBS/*" -d "$tmp" "$LAUNCHER" >&2; then
-    rm -rf "$tmp"
-    exit 1
-  fi
-  printf '%s' "$stamp" >"$tmp/stamp"
-  rm -rf "$CLASSES"
-  mv "$tmp" "$CLASSES"
+  compile_launcher "$(pom; cat "$LAUNCHER")" WeirDfs
 }
 
 fetch() {

@@ -32,6 +32,8 @@ LIBS="$CACHE/libs"
 CLASSES="$CACHE/classes"
 SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 LAUNCHER="$SCRIPTS/opensearch/WeirNode.java"
+# shellcheck source=java-launcher.sh
+source "$SCRIPTS/java-launcher.sh"
 
 # The server (org.opensearch:opensearch) and the transport-netty4-client
 # plugin, which the distribution ships as a module: without it the node has
@@ -91,26 +93,14 @@ logger.dangling.level = error
 EOF
 }
 
-# Compiles the launcher against the jars, again only when the launcher, the
-# log configuration or the jars (their pom) changed: CACHE/classes/stamp keeps
-# what the classes were built from.
+# Compiles the launcher when it, the log configuration or the jars (their
+# pom) changed; the log configuration goes next to the classes.
+write_log_config() {
+  log_config >"$1/log4j2.properties"
+}
+
 compile() {
-  local stamp tmp
-  stamp="$(pom; log_config; cat "$LAUNCHER")"
-  if [ -f "$CLASSES/stamp" ] && [ "$(cat "$CLASSES/stamp")" = "$stamp" ] && [ -f "$CLASSES/WeirNode.class" ]; then
-    return
-  fi
-  command -v javac >/dev/null || { echo "javac is required (apt-get install openjdk-17-jdk-headless)" >&2; exit 1; }
-  tmp="$(mktemp -d "$CACHE/classes.XXXXXX")"
-  chmod 755 "$tmp"
-  if ! javac -nowarn -cp "$LIBS/*" -d "$tmp" "$LAUNCHER" >&2; then
-    rm -rf "$tmp"
-    exit 1
-  fi
-  log_config >"$tmp/log4j2.properties"
-  printf '%s' "$stamp" >"$tmp/stamp"
-  rm -rf "$CLASSES"
-  mv "$tmp" "$CLASSES"
+  compile_launcher "$(pom; log_config; cat "$LAUNCHER")" WeirNode write_log_config
 }
 
 fetch() {

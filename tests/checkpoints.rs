@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use weir_tests::s3::S3Server;
-use weir_tests::{bin, committed, wait_until, Cluster};
+use weir_tests::{bin, committed, unique, wait_until, Cluster};
 
 const LONG: Duration = Duration::from_secs(120);
 const EVENTS: u64 = 900_000;
@@ -81,9 +81,7 @@ enum On {
 
 /// A fresh prefix of bucket `weir-lake` on `server`.
 fn s3_storage(server: &S3Server, name: &str) -> Storage {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let prefix = format!("weir-{name}-{}-{n}", std::process::id());
+    let prefix = unique(&format!("weir-{name}"), '-');
     Storage::S3 { uri: format!("s3://weir-lake/{prefix}"), local: server.local("weir-lake", &prefix) }
 }
 
@@ -106,9 +104,7 @@ fn start_cluster(
 
 impl Storage {
     fn hdfs(name: &str) -> Storage {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Storage::Hdfs(format!("weir-{name}-{}-{n}", std::process::id()))
+        Storage::Hdfs(unique(&format!("weir-{name}"), '-'))
     }
 
     fn uri(&self) -> String {

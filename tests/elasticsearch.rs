@@ -7,13 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::{json, Value};
 use weir_tests::search::{shared, SearchNode};
-use weir_tests::{bin, http_json, wait_until, Cluster};
+use weir_tests::{bin, http_json, unique, wait_until, Cluster};
 
 const LONG: Duration = Duration::from_secs(180);
 
@@ -22,12 +21,6 @@ const LONG: Duration = Duration::from_secs(180);
 const EVENTS: u64 = 200_000;
 const WINDOWS: usize = 20;
 const PER_WINDOW: u64 = 2_500;
-
-/// An index name unique in this test process.
-fn unique(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
-}
 
 fn bids_job(url: &str, prefix: &str, rate: u64) -> String {
     format!(
@@ -88,7 +81,7 @@ fn assert_exact(docs: &BTreeMap<String, Value>, what: &str) {
 #[test]
 fn one_document_per_window_in_a_daily_index_through_a_taskmanager_kill() -> anyhow::Result<()> {
     let node = shared();
-    let prefix = unique("kill");
+    let prefix = unique("kill", '-');
     // Event time 1,700,000,000,000 ms is 2023-11-14.
     let index = format!("{prefix}-2023-11-14");
     let mut cluster = Cluster::start(2, 2, "1s")?;
@@ -111,7 +104,7 @@ fn one_document_per_window_in_a_daily_index_through_a_taskmanager_kill() -> anyh
 fn a_node_restart_mid_run_loses_and_repeats_nothing() -> anyhow::Result<()> {
     // A node of its own: this test kills it.
     let mut node = SearchNode::start()?;
-    let prefix = unique("restart");
+    let prefix = unique("restart", '-');
     let index = format!("{prefix}-2023-11-14");
     let cluster = Cluster::start(2, 2, "1s")?;
     let job = cluster.submit(&cluster.write("bids.yaml", &bids_job(&node.url(), &prefix, 10_000)), &[])?;
@@ -172,7 +165,7 @@ operators:
 #[test]
 fn deletes_apply_and_refused_documents_go_to_the_dead_letter_index() -> anyhow::Result<()> {
     let node = shared();
-    let (index, dead) = (unique("people"), unique("people-dlq"));
+    let (index, dead) = (unique("people", '-'), unique("people-dlq", '-'));
     // `code` is a number: "not a number" cannot be indexed.
     let mapping = json!({"mappings": {"properties": {"code": {"type": "long"}, "name": {"type": "keyword"}}}});
     let (status, v) = http_json(
@@ -206,7 +199,7 @@ fn deletes_apply_and_refused_documents_go_to_the_dead_letter_index() -> anyhow::
 #[test]
 fn settings_that_cannot_work_are_clear_errors_before_any_record() -> anyhow::Result<()> {
     let node = shared();
-    let index = unique("bad");
+    let index = unique("bad", '-');
     let dir = tempfile::tempdir()?;
     let closed = format!("http://127.0.0.1:{}", weir_tests::free_port());
     let fast = "      connect_timeout: 500ms\n      backoff: {strategy: disabled}\n";
@@ -232,7 +225,7 @@ fn settings_that_cannot_work_are_clear_errors_before_any_record() -> anyhow::Res
 #[test]
 fn the_sql_connector_indexes_windows_by_their_key() -> anyhow::Result<()> {
     let node = shared();
-    let index = unique("sql");
+    let index = unique("sql", '-');
     let script = format!(
         r#"CREATE TABLE bids (
   channel STRING,

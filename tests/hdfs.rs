@@ -9,14 +9,13 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int64Type;
 use weir_tests::dfs::{visible, Dfs};
-use weir_tests::{bin, wait_until, Cluster};
+use weir_tests::{bin, unique, wait_until, Cluster};
 
 const LONG: Duration = Duration::from_secs(180);
 
@@ -25,12 +24,6 @@ const LONG: Duration = Duration::from_secs(180);
 const EVENTS: u64 = 200_000;
 const WINDOWS: usize = 20;
 const PER_WINDOW: i64 = 2_500;
-
-/// A directory name unique in this test process.
-fn unique(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
-}
 
 /// Bids counted per channel and second into Parquet parts under `path`,
 /// one directory per channel.
@@ -100,7 +93,7 @@ fn windows(dfs: &Dfs, dir: &str) -> anyhow::Result<BTreeMap<(String, i64), i64>>
 fn parquet_parts_on_hdfs_hold_every_window_once_through_a_restart_of_the_file_system() -> anyhow::Result<()> {
     // A file system of its own: this test kills it.
     let mut dfs = Dfs::start()?;
-    let dir = unique("bids");
+    let dir = unique("bids", '-');
     let cluster = Cluster::start(2, 2, "1s")?;
     let job = cluster.submit(&cluster.write("bids.yaml", &bids_job(&format!("{}/{dir}", dfs.url()), 8_000)), &[])?;
     wait_until("some windows committed", LONG, || Ok((windows(&dfs, &dir)?.len() >= 8).then_some(())))
@@ -130,7 +123,7 @@ fn parquet_parts_on_hdfs_hold_every_window_once_through_a_restart_of_the_file_sy
 fn settings_that_cannot_work_are_clear_errors_before_any_record() -> anyhow::Result<()> {
     let dfs = weir_tests::dfs::shared();
     let scratch = tempfile::tempdir()?;
-    let dir = unique("bad");
+    let dir = unique("bad", '-');
     let closed = format!("hdfs://127.0.0.1:{}/{dir}", weir_tests::free_port());
     // The file system's root belongs to the user that started it; another
     // user may read it but not create a directory in it.

@@ -5,12 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use weir_tests::databases::{shared, Database, Flavor, MARIADB_PASSWORD, MARIADB_USER};
-use weir_tests::{bin, wait_until, Cluster};
+use weir_tests::{bin, unique, wait_until, Cluster};
 
 const LONG: Duration = Duration::from_secs(180);
 
@@ -20,16 +19,10 @@ const EVENTS: u64 = 200_000;
 const WINDOWS: usize = 20;
 const PER_WINDOW: u64 = 2_500;
 
-/// A database name unique in this test process.
-fn unique(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
 /// A fresh database holding the append-only `bid_counts` table (no key:
 /// any duplicate or lost row shows).
 fn database(db: &Database, prefix: &str, keyed: bool) -> anyhow::Result<String> {
-    let name = unique(prefix);
+    let name = unique(prefix, '_');
     db.create_database(&name)?;
     let key = if keyed { ", PRIMARY KEY (channel, window_start)" } else { "" };
     db.execute(
@@ -211,7 +204,7 @@ edges:
 
 fn upserts_and_deletes(flavor: Flavor) -> anyhow::Result<()> {
     let db = shared(flavor);
-    let name = unique("changes");
+    let name = unique("changes", '_');
     db.create_database(&name)?;
     db.execute(&name, "CREATE TABLE people (id BIGINT PRIMARY KEY, name VARCHAR(32), score DOUBLE PRECISION)")?;
     // A row from before the job, updated by it.
@@ -244,7 +237,7 @@ fn postgres_upserts_by_key_and_deletes_retracted_rows() -> anyhow::Result<()> {
 /// each a clear error naming the problem, with nothing written.
 fn bad_configuration(flavor: Flavor) -> anyhow::Result<()> {
     let db = shared(flavor);
-    let name = unique("bad");
+    let name = unique("bad", '_');
     db.create_database(&name)?;
     db.execute(&name, "CREATE TABLE wrong_type (id BIGINT PRIMARY KEY, name BIGINT, score DOUBLE PRECISION)")?;
     db.execute(&name, "CREATE TABLE missing_column (id BIGINT PRIMARY KEY, name VARCHAR(32))")?;
@@ -294,7 +287,7 @@ fn postgres_tables_that_do_not_fit_are_refused_before_writing() -> anyhow::Resul
 /// timestamp column.
 fn sql_into(flavor: Flavor) -> anyhow::Result<()> {
     let db = shared(flavor);
-    let name = unique("sql");
+    let name = unique("sql", '_');
     db.create_database(&name)?;
     let ts = if flavor == Flavor::MariaDb { "DATETIME(3)" } else { "TIMESTAMP(3)" };
     db.execute(

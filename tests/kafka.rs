@@ -22,15 +22,9 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use weir_tests::broker::{shared_kafka, KafkaBroker};
-use weir_tests::{wait_until, Cluster};
+use weir_tests::{unique, wait_until, Cluster};
 
 const LONG: Duration = Duration::from_secs(180);
-
-fn unique(name: &str) -> String {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{name}-{}-{n}", std::process::id())
-}
 
 fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
     ClientConfig::new()
@@ -81,7 +75,7 @@ struct Read {
 fn read_committed(bootstrap: &str, topic: &str, min: usize, timeout: Duration) -> anyhow::Result<Vec<Read>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", unique("reader"))
+        .set("group.id", unique("reader", '-'))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
@@ -213,7 +207,7 @@ fn setup(
     out_partitions: u32,
 ) -> anyhow::Result<(&'static KafkaBroker, String, String, String)> {
     let kafka = shared_kafka();
-    let (inp, out) = (unique(&format!("{name}-in")), unique(&format!("{name}-out")));
+    let (inp, out) = (unique(&format!("{name}-in"), '-'), unique(&format!("{name}-out"), '-'));
     kafka.create_topic(&inp, in_partitions)?;
     kafka.create_topic(&out, out_partitions)?;
     Ok((kafka, kafka.bootstrap(), inp, out))
@@ -303,7 +297,7 @@ fn crash_between_checkpoint_completion_and_commit_loses_and_repeats_nothing() ->
 fn restore_seeks_to_checkpointed_offsets_not_the_groups() -> anyhow::Result<()> {
     const N: u64 = 30_000;
     let (_, bootstrap, inp, out) = setup("rewind", 2, 1)?;
-    let group = unique("rewind-group");
+    let group = unique("rewind-group", '-');
     let mut cluster = Cluster::start(2, 2, "1s")?;
     let extra = format!("      group_id: {group}\n");
     let job_file = cluster.write("rewind.yaml", &pass_through_job(&bootstrap, &inp, &out, &extra, "200ms"));
@@ -357,7 +351,7 @@ fn new_partitions_are_discovered() -> anyhow::Result<()> {
 #[test]
 fn topics_matching_a_pattern_are_read_and_new_ones_found() -> anyhow::Result<()> {
     let (kafka, bootstrap, first, out) = setup("pattern-a", 2, 1)?;
-    let other = unique("unmatched-in");
+    let other = unique("unmatched-in", '-');
     kafka.create_topic(&other, 1)?;
     let records = input(900, 2);
     produce(&bootstrap, &first, &records[..300])?;
@@ -371,7 +365,7 @@ fn topics_matching_a_pattern_are_read_and_new_ones_found() -> anyhow::Result<()>
     let job = cluster.submit(&cluster.write("pattern.yaml", &job), &[])?;
     cluster.wait_state(&job, &["RUNNING"], LONG)?;
     read_committed(&bootstrap, &out, 300, LONG).with_context(|| cluster.logs())?;
-    let second = unique("pattern-b-in");
+    let second = unique("pattern-b-in", '-');
     kafka.create_topic(&second, 2)?;
     produce(&bootstrap, &second, &records[300..])?;
     let reads = settle_and_read(&cluster, &job, &bootstrap, &out, 900)?;
@@ -436,7 +430,7 @@ checkpoints:
 #[test]
 fn malformed_records_go_to_the_dead_letter_topic() -> anyhow::Result<()> {
     let (kafka, bootstrap, inp, out) = setup("dlq", 1, 1)?;
-    let dlq = unique("dlq");
+    let dlq = unique("dlq", '-');
     kafka.create_topic(&dlq, 1)?;
     let mut recs = input(100, 1);
     recs.insert(10, (Some(0), Some("bad".into()), "{not json".into()));
@@ -464,7 +458,7 @@ fn malformed_records_go_to_the_dead_letter_topic() -> anyhow::Result<()> {
 #[test]
 fn empty_and_two_document_values_are_dead_lettered_and_counted_while_the_job_runs() -> anyhow::Result<()> {
     let (kafka, bootstrap, inp, out) = setup("dlq-mixed", 1, 1)?;
-    let dlq = unique("dlq-mixed");
+    let dlq = unique("dlq-mixed", '-');
     kafka.create_topic(&dlq, 1)?;
     // As many JSON documents as records: an empty value and a value of two.
     let mut recs = input(200, 1);
@@ -527,7 +521,7 @@ fn a_broker_restart_mid_job_is_survived() -> anyhow::Result<()> {
     let mut kafka = KafkaBroker::start()?;
     let bootstrap = kafka.bootstrap();
     const N: u64 = 20_000;
-    let (inp, out) = (unique("restart-in"), unique("restart-out"));
+    let (inp, out) = (unique("restart-in", '-'), unique("restart-out", '-'));
     kafka.create_topic(&inp, 2)?;
     kafka.create_topic(&out, 1)?;
     let cluster = Cluster::start(1, 2, "2s")?;
@@ -552,7 +546,7 @@ fn the_payment_filter_routes_unknown_payments() -> anyhow::Result<()> {
     let cluster = Cluster::start(1, 4, "2s")?;
     for file in ["payment-filter.yaml", "payment-filter.sql"] {
         let (kafka, bootstrap, inp, out) = setup("payment", 2, 1)?;
-        let dlq = unique("payment-dlq");
+        let dlq = unique("payment-dlq", '-');
         kafka.create_topic(&dlq, 1)?;
         let recs: Vec<_> = (0..1000u64)
             .map(|i| {
@@ -739,7 +733,8 @@ fn kappa_upgrade_through_a_savepoint_and_replay_keep_every_count_exact() -> anyh
     let kafka = shared_kafka();
     let bootstrap = kafka.bootstrap();
     let [events, names, stage, counts, replay, other] =
-        ["events", "names", "events-stage", "name-counts", "name-counts-5m", "name-counts-other"].map(unique);
+        ["events", "names", "events-stage", "name-counts", "name-counts-5m", "name-counts-other"]
+            .map(|t| unique(t, '-'));
     for (t, n) in [(&events, 1), (&names, 1), (&stage, 2), (&counts, 1), (&replay, 1), (&other, 1)] {
         kafka.create_topic(t, n)?;
     }
@@ -954,7 +949,7 @@ fn a_sql_job_keeps_its_window_state_across_query_edits_through_a_savepoint() -> 
 fn the_kappa_counting_job_in_sql_counts_every_window_exactly() -> anyhow::Result<()> {
     let kafka = shared_kafka();
     let bootstrap = kafka.bootstrap();
-    let [stage, counts] = ["events-stage-sql", "name-counts-sql"].map(unique);
+    let [stage, counts] = ["events-stage-sql", "name-counts-sql"].map(|t| unique(t, '-'));
     kafka.create_topic(&stage, 2)?;
     kafka.create_topic(&counts, 1)?;
     // Five minutes of staged events, then one an hour later in each
@@ -1064,9 +1059,9 @@ fn the_purchase_topology_application_is_exactly_once_through_a_kill() -> anyhow:
     const N: u64 = 6_000;
     let kafka = shared_kafka();
     let bootstrap = kafka.bootstrap();
-    let input = unique("transactions");
+    let input = unique("transactions", '-');
     let topics: Vec<(&str, String)> =
-        ["patterns", "rewards", "purchases"].into_iter().map(|t| (t, unique(t))).collect();
+        ["patterns", "rewards", "purchases"].into_iter().map(|t| (t, unique(t, '-'))).collect();
     kafka.create_topic(&input, 2)?;
     for (_, t) in &topics {
         kafka.create_topic(t, 2)?;
@@ -1219,7 +1214,7 @@ fn kappa_counts_into_mysql_stay_exact_through_a_kill_and_replay_into_a_new_table
     use weir_tests::databases::{shared, Flavor, MARIADB_PASSWORD};
     let kafka = shared_kafka();
     let bootstrap = kafka.bootstrap();
-    let [events, names, stage] = ["mysql-events", "mysql-names", "mysql-stage"].map(unique);
+    let [events, names, stage] = ["mysql-events", "mysql-names", "mysql-stage"].map(|t| unique(t, '-'));
     for (t, n) in [(&events, 1), (&names, 1), (&stage, 2)] {
         kafka.create_topic(t, n)?;
     }
@@ -1320,7 +1315,7 @@ fn kappa_keywords_land_in_mongodb_once_per_window_through_a_kill() -> anyhow::Re
     let kafka = shared_kafka();
     let bootstrap = kafka.bootstrap();
     let mongo = weir_tests::mongo::shared();
-    let [events, names, stage] = ["kw-events", "kw-names", "kw-stage"].map(unique);
+    let [events, names, stage] = ["kw-events", "kw-names", "kw-stage"].map(|t| unique(t, '-'));
     for (t, n) in [(&events, 1), (&names, 1), (&stage, 2)] {
         kafka.create_topic(t, n)?;
     }
@@ -1434,7 +1429,7 @@ fn web_events_land_in_hourly_parquet_files_on_s3_exactly_once_through_a_kill() -
     let s3 = shared_s3();
     let kafka = shared_kafka();
     let bootstrap = kafka.bootstrap();
-    let topic = unique("web-events");
+    let topic = unique("web-events", '-');
     kafka.create_topic(&topic, 2)?;
     // 0.54 s of event time apart: three hours in all.
     let event = |i: i64| {
@@ -1447,7 +1442,7 @@ fn web_events_land_in_hourly_parquet_files_on_s3_exactly_once_through_a_kill() -
         (Some((i % 2) as i32), Some(i.to_string()), body)
     };
     produce(&bootstrap, &topic, &(0..N / 2).map(event).collect::<Vec<_>>())?;
-    let prefix = unique("web-events");
+    let prefix = unique("web-events", '-');
     let env = s3.env();
     let mut cluster = Cluster::start(0, 2, "1s")?;
     cluster.start_taskmanager("tm-a", 2, &env)?;
@@ -1503,7 +1498,7 @@ fn web_events_land_in_the_lake_and_the_search_index_once_through_a_kill() -> any
     let search = weir_tests::search::shared();
     let kafka = shared_kafka();
     let bootstrap = kafka.bootstrap();
-    let topic = unique("web-events-both");
+    let topic = unique("web-events-both", '-');
     kafka.create_topic(&topic, 2)?;
     // 0.9 s of event time apart: parts of three hours.
     let event = |i: i64| {
@@ -1516,8 +1511,8 @@ fn web_events_land_in_the_lake_and_the_search_index_once_through_a_kill() -> any
         (Some((i % 2) as i32), Some(i.to_string()), body)
     };
     produce(&bootstrap, &topic, &(0..N / 2).map(event).collect::<Vec<_>>())?;
-    let prefix = unique("web-events-json");
-    let index_prefix = unique("web-events");
+    let prefix = unique("web-events-json", '-');
+    let index_prefix = unique("web-events", '-');
     let index = format!("{index_prefix}-2026-03-01");
     let mut cluster = Cluster::start(2, 2, "1s")?;
     let job = weir_tests::job_file(

@@ -34,6 +34,15 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the repository").to_path_buf()
 }
 
+/// A name no other test of this run uses (a topic, a directory, an index,
+/// a database): `prefix`, the process id and a counter, joined by `sep`
+/// (`-`, or `_` where the name must be an SQL identifier).
+pub fn unique(prefix: &str, sep: char) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}{sep}{}{sep}{n}", std::process::id())
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("binding an ephemeral port").port()

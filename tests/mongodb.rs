@@ -6,13 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use mongodb::bson::{Bson, Document};
 use weir_tests::mongo::{shared, MongoServer};
-use weir_tests::{bin, wait_until, Cluster};
+use weir_tests::{bin, unique, wait_until, Cluster};
 
 const LONG: Duration = Duration::from_secs(180);
 
@@ -21,12 +20,6 @@ const LONG: Duration = Duration::from_secs(180);
 const EVENTS: u64 = 200_000;
 const WINDOWS: usize = 20;
 const PER_WINDOW: i64 = 2_500;
-
-/// A database name unique in this test process.
-fn unique(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
-}
 
 fn bids_job(uri: &str, database: &str, rate: u64) -> String {
     format!(
@@ -91,7 +84,7 @@ fn assert_exact(counts: &BTreeMap<(String, i64), i64>, what: &str) {
 #[test]
 fn one_document_per_window_through_a_taskmanager_kill() -> anyhow::Result<()> {
     let server = shared();
-    let database = unique("kill");
+    let database = unique("kill", '_');
     let mut cluster = Cluster::start(2, 2, "1s")?;
     let job = cluster.submit(&cluster.write("bids.yaml", &bids_job(&server.uri(), &database, 10_000)), &[])?;
     wait_until("some windows written", LONG, || {
@@ -112,7 +105,7 @@ fn one_document_per_window_through_a_taskmanager_kill() -> anyhow::Result<()> {
 fn a_server_restart_mid_run_loses_and_repeats_nothing() -> anyhow::Result<()> {
     // A server of its own: this test kills it.
     let mut server = MongoServer::start()?;
-    let database = unique("restart");
+    let database = unique("restart", '_');
     let cluster = Cluster::start(2, 2, "1s")?;
     let job = cluster.submit(&cluster.write("bids.yaml", &bids_job(&server.uri(), &database, 10_000)), &[])?;
     wait_until("some windows written", LONG, || {
@@ -174,7 +167,7 @@ operators:
 #[test]
 fn documents_are_replaced_by_id_and_retracted_ones_deleted() -> anyhow::Result<()> {
     let server = shared();
-    let database = unique("changes");
+    let database = unique("changes", '_');
     let dir = tempfile::tempdir()?;
     // Written in two flushes and in one: the same documents either way.
     for (run, extra) in ["      buffer_flush_max_rows: 2\n", ""].iter().enumerate() {
@@ -207,7 +200,7 @@ fn documents_are_replaced_by_id_and_retracted_ones_deleted() -> anyhow::Result<(
 #[test]
 fn settings_that_cannot_work_are_clear_errors_before_any_record() -> anyhow::Result<()> {
     let server = shared();
-    let database = unique("bad");
+    let database = unique("bad", '_');
     let dir = tempfile::tempdir()?;
     let closed = format!("mongodb://127.0.0.1:{}/?serverSelectionTimeoutMS=500", weir_tests::free_port());
     let fast = "      connect_timeout: 500ms\n      max_retries: 0\n";
@@ -236,7 +229,7 @@ fn settings_that_cannot_work_are_clear_errors_before_any_record() -> anyhow::Res
 #[test]
 fn the_sql_connector_replaces_windows_by_their_key() -> anyhow::Result<()> {
     let server = shared();
-    let database = unique("sql");
+    let database = unique("sql", '_');
     let script = format!(
         r#"CREATE TABLE bids (
   channel STRING,
