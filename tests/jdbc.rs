@@ -348,3 +348,151 @@ fn mariadb_sql_jdbc_connector_upserts_windows() -> anyhow::Result<()> {
 fn postgres_sql_jdbc_connector_upserts_windows() -> anyhow::Result<()> {
     sql_into(Flavor::Postgres)
 }
+
+/// Bids of the group-aggregation scripts: `auction = (i * 7919) % 10000`
+/// over 205,000 events, so half the auctions get 21 bids and half 20.
+const GROUP_EVENTS: u64 = 205_000;
+
+/// Per auction (bids, total price, top price), and per bid count the
+/// number of auctions with it, computed from the generator's formula.
+type Expected = (BTreeMap<i64, (i64, i64, i64)>, BTreeMap<i64, i64>);
+
+fn expected_groups() -> Expected {
+    let mut per_auction: BTreeMap<i64, (i64, i64, i64)> = BTreeMap::new();
+    for i in 0..GROUP_EVENTS as i64 {
+        let price = 100 + (i * 31) % 10_000;
+        let e = per_auction.entry((i * 7919) % 10_000).or_insert((0, 0, i64::MIN));
+        *e = (e.0 + 1, e.1 + price, e.2.max(price));
+    }
+    let mut histogram = BTreeMap::new();
+    for (n, _, _) in per_auction.values() {
+        *histogram.entry(*n).or_insert(0) += 1;
+    }
+    (per_auction, histogram)
+}
+
+/// A table's rows as tab-separated integers, each row once.
+fn integer_rows<const N: usize>(db: &Database, name: &str, query: &str) -> anyhow::Result<Vec<[i64; N]>> {
+    let text = db.execute(name, query)?;
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let v: Vec<i64> = l.split('\t').map(str::parse).collect::<Result<_, _>>()?;
+            v.try_into().map_err(|v| anyhow::anyhow!("a row of {N} columns expected: {v:?}"))
+        })
+        .collect()
+}
+
+fn group_tables(db: &Database, prefix: &str) -> anyhow::Result<String> {
+    let name = unique(prefix, '_');
+    db.create_database(&name)?;
+    db.execute(
+        &name,
+        "CREATE TABLE per_auction (auction BIGINT PRIMARY KEY, bids BIGINT NOT NULL, total BIGINT, top BIGINT)",
+    )?;
+    db.execute(&name, "CREATE TABLE histogram (bids BIGINT PRIMARY KEY, auctions BIGINT NOT NULL)")?;
+    Ok(name)
+}
+
+fn group_script(db: &Database, name: &str, head: &str, rate: Option<u64>, inserts: &str) -> String {
+    let login = match db.flavor {
+        Flavor::MariaDb => format!(", 'username' = '{MARIADB_USER}', 'password' = '{MARIADB_PASSWORD}'"),
+        Flavor::Postgres => String::new(),
+    };
+    let with = |table: &str, extra: &str| {
+        format!("WITH ('connector' = 'jdbc', 'url' = '{}', 'table-name' = '{table}'{login}{extra})", db.url(name))
+    };
+    let rate = rate.map_or(String::new(), |r| format!(", 'rows-per-second' = '{r}'"));
+    format!(
+        "{head}
+CREATE TABLE bids (auction BIGINT, price BIGINT)
+  WITH ('connector' = 'datagen', 'number-of-rows' = '{GROUP_EVENTS}'{rate});
+CREATE TABLE per_auction (auction BIGINT, bids BIGINT, total BIGINT, top BIGINT, PRIMARY KEY (auction) NOT ENFORCED)
+  {};
+CREATE TABLE histogram (bids BIGINT, auctions BIGINT, PRIMARY KEY (bids) NOT ENFORCED)
+  {};
+{inserts}",
+        with("per_auction", ", 'sink.delivery-guarantee' = 'exactly-once'"),
+        with("histogram", ", 'sink.delivery-guarantee' = 'exactly-once'"),
+    )
+}
+
+/// A `GROUP BY` without a window, and an aggregation of its updating
+/// result (how many auctions have each number of bids, whose intermediate
+/// counts are updated and deleted again), through a `kill -9` of a task
+/// manager: both tables end exactly as the bids say.
+#[test]
+fn postgres_sql_group_by_and_its_retractions_are_exactly_once_through_a_task_manager_kill() -> anyhow::Result<()> {
+    let db = shared(Flavor::Postgres);
+    let name = group_tables(db, "groups")?;
+    let mut cluster = Cluster::start(2, 2, "1s")?;
+    let head = "SET 'parallelism.default' = '2';\nSET 'execution.checkpointing.interval' = '300ms';";
+    let script = group_script(
+        db,
+        &name,
+        head,
+        Some(20_000),
+        "EXECUTE STATEMENT SET BEGIN
+INSERT INTO per_auction SELECT auction, COUNT(*), SUM(price), MAX(price) FROM bids GROUP BY auction;
+INSERT INTO histogram SELECT bids, COUNT(*) FROM (SELECT auction, COUNT(*) AS bids FROM bids GROUP BY auction) GROUP BY bids;
+END;",
+    );
+    let job = cluster.submit(&cluster.write("groups.sql", &script), &[])?;
+    wait_until("counts committed to the database", LONG, || {
+        Ok((!integer_rows::<2>(db, &name, "SELECT bids, auctions FROM histogram")?.is_empty()).then_some(()))
+    })
+    .with_context(|| cluster.logs())?;
+    cluster.taskmanager("tm-b").kill9();
+    let status = cluster.wait_state(&job, &["FINISHED"], LONG).with_context(|| cluster.logs())?;
+    // Once, or twice when a task sees tm-b gone before the job manager
+    // does and the first redeployment still counts on tm-b's slots.
+    assert!(status["restarts"].as_u64() >= Some(1), "the kill restarted the job: {status:#}");
+    let (per_auction, histogram) = expected_groups();
+    let rows = integer_rows::<4>(db, &name, "SELECT auction, bids, total, top FROM per_auction ORDER BY auction")?;
+    let want: Vec<[i64; 4]> = per_auction.iter().map(|(a, (n, t, m))| [*a, *n, *t, *m]).collect();
+    assert_eq!(rows.len(), want.len());
+    let wrong: Vec<_> = rows.iter().zip(&want).filter(|(r, w)| r != w).take(5).collect();
+    assert!(wrong.is_empty(), "per_auction rows differ (got, want): {wrong:?}");
+    let rows = integer_rows::<2>(db, &name, "SELECT bids, auctions FROM histogram ORDER BY bids")?;
+    let want: Vec<[i64; 2]> = histogram.iter().map(|(n, a)| [*n, *a]).collect();
+    assert_eq!(rows, want, "only the final counts are left: every intermediate one was deleted");
+    Ok(())
+}
+
+/// `HAVING` over an updating aggregation: a key whose new result no longer
+/// qualifies is deleted from the table (its old row was written).
+#[test]
+fn mariadb_sql_having_deletes_the_rows_of_groups_that_stop_qualifying() -> anyhow::Result<()> {
+    let db = shared(Flavor::MariaDb);
+    let name = group_tables(db, "having")?;
+    let script = group_script(
+        db,
+        &name,
+        "",
+        None,
+        "INSERT INTO per_auction SELECT auction, COUNT(*), SUM(price), MAX(price) FROM bids GROUP BY auction HAVING COUNT(*) <= 20;",
+    )
+    .replace(", 'sink.delivery-guarantee' = 'exactly-once'", "");
+    let dir = tempfile::tempdir()?;
+    let (ok, out) = local_sql(dir.path(), &script)?;
+    assert!(ok, "{out}");
+    let (per_auction, _) = expected_groups();
+    let want: Vec<[i64; 4]> =
+        per_auction.iter().filter(|(_, v)| v.0 <= 20).map(|(a, (n, t, m))| [*a, *n, *t, *m]).collect();
+    assert!(!want.is_empty() && want.len() < per_auction.len(), "some auctions qualify, some stop to");
+    let rows = integer_rows::<4>(db, &name, "SELECT auction, bids, total, top FROM per_auction ORDER BY auction")?;
+    assert_eq!(rows.len(), want.len(), "auctions with a 21st bid were deleted");
+    assert!(rows == want, "per_auction differs from the bids");
+    Ok(())
+}
+
+/// `weir local` with a SQL script; returns (success, stdout + stderr).
+fn local_sql(dir: &std::path::Path, script: &str) -> anyhow::Result<(bool, String)> {
+    let file = dir.join("job.sql");
+    std::fs::write(&file, script)?;
+    let out = Command::new(bin("weir")).arg("local").arg(&file).output()?;
+    Ok((
+        out.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    ))
+}

@@ -2,6 +2,11 @@
 //! text column holds each row's change kind the way Flink writes them
 //! (`+I`, `+U`, `-U`, `-D`), and of the rows written together only the last
 //! change of each key counts.
+//!
+//! `-U` (the old version of an updated row) deletes its key like `-D`: it
+//! is almost always followed by the `+U` of the new version, which wins as
+//! the later change of the same key; but where the new version was filtered
+//! out (a `HAVING` over an updating aggregation), the old row must go.
 
 use std::collections::HashMap;
 
@@ -32,17 +37,15 @@ pub fn op_column(schema: &Schema, name: &str, has_key: bool) -> Result<usize, St
 }
 
 /// The change of each row of `batch`: upserts for every row without an
-/// op column; `None` for `-U` rows (the old version of an updated row, which
-/// the upsert of the new version replaces).
-pub fn ops(batch: &RecordBatch, op: Option<usize>) -> OpResult<Vec<Option<Op>>> {
-    let Some(i) = op else { return Ok(vec![Some(Op::Upsert); batch.num_rows()]) };
+/// op column.
+pub fn ops(batch: &RecordBatch, op: Option<usize>) -> OpResult<Vec<Op>> {
+    let Some(i) = op else { return Ok(vec![Op::Upsert; batch.num_rows()]) };
     let a = arrow::compute::cast(batch.column(i), &DataType::Utf8)?;
     let a = a.as_string::<i32>();
     a.iter()
         .map(|v| match v {
-            Some("+I" | "+U") => Ok(Some(Op::Upsert)),
-            Some("-D") => Ok(Some(Op::Delete)),
-            Some("-U") => Ok(None),
+            Some("+I" | "+U") => Ok(Op::Upsert),
+            Some("-U" | "-D") => Ok(Op::Delete),
             other => Err(OperatorError::InvalidData(format!("change kind {other:?} is none of +I, +U, -U, -D"))),
         })
         .collect()
@@ -84,8 +87,8 @@ mod tests {
         let batch =
             RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(vec!["+I", "-U", "+U", "-D"]))])
                 .unwrap();
-        assert_eq!(ops(&batch, Some(0)).unwrap(), vec![Some(Op::Upsert), None, Some(Op::Upsert), Some(Op::Delete)]);
-        assert_eq!(ops(&batch, None).unwrap(), vec![Some(Op::Upsert); 4]);
+        assert_eq!(ops(&batch, Some(0)).unwrap(), vec![Op::Upsert, Op::Delete, Op::Upsert, Op::Delete]);
+        assert_eq!(ops(&batch, None).unwrap(), vec![Op::Upsert; 4]);
         let bad = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(vec!["x"]))]).unwrap();
         assert!(ops(&bad, Some(0)).unwrap_err().to_string().contains("none of +I"));
         assert!(op_column(&schema, "op", false).unwrap_err().contains("need the destination's key"));

@@ -41,7 +41,14 @@ pub struct Rel {
     /// table's name) and its columns as `(name in the input, name here)`,
     /// for qualified references such as `b.id`. Empty elsewhere.
     pub qualifiers: Vec<Qualifier>,
+    /// Whether it is updating: a changelog whose rows carry their change
+    /// kind (`+I`, `-U`, `+U`, `-D`) in the hidden column [`OP`], which is
+    /// not in `columns`.
+    pub changelog: bool,
 }
+
+/// The change-kind column of an updating relation.
+pub const OP: &str = "__op";
 
 /// The columns of one input of a join, under its alias.
 #[derive(Debug, Clone)]

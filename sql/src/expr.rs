@@ -242,6 +242,7 @@ mod tests {
             rowtime: None,
             origin: "t".into(),
             qualifiers: Vec::new(),
+            changelog: false,
         }
     }
 

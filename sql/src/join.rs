@@ -110,6 +110,12 @@ impl Planner<'_> {
             }
             other => return Err(SqlError::at(other.span().start, format!("not supported: `{other}` in a join"))),
         };
+        if rel.changelog {
+            return Err(SqlError::at(
+                f.span().start,
+                "not supported: a join of an updating input (the result of a GROUP BY without a window, or of SELECT DISTINCT)",
+            ));
+        }
         if rel.qualifiers.is_empty() {
             let columns = rel.names().map(|n| (n.to_string(), n.to_string())).collect();
             rel.qualifiers = vec![Qualifier { name, columns }];
@@ -218,6 +224,7 @@ impl Planner<'_> {
             rowtime: left.rowtime.clone(),
             origin: format!("{}-{}", left.origin, right.origin),
             qualifiers,
+            changelog: false,
         };
         if !rest.is_empty() {
             let mut predicate = rest[0].clone();

@@ -48,8 +48,8 @@ pub struct Settings {
     pub max_parallelism: Option<u32>,
     /// `table.exec.source.idle-timeout` (0: off).
     pub idle_timeout: Option<Duration>,
-    /// `table.exec.state.ttl`: no planned operator keeps non-windowed state
-    /// yet, so it is recorded and has nothing to expire.
+    /// `table.exec.state.ttl`: how long a key of a group aggregation (or
+    /// of `SELECT DISTINCT`) is kept after its last row.
     pub state_ttl: Option<Duration>,
     checkpoint: serde_json::Map<String, Value>,
     restart: serde_json::Map<String, Value>,

@@ -28,7 +28,7 @@ pub struct EsConfig {
     #[serde(default = "default_delimiter")]
     pub key_delimiter: String,
     /// A text column holding each row's change kind, as Flink writes them:
-    /// `+I`/`+U` index, `-D` deletes, `-U` is skipped. It is not written.
+    /// `+I`/`+U` index, `-D` and `-U` delete (a `+U` of the key written with the `-U` wins). It is not written.
     #[serde(default)]
     pub op_column: Option<String>,
     /// Login name (HTTP basic authentication).

@@ -193,7 +193,6 @@ impl ElasticsearchSink {
         };
         let mut out = Vec::with_capacity(batch.num_rows());
         for (((op, index), id), doc) in ops.into_iter().zip(indexes).zip(ids).zip(docs) {
-            let Some(op) = op else { continue };
             let doc = (op == Op::Upsert).then_some(doc);
             out.push((op, Action { index, id, doc }));
         }

@@ -35,7 +35,7 @@ pub struct JdbcConfig {
     #[serde(default)]
     pub key: Vec<String>,
     /// A text column holding each row's change kind, as Flink writes them:
-    /// `+I`/`+U` upsert, `-D` deletes, `-U` is skipped. It is not written.
+    /// `+I`/`+U` upsert, `-D` and `-U` delete (a `+U` of the key written with the `-U` wins). It is not written.
     #[serde(default)]
     pub op_column: Option<String>,
     /// `at_least_once` (default) or `exactly_once`.

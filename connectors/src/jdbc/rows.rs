@@ -169,8 +169,7 @@ fn column_values(col: &dyn Array, kind: Kind) -> OpResult<Vec<Option<Value>>> {
     })
 }
 
-/// The rows of `batch`, in order. Rows marked `-U` (the old version of an
-/// updated row) are skipped: an upsert of the new version replaces it.
+/// The rows of `batch`, in order, with their changes.
 pub fn rows(batch: &RecordBatch, layout: &Layout) -> OpResult<Vec<Row>> {
     let columns: Vec<Vec<Option<Value>>> =
         layout.columns.iter().map(|&(i, kind)| column_values(batch.column(i), kind)).collect::<OpResult<_>>()?;
@@ -179,9 +178,7 @@ pub fn rows(batch: &RecordBatch, layout: &Layout) -> OpResult<Vec<Row>> {
     let mut out = Vec::with_capacity(batch.num_rows());
     for op in ops {
         let row: Vec<Option<Value>> = columns.iter_mut().map(|c| c.next().expect("one value per row")).collect();
-        if let Some(op) = op {
-            out.push((op, row));
-        }
+        out.push((op, row));
     }
     Ok(out)
 }
@@ -306,10 +303,15 @@ mod tests {
     }
 
     #[test]
-    fn the_last_change_of_each_key_wins_and_old_versions_are_skipped() {
-        let b = batch(&["a", "b", "a", "c", "b", "c"], &[1, 2, 3, 4, 0, 5], &["+I", "+I", "+U", "+I", "-D", "-U"]);
+    fn the_last_change_of_each_key_wins_and_a_lone_old_version_deletes() {
+        // c's -U has no +U after it (its new version was filtered out).
+        let b = batch(
+            &["a", "b", "a", "c", "b", "c", "d", "d"],
+            &[1, 2, 3, 4, 0, 4, 6, 7],
+            &["+I", "+I", "+U", "+I", "-D", "-U", "-U", "+U"],
+        );
         let rows = rows(&b, &layout()).unwrap();
-        assert_eq!(rows.len(), 5, "the -U row is skipped");
+        assert_eq!(rows.len(), 8);
         let (upserts, deletes) = reduce(rows, &[0]);
         let up: Vec<(String, i64)> = upserts
             .iter()
@@ -318,8 +320,8 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(up, vec![("a".into(), 3), ("c".into(), 4)]);
-        assert_eq!(deletes, vec![vec![Some(Value::Text("b".into()))]]);
+        assert_eq!(up, vec![("a".into(), 3), ("d".into(), 7)]);
+        assert_eq!(deletes, vec![vec![Some(Value::Text("b".into()))], vec![Some(Value::Text("c".into()))]]);
         assert_eq!(
             upserts[0][2],
             Some(Value::Timestamp(DateTime::from_timestamp_millis(1_772_352_000_123).unwrap().naive_utc()))

@@ -166,7 +166,7 @@ impl MongoSink {
         for b in batches {
             let ops = changes::ops(b, self.layout.op)?;
             let docs = documents::documents(b, &self.layout.columns)?;
-            rows.extend(ops.into_iter().zip(docs).filter_map(|(op, d)| op.map(|op| (op, d))));
+            rows.extend(ops.into_iter().zip(docs));
         }
         let mut w = Writes::default();
         if self.layout.key.is_empty() {

@@ -15,6 +15,7 @@ use crate::error::{OpResult, PlanError};
 use crate::graph::EdgeSpec;
 use crate::state::{CheckpointId, StateReader, StateWriter};
 
+pub mod aggregate;
 pub mod datagen;
 pub mod join;
 pub mod project;

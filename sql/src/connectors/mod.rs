@@ -6,7 +6,7 @@ use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr};
 use datafusion::sql::sqlparser::tokenizer::Location;
 use serde_json::{json, Map, Value};
 
-use crate::builder::{quoted, Builder, Col, Rel};
+use crate::builder::{quoted, Builder, Col, Rel, OP};
 use crate::error::{did_you_mean, SqlError};
 use crate::expr::{interval_ms, quoted_ident, resolve, resolve_column};
 use crate::parse::{ColumnKind, TableDef};
@@ -225,7 +225,7 @@ pub fn source(b: &mut Builder, t: &TableDef, settings: &Settings) -> Result<Rel,
         }
     };
     opts.finish(&known_source_options(&connector))?;
-    let mut rel = Rel { uid, columns, rowtime: None, origin: name.clone(), qualifiers: Vec::new() };
+    let mut rel = Rel { uid, columns, rowtime: None, origin: name.clone(), qualifiers: Vec::new(), changelog: false };
     // Exactly the declared physical and metadata columns, in order.
     let wanted: Vec<&str> = t
         .columns
@@ -450,8 +450,12 @@ pub fn sink(b: &mut Builder, t: &TableDef, input: Rel, listed: &[String], at: Lo
         cols.push(json!({"name": target, "expr": expr}));
     }
     let mut rel = input;
+    if rel.changelog {
+        cols.push(json!(OP));
+        updating_sink(t, &connector, at)?;
+    }
     rel.uid = b.then(&rel, &format!("{name}.columns"), "project", json!({"columns": cols}));
-    let (kind, config) = match connector.as_str() {
+    let (kind, mut config) = match connector.as_str() {
         "kafka" => ("kafka_sink", kafka_sink(t, &mut opts, &targets)?),
         "jdbc" => ("jdbc_sink", jdbc_sink(t, &mut opts)?),
         "mongodb" => ("mongodb_sink", mongodb_sink(t, &mut opts)?),
@@ -479,9 +483,32 @@ pub fn sink(b: &mut Builder, t: &TableDef, input: Rel, listed: &[String], at: Lo
         _ => known_source_options(&connector),
     };
     opts.finish(&known)?;
+    if rel.changelog && !t.primary_key.is_empty() {
+        config["op_column"] = json!(OP);
+    }
     let uid = b.add(&name, kind, config, 0);
     b.connect(&rel.uid, &uid, weir_runtime::graph::Partitioning::Forward, Vec::new());
     Ok(())
+}
+
+/// Checks that table `t` can take an updating result: a sink that writes
+/// by a declared primary key, or one that shows every change.
+fn updating_sink(t: &TableDef, connector: &str, at: Location) -> Result<(), SqlError> {
+    let name = &t.name.value;
+    let keyed = connector == "jdbc" || connector == "mongodb" || search::NAMES.contains(&connector);
+    if keyed && t.primary_key.is_empty() {
+        return Err(SqlError::at(
+            at,
+            format!("the query's result is updating (a GROUP BY without a window, or SELECT DISTINCT), and table `{name}` has no primary key to write the changes by: declare PRIMARY KEY (...) NOT ENFORCED"),
+        ));
+    }
+    if keyed || connector == "print" || connector == "blackhole" {
+        return Ok(());
+    }
+    Err(SqlError::at(
+        at,
+        format!("the query's result is updating (a GROUP BY without a window, or SELECT DISTINCT), and table `{name}` (connector '{connector}') only appends rows: write it to a table with a primary key of the jdbc, mongodb or elasticsearch connector, or aggregate in windows"),
+    ))
 }
 
 /// Flink's `filesystem` sink options (and the Parquet codec).

@@ -5,23 +5,27 @@
 use std::collections::HashMap;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause, FunctionArguments, GroupByExpr, Ident,
-    ObjectName, Query, Select, SelectItem, SetExpr, SetOperator, SetQuantifier, Spanned, TableFactor, TableWithJoins,
+    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, ObjectName, Query, Select,
+    SelectItem, SetExpr, SetOperator, SetQuantifier, Spanned, TableFactor, TableWithJoins,
 };
 use datafusion::sql::sqlparser::tokenizer::Location;
 use serde_json::{json, Value};
 use weir_runtime::graph::Partitioning;
 
-use crate::builder::{fingerprint, quoted, Builder, Col, Rel};
+use crate::builder::{fingerprint, quoted, Builder, Col, Rel, OP};
 use crate::connectors;
 use crate::error::{did_you_mean, SqlError};
-use crate::expr::{interval_ms, parse_expr, quoted_ident, resolve, resolve_column, to_sql};
+use crate::expr::{interval_ms, resolve_column, to_sql};
 use crate::join::qualify_select;
 use crate::parse::TableDef;
 use crate::settings::Settings;
 use crate::types::SqlType;
 
+mod aggregates;
+mod group;
 mod union;
+
+use aggregates::{contains_aggregate, finish, key_column, placeholders, specs, Aggregate, Bounds, AGG, WINDOW};
 
 /// Tables and views declared so far.
 #[derive(Debug, Default)]
@@ -63,9 +67,6 @@ struct WindowFn {
     /// Where it is written.
     at: Location,
 }
-
-/// Names of aggregate functions the window operator computes.
-const AGGREGATES: &[&str] = &["COUNT", "SUM", "MIN", "MAX", "AVG"];
 
 impl Planner<'_> {
     /// Plans a query.
@@ -218,6 +219,12 @@ impl Planner<'_> {
             Expr::CompoundIdentifier(parts) => self.named_ident(parts.last().expect("non-empty"))?,
             other => return Err(SqlError::at(other.span().start, format!("{name} takes a table: TABLE name"))),
         };
+        if rel.changelog {
+            return Err(SqlError::at(
+                data.span().start,
+                format!("not supported: {name} over an updating input (the result of a GROUP BY without a window, or of SELECT DISTINCT)"),
+            ));
+        }
         let time = args[1].expect("checked");
         let column = match time {
             Expr::Function(d) if d.name.to_string().eq_ignore_ascii_case("DESCRIPTOR") => match &d.args {
@@ -254,8 +261,10 @@ impl Planner<'_> {
 
     fn select(&mut self, s: &Select) -> Result<Rel, SqlError> {
         let at = s.select_token.0.span.start;
-        if s.distinct.is_some() {
-            return Err(SqlError::at(at, "not supported: SELECT DISTINCT (an updating result)"));
+        if let Some(d) = &s.distinct {
+            if !matches!(d, datafusion::sql::sqlparser::ast::Distinct::Distinct) {
+                return Err(SqlError::at(at, "not supported: SELECT DISTINCT ON"));
+            }
         }
         let from = match &s.from[..] {
             [one] => one,
@@ -281,17 +290,21 @@ impl Planner<'_> {
         let legacy = group.iter().find_map(legacy_window);
         let has_aggregates = s.projection.iter().any(|i| item_expr(i).is_some_and(contains_aggregate))
             || s.having.as_ref().is_some_and(contains_aggregate);
-        if window.is_some() || legacy.is_some() {
+        let planned = if window.is_some() || legacy.is_some() {
             if group.is_empty() {
                 let at = window.as_ref().map_or(at, |w| w.at);
                 return Err(SqlError::at(at, "not supported: a window function without GROUP BY window_start, window_end (window Top-N, deduplication and window joins are not planned yet)"));
             }
-            return self.window_aggregate(s, rel, window, group);
+            self.window_aggregate(s, rel, window, group)?
+        } else if !group.is_empty() || has_aggregates || s.having.is_some() {
+            self.group_aggregate(s, rel, group)?
+        } else {
+            self.projection(s, rel)?
+        };
+        match s.distinct {
+            Some(_) => self.distinct(planned),
+            None => Ok(planned),
         }
-        if !group.is_empty() || has_aggregates || s.having.is_some() {
-            return Err(SqlError::at(at, "not supported: GROUP BY without a window (an updating result); group by window_start and window_end of TUMBLE, HOP or SESSION"));
-        }
-        self.projection(s, rel)
     }
 
     /// An operator of no state, named after the query's sink.
@@ -338,8 +351,11 @@ impl Planner<'_> {
         if out == rel.columns {
             return Ok(Rel { rowtime, qualifiers: Vec::new(), ..rel });
         }
+        if rel.changelog {
+            cols.push(json!(OP));
+        }
         let uid = self.stateless(&rel, "project", "project", json!({"columns": cols}));
-        Ok(Rel { uid, columns: out, rowtime, origin: rel.origin, qualifiers: Vec::new() })
+        Ok(Rel { uid, columns: out, rowtime, origin: rel.origin, qualifiers: Vec::new(), changelog: rel.changelog })
     }
 
     fn window_aggregate(
@@ -385,6 +401,7 @@ impl Planner<'_> {
             }
         };
         let legacy = tvf.is_none();
+        let bounds = if legacy { Bounds::Legacy } else { Bounds::Tvf };
         // Aggregate calls and window bounds become placeholders; the
         // aggregates' arguments are computed before the window.
         let mut aggs: Vec<Aggregate> = Vec::new();
@@ -401,7 +418,7 @@ impl Planner<'_> {
                 }
             };
             let mut x = e.clone();
-            placeholders(&mut x, &rel, legacy, &mut aggs)?;
+            placeholders(&mut x, &rel, bounds, &mut aggs)?;
             let name = alias.unwrap_or_else(|| match (e, &x) {
                 (Expr::Identifier(id), _) => id.value.clone(),
                 (_, Expr::Identifier(p)) if p.value.starts_with(WINDOW) && !legacy => {
@@ -413,27 +430,14 @@ impl Planner<'_> {
         }
         let mut having = s.having.clone();
         if let Some(h) = &mut having {
-            placeholders(h, &rel, legacy, &mut aggs)?;
+            placeholders(h, &rel, bounds, &mut aggs)?;
+        }
+        if let Some(a) = aggs.iter().find(|a| a.distinct) {
+            return Err(SqlError::at(a.at, "not supported: COUNT(DISTINCT ...) in a window aggregation"));
         }
         // Inputs of the aggregates that are expressions, and the key of a
         // window over everything.
-        let mut pre = Vec::new();
-        let mut specs = Vec::new();
-        for (i, a) in aggs.iter().enumerate() {
-            let mut spec = json!({"fn": a.function.to_ascii_lowercase(), "as": format!("__agg{i}")});
-            if let Some(arg) = &a.argument {
-                let column = match plain_column(arg) {
-                    Some(c) => resolve_column(&rel, &c.value, c.span.start)?,
-                    None => {
-                        let n = format!("__in{i}");
-                        pre.push(json!({"name": n, "expr": to_sql(arg, &rel)?}));
-                        n
-                    }
-                };
-                spec["column"] = json!(column);
-            }
-            specs.push(spec);
-        }
+        let (specs, mut pre) = specs(&aggs, &rel)?;
         let global = keys.is_empty();
         if global {
             pre.push(json!({"name": "__all", "expr": "0"}));
@@ -464,7 +468,8 @@ impl Planner<'_> {
             };
             columns.push(Col { name: format!("__agg{i}"), ty });
         }
-        let mut out = Rel { uid, columns, rowtime: None, origin: rel.origin.clone(), qualifiers: Vec::new() };
+        let mut out =
+            Rel { uid, columns, rowtime: None, origin: rel.origin.clone(), qualifiers: Vec::new(), changelog: false };
         let key_names: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
         if let Some(mut h) = having {
             finish(&mut h, &key_names, &aggs, &rel)?;
@@ -500,7 +505,7 @@ impl Planner<'_> {
             result.push(Col { name, ty });
         }
         let uid = self.stateless(&out, "project", "project", json!({"columns": cols}));
-        Ok(Rel { uid, columns: result, rowtime, origin: rel.origin, qualifiers: Vec::new() })
+        Ok(Rel { uid, columns: result, rowtime, origin: rel.origin, qualifiers: Vec::new(), changelog: false })
     }
 
     /// `TUMBLE(ts, size)`, `HOP(ts, slide, size)`, `SESSION(ts, gap)` in a GROUP BY.
@@ -548,169 +553,6 @@ impl Planner<'_> {
     }
 }
 
-/// Placeholder prefixes: window bounds and aggregate results.
-const WINDOW: &str = "__weir_window_";
-const AGG: &str = "__weir_agg_";
-
-/// One aggregate call of a window aggregation.
-#[derive(Debug, Clone)]
-struct Aggregate {
-    function: String,
-    argument: Option<Expr>,
-    /// As written, to share one result between equal calls.
-    text: String,
-}
-
-impl Aggregate {
-    /// Flink's result types where the planner knows them: COUNT is BIGINT,
-    /// and SUM, MIN, MAX and AVG keep the type of their column.
-    fn result_type(&self, rel: &Rel) -> Option<SqlType> {
-        match self.function.as_str() {
-            "COUNT" => Some(SqlType::BigInt),
-            _ => plain_column(self.argument.as_ref()?).and_then(|c| rel.column(&c.value)).and_then(|c| c.ty.clone()),
-        }
-    }
-}
-
-/// Replaces aggregate calls and window bounds by placeholders (bottom-up,
-/// so the aggregates' own arguments are never looked at as columns).
-fn placeholders(e: &mut Expr, rel: &Rel, legacy: bool, aggs: &mut Vec<Aggregate>) -> Result<(), SqlError> {
-    use std::ops::ControlFlow;
-    let flow = datafusion::sql::sqlparser::ast::visit_expressions_mut(e, |x| {
-        let new = match x {
-            Expr::Identifier(id) if !legacy && rel.column(&id.value).is_none() => {
-                match id.value.to_ascii_lowercase().as_str() {
-                    w @ ("window_start" | "window_end" | "window_time") => {
-                        Some(Ok(placeholder(&format!("{WINDOW}{w}"))))
-                    }
-                    _ => None,
-                }
-            }
-            Expr::Function(f) => {
-                let name = f.name.to_string().to_ascii_uppercase();
-                if AGGREGATES.contains(&name.as_str()) {
-                    Some(aggregate(f, &name, aggs).map(|i| placeholder(&format!("{AGG}{i}"))))
-                } else if legacy {
-                    let bound = ["_START", "_END", "_ROWTIME"].iter().find(|s| {
-                        name.ends_with(*s) && ["TUMBLE", "HOP", "SESSION"].contains(&&name[..name.len() - s.len()])
-                    });
-                    bound.map(|b| {
-                        let which = match *b {
-                            "_START" => "window_start",
-                            "_END" => "window_end",
-                            _ => "window_time",
-                        };
-                        Ok(placeholder(&format!("{WINDOW}{which}")))
-                    })
-                } else {
-                    None
-                }
-            }
-            _ => None,
-        };
-        match new {
-            Some(Ok(n)) => *x = n,
-            Some(Err(e)) => return ControlFlow::Break(e),
-            None => {}
-        }
-        ControlFlow::Continue(())
-    });
-    match flow {
-        ControlFlow::Break(e) => Err(e),
-        ControlFlow::Continue(()) => Ok(()),
-    }
-}
-
-fn placeholder(name: &str) -> Expr {
-    Expr::Identifier(Ident::new(name))
-}
-
-/// Registers an aggregate call; returns its index.
-fn aggregate(f: &Function, name: &str, aggs: &mut Vec<Aggregate>) -> Result<usize, SqlError> {
-    let at = f.name.span().start;
-    if f.filter.is_some() {
-        return Err(SqlError::at(at, format!("not supported: {name}(...) FILTER (WHERE ...)")));
-    }
-    let FunctionArguments::List(list) = &f.args else {
-        return Err(SqlError::at(at, format!("{name} needs an argument")));
-    };
-    if list.duplicate_treatment.is_some_and(|d| d == datafusion::sql::sqlparser::ast::DuplicateTreatment::Distinct) {
-        return Err(SqlError::at(at, format!("not supported: {name}(DISTINCT ...)")));
-    }
-    if list.clauses.iter().any(|c| !matches!(c, FunctionArgumentClause::IgnoreOrRespectNulls(_))) {
-        return Err(SqlError::at(at, format!("not supported: clauses inside {name}(...)")));
-    }
-    let argument = match &list.args[..] {
-        [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] if name == "COUNT" => None,
-        // COUNT(1) counts rows too.
-        [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(_)))] if name == "COUNT" => None,
-        [FunctionArg::Unnamed(FunctionArgExpr::Expr(e))] => {
-            if contains_aggregate(e) {
-                return Err(SqlError::at(at, "an aggregate cannot take another aggregate"));
-            }
-            Some(e.clone())
-        }
-        _ => return Err(SqlError::at(at, format!("{name} takes one argument"))),
-    };
-    let text = format!("{name}({})", argument.as_ref().map_or("*".to_string(), |a| a.to_string()));
-    if let Some(i) = aggs.iter().position(|a| a.text == text) {
-        return Ok(i);
-    }
-    aggs.push(Aggregate { function: name.to_string(), argument, text });
-    Ok(aggs.len() - 1)
-}
-
-/// Turns placeholders into expressions over the window's output: window
-/// bounds as timestamps (the window operator gives milliseconds), AVG of an
-/// integer column truncated to an integer as Flink's is; other columns must
-/// be grouping keys.
-fn finish(e: &mut Expr, keys: &[String], aggs: &[Aggregate], rel: &Rel) -> Result<(), SqlError> {
-    resolve(e, |id| {
-        let v = id.value.as_str();
-        if let Some(w) = v.strip_prefix(WINDOW) {
-            return Ok(parse_expr(match w {
-                "window_start" => "to_timestamp_millis(\"window_start\")",
-                "window_end" => "to_timestamp_millis(\"window_end\")",
-                _ => "to_timestamp_millis(\"window_end\" - 1)",
-            }));
-        }
-        if let Some(i) = v.strip_prefix(AGG) {
-            let i: usize = i.parse().expect("the planner numbers aggregates");
-            let column = quoted(&format!("__agg{i}"));
-            let a = &aggs[i];
-            let integer = a.result_type(rel).is_some_and(|t| t.is_integer());
-            return Ok(parse_expr(&if a.function == "AVG" && integer {
-                format!("CAST({column} AS BIGINT)")
-            } else {
-                column
-            }));
-        }
-        match keys.iter().find(|k| *k == v).or_else(|| keys.iter().find(|k| k.eq_ignore_ascii_case(v))) {
-            Some(k) => Ok(Expr::Identifier(quoted_ident(k))),
-            None => {
-                // An unknown name is reported as such, with the closest column.
-                resolve_column(rel, v, id.span.start)?;
-                Err(SqlError::at(id.span.start, format!("column `{v}` is neither grouped nor inside an aggregate")))
-            }
-        }
-    })
-}
-
-/// A grouping key: a column of the input.
-fn key_column(rel: &Rel, g: &Expr) -> Result<(String, Option<SqlType>), SqlError> {
-    match plain_column(g) {
-        Some(c) => {
-            let n = resolve_column(rel, &c.value, c.span.start)?;
-            let ty = rel.column(&n).and_then(|c| c.ty.clone());
-            Ok((n, ty))
-        }
-        None => Err(SqlError::at(
-            g.span().start,
-            "not supported: GROUP BY an expression; compute it in a subquery and group by its name",
-        )),
-    }
-}
-
 /// `window_start` / `window_end` / `window_time` in a GROUP BY.
 fn window_column(g: &Expr) -> Option<&'static str> {
     let c = plain_column(g)?;
@@ -730,7 +572,7 @@ fn legacy_window(g: &Expr) -> Option<&Function> {
 }
 
 /// A bare column reference (`c` or `t.c`).
-fn plain_column(e: &Expr) -> Option<&Ident> {
+pub(super) fn plain_column(e: &Expr) -> Option<&Ident> {
     match e {
         Expr::Identifier(id) => Some(id),
         Expr::CompoundIdentifier(parts) => parts.last(),
@@ -744,19 +586,6 @@ fn item_expr(i: &SelectItem) -> Option<&Expr> {
         SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
         _ => None,
     }
-}
-
-fn contains_aggregate(e: &Expr) -> bool {
-    let mut found = false;
-    let _ = datafusion::sql::sqlparser::ast::visit_expressions(e, |x| {
-        if let Expr::Function(f) = x {
-            if f.over.is_none() && AGGREGATES.contains(&f.name.to_string().to_ascii_uppercase().as_str()) {
-                found = true;
-            }
-        }
-        std::ops::ControlFlow::<()>::Continue(())
-    });
-    found
 }
 
 fn ms(n: u64) -> String {

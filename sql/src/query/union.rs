@@ -1,6 +1,7 @@
 //! `UNION ALL`: both sides feed one operator under the left side's names.
 
 use super::*;
+use crate::builder::OP;
 
 impl Planner<'_> {
     /// `left UNION ALL right`: both sides' rows, under the left side's
@@ -10,6 +11,10 @@ impl Planner<'_> {
         let l = self.body(left)?;
         let r = self.body(right)?;
         let at = right.span().start;
+        // An updating side makes the union updating: the other side's rows
+        // are inserts.
+        let changelog = l.changelog || r.changelog;
+        let (l, r) = (self.as_changelog(l, changelog), self.as_changelog(r, changelog));
         if l.columns.len() != r.columns.len() {
             return Err(SqlError::at(
                 at,
@@ -36,15 +41,21 @@ impl Planner<'_> {
         let right_uid = if l.names().eq(r.names()) {
             r.uid.clone()
         } else {
-            let cols: Vec<Value> = l
+            let mut cols: Vec<Value> = l
                 .columns
                 .iter()
                 .zip(&r.columns)
                 .map(|(a, b)| json!({"name": a.name, "expr": quoted(&b.name)}))
                 .collect();
+            if changelog {
+                cols.push(json!(OP));
+            }
             self.stateless(&r, "union-rename", "project", json!({"columns": cols}))
         };
-        let names: Vec<Value> = l.columns.iter().map(|c| json!(c.name)).collect();
+        let mut names: Vec<Value> = l.columns.iter().map(|c| json!(c.name)).collect();
+        if changelog {
+            names.push(json!(OP));
+        }
         let uid = self.b.add(&format!("{}.union", self.context), "project", json!({"columns": names}), 0);
         // Edges of a union are routed alike: forward when both sides run
         // at the same parallelism, else both rebalanced.
@@ -60,6 +71,18 @@ impl Planner<'_> {
             let i = l.columns.iter().position(|c| &c.name == t);
             i.is_some() && r.rowtime.as_deref() == i.map(|i| r.columns[i].name.as_str())
         });
-        Ok(Rel { uid, columns: l.columns, rowtime, origin: l.origin, qualifiers: Vec::new() })
+        Ok(Rel { uid, columns: l.columns, rowtime, origin: l.origin, qualifiers: Vec::new(), changelog })
+    }
+
+    /// `rel` as a changelog when `changelog` is asked for: an append-only
+    /// relation's rows become inserts (`+I`).
+    fn as_changelog(&mut self, rel: Rel, changelog: bool) -> Rel {
+        if !changelog || rel.changelog {
+            return rel;
+        }
+        let mut cols: Vec<Value> = rel.columns.iter().map(|c| json!(c.name)).collect();
+        cols.push(json!({"name": OP, "expr": "'+I'"}));
+        let uid = self.stateless(&rel, "inserts", "project", json!({"columns": cols}));
+        Rel { uid, changelog: true, ..rel }
     }
 }

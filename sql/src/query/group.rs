@@ -1,0 +1,242 @@
+//! Group aggregations (`GROUP BY` without a window, or aggregates without
+//! `GROUP BY`) and `SELECT DISTINCT`: a `group_aggregate`, whose result is
+//! updating. Its rows carry their change kind in [`OP`] to the operators
+//! after it and to the sink, which must write by key.
+
+use super::*;
+
+impl Planner<'_> {
+    /// `SELECT keys, aggregates FROM rel GROUP BY keys [HAVING ...]`.
+    pub(super) fn group_aggregate(&mut self, s: &Select, rel: Rel, group: &[Expr]) -> Result<Rel, SqlError> {
+        let keys: Vec<(String, Option<SqlType>)> =
+            group.iter().map(|g| key_column(&rel, g)).collect::<Result<_, _>>()?;
+        let mut aggs: Vec<Aggregate> = Vec::new();
+        let mut items = Vec::new();
+        for (i, item) in s.projection.iter().enumerate() {
+            let (e, alias) = match item {
+                SelectItem::UnnamedExpr(e) => (e, None),
+                SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
+                _ => {
+                    return Err(SqlError::at(
+                        s.select_token.0.span.start,
+                        "not supported: * in an aggregation; list the keys and aggregates",
+                    ))
+                }
+            };
+            let mut x = e.clone();
+            placeholders(&mut x, &rel, Bounds::None, &mut aggs)?;
+            let name = alias.unwrap_or_else(|| match plain_column(e) {
+                Some(c) => c.value.clone(),
+                None => format!("EXPR${i}"),
+            });
+            items.push((name, x));
+        }
+        let mut having = s.having.clone();
+        if let Some(h) = &mut having {
+            placeholders(h, &rel, Bounds::None, &mut aggs)?;
+        }
+        let (specs, mut pre) = specs(&aggs, &rel)?;
+        // Aggregates without GROUP BY: one key for everything.
+        let global = keys.is_empty();
+        if global {
+            pre.push(json!({"name": "__all", "expr": "0"}));
+        }
+        let mut input = rel.clone();
+        if !pre.is_empty() {
+            input.uid = self.stateless(&rel, "aggregate-input", "map", json!({"columns": pre}));
+        }
+        let key: Vec<String> = if global { vec!["__all".into()] } else { keys.iter().map(|k| k.0.clone()).collect() };
+        // The uid changes with what the state means (keys, aggregates, and
+        // whether the input retracts), so a changed query does not restore
+        // old state into it.
+        let meaning = format!("{key:?}|{specs:?}|{}", rel.changelog);
+        let uid_base = format!("{}.group-aggregate-{}", rel.origin, fingerprint(&meaning));
+        let config = self.group_config(json!({"key": key, "aggregates": specs}), rel.changelog);
+        let uid = self.b.add(&uid_base, "group_aggregate", config, 0);
+        self.b.connect(&input.uid, &uid, Partitioning::Hash, key.clone());
+        let mut columns: Vec<Col> = Vec::new();
+        for k in &key {
+            columns.push(rel.column(k).cloned().unwrap_or_else(|| Col::typed(k.clone(), SqlType::Int)));
+        }
+        for (i, a) in aggs.iter().enumerate() {
+            columns.push(Col { name: format!("__agg{i}"), ty: a.result_type(&rel) });
+        }
+        let mut out =
+            Rel { uid, columns, rowtime: None, origin: rel.origin.clone(), qualifiers: Vec::new(), changelog: true };
+        let key_names: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
+        if let Some(mut h) = having {
+            finish(&mut h, &key_names, &aggs, &rel)?;
+            out.uid = self.stateless(&out, "having", "filter", json!({"predicate": h.to_string()}));
+        }
+        // The select list over the aggregation's output.
+        let mut cols = Vec::new();
+        let mut result = Vec::new();
+        for (name, mut x) in items {
+            let ty = match &x {
+                Expr::Identifier(p) if p.value.starts_with(AGG) => {
+                    let i: usize = p.value[AGG.len()..].parse().unwrap_or(usize::MAX);
+                    aggs.get(i).and_then(|a| a.result_type(&rel))
+                }
+                Expr::Identifier(p) => {
+                    keys.iter().find(|k| k.0.eq_ignore_ascii_case(&p.value)).and_then(|k| k.1.clone())
+                }
+                _ => None,
+            };
+            finish(&mut x, &key_names, &aggs, &rel)?;
+            cols.push(json!({"name": name, "expr": x.to_string()}));
+            result.push(Col { name, ty });
+        }
+        cols.push(json!(OP));
+        let uid = self.stateless(&out, "project", "project", json!({"columns": cols}));
+        Ok(Rel { uid, columns: result, rowtime: None, origin: rel.origin, qualifiers: Vec::new(), changelog: true })
+    }
+
+    /// `SELECT DISTINCT`: the rows of `rel`, each once, grouped by all its columns.
+    pub(super) fn distinct(&mut self, rel: Rel) -> Result<Rel, SqlError> {
+        let key: Vec<String> = rel.names().map(str::to_string).collect();
+        let meaning = format!("distinct|{key:?}|{}", rel.changelog);
+        let uid_base = format!("{}.distinct-{}", rel.origin, fingerprint(&meaning));
+        let config = self.group_config(json!({"key": key}), rel.changelog);
+        let uid = self.b.add(&uid_base, "group_aggregate", config, 0);
+        self.b.connect(&rel.uid, &uid, Partitioning::Hash, key);
+        Ok(Rel { uid, rowtime: None, qualifiers: Vec::new(), changelog: true, ..rel })
+    }
+
+    /// A `group_aggregate`'s config: `base` with the change-kind columns and
+    /// `table.exec.state.ttl`.
+    fn group_config(&self, mut base: Value, updating_input: bool) -> Value {
+        base["op_column"] = json!(OP);
+        if updating_input {
+            base["input_op_column"] = json!(OP);
+        }
+        if let Some(ttl) = self.settings.state_ttl {
+            base["state_ttl"] = json!(format!("{}ms", ttl.as_millis()));
+        }
+        base
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use weir_runtime::graph::Partitioning;
+
+    use crate::tests::{compiled, error, kinds, DATAGEN};
+
+    const COUNTS: &str = "CREATE TABLE counts (auction BIGINT, n BIGINT, total BIGINT, top STRING, channels BIGINT,
+      PRIMARY KEY (auction) NOT ENFORCED)
+    WITH ('connector' = 'jdbc', 'url' = 'jdbc:postgresql://127.0.0.1:5432/app', 'table-name' = 'counts');";
+
+    #[test]
+    fn a_group_by_becomes_an_updating_aggregation_written_by_key() {
+        let g = compiled(&format!(
+            "{DATAGEN} {COUNTS} SET 'parallelism.default' = '2'; SET 'table.exec.state.ttl' = '1 h';
+INSERT INTO counts SELECT auction, COUNT(*) AS n, SUM(price), MAX(channel), COUNT(DISTINCT channel)
+FROM bids WHERE price > 0 GROUP BY auction HAVING COUNT(*) > 1;"
+        ));
+        let k = kinds(&g);
+        let agg = k.iter().position(|(_, kind)| *kind == "group_aggregate").expect("a group aggregation");
+        assert!(k[agg].0.starts_with("bids.group-aggregate-"), "{k:?}");
+        assert_eq!(
+            &k[agg + 1..],
+            [
+                ("counts.having", "filter"),
+                ("counts.project", "project"),
+                ("counts.columns", "project"),
+                ("counts", "jdbc_sink")
+            ]
+        );
+        let op = &g.operators[agg];
+        assert_eq!(op.config["key"], json!(["auction"]));
+        assert_eq!(
+            op.config["aggregates"],
+            json!([
+                {"fn": "count", "as": "__agg0"}, {"fn": "sum", "column": "price", "as": "__agg1"},
+                {"fn": "max", "column": "channel", "as": "__agg2"},
+                {"fn": "count_distinct", "column": "channel", "as": "__agg3"}
+            ])
+        );
+        assert_eq!(op.config["op_column"], json!("__op"));
+        assert_eq!(op.config["state_ttl"], json!("3600000ms"));
+        assert!(op.config.get("input_op_column").is_none(), "the source appends");
+        let edge = g.edges.iter().find(|e| e.to == op.uid).unwrap();
+        assert_eq!((edge.partitioning, edge.key.clone()), (Partitioning::Hash, vec!["auction".to_string()]));
+        assert_eq!(g.operators.last().unwrap().config["op_column"], json!("__op"));
+        assert_eq!(g.operators.last().unwrap().config["key"], json!(["auction"]));
+    }
+
+    #[test]
+    fn an_aggregation_of_an_aggregation_retracts_and_distinct_groups_by_every_column() {
+        let g = compiled(&format!(
+            "{DATAGEN} CREATE TABLE hist (n BIGINT, auctions BIGINT, PRIMARY KEY (n) NOT ENFORCED)
+  WITH ('connector' = 'mongodb', 'uri' = 'mongodb://127.0.0.1:27017', 'database' = 'd', 'collection' = 'c');
+INSERT INTO hist SELECT n, COUNT(*) FROM (SELECT auction, COUNT(*) AS n FROM bids GROUP BY auction) GROUP BY n;"
+        ));
+        let aggs: Vec<_> = g.operators.iter().filter(|o| o.kind == "group_aggregate").collect();
+        assert_eq!(aggs.len(), 2);
+        assert!(aggs[0].config.get("input_op_column").is_none());
+        assert_eq!(aggs[1].config["input_op_column"], json!("__op"), "the second takes the first's changes");
+        let g = compiled(&format!("{DATAGEN} SELECT DISTINCT channel, auction FROM bids;"));
+        let d = g.operators.iter().find(|o| o.kind == "group_aggregate").unwrap();
+        assert!(d.uid.starts_with("bids.distinct-"), "{}", d.uid);
+        assert_eq!(d.config["key"], json!(["channel", "auction"]));
+        assert!(d.config.get("aggregates").is_none());
+        // Aggregates without GROUP BY: one running result.
+        let g = compiled(&format!("{DATAGEN} SELECT COUNT(*), MIN(price) FROM bids;"));
+        let d = g.operators.iter().find(|o| o.kind == "group_aggregate").unwrap();
+        assert_eq!(d.config["key"], json!(["__all"]));
+    }
+
+    #[test]
+    fn group_uids_keep_state_across_projection_filter_and_sink_edits_and_change_with_its_meaning() {
+        let uid = |select: &str, filter: &str, group: &str| {
+            let g = compiled(&format!(
+                "{DATAGEN} CREATE TABLE o (a BIGINT, n BIGINT) WITH ('connector' = 'blackhole');
+                 INSERT INTO o SELECT {select} FROM bids {filter} GROUP BY {group};"
+            ));
+            g.operators.iter().find(|o| o.kind == "group_aggregate").unwrap().uid.clone()
+        };
+        let base = uid("auction, COUNT(*)", "", "auction");
+        assert_eq!(base, uid("auction * 10, COUNT(*) + 1", "", "auction"), "a changed projection");
+        assert_eq!(base, uid("auction, COUNT(*)", "WHERE price > 10", "auction"), "a filter");
+        assert_ne!(base, uid("price, COUNT(*)", "", "price"), "other keys");
+        assert_ne!(base, uid("auction, SUM(price)", "", "auction"), "other aggregates");
+    }
+
+    #[test]
+    fn updating_results_go_only_where_changes_can_be_written() {
+        let q = "SELECT auction, COUNT(*) FROM bids GROUP BY auction";
+        let e = error(&format!(
+            "{DATAGEN} CREATE TABLE o (a BIGINT, n BIGINT) WITH ('connector' = 'kafka', 'topic' = 't', 'format' = 'json', 'properties.bootstrap.servers' = 'h:9092');\nINSERT INTO o {q};"
+        ));
+        assert!(e.contains("table `o` (connector 'kafka') only appends rows"), "{e}");
+        let e = error(&format!(
+            "{DATAGEN} CREATE TABLE o (a BIGINT, n BIGINT) WITH ('connector' = 'jdbc', 'url' = 'jdbc:mysql://h/d', 'table-name' = 't');\nINSERT INTO o {q};"
+        ));
+        assert!(e.contains("table `o` has no primary key"), "{e}");
+        let view = format!("{DATAGEN} CREATE VIEW per_auction AS {q};");
+        let e = error(&format!(
+            "{view} SELECT COUNT(*) FROM TABLE(TUMBLE(TABLE per_auction, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY window_start, window_end;"
+        ));
+        assert!(e.contains("not supported: TUMBLE over an updating input"), "{e}");
+        let e = error(&format!("{view} SELECT * FROM per_auction a JOIN bids b ON a.auction = b.auction;"));
+        assert!(e.contains("not supported: a join of an updating input"), "{e}");
+        let e = error(&format!("{DATAGEN} SELECT auction, price FROM bids GROUP BY auction;"));
+        assert!(e.contains("column `price` is neither grouped nor inside an aggregate"), "{e}");
+        let e = error(&format!("{DATAGEN} SELECT auction, SUM(DISTINCT price) FROM bids GROUP BY auction;"));
+        assert!(e.contains("not supported: SUM(DISTINCT ...)"), "{e}");
+    }
+
+    #[test]
+    fn a_union_with_an_updating_side_is_updating() {
+        let g = compiled(&format!(
+            "{DATAGEN} SELECT auction, COUNT(*) FROM bids GROUP BY auction UNION ALL SELECT auction, price FROM bids;"
+        ));
+        let inserts =
+            g.operators.iter().find(|o| o.uid.ends_with(".inserts")).expect("the appending side's rows become inserts");
+        assert_eq!(
+            inserts.config["columns"].as_array().unwrap().last().unwrap(),
+            &json!({"name": "__op", "expr": "'+I'"})
+        );
+    }
+}
