@@ -1571,3 +1571,58 @@ fn web_events_land_in_the_lake_and_the_search_index_once_through_a_kill() -> any
     assert!(status["restarts"].as_u64().unwrap_or(0) >= 1, "the kill did not restart the job: {status}");
     Ok(())
 }
+
+/// Flink's `upsert-kafka` sink end to end: a `GROUP BY` whose `HAVING`
+/// drops groups again, written exactly once through a `kill -9` of a task
+/// manager. Read as a compacted topic (the last record of each key; a
+/// tombstone removes it), the topic holds exactly the groups that qualify
+/// at the end, keyed by their primary key as JSON.
+#[test]
+fn a_sql_group_by_into_upsert_kafka_compacts_to_the_final_groups_through_a_kill() -> anyhow::Result<()> {
+    const N: i64 = 205_000;
+    let (_, bootstrap, _, out) = setup("sql-upsert", 1, 2)?;
+    let script = format!(
+        "SET 'parallelism.default' = '2';
+SET 'execution.checkpointing.interval' = '300ms';
+CREATE TABLE bids (auction BIGINT, price BIGINT)
+  WITH ('connector' = 'datagen', 'number-of-rows' = '{N}', 'rows-per-second' = '20000');
+CREATE TABLE per_auction (auction BIGINT, bids BIGINT, top BIGINT, PRIMARY KEY (auction) NOT ENFORCED) WITH (
+  'connector' = 'upsert-kafka', 'topic' = '{out}', 'properties.bootstrap.servers' = '{bootstrap}',
+  'key.format' = 'json', 'value.format' = 'json', 'sink.delivery-guarantee' = 'exactly-once');
+INSERT INTO per_auction SELECT auction, COUNT(*), MAX(price) FROM bids GROUP BY auction HAVING COUNT(*) <= 20;"
+    );
+    // One slot each: a subtask of every operator runs on tm-b.
+    let mut cluster = Cluster::start(2, 1, "1s")?;
+    let job = cluster.submit(&cluster.write("upsert.sql", &script), &[])?;
+    wait_until("two completed checkpoints", LONG, || Ok((completed_checkpoints(&cluster, &job)? >= 2).then_some(())))
+        .with_context(|| cluster.logs())?;
+    cluster.taskmanager("tm-b").kill9();
+    cluster.restart_taskmanager("tm-b")?;
+    let status = cluster.wait_state(&job, &["FINISHED"], LONG).with_context(|| cluster.logs())?;
+    assert!(status["restarts"].as_u64() >= Some(1), "the kill restarted the job: {status:#}");
+    // The generator's formula: auction (i * 7919) % 10000, price 100 + (i * 31) % 10000.
+    let mut groups: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    for i in 0..N {
+        let g = groups.entry((i * 7919) % 10_000).or_insert((0, 0));
+        *g = (g.0 + 1, g.1.max(100 + (i * 31) % 10_000));
+    }
+    let expected: BTreeMap<String, String> = groups
+        .iter()
+        .filter(|(_, (n, _))| *n <= 20)
+        .map(|(a, (n, top))| (format!(r#"{{"auction":{a}}}"#), format!(r#"{{"auction":{a},"bids":{n},"top":{top}}}"#)))
+        .collect();
+    assert!(expected.len() < groups.len(), "some groups stop qualifying");
+    let reads = read_committed(&bootstrap, &out, expected.len(), LONG)?;
+    let mut compacted: BTreeMap<String, String> = BTreeMap::new();
+    for r in reads {
+        let key = r.key.context("every record has a key")?;
+        if r.value.is_empty() {
+            compacted.remove(&key);
+        } else {
+            compacted.insert(key, r.value);
+        }
+    }
+    assert_eq!(compacted.len(), expected.len(), "keys left after compaction");
+    assert!(compacted == expected, "the compacted topic differs from the groups");
+    Ok(())
+}

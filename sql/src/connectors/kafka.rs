@@ -289,3 +289,81 @@ pub(super) fn kafka_sink(
     }
     Ok(Value::Object(c))
 }
+
+/// Flink's `upsert-kafka` sink: each row is written under its primary key
+/// (`key.format` json: the key columns as an object; raw: one STRING
+/// column), a delete as a tombstone, so a compacted topic keeps each key's
+/// latest row.
+pub(super) fn upsert_kafka_sink(t: &TableDef, opts: &mut Options<'_>) -> Result<Value, SqlError> {
+    let name = &t.name.value;
+    if t.primary_key.is_empty() {
+        return Err(SqlError::at(
+            t.name.span.start,
+            format!("upsert-kafka table `{name}` needs a PRIMARY KEY (...) NOT ENFORCED: its records are keyed by it"),
+        ));
+    }
+    let key: Vec<String> = t.primary_key.iter().map(|k| k.value.clone()).collect();
+    let mut c = Map::new();
+    c.insert("bootstrap_servers".into(), json!(opts.required("properties.bootstrap.servers")?));
+    c.insert("topic".into(), json!(opts.required("topic")?));
+    let (key_format, at) = opts.take("key.format").ok_or_else(|| {
+        SqlError::at(t.name.span.start, format!("upsert-kafka table `{name}` needs 'key.format' (json or raw)"))
+    })?;
+    match key_format.as_str() {
+        "json" => {
+            c.insert("key_columns".into(), json!(key));
+        }
+        "raw" => {
+            let [k] = &key[..] else {
+                return Err(SqlError::at(at, "key.format 'raw' writes one column: the primary key must be one column"));
+            };
+            c.insert("key_column".into(), json!(k));
+        }
+        other => return Err(SqlError::at(at, format!("not supported: key.format '{other}' (json or raw)"))),
+    }
+    let (value_format, at) = opts.take("value.format").ok_or_else(|| {
+        SqlError::at(t.name.span.start, format!("upsert-kafka table `{name}` needs 'value.format' (json)"))
+    })?;
+    if value_format != "json" {
+        return Err(SqlError::at(at, format!("not supported: value.format '{value_format}' (json)")));
+    }
+    c.insert("format".into(), json!("json"));
+    if let Some((v, at)) = opts.take("value.fields-include") {
+        match v.as_str() {
+            "ALL" => {}
+            "EXCEPT_KEY" => {
+                c.insert("value_except_key".into(), json!(true));
+            }
+            _ => return Err(SqlError::at(at, "value.fields-include is ALL or EXCEPT_KEY")),
+        }
+    }
+    delivery_option(opts, &mut c)?;
+    if let Some(p) = opts.value("sink.transactional-id-prefix") {
+        c.insert("transactional_id_prefix".into(), json!(p));
+    }
+    // Rows are reduced to the last change per key in each batch, and sent
+    // as they come (or with the checkpoint's transaction): Flink's buffer
+    // options have nothing left to do.
+    opts.take("sink.buffer-flush.max-rows");
+    opts.take("sink.buffer-flush.interval");
+    let props = opts.prefixed("properties.");
+    if !props.is_empty() {
+        c.insert("properties".into(), Value::Object(props.into_iter().map(|(k, v)| (k, json!(v))).collect()));
+    }
+    Ok(Value::Object(c))
+}
+
+/// Flink's `upsert-kafka` options Weir takes.
+pub(super) const UPSERT_KAFKA_OPTIONS: &[&str] = &[
+    "connector",
+    "topic",
+    "properties.bootstrap.servers",
+    "key.format",
+    "value.format",
+    "value.fields-include",
+    "json.timestamp-format.standard",
+    "sink.delivery-guarantee",
+    "sink.transactional-id-prefix",
+    "sink.buffer-flush.max-rows",
+    "sink.buffer-flush.interval",
+];

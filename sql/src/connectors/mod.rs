@@ -17,11 +17,12 @@ mod databases;
 mod kafka;
 mod search;
 use databases::{jdbc_sink, mongodb_sink, JDBC_OPTIONS, MONGODB_OPTIONS};
-use kafka::{kafka_sink, kafka_source};
+use kafka::{kafka_sink, kafka_source, upsert_kafka_sink, UPSERT_KAFKA_OPTIONS};
 
 /// Connectors `CREATE TABLE` accepts.
 const CONNECTORS: &[&str] = &[
     "kafka",
+    "upsert-kafka",
     "datagen",
     "filesystem",
     "jdbc",
@@ -118,7 +119,7 @@ pub fn check_connector(t: &TableDef) -> Result<(), SqlError> {
     };
     match c.as_str() {
         c if CONNECTORS.contains(&c) => Ok(()),
-        "upsert-kafka" | "elasticsearch-7" | "mongodb" | "hbase-2.2" => Err(SqlError::at(
+        "hbase-2.2" => Err(SqlError::at(
             *at,
             format!("not supported: the '{c}' connector (Weir SQL has {})", CONNECTORS.join(", ")),
         )),
@@ -208,6 +209,12 @@ pub fn source(b: &mut Builder, t: &TableDef, settings: &Settings) -> Result<Rel,
             }
             let columns = DATAGEN_COLUMNS.iter().map(|(n, t)| Col::typed(*n, t.clone())).collect();
             (b.add(&name, "datagen", Value::Object(config), 0), columns, false)
+        }
+        "upsert-kafka" => {
+            return Err(SqlError::at(
+                t.name.span.start,
+                format!("not supported: reading upsert-kafka table `{name}` (a changelog source); Weir writes upsert-kafka tables"),
+            ))
         }
         "filesystem" => {
             return Err(SqlError::at(
@@ -457,6 +464,7 @@ pub fn sink(b: &mut Builder, t: &TableDef, input: Rel, listed: &[String], at: Lo
     rel.uid = b.then(&rel, &format!("{name}.columns"), "project", json!({"columns": cols}));
     let (kind, mut config) = match connector.as_str() {
         "kafka" => ("kafka_sink", kafka_sink(t, &mut opts, &targets)?),
+        "upsert-kafka" => ("kafka_sink", upsert_kafka_sink(t, &mut opts)?),
         "jdbc" => ("jdbc_sink", jdbc_sink(t, &mut opts)?),
         "mongodb" => ("mongodb_sink", mongodb_sink(t, &mut opts)?),
         c if search::NAMES.contains(&c) => ("elasticsearch_sink", search::elasticsearch_sink(t, &mut opts)?),
@@ -478,6 +486,7 @@ pub fn sink(b: &mut Builder, t: &TableDef, input: Rel, listed: &[String], at: Lo
         "filesystem" => FILESYSTEM_SINK_OPTIONS.to_vec(),
         "print" => vec!["connector", "print-identifier", "standard-error"],
         "jdbc" => JDBC_OPTIONS.to_vec(),
+        "upsert-kafka" => UPSERT_KAFKA_OPTIONS.to_vec(),
         "mongodb" => MONGODB_OPTIONS.to_vec(),
         c if search::NAMES.contains(&c) => search::OPTIONS.to_vec(),
         _ => known_source_options(&connector),
@@ -495,7 +504,7 @@ pub fn sink(b: &mut Builder, t: &TableDef, input: Rel, listed: &[String], at: Lo
 /// by a declared primary key, or one that shows every change.
 fn updating_sink(t: &TableDef, connector: &str, at: Location) -> Result<(), SqlError> {
     let name = &t.name.value;
-    let keyed = connector == "jdbc" || connector == "mongodb" || search::NAMES.contains(&connector);
+    let keyed = ["jdbc", "mongodb", "upsert-kafka"].contains(&connector) || search::NAMES.contains(&connector);
     if keyed && t.primary_key.is_empty() {
         return Err(SqlError::at(
             at,
@@ -507,7 +516,7 @@ fn updating_sink(t: &TableDef, connector: &str, at: Location) -> Result<(), SqlE
     }
     Err(SqlError::at(
         at,
-        format!("the query's result is updating (a GROUP BY without a window, or SELECT DISTINCT), and table `{name}` (connector '{connector}') only appends rows: write it to a table with a primary key of the jdbc, mongodb or elasticsearch connector, or aggregate in windows"),
+        format!("the query's result is updating (a GROUP BY without a window, or SELECT DISTINCT), and table `{name}` (connector '{connector}') only appends rows: write it to a table with a primary key of the upsert-kafka, jdbc, mongodb or elasticsearch connector, or aggregate in windows"),
     ))
 }
 

@@ -239,4 +239,38 @@ INSERT INTO hist SELECT n, COUNT(*) FROM (SELECT auction, COUNT(*) AS n FROM bid
             &json!({"name": "__op", "expr": "'+I'"})
         );
     }
+
+    #[test]
+    fn upsert_kafka_keys_records_by_the_primary_key() {
+        let table = |key_format: &str, extra: &str| {
+            format!(
+                "{DATAGEN} SET 'execution.checkpointing.interval' = '1s';
+CREATE TABLE o (auction BIGINT, n BIGINT, PRIMARY KEY (auction) NOT ENFORCED) WITH (
+  'connector' = 'upsert-kafka', 'topic' = 'counts', 'properties.bootstrap.servers' = '127.0.0.1:9092',
+  'key.format' = '{key_format}', 'value.format' = 'json'{extra});
+INSERT INTO o SELECT auction, COUNT(*) FROM bids GROUP BY auction;"
+            )
+        };
+        let g = compiled(&table(
+            "json",
+            ", 'sink.delivery-guarantee' = 'exactly-once', 'value.fields-include' = 'EXCEPT_KEY'",
+        ));
+        let sink = g.operators.last().unwrap();
+        assert_eq!(sink.kind, "kafka_sink");
+        assert_eq!(
+            sink.config,
+            json!({"bootstrap_servers": "127.0.0.1:9092", "topic": "counts", "key_columns": ["auction"], "format": "json",
+                   "value_except_key": true, "delivery": "exactly_once", "op_column": "__op"})
+        );
+        let g = compiled(&table("raw", ""));
+        assert_eq!(g.operators.last().unwrap().config["key_column"], json!("auction"), "a one-column key as text");
+        let e = error(
+            &table("json", "")
+                .replace(", PRIMARY KEY (auction) NOT ENFORCED", "")
+                .replace("COUNT(*) FROM bids GROUP BY auction", "price FROM bids"),
+        );
+        assert!(e.contains("upsert-kafka table `o` needs a PRIMARY KEY"), "{e}");
+        let e = error(&format!("{} SELECT * FROM o;", table("json", "").split("INSERT").next().unwrap()));
+        assert!(e.contains("not supported: reading upsert-kafka table `o`"), "{e}");
+    }
 }

@@ -42,6 +42,20 @@ pub struct SinkConfig {
     /// Column written as the record key (text or integer); absent: no key.
     #[serde(default)]
     pub key_column: Option<String>,
+    /// Columns written as the record key, as a JSON object (instead of
+    /// `key_column`): an upsert topic's key of several columns.
+    #[serde(default)]
+    pub key_columns: Vec<String>,
+    /// A text column holding each row's change (`+I`, `+U`, `-U`, `-D`):
+    /// the sink writes an upsert topic, `-D` (and a `-U` no later change of
+    /// its key in the same batch replaces) as a tombstone. Needs a key; the
+    /// column itself is not written.
+    #[serde(default)]
+    pub op_column: Option<String>,
+    /// With `json`: leave the key columns out of the value (Flink's
+    /// `value.fields-include` = `EXCEPT_KEY`).
+    #[serde(default)]
+    pub value_except_key: bool,
     /// Column written as the value with `string` and `raw` (default `value`).
     #[serde(default)]
     pub value_column: Option<String>,

@@ -69,6 +69,20 @@ impl KafkaSinkFactory {
             return Err(ctx.error("topic must not be empty").field("config.topic"));
         }
         let schema = &ctx.inputs[0];
+        let index = |name: &str, field: &str| {
+            schema.index_of(name).map_err(|_| ctx.error(format!("no column `{name}` in the input")).field(field))
+        };
+        if c.key_column.is_some() && !c.key_columns.is_empty() {
+            return Err(ctx.error("give key_column or key_columns, not both").field("config.key_columns"));
+        }
+        let key_json = c.key_columns.iter().map(|k| index(k, "config.key_columns")).collect::<Result<Vec<_>, _>>()?;
+        let op = match &c.op_column {
+            Some(name) => Some(
+                crate::changes::op_column(schema, name, c.key_column.is_some() || !key_json.is_empty())
+                    .map_err(|e| ctx.error(e).field("config.op_column"))?,
+            ),
+            None => None,
+        };
         let key = match &c.key_column {
             Some(k) => {
                 let i = schema
@@ -84,6 +98,13 @@ impl KafkaSinkFactory {
             }
             None => None,
         };
+        if c.value_except_key && (c.format != Format::Json || (key.is_none() && key_json.is_empty())) {
+            return Err(ctx.error("value_except_key needs the json format and a key").field("config.value_except_key"));
+        }
+        let value_json: Vec<usize> = (0..schema.fields().len())
+            .filter(|i| Some(*i) != op)
+            .filter(|i| !c.value_except_key || (Some(*i) != key && !key_json.contains(i)))
+            .collect();
         let value = match c.format {
             Format::Json => {
                 if c.value_column.is_some() {
@@ -120,14 +141,23 @@ impl KafkaSinkFactory {
         } else if c.transactional_id_prefix.is_some() || c.transaction_timeout.is_some() {
             return Err(ctx.error("transactions are only used with delivery: exactly_once").field("config.delivery"));
         }
-        Ok((c, Columns { key, value }))
+        Ok((c, Columns { key, key_json, op, value, value_json }))
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+/// Which columns make a record.
+#[derive(Debug, Clone)]
 struct Columns {
+    /// The key as text (`key_column`).
     key: Option<usize>,
+    /// The key as a JSON object (`key_columns`).
+    key_json: Vec<usize>,
+    /// The change kind (`op_column`).
+    op: Option<usize>,
+    /// The value as text (`string`, `raw`).
     value: Option<usize>,
+    /// The value's columns as a JSON object (`json`).
+    value_json: Vec<usize>,
 }
 
 impl OperatorFactory for KafkaSinkFactory {
@@ -253,8 +283,8 @@ pub struct KafkaSink {
     count: u64,
 }
 
-/// Per row: the key (if any) and the value.
-type KeysAndValues = (Vec<Option<Vec<u8>>>, Vec<Vec<u8>>);
+/// Per record: the key (if any) and the value (none: a tombstone).
+type KeysAndValues = (Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>);
 
 /// The bytes of each row of a text, binary or integer column.
 fn column_bytes(col: &dyn Array) -> OpResult<Vec<Option<Vec<u8>>>> {
@@ -288,11 +318,11 @@ impl Operator for KafkaSink {
         self.count += batch.num_rows() as u64;
         if !self.exactly_once() {
             let producer = self.producer.as_ref().expect("open");
-            return self.send_all(producer, keys.iter().map(|k| k.as_deref()).zip(values.iter().map(Vec::as_slice)));
+            return self.send_all(producer, keys.iter().map(|k| k.as_deref()).zip(values.iter().map(|v| v.as_deref())));
         }
         let mut fresh = Records::default();
         for (k, v) in keys.iter().zip(&values) {
-            fresh.push(k.as_deref(), v);
+            fresh.push(k.as_deref(), v.as_deref());
         }
         match self.txn {
             Txn::None => {

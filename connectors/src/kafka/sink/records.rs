@@ -3,11 +3,12 @@
 
 use weir_runtime::error::{OpResult, OperatorError};
 
-/// Serialized records: keys and values in one buffer.
+/// Serialized records: keys and values in one buffer. A record without a
+/// value is a tombstone (an upsert sink's delete).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) struct Records {
     pub(super) bytes: Vec<u8>,
-    /// Per record: key range (absent: no key), value range.
+    /// Per record: key range (absent: no key), value range (absent: a tombstone).
     pub(super) spans: Vec<Span>,
 }
 
@@ -15,19 +16,19 @@ pub(super) struct Records {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Span {
     pub(super) key: Option<(usize, usize)>,
-    pub(super) value: (usize, usize),
+    pub(super) value: Option<(usize, usize)>,
 }
 
 impl Records {
-    pub(super) fn push(&mut self, key: Option<&[u8]>, value: &[u8]) {
-        let k = key.map(|k| {
+    pub(super) fn push(&mut self, key: Option<&[u8]>, value: Option<&[u8]>) {
+        let mut span = |b: &[u8]| {
             let s = self.bytes.len();
-            self.bytes.extend_from_slice(k);
+            self.bytes.extend_from_slice(b);
             (s, self.bytes.len())
-        });
-        let s = self.bytes.len();
-        self.bytes.extend_from_slice(value);
-        self.spans.push(Span { key: k, value: (s, self.bytes.len()) });
+        };
+        let key = key.map(&mut span);
+        let value = value.map(&mut span);
+        self.spans.push(Span { key, value });
     }
 
     pub(super) fn len(&self) -> usize {
@@ -38,8 +39,9 @@ impl Records {
         self.spans.is_empty()
     }
 
-    pub(super) fn iter(&self) -> impl Iterator<Item = (Option<&[u8]>, &[u8])> {
-        self.spans.iter().map(|s| (s.key.map(|(a, b)| &self.bytes[a..b]), &self.bytes[s.value.0..s.value.1]))
+    pub(super) fn iter(&self) -> impl Iterator<Item = (Option<&[u8]>, Option<&[u8]>)> {
+        let range = |r: Option<(usize, usize)>| r.map(|(a, b)| &self.bytes[a..b]);
+        self.spans.iter().map(move |s| (range(s.key), range(s.value)))
     }
 
     pub(super) fn append(&mut self, other: Records) {
@@ -48,20 +50,21 @@ impl Records {
         }
     }
 
-    /// `count`, then per record `key length or -1`, key, `value length`, value.
+    /// `count`, then per record `key length or -1`, key, `value length or
+    /// -1`, value.
     pub(super) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.bytes.len() + 8 * self.spans.len() + 4);
         out.extend_from_slice(&(self.spans.len() as u32).to_be_bytes());
         for (k, v) in self.iter() {
-            match k {
-                Some(k) => {
-                    out.extend_from_slice(&(k.len() as i32).to_be_bytes());
-                    out.extend_from_slice(k);
+            for part in [k, v] {
+                match part {
+                    Some(b) => {
+                        out.extend_from_slice(&(b.len() as i32).to_be_bytes());
+                        out.extend_from_slice(b);
+                    }
+                    None => out.extend_from_slice(&(-1i32).to_be_bytes()),
                 }
-                None => out.extend_from_slice(&(-1i32).to_be_bytes()),
             }
-            out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-            out.extend_from_slice(v);
         }
         out
     }
@@ -79,11 +82,17 @@ impl Records {
         let n = u32::from_be_bytes(take(4, &mut b)?.try_into().map_err(|_| bad())?);
         let mut r = Records::default();
         for _ in 0..n {
-            let kl = i32::from_be_bytes(take(4, &mut b)?.try_into().map_err(|_| bad())?);
-            let key = if kl >= 0 { Some(take(kl as usize, &mut b)?) } else { None };
-            let vl = u32::from_be_bytes(take(4, &mut b)?.try_into().map_err(|_| bad())?);
-            let value = take(vl as usize, &mut b)?;
-            r.push(key.as_deref(), &value);
+            let part = |b: &mut &[u8]| -> OpResult<Option<Vec<u8>>> {
+                let n = i32::from_be_bytes(take(4, b)?.try_into().map_err(|_| bad())?);
+                if n >= 0 {
+                    Ok(Some(take(n as usize, b)?))
+                } else {
+                    Ok(None)
+                }
+            };
+            let key = part(&mut b)?;
+            let value = part(&mut b)?;
+            r.push(key.as_deref(), value.as_deref());
         }
         if !b.is_empty() {
             return Err(bad());

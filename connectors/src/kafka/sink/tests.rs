@@ -41,14 +41,16 @@ fn exactly_once_is_checked_against_the_checkpoints() {
 #[test]
 fn records_round_trip() {
     let mut r = Records::default();
-    r.push(Some(b"k1"), b"v1");
-    r.push(None, b"");
-    r.push(Some(b""), b"value three");
+    r.push(Some(b"k1"), Some(b"v1"));
+    r.push(None, Some(b""));
+    r.push(Some(b""), Some(b"value three"));
+    r.push(Some(b"gone"), None);
     let back = Records::decode(&r.encode()).unwrap();
     assert_eq!(back, r);
     let items: Vec<_> = back.iter().collect();
-    assert_eq!(items[0], (Some(&b"k1"[..]), &b"v1"[..]));
-    assert_eq!(items[1], (None, &b""[..]));
+    assert_eq!(items[0], (Some(&b"k1"[..]), Some(&b"v1"[..])));
+    assert_eq!(items[1], (None, Some(&b""[..])));
+    assert_eq!(items[3], (Some(&b"gone"[..]), None), "a tombstone");
     let mut enc = r.encode();
     enc.pop();
     assert!(Records::decode(&enc).is_err());

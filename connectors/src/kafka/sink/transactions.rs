@@ -15,6 +15,7 @@ use super::super::format::encode_json;
 use super::super::{kafka_error, ConfigExt};
 
 use super::*;
+use crate::changes::Op;
 
 impl KafkaSink {
     pub(super) fn exactly_once(&self) -> bool {
@@ -130,11 +131,14 @@ impl KafkaSink {
     pub(super) fn send_all<'a>(
         &self,
         producer: &TxProducer,
-        records: impl Iterator<Item = (Option<&'a [u8]>, &'a [u8])>,
+        records: impl Iterator<Item = (Option<&'a [u8]>, Option<&'a [u8]>)>,
     ) -> OpResult<()> {
         let topic = self.config.topic.as_str();
         for (k, v) in records {
-            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(v);
+            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+            if let Some(v) = v {
+                record = record.payload(v);
+            }
             if let Some(p) = self.partition {
                 record = record.partition(p);
             }
@@ -230,14 +234,17 @@ impl KafkaSink {
         Ok(())
     }
 
+    /// The records of `batch`: keys and values, with the last change per
+    /// key and tombstones for deletes when the sink writes an upsert topic.
     pub(super) fn encode(&self, batch: &RecordBatch) -> OpResult<KeysAndValues> {
         let n = batch.num_rows();
-        let keys: Vec<Option<Vec<u8>>> = match self.columns.key {
-            None => vec![None; n],
-            Some(i) => column_bytes(batch.column(i).as_ref())?,
+        let keys: Vec<Option<Vec<u8>>> = match (self.columns.key, &self.columns.key_json[..]) {
+            (Some(i), _) => column_bytes(batch.column(i).as_ref())?,
+            (None, []) => vec![None; n],
+            (None, cols) => encode_json(&batch.project(cols)?)?.into_iter().map(Some).collect(),
         };
         let values: Vec<Vec<u8>> = match self.columns.value {
-            None => encode_json(batch)?,
+            None => encode_json(&batch.project(&self.columns.value_json)?)?,
             Some(i) => column_bytes(batch.column(i).as_ref())?
                 .into_iter()
                 .enumerate()
@@ -250,6 +257,21 @@ impl KafkaSink {
                 })
                 .collect::<OpResult<_>>()?,
         };
-        Ok((keys, values))
+        let Some(op) = self.columns.op else { return Ok((keys, values.into_iter().map(Some).collect())) };
+        // An upsert topic: the last change of each key in the batch, a
+        // delete as a tombstone.
+        let ops = crate::changes::ops(batch, Some(op))?;
+        let rows: Vec<(Op, KeyAndValue)> = ops.into_iter().zip(keys.into_iter().zip(values)).collect();
+        let last = crate::changes::last_per_key(rows, |(k, _)| k.clone().unwrap_or_default());
+        Ok(last
+            .into_iter()
+            .map(|(op, (k, v))| match op {
+                Op::Upsert => (k, Some(v)),
+                Op::Delete => (k, None),
+            })
+            .unzip())
     }
 }
+
+/// One row's key (if any) and value.
+type KeyAndValue = (Option<Vec<u8>>, Vec<u8>);
