@@ -3,9 +3,10 @@
 //! placeholders turned into expressions over its output. Window and group
 //! aggregations share them.
 
+use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 use datafusion::sql::sqlparser::ast::{
-    DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause, FunctionArguments, Ident,
-    Spanned,
+    CaseWhen, DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause,
+    FunctionArguments, Ident, Spanned,
 };
 use datafusion::sql::sqlparser::tokenizer::Location;
 use serde_json::{json, Value};
@@ -114,9 +115,6 @@ pub(super) fn placeholder(name: &str) -> Expr {
 /// Registers an aggregate call; returns its index.
 fn aggregate(f: &Function, name: &str, aggs: &mut Vec<Aggregate>) -> Result<usize, SqlError> {
     let at = f.name.span().start;
-    if f.filter.is_some() {
-        return Err(SqlError::at(at, format!("not supported: {name}(...) FILTER (WHERE ...)")));
-    }
     let FunctionArguments::List(list) = &f.args else {
         return Err(SqlError::at(at, format!("{name} needs an argument")));
     };
@@ -139,6 +137,25 @@ fn aggregate(f: &Function, name: &str, aggs: &mut Vec<Aggregate>) -> Result<usiz
             Some(e.clone())
         }
         _ => return Err(SqlError::at(at, format!("{name} takes one argument"))),
+    };
+    // `agg(x) FILTER (WHERE c)` is `agg(CASE WHEN c THEN x END)`: the rows
+    // the filter drops give a null, which no aggregate counts.
+    let argument = match f.filter.as_deref() {
+        None => argument,
+        Some(condition) => {
+            if contains_aggregate(condition) {
+                return Err(SqlError::at(at, "an aggregate's FILTER cannot hold another aggregate"));
+            }
+            let result = argument
+                .unwrap_or_else(|| Expr::value(datafusion::sql::sqlparser::ast::Value::Number("1".into(), false)));
+            Some(Expr::Case {
+                case_token: AttachedToken::empty(),
+                end_token: AttachedToken::empty(),
+                operand: None,
+                conditions: vec![CaseWhen { condition: condition.clone(), result }],
+                else_result: None,
+            })
+        }
     };
     let text = format!(
         "{name}({}{})",

@@ -8,8 +8,21 @@ use super::*;
 impl Planner<'_> {
     /// `SELECT keys, aggregates FROM rel GROUP BY keys [HAVING ...]`.
     pub(super) fn group_aggregate(&mut self, s: &Select, rel: Rel, group: &[Expr]) -> Result<Rel, SqlError> {
-        let keys: Vec<(String, Option<SqlType>)> =
-            group.iter().map(|g| key_column(&rel, g)).collect::<Result<_, _>>()?;
+        // Keys: columns, or expressions computed before the aggregation
+        // (`__key0`, ...) and matched by their text in the select list.
+        let mut keys: Vec<(String, Option<SqlType>)> = Vec::new();
+        let mut computed: Vec<(String, String)> = Vec::new();
+        let mut pre = Vec::new();
+        for (i, g) in group.iter().enumerate() {
+            if plain_column(g).is_some() {
+                keys.push(key_column(&rel, g)?);
+                continue;
+            }
+            let name = format!("__key{i}");
+            pre.push(json!({"name": name, "expr": to_sql(g, &rel)?}));
+            computed.push((g.to_string(), name.clone()));
+            keys.push((name, None));
+        }
         let mut aggs: Vec<Aggregate> = Vec::new();
         let mut items = Vec::new();
         for (i, item) in s.projection.iter().enumerate() {
@@ -25,6 +38,7 @@ impl Planner<'_> {
             };
             let mut x = e.clone();
             placeholders(&mut x, &rel, Bounds::None, &mut aggs)?;
+            computed_keys(&mut x, &computed);
             let name = alias.unwrap_or_else(|| match plain_column(e) {
                 Some(c) => c.value.clone(),
                 None => format!("EXPR${i}"),
@@ -34,8 +48,10 @@ impl Planner<'_> {
         let mut having = s.having.clone();
         if let Some(h) = &mut having {
             placeholders(h, &rel, Bounds::None, &mut aggs)?;
+            computed_keys(h, &computed);
         }
-        let (specs, mut pre) = specs(&aggs, &rel)?;
+        let (specs, agg_inputs) = specs(&aggs, &rel)?;
+        pre.extend(agg_inputs);
         // Aggregates without GROUP BY: one key for everything.
         let global = keys.is_empty();
         if global {
@@ -114,6 +130,21 @@ impl Planner<'_> {
         }
         base
     }
+}
+
+/// Replaces each expression of `computed` (its text, the key column
+/// computing it) in `e` by that column.
+fn computed_keys(e: &mut Expr, computed: &[(String, String)]) {
+    if computed.is_empty() {
+        return;
+    }
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(e, |x| {
+        let text = x.to_string();
+        if let Some((_, column)) = computed.iter().find(|(t, _)| *t == text) {
+            *x = Expr::Identifier(Ident::new(column.clone()));
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
 }
 
 #[cfg(test)]
@@ -272,5 +303,28 @@ INSERT INTO o SELECT auction, COUNT(*) FROM bids GROUP BY auction;"
         assert!(e.contains("upsert-kafka table `o` needs a PRIMARY KEY"), "{e}");
         let e = error(&format!("{} SELECT * FROM o;", table("json", "").split("INSERT").next().unwrap()));
         assert!(e.contains("not supported: reading upsert-kafka table `o`"), "{e}");
+    }
+
+    #[test]
+    fn expressions_as_keys_and_filtered_aggregates_as_nexmark_q15_writes_them() {
+        let g = compiled(&format!(
+            "{DATAGEN} SELECT DATE_FORMAT(ts, 'yyyy-MM-dd') AS `day`, COUNT(*) AS total,
+  COUNT(*) FILTER (WHERE price < 10000) AS cheap, COUNT(DISTINCT auction) FILTER (WHERE price >= 10000) AS rich
+FROM bids GROUP BY DATE_FORMAT(ts, 'yyyy-MM-dd') HAVING COUNT(*) FILTER (WHERE price < 10000) > 0;"
+        ));
+        let agg = g.operators.iter().find(|o| o.kind == "group_aggregate").unwrap();
+        assert_eq!(agg.config["key"], json!(["__key0"]));
+        assert_eq!(agg.config["aggregates"][1]["column"], json!("__in1"), "{:#}", agg.config);
+        assert_eq!(agg.config["aggregates"][2]["fn"], json!("count_distinct"));
+        let input = g.operators.iter().find(|o| o.uid.ends_with(".aggregate-input")).unwrap();
+        let names: Vec<&str> =
+            input.config["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["__key0", "__in1", "__in2"]);
+        let project = g.operators.iter().find(|o| o.uid == "select.project").unwrap();
+        assert_eq!(project.config["columns"][0], json!({"name": "day", "expr": "\"__key0\""}));
+        // A filter in a window aggregation too.
+        compiled(&format!(
+            "{DATAGEN} SELECT window_start, COUNT(*) FILTER (WHERE channel = 'apple') FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY window_start, window_end;"
+        ));
     }
 }
