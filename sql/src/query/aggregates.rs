@@ -8,7 +8,6 @@ use datafusion::sql::sqlparser::ast::{
     CaseWhen, DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause,
     FunctionArguments, Ident, Spanned,
 };
-use datafusion::sql::sqlparser::tokenizer::Location;
 use serde_json::{json, Value};
 
 use super::plain_column;
@@ -44,8 +43,6 @@ pub(super) struct Aggregate {
     pub(super) distinct: bool,
     /// As written, to share one result between equal calls.
     text: String,
-    /// Where it is written.
-    pub(super) at: Location,
 }
 
 impl Aggregate {
@@ -165,7 +162,7 @@ fn aggregate(f: &Function, name: &str, aggs: &mut Vec<Aggregate>) -> Result<usiz
     if let Some(i) = aggs.iter().position(|a| a.text == text) {
         return Ok(i);
     }
-    aggs.push(Aggregate { function: name.to_string(), argument, distinct, text, at });
+    aggs.push(Aggregate { function: name.to_string(), argument, distinct, text });
     Ok(aggs.len() - 1)
 }
 

@@ -432,9 +432,6 @@ impl Planner<'_> {
         if let Some(h) = &mut having {
             placeholders(h, &rel, bounds, &mut aggs)?;
         }
-        if let Some(a) = aggs.iter().find(|a| a.distinct) {
-            return Err(SqlError::at(a.at, "not supported: COUNT(DISTINCT ...) in a window aggregation"));
-        }
         // Inputs of the aggregates that are expressions, and the key of a
         // window over everything.
         let (specs, mut pre) = specs(&aggs, &rel)?;

@@ -1,10 +1,12 @@
 //! Accumulators: one column per aggregate, indexed by slot.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use arrow::row::{RowConverter, SortField};
 
 use super::*;
 
@@ -21,6 +23,8 @@ pub(super) enum AccColumn {
     MinFloat(Vec<f64>, Vec<bool>),
     MaxFloat(Vec<f64>, Vec<bool>),
     Avg(Vec<f64>, Vec<i64>),
+    /// The distinct values (row bytes) of each slot.
+    Distinct(Vec<HashSet<Box<[u8]>>>),
 }
 
 #[derive(Debug, Clone)]
@@ -34,6 +38,8 @@ pub(super) enum AggInput {
     NonNull(Option<arrow::buffer::NullBuffer>),
     Int(Int64Array),
     Float(Float64Array),
+    /// Row bytes of the values, with their nulls.
+    Bytes(arrow::row::Rows, Option<arrow::buffer::NullBuffer>),
 }
 
 impl Accumulators {
@@ -49,6 +55,7 @@ impl Accumulators {
                 (AggFn::Min, true) => AccColumn::MinFloat(Vec::new(), Vec::new()),
                 (AggFn::Max, true) => AccColumn::MaxFloat(Vec::new(), Vec::new()),
                 (AggFn::Avg, _) => AccColumn::Avg(Vec::new(), Vec::new()),
+                (AggFn::CountDistinct, _) => AccColumn::Distinct(Vec::new()),
             })
             .collect();
         Self { cols }
@@ -70,6 +77,7 @@ impl Accumulators {
                     v.push(0.0);
                     n.push(0)
                 }
+                AccColumn::Distinct(v) => v.push(HashSet::new()),
             }
         }
     }
@@ -80,6 +88,11 @@ impl Accumulators {
             .map(|a| {
                 Ok(match (a.func, a.column) {
                     (_, None) => AggInput::Rows,
+                    (AggFn::CountDistinct, Some(c)) => {
+                        let col = batch.column(c);
+                        let conv = RowConverter::new(vec![SortField::new(col.data_type().clone())])?;
+                        AggInput::Bytes(conv.convert_columns(std::slice::from_ref(col))?, col.logical_nulls())
+                    }
                     (AggFn::Count, Some(c)) => AggInput::NonNull(batch.column(c).logical_nulls()),
                     (AggFn::Avg, Some(c)) => AggInput::Float(
                         cast(batch.column(c), &DataType::Float64)?.as_primitive::<Float64Type>().clone(),
@@ -166,6 +179,14 @@ impl Accumulators {
                         n[s] += 1;
                     }
                 }
+                (AccColumn::Distinct(sets), AggInput::Bytes(rows, nulls)) => {
+                    for (r, s) in pairs.filter(|(r, _)| nulls.as_ref().is_none_or(|n| n.is_valid(*r))) {
+                        let v = rows.row(r).data();
+                        if !sets[s].contains(v) {
+                            sets[s].insert(v.into());
+                        }
+                    }
+                }
                 _ => unreachable!("accumulator and input kinds are planned together"),
             }
         }
@@ -192,6 +213,10 @@ impl Accumulators {
                     sum[dst] += sum[src];
                     n[dst] += n[src];
                 }
+                AccColumn::Distinct(sets) => {
+                    let from = std::mem::take(&mut sets[src]);
+                    sets[dst].extend(from);
+                }
             }
         }
     }
@@ -213,6 +238,7 @@ impl Accumulators {
                     v[s] = 0.0;
                     n[s] = 0
                 }
+                AccColumn::Distinct(sets) => sets[s] = HashSet::new(),
             }
         }
     }
@@ -244,6 +270,10 @@ impl Accumulators {
                         .map(|&s| (n[s as usize] > 0).then(|| sum[s as usize] / n[s as usize] as f64))
                         .collect::<Float64Array>(),
                 ),
+                AccColumn::Distinct(sets) => {
+                    Arc::new(Int64Array::from_iter_values(slots.iter().map(|&s| sets[s as usize].len() as i64)))
+                        as ArrayRef
+                }
             })
             .collect()
     }

@@ -1,5 +1,5 @@
 //! `window`: keyed event-time windows — tumbling, sliding and session — with
-//! `count`, `sum`, `min`, `max` and `avg`.
+//! `count`, `count_distinct`, `sum`, `min`, `max` and `avg`.
 //!
 //! A window `[start, end)` fires once the watermark reaches `end - 1`, emitting
 //! one row per key with events in it: the key columns, `window_start`,
@@ -89,6 +89,7 @@ enum AggFn {
     Min,
     Max,
     Avg,
+    CountDistinct,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,7 +192,7 @@ fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
             None => false,
             Some(t) if t.is_integer() => false,
             Some(t) if t.is_floating() => true,
-            Some(_) if a.func == AggFn::Count => false,
+            Some(_) if matches!(a.func, AggFn::Count | AggFn::CountDistinct) => false,
             Some(t) => {
                 return Err(ctx
                     .error(
@@ -201,14 +202,18 @@ fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
             }
         };
         let (dt, nullable) = match a.func {
-            AggFn::Count => (DataType::Int64, false),
+            AggFn::Count | AggFn::CountDistinct => (DataType::Int64, false),
             AggFn::Avg => (DataType::Float64, true),
             _ if float => (DataType::Float64, true),
             _ => (DataType::Int64, true),
         };
         fields.push(Field::new(&a.name, dt, nullable));
         // Counting a column counts its non-null values; reading it as a number is not needed.
-        aggs.push(AggPlan { func: a.func, column, float: float && a.func != AggFn::Count });
+        aggs.push(AggPlan {
+            func: a.func,
+            column,
+            float: float && !matches!(a.func, AggFn::Count | AggFn::CountDistinct),
+        });
     }
     let lateness = c.allowed_lateness.map_or(0, millis);
     let schema = Arc::new(Schema::new(fields));

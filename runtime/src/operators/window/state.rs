@@ -133,6 +133,11 @@ impl Accumulators {
                         n[s as usize] = c.ivarint()?;
                     }
                 }
+                AccColumn::Distinct(sets) => {
+                    for &s in slots {
+                        sets[s as usize] = read_set(c)?;
+                    }
+                }
             }
         }
         Ok(())
@@ -154,6 +159,7 @@ impl Accumulators {
                     out.extend_from_slice(&sum[s].to_le_bytes());
                     out.extend_from_slice(&n[s].to_le_bytes());
                 }
+                AccColumn::Distinct(sets) => put_set(out, &sets[s]),
             }
         }
     }
@@ -174,6 +180,7 @@ impl Accumulators {
                     sum[s] = c.f64()?;
                     n[s] = c.i64()?;
                 }
+                AccColumn::Distinct(sets) => sets[s] = read_set(c)?,
             }
         }
         Ok(())
@@ -282,9 +289,34 @@ impl Accumulators {
                         put_ivarint(&mut bufs[kg as usize], x);
                     }
                 }
+                AccColumn::Distinct(sets) => {
+                    for (set, &kg) in sets.iter().zip(kgs) {
+                        put_set(&mut bufs[kg as usize], set);
+                    }
+                }
             }
         }
     }
+}
+
+/// A set of distinct values: their number, then each one's length and bytes
+/// (varints), in no particular order.
+fn put_set(out: &mut Vec<u8>, set: &std::collections::HashSet<Box<[u8]>>) {
+    put_uvarint(out, set.len() as u64);
+    for v in set {
+        put_uvarint(out, v.len() as u64);
+        out.extend_from_slice(v);
+    }
+}
+
+fn read_set(c: &mut Cursor<'_>) -> OpResult<std::collections::HashSet<Box<[u8]>>> {
+    let n = c.uvarint()? as usize;
+    let mut set = std::collections::HashSet::with_capacity(n.min(1 << 16));
+    for _ in 0..n {
+        let len = c.uvarint()? as usize;
+        set.insert(c.take(len)?.into());
+    }
+    Ok(set)
 }
 
 /// Each group's presence bits of `seen`, eight per byte, lowest bit first,

@@ -528,3 +528,39 @@ fn the_window_declares_its_late_side_output_with_the_input_schema() {
     assert_eq!(sides.len(), 1);
     assert_eq!((sides[0].0.as_str(), &sides[0].1), ("late", &schema));
 }
+
+#[test]
+fn count_distinct_counts_each_value_once_through_merges_and_restores() {
+    use crate::state::{StateReader, StateWriter};
+    for window_spec in
+        [serde_json::json!({"type": "tumbling", "size": "10ms"}), serde_json::json!({"type": "session", "gap": "10ms"})]
+    {
+        let cfg = serde_json::json!({
+            "key": ["k"], "timestamp_column": "t", "window": window_spec,
+            "aggregates": [{"fn": "count_distinct", "column": "name", "as": "names"}, {"fn": "count_distinct", "column": "v", "as": "vs"}]
+        });
+        let mut w = window(cfg.clone());
+        let mut out = Collector::default();
+        w.process_batch(
+            0,
+            batch(&[(1, "a", 0, Some(1)), (1, "b", 1, Some(1)), (1, "a", 2, None), (2, "a", 3, Some(2))]),
+            &mut out,
+        )
+        .unwrap();
+        // Sessions: 8 stretches key 1's [0,12) to [0,18); tumbling: all in [0,10).
+        w.process_batch(0, batch(&[(1, "c", 8, Some(3)), (1, "b", 5, Some(1))]), &mut out).unwrap();
+        let mut sw = StateWriter::new("w", CheckpointId(1), true);
+        w.snapshot_state(&mut sw).unwrap();
+        let entries = sw.into_entries();
+        let mut restored = window(cfg);
+        restored.restore_state(&StateReader::new("w", &entries)).unwrap();
+        restored.finish(&mut out).unwrap();
+        let got = rows(&mut out);
+        let end = if window_spec["type"] == "session" { (18, 13) } else { (10, 10) };
+        assert_eq!(
+            got,
+            [format!("1,0,{},3,2", end.0), format!("2,{},{},1,1", if end.0 == 18 { 3 } else { 0 }, end.1)],
+            "{window_spec}"
+        );
+    }
+}
