@@ -438,42 +438,45 @@ impl Operator for GroupAggregate {
         };
         let inputs = self.inputs(&batch)?;
         let touched = if self.p.ttl.is_some() { now_ms() } else { 0 };
-        // Each key's result before this batch, in the order keys first came.
-        let mut before: HashMap<&[u8], usize> = HashMap::new();
-        let mut order: Vec<(&[u8], Option<Vec<Out>>)> = Vec::new();
+        // The batch's rows by key, keys in the order they first come: each
+        // key's state is looked up and marked changed once per batch.
+        let mut index: HashMap<&[u8], usize> = HashMap::new();
+        let mut keys: Vec<(&[u8], Vec<u32>)> = Vec::new();
         for r in 0..n {
             let key = rows.row(r).data();
-            let sign = signs[r];
-            if !before.contains_key(key) {
-                let prev = self.state.get(key).map(|s| self.result(s));
-                before.insert(key, order.len());
-                order.push((key, prev));
-            }
-            if self.state.get(key).is_none() {
-                if sign < 0 {
-                    self.ignored_retractions += 1;
-                    continue;
-                }
+            let i = *index.entry(key).or_insert_with(|| {
+                keys.push((key, Vec::new()));
+                keys.len() - 1
+            });
+            keys[i].1.push(r as u32);
+        }
+        let mut changes = Vec::new();
+        for (key, picks) in keys {
+            let prev = self.state.get(key).map(|s| self.result(s));
+            if prev.is_none() {
                 let accs = self.p.aggs.iter().map(|a| a.kind.empty()).collect();
-                let kg = key_group(hashes[r], self.max_parallelism);
+                let kg = key_group(hashes[picks[0] as usize], self.max_parallelism);
                 self.state.put(kg, key.to_vec(), KeyState { rows: 0, touched, accs });
             }
             let st = self.state.get_mut(key).expect("present");
-            st.rows += sign;
             st.touched = touched;
-            for ((acc, a), input) in st.accs.iter_mut().zip(&self.p.aggs).zip(&inputs) {
-                acc.apply(a.kind, sign, input.value(r));
-            }
-        }
-        let mut changes = Vec::new();
-        for (key, prev) in order {
-            let after = match self.state.get(key).map(|s| s.rows) {
-                Some(rows) if rows > 0 => self.state.get(key).map(|s| self.result(s)),
-                Some(_) => {
-                    self.state.remove(key);
-                    None
+            for &r in &picks {
+                let (r, sign) = (r as usize, signs[r as usize]);
+                if sign < 0 && st.rows <= 0 {
+                    // Nothing to take back: the key expired, or never came.
+                    self.ignored_retractions += 1;
+                    continue;
                 }
-                None => None,
+                st.rows += sign;
+                for ((acc, a), input) in st.accs.iter_mut().zip(&self.p.aggs).zip(&inputs) {
+                    acc.apply(a.kind, sign, input.value(r));
+                }
+            }
+            let after = if st.rows > 0 {
+                Some(self.p.aggs.iter().zip(&st.accs).map(|(a, acc)| acc.out(a.kind)).collect::<Vec<_>>())
+            } else {
+                self.state.remove(key);
+                None
             };
             match (prev, after) {
                 (None, Some(a)) => changes.push((key.to_vec(), a, "+I")),
