@@ -255,3 +255,55 @@ pub(super) fn contains_aggregate(e: &Expr) -> bool {
     });
     found
 }
+
+/// The keys of a `GROUP BY`: columns, or expressions computed before the
+/// aggregation (`__key0`, ...) that the select list and `HAVING` read by
+/// their text.
+#[derive(Debug, Default)]
+pub(super) struct GroupKeys {
+    /// Each key's column and its type where known.
+    pub(super) keys: Vec<(String, Option<SqlType>)>,
+    /// `(expression text, its key column)`.
+    computed: Vec<(String, String)>,
+    /// The `map` columns computing the expression keys.
+    pub(super) pre: Vec<Value>,
+}
+
+impl GroupKeys {
+    /// Adds the key `g` of `rel`.
+    pub(super) fn add(&mut self, rel: &Rel, g: &Expr) -> Result<(), SqlError> {
+        if plain_column(g).is_some() {
+            self.keys.push(key_column(rel, g)?);
+            return Ok(());
+        }
+        let name = format!("__key{}", self.keys.len());
+        self.pre.push(json!({"name": name, "expr": to_sql(g, rel)?}));
+        self.computed.push((g.to_string(), name.clone()));
+        self.keys.push((name, None));
+        Ok(())
+    }
+
+    /// The expressions behind computed keys, for uids (empty without any,
+    /// so the uids of queries grouped by columns stay as they were).
+    pub(super) fn expressions(&self) -> String {
+        if self.computed.is_empty() {
+            String::new()
+        } else {
+            format!("|{:?}", self.computed)
+        }
+    }
+
+    /// Replaces each key expression in `e` by its key column.
+    pub(super) fn replace(&self, e: &mut Expr) {
+        if self.computed.is_empty() {
+            return;
+        }
+        let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(e, |x| {
+            let text = x.to_string();
+            if let Some((_, column)) = self.computed.iter().find(|(t, _)| *t == text) {
+                *x = Expr::Identifier(Ident::new(column.clone()));
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+    }
+}

@@ -8,21 +8,12 @@ use super::*;
 impl Planner<'_> {
     /// `SELECT keys, aggregates FROM rel GROUP BY keys [HAVING ...]`.
     pub(super) fn group_aggregate(&mut self, s: &Select, rel: Rel, group: &[Expr]) -> Result<Rel, SqlError> {
-        // Keys: columns, or expressions computed before the aggregation
-        // (`__key0`, ...) and matched by their text in the select list.
-        let mut keys: Vec<(String, Option<SqlType>)> = Vec::new();
-        let mut computed: Vec<(String, String)> = Vec::new();
-        let mut pre = Vec::new();
-        for (i, g) in group.iter().enumerate() {
-            if plain_column(g).is_some() {
-                keys.push(key_column(&rel, g)?);
-                continue;
-            }
-            let name = format!("__key{i}");
-            pre.push(json!({"name": name, "expr": to_sql(g, &rel)?}));
-            computed.push((g.to_string(), name.clone()));
-            keys.push((name, None));
+        let mut gk = GroupKeys::default();
+        for g in group {
+            gk.add(&rel, g)?;
         }
+        let keys = gk.keys.clone();
+        let mut pre = gk.pre.clone();
         let mut aggs: Vec<Aggregate> = Vec::new();
         let mut items = Vec::new();
         for (i, item) in s.projection.iter().enumerate() {
@@ -38,7 +29,7 @@ impl Planner<'_> {
             };
             let mut x = e.clone();
             placeholders(&mut x, &rel, Bounds::None, &mut aggs)?;
-            computed_keys(&mut x, &computed);
+            gk.replace(&mut x);
             let name = alias.unwrap_or_else(|| match plain_column(e) {
                 Some(c) => c.value.clone(),
                 None => format!("EXPR${i}"),
@@ -48,7 +39,7 @@ impl Planner<'_> {
         let mut having = s.having.clone();
         if let Some(h) = &mut having {
             placeholders(h, &rel, Bounds::None, &mut aggs)?;
-            computed_keys(h, &computed);
+            gk.replace(h);
         }
         let (specs, agg_inputs) = specs(&aggs, &rel)?;
         pre.extend(agg_inputs);
@@ -65,7 +56,7 @@ impl Planner<'_> {
         // The uid changes with what the state means (keys, aggregates, and
         // whether the input retracts), so a changed query does not restore
         // old state into it.
-        let meaning = format!("{key:?}|{specs:?}|{}", rel.changelog);
+        let meaning = format!("{key:?}{}|{specs:?}|{}", gk.expressions(), rel.changelog);
         let uid_base = format!("{}.group-aggregate-{}", rel.origin, fingerprint(&meaning));
         let config = self.group_config(json!({"key": key, "aggregates": specs}), rel.changelog);
         let uid = self.b.add(&uid_base, "group_aggregate", config, 0);
@@ -130,21 +121,6 @@ impl Planner<'_> {
         }
         base
     }
-}
-
-/// Replaces each expression of `computed` (its text, the key column
-/// computing it) in `e` by that column.
-fn computed_keys(e: &mut Expr, computed: &[(String, String)]) {
-    if computed.is_empty() {
-        return;
-    }
-    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(e, |x| {
-        let text = x.to_string();
-        if let Some((_, column)) = computed.iter().find(|(t, _)| *t == text) {
-            *x = Expr::Identifier(Ident::new(column.clone()));
-        }
-        std::ops::ControlFlow::<()>::Continue(())
-    });
 }
 
 #[cfg(test)]
@@ -259,6 +235,14 @@ INSERT INTO hist SELECT n, COUNT(*) FROM (SELECT auction, COUNT(*) AS n FROM bid
     }
 
     #[test]
+    fn union_without_all_is_a_distinct_union() {
+        let g = compiled(&format!("{DATAGEN} SELECT auction FROM bids UNION SELECT price FROM bids;"));
+        let d = g.operators.iter().find(|o| o.kind == "group_aggregate").expect("a distinct");
+        assert_eq!(d.config["key"], json!(["auction"]));
+        assert!(g.edges.iter().filter(|e| e.to.ends_with(".union")).count() == 2, "both sides feed the union");
+    }
+
+    #[test]
     fn a_union_with_an_updating_side_is_updating() {
         let g = compiled(&format!(
             "{DATAGEN} SELECT auction, COUNT(*) FROM bids GROUP BY auction UNION ALL SELECT auction, price FROM bids;"
@@ -326,5 +310,26 @@ FROM bids GROUP BY DATE_FORMAT(ts, 'yyyy-MM-dd') HAVING COUNT(*) FILTER (WHERE p
         compiled(&format!(
             "{DATAGEN} SELECT window_start, COUNT(*) FILTER (WHERE channel = 'apple') FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY window_start, window_end;"
         ));
+    }
+
+    #[test]
+    fn windows_group_by_expressions_and_their_uids_follow_the_expression() {
+        let q = |key: &str| {
+            compiled(&format!(
+                "{DATAGEN} SELECT {key} AS bucket, window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND))
+                 GROUP BY {key}, window_start, window_end;"
+            ))
+        };
+        let g = q("auction % 10");
+        let w = g.operators.iter().find(|o| o.kind == "window").unwrap();
+        assert_eq!(w.config["key"], json!(["__key0"]));
+        let other = q("auction % 20");
+        let w2 = other.operators.iter().find(|o| o.kind == "window").unwrap();
+        assert_ne!(w.uid, w2.uid, "another key expression is another state");
+        let plain = compiled(&format!("{DATAGEN} SELECT auction, COUNT(*) FROM bids GROUP BY auction;"));
+        let agg = plain.operators.iter().find(|o| o.kind == "group_aggregate").unwrap();
+        let computed = compiled(&format!("{DATAGEN} SELECT auction + 0, COUNT(*) FROM bids GROUP BY auction + 0;"));
+        let agg2 = computed.operators.iter().find(|o| o.kind == "group_aggregate").unwrap();
+        assert_ne!(agg.uid, agg2.uid);
     }
 }

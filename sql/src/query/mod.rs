@@ -25,7 +25,7 @@ mod aggregates;
 mod group;
 mod union;
 
-use aggregates::{contains_aggregate, finish, key_column, placeholders, specs, Aggregate, Bounds, AGG, WINDOW};
+use aggregates::{contains_aggregate, finish, placeholders, specs, Aggregate, Bounds, GroupKeys, AGG, WINDOW};
 
 /// Tables and views declared so far.
 #[derive(Debug, Default)]
@@ -105,9 +105,19 @@ impl Planner<'_> {
             SetExpr::SetOperation { op: SetOperator::Union, set_quantifier: SetQuantifier::All, left, right } => {
                 self.union_all(left, right)
             }
+            SetExpr::SetOperation {
+                op: SetOperator::Union,
+                set_quantifier: SetQuantifier::None | SetQuantifier::Distinct,
+                left,
+                right,
+            } => {
+                // UNION: the rows of both, each once.
+                let all = self.union_all(left, right)?;
+                self.distinct(all)
+            }
             SetExpr::SetOperation { op, left, .. } => {
                 let what = match op {
-                    SetOperator::Union => "UNION / UNION ALL",
+                    SetOperator::Union => "this kind of UNION",
                     SetOperator::Intersect => "INTERSECT",
                     SetOperator::Except | SetOperator::Minus => "EXCEPT",
                 };
@@ -366,25 +376,24 @@ impl Planner<'_> {
         group: &[Expr],
     ) -> Result<Rel, SqlError> {
         // The window and the grouping keys.
-        let (window, keys) = match &tvf {
+        let mut gk = GroupKeys::default();
+        let window = match &tvf {
             Some(w) => {
-                let mut keys = Vec::new();
                 let (mut start, mut end) = (false, false);
                 for g in group {
                     match window_column(g) {
                         Some("window_start") => start = true,
                         Some("window_end") => end = true,
                         Some(_) => return Err(SqlError::at(g.span().start, "not supported: GROUP BY window_time")),
-                        None => keys.push(key_column(&rel, g)?),
+                        None => gk.add(&rel, g)?,
                     }
                 }
                 if !(start && end) {
                     return Err(SqlError::at(w.at, "a window aggregation groups by both window_start and window_end"));
                 }
-                (w.clone(), keys)
+                w.clone()
             }
             None => {
-                let mut keys = Vec::new();
                 let mut window = None;
                 for g in group {
                     match legacy_window(g) {
@@ -394,12 +403,13 @@ impl Planner<'_> {
                             }
                             window = Some(self.legacy_spec(f, &rel)?);
                         }
-                        None => keys.push(key_column(&rel, g)?),
+                        None => gk.add(&rel, g)?,
                     }
                 }
-                (window.expect("a legacy window was found"), keys)
+                window.expect("a legacy window was found")
             }
         };
+        let keys = gk.keys.clone();
         let legacy = tvf.is_none();
         let bounds = if legacy { Bounds::Legacy } else { Bounds::Tvf };
         // Aggregate calls and window bounds become placeholders; the
@@ -419,6 +429,7 @@ impl Planner<'_> {
             };
             let mut x = e.clone();
             placeholders(&mut x, &rel, bounds, &mut aggs)?;
+            gk.replace(&mut x);
             let name = alias.unwrap_or_else(|| match (e, &x) {
                 (Expr::Identifier(id), _) => id.value.clone(),
                 (_, Expr::Identifier(p)) if p.value.starts_with(WINDOW) && !legacy => {
@@ -431,10 +442,13 @@ impl Planner<'_> {
         let mut having = s.having.clone();
         if let Some(h) = &mut having {
             placeholders(h, &rel, bounds, &mut aggs)?;
+            gk.replace(h);
         }
-        // Inputs of the aggregates that are expressions, and the key of a
-        // window over everything.
-        let (specs, mut pre) = specs(&aggs, &rel)?;
+        // Key expressions, inputs of the aggregates that are expressions,
+        // and the key of a window over everything.
+        let (specs, agg_inputs) = specs(&aggs, &rel)?;
+        let mut pre = gk.pre.clone();
+        pre.extend(agg_inputs);
         let global = keys.is_empty();
         if global {
             pre.push(json!({"name": "__all", "expr": "0"}));
@@ -446,7 +460,7 @@ impl Planner<'_> {
         let key: Vec<String> = if global { vec!["__all".into()] } else { keys.iter().map(|k| k.0.clone()).collect() };
         // The uid changes with what the state means (keys, window,
         // aggregates), so a changed query does not restore old state into it.
-        let meaning = format!("{key:?}|{}|{}|{specs:?}", window.column, window.spec);
+        let meaning = format!("{key:?}{}|{}|{}|{specs:?}", gk.expressions(), window.column, window.spec);
         let kind = window.spec["type"].as_str().unwrap_or("window").to_string();
         let uid_base = format!("{}.{kind}-{}", rel.origin, fingerprint(&meaning));
         let config = json!({"key": key, "timestamp_column": window.column, "window": window.spec, "aggregates": specs});
