@@ -371,3 +371,53 @@ FROM bids GROUP BY channel, price % 3;
     assert!(changes > 2 * want.len(), "groups were updated on the way: {changes} changes");
     Ok(())
 }
+
+/// A Top-N in SQL (`ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...)`
+/// under `WHERE rn <= 3`), printed by `weir local` at parallelism 2:
+/// replayed by (channel, rank), its changes end in each channel's three
+/// highest prices.
+#[test]
+fn a_sql_top_n_prints_a_changelog_that_ends_in_each_partitions_first_rows() -> anyhow::Result<()> {
+    const N: i64 = 20_000;
+    let dir = tempfile::tempdir()?;
+    let script = dir.path().join("top.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "SET 'parallelism.default' = '2';
+CREATE TABLE bids (auction BIGINT, price BIGINT, channel STRING)
+  WITH ('connector' = 'datagen', 'number-of-rows' = '{N}');
+SELECT channel, price, rn FROM (
+  SELECT *, ROW_NUMBER() OVER (PARTITION BY channel ORDER BY price DESC) AS rn FROM bids
+) WHERE rn <= 3;
+"
+        ),
+    )?;
+    let run = std::process::Command::new(bin("weir")).arg("local").arg(&script).output()?;
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let mut ranks: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&run.stdout).lines() {
+        let json = line.split_once("> ").map_or(line, |(_, rest)| rest);
+        let Ok(row) = serde_json::from_str::<serde_json::Value>(json) else { continue };
+        let key = (row["channel"].as_str().unwrap_or_default().to_string(), row["rn"].as_i64().unwrap_or(-1));
+        match row["__op"].as_str() {
+            Some("+I" | "+U") => ranks.insert(key, row["price"].as_i64().unwrap_or(-1)),
+            Some("-U" | "-D") => ranks.remove(&key),
+            other => anyhow::bail!("unknown change kind {other:?} in {line}"),
+        };
+    }
+    let channels = ["apple", "google", "facebook", "baidu"];
+    let mut prices: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for i in 0..N {
+        prices.entry(channels[(i % 4) as usize].to_string()).or_default().push(100 + (i * 31) % 10_000);
+    }
+    let mut want = BTreeMap::new();
+    for (c, mut p) in prices {
+        p.sort_unstable_by(|a, b| b.cmp(a));
+        for (r, price) in p.into_iter().take(3).enumerate() {
+            want.insert((c.clone(), r as i64 + 1), price);
+        }
+    }
+    assert_eq!(ranks, want);
+    Ok(())
+}

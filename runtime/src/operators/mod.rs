@@ -23,6 +23,7 @@ pub mod registry;
 
 pub use registry::Registry;
 pub mod sinks;
+pub mod top_n;
 pub mod values;
 pub mod watermark;
 pub mod window;

@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::OperatorFactory;
-use super::{aggregate, datagen, join, project, sinks, values, watermark, window};
+use super::{aggregate, datagen, join, project, sinks, top_n, values, watermark, window};
 
 /// Operator kinds by name.
 #[derive(Clone, Default)]
@@ -38,11 +38,11 @@ impl Registry {
     }
 
     /// A registry with the built-in operators: `datagen`, `values`, `map`,
-    /// `project`, `filter`, `watermark`, `window`, `group_aggregate`, `lookup_join`,
+    /// `project`, `filter`, `watermark`, `window`, `group_aggregate`, `top_n`, `lookup_join`,
     /// `interval_join`, `discard`, `stdout` and `jsonl_file`.
     pub fn builtins() -> Self {
         let mut r = Self::empty();
-        let builtins: [Arc<dyn OperatorFactory>; 13] = [
+        let builtins: [Arc<dyn OperatorFactory>; 14] = [
             Arc::new(datagen::DatagenFactory),
             Arc::new(values::ValuesFactory),
             Arc::new(project::MapFactory),
@@ -51,6 +51,7 @@ impl Registry {
             Arc::new(watermark::WatermarkFactory),
             Arc::new(window::WindowFactory),
             Arc::new(aggregate::GroupAggregateFactory),
+            Arc::new(top_n::TopNFactory),
             Arc::new(join::LookupJoinFactory),
             Arc::new(join::IntervalJoinFactory),
             Arc::new(sinks::DiscardFactory),

@@ -23,6 +23,7 @@ use crate::types::SqlType;
 
 mod aggregates;
 mod group;
+mod top_n;
 mod union;
 
 use aggregates::{contains_aggregate, finish, placeholders, specs, Aggregate, Bounds, GroupKeys, AGG, WINDOW};
@@ -281,7 +282,14 @@ impl Planner<'_> {
             [] => return Err(SqlError::at(at, "not supported: SELECT without FROM")),
             [_, second, ..] => return Err(SqlError::at(second.span().start, "not supported: joins (a comma in FROM)")),
         };
-        let (mut rel, window) = self.relation(from)?;
+        // A Top-N subquery takes the outer WHERE's condition on its rank.
+        let (mut rel, window, selection) = match self.top_n(s)? {
+            Some((rel, rest)) => (rel, None, rest),
+            None => {
+                let (rel, window) = self.relation(from)?;
+                (rel, window, s.selection.clone())
+            }
+        };
         let qualified;
         let s = if rel.qualifiers.is_empty() {
             s
@@ -289,7 +297,8 @@ impl Planner<'_> {
             qualified = qualify_select(s, &rel)?;
             &qualified
         };
-        if let Some(w) = &s.selection {
+        let selection = if rel.qualifiers.is_empty() { selection } else { s.selection.clone() };
+        if let Some(w) = &selection {
             let predicate = to_sql(w, &rel)?;
             rel.uid = self.stateless(&rel, "filter", "filter", json!({"predicate": predicate}));
         }
