@@ -168,15 +168,20 @@ impl Planner<'_> {
                 "not supported: a join without an equality of a column of each side (ON a.k = b.k)",
             ));
         }
-        let (Some(lower), Some(upper)) = (bounds.lower, bounds.upper) else {
-            return Err(SqlError::at(
-                span_start(on),
-                "not supported: regular joins (their result is updating); bound the event times against each other for an interval join, e.g. AND b.ts BETWEEN a.ts - INTERVAL '5' MINUTE AND a.ts + INTERVAL '5' MINUTE",
-            ));
+        // Both time bounds make an interval join; none, a regular join.
+        let interval = match (bounds.lower, bounds.upper) {
+            (Some(lower), Some(upper)) if lower > upper => {
+                return Err(SqlError::at(span_start(on), "the time conditions of this join exclude every pair of rows"))
+            }
+            (Some(lower), Some(upper)) => Some((lower, upper)),
+            (None, None) => None,
+            _ => {
+                return Err(SqlError::at(
+                    span_start(on),
+                    "not supported: a join bounding the event times on one side only; bound them on both for an interval join (b.ts BETWEEN a.ts - INTERVAL '5' MINUTE AND a.ts + INTERVAL '5' MINUTE), or not at all for a regular join",
+                ))
+            }
         };
-        if lower > upper {
-            return Err(SqlError::at(span_start(on), "the time conditions of this join exclude every pair of rows"));
-        }
         if !rest.is_empty() && kind != Kind::Inner {
             return Err(SqlError::at(
                 span_start(rest[0]),
@@ -206,26 +211,41 @@ impl Planner<'_> {
         let (left_time, right_time) =
             (left.rowtime.clone().unwrap_or_default(), right.rowtime.clone().unwrap_or_default());
         let (left_key, right_key): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
-        let meaning = format!("{left_key:?}|{right_key:?}|{left_time}|{right_time}|{lower}|{upper}|{}", kind.name());
-        let base = format!("{}-{}.interval-join-{}", left.origin, right.origin, fingerprint(&meaning));
-        let config = json!({
-            "left_key": left_key, "right_key": right_key,
-            "left_time": left_time, "right_time": right_time,
-            "lower": lower, "upper": upper, "join_type": kind.name(), "names": names,
-        });
-        let uid = self.b.add(&base, "interval_join", config, 0);
+        let (uid, rowtime, changelog) = match interval {
+            Some((lower, upper)) => {
+                let meaning =
+                    format!("{left_key:?}|{right_key:?}|{left_time}|{right_time}|{lower}|{upper}|{}", kind.name());
+                let base = format!("{}-{}.interval-join-{}", left.origin, right.origin, fingerprint(&meaning));
+                let config = json!({
+                    "left_key": left_key, "right_key": right_key,
+                    "left_time": left_time, "right_time": right_time,
+                    "lower": lower, "upper": upper, "join_type": kind.name(), "names": names,
+                });
+                (self.b.add(&base, "interval_join", config, 0), left.rowtime.clone(), false)
+            }
+            None => {
+                // A regular join: its rows lose their event-time attribute,
+                // and an outer one's result is updating.
+                let meaning = format!("{left_key:?}|{right_key:?}|{}", kind.name());
+                let base = format!("{}-{}.join-{}", left.origin, right.origin, fingerprint(&meaning));
+                let mut config =
+                    json!({"left_key": left_key, "right_key": right_key, "join_type": kind.name(), "names": names});
+                let outer = kind != Kind::Inner;
+                if outer {
+                    config["op_column"] = json!(crate::builder::OP);
+                }
+                if let Some(ttl) = self.settings.state_ttl {
+                    config["state_ttl"] = json!(format!("{}ms", ttl.as_millis()));
+                }
+                (self.b.add(&base, "regular_join", config, 0), None, outer)
+            }
+        };
         self.b.connect_input(&left.uid, &uid, 0, Partitioning::Hash, left_key);
         self.b.connect_input(&right.uid, &uid, 1, Partitioning::Hash, right_key);
         let mut columns = left.columns.clone();
         columns.extend(right.columns.iter().zip(&right_names).map(|(c, n)| Col { name: n.clone(), ty: c.ty.clone() }));
-        let mut out = Rel {
-            uid,
-            columns,
-            rowtime: left.rowtime.clone(),
-            origin: format!("{}-{}", left.origin, right.origin),
-            qualifiers,
-            changelog: false,
-        };
+        let mut out =
+            Rel { uid, columns, rowtime, origin: format!("{}-{}", left.origin, right.origin), qualifiers, changelog };
         if !rest.is_empty() {
             let mut predicate = rest[0].clone();
             for r in &rest[1..] {

@@ -294,8 +294,6 @@ fn errors_name_the_place_and_the_closest_name() {
     assert!(e.contains("the query gives 1 columns (auction) and table `o` takes 2 (a, b)"), "{e}");
     let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'filesystem', 'path' = '/tmp/o', 'format' = 'json');\nINSERT INTO o SELECT COUNT(*) FROM bids GROUP BY auction;"));
     assert!(e.contains("the query's result is updating") && e.contains("only appends rows"), "{e}");
-    let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT a.auction FROM bids a JOIN bids b ON a.auction = b.auction;"));
-    assert!(e.contains("not supported: regular joins"), "{e}");
     let g = compiled(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT COUNT(DISTINCT price) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY window_start, window_end;"));
     let w = g.operators.iter().find(|o| o.kind == "window").unwrap();
     assert_eq!(w.config["aggregates"][0]["fn"], "count_distinct");
@@ -469,12 +467,12 @@ SELECT price, bidder FROM bids b JOIN asks a
 }
 
 #[test]
-fn joins_the_runtime_cannot_run_as_appends_are_refused_with_the_reason() {
+fn joins_the_runtime_cannot_run_are_refused_with_the_reason() {
     let out = "CREATE TABLE out (price BIGINT) WITH ('connector' = 'blackhole');";
     let e = error(&format!(
-        "{DATAGEN}{ASKS}{out} INSERT INTO out SELECT price FROM bids b JOIN asks a ON b.auction = a.auction;"
+        "{DATAGEN}{ASKS}{out} INSERT INTO out SELECT price FROM bids b JOIN asks a ON b.auction = a.auction AND a.ts > b.ts;"
     ));
-    assert!(e.contains("not supported: regular joins"), "{e}");
+    assert!(e.contains("bounding the event times on one side only"), "{e}");
     let e = error(&format!(
         "{DATAGEN}{ASKS}{out} INSERT INTO out SELECT price FROM bids b JOIN asks a ON b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' SECOND;"
     ));
@@ -501,4 +499,39 @@ fn joins_the_runtime_cannot_run_as_appends_are_refused_with_the_reason() {
         "{DATAGEN}{out} INSERT INTO out SELECT b.price FROM bids b JOIN bids b ON b.auction = b.auction;"
     ));
     assert!(e.contains("names two inputs"), "{e}");
+}
+
+#[test]
+fn a_join_without_time_bounds_is_a_regular_join_updating_when_outer() {
+    let out = |name: &str| format!("CREATE TABLE {name} (price BIGINT, ask BIGINT) WITH ('connector' = 'blackhole');");
+    let g = compiled(&format!(
+        "{DATAGEN}{ASKS}{} SET 'table.exec.state.ttl' = '10 min';
+INSERT INTO o SELECT b.price, a.bidder FROM bids b JOIN asks a ON b.auction = a.auction AND a.bidder > b.price;",
+        out("o")
+    ));
+    let join = g.operators.iter().find(|o| o.kind == "regular_join").expect("a regular join");
+    assert!(join.uid.starts_with("bids-asks.join-"), "{}", join.uid);
+    assert_eq!(join.config["join_type"], "inner");
+    assert_eq!(join.config["state_ttl"], "600000ms");
+    assert!(join.config.get("op_column").is_none(), "an inner join of appending inputs appends");
+    assert!(g.operators.iter().any(|o| o.kind == "filter" && o.uid.ends_with(".join-filter")));
+    let inputs: Vec<_> = g.edges.iter().filter(|e| e.to == join.uid).map(|e| (e.input, e.key.clone())).collect();
+    assert_eq!(inputs, [(0, vec!["auction".to_string()]), (1, vec!["auction".to_string()])]);
+    // A left join's result is updating: into a table without a key it is refused.
+    let e = error(&format!(
+        "{DATAGEN}{ASKS} CREATE TABLE o (price BIGINT, ask BIGINT) WITH ('connector' = 'filesystem', 'path' = '/tmp/o', 'format' = 'json');
+INSERT INTO o SELECT b.price, a.bidder FROM bids b LEFT JOIN asks a ON b.auction = a.auction;"
+    ));
+    assert!(e.contains("the query's result is updating"), "{e}");
+    let g = compiled(&format!(
+        "{DATAGEN}{ASKS} SELECT b.price, a.bidder FROM bids b LEFT JOIN asks a ON b.auction = a.auction;"
+    ));
+    let join = g.operators.iter().find(|o| o.kind == "regular_join").unwrap();
+    assert_eq!(join.config["op_column"], "__op");
+    // Its rows have no event-time attribute for a window.
+    let e = error(&format!(
+        "{DATAGEN}{ASKS} CREATE VIEW j AS SELECT b.ts, b.price FROM bids b JOIN asks a ON b.auction = a.auction;
+SELECT COUNT(*) FROM TABLE(TUMBLE(TABLE j, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY window_start, window_end;"
+    ));
+    assert!(e.contains("is not an event-time attribute"), "{e}");
 }

@@ -39,10 +39,10 @@ impl Registry {
 
     /// A registry with the built-in operators: `datagen`, `values`, `map`,
     /// `project`, `filter`, `watermark`, `window`, `group_aggregate`, `top_n`, `lookup_join`,
-    /// `interval_join`, `discard`, `stdout` and `jsonl_file`.
+    /// `interval_join`, `regular_join`, `discard`, `stdout` and `jsonl_file`.
     pub fn builtins() -> Self {
         let mut r = Self::empty();
-        let builtins: [Arc<dyn OperatorFactory>; 14] = [
+        let builtins: [Arc<dyn OperatorFactory>; 15] = [
             Arc::new(datagen::DatagenFactory),
             Arc::new(values::ValuesFactory),
             Arc::new(project::MapFactory),
@@ -54,6 +54,7 @@ impl Registry {
             Arc::new(top_n::TopNFactory),
             Arc::new(join::LookupJoinFactory),
             Arc::new(join::IntervalJoinFactory),
+            Arc::new(join::RegularJoinFactory),
             Arc::new(sinks::DiscardFactory),
             Arc::new(sinks::StdoutFactory),
             Arc::new(sinks::JsonlFileFactory),

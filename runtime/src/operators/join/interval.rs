@@ -28,9 +28,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, Rows, SortField};
 use serde::{Deserialize, Deserializer};
 
-use super::{ipc_decode, ipc_encode, key_type};
+use super::{ipc_decode, ipc_encode, join_keys, output_fields, JoinType};
 use crate::error::{OpResult, OperatorError, PlanError};
-use crate::keygroup::{hash_rows, is_key_type, key_group};
+use crate::keygroup::{hash_rows, key_group};
 use crate::operators::watermark::{event_times, time_column};
 use crate::operators::{duration, Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo};
 use crate::state::{StateReader, StateWriter};
@@ -52,24 +52,6 @@ struct Config {
     right_prefix: String,
     #[serde(default)]
     names: Option<Vec<String>>,
-}
-
-/// Which unmatched rows an interval join keeps, padded with nulls.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum JoinType {
-    #[default]
-    Inner,
-    Left,
-    Right,
-    Full,
-}
-
-impl JoinType {
-    /// Whether unmatched rows of `side` (0 left, 1 right) are emitted.
-    fn outer(self, side: usize) -> bool {
-        matches!((self, side), (JoinType::Full, _) | (JoinType::Left, 0) | (JoinType::Right, 1))
-    }
 }
 
 /// A bound: milliseconds as a number, or a duration that may be negative
@@ -129,73 +111,18 @@ impl Planned {
 
 fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
     let c: Config = ctx.config()?;
-    if c.left_key.is_empty() || c.left_key.len() != c.right_key.len() {
-        return Err(ctx
-            .error("left_key and right_key need the same number (at least one) of columns")
-            .field("config.right_key"));
-    }
     if c.lower > c.upper {
         return Err(ctx
             .error(format!("lower ({} ms) is after upper ({} ms): no pair of rows could ever meet", c.lower, c.upper))
             .field("config.lower"));
     }
     let inputs = [ctx.inputs[0].clone(), ctx.inputs[1].clone()];
-    let side_name = ["left", "right"];
-    let mut keys = [Vec::new(), Vec::new()];
-    let mut key_types = Vec::new();
-    for (l, r) in c.left_key.iter().zip(&c.right_key) {
-        let mut found = [0; 2];
-        for (s, name) in [l, r].into_iter().enumerate() {
-            let field = format!("config.{}_key", side_name[s]);
-            found[s] = inputs[s]
-                .index_of(name)
-                .map_err(|_| ctx.error(format!("no column `{name}` in the {} input", side_name[s])).field(field))?;
-        }
-        let (a, b) = (inputs[0].field(found[0]).data_type(), inputs[1].field(found[1]).data_type());
-        if !is_key_type(a) || key_type(a) != key_type(b) {
-            return Err(ctx
-                .error(format!("left key `{l}` ({a}) and right key `{r}` ({b}) cannot be compared"))
-                .field("config.right_key"));
-        }
-        keys[0].push(found[0]);
-        keys[1].push(found[1]);
-        key_types.push(key_type(a));
-    }
+    let (keys, key_types) = join_keys(ctx, &inputs, &c.left_key, &c.right_key)?;
     let times = [
         time_column(ctx, &inputs[0], &c.left_time, "config.left_time")?,
         time_column(ctx, &inputs[1], &c.right_time, "config.right_time")?,
     ];
-    ctx.require_keyed_input(0, &c.left_key, "config.left_key")?;
-    ctx.require_keyed_input(1, &c.right_key, "config.right_key")?;
-    let mut fields: Vec<Field> = Vec::new();
-    for (s, schema) in inputs.iter().enumerate() {
-        // A side is null in the rows the other side's outer join pads.
-        let padded = c.join_type.outer(1 - s);
-        for f in schema.fields() {
-            let name = if s == 1 { format!("{}{}", c.right_prefix, f.name()) } else { f.name().clone() };
-            fields.push(Field::new(name, f.data_type().clone(), f.is_nullable() || padded));
-        }
-    }
-    if let Some(names) = &c.names {
-        if names.len() != fields.len() {
-            return Err(ctx
-                .error(format!(
-                    "names has {} entries; the output has {} columns (the left input's, then the right's)",
-                    names.len(),
-                    fields.len()
-                ))
-                .field("config.names"));
-        }
-        fields = fields.into_iter().zip(names).map(|(f, n)| f.with_name(n)).collect();
-    }
-    let mut seen = HashSet::new();
-    for f in &fields {
-        if !seen.insert(f.name().as_str()) {
-            return Err(ctx
-                .error(format!("column `{}` would appear twice in the output; set `right_prefix` or `names`", f.name()))
-                .field("config.right_prefix"));
-        }
-    }
+    let fields = output_fields(ctx, &inputs, c.join_type, &c.right_prefix, c.names.as_deref())?;
     Ok(Planned {
         keys,
         times,

@@ -1,17 +1,22 @@
 //! Joins of two inputs: `lookup_join` (a stream against a table as it is
-//! when each record arrives) and `interval_join` (two streams whose rows
-//! meet when their event times are close enough).
+//! when each record arrives), `interval_join` (two streams whose rows meet
+//! when their event times are close enough) and `regular_join` (two streams
+//! whose rows meet whenever their keys are equal).
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Field, SchemaRef};
 
-use crate::error::{OpResult, OperatorError};
+use crate::error::{OpResult, OperatorError, PlanError};
+use crate::keygroup::is_key_type;
+use crate::operators::PlanContext;
 
 pub mod interval;
 pub mod lookup;
+pub mod regular;
 
 pub use interval::IntervalJoinFactory;
 pub use lookup::LookupJoinFactory;
+pub use regular::RegularJoinFactory;
 
 /// Key types are compared after widening: integers as int64, strings as utf8.
 pub(crate) fn key_type(dt: &DataType) -> DataType {
@@ -45,4 +50,102 @@ pub(crate) fn ipc_decode(bytes: &[u8]) -> OpResult<Vec<RecordBatch>> {
 /// `name: type, ...` of a schema's columns, for a state type's description.
 pub(crate) fn describe_columns(s: &arrow::datatypes::Schema) -> String {
     s.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect::<Vec<_>>().join(", ")
+}
+
+/// Which unmatched rows a join keeps, padded with nulls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum JoinType {
+    #[default]
+    Inner,
+    Left,
+    Right,
+    Full,
+}
+
+impl JoinType {
+    /// Whether unmatched rows of `side` (0 left, 1 right) are emitted.
+    pub(crate) fn outer(self, side: usize) -> bool {
+        matches!((self, side), (JoinType::Full, _) | (JoinType::Left, 0) | (JoinType::Right, 1))
+    }
+}
+
+/// The key columns of both inputs of a join, checked to be comparable, and
+/// the types they are compared as.
+pub(crate) fn join_keys(
+    ctx: &PlanContext<'_>,
+    inputs: &[SchemaRef; 2],
+    left_key: &[String],
+    right_key: &[String],
+) -> Result<([Vec<usize>; 2], Vec<DataType>), PlanError> {
+    if left_key.is_empty() || left_key.len() != right_key.len() {
+        return Err(ctx
+            .error("left_key and right_key need the same number (at least one) of columns")
+            .field("config.right_key"));
+    }
+    let side_name = ["left", "right"];
+    let mut keys = [Vec::new(), Vec::new()];
+    let mut key_types = Vec::new();
+    for (l, r) in left_key.iter().zip(right_key) {
+        let mut found = [0; 2];
+        for (s, name) in [l, r].into_iter().enumerate() {
+            let field = format!("config.{}_key", side_name[s]);
+            found[s] = inputs[s]
+                .index_of(name)
+                .map_err(|_| ctx.error(format!("no column `{name}` in the {} input", side_name[s])).field(field))?;
+        }
+        let (a, b) = (inputs[0].field(found[0]).data_type(), inputs[1].field(found[1]).data_type());
+        if !is_key_type(a) || key_type(a) != key_type(b) {
+            return Err(ctx
+                .error(format!("left key `{l}` ({a}) and right key `{r}` ({b}) cannot be compared"))
+                .field("config.right_key"));
+        }
+        keys[0].push(found[0]);
+        keys[1].push(found[1]);
+        key_types.push(key_type(a));
+    }
+    ctx.require_keyed_input(0, left_key, "config.left_key")?;
+    ctx.require_keyed_input(1, right_key, "config.right_key")?;
+    Ok((keys, key_types))
+}
+
+/// A join's output columns: the left input's, then the right's (prefixed,
+/// or all renamed by `names`); a side the other side's outer join pads is
+/// nullable.
+pub(crate) fn output_fields(
+    ctx: &PlanContext<'_>,
+    inputs: &[SchemaRef; 2],
+    join_type: JoinType,
+    right_prefix: &str,
+    names: Option<&[String]>,
+) -> Result<Vec<Field>, PlanError> {
+    let mut fields: Vec<Field> = Vec::new();
+    for (s, schema) in inputs.iter().enumerate() {
+        let padded = join_type.outer(1 - s);
+        for f in schema.fields() {
+            let name = if s == 1 { format!("{right_prefix}{}", f.name()) } else { f.name().clone() };
+            fields.push(Field::new(name, f.data_type().clone(), f.is_nullable() || padded));
+        }
+    }
+    if let Some(names) = names {
+        if names.len() != fields.len() {
+            return Err(ctx
+                .error(format!(
+                    "names has {} entries; the output has {} columns (the left input's, then the right's)",
+                    names.len(),
+                    fields.len()
+                ))
+                .field("config.names"));
+        }
+        fields = fields.into_iter().zip(names).map(|(f, n)| f.with_name(n)).collect();
+    }
+    let mut seen = std::collections::HashSet::new();
+    for f in &fields {
+        if !seen.insert(f.name().as_str()) {
+            return Err(ctx
+                .error(format!("column `{}` would appear twice in the output; set `right_prefix` or `names`", f.name()))
+                .field("config.right_prefix"));
+        }
+    }
+    Ok(fields)
 }

@@ -1,0 +1,321 @@
+//! `regular_join`: two keyed streams joined on equal keys, whenever their
+//! rows arrive — Flink SQL's regular join. Each side keeps every row it has
+//! seen (until `state_ttl` drops a key idle that long), and a new row meets
+//! every stored row of the other side with its key.
+//!
+//! An inner join of inputs that only add rows only adds rows: its output
+//! has no change-kind column. An outer join's result is updating: a row
+//! with no partner yet is written padded with nulls (`+I`), and when its
+//! first partner comes that padded row is taken back (`-D`) before the
+//! joined one is written (`+I`); the output then carries the change kind
+//! in `op_column`. A row whose key is null meets nobody.
+//!
+//! State: per side, one entry per key (its rows, with how many partners
+//! each has met), written only for keys that changed since the last
+//! checkpoint.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arrow::array::{new_null_array, Array, ArrayRef, RecordBatch, StringArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+use serde::Deserialize;
+
+use super::{join_keys, output_fields, JoinType};
+use crate::error::{OpResult, OperatorError, PlanError};
+use crate::keygroup::{hash_rows, key_group};
+use crate::operators::{
+    duration, millis, Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo,
+};
+use crate::state::{KeyedValues, StateCodec, StateReader, StateWriter};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    left_key: Vec<String>,
+    right_key: Vec<String>,
+    #[serde(default)]
+    join_type: JoinType,
+    #[serde(default)]
+    right_prefix: String,
+    #[serde(default)]
+    names: Option<Vec<String>>,
+    /// The change-kind column of an outer join's output.
+    #[serde(default = "default_op")]
+    op_column: String,
+    #[serde(default, with = "duration::option")]
+    state_ttl: Option<Duration>,
+}
+
+fn default_op() -> String {
+    "op".into()
+}
+
+#[derive(Debug)]
+struct Planned {
+    keys: [Vec<usize>; 2],
+    key_types: Vec<DataType>,
+    join_type: JoinType,
+    ttl: Option<i64>,
+    inputs: [SchemaRef; 2],
+    schema: SchemaRef,
+}
+
+fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
+    let c: Config = ctx.config()?;
+    let inputs = [ctx.inputs[0].clone(), ctx.inputs[1].clone()];
+    let (keys, key_types) = join_keys(ctx, &inputs, &c.left_key, &c.right_key)?;
+    let mut fields = output_fields(ctx, &inputs, c.join_type, &c.right_prefix, c.names.as_deref())?;
+    if c.join_type != JoinType::Inner {
+        if fields.iter().any(|f| f.name() == &c.op_column) {
+            return Err(ctx.error(format!("output column `{}` already exists", c.op_column)).field("config.op_column"));
+        }
+        fields.push(Field::new(&c.op_column, DataType::Utf8, false));
+    }
+    let ttl = c.state_ttl.filter(|d| !d.is_zero()).map(millis);
+    Ok(Planned { keys, key_types, join_type: c.join_type, ttl, inputs, schema: Arc::new(Schema::new(fields)) })
+}
+
+/// Factory of `regular_join`.
+#[derive(Debug)]
+pub struct RegularJoinFactory;
+
+/// Each side's rows by key.
+const SIDES: [&str; 2] = ["left", "right"];
+
+impl OperatorFactory for RegularJoinFactory {
+    fn kind(&self) -> &str {
+        "regular_join"
+    }
+    fn arity(&self) -> Arity {
+        Arity::Two
+    }
+    fn plan(&self, ctx: &PlanContext<'_>) -> Result<SchemaRef, PlanError> {
+        Ok(plan(ctx)?.schema)
+    }
+    fn state_types(&self, ctx: &PlanContext<'_>) -> Vec<(String, String)> {
+        let Ok(p) = plan(ctx) else { return Vec::new() };
+        let keys: Vec<String> = p.key_types.iter().map(|t| t.to_string()).collect();
+        (0..2)
+            .map(|s| {
+                let rows = super::describe_columns(&p.inputs[s]);
+                (SIDES[s].to_string(), format!("rows by [{}] of [{rows}]", keys.join(", ")))
+            })
+            .collect()
+    }
+    fn create(&self, ctx: &PlanContext<'_>, info: SubtaskInfo) -> Result<Instance, PlanError> {
+        let p = plan(ctx)?;
+        let err = |e: arrow::error::ArrowError| ctx.error(e.to_string());
+        let keys = RowConverter::new(p.key_types.iter().map(|t| SortField::new(t.clone())).collect()).map_err(err)?;
+        let mut rows = Vec::new();
+        let mut nulls = Vec::new();
+        for schema in &p.inputs {
+            let conv =
+                RowConverter::new(schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())
+                    .map_err(err)?;
+            let null: Vec<ArrayRef> = schema.fields().iter().map(|f| new_null_array(f.data_type(), 1)).collect();
+            nulls.push(conv.convert_columns(&null).map_err(err)?.row(0).data().to_vec());
+            rows.push(conv);
+        }
+        Ok(Instance::Operator(Box::new(RegularJoin {
+            keys,
+            rows,
+            nulls,
+            state: [KeyedValues::new(SIDES[0]), KeyedValues::new(SIDES[1])],
+            max_parallelism: info.max_parallelism,
+            last_sweep: None,
+            p,
+        })))
+    }
+}
+
+/// The rows of one key on one side: row bytes and how many partners each
+/// has met; when a row last came (milliseconds since the epoch, with a TTL).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct KeyRows {
+    touched: i64,
+    rows: Vec<(Vec<u8>, u32)>,
+}
+
+impl StateCodec for KeyRows {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.touched.to_be_bytes());
+        for (row, matches) in &self.rows {
+            out.extend_from_slice(&(row.len() as u32).to_be_bytes());
+            out.extend_from_slice(row);
+            out.extend_from_slice(&matches.to_be_bytes());
+        }
+    }
+    fn decode(b: &[u8]) -> OpResult<Self> {
+        let bad = || OperatorError::State("restored join rows do not decode".into());
+        let mut at = 8;
+        let touched = i64::from_be_bytes(b.get(..8).ok_or_else(bad)?.try_into().expect("8 bytes"));
+        let mut rows = Vec::new();
+        while at < b.len() {
+            let n = u32::from_be_bytes(b.get(at..at + 4).ok_or_else(bad)?.try_into().expect("4 bytes")) as usize;
+            let row = b.get(at + 4..at + 4 + n).ok_or_else(bad)?.to_vec();
+            let m = u32::from_be_bytes(b.get(at + 4 + n..at + 8 + n).ok_or_else(bad)?.try_into().expect("4 bytes"));
+            rows.push((row, m));
+            at += 8 + n;
+        }
+        Ok(KeyRows { touched, rows })
+    }
+}
+
+struct RegularJoin {
+    p: Planned,
+    keys: RowConverter,
+    /// Per side: its columns to row bytes and back, and an all-null row.
+    rows: Vec<RowConverter>,
+    nulls: Vec<Vec<u8>>,
+    state: [KeyedValues<KeyRows>; 2],
+    max_parallelism: u32,
+    last_sweep: Option<Instant>,
+}
+
+/// One output row: the left row, the right row (`None`: padded), the change kind.
+type Joined = (Option<Vec<u8>>, Option<Vec<u8>>, &'static str);
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl RegularJoin {
+    fn emit(&self, joined: Vec<Joined>, out: &mut Collector) -> OpResult<()> {
+        if joined.is_empty() {
+            return Ok(());
+        }
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        for s in 0..2 {
+            let parser = self.rows[s].parser();
+            let side = joined.iter().map(|j| if s == 0 { &j.0 } else { &j.1 });
+            let parsed = side.map(|r| parser.parse(r.as_deref().unwrap_or(&self.nulls[s])));
+            for c in self.rows[s].convert_rows(parsed)? {
+                let field = self.p.schema.field(columns.len());
+                // Padded sides are nullable in the output.
+                columns.push(if c.data_type() == field.data_type() { c } else { cast(&c, field.data_type())? });
+            }
+        }
+        if self.p.join_type != JoinType::Inner {
+            columns.push(Arc::new(StringArray::from_iter_values(joined.iter().map(|j| j.2))));
+        }
+        out.emit(RecordBatch::try_new(self.p.schema.clone(), columns)?);
+        Ok(())
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let Some(ttl) = self.p.ttl else { return };
+        let every = Duration::from_millis((ttl / 10).clamp(10, 60_000) as u64);
+        if self.last_sweep.is_some_and(|t| now.duration_since(t) < every) {
+            return;
+        }
+        self.last_sweep = Some(now);
+        let oldest = now_ms() - ttl;
+        for side in &mut self.state {
+            let idle: Vec<Vec<u8>> = side.iter().filter(|(_, r)| r.touched < oldest).map(|(k, _)| k.to_vec()).collect();
+            for k in &idle {
+                side.remove(k);
+            }
+        }
+    }
+}
+
+impl Operator for RegularJoin {
+    fn process_batch(&mut self, input: usize, batch: RecordBatch, out: &mut Collector) -> OpResult<()> {
+        let (me, other) = (input, 1 - input);
+        let mut widened: Vec<ArrayRef> = Vec::new();
+        let mut originals: Vec<ArrayRef> = Vec::new();
+        let mut nulls: Option<arrow::buffer::NullBuffer> = None;
+        for (&c, t) in self.p.keys[me].iter().zip(&self.p.key_types) {
+            let a = batch.column(c);
+            nulls = arrow::buffer::NullBuffer::union(nulls.as_ref(), a.logical_nulls().as_ref());
+            widened.push(if a.data_type() == t { a.clone() } else { cast(a, t)? });
+            originals.push(a.clone());
+        }
+        let keys = self.keys.convert_columns(&widened)?;
+        let mut hashes = Vec::new();
+        hash_rows(&originals, &mut hashes)?;
+        let rows = self.rows[me].convert_columns(batch.columns())?;
+        let touched = if self.p.ttl.is_some() { now_ms() } else { 0 };
+        let (outer_me, outer_other) = (self.p.join_type.outer(me), self.p.join_type.outer(other));
+        let pair = |mine: Vec<u8>, theirs: Option<Vec<u8>>, op| {
+            if me == 0 {
+                (Some(mine), theirs, op)
+            } else {
+                (theirs, Some(mine), op)
+            }
+        };
+        let mut joined: Vec<Joined> = Vec::new();
+        for (r, &hash) in hashes.iter().enumerate() {
+            let row = rows.row(r).data();
+            if nulls.as_ref().is_some_and(|n| n.is_null(r)) {
+                if outer_me {
+                    joined.push(pair(row.to_vec(), None, "+I"));
+                }
+                continue;
+            }
+            let key = keys.row(r).data();
+            let mut matches = 0u32;
+            if let Some(theirs) = self.state[other].get(key) {
+                for (their_row, m) in &theirs.rows {
+                    if outer_other && *m == 0 {
+                        // Their row was written padded: take that back.
+                        let padded = if me == 0 {
+                            (None, Some(their_row.clone()), "-D")
+                        } else {
+                            (Some(their_row.clone()), None, "-D")
+                        };
+                        joined.push(padded);
+                    }
+                    joined.push(pair(row.to_vec(), Some(their_row.clone()), "+I"));
+                    matches += 1;
+                }
+                if outer_other {
+                    // Their rows have met one more partner (counts matter
+                    // only while a row may still be padded).
+                    for (_, m) in &mut self.state[other].get_mut(key).expect("present").rows {
+                        *m = m.saturating_add(1);
+                    }
+                }
+            }
+            if matches == 0 && outer_me {
+                joined.push(pair(row.to_vec(), None, "+I"));
+            }
+            match self.state[me].get_mut(key) {
+                Some(mine) => {
+                    mine.rows.push((row.to_vec(), matches));
+                    mine.touched = touched;
+                }
+                None => {
+                    let kg = key_group(hash, self.max_parallelism);
+                    self.state[me].put(kg, key.to_vec(), KeyRows { touched, rows: vec![(row.to_vec(), matches)] });
+                }
+            }
+        }
+        self.emit(joined, out)
+    }
+
+    fn on_processing_time(&mut self, now: Instant, _out: &mut Collector) -> OpResult<()> {
+        self.expire(now);
+        Ok(())
+    }
+
+    fn snapshot_state(&mut self, w: &mut StateWriter) -> OpResult<()> {
+        for side in &mut self.state {
+            side.snapshot(w);
+        }
+        Ok(())
+    }
+
+    fn restore_state(&mut self, r: &StateReader<'_>) -> OpResult<()> {
+        for side in &mut self.state {
+            side.restore(r)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
