@@ -498,3 +498,76 @@ fn local_sql(dir: &std::path::Path, script: &str) -> anyhow::Result<(bool, Strin
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
     ))
 }
+
+/// A regular join and a Top-N through a `kill -9` of a task manager, into
+/// PostgreSQL exactly once: the inner join (which appends) writes every
+/// pair once, the Top-N (updating, written by its key and rank) ends with
+/// each auction's two best bids.
+#[test]
+fn postgres_sql_join_and_top_n_are_exactly_once_through_a_task_manager_kill() -> anyhow::Result<()> {
+    let db = shared(Flavor::Postgres);
+    let name = unique("joins", '_');
+    db.create_database(&name)?;
+    db.execute(&name, "CREATE TABLE pairs (price BIGINT NOT NULL, bidder BIGINT NOT NULL)")?;
+    db.execute(
+        &name,
+        "CREATE TABLE best (auction BIGINT NOT NULL, price BIGINT, rn BIGINT NOT NULL, PRIMARY KEY (auction, rn))",
+    )?;
+    let with = |table: &str| {
+        format!(
+            "WITH ('connector' = 'jdbc', 'url' = '{}', 'table-name' = '{table}', 'sink.delivery-guarantee' = 'exactly-once')",
+            db.url(&name)
+        )
+    };
+    let script = format!(
+        "SET 'parallelism.default' = '2';
+SET 'execution.checkpointing.interval' = '300ms';
+CREATE TABLE bids (auction BIGINT, price BIGINT, bucket AS auction % 100)
+  WITH ('connector' = 'datagen', 'number-of-rows' = '{GROUP_EVENTS}', 'rows-per-second' = '20000');
+CREATE TABLE offers (auction BIGINT, bidder BIGINT, bucket AS auction % 100)
+  WITH ('connector' = 'datagen', 'number-of-rows' = '50');
+CREATE TABLE pairs (price BIGINT, bidder BIGINT) {};
+CREATE TABLE best (auction BIGINT, price BIGINT, rn BIGINT, PRIMARY KEY (auction, rn) NOT ENFORCED) {};
+EXECUTE STATEMENT SET BEGIN
+INSERT INTO pairs SELECT b.price, o.bidder FROM bids b JOIN offers o ON b.bucket = o.bucket;
+INSERT INTO best SELECT auction, price, rn FROM (
+  SELECT auction, price, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS rn FROM bids) WHERE rn <= 2;
+END;",
+        with("pairs"),
+        with("best")
+    );
+    // One slot each: a subtask of every operator runs on tm-b.
+    let mut cluster = Cluster::start(2, 1, "1s")?;
+    let job = cluster.submit(&cluster.write("joins.sql", &script), &[])?;
+    wait_until("pairs committed to the database", LONG, || {
+        Ok((!integer_rows::<1>(db, &name, "SELECT COUNT(*) FROM pairs")?.first().is_some_and(|r| r[0] == 0))
+            .then_some(()))
+    })
+    .with_context(|| cluster.logs())?;
+    cluster.taskmanager("tm-b").kill9();
+    cluster.restart_taskmanager("tm-b")?;
+    let status = cluster.wait_state(&job, &["FINISHED"], LONG).with_context(|| cluster.logs())?;
+    assert!(status["restarts"].as_u64() >= Some(1), "the kill restarted the job: {status:#}");
+    // Bid i meets offer j < 50 when i = j (mod 100) (buckets are 19 i mod 100).
+    let (mut count, mut sum) = (0i64, 0i64);
+    for i in 0..GROUP_EVENTS as i64 {
+        if i % 100 < 50 {
+            count += 1;
+            sum += 100 + (i * 31) % 10_000 + ((i % 100) * 104_729) % 100_000;
+        }
+    }
+    let got = integer_rows::<2>(db, &name, "SELECT COUNT(*), SUM(price + bidder) FROM pairs")?;
+    assert_eq!(got, [[count, sum]], "every pair exactly once");
+    let (per_auction, _) = expected_groups();
+    let mut want: Vec<[i64; 3]> = Vec::new();
+    for (a, (n, _, top)) in &per_auction {
+        // Every bid of an auction has the same price: (i + 10000 k) * 31 = i * 31 (mod 10000).
+        for rn in 1..=(*n).min(2) {
+            want.push([*a, *top, rn]);
+        }
+    }
+    let rows = integer_rows::<3>(db, &name, "SELECT auction, price, rn FROM best ORDER BY auction, rn")?;
+    assert_eq!(rows.len(), want.len());
+    assert!(rows == want, "best differs from each auction's two best bids");
+    Ok(())
+}
