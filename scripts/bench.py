@@ -22,7 +22,13 @@ indexing into a fresh index each: `weir bench w9` and the Flink job of
 bench/flink-opensearch/ (flink-connector-opensearch2 from Maven Central); the
 documents in the index are counted after each run.
 
+Nexmark (`scripts/bench.py nexmark`, alone) runs the queries of bench/nexmark/
+on Weir and on Flink SQL over the same events in Kafka, checks that both give
+the same result, and prints one line per query (see scripts/bench_nexmark.py):
+`qN weir_events_per_sec=... flink_events_per_sec=... ratio=... match=yes|no`.
+
 Usage: scripts/bench.py [--events N] [--parallelism P] [--runs R] [--flink DIR] [--weir BIN] [WORKLOAD ...]
+       scripts/bench.py nexmark [--events N] [--check-events M] [--queries q0,q1,...] [--runs R] ...
 """
 
 import argparse
@@ -170,7 +176,11 @@ def timed(cmd):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("workloads", nargs="*", default=["w1", "w2"], choices=sorted(WORKLOADS))
+    ap.add_argument("workloads", nargs="*", default=["w1", "w2"], choices=sorted(WORKLOADS) + ["nexmark"])
+    ap.add_argument("--check-events", type=int, default=200_000,
+                    help="nexmark: events of the smaller topic both engines' results are compared on")
+    ap.add_argument("--queries", type=lambda s: [q for q in s.split(",") if q],
+                    help="nexmark: the queries to run (default: every bench/nexmark/qN.sql)")
     ap.add_argument("--events", type=int, default=20_000_000)
     ap.add_argument("--parallelism", type=int, default=2)
     ap.add_argument("--runs", type=int, default=3)
@@ -189,6 +199,12 @@ def main():
     flink = Path(args.flink)
     if not (flink / "run.sh").exists():
         sys.exit(f"Flink baseline not found at {flink} (set --flink or FLINK_BASELINE_DIR)")
+    if "nexmark" in args.workloads:
+        if args.workloads != ["nexmark"]:
+            sys.exit("nexmark runs alone: scripts/bench.py nexmark [...]")
+        import bench_nexmark
+        bench_nexmark.bench(args, weir, flink, Kafka, sh)
+        return
     print("setting up the Flink baseline...", file=sys.stderr)
     sh(["bash", str(flink / "setup.sh")], stdout=sys.stderr)
 

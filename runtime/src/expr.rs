@@ -30,6 +30,7 @@ impl CompiledExpr {
         let config = datafusion::prelude::SessionConfig::new()
             .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false);
         let ctx = SessionContext::new_with_config(config);
+        crate::functions::register(&ctx);
         let logical = ctx.parse_sql_expr(sql, &df_schema).map_err(|e| clean(e.to_string()))?;
         let expr = ctx.create_physical_expr(logical, &df_schema).map_err(|e| clean(e.to_string()))?;
         let data_type = expr.data_type(schema).map_err(|e| clean(e.to_string()))?;

@@ -30,6 +30,7 @@ pub fn is_key_type(dt: &DataType) -> bool {
             | DataType::Binary
             | DataType::LargeBinary
             | DataType::Boolean
+            | DataType::Timestamp(_, _)
     )
 }
 
@@ -62,6 +63,11 @@ pub fn hash_rows(columns: &[ArrayRef], out: &mut Vec<u64>) -> Result<(), Operato
             DataType::Int16 => hash_ints!(col, Int16Type, out, first),
             DataType::Int32 => hash_ints!(col, Int32Type, out, first),
             DataType::Int64 => hash_ints!(col, Int64Type, out, first),
+            // A timestamp hashes as its number in its unit.
+            DataType::Timestamp(_, _) => {
+                let ints = arrow::compute::cast(col, &DataType::Int64)?;
+                hash_ints!(ints, Int64Type, out, first)
+            }
             DataType::UInt8 => hash_ints!(col, UInt8Type, out, first),
             DataType::UInt16 => hash_ints!(col, UInt16Type, out, first),
             DataType::UInt32 => hash_ints!(col, UInt32Type, out, first),

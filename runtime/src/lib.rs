@@ -23,6 +23,7 @@ pub mod channel;
 pub mod checkpointing;
 pub mod error;
 pub mod expr;
+pub mod functions;
 pub mod graph;
 pub mod keygroup;
 pub mod operators;

@@ -15,6 +15,7 @@ use datafusion::sql::sqlparser::tokenizer::Location;
 
 use crate::builder::Rel;
 use crate::error::{did_you_mean, SqlError};
+use crate::types::SqlType;
 
 /// Resolves `name` among the columns of `rel`: exactly, or ignoring case
 /// when that finds exactly one.
@@ -57,7 +58,7 @@ pub fn resolve(expr: &mut Expr, mut column: impl FnMut(&Ident) -> Result<Expr, S
     let flow = visit_expressions_mut(expr, |e| {
         let replaced = match e {
             Expr::Identifier(id) => Some(column(id)),
-            Expr::CompoundIdentifier(parts) => parts.last().map(&mut column),
+            Expr::CompoundIdentifier(parts) => Some(compound(parts, &mut column)),
             Expr::Subquery(_) | Expr::InSubquery { .. } | Expr::Exists { .. } => {
                 Some(Err(SqlError::at(span_start(e), "not supported: subqueries inside expressions")))
             }
@@ -68,8 +69,7 @@ pub fn resolve(expr: &mut Expr, mut column: impl FnMut(&Ident) -> Result<Expr, S
                         "not supported: OVER windows (window Top-N and OVER aggregations are not planned yet)",
                     ));
                 }
-                flink_function(f);
-                None
+                flink_function(f).map(Ok)
             }
             _ => None,
         };
@@ -86,10 +86,54 @@ pub fn resolve(expr: &mut Expr, mut column: impl FnMut(&Ident) -> Result<Expr, S
     }
 }
 
-/// Renames Flink's functions that DataFusion knows under another name.
-fn flink_function(f: &mut datafusion::sql::sqlparser::ast::Function) {
+/// `s.f` (field `f` of the `ROW` column `s`, also `t.s.f`) or `t.c` (column
+/// `c` of the input `t`): the first part that is a column is read, and the
+/// parts after it are fields of it (`get_field`); when none but the last is
+/// a column, the qualifiers are dropped.
+fn compound(parts: &[Ident], column: &mut impl FnMut(&Ident) -> Result<Expr, SqlError>) -> Result<Expr, SqlError> {
+    let last = parts.last().expect("a compound identifier has parts");
+    for (i, part) in parts[..parts.len() - 1].iter().enumerate() {
+        if let Ok(mut e) = column(part) {
+            for field in &parts[i + 1..] {
+                e = parse_expr(&format!("get_field({e}, '{}')", field.value.replace('\'', "''")));
+            }
+            return Ok(e);
+        }
+    }
+    column(last)
+}
+
+/// The name and type of a `ROW` field read as `s.f` (or `t.s.f`) from
+/// `rel`, when the identifier reads one.
+pub fn struct_field(rel: &Rel, parts: &[Ident]) -> Option<(String, Option<SqlType>)> {
+    for (i, part) in parts[..parts.len().saturating_sub(1)].iter().enumerate() {
+        let Ok(name) = resolve_column(rel, &part.value, part.span.start) else { continue };
+        let mut ty = rel.column(&name).and_then(|c| c.ty.clone());
+        let mut field_name = name;
+        for f in &parts[i + 1..] {
+            let (n, t) = match ty.as_ref().and_then(|t| t.field(&f.value)) {
+                Some((n, t)) => (n.to_string(), Some(t.clone())),
+                None => (f.value.clone(), None),
+            };
+            field_name = n;
+            ty = t;
+        }
+        return Some((field_name, ty));
+    }
+    None
+}
+
+/// Renames Flink's functions that DataFusion knows under another name, or
+/// gives the expression that computes one DataFusion lacks (the runtime
+/// adds others: `REGEXP_EXTRACT`, `SPLIT_INDEX`).
+fn flink_function(f: &mut datafusion::sql::sqlparser::ast::Function) -> Option<Expr> {
     let name = f.name.to_string().to_ascii_uppercase();
-    let FunctionArguments::List(list) = &mut f.args else { return };
+    let FunctionArguments::List(list) = &mut f.args else { return None };
+    let args: Vec<String> = list.args.iter().map(ToString::to_string).collect();
+    // MOD(a, b): the remainder, of the dividend's sign as in Java.
+    if let ("MOD", [a, b]) = (name.as_str(), &args[..]) {
+        return Some(parse_expr(&format!("(({a}) % ({b}))")));
+    }
     match name.as_str() {
         // TO_TIMESTAMP_LTZ(epoch, precision): 3 is milliseconds, 0 seconds.
         "TO_TIMESTAMP_LTZ" if list.args.len() == 2 => {
@@ -108,6 +152,7 @@ fn flink_function(f: &mut datafusion::sql::sqlparser::ast::Function) {
         }
         _ => {}
     }
+    None
 }
 
 fn function_name(name: &str) -> ObjectName {
@@ -233,7 +278,6 @@ pub fn interval_or_zero_ms(e: &Expr) -> Result<u64, SqlError> {
 mod tests {
     use super::*;
     use crate::builder::Col;
-    use crate::types::SqlType;
 
     fn rel() -> Rel {
         Rel {
@@ -252,10 +296,34 @@ mod tests {
         assert_eq!(to_sql(&e, &rel()).unwrap(), "\"Price\" * 2 > 10 AND UPPER(\"name\") = 'X'");
         let e = parse_expr("DATE_FORMAT(TO_TIMESTAMP_LTZ(Price, 3), 'yyyy-MM-dd HH:mm:ss.SSS')");
         assert_eq!(to_sql(&e, &rel()).unwrap(), "to_char(to_timestamp_millis(\"Price\"), '%Y-%m-%d %H:%M:%S.%3f')");
+        let e = parse_expr("MOD(Price, 123) = 0");
+        assert_eq!(to_sql(&e, &rel()).unwrap(), "((\"Price\") % (123)) = 0");
         let err = to_sql(&parse_expr("nmae || 'x'"), &rel()).unwrap_err();
         assert!(err.message.contains("unknown column `nmae` (did you mean `name`?)"), "{err}");
         let err = to_sql(&parse_expr("ROW_NUMBER() OVER (ORDER BY name)"), &rel()).unwrap_err();
         assert!(err.message.starts_with("not supported: OVER"), "{err}");
+    }
+
+    #[test]
+    fn fields_of_row_columns_are_read_with_get_field() {
+        let mut r = rel();
+        r.columns.push(Col::typed(
+            "person",
+            SqlType::Row(vec![("id".into(), SqlType::BigInt), ("dateTime".into(), SqlType::Timestamp)]),
+        ));
+        let e = parse_expr("person.id + 1 > t.Price AND datagen.person.dateTime IS NOT NULL");
+        assert_eq!(
+            to_sql(&e, &r).unwrap(),
+            "get_field(\"person\", 'id') + 1 > \"Price\" AND get_field(\"person\", 'dateTime') IS NOT NULL"
+        );
+        let parts = |s: &str| match parse_expr(s) {
+            Expr::CompoundIdentifier(p) => p,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(struct_field(&r, &parts("person.datetime")), Some(("dateTime".into(), Some(SqlType::Timestamp))));
+        assert_eq!(struct_field(&r, &parts("t.name")), None);
+        let err = to_sql(&parse_expr("t.nope"), &r).unwrap_err();
+        assert!(err.message.contains("unknown column `nope`"), "{err}");
     }
 
     #[test]

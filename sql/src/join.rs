@@ -528,12 +528,22 @@ pub(crate) fn qualify_select(s: &Select, rel: &Rel) -> Result<Select, SqlError> 
                     _ => None,
                 };
                 let q = qualify(&e, rel)?;
-                items.push(match (name, &q) {
-                    (Some(n), Expr::Identifier(here)) if here.value != n.value => {
+                // Unless an earlier item has the name: then it stays the
+                // join's (`b.dateTime, a.dateTime` give `dateTime, dateTime0`).
+                let taken = |n: &Ident| {
+                    items.iter().any(|i| match i {
+                        SelectItem::ExprWithAlias { alias, .. } => alias.value == n.value,
+                        SelectItem::UnnamedExpr(Expr::Identifier(id)) => id.value == n.value,
+                        _ => false,
+                    })
+                };
+                let item = match (name, &q) {
+                    (Some(n), Expr::Identifier(here)) if here.value != n.value && !taken(&n) => {
                         SelectItem::ExprWithAlias { expr: q, alias: n }
                     }
                     _ => SelectItem::UnnamedExpr(q),
-                });
+                };
+                items.push(item);
             }
             SelectItem::ExprWithAlias { expr, alias } => {
                 items.push(SelectItem::ExprWithAlias { expr: qualify(&expr, rel)?, alias })

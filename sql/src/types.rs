@@ -54,16 +54,38 @@ impl SqlType {
 
     /// The type name of Weir's JSON decoders (`kafka_source` schemas), if
     /// they can read it.
-    pub fn json_type(&self) -> Option<&'static str> {
+    pub fn json_type(&self) -> Option<String> {
         Some(match self {
-            SqlType::String => "string",
-            SqlType::Boolean => "boolean",
-            SqlType::TinyInt | SqlType::SmallInt | SqlType::Int => "int32",
-            SqlType::BigInt => "int64",
-            SqlType::Float | SqlType::Double => "float64",
-            SqlType::Timestamp => "timestamp",
-            SqlType::Row(_) | SqlType::Other(_) => return None,
+            SqlType::String => "string".into(),
+            SqlType::Boolean => "boolean".into(),
+            SqlType::TinyInt | SqlType::SmallInt | SqlType::Int => "int32".into(),
+            SqlType::BigInt => "int64".into(),
+            SqlType::Float | SqlType::Double => "float64".into(),
+            SqlType::Timestamp => "timestamp".into(),
+            SqlType::Row(fields) => {
+                let mut parts = Vec::with_capacity(fields.len());
+                for (name, t) in fields {
+                    parts.push(format!("{name} {}", t.json_type()?));
+                }
+                format!("row<{}>", parts.join(", "))
+            }
+            SqlType::Other(_) => return None,
         })
+    }
+
+    /// The type of field `name` of a `ROW` (exactly, or ignoring case when
+    /// that finds one), with its declared name.
+    pub fn field(&self, name: &str) -> Option<(&str, &SqlType)> {
+        let SqlType::Row(fields) = self else { return None };
+        let exact = fields.iter().find(|(n, _)| n == name);
+        let found = exact.or_else(|| {
+            let mut folded = fields.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
+            match (folded.next(), folded.next()) {
+                (Some(one), None) => Some(one),
+                _ => None,
+            }
+        });
+        found.map(|(n, t)| (n.as_str(), t))
     }
 
     /// The type of a `CAST` in DataFusion's SQL, for types a cast can reach.

@@ -44,8 +44,21 @@ pub struct ColumnSpec {
     pub nullable: bool,
 }
 
-/// The Arrow type of a declared column type.
+/// The Arrow type of a declared column type; `row<name type, ...>` is a
+/// nested object (a struct column whose fields may be null).
 pub fn data_type(ty: &str) -> Option<DataType> {
+    let ty = ty.trim();
+    if let Some(inner) = ty.strip_prefix("row<").and_then(|r| r.strip_suffix('>')) {
+        let mut fields: Vec<Field> = Vec::new();
+        for part in split_top_level(inner) {
+            let (name, t) = part.trim().split_once(char::is_whitespace)?;
+            if fields.iter().any(|f| f.name() == name) {
+                return None;
+            }
+            fields.push(Field::new(name, data_type(t)?, true));
+        }
+        return (!fields.is_empty()).then(|| DataType::Struct(fields.into()));
+    }
     Some(match ty {
         "string" | "utf8" => DataType::Utf8,
         "int32" | "int" => DataType::Int32,
@@ -57,8 +70,26 @@ pub fn data_type(ty: &str) -> Option<DataType> {
     })
 }
 
+/// The comma-separated parts of `s` outside any `<...>`.
+fn split_top_level(s: &str) -> Vec<&str> {
+    let (mut parts, mut depth, mut start) = (Vec::new(), 0i32, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
 /// Type names accepted in schemas, for error messages.
-pub const TYPE_NAMES: &str = "string, int32, int64, float64, boolean, timestamp";
+pub const TYPE_NAMES: &str = "string, int32, int64, float64, boolean, timestamp, row<name type, ...>";
 
 /// The value columns of a format: the declared schema for JSON, `value` otherwise.
 pub fn value_fields(format: Format, schema: &[ColumnSpec]) -> Result<Vec<Field>, String> {
@@ -233,7 +264,7 @@ pub fn encode_json(batch: &RecordBatch) -> OpResult<Vec<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{AsArray, Int64Array};
+    use arrow::array::{Array, AsArray, Int64Array};
     use arrow::datatypes::Int64Type;
 
     fn decoder() -> JsonDecoder {
@@ -307,6 +338,29 @@ mod tests {
         let out = d.decode(&vals).unwrap();
         assert_eq!(out.bad.iter().map(|b| b.0).collect::<Vec<_>>(), vec![1, 3]);
         assert_eq!(out.batch.column(0).as_primitive::<Int64Type>(), &Int64Array::from(vec![1, 2, 5]));
+    }
+
+    #[test]
+    fn nested_rows_decode_into_struct_columns() {
+        let t = data_type("row<id int64, name string, at timestamp, inner row<x int32, y string>>").unwrap();
+        let DataType::Struct(fields) = &t else { panic!("{t:?}") };
+        assert_eq!(fields.len(), 4);
+        assert!(matches!(fields[3].data_type(), DataType::Struct(f) if f.len() == 2));
+        assert!(data_type("row<>").is_none());
+        assert!(data_type("row<id int64, id string>").is_none());
+        assert!(data_type("row<id nothing>").is_none());
+        let mut d = JsonDecoder::new(vec![Field::new("p", t, true)], 4).unwrap();
+        let values: [&[u8]; 2] =
+            [br#"{"p":{"id":7,"name":"a","at":"2026-03-01 08:00:00.123","inner":{"x":1,"y":"z"}}}"#, br#"{"p":null}"#];
+        let out = d.decode(&values.map(Some)).unwrap();
+        assert!(out.bad.is_empty(), "{:?}", out.bad);
+        let p = out.batch.column(0).as_struct();
+        assert_eq!(p.column(0).as_primitive::<Int64Type>().value(0), 7);
+        assert_eq!(
+            p.column(2).as_primitive::<arrow::datatypes::TimestampMillisecondType>().value(0),
+            1_772_352_000_123
+        );
+        assert!(p.is_null(1));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::state::{CheckpointId, StateReader, StateWriter};
 pub mod aggregate;
 pub mod datagen;
 pub mod join;
+pub mod nexmark;
 pub mod project;
 pub mod registry;
 

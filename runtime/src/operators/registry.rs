@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::OperatorFactory;
-use super::{aggregate, datagen, join, project, sinks, top_n, values, watermark, window};
+use super::{aggregate, datagen, join, nexmark, project, sinks, top_n, values, watermark, window};
 
 /// Operator kinds by name.
 #[derive(Clone, Default)]
@@ -37,13 +37,14 @@ impl Registry {
         Self::default()
     }
 
-    /// A registry with the built-in operators: `datagen`, `values`, `map`,
+    /// A registry with the built-in operators: `datagen`, `nexmark_source`, `values`, `map`,
     /// `project`, `filter`, `watermark`, `window`, `group_aggregate`, `top_n`, `lookup_join`,
     /// `interval_join`, `regular_join`, `discard`, `stdout` and `jsonl_file`.
     pub fn builtins() -> Self {
         let mut r = Self::empty();
-        let builtins: [Arc<dyn OperatorFactory>; 15] = [
+        let builtins: [Arc<dyn OperatorFactory>; 16] = [
             Arc::new(datagen::DatagenFactory),
+            Arc::new(nexmark::NexmarkFactory),
             Arc::new(values::ValuesFactory),
             Arc::new(project::MapFactory),
             Arc::new(project::ProjectFactory),

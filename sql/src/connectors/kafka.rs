@@ -279,9 +279,12 @@ pub(super) fn kafka_sink(
     if let Some(p) = opts.value("sink.transactional-id-prefix") {
         c.insert("transactional_id_prefix".into(), json!(p));
     }
-    // Records are partitioned by key like Kafka's Java client; Flink's
-    // partitioner choice has no counterpart and is ignored.
-    opts.take("sink.partitioner");
+    // `fixed` (each subtask writes one partition, keeping its order) is
+    // Weir's `partitioning: subtask`; otherwise records are partitioned by
+    // key like Kafka's Java client, and Flink's other choices are ignored.
+    if opts.value("sink.partitioner").as_deref() == Some("fixed") {
+        c.insert("partitioning".into(), json!("subtask"));
+    }
     opts.take("properties.group.id");
     let props = opts.prefixed("properties.");
     if !props.is_empty() {

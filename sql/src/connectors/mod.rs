@@ -15,6 +15,7 @@ use crate::types::SqlType;
 
 mod databases;
 mod kafka;
+mod nexmark;
 mod search;
 use databases::{jdbc_sink, mongodb_sink, JDBC_OPTIONS, MONGODB_OPTIONS};
 use kafka::{kafka_sink, kafka_source, upsert_kafka_sink, UPSERT_KAFKA_OPTIONS};
@@ -24,6 +25,7 @@ const CONNECTORS: &[&str] = &[
     "kafka",
     "upsert-kafka",
     "datagen",
+    "nexmark",
     "filesystem",
     "jdbc",
     "mongodb",
@@ -210,6 +212,10 @@ pub fn source(b: &mut Builder, t: &TableDef, settings: &Settings) -> Result<Rel,
             let columns = DATAGEN_COLUMNS.iter().map(|(n, t)| Col::typed(*n, t.clone())).collect();
             (b.add(&name, "datagen", Value::Object(config), 0), columns, false)
         }
+        "nexmark" => {
+            let (config, columns) = nexmark::source(t, &mut opts)?;
+            (b.add(&name, "nexmark_source", Value::Object(config), 0), columns, false)
+        }
         "upsert-kafka" => {
             return Err(SqlError::at(
                 t.name.span.start,
@@ -375,7 +381,32 @@ fn known_source_options(connector: &str) -> Vec<&'static str> {
             "sink.transactional-id-prefix",
         ],
         "datagen" => vec!["connector", "number-of-rows", "rows-per-second"],
+        "nexmark" => nexmark::OPTIONS.to_vec(),
         _ => vec!["connector"],
+    }
+}
+
+/// The value written for column `src` of type `ty`: cast to the declared
+/// type, timestamps as Flink's text (`2026-03-01 08:00:00.123`) where rows
+/// are written as text, also inside a `ROW`.
+fn sink_expr(src: String, ty: &SqlType, text: bool) -> String {
+    let has_time = |t: &SqlType| format!("{t}").contains("TIMESTAMP");
+    match ty {
+        SqlType::Timestamp if text => format!("to_char({src}, '%Y-%m-%d %H:%M:%S%.3f')"),
+        SqlType::Row(fields) if text && has_time(ty) => {
+            let parts: Vec<String> = fields
+                .iter()
+                .map(|(f, t)| {
+                    let field = format!("get_field({src}, '{}')", f.replace('\'', "''"));
+                    format!("'{}', {}", f.replace('\'', "''"), sink_expr(field, t, text))
+                })
+                .collect();
+            format!("CASE WHEN {src} IS NULL THEN NULL ELSE named_struct({}) END", parts.join(", "))
+        }
+        _ => match ty.cast_target() {
+            Some(cast) => format!("CAST({src} AS {cast})"),
+            None => src,
+        },
     }
 }
 
@@ -446,15 +477,7 @@ pub fn sink(b: &mut Builder, t: &TableDef, input: Rel, listed: &[String], at: Lo
                 ));
             }
         }
-        let src = quoted(&col.name);
-        let expr = match ty {
-            SqlType::Timestamp if json_out => format!("to_char({src}, '%Y-%m-%d %H:%M:%S%.3f')"),
-            _ => match ty.cast_target() {
-                Some(cast) => format!("CAST({src} AS {cast})"),
-                None => src,
-            },
-        };
-        cols.push(json!({"name": target, "expr": expr}));
+        cols.push(json!({"name": target, "expr": sink_expr(quoted(&col.name), ty, json_out)}));
     }
     let mut rel = input;
     if rel.changelog {
@@ -477,8 +500,11 @@ pub fn sink(b: &mut Builder, t: &TableDef, input: Rel, listed: &[String], at: Lo
             ("stdout", json!({}))
         }
         "blackhole" => ("discard", json!({})),
-        "datagen" => {
-            return Err(SqlError::at(at, format!("table `{name}` uses the datagen connector, which is a source only")))
+        "datagen" | "nexmark" => {
+            return Err(SqlError::at(
+                at,
+                format!("table `{name}` uses the {connector} connector, which is a source only"),
+            ))
         }
         other => return Err(SqlError::at(t.name.span.start, format!("unknown connector '{other}'"))),
     };

@@ -15,7 +15,7 @@ use weir_runtime::graph::Partitioning;
 use crate::builder::{fingerprint, quoted, Builder, Col, Rel, OP};
 use crate::connectors;
 use crate::error::{did_you_mean, SqlError};
-use crate::expr::{interval_ms, resolve_column, to_sql};
+use crate::expr::{interval_ms, resolve_column, struct_field, to_sql};
 use crate::join::qualify_select;
 use crate::parse::TableDef;
 use crate::settings::Settings;
@@ -271,6 +271,14 @@ impl Planner<'_> {
     }
 
     fn select(&mut self, s: &Select) -> Result<Rel, SqlError> {
+        let joined;
+        let s = match comma_join(s) {
+            Some(j) => {
+                joined = j;
+                &joined
+            }
+            None => s,
+        };
         let at = s.select_token.0.span.start;
         if let Some(d) = &s.distinct {
             if !matches!(d, datafusion::sql::sqlparser::ast::Distinct::Distinct) {
@@ -356,9 +364,32 @@ impl Planner<'_> {
                         _ => None,
                     };
                     let sql = to_sql(e, &rel)?;
-                    let source = plain_column(e).map(|c| resolve_column(&rel, &c.value, c.span.start)).transpose()?;
-                    let name = alias.or_else(|| source.clone()).unwrap_or_else(|| format!("EXPR${i}"));
-                    let ty = source.as_deref().and_then(|c| rel.column(c)).and_then(|c| c.ty.clone());
+                    let field = match e {
+                        Expr::CompoundIdentifier(parts) => struct_field(&rel, parts),
+                        _ => None,
+                    };
+                    let source = match field {
+                        Some(_) => None,
+                        None => plain_column(e).map(|c| resolve_column(&rel, &c.value, c.span.start)).transpose()?,
+                    };
+                    let (field_name, field_ty) = field.unzip();
+                    let named = alias.is_some();
+                    let mut name =
+                        alias.or(field_name).or_else(|| source.clone()).unwrap_or_else(|| format!("EXPR${i}"));
+                    // A second `dateTime` (of another input of a join) is
+                    // `dateTime0`, as Flink names it.
+                    if !named && out.iter().any(|c: &Col| c.name == name) {
+                        let base = name.clone();
+                        let mut n = 0;
+                        while out.iter().any(|c: &Col| c.name == name) {
+                            name = format!("{base}{n}");
+                            n += 1;
+                        }
+                    }
+                    let ty = match field_ty {
+                        Some(t) => t,
+                        None => source.as_deref().and_then(|c| rel.column(c)).and_then(|c| c.ty.clone()),
+                    };
                     if source.is_some() && source == rel.rowtime {
                         rowtime = Some(name.clone());
                     }
@@ -455,7 +486,13 @@ impl Planner<'_> {
         }
         // Key expressions, inputs of the aggregates that are expressions,
         // and the key of a window over everything.
-        let (specs, agg_inputs) = specs(&aggs, &rel)?;
+        let (mut specs, agg_inputs) = specs(&aggs, &rel)?;
+        // A window of keys only (as Nexmark's q8 groups): the operator
+        // counts rows, and the count is not selected.
+        let hidden_count = specs.is_empty();
+        if hidden_count {
+            specs.push(json!({"fn": "count", "as": "__rows"}));
+        }
         let mut pre = gk.pre.clone();
         pre.extend(agg_inputs);
         let global = keys.is_empty();
@@ -487,6 +524,9 @@ impl Planner<'_> {
                 _ => None,
             };
             columns.push(Col { name: format!("__agg{i}"), ty });
+        }
+        if hidden_count {
+            columns.push(Col::typed("__rows", SqlType::BigInt));
         }
         let mut out =
             Rel { uid, columns, rowtime: None, origin: rel.origin.clone(), qualifiers: Vec::new(), changelog: false };
@@ -589,6 +629,25 @@ fn legacy_window(g: &Expr) -> Option<&Function> {
         }
         _ => None,
     }
+}
+
+/// `FROM a, b WHERE c` as `FROM a JOIN b ON c`, which it means: an inner
+/// join whose conditions the WHERE states. (Without a WHERE it would be a
+/// cross join, which the join planner refuses.)
+fn comma_join(s: &Select) -> Option<Select> {
+    use datafusion::sql::sqlparser::ast::{Join, JoinConstraint, JoinOperator};
+    let [first, second] = &s.from[..] else { return None };
+    if !second.joins.is_empty() {
+        return None;
+    }
+    let on = s.selection.clone()?;
+    let mut from = first.clone();
+    from.joins.push(Join {
+        relation: second.relation.clone(),
+        global: false,
+        join_operator: JoinOperator::Inner(JoinConstraint::On(on)),
+    });
+    Some(Select { from: vec![from], selection: None, ..s.clone() })
 }
 
 /// A bare column reference (`c` or `t.c`).

@@ -136,7 +136,20 @@ impl Planner<'_> {
         if rel.changelog {
             return Err(SqlError::at(at, "not supported: a Top-N of an updating input"));
         }
+        // A column the subquery selects under another name (`B.dateTime AS
+        // bid_dateTime`) is read under that name; others by their own.
+        let selected = |e: &Expr| {
+            numbered_from.projection.iter().find_map(|item| match item {
+                SelectItem::ExprWithAlias { expr, alias } if expr.to_string() == e.to_string() => {
+                    Some(alias.value.clone())
+                }
+                _ => None,
+            })
+        };
         let column = |e: &Expr| -> Result<String, SqlError> {
+            if let Some(name) = selected(e) {
+                return resolve_column(&rel, &name, e.span().start);
+            }
             match plain_column(e) {
                 Some(c) => resolve_column(&rel, &c.value, c.span.start),
                 None => Err(SqlError::at(
