@@ -30,9 +30,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 QUERIES = REPO / "bench" / "nexmark"
-# Events per second of event time of the loaded stream: 10 s windows then
+# Events per second of event time of the timed stream: 10 s windows then
 # hold 1M events each.
 RATE = 100_000
+# The checked stream: one partition and one event per millisecond, so that
+# rows arrive in one order and no two events tie on their timestamp. (Rows
+# that sort equal — a deduplication's equal timestamps, a Top-N's equal
+# prices — rank in arrival order in both engines; across partitions that
+# order changes from run to run, in Flink as in Weir.)
+CHECK_RATE = 1_000
 
 
 def query_names(selected):
@@ -105,29 +111,58 @@ FLINK_ROW = re.compile(r"^([+-][IUD])\[(.*)\]$")
 
 
 def changelog(engine, stdout, columns):
-    """(op, row) pairs printed by an engine's print sink."""
+    """(op, row, follows_its_old_row) printed by an engine's print sink; the
+    last is whether a +U came right after its -U from the same subtask."""
     out = []
-    for line in stdout.splitlines():
-        line = PREFIX.sub("", line.strip(), count=1)
+    last = {}
+    for raw in stdout.splitlines():
+        raw = raw.strip()
+        subtask = PREFIX.match(raw).group(0)
+        line = raw[len(subtask):]
         if engine == "weir" and line.startswith("{"):
             obj = json.loads(line)
             op = obj.pop("__op", "+I")
-            out.append((op, tuple(normal(obj.get(c)) for c in columns)))
-        elif engine == "flink":
+            row = tuple(normal(obj.get(c)) for c in columns)
+        elif engine == "flink" and FLINK_ROW.match(line):
             m = FLINK_ROW.match(line)
-            if m:
-                values = m.group(2).split(", ")
-                if len(values) != len(columns):
-                    raise ValueError(f"cannot split Flink's row into {len(columns)} values: {line}")
-                out.append((m.group(1), tuple(normal(v) for v in values)))
+            values = m.group(2).split(", ")
+            if len(values) != len(columns):
+                raise ValueError(f"cannot split Flink's row into {len(columns)} values: {line}")
+            op, row = m.group(1), tuple(normal(v) for v in values)
+        else:
+            continue
+        out.append((op, row, last.get(subtask) == "-U"))
+        last[subtask] = op
     return out
 
 
-def materialize(changes):
+def materialize(changes, key):
+    """The rows a changelog ends in. A +U without its -U (Flink writes some
+    updating results as upserts) replaces the row of its key: the columns
+    at the indexes `key`, from the query's `-- Upsert key:` comment."""
     rows = collections.Counter()
-    for op, row in changes:
-        rows[row] += 1 if op in ("+I", "+U") else -1
+    latest = {}
+    for op, row, paired in changes:
+        k = tuple(row[i] for i in key) if key else None
+        if op == "+U" and not paired:
+            if not key:
+                raise ValueError("an update without its old row, and the query names no upsert key")
+            if k in latest:
+                rows[latest[k]] -= 1
+        if op in ("+I", "+U"):
+            rows[row] += 1
+            latest[k] = row
+        else:
+            rows[row] -= 1
+            if latest.get(k) == row:
+                del latest[k]
     return +rows
+
+
+def upsert_key(query, columns):
+    """Indexes of the columns named by the query's `-- Upsert key: a, b` comment."""
+    m = re.search(r"^-- Upsert key: ([\w, ]+)", (QUERIES / f"{query}.sql").read_text(), re.M)
+    return [columns.index(c.strip()) for c in m.group(1).split(",")] if m else []
 
 
 def first_error(stderr):
@@ -143,10 +178,10 @@ def bench(args, weir, flink_src, Kafka, sh):
        env=dict(os.environ, FLINK_BASELINE_SRC=str(flink_src)))
     kafka = Kafka()
     try:
-        topics = {"nexmark": args.events, "nexmark-check": args.check_events}
-        for topic, events in topics.items():
-            kafka.create_topic(topic, p)
-            load = fill((QUERIES / "load.sql").read_text(), EVENTS=events, RATE=RATE, PARALLELISM=p)
+        topics = {"nexmark": (args.events, RATE, p), "nexmark-check": (args.check_events, CHECK_RATE, 1)}
+        for topic, (events, rate, partitions) in topics.items():
+            kafka.create_topic(topic, partitions)
+            load = fill((QUERIES / "load.sql").read_text(), EVENTS=events, RATE=rate, PARALLELISM=partitions)
             ddl = fill((QUERIES / "ddl.sql").read_text(), TOPIC=topic, BOOTSTRAP_SERVERS=kafka.bootstrap)
             print(f"loading {events:,} events into {topic}...", file=sys.stderr)
             ok, _, err, wall, _ = run(lambda f: [weir, "local", f], f"{ddl}\n{load}")
@@ -180,21 +215,28 @@ def bench(args, weir, flink_src, Kafka, sh):
             match = "n/a"
             if not failed:
                 columns = sink_columns(q)
+                key = upsert_key(q, columns)
                 results = {}
+                outputs = {}
                 for engine, cmd in engines.items():
                     ok, out, err, _, _ = run(cmd, script(q, "nexmark-check", kafka.bootstrap, p, print_rows=True))
                     if not ok:
                         failed[engine] = first_error(err)
                         break
-                    results[engine] = materialize(changelog(engine, out, columns))
+                    results[engine] = materialize(changelog(engine, out, columns), key)
+                    outputs[engine] = out
                 if not failed:
                     same = results["weir"] == results["flink"]
                     match = "yes" if same else "no"
                     if not same:
                         only_w = results["weir"] - results["flink"]
                         only_f = results["flink"] - results["weir"]
+                        kept = Path(tempfile.mkdtemp(prefix=f"weir-nexmark-{q}-"))
+                        for engine, out in outputs.items():
+                            (kept / f"{engine}.txt").write_text(out)
                         print(f"  {q}: {sum(only_w.values())} rows only in Weir's result, {sum(only_f.values())} only in "
-                              f"Flink's; e.g. weir {list(only_w)[:2]} flink {list(only_f)[:2]}", file=sys.stderr)
+                              f"Flink's (of {sum(results['weir'].values())} and {sum(results['flink'].values())}); "
+                              f"both printed changelogs are in {kept}", file=sys.stderr)
             med = {e: sorted(v)[len(v) // 2] for e, v in rates.items() if v}
             mem = {e: sorted(v)[len(v) // 2] for e, v in peaks.items() if v}
             parts = [q]

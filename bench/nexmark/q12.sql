@@ -11,5 +11,5 @@ CREATE TABLE nexmark_q12 (
 
 INSERT INTO nexmark_q12
 SELECT bidder, count(*) AS bid_count, window_start AS starttime, window_end AS endtime
-FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(dateTime), INTERVAL '10' SECOND))
+FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(`dateTime`), INTERVAL '10' SECOND))
 GROUP BY bidder, window_start, window_end;

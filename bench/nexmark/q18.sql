@@ -5,16 +5,16 @@ CREATE TABLE nexmark_q18 (
   price BIGINT,
   channel VARCHAR,
   url VARCHAR,
-  dateTime TIMESTAMP(3),
+  `dateTime` TIMESTAMP(3),
   extra VARCHAR
 ) WITH (
   'connector' = 'blackhole'
 );
 
 INSERT INTO nexmark_q18
-SELECT auction, bidder, price, channel, url, dateTime, extra
+SELECT auction, bidder, price, channel, url, `dateTime`, extra
 FROM (
-  SELECT *, ROW_NUMBER() OVER (PARTITION BY bidder, auction ORDER BY dateTime DESC) AS rank_number
+  SELECT *, ROW_NUMBER() OVER (PARTITION BY bidder, auction ORDER BY `dateTime` DESC) AS rank_number
   FROM bid
 )
 WHERE rank_number <= 1;

@@ -4,6 +4,8 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 import org.apache.flink.configuration.Configuration;
 import org.apache.flink.table.api.EnvironmentSettings;
@@ -37,8 +39,13 @@ public final class FlinkNexmark {
                 EnvironmentSettings.newInstance().inStreamingMode().withConfiguration(conf).build());
 
         double seconds = -1;
+        Pattern set = Pattern.compile("(?is)SET\\s+'([^']+)'\\s*=\\s*'([^']*)'");
         for (String statement : statements(script)) {
-            if (statement.toUpperCase(Locale.ROOT).startsWith("INSERT")) {
+            Matcher m = set.matcher(statement);
+            if (m.matches()) {
+                // The SQL client's SET, applied to the table configuration.
+                tables.getConfig().set(m.group(1), m.group(2));
+            } else if (statement.toUpperCase(Locale.ROOT).startsWith("INSERT")) {
                 long t0 = System.nanoTime();
                 TableResult result = tables.executeSql(statement);
                 result.await();

@@ -94,9 +94,11 @@ impl<'a> Options<'a> {
         }
     }
 
-    /// Fails on an option no one took, naming the closest known one.
+    /// Fails on an option no one took, naming the closest known one. A
+    /// known option left untaken belongs to the table's other role (a
+    /// source's `scan.*` on a table written to): ignored, as in Flink.
     fn finish(self, known: &[&str]) -> Result<(), SqlError> {
-        match self.left.first() {
+        match self.left.iter().find(|(k, _, _)| !known.contains(&k.as_str())) {
             None => Ok(()),
             Some((k, _, at)) => Err(SqlError::at(
                 *at,
