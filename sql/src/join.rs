@@ -110,12 +110,6 @@ impl Planner<'_> {
             }
             other => return Err(SqlError::at(other.span().start, format!("not supported: `{other}` in a join"))),
         };
-        if rel.changelog {
-            return Err(SqlError::at(
-                f.span().start,
-                "not supported: a join of an updating input (the result of a GROUP BY without a window, or of SELECT DISTINCT)",
-            ));
-        }
         if rel.qualifiers.is_empty() {
             let columns = rel.names().map(|n| (n.to_string(), n.to_string())).collect();
             rel.qualifiers = vec![Qualifier { name, columns }];
@@ -145,6 +139,7 @@ impl Planner<'_> {
             JoinConstraint::None => return Err(SqlError::at(at, "a join needs ON conditions")),
         };
         let right = self.factor(&j.relation)?;
+        let updating_input = left.changelog || right.changelog;
         for q in &right.qualifiers {
             if left.qualifiers.iter().any(|l| l.name == q.name) {
                 return Err(SqlError::at(
@@ -166,6 +161,12 @@ impl Planner<'_> {
             return Err(SqlError::at(
                 span_start(on),
                 "not supported: a join without an equality of a column of each side (ON a.k = b.k)",
+            ));
+        }
+        if updating_input && (kind != Kind::Inner || bounds.lower.is_some() || bounds.upper.is_some()) {
+            return Err(SqlError::at(
+                at,
+                "not supported: an outer or interval join of an updating input (the result of a GROUP BY without a window, or of SELECT DISTINCT); an inner regular join takes one",
             ));
         }
         // Both time bounds make an interval join; none, a regular join.
@@ -226,13 +227,28 @@ impl Planner<'_> {
             None => {
                 // A regular join: its rows lose their event-time attribute,
                 // and an outer one's result is updating.
-                let meaning = format!("{left_key:?}|{right_key:?}|{}", kind.name());
+                let meaning = format!(
+                    "{left_key:?}|{right_key:?}|{}{}",
+                    kind.name(),
+                    match (left.changelog, right.changelog) {
+                        (false, false) => "",
+                        (true, false) => "|updating-left",
+                        (false, true) => "|updating-right",
+                        (true, true) => "|updating",
+                    }
+                );
                 let base = format!("{}-{}.join-{}", left.origin, right.origin, fingerprint(&meaning));
                 let mut config =
                     json!({"left_key": left_key, "right_key": right_key, "join_type": kind.name(), "names": names});
-                let outer = kind != Kind::Inner;
+                // An outer join, or one of an updating input, is updating.
+                let outer = kind != Kind::Inner || updating_input;
                 if outer {
                     config["op_column"] = json!(crate::builder::OP);
+                }
+                for (side, input) in [("left_op_column", &left), ("right_op_column", &right)] {
+                    if input.changelog {
+                        config[side] = json!(crate::builder::OP);
+                    }
                 }
                 if let Some(ttl) = self.settings.state_ttl {
                     config["state_ttl"] = json!(format!("{}ms", ttl.as_millis()));

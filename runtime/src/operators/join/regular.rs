@@ -10,6 +10,11 @@
 //! joined one is written (`+I`); the output then carries the change kind
 //! in `op_column`. A row whose key is null meets nobody.
 //!
+//! An inner join also takes updating inputs (`left_op_column`,
+//! `right_op_column`: a changelog's change kinds, `+I`, `-U`, `+U`, `-D`):
+//! a row taken back (`-U`, `-D`) leaves its side's state, and each pair it
+//! had made is taken back (`-D`); the output is then updating too.
+//!
 //! State: per side, one entry per key (its rows, with how many partners
 //! each has met), written only for keys that changed since the last
 //! checkpoint.
@@ -17,7 +22,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use arrow::array::{new_null_array, Array, ArrayRef, RecordBatch, StringArray};
+use arrow::array::{new_null_array, Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
@@ -47,6 +52,12 @@ struct Config {
     op_column: String,
     #[serde(default, with = "duration::option")]
     state_ttl: Option<Duration>,
+    /// The change-kind column of an updating left input.
+    #[serde(default)]
+    left_op_column: Option<String>,
+    /// The change-kind column of an updating right input.
+    #[serde(default)]
+    right_op_column: Option<String>,
 }
 
 fn default_op() -> String {
@@ -59,23 +70,58 @@ struct Planned {
     key_types: Vec<DataType>,
     join_type: JoinType,
     ttl: Option<i64>,
+    /// Each input's columns without its change-kind column.
     inputs: [SchemaRef; 2],
+    /// Where each updating input has its change-kind column.
+    input_ops: [Option<usize>; 2],
+    /// Whether the output carries change kinds (outer, or an updating input).
+    updating: bool,
     schema: SchemaRef,
 }
 
 fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
     let c: Config = ctx.config()?;
-    let inputs = [ctx.inputs[0].clone(), ctx.inputs[1].clone()];
+    let mut inputs = [ctx.inputs[0].clone(), ctx.inputs[1].clone()];
+    let mut input_ops = [None, None];
+    for (s, op) in [&c.left_op_column, &c.right_op_column].into_iter().enumerate() {
+        let Some(op) = op else { continue };
+        let field = format!("config.{}_op_column", SIDES[s]);
+        let i = inputs[s]
+            .index_of(op)
+            .map_err(|_| ctx.error(format!("no column `{op}` in the {} input", SIDES[s])).field(field.clone()))?;
+        if inputs[s].field(i).data_type() != &DataType::Utf8 {
+            return Err(ctx.error(format!("change-kind column `{op}` must be a string")).field(field));
+        }
+        if c.join_type != JoinType::Inner {
+            return Err(ctx
+                .error("not supported: an outer join of an updating input (only inner joins take one)")
+                .field(field));
+        }
+        let rest: Vec<Field> =
+            inputs[s].fields().iter().enumerate().filter(|(j, _)| *j != i).map(|(_, f)| f.as_ref().clone()).collect();
+        inputs[s] = Arc::new(Schema::new(rest));
+        input_ops[s] = Some(i);
+    }
     let (keys, key_types) = join_keys(ctx, &inputs, &c.left_key, &c.right_key)?;
     let mut fields = output_fields(ctx, &inputs, c.join_type, &c.right_prefix, c.names.as_deref())?;
-    if c.join_type != JoinType::Inner {
+    let updating = c.join_type != JoinType::Inner || input_ops.iter().any(Option::is_some);
+    if updating {
         if fields.iter().any(|f| f.name() == &c.op_column) {
             return Err(ctx.error(format!("output column `{}` already exists", c.op_column)).field("config.op_column"));
         }
         fields.push(Field::new(&c.op_column, DataType::Utf8, false));
     }
     let ttl = c.state_ttl.filter(|d| !d.is_zero()).map(millis);
-    Ok(Planned { keys, key_types, join_type: c.join_type, ttl, inputs, schema: Arc::new(Schema::new(fields)) })
+    Ok(Planned {
+        keys,
+        key_types,
+        join_type: c.join_type,
+        ttl,
+        inputs,
+        input_ops,
+        updating,
+        schema: Arc::new(Schema::new(fields)),
+    })
 }
 
 /// Factory of `regular_join`.
@@ -198,7 +244,7 @@ impl RegularJoin {
                 columns.push(if c.data_type() == field.data_type() { c } else { cast(&c, field.data_type())? });
             }
         }
-        if self.p.join_type != JoinType::Inner {
+        if self.p.updating {
             columns.push(Arc::new(StringArray::from_iter_values(joined.iter().map(|j| j.2))));
         }
         out.emit(RecordBatch::try_new(self.p.schema.clone(), columns)?);
@@ -225,6 +271,17 @@ impl RegularJoin {
 impl Operator for RegularJoin {
     fn process_batch(&mut self, input: usize, batch: RecordBatch, out: &mut Collector) -> OpResult<()> {
         let (me, other) = (input, 1 - input);
+        // An updating input's change kinds, and its rows without them.
+        let (ops, batch) = match self.p.input_ops[me] {
+            Some(i) => {
+                let ops = batch.column(i).as_string_opt::<i32>().cloned().ok_or_else(|| {
+                    OperatorError::InvalidData("the change-kind column is not a string column".into())
+                })?;
+                let keep: Vec<usize> = (0..batch.num_columns()).filter(|&j| j != i).collect();
+                (Some(ops), batch.project(&keep)?)
+            }
+            None => (None, batch),
+        };
         let mut widened: Vec<ArrayRef> = Vec::new();
         let mut originals: Vec<ArrayRef> = Vec::new();
         let mut nulls: Option<arrow::buffer::NullBuffer> = None;
@@ -250,9 +307,29 @@ impl Operator for RegularJoin {
         let mut joined: Vec<Joined> = Vec::new();
         for (r, &hash) in hashes.iter().enumerate() {
             let row = rows.row(r).data();
+            let retract = ops.as_ref().is_some_and(|o| o.is_valid(r) && matches!(o.value(r), "-U" | "-D"));
             if nulls.as_ref().is_some_and(|n| n.is_null(r)) {
                 if outer_me {
                     joined.push(pair(row.to_vec(), None, "+I"));
+                }
+                continue;
+            }
+            if retract {
+                // Only inner joins take updating inputs: the row leaves its
+                // side, and the pairs it made are taken back.
+                let key = keys.row(r).data();
+                if let Some(mine) = self.state[me].get_mut(key) {
+                    if let Some(i) = mine.rows.iter().position(|(x, _)| x.as_slice() == row) {
+                        mine.rows.swap_remove(i);
+                    }
+                    if mine.rows.is_empty() {
+                        self.state[me].remove(key);
+                    }
+                }
+                if let Some(theirs) = self.state[other].get(key) {
+                    for (their_row, _) in &theirs.rows {
+                        joined.push(pair(row.to_vec(), Some(their_row.clone()), "-D"));
+                    }
                 }
                 continue;
             }

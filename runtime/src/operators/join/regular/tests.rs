@@ -124,3 +124,67 @@ fn both_sides_restore_and_keep_their_partner_counts() {
     assert_eq!(rows(&mut out), ["1,x,,,-D", "1,x,1,p,+I", "2,y,2,r,+I"]);
     assert!(KeyRows::decode(&[0; 7]).is_err(), "a damaged entry is an error");
 }
+
+/// An inner join whose right input is updating (`op` holds its change kinds).
+fn updating_right_operator(join_type: &str) -> Result<Box<dyn Operator>, PlanError> {
+    let config = json!({"left_key": ["id"], "right_key": ["rid"], "join_type": join_type, "right_op_column": "op"});
+    let right = Arc::new(Schema::new(vec![
+        Field::new("rid", DataType::Int32, false),
+        Field::new("b", DataType::Utf8, false),
+        Field::new("op", DataType::Utf8, false),
+    ]));
+    let inputs = [left_schema(), right];
+    let (e0, e1) = (edge(0, "id"), edge(1, "rid"));
+    let ctx = PlanContext {
+        uid: "join",
+        line: 0,
+        config: &config,
+        inputs: &inputs,
+        input_edges: &[&e0, &e1],
+        parallelism: 2,
+        checkpoint: None,
+    };
+    Ok(match RegularJoinFactory.create(&ctx, SubtaskInfo { index: 0, parallelism: 2, max_parallelism: 128 })? {
+        Instance::Operator(o) => o,
+        Instance::Source(_) => unreachable!(),
+    })
+}
+
+fn changes(rows: &[(i32, &str, &str)]) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("rid", DataType::Int32, false),
+        Field::new("b", DataType::Utf8, false),
+        Field::new("op", DataType::Utf8, false),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(arrow::array::Int32Array::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn an_inner_join_of_an_updating_input_takes_back_the_pairs_of_a_retracted_row() {
+    let mut j = updating_right_operator("inner").unwrap();
+    let mut out = Collector::default();
+    j.process_batch(0, left(&[(Some(1), "x"), (Some(2), "y")]), &mut out).unwrap();
+    j.process_batch(1, changes(&[(1, "p", "+I"), (2, "q", "+I")]), &mut out).unwrap();
+    assert_eq!(rows(&mut out), ["1,x,1,p,+I", "2,y,2,q,+I"], "the output carries change kinds");
+    // p is updated to p2: its pair is taken back, the new one written.
+    j.process_batch(1, changes(&[(1, "p", "-U"), (1, "p2", "+U")]), &mut out).unwrap();
+    assert_eq!(rows(&mut out), ["1,x,1,p,-D", "1,x,1,p2,+I"]);
+    // A new left row meets only what the right side still holds.
+    j.process_batch(0, left(&[(Some(1), "z")]), &mut out).unwrap();
+    assert_eq!(rows(&mut out), ["1,z,1,p2,+I"]);
+    j.process_batch(1, changes(&[(2, "q", "-D")]), &mut out).unwrap();
+    assert_eq!(rows(&mut out), ["2,y,2,q,-D"]);
+    j.process_batch(0, left(&[(Some(2), "w")]), &mut out).unwrap();
+    assert!(rows(&mut out).is_empty(), "q left the state");
+
+    let err = updating_right_operator("left").err().expect("an outer join refuses an updating input");
+    assert!(err.to_string().contains("not supported: an outer join of an updating input"), "{err}");
+}
