@@ -29,21 +29,24 @@ fn edge(to_input: u32, key: &str) -> EdgeSpec {
 
 fn operator(join_type: &str) -> Box<dyn Operator> {
     let config = json!({"left_key": ["id"], "right_key": ["rid"], "join_type": join_type});
-    let inputs = [left_schema(), right_schema()];
+    create(&config, [left_schema(), right_schema()]).unwrap()
+}
+
+fn create(config: &serde_json::Value, inputs: [SchemaRef; 2]) -> Result<Box<dyn Operator>, PlanError> {
     let (e0, e1) = (edge(0, "id"), edge(1, "rid"));
     let ctx = PlanContext {
         uid: "join",
         line: 0,
-        config: &config,
+        config,
         inputs: &inputs,
         input_edges: &[&e0, &e1],
         parallelism: 2,
         checkpoint: None,
     };
-    match RegularJoinFactory.create(&ctx, SubtaskInfo { index: 0, parallelism: 2, max_parallelism: 128 }).unwrap() {
+    Ok(match RegularJoinFactory.create(&ctx, SubtaskInfo { index: 0, parallelism: 2, max_parallelism: 128 })? {
         Instance::Operator(o) => o,
         Instance::Source(_) => unreachable!(),
-    }
+    })
 }
 
 fn left(rows: &[(Option<i64>, &str)]) -> RecordBatch {
@@ -128,26 +131,7 @@ fn both_sides_restore_and_keep_their_partner_counts() {
 /// An inner join whose right input is updating (`op` holds its change kinds).
 fn updating_right_operator(join_type: &str) -> Result<Box<dyn Operator>, PlanError> {
     let config = json!({"left_key": ["id"], "right_key": ["rid"], "join_type": join_type, "right_op_column": "op"});
-    let right = Arc::new(Schema::new(vec![
-        Field::new("rid", DataType::Int32, false),
-        Field::new("b", DataType::Utf8, false),
-        Field::new("op", DataType::Utf8, false),
-    ]));
-    let inputs = [left_schema(), right];
-    let (e0, e1) = (edge(0, "id"), edge(1, "rid"));
-    let ctx = PlanContext {
-        uid: "join",
-        line: 0,
-        config: &config,
-        inputs: &inputs,
-        input_edges: &[&e0, &e1],
-        parallelism: 2,
-        checkpoint: None,
-    };
-    Ok(match RegularJoinFactory.create(&ctx, SubtaskInfo { index: 0, parallelism: 2, max_parallelism: 128 })? {
-        Instance::Operator(o) => o,
-        Instance::Source(_) => unreachable!(),
-    })
+    create(&config, [left_schema(), changes(&[]).schema()])
 }
 
 fn changes(rows: &[(i32, &str, &str)]) -> RecordBatch {
