@@ -103,6 +103,15 @@ impl SqlType {
         })
     }
 
+    /// Whether it is a timestamp or a `ROW` holding one.
+    pub fn holds_timestamp(&self) -> bool {
+        match self {
+            SqlType::Timestamp => true,
+            SqlType::Row(fields) => fields.iter().any(|(_, t)| t.holds_timestamp()),
+            _ => false,
+        }
+    }
+
     /// Whether it is an integer type.
     pub fn is_integer(&self) -> bool {
         matches!(self, SqlType::TinyInt | SqlType::SmallInt | SqlType::Int | SqlType::BigInt)

@@ -392,10 +392,9 @@ fn known_source_options(connector: &str) -> Vec<&'static str> {
 /// type, timestamps as Flink's text (`2026-03-01 08:00:00.123`) where rows
 /// are written as text, also inside a `ROW`.
 fn sink_expr(src: String, ty: &SqlType, text: bool) -> String {
-    let has_time = |t: &SqlType| format!("{t}").contains("TIMESTAMP");
     match ty {
         SqlType::Timestamp if text => format!("to_char({src}, '%Y-%m-%d %H:%M:%S%.3f')"),
-        SqlType::Row(fields) if text && has_time(ty) => {
+        SqlType::Row(fields) if text && ty.holds_timestamp() => {
             let parts: Vec<String> = fields
                 .iter()
                 .map(|(f, t)| {
