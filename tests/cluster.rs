@@ -588,3 +588,150 @@ fn nexmark_queries_over_the_generator_give_the_rows_of_its_events() -> anyhow::R
     assert_eq!(nexmark_rows("q3", N, &["name", "city", "state", "id"])?, want);
     Ok(())
 }
+
+/// Runs a SQL script with `weir local` and returns the rows it printed.
+fn printed(dir: &std::path::Path, name: &str, script: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let path = dir.join(name);
+    std::fs::write(&path, script)?;
+    let run = std::process::Command::new(bin("weir")).arg("local").arg(&path).output()?;
+    anyhow::ensure!(run.status.success(), "{name}: {}", String::from_utf8_lossy(&run.stderr));
+    Ok(String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line.split_once("> ").map_or(line, |(_, rest)| rest)).ok())
+        .collect())
+}
+
+/// Datagen's bids in 500 ms tumbling windows, for the window Top-N and
+/// window join tests.
+const WINDOWED_BIDS: &str = "SET 'parallelism.default' = '2';
+CREATE TABLE bids (auction BIGINT, price BIGINT, event_time_ms BIGINT, channel STRING,
+  ts AS TO_TIMESTAMP_LTZ(event_time_ms, 3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+  WITH ('connector' = 'datagen', 'number-of-rows' = '20000');
+CREATE VIEW windowed AS SELECT * FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '500' MILLISECOND));
+";
+
+/// Datagen's row `i`: (auction, price, event_time_ms, channel).
+fn datagen_bid(i: i64) -> (i64, i64, i64, &'static str) {
+    let channels = ["apple", "google", "facebook", "baidu"];
+    ((i * 7919) % 10_000, 100 + (i * 31) % 10_000, 1_700_000_000_000 + i / 10, channels[(i % 4) as usize])
+}
+
+/// Window Top-N in SQL at parallelism 2, over a window table function's
+/// rows and over a window aggregation's: each window's first rows are
+/// appended once (no change kinds), and they are exactly the generator's.
+#[test]
+fn sql_window_top_n_appends_each_windows_first_rows_once() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let windows = |i: i64| {
+        let t = datagen_bid(i).2;
+        t - t % 500
+    };
+    // The three highest prices of each window (prices within a window are distinct).
+    let rows = printed(
+        dir.path(),
+        "rows.sql",
+        &format!(
+            "{WINDOWED_BIDS}SELECT auction, price, rn FROM (
+  SELECT auction, price, window_start, window_end,
+    ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY price DESC) AS rn
+  FROM windowed) WHERE rn <= 3;"
+        ),
+    )?;
+    let mut per_window: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
+    for i in 0..20_000 {
+        let (auction, price, _, _) = datagen_bid(i);
+        per_window.entry(windows(i)).or_default().push((price, auction));
+    }
+    let mut want: Vec<(i64, i64, i64)> = Vec::new();
+    for mut bids in per_window.into_values() {
+        bids.sort_unstable_by(|a, b| b.cmp(a));
+        want.extend(bids.into_iter().take(3).enumerate().map(|(r, (p, a))| (a, p, r as i64 + 1)));
+    }
+    let mut got: Vec<(i64, i64, i64)> = rows
+        .iter()
+        .map(|r| {
+            (r["auction"].as_i64().unwrap_or(-1), r["price"].as_i64().unwrap_or(-1), r["rn"].as_i64().unwrap_or(-1))
+        })
+        .collect();
+    assert!(rows.iter().all(|r| r.get("__op").is_none()), "a window Top-N only appends");
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    assert_eq!(want.len(), 12, "four windows of three rows");
+    // The two channels of highest total per window, over the window aggregation.
+    let rows = printed(
+        dir.path(),
+        "channels.sql",
+        &format!(
+            "{WINDOWED_BIDS}SELECT channel, total, rn FROM (
+  SELECT *, ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY total DESC) AS rn FROM (
+    SELECT channel, window_start, window_end, SUM(price) AS total FROM windowed
+    GROUP BY channel, window_start, window_end)) WHERE rn <= 2;"
+        ),
+    )?;
+    let mut totals: BTreeMap<(i64, &str), i64> = BTreeMap::new();
+    for i in 0..20_000 {
+        let (_, price, _, channel) = datagen_bid(i);
+        *totals.entry((windows(i), channel)).or_default() += price;
+    }
+    let mut per_window: BTreeMap<i64, Vec<(i64, &str)>> = BTreeMap::new();
+    for ((w, channel), total) in totals {
+        per_window.entry(w).or_default().push((total, channel));
+    }
+    let mut want: Vec<(String, i64, i64)> = Vec::new();
+    for mut totals in per_window.into_values() {
+        totals.sort_unstable_by(|a, b| b.cmp(a));
+        assert!(totals[1].0 != totals[2].0, "no tie decides the second place");
+        want.extend(totals.into_iter().take(2).enumerate().map(|(r, (t, c))| (c.to_string(), t, r as i64 + 1)));
+    }
+    let mut got: Vec<(String, i64, i64)> = rows
+        .iter()
+        .map(|r| {
+            let channel = r["channel"].as_str().unwrap_or_default().to_string();
+            (channel, r["total"].as_i64().unwrap_or(-1), r["rn"].as_i64().unwrap_or(-1))
+        })
+        .collect();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    Ok(())
+}
+
+/// A window join in SQL at parallelism 2: the cheap bids of each window
+/// LEFT JOINed with the dear bids of the same channel and window; every
+/// pair once, and each cheap bid without a partner once, padded.
+#[test]
+fn a_sql_window_join_pairs_rows_of_the_same_window_and_pads_the_rest() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let rows = printed(
+        dir.path(),
+        "join.sql",
+        &format!(
+            "{WINDOWED_BIDS}SELECT L.auction, L.price AS low, R.price AS high
+FROM (SELECT * FROM windowed WHERE price < 150) L
+LEFT JOIN (SELECT * FROM windowed WHERE price > 10094) R
+ON L.channel = R.channel AND L.window_start = R.window_start AND L.window_end = R.window_end;"
+        ),
+    )?;
+    let bids: Vec<(i64, i64, i64, &str)> = (0..20_000).map(datagen_bid).collect();
+    let window = |t: i64| t - t % 500;
+    let mut want: Vec<(i64, i64, Option<i64>)> = Vec::new();
+    for l in bids.iter().filter(|b| b.1 < 150) {
+        let partners: Vec<i64> =
+            bids.iter().filter(|r| r.1 > 10_094 && r.3 == l.3 && window(r.2) == window(l.2)).map(|r| r.1).collect();
+        if partners.is_empty() {
+            want.push((l.0, l.1, None));
+        }
+        want.extend(partners.into_iter().map(|p| (l.0, l.1, Some(p))));
+    }
+    let mut got: Vec<(i64, i64, Option<i64>)> = rows
+        .iter()
+        .map(|r| (r["auction"].as_i64().unwrap_or(-1), r["low"].as_i64().unwrap_or(-1), r["high"].as_i64()))
+        .collect();
+    got.sort_unstable();
+    want.sort_unstable();
+    let padded = want.iter().filter(|w| w.2.is_none()).count();
+    assert!(padded > 0 && want.len() > padded, "the check covers both kinds of rows: {want:?}");
+    assert_eq!(got, want);
+    Ok(())
+}

@@ -45,6 +45,23 @@ pub struct Rel {
     /// kind (`+I`, `-U`, `+U`, `-D`) in the hidden column [`OP`], which is
     /// not in `columns`.
     pub changelog: bool,
+    /// The window bounds it carries: the rows of a window table-valued
+    /// function, or of a window aggregation that selects both bounds.
+    /// Window aggregations, window Top-N and window joins group, partition
+    /// and join by them.
+    pub window: Option<WindowBounds>,
+}
+
+/// The window bounds of a relation's rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowBounds {
+    /// The `window_start` column's name.
+    pub start: String,
+    /// The `window_end` column's name.
+    pub end: String,
+    /// The window operator's spec of the table function the rows come
+    /// straight from (none after a window aggregation).
+    pub spec: Option<Value>,
 }
 
 /// The change-kind column of an updating relation.

@@ -287,6 +287,7 @@ mod tests {
             origin: "t".into(),
             qualifiers: Vec::new(),
             changelog: false,
+            window: None,
         }
     }
 

@@ -102,11 +102,16 @@ impl Planner<'_> {
                 };
                 (self.query(subquery)?, alias.name.value.clone())
             }
-            TableFactor::TableFunction { .. } | TableFactor::Function { .. } => {
-                return Err(SqlError::at(
-                    f.span().start,
-                    "not supported: window joins (joins of window table-valued functions)",
-                ))
+            TableFactor::TableFunction { expr: Expr::Function(call), alias } => {
+                let Some(alias) = alias else {
+                    return Err(SqlError::at(
+                        f.span().start,
+                        "a window table function in a join needs a name: TABLE(TUMBLE(...)) AS name",
+                    ));
+                };
+                let (rel, window) = self.window_function(call)?;
+                let window = window.expect("a window function has a window");
+                (self.window_table(rel, &window)?, alias.name.value.clone())
             }
             other => return Err(SqlError::at(other.span().start, format!("not supported: `{other}` in a join"))),
         };
@@ -169,6 +174,29 @@ impl Planner<'_> {
                 "not supported: an outer or interval join of an updating input (the result of a GROUP BY without a window, or of SELECT DISTINCT); an inner regular join takes one",
             ));
         }
+        // Inputs that carry window bounds, joined on both, make a window join.
+        let window_join = match (&left.window, &right.window) {
+            (Some(l), Some(r)) => {
+                let equal = |l: &String, r: &String| keys.iter().any(|(a, b)| a == l && b == r);
+                match (equal(&l.start, &r.start), equal(&l.end, &r.end)) {
+                    (true, true) => true,
+                    (false, false) => false,
+                    _ => {
+                        return Err(SqlError::at(
+                            span_start(on),
+                            "a window join equates both window_start and window_end of its inputs",
+                        ))
+                    }
+                }
+            }
+            _ => false,
+        };
+        if window_join && (bounds.lower.is_some() || bounds.upper.is_some()) {
+            return Err(SqlError::at(
+                span_start(on),
+                "not supported: time bounds in a window join besides its windows",
+            ));
+        }
         // Both time bounds make an interval join; none, a regular join.
         let interval = match (bounds.lower, bounds.upper) {
             (Some(lower), Some(upper)) if lower > upper => {
@@ -213,6 +241,23 @@ impl Planner<'_> {
             (left.rowtime.clone().unwrap_or_default(), right.rowtime.clone().unwrap_or_default());
         let (left_key, right_key): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
         let (uid, rowtime, changelog) = match interval {
+            // A window join pairs the rows of the same window as an interval
+            // join of their window ends with no slack: a window's rows are
+            // kept until the watermark closes it, and an outer side's rows
+            // without a partner are padded then.
+            None if window_join => {
+                let end =
+                    |r: &Rel| r.window.as_ref().map(|w| w.end.clone()).expect("a window join's inputs have windows");
+                let (left_end, right_end) = (end(&left), end(&right));
+                let meaning = format!("{left_key:?}|{right_key:?}|{}", kind.name());
+                let base = format!("{}-{}.window-join-{}", left.origin, right.origin, fingerprint(&meaning));
+                let config = json!({
+                    "left_key": left_key, "right_key": right_key,
+                    "left_time": left_end, "right_time": right_end,
+                    "lower": 0, "upper": 0, "join_type": kind.name(), "names": names,
+                });
+                (self.b.add(&base, "interval_join", config, 0), None, false)
+            }
             Some((lower, upper)) => {
                 let meaning =
                     format!("{left_key:?}|{right_key:?}|{left_time}|{right_time}|{lower}|{upper}|{}", kind.name());
@@ -260,8 +305,15 @@ impl Planner<'_> {
         self.b.connect_input(&right.uid, &uid, 1, Partitioning::Hash, right_key);
         let mut columns = left.columns.clone();
         columns.extend(right.columns.iter().zip(&right_names).map(|(c, n)| Col { name: n.clone(), ty: c.ty.clone() }));
-        let mut out =
-            Rel { uid, columns, rowtime, origin: format!("{}-{}", left.origin, right.origin), qualifiers, changelog };
+        let mut out = Rel {
+            uid,
+            columns,
+            rowtime,
+            origin: format!("{}-{}", left.origin, right.origin),
+            qualifiers,
+            changelog,
+            window: None,
+        };
         if !rest.is_empty() {
             let mut predicate = rest[0].clone();
             for r in &rest[1..] {

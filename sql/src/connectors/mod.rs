@@ -240,7 +240,15 @@ pub fn source(b: &mut Builder, t: &TableDef, settings: &Settings) -> Result<Rel,
         }
     };
     opts.finish(&known_source_options(&connector))?;
-    let mut rel = Rel { uid, columns, rowtime: None, origin: name.clone(), qualifiers: Vec::new(), changelog: false };
+    let mut rel = Rel {
+        uid,
+        columns,
+        rowtime: None,
+        origin: name.clone(),
+        qualifiers: Vec::new(),
+        changelog: false,
+        window: None,
+    };
     // Exactly the declared physical and metadata columns, in order.
     let wanted: Vec<&str> = t
         .columns

@@ -62,7 +62,12 @@ pub(super) fn placeholders(e: &mut Expr, rel: &Rel, bounds: Bounds, aggs: &mut V
     use std::ops::ControlFlow;
     let flow = datafusion::sql::sqlparser::ast::visit_expressions_mut(e, |x| {
         let new = match x {
-            Expr::Identifier(id) if bounds == Bounds::Tvf && rel.column(&id.value).is_none() => {
+            // The bounds the window gives, also where the rows carry their
+            // table function's bounds already.
+            Expr::Identifier(id)
+                if bounds == Bounds::Tvf
+                    && (rel.column(&id.value).is_none() || rel.window.as_ref().is_some_and(|w| w.spec.is_some())) =>
+            {
                 match id.value.to_ascii_lowercase().as_str() {
                     w @ ("window_start" | "window_end" | "window_time") => {
                         Some(Ok(placeholder(&format!("{WINDOW}{w}"))))

@@ -68,8 +68,15 @@ impl Planner<'_> {
         for (i, a) in aggs.iter().enumerate() {
             columns.push(Col { name: format!("__agg{i}"), ty: a.result_type(&rel) });
         }
-        let mut out =
-            Rel { uid, columns, rowtime: None, origin: rel.origin.clone(), qualifiers: Vec::new(), changelog: true };
+        let mut out = Rel {
+            uid,
+            columns,
+            rowtime: None,
+            origin: rel.origin.clone(),
+            qualifiers: Vec::new(),
+            changelog: true,
+            window: None,
+        };
         let key_names: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
         if let Some(mut h) = having {
             finish(&mut h, &key_names, &aggs, &rel)?;
@@ -95,7 +102,15 @@ impl Planner<'_> {
         }
         cols.push(json!(OP));
         let uid = self.stateless(&out, "project", "project", json!({"columns": cols}));
-        Ok(Rel { uid, columns: result, rowtime: None, origin: rel.origin, qualifiers: Vec::new(), changelog: true })
+        Ok(Rel {
+            uid,
+            columns: result,
+            rowtime: None,
+            origin: rel.origin,
+            qualifiers: Vec::new(),
+            changelog: true,
+            window: None,
+        })
     }
 
     /// `SELECT DISTINCT`: the rows of `rel`, each once, grouped by all its columns.
@@ -106,7 +121,7 @@ impl Planner<'_> {
         let config = self.group_config(json!({"key": key}), rel.changelog);
         let uid = self.b.add(&uid_base, "group_aggregate", config, 0);
         self.b.connect(&rel.uid, &uid, Partitioning::Hash, key);
-        Ok(Rel { uid, rowtime: None, qualifiers: Vec::new(), changelog: true, ..rel })
+        Ok(Rel { uid, rowtime: None, qualifiers: Vec::new(), changelog: true, window: None, ..rel })
     }
 
     /// A `group_aggregate`'s config: `base` with the change-kind columns and

@@ -12,7 +12,7 @@ use datafusion::sql::sqlparser::tokenizer::Location;
 use serde_json::{json, Value};
 use weir_runtime::graph::Partitioning;
 
-use crate::builder::{fingerprint, quoted, Builder, Col, Rel, OP};
+use crate::builder::{fingerprint, quoted, Builder, Col, Rel, WindowBounds, OP};
 use crate::connectors;
 use crate::error::{did_you_mean, SqlError};
 use crate::expr::{interval_ms, resolve_column, struct_field, to_sql};
@@ -25,6 +25,7 @@ mod aggregates;
 mod group;
 mod top_n;
 mod union;
+mod window_table;
 
 use aggregates::{contains_aggregate, finish, placeholders, specs, Aggregate, Bounds, GroupKeys, AGG, WINDOW};
 
@@ -59,7 +60,7 @@ pub struct Planner<'a> {
 
 /// A window table-valued function of a `FROM`.
 #[derive(Debug, Clone)]
-struct WindowFn {
+pub(crate) struct WindowFn {
     /// `tumbling`, `sliding` or `session`, with their sizes, as the window
     /// operator's config.
     spec: Value,
@@ -177,7 +178,7 @@ impl Planner<'_> {
 
     /// `TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), size))`, `HOP(..., slide, size)`,
     /// `SESSION(..., gap)`, positional or named (`DATA =>`, `TIMECOL =>`, ...).
-    fn window_function(&mut self, f: &Function) -> Result<(Rel, Option<WindowFn>), SqlError> {
+    pub(crate) fn window_function(&mut self, f: &Function) -> Result<(Rel, Option<WindowFn>), SqlError> {
         let at = f.name.span().start;
         let name = f.name.to_string().to_ascii_uppercase();
         let FunctionArguments::List(list) = &f.args else {
@@ -291,13 +292,26 @@ impl Planner<'_> {
             [_, second, ..] => return Err(SqlError::at(second.span().start, "not supported: joins (a comma in FROM)")),
         };
         // A Top-N subquery takes the outer WHERE's condition on its rank.
-        let (mut rel, window, selection) = match self.top_n(s)? {
+        let (mut rel, mut window, selection) = match self.top_n(s)? {
             Some((rel, rest)) => (rel, None, rest),
             None => {
                 let (rel, window) = self.relation(from)?;
                 (rel, window, s.selection.clone())
             }
         };
+        let group: &[Expr] = match &s.group_by {
+            GroupByExpr::Expressions(e, _) => e,
+            GroupByExpr::All(_) => return Err(SqlError::at(at, "not supported: GROUP BY ALL")),
+        };
+        let has_aggregates = s.projection.iter().any(|i| item_expr(i).is_some_and(contains_aggregate))
+            || s.having.as_ref().is_some_and(contains_aggregate);
+        // A window table-valued function read as a table: its rows with
+        // their window bounds (for a window join or window Top-N).
+        if group.is_empty() && !has_aggregates {
+            if let Some(w) = window.take() {
+                rel = self.window_table(rel, &w)?;
+            }
+        }
         let qualified;
         let s = if rel.qualifiers.is_empty() {
             s
@@ -310,17 +324,21 @@ impl Planner<'_> {
             let predicate = to_sql(w, &rel)?;
             rel.uid = self.stateless(&rel, "filter", "filter", json!({"predicate": predicate}));
         }
-        let group: &[Expr] = match &s.group_by {
-            GroupByExpr::Expressions(e, _) => e,
-            GroupByExpr::All(_) => return Err(SqlError::at(at, "not supported: GROUP BY ALL")),
-        };
         let legacy = group.iter().find_map(legacy_window);
-        let has_aggregates = s.projection.iter().any(|i| item_expr(i).is_some_and(contains_aggregate))
-            || s.having.as_ref().is_some_and(contains_aggregate);
+        // Rows of a window table function (a view of one, say) grouped by
+        // their window bounds make a window aggregation, as in Flink.
+        if window.is_none() && legacy.is_none() {
+            if let (Some(w), Some(time)) = (&rel.window, &rel.rowtime) {
+                let named = |c: &str| group.iter().any(|g| window_column(g).is_some_and(|n| n == c));
+                if let (Some(spec), true) = (&w.spec, named(&w.start) && named(&w.end)) {
+                    window = Some(WindowFn { spec: spec.clone(), column: time.clone(), at });
+                }
+            }
+        }
         let planned = if window.is_some() || legacy.is_some() {
             if group.is_empty() {
                 let at = window.as_ref().map_or(at, |w| w.at);
-                return Err(SqlError::at(at, "not supported: a window function without GROUP BY window_start, window_end (window Top-N, deduplication and window joins are not planned yet)"));
+                return Err(SqlError::at(at, "a window aggregation groups by window_start and window_end"));
             }
             self.window_aggregate(s, rel, window, group)?
         } else if !group.is_empty() || has_aggregates || s.having.is_some() {
@@ -344,12 +362,17 @@ impl Planner<'_> {
         let mut cols = Vec::new();
         let mut out = Vec::new();
         let mut rowtime = None;
+        // Where the window bounds went, if they pass through.
+        let (mut start, mut end) = (None, None);
         for (i, item) in s.projection.iter().enumerate() {
             match item {
                 SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(_, _) => {
                     for c in &rel.columns {
                         cols.push(json!(c.name));
                         out.push(c.clone());
+                    }
+                    if let Some(w) = &rel.window {
+                        (start, end) = (Some(w.start.clone()), Some(w.end.clone()));
                     }
                     if rel.rowtime.is_some() {
                         rowtime = rel.rowtime.clone();
@@ -393,19 +416,36 @@ impl Planner<'_> {
                     if source.is_some() && source == rel.rowtime {
                         rowtime = Some(name.clone());
                     }
+                    if let (Some(c), Some(w)) = (&source, &rel.window) {
+                        if *c == w.start {
+                            start = Some(name.clone());
+                        } else if *c == w.end {
+                            end = Some(name.clone());
+                        }
+                    }
                     cols.push(json!({"name": name, "expr": sql}));
                     out.push(Col { name, ty });
                 }
             }
         }
+        let spec = rel.window.as_ref().and_then(|w| w.spec.clone());
+        let window = start.zip(end).map(|(start, end)| WindowBounds { start, end, spec });
         if out == rel.columns {
-            return Ok(Rel { rowtime, qualifiers: Vec::new(), ..rel });
+            return Ok(Rel { rowtime, qualifiers: Vec::new(), window, ..rel });
         }
         if rel.changelog {
             cols.push(json!(OP));
         }
         let uid = self.stateless(&rel, "project", "project", json!({"columns": cols}));
-        Ok(Rel { uid, columns: out, rowtime, origin: rel.origin, qualifiers: Vec::new(), changelog: rel.changelog })
+        Ok(Rel {
+            uid,
+            columns: out,
+            rowtime,
+            origin: rel.origin,
+            qualifiers: Vec::new(),
+            changelog: rel.changelog,
+            window,
+        })
     }
 
     fn window_aggregate(
@@ -528,8 +568,15 @@ impl Planner<'_> {
         if hidden_count {
             columns.push(Col::typed("__rows", SqlType::BigInt));
         }
-        let mut out =
-            Rel { uid, columns, rowtime: None, origin: rel.origin.clone(), qualifiers: Vec::new(), changelog: false };
+        let mut out = Rel {
+            uid,
+            columns,
+            rowtime: None,
+            origin: rel.origin.clone(),
+            qualifiers: Vec::new(),
+            changelog: false,
+            window: None,
+        };
         let key_names: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
         if let Some(mut h) = having {
             finish(&mut h, &key_names, &aggs, &rel)?;
@@ -539,8 +586,17 @@ impl Planner<'_> {
         let mut cols = Vec::new();
         let mut result = Vec::new();
         let mut rowtime = None;
+        let (mut start, mut end) = (None, None);
         for (name, mut x) in items {
             let ty = match &x {
+                Expr::Identifier(p) if p.value == format!("{WINDOW}window_start") && !legacy => {
+                    start = Some(name.clone());
+                    Some(SqlType::Timestamp)
+                }
+                Expr::Identifier(p) if p.value == format!("{WINDOW}window_end") && !legacy => {
+                    end = Some(name.clone());
+                    Some(SqlType::Timestamp)
+                }
                 Expr::Identifier(p)
                     if p.value == format!("{WINDOW}window_start") || p.value == format!("{WINDOW}window_end") =>
                 {
@@ -565,7 +621,15 @@ impl Planner<'_> {
             result.push(Col { name, ty });
         }
         let uid = self.stateless(&out, "project", "project", json!({"columns": cols}));
-        Ok(Rel { uid, columns: result, rowtime, origin: rel.origin, qualifiers: Vec::new(), changelog: false })
+        Ok(Rel {
+            uid,
+            columns: result,
+            rowtime,
+            origin: rel.origin,
+            qualifiers: Vec::new(),
+            changelog: false,
+            window: start.zip(end).map(|(start, end)| WindowBounds { start, end, spec: None }),
+        })
     }
 
     /// `TUMBLE(ts, size)`, `HOP(ts, slide, size)`, `SESSION(ts, gap)` in a GROUP BY.

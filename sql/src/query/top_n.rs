@@ -174,14 +174,23 @@ impl Planner<'_> {
             }
             order.push(spec);
         }
+        // Partitioned by both bounds of the window its rows carry, it is a
+        // window Top-N: each window's first rows, once, when it closes.
+        let window = rel.window.clone().filter(|w| key.contains(&w.start) && key.contains(&w.end));
         let meaning = format!("{key:?}|{order:?}|{limit}");
-        let uid_base = format!("{}.top-n-{}", rel.origin, fingerprint(&meaning));
-        let config = json!({"partition_key": key, "order_by": order, "limit": limit, "rank_column": alias.value, "op_column": OP});
+        let kind = if window.is_some() { "window-top-n" } else { "top-n" };
+        let uid_base = format!("{}.{kind}-{}", rel.origin, fingerprint(&meaning));
+        let mut config = json!({"partition_key": key, "order_by": order, "limit": limit, "rank_column": alias.value});
+        match &window {
+            Some(w) => config["window_end_column"] = json!(w.end),
+            None => config["op_column"] = json!(OP),
+        }
         let uid = self.b.add(&uid_base, "top_n", config, 0);
         self.b.connect(&input.uid, &uid, Partitioning::Hash, key.clone());
         let mut columns = input.columns.clone();
         columns.push(Col::typed(alias.value.clone(), SqlType::BigInt));
-        let out = Rel { uid, columns, rowtime: None, origin: rel.origin, qualifiers: Vec::new(), changelog: true };
+        let changelog = window.is_none();
+        let out = Rel { uid, columns, rowtime: None, origin: rel.origin, qualifiers: Vec::new(), changelog, window };
         // The global key column is internal: project it away.
         let out = if input.uid != rel.uid {
             let mut cols: Vec<Value> =

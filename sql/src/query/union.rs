@@ -71,7 +71,7 @@ impl Planner<'_> {
             let i = l.columns.iter().position(|c| &c.name == t);
             i.is_some() && r.rowtime.as_deref() == i.map(|i| r.columns[i].name.as_str())
         });
-        Ok(Rel { uid, columns: l.columns, rowtime, origin: l.origin, qualifiers: Vec::new(), changelog })
+        Ok(Rel { uid, columns: l.columns, rowtime, origin: l.origin, qualifiers: Vec::new(), changelog, window: None })
     }
 
     /// `rel` as a changelog when `changelog` is asked for: an append-only

@@ -15,16 +15,23 @@ fn schema() -> SchemaRef {
 }
 
 fn operator(config: serde_json::Value) -> Box<dyn Operator> {
+    operator_over(config, schema())
+}
+
+fn operator_over(config: serde_json::Value, input: SchemaRef) -> Box<dyn Operator> {
     let edge = EdgeSpec {
         from: "src".into(),
         to: "top".into(),
         partitioning: Partitioning::Hash,
-        key: vec!["cat".into()],
+        key: config["partition_key"]
+            .as_array()
+            .map(|k| k.iter().filter_map(|c| c.as_str().map(String::from)).collect())
+            .unwrap_or_default(),
         input: 0,
         output: String::new(),
         line: 0,
     };
-    let inputs = [schema()];
+    let inputs = [input];
     let ctx = PlanContext {
         uid: "top",
         line: 0,
@@ -124,6 +131,14 @@ fn bad_configurations_are_refused() {
             json!({"partition_key": ["cat"], "order_by": [{"column": "price"}], "limit": 1, "rank_column": "item"}),
             "`item` already exists",
         ),
+        (
+            json!({"partition_key": ["cat"], "order_by": [{"column": "price"}], "limit": 1, "window_end_column": "price"}),
+            "must also be a partition key",
+        ),
+        (
+            json!({"partition_key": ["cat"], "order_by": [{"column": "price"}], "limit": 1, "window_end_column": "item"}),
+            "must be int64 milliseconds or a timestamp",
+        ),
     ] {
         let ctx = PlanContext {
             uid: "top",
@@ -137,4 +152,62 @@ fn bad_configurations_are_refused() {
         let err = TopNFactory.plan(&ctx).unwrap_err().to_string();
         assert!(err.contains(want), "{config}: {err}");
     }
+}
+
+/// Rows of (cat, window end, price) for a window Top-N.
+fn windowed(rows: &[(&str, i64, i64)]) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("cat", DataType::Utf8, false),
+        Field::new("end", DataType::Int64, false),
+        Field::new("price", DataType::Int64, false),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+        ],
+    )
+    .unwrap()
+}
+
+fn window_top2() -> Box<dyn Operator> {
+    let config = json!({"partition_key": ["cat", "end"], "order_by": [{"column": "price", "descending": true}],
+        "limit": 2, "window_end_column": "end"});
+    operator_over(config, windowed(&[]).schema())
+}
+
+#[test]
+fn a_window_top_n_emits_each_windows_first_rows_once_when_the_watermark_closes_it() {
+    let mut top = window_top2();
+    let mut out = Collector::default();
+    top.process_batch(0, windowed(&[("a", 10, 5), ("a", 10, 9), ("b", 10, 1), ("a", 20, 4)]), &mut out).unwrap();
+    top.process_batch(0, windowed(&[("a", 10, 7)]), &mut out).unwrap();
+    assert!(rows(&mut out).is_empty(), "nothing before the window closes");
+    // The watermark at 9 is the last instant of the windows ending at 10.
+    top.process_watermark(9, &mut out).unwrap();
+    let elements = out.drain().collect::<Vec<_>>();
+    assert!(matches!(elements.last(), Some(StreamElement::Watermark(9))), "the watermark follows the rows");
+    let mut out2 = Collector::default();
+    for e in elements {
+        if let StreamElement::Batch(b) = e {
+            out2.emit(b);
+        }
+    }
+    assert_eq!(rows(&mut out2), ["a,10,9,1", "a,10,7,2", "b,10,1,1"]);
+    // A row of a closed window is late and dropped; the next window is
+    // snapshotted, restored and emitted when its watermark comes.
+    top.process_batch(0, windowed(&[("a", 10, 100), ("a", 20, 6)]), &mut out).unwrap();
+    let mut w = StateWriter::new("top", CheckpointId(1), true);
+    top.snapshot_state(&mut w).unwrap();
+    let entries = w.into_entries();
+    let mut restored = window_top2();
+    restored.restore_state(&StateReader::new("top", &entries)).unwrap();
+    restored.process_watermark(15, &mut out).unwrap();
+    assert!(rows(&mut out).is_empty());
+    restored.process_watermark(19, &mut out).unwrap();
+    assert_eq!(rows(&mut out), ["a,20,6,1", "a,20,4,2"]);
+    restored.process_watermark(40, &mut out).unwrap();
+    assert!(rows(&mut out).is_empty(), "each window is emitted once");
 }
