@@ -735,3 +735,45 @@ ON L.channel = R.channel AND L.window_start = R.window_start AND L.window_end = 
     assert_eq!(got, want);
     Ok(())
 }
+
+/// A CUMULATE window in SQL with an offset, at parallelism 2: each
+/// channel's running count and maximum at every 250 ms step of each
+/// one-second period (periods start 100 ms past the second), exactly.
+#[test]
+fn a_sql_cumulate_window_reports_every_step_of_each_period() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let rows = printed(
+        dir.path(),
+        "cumulate.sql",
+        &format!(
+            "{WINDOWED_BIDS}SELECT channel, CAST(window_start AS BIGINT) AS ws, CAST(window_end AS BIGINT) AS we,
+  COUNT(*) AS n, MAX(price) AS top
+FROM TABLE(CUMULATE(TABLE bids, DESCRIPTOR(ts), INTERVAL '250' MILLISECOND, INTERVAL '1' SECOND, INTERVAL '100' MILLISECOND))
+GROUP BY channel, window_start, window_end;"
+        ),
+    )?;
+    let mut want: BTreeMap<(String, i64, i64), (i64, i64)> = BTreeMap::new();
+    for i in 0..20_000 {
+        let (_, price, t, channel) = datagen_bid(i);
+        let start = t - (t - 100).rem_euclid(1000);
+        for end in (1..=4).map(|k| start + 250 * k).filter(|end| t < *end) {
+            let e = want.entry((channel.to_string(), start, end)).or_insert((0, 0));
+            e.0 += 1;
+            e.1 = e.1.max(price);
+        }
+    }
+    let got: BTreeMap<(String, i64, i64), (i64, i64)> = rows
+        .iter()
+        .map(|r| {
+            let key = (
+                r["channel"].as_str().unwrap_or_default().to_string(),
+                r["ws"].as_i64().unwrap_or(-1),
+                r["we"].as_i64().unwrap_or(-1),
+            );
+            (key, (r["n"].as_i64().unwrap_or(-1), r["top"].as_i64().unwrap_or(-1)))
+        })
+        .collect();
+    assert_eq!(got.len(), rows.len(), "each window once");
+    assert_eq!(got, want);
+    Ok(())
+}

@@ -86,6 +86,35 @@ fn hop_session_and_legacy_group_windows() {
 }
 
 #[test]
+fn cumulate_windows_and_window_offsets() {
+    let window = |tvf: &str| {
+        let g = compiled(&format!(
+            "{DATAGEN} SELECT channel, window_start, window_end, COUNT(*) AS n FROM TABLE({tvf}) GROUP BY channel, window_start, window_end;"
+        ));
+        let w = g.operators.iter().find(|o| o.kind == "window").unwrap();
+        (w.uid.clone(), w.config["window"].clone())
+    };
+    let (uid, spec) = window("CUMULATE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND, INTERVAL '1' MINUTE)");
+    assert!(uid.starts_with("bids.cumulate-"), "{uid}");
+    assert_eq!(spec, serde_json::json!({"type": "cumulate", "step": "1000ms", "size": "60000ms"}));
+    // An offset counts modulo the alignment: -1 s of a 10 s tumble is 9 s.
+    let (_, spec) = window("TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '10' SECOND, INTERVAL '-1' SECOND)");
+    assert_eq!(spec, serde_json::json!({"type": "tumbling", "size": "10000ms", "offset": "9000ms"}));
+    let (_, spec) = window("HOP(DATA => TABLE bids, TIMECOL => DESCRIPTOR(ts), SLIDE => INTERVAL '5' SECOND, SIZE => INTERVAL '10' SECOND, OFFSET => INTERVAL '12' SECOND)");
+    assert_eq!(spec, serde_json::json!({"type": "sliding", "slide": "5000ms", "size": "10000ms", "offset": "2000ms"}));
+    let (_, spec) = window("TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '10' SECOND, INTERVAL '20' SECOND)");
+    assert_eq!(
+        spec,
+        serde_json::json!({"type": "tumbling", "size": "10000ms"}),
+        "a whole number of sizes shifts nothing"
+    );
+    let e = error(&format!(
+        "{DATAGEN} SELECT COUNT(*) FROM TABLE(CUMULATE(TABLE bids, DESCRIPTOR(ts), INTERVAL '7' SECOND, INTERVAL '1' MINUTE)) GROUP BY window_start, window_end;"
+    ));
+    assert!(e.contains("must be a whole number of steps"), "{e}");
+}
+
+#[test]
 fn a_window_over_everything_runs_on_one_key() {
     let g = compiled(&format!(
         "{DATAGEN} CREATE TABLE o (s TIMESTAMP(3), n BIGINT) WITH ('connector' = 'blackhole');

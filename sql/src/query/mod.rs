@@ -15,7 +15,7 @@ use weir_runtime::graph::Partitioning;
 use crate::builder::{fingerprint, quoted, Builder, Col, Rel, WindowBounds, OP};
 use crate::connectors;
 use crate::error::{did_you_mean, SqlError};
-use crate::expr::{interval_ms, resolve_column, struct_field, to_sql};
+use crate::expr::{interval_ms, interval_or_zero_ms, resolve_column, struct_field, to_sql};
 use crate::join::qualify_select;
 use crate::parse::TableDef;
 use crate::settings::Settings;
@@ -184,18 +184,19 @@ impl Planner<'_> {
         let FunctionArguments::List(list) = &f.args else {
             return Err(SqlError::at(at, format!("{name} needs arguments")));
         };
-        let (names, params): (&[&str], usize) = match name.as_str() {
-            "TUMBLE" => (&["DATA", "TIMECOL", "SIZE", "OFFSET"], 3),
-            "HOP" => (&["DATA", "TIMECOL", "SLIDE", "SIZE", "OFFSET"], 4),
-            "SESSION" => (&["DATA", "TIMECOL", "GAP"], 3),
-            "CUMULATE" => return Err(SqlError::at(at, "not supported: CUMULATE windows")),
-            other => {
-                return Err(SqlError::at(
+        let (names, params): (&[&str], usize) =
+            match name.as_str() {
+                "TUMBLE" => (&["DATA", "TIMECOL", "SIZE", "OFFSET"], 3),
+                "HOP" => (&["DATA", "TIMECOL", "SLIDE", "SIZE", "OFFSET"], 4),
+                "SESSION" => (&["DATA", "TIMECOL", "GAP"], 3),
+                "CUMULATE" => (&["DATA", "TIMECOL", "STEP", "SIZE", "OFFSET"], 4),
+                other => return Err(SqlError::at(
                     at,
-                    format!("not supported: the table function {other} (Weir SQL has TUMBLE, HOP and SESSION)"),
-                ))
-            }
-        };
+                    format!(
+                        "not supported: the table function {other} (Weir SQL has TUMBLE, HOP, CUMULATE and SESSION)"
+                    ),
+                )),
+            };
         let mut args: Vec<Option<&Expr>> = vec![None; names.len()];
         for (i, a) in list.args.iter().enumerate() {
             let (slot, e) = match a {
@@ -217,9 +218,6 @@ impl Planner<'_> {
                 return Err(SqlError::at(e.span().start, format!("{name} takes at most {} arguments", names.len())));
             }
             args[slot] = Some(e);
-        }
-        if let Some(Some(o)) = args.get(names.iter().position(|n| *n == "OFFSET").unwrap_or(usize::MAX)) {
-            return Err(SqlError::at(o.span().start, "not supported: window OFFSET"));
         }
         let missing = names[..params].iter().zip(&args).find(|(_, a)| a.is_none()).map(|(n, _)| *n);
         if let Some(m) = missing {
@@ -261,13 +259,36 @@ impl Planner<'_> {
                 format!("`{column}` is not an event-time attribute; declare `WATERMARK FOR {column} AS ...` on the table (processing-time windows are not supported)"),
             ));
         }
-        let spec = match name.as_str() {
-            "TUMBLE" => json!({"type": "tumbling", "size": ms(interval_ms(args[2].expect("checked"))?)}),
-            "HOP" => {
-                json!({"type": "sliding", "slide": ms(interval_ms(args[2].expect("checked"))?), "size": ms(interval_ms(args[3].expect("checked"))?)})
+        let arg = |i: usize| interval_ms(args[i].expect("checked"));
+        let (mut spec, align) = match name.as_str() {
+            "TUMBLE" => {
+                let size = arg(2)?;
+                (json!({"type": "tumbling", "size": ms(size)}), size)
             }
-            _ => json!({"type": "session", "gap": ms(interval_ms(args[2].expect("checked"))?)}),
+            "HOP" => {
+                let slide = arg(2)?;
+                (json!({"type": "sliding", "slide": ms(slide), "size": ms(arg(3)?)}), slide)
+            }
+            "CUMULATE" => {
+                let (step, size) = (arg(2)?, arg(3)?);
+                if size % step != 0 {
+                    return Err(SqlError::at(
+                        args[3].expect("checked").span().start,
+                        format!("a CUMULATE window's size ({size} ms) must be a whole number of steps ({step} ms)"),
+                    ));
+                }
+                (json!({"type": "cumulate", "step": ms(step), "size": ms(size)}), size)
+            }
+            _ => (json!({"type": "session", "gap": ms(arg(2)?)}), 0),
         };
+        // An offset shifts where windows start; it matters modulo the
+        // alignment, so a negative one is its positive equivalent.
+        if let Some(Some(o)) = names.iter().position(|n| *n == "OFFSET").map(|i| args[i]) {
+            let shift = offset_ms(o)?.rem_euclid(align as i64);
+            if shift != 0 {
+                spec["offset"] = json!(ms(shift as u64));
+            }
+        }
         Ok((rel, Some(WindowFn { spec, column, at })))
     }
 
@@ -729,6 +750,29 @@ fn item_expr(i: &SelectItem) -> Option<&Expr> {
         SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
         _ => None,
     }
+}
+
+/// A window offset: an interval, possibly negative (`INTERVAL '-1' MINUTE`
+/// or `-INTERVAL '1' MINUTE`), in milliseconds.
+fn offset_ms(e: &Expr) -> Result<i64, SqlError> {
+    use datafusion::sql::sqlparser::ast::{UnaryOperator, Value};
+    if let Expr::UnaryOp { op: UnaryOperator::Minus, expr } = e {
+        return Ok(-(interval_or_zero_ms(expr)? as i64));
+    }
+    if let Expr::Interval(iv) = e {
+        if let Expr::Value(v) = iv.value.as_ref() {
+            if let Value::SingleQuotedString(s) = &v.value {
+                if let Some(positive) = s.trim().strip_prefix('-') {
+                    let mut flipped = iv.clone();
+                    let mut value = v.clone();
+                    value.value = Value::SingleQuotedString(positive.to_string());
+                    flipped.value = Box::new(Expr::Value(value));
+                    return Ok(-(interval_or_zero_ms(&Expr::Interval(flipped))? as i64));
+                }
+            }
+        }
+    }
+    Ok(interval_or_zero_ms(e)? as i64)
 }
 
 fn ms(n: u64) -> String {

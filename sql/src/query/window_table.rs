@@ -22,7 +22,11 @@ impl Planner<'_> {
         let kind = w.spec["type"].as_str().unwrap_or_default();
         let size = w.spec["size"].as_str().and_then(|s| s.strip_suffix("ms")).and_then(|s| s.parse::<u64>().ok());
         let Some(size) = size.filter(|_| kind == "tumbling") else {
-            let name = if kind == "sliding" { "HOP" } else { "SESSION" };
+            let name = match kind {
+                "sliding" => "HOP",
+                "cumulate" => "CUMULATE",
+                _ => "SESSION",
+            };
             return Err(SqlError::at(
                 w.at,
                 format!("not supported: {name} read as a table (window joins and window Top-N take TUMBLE windows); a {name} window is aggregated with GROUP BY window_start, window_end"),
@@ -39,8 +43,13 @@ impl Planner<'_> {
                 ),
             ));
         }
+        let offset = w.spec["offset"].as_str().and_then(|s| s.strip_suffix("ms")).and_then(|s| s.parse::<u64>().ok());
         let t = format!("CAST({} AS BIGINT)", quoted(&w.column));
-        let start = format!("({t} - (({t} % {size}) + {size}) % {size})");
+        let shifted = match offset {
+            Some(o) => format!("({t} - {o})"),
+            None => t.clone(),
+        };
+        let start = format!("({t} - (({shifted} % {size}) + {size}) % {size})");
         let columns = [
             json!({"name": "window_start", "expr": format!("to_timestamp_millis({start})")}),
             json!({"name": "window_end", "expr": format!("to_timestamp_millis({start} + {size})")}),

@@ -50,11 +50,47 @@ impl Default for Sessions {
 }
 
 impl WindowOperator {
+    /// A fixed window's size and the distance between the ends of a
+    /// record's windows (a cumulating window's step); a session's gap.
     pub(super) fn size_slide(&self) -> (i64, i64) {
         match self.p.window {
-            WindowSpec::Tumbling { size } => (millis(size), millis(size)),
-            WindowSpec::Sliding { size, slide } => (millis(size), millis(slide)),
+            WindowSpec::Tumbling { size, .. } => (millis(size), millis(size)),
+            WindowSpec::Sliding { size, slide, .. } => (millis(size), millis(slide)),
+            WindowSpec::Cumulate { step, size, .. } => (millis(size), millis(step)),
             WindowSpec::Session { gap } => (millis(gap), 0),
+        }
+    }
+
+    /// Windows are aligned to multiples of this plus [`Self::offset`]:
+    /// the slide, or a cumulating window's size.
+    fn align(&self) -> i64 {
+        match self.p.window {
+            WindowSpec::Cumulate { size, .. } => millis(size),
+            _ => self.size_slide().1,
+        }
+    }
+
+    fn offset(&self) -> i64 {
+        match self.p.window {
+            WindowSpec::Tumbling { offset, .. }
+            | WindowSpec::Sliding { offset, .. }
+            | WindowSpec::Cumulate { offset, .. } => offset.map_or(0, millis),
+            WindowSpec::Session { .. } => 0,
+        }
+    }
+
+    /// The bounds of the fixed window stored under `key`: windows are kept
+    /// by their end minus the size (their start, but for a cumulating
+    /// window, whose windows share a start and differ in their ends).
+    pub(super) fn bounds(&self, key: i64) -> (i64, i64) {
+        let (size, _) = self.size_slide();
+        let end = key + size;
+        match self.p.window {
+            WindowSpec::Cumulate { .. } => {
+                let last = end - 1;
+                (last - (last - self.offset()).rem_euclid(size), end)
+            }
+            _ => (key, end),
         }
     }
 
@@ -68,6 +104,7 @@ impl WindowOperator {
         out: &mut Collector,
     ) -> OpResult<Vec<u32>> {
         let (size, slide) = self.size_slide();
+        let (align, offset) = (self.align(), self.offset());
         let lateness = self.p.lateness;
         let keys = self.keys.extract(batch, &self.p.key)?;
         let inputs = Accumulators::inputs(&self.p.aggs, batch)?;
@@ -79,19 +116,25 @@ impl WindowOperator {
         // Windows past their end that took records: the slots to fire again.
         let mut refire: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
         for k in 0..per_record {
-            // Window k of each row: the k-th most recent start at or before t.
-            let start_of = |ts: i64| ts - ts.rem_euclid(slide) - k * slide;
+            // Window k of each row: the k-th most recent start at or before
+            // t (of a cumulating window: the k-th latest end after t, less
+            // the size).
+            let start_of = |ts: i64| ts - (ts - offset).rem_euclid(align) - k * slide;
             let mut r = 0usize;
             while r < t.len() {
                 let start = start_of(t[r]);
+                // A run of rows with that window, all inside it or all not.
+                let inside = t[r] < start + size;
                 let mut end_run = r + 1;
-                while end_run < t.len() && start_of(t[end_run]) == start {
+                while end_run < t.len() && start_of(t[end_run]) == start && (t[end_run] < start + size) == inside {
                     end_run += 1;
                 }
                 let run = r..end_run;
                 r = end_run;
-                if t[run.start] >= start + size {
-                    continue; // with size % slide != 0 the oldest candidate may not cover t
+                if !inside {
+                    // The oldest candidate may not cover t: with size % slide
+                    // != 0, or a cumulating window ending at or before t.
+                    continue;
                 }
                 let last = start + size - 1;
                 if last.saturating_add(lateness) <= self.watermark {
@@ -121,9 +164,10 @@ impl WindowOperator {
         for (start, mut slots) in refire {
             slots.sort_unstable();
             slots.dedup();
+            let (from, to) = self.bounds(start);
             let w = self.windows.get_mut(&start).expect("just absorbed records");
             w.fired = true;
-            out.emit(window_rows(&self.keys, &self.p.schema, w, start, start + size, &slots)?);
+            out.emit(window_rows(&self.keys, &self.p.schema, w, from, to, &slots)?);
         }
         Ok(taken.iter().enumerate().filter(|(_, &took)| !took).map(|(r, _)| r as u32).collect())
     }

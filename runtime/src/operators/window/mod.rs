@@ -68,12 +68,29 @@ enum WindowSpec {
     Tumbling {
         #[serde(with = "duration")]
         size: Duration,
+        /// Windows start at `offset` plus a multiple of the size.
+        #[serde(default, with = "duration::option")]
+        offset: Option<Duration>,
     },
     Sliding {
         #[serde(with = "duration")]
         size: Duration,
         #[serde(with = "duration")]
         slide: Duration,
+        /// Windows start at `offset` plus a multiple of the slide.
+        #[serde(default, with = "duration::option")]
+        offset: Option<Duration>,
+    },
+    /// Windows growing by `step` from the start of each `size`-long
+    /// period: `[s, s + step)`, `[s, s + 2 step)`, ... `[s, s + size)`.
+    Cumulate {
+        #[serde(with = "duration")]
+        step: Duration,
+        #[serde(with = "duration")]
+        size: Duration,
+        /// Periods start at `offset` plus a multiple of the size.
+        #[serde(default, with = "duration::option")]
+        offset: Option<Duration>,
     },
     Session {
         #[serde(with = "duration")]
@@ -151,14 +168,22 @@ fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
     let int_key = key.len() == 1 && !input.field(key[0]).is_nullable() && input.field(key[0]).data_type().is_integer();
     let time = time_column(ctx, &input, &c.timestamp_column, "config.timestamp_column")?;
     match c.window {
-        WindowSpec::Tumbling { size } if size.as_millis() == 0 => {
+        WindowSpec::Tumbling { size, .. } if size.as_millis() == 0 => {
             return Err(ctx.error("size must be at least 1ms").field("config.window.size"))
         }
-        WindowSpec::Sliding { size, slide } if slide.as_millis() == 0 || size < slide => {
+        WindowSpec::Sliding { size, slide, .. } if slide.as_millis() == 0 || size < slide => {
             return Err(ctx.error("slide must be at least 1ms and at most size").field("config.window.slide"))
         }
-        WindowSpec::Sliding { size, slide } if millis(size) / millis(slide) > 1000 => {
+        WindowSpec::Sliding { size, slide, .. } if millis(size) / millis(slide) > 1000 => {
             return Err(ctx.error("size / slide must be at most 1000 windows per record").field("config.window.slide"))
+        }
+        WindowSpec::Cumulate { step, size, .. }
+            if step.as_millis() == 0 || size < step || millis(size) % millis(step) != 0 =>
+        {
+            return Err(ctx.error("step must be at least 1ms and divide size").field("config.window.step"))
+        }
+        WindowSpec::Cumulate { step, size, .. } if millis(size) / millis(step) > 1000 => {
+            return Err(ctx.error("size / step must be at most 1000 windows per record").field("config.window.step"))
         }
         WindowSpec::Session { gap } if gap.as_millis() == 0 => {
             return Err(ctx.error("gap must be at least 1ms").field("config.window.gap"))
@@ -220,6 +245,15 @@ fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
     Ok(Planned { key, int_key, time, window: c.window, aggs, schema, input, lateness })
 }
 
+/// `, offset=...` of a window whose starts are shifted (nothing otherwise,
+/// so the state types of windows without one read as before).
+fn offset_text(offset: Option<Duration>) -> String {
+    match offset.filter(|o| !o.is_zero()) {
+        Some(o) => format!(", offset={}", humantime::format_duration(o)),
+        None => String::new(),
+    }
+}
+
 /// Factory of `window`.
 #[derive(Debug)]
 pub struct WindowFactory;
@@ -243,9 +277,14 @@ impl OperatorFactory for WindowFactory {
         let Ok(p) = plan(ctx) else { return Vec::new() };
         let span = |d: Duration| humantime::format_duration(d).to_string();
         let (name, window) = match p.window {
-            WindowSpec::Tumbling { size } => (FIXED_STATE, format!("tumbling(size={})", span(size))),
-            WindowSpec::Sliding { size, slide } => {
-                (FIXED_STATE, format!("sliding(size={}, slide={})", span(size), span(slide)))
+            WindowSpec::Tumbling { size, offset } => {
+                (FIXED_STATE, format!("tumbling(size={}{})", span(size), offset_text(offset)))
+            }
+            WindowSpec::Sliding { size, slide, offset } => {
+                (FIXED_STATE, format!("sliding(size={}, slide={}{})", span(size), span(slide), offset_text(offset)))
+            }
+            WindowSpec::Cumulate { step, size, offset } => {
+                (FIXED_STATE, format!("cumulate(step={}, size={}{})", span(step), span(size), offset_text(offset)))
             }
             WindowSpec::Session { gap } => (SESSION_STATE, format!("session(gap={})", span(gap))),
         };

@@ -118,6 +118,52 @@ fn sliding_windows_cover_each_record_size_over_slide_times() {
 }
 
 #[test]
+fn cumulating_windows_grow_by_their_step_and_each_fires_at_its_end() {
+    let mut w = window(serde_json::json!({
+        "key": ["name"], "timestamp_column": "t",
+        "window": {"type": "cumulate", "step": "5ms", "size": "15ms"},
+        "aggregates": [{"fn": "count", "as": "n"}, {"fn": "sum", "column": "v", "as": "s"}]
+    }));
+    let mut out = Collector::default();
+    // In one batch: rows inside and outside of the same cumulating windows.
+    w.process_batch(
+        0,
+        batch(&[(0, "x", 12, Some(100)), (0, "x", 1, Some(1)), (0, "x", 7, Some(10)), (0, "x", 16, Some(1000))]),
+        &mut out,
+    )
+    .unwrap();
+    w.process_watermark(4, &mut out).unwrap();
+    assert_eq!(rows(&mut out), ["x,0,5,1,1"], "the first step fires alone");
+    w.process_watermark(14, &mut out).unwrap();
+    assert_eq!(rows(&mut out), ["x,0,10,2,11", "x,0,15,3,111"]);
+    // The next period starts again from its first step.
+    w.finish(&mut out).unwrap();
+    assert_eq!(rows(&mut out), ["x,15,20,1,1000", "x,15,25,1,1000", "x,15,30,1,1000"]);
+}
+
+#[test]
+fn offsets_shift_where_windows_start() {
+    let config = |window: serde_json::Value| serde_json::json!({"key": ["name"], "timestamp_column": "t", "window": window, "aggregates": [{"fn": "count", "as": "n"}]});
+    for (window, want) in [
+        (serde_json::json!({"type": "tumbling", "size": "10ms", "offset": "3ms"}), vec!["x,-7,3,1", "x,3,13,2"]),
+        (
+            serde_json::json!({"type": "sliding", "size": "10ms", "slide": "5ms", "offset": "3ms"}),
+            vec!["x,-2,8,2", "x,-7,3,1", "x,3,13,2", "x,8,18,1"],
+        ),
+        (
+            serde_json::json!({"type": "cumulate", "step": "5ms", "size": "10ms", "offset": "3ms"}),
+            vec!["x,-7,3,1", "x,3,13,2", "x,3,8,1"],
+        ),
+    ] {
+        let mut w = self::window(config(window.clone()));
+        let mut out = Collector::default();
+        w.process_batch(0, batch(&[(0, "x", 2, None), (0, "x", 3, None), (0, "x", 9, None)]), &mut out).unwrap();
+        w.finish(&mut out).unwrap();
+        assert_eq!(rows(&mut out), want, "{window}");
+    }
+}
+
+#[test]
 fn sessions_merge_when_a_record_bridges_the_gap() {
     let mut w = window(serde_json::json!({
         "key": ["k"], "timestamp_column": "t", "window": {"type": "session", "gap": "10ms"},

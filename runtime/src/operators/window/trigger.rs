@@ -22,10 +22,11 @@ impl WindowOperator {
             .collect();
         for start in due {
             let purge = (start + size - 1).saturating_add(lateness) <= watermark;
+            let (from, to) = self.bounds(start);
             let w = self.windows.get_mut(&start).expect("listed above");
             if !w.fired {
                 let slots: Vec<u32> = (0..w.index.len() as u32).collect();
-                out.emit(window_rows(&self.keys, &self.p.schema, w, start, start + size, &slots)?);
+                out.emit(window_rows(&self.keys, &self.p.schema, w, from, to, &slots)?);
                 w.fired = true;
                 if !purge {
                     // Kept for its allowed lateness: the next snapshot records that it fired.
