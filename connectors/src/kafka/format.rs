@@ -27,6 +27,8 @@ pub enum Format {
     String,
     /// The value as bytes in a column `value`.
     Raw,
+    /// Debezium's JSON change events, read as a changelog (sources only).
+    DebeziumJson,
 }
 
 /// A column of a declared JSON schema.
@@ -94,7 +96,7 @@ pub const TYPE_NAMES: &str = "string, int32, int64, float64, boolean, timestamp,
 /// The value columns of a format: the declared schema for JSON, `value` otherwise.
 pub fn value_fields(format: Format, schema: &[ColumnSpec]) -> Result<Vec<Field>, String> {
     match format {
-        Format::Json => {
+        Format::Json | Format::DebeziumJson => {
             if schema.is_empty() {
                 return Err("the json format needs a schema: a list of {name, type, nullable}".into());
             }
@@ -105,7 +107,8 @@ pub fn value_fields(format: Format, schema: &[ColumnSpec]) -> Result<Vec<Field>,
                 if fields.iter().any(|f: &Field| f.name() == &c.name) {
                     return Err(format!("column `{}` is declared twice", c.name));
                 }
-                fields.push(Field::new(&c.name, dt, c.nullable));
+                // A change event's image may leave any field out.
+                fields.push(Field::new(&c.name, dt, c.nullable || format == Format::DebeziumJson));
             }
             Ok(fields)
         }

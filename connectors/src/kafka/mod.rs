@@ -9,6 +9,7 @@
 //!   the checkpoint completes, replayable from the checkpoint when a crash
 //!   falls between completion and commit; see `docs/kafka.md`).
 //! - [`format`]: JSON decoding against a declared schema, and encoding.
+//! - [`debezium`]: Debezium's change events read as a changelog.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use weir_runtime::error::OperatorError;
 use weir_runtime::operators::PlanContext;
 use weir_runtime::PlanError;
 
+pub mod debezium;
 pub mod format;
 pub mod sink;
 pub mod source;

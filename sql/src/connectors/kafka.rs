@@ -90,20 +90,24 @@ pub(super) fn kafka_source(
     let value_columns: Vec<(String, SqlType, bool)> =
         physical(t).into_iter().filter(|(n, _, _)| !(except_key && key_fields.contains(n))).collect();
     match format.as_str() {
-        "json" => {
+        "json" | "debezium-json" => {
             let mut schema = Vec::new();
             for (n, ty, not_null) in &value_columns {
                 let Some(jt) = ty.json_type() else {
                     return Err(SqlError::at(
                         t.name.span.start,
-                        format!("not supported: column `{n}` of type {ty} in the kafka connector's json format"),
+                        format!("not supported: column `{n}` of type {ty} in the kafka connector's {format} format"),
                     ));
                 };
                 schema.push(json!({"name": n, "type": jt, "nullable": !(*not_null || fail_on_missing)}));
                 columns.push(Col::typed(n.clone(), ty.clone()));
             }
-            c.insert("format".into(), json!("json"));
             c.insert("schema".into(), json!(schema));
+            if format == "json" {
+                c.insert("format".into(), json!("json"));
+            } else {
+                debezium_options(opts, &mut c)?;
+            }
         }
         "raw" => {
             let [(n, ty, _)] = &value_columns[..] else {
@@ -160,6 +164,27 @@ pub(super) fn kafka_source(
     Ok((c, columns, renames))
 }
 
+/// The `debezium-json` format: a changelog whose change kinds go to the
+/// hidden column [`OP`].
+fn debezium_options(opts: &mut Options<'_>, c: &mut Map<String, Value>) -> Result<(), SqlError> {
+    c.insert("format".into(), json!("debezium_json"));
+    c.insert("op_column".into(), json!(OP));
+    if opts.bool("debezium-json.schema-include", false)? {
+        c.insert("schema_include".into(), json!(true));
+    }
+    if let Some((v, at)) = opts.take("debezium-json.ignore-parse-errors") {
+        if v.eq_ignore_ascii_case("true") {
+            return Err(SqlError::at(at, "not supported: debezium-json.ignore-parse-errors = true; a bad change event fails the job (Weir's kafka_source can also send it to a dead-letter topic, see docs/kafka.md)"));
+        }
+    }
+    if let Some((v, at)) = opts.take("debezium-json.timestamp-format.standard") {
+        if !["SQL", "ISO-8601"].contains(&v.as_str()) {
+            return Err(SqlError::at(at, "debezium-json.timestamp-format.standard is SQL or ISO-8601"));
+        }
+    }
+    Ok(())
+}
+
 fn format_option(opts: &mut Options<'_>) -> Result<String, SqlError> {
     let format = opts.value("format");
     let value_format = opts.value("value.format");
@@ -177,7 +202,7 @@ fn format_option(opts: &mut Options<'_>) -> Result<String, SqlError> {
 
 fn unsupported_format(t: &TableDef, f: &str) -> SqlError {
     let why = match f {
-        "debezium-json" | "canal-json" | "maxwell-json" => "changelog input is not planned yet",
+        "canal-json" | "maxwell-json" | "ogg-json" => "of the changelog formats Weir reads debezium-json",
         _ => "Weir SQL reads and writes json and raw",
     };
     SqlError::at(t.name.span.start, format!("not supported: format '{f}' ({why})"))

@@ -158,10 +158,12 @@ pub fn source(b: &mut Builder, t: &TableDef, settings: &Settings) -> Result<Rel,
     let rowtime_physical = watermark.as_ref().is_some_and(|(c, _)| physical(t).iter().any(|(n, _, _)| n == c));
     let idle = settings.idle_timeout.filter(|d| !d.is_zero());
     let mut renames = Vec::new();
+    let mut changelog = false;
     let (uid, columns, watermark_done) = match connector.as_str() {
         "kafka" => {
             let (mut config, columns, r) = kafka_source(t, &mut opts)?;
             renames = r;
+            changelog = config.contains_key("op_column");
             if let (Some((column, ooo)), true) = (&watermark, rowtime_physical) {
                 let mut w = Map::new();
                 w.insert("column".into(), json!(column));
@@ -240,16 +242,11 @@ pub fn source(b: &mut Builder, t: &TableDef, settings: &Settings) -> Result<Rel,
         }
     };
     opts.finish(&known_source_options(&connector))?;
-    let mut rel = Rel {
-        uid,
-        columns,
-        rowtime: None,
-        origin: name.clone(),
-        qualifiers: Vec::new(),
-        changelog: false,
-        window: None,
-    };
-    // Exactly the declared physical and metadata columns, in order.
+    let mut rel =
+        Rel { uid, columns, rowtime: None, origin: name.clone(), qualifiers: Vec::new(), changelog, window: None };
+    // Exactly the declared physical and metadata columns, in order (and a
+    // changelog's change kinds).
+    let op: Vec<Value> = if changelog { vec![json!(OP)] } else { Vec::new() };
     let wanted: Vec<&str> = t
         .columns
         .iter()
@@ -271,6 +268,7 @@ pub fn source(b: &mut Builder, t: &TableDef, settings: &Settings) -> Result<Rel,
                 }
             }
         }
+        cols.extend(op.iter().cloned());
         rel.uid = b.then(&rel, &format!("{name}.columns"), "project", json!({"columns": cols}));
         rel.columns = out;
     }
@@ -299,7 +297,7 @@ pub fn source(b: &mut Builder, t: &TableDef, settings: &Settings) -> Result<Rel,
         }
         // Declaration order, as Flink shows a table's columns.
         let order: Vec<&str> = t.columns.iter().map(|c| c.name.value.as_str()).collect();
-        let cols: Vec<Value> = order.iter().map(|n| json!(n)).collect();
+        let cols: Vec<Value> = order.iter().map(|n| json!(n)).chain(op.iter().cloned()).collect();
         if rel.names().collect::<Vec<_>>() != order {
             rel.uid = b.then(&rel, &format!("{name}.columns"), "project", json!({"columns": cols}));
             let mut ordered = Vec::new();
@@ -385,6 +383,9 @@ fn known_source_options(connector: &str) -> Vec<&'static str> {
             "json.fail-on-missing-field",
             "json.ignore-parse-errors",
             "json.timestamp-format.standard",
+            "debezium-json.schema-include",
+            "debezium-json.ignore-parse-errors",
+            "debezium-json.timestamp-format.standard",
             "scan.topic-partition-discovery.interval",
             "sink.partitioner",
             "sink.delivery-guarantee",

@@ -277,6 +277,33 @@ INSERT INTO hist SELECT n, COUNT(*) FROM (SELECT auction, COUNT(*) AS n FROM bid
     }
 
     #[test]
+    fn debezium_json_tables_are_changelogs_with_the_change_kind_hidden() {
+        let table = |extra: &str| {
+            format!(
+                "CREATE TABLE p (id BIGINT, category STRING, weight DOUBLE) WITH ('connector' = 'kafka', 'topic' = 'cdc',
+  'properties.bootstrap.servers' = 'h:9092', 'format' = 'debezium-json'{extra});"
+            )
+        };
+        let g = compiled(&format!(
+            "{} SELECT category, COUNT(*) FROM p WHERE weight > 1 GROUP BY category;",
+            table(", 'debezium-json.schema-include' = 'true'")
+        ));
+        let source = &g.operators[0];
+        assert_eq!(source.config["format"], "debezium_json");
+        assert_eq!((&source.config["op_column"], &source.config["schema_include"]), (&json!("__op"), &json!(true)));
+        let agg = g.operators.iter().find(|o| o.kind == "group_aggregate").expect("a group aggregation");
+        assert_eq!(agg.config["input_op_column"], "__op", "{}", agg.config);
+        let e = error(&format!(
+            "{} CREATE TABLE o (category STRING) WITH ('connector' = 'kafka', 'topic' = 't', 'format' = 'json', 'properties.bootstrap.servers' = 'h:9092');
+INSERT INTO o SELECT category FROM p;",
+            table("")
+        ));
+        assert!(e.contains("only appends rows"), "{e}");
+        let e = error(&format!("{} SELECT * FROM p;", table(", 'debezium-json.ignore-parse-errors' = 'true'")));
+        assert!(e.contains("not supported: debezium-json.ignore-parse-errors = true"), "{e}");
+    }
+
+    #[test]
     fn upsert_kafka_keys_records_by_the_primary_key() {
         let table = |key_format: &str, extra: &str| {
             format!(

@@ -184,19 +184,20 @@ impl Planner<'_> {
         let FunctionArguments::List(list) = &f.args else {
             return Err(SqlError::at(at, format!("{name} needs arguments")));
         };
-        let (names, params): (&[&str], usize) =
-            match name.as_str() {
-                "TUMBLE" => (&["DATA", "TIMECOL", "SIZE", "OFFSET"], 3),
-                "HOP" => (&["DATA", "TIMECOL", "SLIDE", "SIZE", "OFFSET"], 4),
-                "SESSION" => (&["DATA", "TIMECOL", "GAP"], 3),
-                "CUMULATE" => (&["DATA", "TIMECOL", "STEP", "SIZE", "OFFSET"], 4),
-                other => return Err(SqlError::at(
+        let (names, params): (&[&str], usize) = match name.as_str() {
+            "TUMBLE" => (&["DATA", "TIMECOL", "SIZE", "OFFSET"], 3),
+            "HOP" => (&["DATA", "TIMECOL", "SLIDE", "SIZE", "OFFSET"], 4),
+            "SESSION" => (&["DATA", "TIMECOL", "GAP"], 3),
+            "CUMULATE" => (&["DATA", "TIMECOL", "STEP", "SIZE", "OFFSET"], 4),
+            other => {
+                return Err(SqlError::at(
                     at,
                     format!(
                         "not supported: the table function {other} (Weir SQL has TUMBLE, HOP, CUMULATE and SESSION)"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let mut args: Vec<Option<&Expr>> = vec![None; names.len()];
         for (i, a) in list.args.iter().enumerate() {
             let (slot, e) = match a {

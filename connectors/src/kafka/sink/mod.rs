@@ -106,6 +106,9 @@ impl KafkaSinkFactory {
             .filter(|i| !c.value_except_key || (Some(*i) != key && !key_json.contains(i)))
             .collect();
         let value = match c.format {
+            Format::DebeziumJson => return Err(ctx
+                .error("the debezium_json format is read by kafka sources only; write json (or an upsert sink) instead")
+                .field("config.format")),
             Format::Json => {
                 if c.value_column.is_some() {
                     return Err(ctx

@@ -123,9 +123,16 @@ pub struct SourceConfig {
     /// Value format.
     #[serde(default)]
     pub format: Format,
-    /// Columns of the `json` format.
+    /// Columns of the `json` format (of the rows of `debezium_json`).
     #[serde(default)]
     pub schema: Vec<ColumnSpec>,
+    /// `debezium_json`: the column holding each row's change kind (`+I`,
+    /// `-U`, `+U`, `-D`); default `op`.
+    #[serde(default)]
+    pub op_column: Option<String>,
+    /// `debezium_json`: each event is inside `"payload"`, beside its schema.
+    #[serde(default)]
+    pub schema_include: bool,
     /// Metadata columns.
     #[serde(default)]
     pub metadata: MetadataColumns,
@@ -187,6 +194,11 @@ impl SourceConfig {
             .transpose()
     }
 
+    /// The change-kind column of a changelog format.
+    pub(super) fn op_column(&self) -> Option<&str> {
+        (self.format == Format::DebeziumJson).then(|| self.op_column.as_deref().unwrap_or("op"))
+    }
+
     pub(super) fn group_id(&self, uid: &str) -> String {
         self.group_id.clone().unwrap_or_else(|| format!("weir-{uid}"))
     }
@@ -210,6 +222,12 @@ impl SourceConfig {
                 }
                 fields.push(Field::new(name, dt, nullable));
             }
+        }
+        if let Some(op) = self.op_column() {
+            if fields.iter().any(|f| f.name() == op) {
+                return Err(("config.op_column".into(), format!("column `{op}` already exists")));
+            }
+            fields.push(Field::new(op, DataType::Utf8, false));
         }
         Ok(Arc::new(Schema::new(fields)))
     }

@@ -35,6 +35,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, SchemaRef};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
@@ -74,8 +75,14 @@ impl KafkaSourceFactory {
         if c.batch_size == 0 || c.batch_size > 1 << 20 {
             return Err(ctx.error("batch_size must be between 1 and 1048576").field("config.batch_size"));
         }
-        if c.format != Format::Json && !c.schema.is_empty() {
-            return Err(ctx.error("a schema is only read by the json format").field("config.schema"));
+        if !matches!(c.format, Format::Json | Format::DebeziumJson) && !c.schema.is_empty() {
+            return Err(ctx
+                .error("a schema is only read by the json and debezium_json formats")
+                .field("config.schema"));
+        }
+        if c.format != Format::DebeziumJson && (c.op_column.is_some() || c.schema_include) {
+            let field = if c.schema_include { "config.schema_include" } else { "config.op_column" };
+            return Err(ctx.error("op_column and schema_include are options of the debezium_json format").field(field));
         }
         match (c.on_error, &c.dead_letter_topic) {
             (OnError::DeadLetter, None) => {
@@ -172,6 +179,10 @@ type Positions = Vec<(String, i32, i64)>;
 
 /// Indexes of records that do not decode, with the reason.
 type BadRecords = Vec<(usize, String)>;
+
+/// Value columns, bad records, and a changelog format's changes (record
+/// index and change kind per row).
+type DecodedValues = (Vec<ArrayRef>, BadRecords, Option<Vec<(usize, &'static str)>>);
 
 /// A position meaning "the earliest offset", as stored in checkpoints.
 const BEGINNING: i64 = -2;

@@ -10,6 +10,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use weir_runtime::error::{OpResult, OperatorError};
 use weir_runtime::operators::SubtaskInfo;
 
+use super::super::debezium::envelope_fields;
 use super::super::format::{value_fields, Format, JsonDecoder};
 use super::super::{kafka_error, ConfigExt, DEFAULT_CONNECT_TIMEOUT};
 
@@ -77,12 +78,13 @@ impl KafkaSource {
             }
             None => None,
         };
+        let fields = || value_fields(self.config.format, &self.config.schema).map_err(OperatorError::InvalidData);
         let decoder = match self.config.format {
-            Format::Json => Some(JsonDecoder::new(
-                value_fields(Format::Json, &self.config.schema).map_err(OperatorError::InvalidData)?,
-                self.config.batch_size,
-            )?),
-            _ => None,
+            Format::Json => Some(JsonDecoder::new(fields()?, self.config.batch_size)?),
+            Format::DebeziumJson => {
+                Some(JsonDecoder::new(envelope_fields(&fields()?, self.config.schema_include), self.config.batch_size)?)
+            }
+            Format::String | Format::Raw => None,
         };
         self.open = Some(Open { consumer, dead_letters, decoder });
         let found = self.discover(true)?;

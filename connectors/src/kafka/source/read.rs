@@ -15,6 +15,7 @@ use weir_runtime::error::{OpResult, OperatorError};
 use weir_runtime::operators::watermark::event_times;
 use weir_runtime::operators::Collector;
 
+use super::super::debezium::{change_column, unfold};
 use super::super::format::Format;
 use super::super::kafka_error;
 
@@ -101,7 +102,7 @@ impl KafkaSource {
         }
         let candidates: Vec<usize> = (0..meta.len()).filter(|i| !bad.iter().any(|b| b.0 == *i)).collect();
         let candidate_values: Vec<Option<&[u8]>> = candidates.iter().map(|&i| slices[i]).collect();
-        let (value_columns, rejected) = self.decode_values(&candidate_values)?;
+        let (value_columns, rejected, changes) = self.decode_values(&candidate_values)?;
         let mut good = Vec::with_capacity(candidates.len());
         let mut rejected = rejected.into_iter().peekable();
         for (j, &i) in candidates.iter().enumerate() {
@@ -117,11 +118,16 @@ impl KafkaSource {
         if !bad.is_empty() {
             self.handle_bad(&bad, &slices, &meta)?;
         }
-        let batch = self.build_batch(value_columns, &good, &meta)?;
+        // A changelog format's rows: each record's changes, in order.
+        let rows: Vec<usize> = match &changes {
+            Some(c) => c.iter().map(|(j, _)| candidates[*j]).collect(),
+            None => good,
+        };
+        let batch = self.build_batch(value_columns, &rows, &meta, changes.as_deref())?;
         if let Some(col) = self.watermark_column {
             if batch.num_rows() > 0 {
                 let times = event_times(&batch, col)?;
-                for (row, &i) in good.iter().enumerate() {
+                for (row, &i) in rows.iter().enumerate() {
                     let p = &mut self.partitions[meta[i].partition_index as usize];
                     p.max_event_time = p.max_event_time.max(times.value(row));
                 }
@@ -133,12 +139,29 @@ impl KafkaSource {
 
     /// Value columns holding exactly the records that decode, in order, and
     /// the indexes (into `values`) of those that do not, with the reason.
-    pub(super) fn decode_values(&mut self, values: &[Option<&[u8]>]) -> OpResult<(Vec<ArrayRef>, BadRecords)> {
+    /// A changelog format gives a row per change instead, and per row the
+    /// index of its record (into `values`) and its change kind.
+    pub(super) fn decode_values(&mut self, values: &[Option<&[u8]>]) -> OpResult<DecodedValues> {
         let open = self.open.as_mut().expect("open");
         match self.config.format {
             Format::Json => {
                 let d = open.decoder.as_mut().expect("json decoder").decode(values)?;
-                Ok((d.batch.columns().to_vec(), d.bad))
+                Ok((d.batch.columns().to_vec(), d.bad, None))
+            }
+            Format::DebeziumJson => {
+                // Tombstones (records without a value) carry no change.
+                let present: Vec<usize> = (0..values.len()).filter(|&i| values[i].is_some()).collect();
+                let kept: Vec<Option<&[u8]>> = present.iter().map(|&i| values[i]).collect();
+                let d = open.decoder.as_mut().expect("json decoder").decode(&kept)?;
+                let mut bad: BadRecords = d.bad.iter().map(|(j, why)| (present[*j], why.clone())).collect();
+                // Envelope `e` of the batch is value `decoded[e]`.
+                let decoded: Vec<usize> =
+                    (0..kept.len()).filter(|j| !d.bad.iter().any(|b| b.0 == *j)).map(|j| present[j]).collect();
+                let u = unfold(&d.batch, self.config.schema_include)?;
+                bad.extend(u.bad.into_iter().map(|(e, why)| (decoded[e], why)));
+                bad.sort_by_key(|b| b.0);
+                let changes = u.changes.into_iter().map(|(e, kind)| (decoded[e], kind)).collect();
+                Ok((u.columns, bad, Some(changes)))
             }
             Format::String => {
                 let mut b = StringBuilder::new();
@@ -151,25 +174,26 @@ impl KafkaSource {
                         // (a bad value gets no row)
                     }
                 }
-                Ok((vec![Arc::new(b.finish())], bad))
+                Ok((vec![Arc::new(b.finish())], bad, None))
             }
             Format::Raw => {
                 let mut b = BinaryBuilder::new();
                 for v in values {
                     b.append_option(*v);
                 }
-                Ok((vec![Arc::new(b.finish())], Vec::new()))
+                Ok((vec![Arc::new(b.finish())], Vec::new(), None))
             }
         }
     }
 
-    /// The output batch: the value columns of the good records (in order)
-    /// and their metadata columns.
+    /// The output batch: the value columns of the good records (in order),
+    /// their metadata columns, and a changelog format's change kinds.
     pub(super) fn build_batch(
         &self,
         mut columns: Vec<ArrayRef>,
         good: &[usize],
         meta: &[RecordMeta],
+        changes: Option<&[(usize, &'static str)]>,
     ) -> OpResult<RecordBatch> {
         let m = &self.config.metadata;
         let rows = || good.iter().map(|&i| &meta[i]);
@@ -214,6 +238,9 @@ impl KafkaSource {
                 b.append_value(r.headers.as_deref().unwrap_or("{}"));
             }
             columns.push(Arc::new(b.finish()));
+        }
+        if let Some(c) = changes {
+            columns.push(change_column(c));
         }
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
