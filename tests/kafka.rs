@@ -1772,3 +1772,90 @@ SELECT category, COUNT(*) AS n, SUM(weight) AS total FROM products GROUP BY cate
     assert_eq!(groups, want);
     Ok(())
 }
+
+/// An event-time temporal join in SQL (`weir local`, parallelism 2): orders
+/// LEFT JOINed with the rate of their currency valid at the order's time,
+/// from a versioned table of Debezium change events (a primary key and a
+/// watermark). Versions arrive in their own topic at their own pace; every
+/// order still meets exactly the version its time selects, or none (before
+/// the first version, after a delete) and is padded.
+#[test]
+fn a_sql_temporal_join_meets_the_version_valid_at_each_rows_time() -> anyhow::Result<()> {
+    let kafka = shared_kafka();
+    let bootstrap = kafka.bootstrap();
+    let [orders, rates] = ["orders-tj", "rates-tj"].map(|t| unique(t, '-'));
+    kafka.create_topic(&orders, 2)?;
+    kafka.create_topic(&rates, 1)?;
+    const BASE: i64 = 1_700_000_000_000;
+    let currencies = ["EUR", "USD", "GBP"];
+    // Versions: currency c changes every 700 + 100 c ms; USD is deleted at 5 s.
+    let mut history: Vec<(&str, i64, Option<i64>)> = Vec::new();
+    let mut events = Vec::new();
+    for (c, cur) in currencies.iter().enumerate() {
+        let step = 700 + 100 * c as i64;
+        let mut previous: Option<String> = None;
+        let mut t = 200 * c as i64 + 100;
+        let mut rate = 100 + c as i64;
+        while t < 9_000 {
+            if *cur == "USD" && t >= 5_000 {
+                // The delete's row carries the time it takes effect (a
+                // delete counts from its row's time, as every version does).
+                let before = format!(r#"{{"currency":"{cur}","rate":{},"ts":{}}}"#, rate - 10, BASE + 5_000);
+                events.push((None, Some(cur.to_string()), format!(r#"{{"before":{before},"after":null,"op":"d"}}"#)));
+                history.push((cur, 5_000, None));
+                break;
+            }
+            let after = format!(r#"{{"currency":"{cur}","rate":{rate},"ts":{}}}"#, BASE + t);
+            let op = if previous.is_some() { "u" } else { "c" };
+            let before = previous.clone().unwrap_or_else(|| "null".into());
+            events.push((None, Some(cur.to_string()), format!(r#"{{"before":{before},"after":{after},"op":"{op}"}}"#)));
+            history.push((cur, t, Some(rate)));
+            previous = Some(after);
+            t += step;
+            rate += 10;
+        }
+    }
+    produce(&bootstrap, &rates, &events)?;
+    let order_events: Vec<_> = (0..600i64)
+        .map(|i| {
+            let (cur, t) = (currencies[(i % 3) as usize], i * 15 + (i % 7) * 3);
+            (Some((i % 2) as i32), None, format!(r#"{{"id":{i},"currency":"{cur}","ts":{}}}"#, BASE + t))
+        })
+        .collect();
+    produce(&bootstrap, &orders, &order_events)?;
+    let dir = tempfile::tempdir()?;
+    let script = dir.path().join("temporal.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "SET 'parallelism.default' = '2';
+CREATE TABLE orders (id BIGINT, currency STRING, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH (
+  'connector' = 'kafka', 'topic' = '{orders}', 'properties.bootstrap.servers' = '{bootstrap}',
+  'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset', 'format' = 'json');
+CREATE TABLE rates (currency STRING, rate BIGINT, ts TIMESTAMP(3), PRIMARY KEY (currency) NOT ENFORCED,
+  WATERMARK FOR ts AS ts) WITH (
+  'connector' = 'kafka', 'topic' = '{rates}', 'properties.bootstrap.servers' = '{bootstrap}',
+  'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset', 'format' = 'debezium-json');
+SELECT o.id, r.rate FROM orders AS o LEFT JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r ON o.currency = r.currency;
+"
+        ),
+    )?;
+    let run = std::process::Command::new(weir_tests::bin("weir")).arg("local").arg(&script).output()?;
+    anyhow::ensure!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let mut got: BTreeMap<i64, Option<i64>> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&run.stdout).lines() {
+        let json = line.split_once("> ").map_or(line, |(_, rest)| rest);
+        let Ok(row) = serde_json::from_str::<serde_json::Value>(json) else { continue };
+        let id = row["id"].as_i64().context("an id")?;
+        assert!(got.insert(id, row["rate"].as_i64()).is_none(), "order {id} written twice");
+    }
+    let mut want: BTreeMap<i64, Option<i64>> = BTreeMap::new();
+    for i in 0..600i64 {
+        let (cur, t) = (currencies[(i % 3) as usize], i * 15 + (i % 7) * 3);
+        let version = history.iter().filter(|(c, vt, _)| *c == cur && *vt <= t).max_by_key(|(_, vt, _)| *vt);
+        want.insert(i, version.and_then(|v| v.2));
+    }
+    assert!(want.values().any(Option::is_none) && want.values().filter(|v| v.is_some()).count() > 300);
+    assert_eq!(got, want);
+    Ok(())
+}

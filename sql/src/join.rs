@@ -21,7 +21,7 @@ use crate::query::Planner;
 
 /// The kind of a join, as `interval_join` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Inner,
     Left,
     Right,
@@ -29,7 +29,7 @@ enum Kind {
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Inner => "inner",
             Kind::Left => "left",
@@ -80,7 +80,7 @@ impl Planner<'_> {
     }
 
     /// One input of a join, its columns under its alias (or table name).
-    fn factor(&mut self, f: &TableFactor) -> Result<Rel, SqlError> {
+    pub(crate) fn factor(&mut self, f: &TableFactor) -> Result<Rel, SqlError> {
         let (mut rel, name) = match f {
             TableFactor::Table { name, alias, args: None, version: None, .. } => {
                 let rel = self.named(name)?;
@@ -90,7 +90,7 @@ impl Planner<'_> {
             TableFactor::Table { version: Some(_), name, .. } => {
                 return Err(SqlError::at(
                     name.span().start,
-                    "not supported: FOR SYSTEM_TIME AS OF (temporal joins are not planned yet)",
+                    "FOR SYSTEM_TIME AS OF names the right side of a join: the versioned table",
                 ))
             }
             TableFactor::Derived { subquery, alias, .. } => {
@@ -143,6 +143,9 @@ impl Planner<'_> {
             JoinConstraint::Natural => return Err(SqlError::at(at, "not supported: NATURAL JOIN")),
             JoinConstraint::None => return Err(SqlError::at(at, "a join needs ON conditions")),
         };
+        if let TableFactor::Table { version: Some(version), .. } = &j.relation {
+            return self.temporal_join(left, j, kind, on, version);
+        }
         let right = self.factor(&j.relation)?;
         let updating_input = left.changelog || right.changelog;
         for q in &right.qualifiers {
@@ -217,26 +220,7 @@ impl Planner<'_> {
                 "not supported: conditions besides keys and time bounds in the ON of an outer join; filter the input in a subquery",
             ));
         }
-        // The output's names: the left's, then the right's, numbered when
-        // the left has the name already.
-        let mut names: Vec<String> = left.names().map(str::to_string).collect();
-        let mut right_names = Vec::new();
-        for c in right.names() {
-            let mut n = c.to_string();
-            let mut i = 0;
-            while names.contains(&n) {
-                n = format!("{c}{i}");
-                i += 1;
-            }
-            names.push(n.clone());
-            right_names.push(n);
-        }
-        let renamed = |c: &str| right.names().position(|n| n == c).map(|i| right_names[i].clone()).unwrap_or_default();
-        let mut qualifiers = left.qualifiers.clone();
-        qualifiers.extend(right.qualifiers.iter().map(|q| Qualifier {
-            name: q.name.clone(),
-            columns: q.columns.iter().map(|(input, here)| (input.clone(), renamed(here))).collect(),
-        }));
+        let (names, right_names, qualifiers) = combine(&left, &right);
         let (left_time, right_time) =
             (left.rowtime.clone().unwrap_or_default(), right.rowtime.clone().unwrap_or_default());
         let (left_key, right_key): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
@@ -305,7 +289,7 @@ impl Planner<'_> {
         self.b.connect_input(&right.uid, &uid, 1, Partitioning::Hash, right_key);
         let mut columns = left.columns.clone();
         columns.extend(right.columns.iter().zip(&right_names).map(|(c, n)| Col { name: n.clone(), ty: c.ty.clone() }));
-        let mut out = Rel {
+        let out = Rel {
             uid,
             columns,
             rowtime,
@@ -314,19 +298,21 @@ impl Planner<'_> {
             changelog,
             window: None,
         };
-        if !rest.is_empty() {
-            let mut predicate = rest[0].clone();
-            for r in &rest[1..] {
-                predicate = Expr::BinaryOp {
-                    left: Box::new(predicate),
-                    op: BinaryOperator::And,
-                    right: Box::new((*r).clone()),
-                };
-            }
-            let predicate = to_sql(&qualify(&predicate, &out)?, &out)?;
-            out.uid =
-                self.b.then(&out, &format!("{}.join-filter", self.context), "filter", json!({"predicate": predicate}));
+        self.filter_rest(out, &rest)
+    }
+
+    /// The conditions of an inner join's `ON` besides its keys and bounds,
+    /// as a filter after it.
+    pub(crate) fn filter_rest(&mut self, mut out: Rel, rest: &[&Expr]) -> Result<Rel, SqlError> {
+        let Some((first, others)) = rest.split_first() else { return Ok(out) };
+        let mut predicate = (*first).clone();
+        for r in others {
+            predicate =
+                Expr::BinaryOp { left: Box::new(predicate), op: BinaryOperator::And, right: Box::new((*r).clone()) };
         }
+        let predicate = to_sql(&qualify(&predicate, &out)?, &out)?;
+        out.uid =
+            self.b.then(&out, &format!("{}.join-filter", self.context), "filter", json!({"predicate": predicate}));
         Ok(out)
     }
 
@@ -349,6 +335,31 @@ impl Planner<'_> {
             _ => Ok(false),
         }
     }
+}
+
+/// The names of a join's output (the left's, then the right's, numbered
+/// when the left has the name already), the right's among them, and the
+/// inputs' qualifiers over them.
+pub(crate) fn combine(left: &Rel, right: &Rel) -> (Vec<String>, Vec<String>, Vec<Qualifier>) {
+    let mut names: Vec<String> = left.names().map(str::to_string).collect();
+    let mut right_names = Vec::new();
+    for c in right.names() {
+        let mut n = c.to_string();
+        let mut i = 0;
+        while names.contains(&n) {
+            n = format!("{c}{i}");
+            i += 1;
+        }
+        names.push(n.clone());
+        right_names.push(n);
+    }
+    let renamed = |c: &str| right.names().position(|n| n == c).map(|i| right_names[i].clone()).unwrap_or_default();
+    let mut qualifiers = left.qualifiers.clone();
+    qualifiers.extend(right.qualifiers.iter().map(|q| Qualifier {
+        name: q.name.clone(),
+        columns: q.columns.iter().map(|(input, here)| (input.clone(), renamed(here))).collect(),
+    }));
+    (names, right_names, qualifiers)
 }
 
 /// `a op b` when both are event-time terms of opposite sides.
@@ -408,7 +419,7 @@ fn time_term(e: &Expr) -> Result<Option<(&Expr, i64)>, SqlError> {
 }
 
 /// `a.k = b.k` over a column of each side: a key pair (left, right).
-fn key_condition(sides: &[&Rel; 2], c: &Expr, keys: &mut Vec<(String, String)>) -> Result<bool, SqlError> {
+pub(crate) fn key_condition(sides: &[&Rel; 2], c: &Expr, keys: &mut Vec<(String, String)>) -> Result<bool, SqlError> {
     let Expr::BinaryOp { left, op: BinaryOperator::Eq, right } = strip(c) else { return Ok(false) };
     let (Some((sa, na)), Some((sb, nb))) = (side_column(sides, strip(left))?, side_column(sides, strip(right))?) else {
         return Ok(false);
@@ -516,7 +527,7 @@ fn unknown_input<'a>(q: &Ident, names: impl Iterator<Item = &'a str>) -> SqlErro
 }
 
 /// The conditions of `a AND b AND ...`.
-fn conjuncts(e: &Expr) -> Vec<&Expr> {
+pub(crate) fn conjuncts(e: &Expr) -> Vec<&Expr> {
     match e {
         Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
             let mut v = conjuncts(left);

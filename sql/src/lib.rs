@@ -22,7 +22,9 @@ mod join;
 mod parse;
 mod query;
 mod settings;
+mod temporal;
 mod types;
+mod versions;
 
 use weir_runtime::graph::{JobGraph, DEFAULT_MAX_PARALLELISM};
 

@@ -11,6 +11,7 @@ use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
 
 use crate::error::SqlError;
 use crate::types::SqlType;
+use crate::versions::{take_versions, Versions};
 
 /// One statement of a script.
 #[derive(Debug, Clone)]
@@ -82,6 +83,7 @@ pub enum ColumnKind {
 /// Parses a script into its statements.
 pub fn parse_script(text: &str) -> Result<Vec<Statement>, SqlError> {
     let text = unwrap_table_arguments(text)?;
+    let (text, mut versions) = take_versions(&text)?;
     let dialect = GenericDialect {};
     let mut p = Parser::new(&dialect).try_with_sql(&text).map_err(SqlError::parser)?;
     let mut out = Vec::new();
@@ -99,7 +101,27 @@ pub fn parse_script(text: &str) -> Result<Vec<Statement>, SqlError> {
             ));
         }
     }
+    for s in &mut out {
+        s.attach_versions(&mut versions);
+    }
+    if let Some(at) = versions.stray() {
+        return Err(SqlError::at(
+            at,
+            "FOR SYSTEM_TIME AS OF follows the versioned table in a join (JOIN rates FOR SYSTEM_TIME AS OF o.ts)",
+        ));
+    }
     Ok(out)
+}
+
+impl Statement {
+    fn attach_versions(&mut self, versions: &mut Versions) {
+        match self {
+            Statement::CreateView { query, .. } | Statement::Select { query, .. } => versions.attach(query.as_mut()),
+            Statement::Insert(inserts) => inserts.iter_mut().for_each(|i| versions.attach(i.query.as_mut())),
+            Statement::Explain(inner) => inner.attach_versions(versions),
+            Statement::CreateTable(_) | Statement::Set { .. } => {}
+        }
+    }
 }
 
 fn statement(p: &mut Parser<'_>) -> Result<Statement, SqlError> {

@@ -42,7 +42,7 @@ impl Registry {
     /// `interval_join`, `regular_join`, `discard`, `stdout` and `jsonl_file`.
     pub fn builtins() -> Self {
         let mut r = Self::empty();
-        let builtins: [Arc<dyn OperatorFactory>; 16] = [
+        let builtins: [Arc<dyn OperatorFactory>; 17] = [
             Arc::new(datagen::DatagenFactory),
             Arc::new(nexmark::NexmarkFactory),
             Arc::new(values::ValuesFactory),
@@ -56,6 +56,7 @@ impl Registry {
             Arc::new(join::LookupJoinFactory),
             Arc::new(join::IntervalJoinFactory),
             Arc::new(join::RegularJoinFactory),
+            Arc::new(join::TemporalJoinFactory),
             Arc::new(sinks::DiscardFactory),
             Arc::new(sinks::StdoutFactory),
             Arc::new(sinks::JsonlFileFactory),

@@ -291,6 +291,18 @@ impl TopN {
         Ok(())
     }
 
+    /// Emits the first rows of the windows closed at `watermark`.
+    fn close_until(&mut self, watermark: i64, out: &mut Collector) -> OpResult<()> {
+        self.watermark = self.watermark.max(watermark);
+        let mut due = Vec::new();
+        for (_, _, key) in self.timers.fire(watermark) {
+            if let Some(ranked) = self.state.remove(&key) {
+                due.extend(ranked.0.into_iter().enumerate().map(|(i, (_, row))| (row, i as i64 + 1, "+I")));
+            }
+        }
+        self.emit(due, out)
+    }
+
     /// A window Top-N ranks the rows of windows still open and registers
     /// each partition for its window's last instant; late rows are dropped.
     fn rank_in_windows(&mut self, batch: RecordBatch, end: usize) -> OpResult<()> {
@@ -373,16 +385,14 @@ impl Operator for TopN {
     /// A window Top-N emits the partitions whose window the watermark
     /// closed, then passes the watermark on.
     fn process_watermark(&mut self, watermark: i64, out: &mut Collector) -> OpResult<()> {
-        self.watermark = self.watermark.max(watermark);
-        let mut due = Vec::new();
-        for (_, _, key) in self.timers.fire(watermark) {
-            if let Some(ranked) = self.state.remove(&key) {
-                due.extend(ranked.0.into_iter().enumerate().map(|(i, (_, row))| (row, i as i64 + 1, "+I")));
-            }
-        }
-        self.emit(due, out)?;
+        self.close_until(watermark, out)?;
         out.emit_watermark(watermark);
         Ok(())
+    }
+
+    /// The end of the input closes every window.
+    fn finish(&mut self, out: &mut Collector) -> OpResult<()> {
+        self.close_until(i64::MAX, out)
     }
 
     fn snapshot_state(&mut self, w: &mut StateWriter) -> OpResult<()> {

@@ -140,7 +140,7 @@ impl Planner<'_> {
             TableFactor::Table { name, args: None, version: None, .. } => Ok((self.named(name)?, None)),
             TableFactor::Table { version: Some(_), name, .. } => Err(SqlError::at(
                 name.span().start,
-                "not supported: FOR SYSTEM_TIME AS OF (temporal joins are not planned yet)",
+                "FOR SYSTEM_TIME AS OF names the versioned table of a temporal join: orders o JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r ON ...",
             )),
             TableFactor::Derived { subquery, .. } => Ok((self.query(subquery)?, None)),
             TableFactor::TableFunction { expr: Expr::Function(f), .. } => self.window_function(f),

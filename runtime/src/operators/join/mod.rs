@@ -3,20 +3,77 @@
 //! when their event times are close enough) and `regular_join` (two streams
 //! whose rows meet whenever their keys are equal).
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::buffer::NullBuffer;
+use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, SchemaRef};
+use arrow::row::{RowConverter, Rows};
 
 use crate::error::{OpResult, OperatorError, PlanError};
-use crate::keygroup::is_key_type;
+use crate::keygroup::{hash_rows, is_key_type};
 use crate::operators::PlanContext;
 
 pub mod interval;
 pub mod lookup;
 pub mod regular;
+pub mod temporal;
 
 pub use interval::IntervalJoinFactory;
 pub use lookup::LookupJoinFactory;
 pub use regular::RegularJoinFactory;
+pub use temporal::TemporalJoinFactory;
+
+/// Join keys as row bytes, their hashes, and which are null.
+pub(crate) type JoinKeys = (Rows, Vec<u64>, Option<NullBuffer>);
+
+/// A joined pair of row bytes (`None`: that side is padded).
+pub(crate) type Pair<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// A batch's join keys: as row bytes of the widened types, their hashes
+/// (of the columns as they are, as the edge partitioned them), and which
+/// rows have a null key part (they meet nobody).
+pub(crate) fn key_rows(
+    converter: &RowConverter,
+    batch: &RecordBatch,
+    key: &[usize],
+    key_types: &[DataType],
+) -> OpResult<JoinKeys> {
+    let mut widened: Vec<ArrayRef> = Vec::new();
+    let mut originals: Vec<ArrayRef> = Vec::new();
+    let mut nulls: Option<NullBuffer> = None;
+    for (&c, t) in key.iter().zip(key_types) {
+        let a = batch.column(c);
+        nulls = NullBuffer::union(nulls.as_ref(), a.logical_nulls().as_ref());
+        widened.push(if a.data_type() == t { a.clone() } else { cast(a, t)? });
+        originals.push(a.clone());
+    }
+    let rows = converter.convert_columns(&widened)?;
+    let mut hashes = Vec::new();
+    hash_rows(&originals, &mut hashes)?;
+    Ok((rows, hashes, nulls))
+}
+
+/// The output columns of joined pairs: per side, its row bytes (`None`:
+/// padded with that side's all-null row), cast where the output made a
+/// padded side nullable.
+pub(crate) fn pair_columns<'a>(
+    rows: &[RowConverter],
+    nulls: &[Vec<u8>],
+    schema: &SchemaRef,
+    pairs: &[Pair<'a>],
+) -> OpResult<Vec<ArrayRef>> {
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for s in 0..2 {
+        let parser = rows[s].parser();
+        let side = pairs.iter().map(|p| if s == 0 { p.0 } else { p.1 });
+        let parsed = side.map(|r| parser.parse(r.unwrap_or(&nulls[s])));
+        for c in rows[s].convert_rows(parsed)? {
+            let field = schema.field(columns.len());
+            columns.push(if c.data_type() == field.data_type() { c } else { cast(&c, field.data_type())? });
+        }
+    }
+    Ok(columns)
+}
 
 /// Key types are compared after widening: integers as int64, strings as utf8.
 pub(crate) fn key_type(dt: &DataType) -> DataType {

@@ -23,14 +23,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow::array::{new_null_array, Array, ArrayRef, AsArray, RecordBatch, StringArray};
-use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use serde::Deserialize;
 
-use super::{join_keys, output_fields, JoinType};
+use super::{join_keys, key_rows, output_fields, pair_columns, JoinType};
 use crate::error::{OpResult, OperatorError, PlanError};
-use crate::keygroup::{hash_rows, key_group};
+use crate::keygroup::key_group;
 use crate::operators::{
     duration, millis, Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo,
 };
@@ -233,17 +232,8 @@ impl RegularJoin {
         if joined.is_empty() {
             return Ok(());
         }
-        let mut columns: Vec<ArrayRef> = Vec::new();
-        for s in 0..2 {
-            let parser = self.rows[s].parser();
-            let side = joined.iter().map(|j| if s == 0 { &j.0 } else { &j.1 });
-            let parsed = side.map(|r| parser.parse(r.as_deref().unwrap_or(&self.nulls[s])));
-            for c in self.rows[s].convert_rows(parsed)? {
-                let field = self.p.schema.field(columns.len());
-                // Padded sides are nullable in the output.
-                columns.push(if c.data_type() == field.data_type() { c } else { cast(&c, field.data_type())? });
-            }
-        }
+        let pairs: Vec<_> = joined.iter().map(|j| (j.0.as_deref(), j.1.as_deref())).collect();
+        let mut columns = pair_columns(&self.rows, &self.nulls, &self.p.schema, &pairs)?;
         if self.p.updating {
             columns.push(Arc::new(StringArray::from_iter_values(joined.iter().map(|j| j.2))));
         }
@@ -282,18 +272,7 @@ impl Operator for RegularJoin {
             }
             None => (None, batch),
         };
-        let mut widened: Vec<ArrayRef> = Vec::new();
-        let mut originals: Vec<ArrayRef> = Vec::new();
-        let mut nulls: Option<arrow::buffer::NullBuffer> = None;
-        for (&c, t) in self.p.keys[me].iter().zip(&self.p.key_types) {
-            let a = batch.column(c);
-            nulls = arrow::buffer::NullBuffer::union(nulls.as_ref(), a.logical_nulls().as_ref());
-            widened.push(if a.data_type() == t { a.clone() } else { cast(a, t)? });
-            originals.push(a.clone());
-        }
-        let keys = self.keys.convert_columns(&widened)?;
-        let mut hashes = Vec::new();
-        hash_rows(&originals, &mut hashes)?;
+        let (keys, hashes, nulls) = key_rows(&self.keys, &batch, &self.p.keys[me], &self.p.key_types)?;
         let rows = self.rows[me].convert_columns(batch.columns())?;
         let touched = if self.p.ttl.is_some() { now_ms() } else { 0 };
         let (outer_me, outer_other) = (self.p.join_type.outer(me), self.p.join_type.outer(other));

@@ -210,4 +210,8 @@ fn a_window_top_n_emits_each_windows_first_rows_once_when_the_watermark_closes_i
     assert_eq!(rows(&mut out), ["a,20,6,1", "a,20,4,2"]);
     restored.process_watermark(40, &mut out).unwrap();
     assert!(rows(&mut out).is_empty(), "each window is emitted once");
+    // The end of the input closes the windows still open.
+    restored.process_batch(0, windowed(&[("b", 100, 3)]), &mut out).unwrap();
+    restored.finish(&mut out).unwrap();
+    assert_eq!(rows(&mut out), ["b,100,3,1"]);
 }
