@@ -19,6 +19,7 @@ pub mod aggregate;
 pub mod datagen;
 pub mod join;
 pub mod nexmark;
+pub mod normalize;
 pub mod project;
 pub mod registry;
 

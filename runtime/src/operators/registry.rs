@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::OperatorFactory;
-use super::{aggregate, datagen, join, nexmark, project, sinks, top_n, values, watermark, window};
+use super::{aggregate, datagen, join, nexmark, normalize, project, sinks, top_n, values, watermark, window};
 
 /// Operator kinds by name.
 #[derive(Clone, Default)]
@@ -42,7 +42,7 @@ impl Registry {
     /// `interval_join`, `regular_join`, `discard`, `stdout` and `jsonl_file`.
     pub fn builtins() -> Self {
         let mut r = Self::empty();
-        let builtins: [Arc<dyn OperatorFactory>; 17] = [
+        let builtins: [Arc<dyn OperatorFactory>; 18] = [
             Arc::new(datagen::DatagenFactory),
             Arc::new(nexmark::NexmarkFactory),
             Arc::new(values::ValuesFactory),
@@ -57,6 +57,7 @@ impl Registry {
             Arc::new(join::IntervalJoinFactory),
             Arc::new(join::RegularJoinFactory),
             Arc::new(join::TemporalJoinFactory),
+            Arc::new(normalize::ChangelogNormalizeFactory),
             Arc::new(sinks::DiscardFactory),
             Arc::new(sinks::StdoutFactory),
             Arc::new(sinks::JsonlFileFactory),

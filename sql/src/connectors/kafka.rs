@@ -49,21 +49,7 @@ pub(super) fn kafka_source(
             c.insert("start".into(), start);
         }
     }
-    match opts.take("scan.bounded.mode") {
-        None => {}
-        Some((m, at)) => match m.as_str() {
-            "latest-offset" => {
-                c.insert("stop".into(), json!("latest"));
-            }
-            "unbounded" => {}
-            other => {
-                return Err(SqlError::at(
-                    at,
-                    format!("not supported: scan.bounded.mode '{other}' (use latest-offset or unbounded)"),
-                ))
-            }
-        },
-    }
+    bounded_option(opts, &mut c)?;
     if let Some((v, at)) = opts.take("scan.topic-partition-discovery.interval") {
         let d = crate::settings::duration(&v).map_err(|m| SqlError::at(at, m))?;
         c.insert("partition_discovery".into(), json!(format!("{}ms", d.as_millis())));
@@ -162,6 +148,27 @@ pub(super) fn kafka_source(
         _ => Vec::new(),
     };
     Ok((c, columns, renames))
+}
+
+/// `scan.bounded.mode`: `latest-offset` ends the source at the ends it
+/// sees when it starts.
+fn bounded_option(opts: &mut Options<'_>, c: &mut Map<String, Value>) -> Result<(), SqlError> {
+    match opts.take("scan.bounded.mode") {
+        None => {}
+        Some((m, at)) => match m.as_str() {
+            "latest-offset" => {
+                c.insert("stop".into(), json!("latest"));
+            }
+            "unbounded" => {}
+            other => {
+                return Err(SqlError::at(
+                    at,
+                    format!("not supported: scan.bounded.mode '{other}' (use latest-offset or unbounded)"),
+                ))
+            }
+        },
+    }
+    Ok(())
 }
 
 /// The `debezium-json` format: a changelog whose change kinds go to the
@@ -381,6 +388,91 @@ pub(super) fn upsert_kafka_sink(t: &TableDef, opts: &mut Options<'_>) -> Result<
     Ok(Value::Object(c))
 }
 
+/// An `upsert-kafka` table read: `kafka_source` over its topic from the
+/// earliest offset, each record an upsert of its key (a tombstone a
+/// delete), the key's columns from the record key. Returns the config, the
+/// source's columns (the value's, then the key's) and the primary key.
+#[allow(clippy::type_complexity)]
+pub(super) fn upsert_kafka_source(
+    t: &TableDef,
+    opts: &mut Options<'_>,
+) -> Result<(Map<String, Value>, Vec<Col>, Vec<String>), SqlError> {
+    let name = &t.name.value;
+    if t.primary_key.is_empty() {
+        return Err(SqlError::at(
+            t.name.span.start,
+            format!("upsert-kafka table `{name}` needs a PRIMARY KEY (...) NOT ENFORCED: its records are keyed by it"),
+        ));
+    }
+    let key: Vec<String> = t.primary_key.iter().map(|k| k.value.clone()).collect();
+    let mut c = Map::new();
+    c.insert("bootstrap_servers".into(), json!(opts.required("properties.bootstrap.servers")?));
+    c.insert("topic".into(), json!(opts.required("topic")?));
+    if let Some(g) = opts.value("properties.group.id") {
+        c.insert("group_id".into(), json!(g));
+    }
+    // An upsert table is its whole topic.
+    c.insert("start".into(), json!("earliest"));
+    bounded_option(opts, &mut c)?;
+    let (key_format, at) = opts.take("key.format").ok_or_else(|| {
+        SqlError::at(t.name.span.start, format!("upsert-kafka table `{name}` needs 'key.format' (json or raw)"))
+    })?;
+    let (value_format, value_at) = opts.take("value.format").ok_or_else(|| {
+        SqlError::at(t.name.span.start, format!("upsert-kafka table `{name}` needs 'value.format' (json)"))
+    })?;
+    if value_format != "json" {
+        return Err(SqlError::at(value_at, format!("not supported: value.format '{value_format}' (json)")));
+    }
+    if let Some((v, at)) = opts.take("value.fields-include") {
+        // Either way the key's columns are read from the key.
+        if v != "ALL" && v != "EXCEPT_KEY" {
+            return Err(SqlError::at(at, "value.fields-include is ALL or EXCEPT_KEY"));
+        }
+    }
+    let json_type = |n: &str, ty: &SqlType| {
+        ty.json_type().ok_or_else(|| {
+            SqlError::at(
+                t.name.span.start,
+                format!("not supported: column `{n}` of type {ty} in an upsert-kafka table"),
+            )
+        })
+    };
+    let (mut schema, mut key_schema) = (Vec::new(), Vec::new());
+    let (mut columns, mut key_columns) = (Vec::new(), Vec::new());
+    for (n, ty, _) in physical(t) {
+        let spec = json!({"name": n, "type": json_type(&n, &ty)?, "nullable": true});
+        if key.contains(&n) {
+            key_schema.push((n.clone(), spec));
+            key_columns.push(Col::typed(n, ty));
+        } else {
+            schema.push(spec);
+            columns.push(Col::typed(n, ty));
+        }
+    }
+    // The key object's fields in the primary key's order.
+    key_schema.sort_by_key(|(n, _)| key.iter().position(|k| k == n));
+    let key_schema: Vec<Value> = key_schema.into_iter().map(|(_, s)| s).collect();
+    match key_format.as_str() {
+        "json" => {}
+        "raw" if key_columns.len() == 1 && key_columns[0].ty == Some(SqlType::String) => {}
+        "raw" => return Err(SqlError::at(at, "key.format 'raw' reads one STRING column: the primary key must be one")),
+        other => return Err(SqlError::at(at, format!("not supported: key.format '{other}' (json or raw)"))),
+    }
+    if t.columns.iter().any(|c| matches!(c.kind, ColumnKind::Metadata { .. })) {
+        return Err(SqlError::at(t.name.span.start, "not supported: metadata columns in an upsert-kafka table"));
+    }
+    c.insert("format".into(), json!("json"));
+    c.insert("schema".into(), json!(schema));
+    c.insert("upsert_key".into(), json!({"format": key_format, "columns": key_schema}));
+    c.insert("op_column".into(), json!(OP));
+    let props = opts.prefixed("properties.");
+    if !props.is_empty() {
+        c.insert("properties".into(), Value::Object(props.into_iter().map(|(k, v)| (k, json!(v))).collect()));
+    }
+    columns.extend(key_columns);
+    Ok((c, columns, key))
+}
+
 /// Flink's `upsert-kafka` options Weir takes.
 pub(super) const UPSERT_KAFKA_OPTIONS: &[&str] = &[
     "connector",
@@ -390,6 +482,7 @@ pub(super) const UPSERT_KAFKA_OPTIONS: &[&str] = &[
     "value.format",
     "value.fields-include",
     "json.timestamp-format.standard",
+    "scan.bounded.mode",
     "sink.delivery-guarantee",
     "sink.transactional-id-prefix",
     "sink.buffer-flush.max-rows",

@@ -5,6 +5,7 @@
 use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr};
 use datafusion::sql::sqlparser::tokenizer::Location;
 use serde_json::{json, Map, Value};
+use weir_runtime::graph::Partitioning;
 
 use crate::builder::{quoted, Builder, Col, Rel, OP};
 use crate::error::{did_you_mean, SqlError};
@@ -18,7 +19,7 @@ mod kafka;
 mod nexmark;
 mod search;
 use databases::{jdbc_sink, mongodb_sink, JDBC_OPTIONS, MONGODB_OPTIONS};
-use kafka::{kafka_sink, kafka_source, upsert_kafka_sink, UPSERT_KAFKA_OPTIONS};
+use kafka::{kafka_sink, kafka_source, upsert_kafka_sink, upsert_kafka_source, UPSERT_KAFKA_OPTIONS};
 
 /// Connectors `CREATE TABLE` accepts.
 const CONNECTORS: &[&str] = &[
@@ -159,20 +160,33 @@ pub fn source(b: &mut Builder, t: &TableDef, settings: &Settings) -> Result<Rel,
     let idle = settings.idle_timeout.filter(|d| !d.is_zero());
     let mut renames = Vec::new();
     let mut changelog = false;
+    // An upsert table's key: its rows go through `changelog_normalize`.
+    let mut upsert_key = None;
+    // The kafka source tracks a watermark on a physical column per partition.
+    let source_watermark = |config: &mut Map<String, Value>| {
+        if let (Some((column, ooo)), true) = (&watermark, rowtime_physical) {
+            let mut w = Map::new();
+            w.insert("column".into(), json!(column));
+            w.insert("max_out_of_orderness".into(), json!(format!("{ooo}ms")));
+            if let Some(d) = idle {
+                w.insert("idle_timeout".into(), json!(format!("{}ms", d.as_millis())));
+            }
+            config.insert("watermark".into(), Value::Object(w));
+        }
+    };
     let (uid, columns, watermark_done) = match connector.as_str() {
         "kafka" => {
             let (mut config, columns, r) = kafka_source(t, &mut opts)?;
             renames = r;
             changelog = config.contains_key("op_column");
-            if let (Some((column, ooo)), true) = (&watermark, rowtime_physical) {
-                let mut w = Map::new();
-                w.insert("column".into(), json!(column));
-                w.insert("max_out_of_orderness".into(), json!(format!("{ooo}ms")));
-                if let Some(d) = idle {
-                    w.insert("idle_timeout".into(), json!(format!("{}ms", d.as_millis())));
-                }
-                config.insert("watermark".into(), Value::Object(w));
-            }
+            source_watermark(&mut config);
+            (b.add(&name, "kafka_source", Value::Object(config), 0), columns, rowtime_physical)
+        }
+        "upsert-kafka" => {
+            let (mut config, columns, key) = upsert_kafka_source(t, &mut opts)?;
+            changelog = true;
+            upsert_key = Some(key);
+            source_watermark(&mut config);
             (b.add(&name, "kafka_source", Value::Object(config), 0), columns, rowtime_physical)
         }
         "datagen" => {
@@ -220,12 +234,6 @@ pub fn source(b: &mut Builder, t: &TableDef, settings: &Settings) -> Result<Rel,
             let (config, columns) = nexmark::source(t, &mut opts)?;
             (b.add(&name, "nexmark_source", Value::Object(config), 0), columns, false)
         }
-        "upsert-kafka" => {
-            return Err(SqlError::at(
-                t.name.span.start,
-                format!("not supported: reading upsert-kafka table `{name}` (a changelog source); Weir writes upsert-kafka tables"),
-            ))
-        }
         "filesystem" => {
             return Err(SqlError::at(
                 t.name.span.start,
@@ -271,6 +279,12 @@ pub fn source(b: &mut Builder, t: &TableDef, settings: &Settings) -> Result<Rel,
         cols.extend(op.iter().cloned());
         rel.uid = b.then(&rel, &format!("{name}.columns"), "project", json!({"columns": cols}));
         rel.columns = out;
+    }
+    // Upserts made a changelog that takes back what each replaces.
+    if let Some(key) = upsert_key {
+        let uid = b.add(&format!("{name}.normalize"), "changelog_normalize", json!({"key": key, "op_column": OP}), 0);
+        b.connect(&rel.uid, &uid, Partitioning::Hash, key);
+        rel.uid = uid;
     }
     // Computed columns, in one `map`.
     let computed: Vec<_> = t
@@ -392,6 +406,7 @@ fn known_source_options(connector: &str) -> Vec<&'static str> {
             "sink.transactional-id-prefix",
         ],
         "datagen" => vec!["connector", "number-of-rows", "rows-per-second"],
+        "upsert-kafka" => UPSERT_KAFKA_OPTIONS.to_vec(),
         "nexmark" => nexmark::OPTIONS.to_vec(),
         _ => vec!["connector"],
     }

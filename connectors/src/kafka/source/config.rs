@@ -47,6 +47,23 @@ pub enum OnError {
 }
 
 /// Names of the optional columns that carry a record's metadata.
+/// The key of an upsert topic: its columns, read from the record key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpsertKey {
+    /// `json`: an object of the columns; `raw`: one string column, the key's text.
+    pub format: KeyFormat,
+    pub columns: Vec<ColumnSpec>,
+}
+
+/// How an upsert key is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyFormat {
+    Json,
+    Raw,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetadataColumns {
@@ -133,6 +150,10 @@ pub struct SourceConfig {
     /// `debezium_json`: each event is inside `"payload"`, beside its schema.
     #[serde(default)]
     pub schema_include: bool,
+    /// Records are upserts by their key (a record without a value deletes
+    /// its key), read as rows with a change kind in `op_column`.
+    #[serde(default)]
+    pub upsert_key: Option<UpsertKey>,
     /// Metadata columns.
     #[serde(default)]
     pub metadata: MetadataColumns,
@@ -194,9 +215,19 @@ impl SourceConfig {
             .transpose()
     }
 
-    /// The change-kind column of a changelog format.
+    /// The change-kind column of a changelog format or of upserts.
     pub(super) fn op_column(&self) -> Option<&str> {
-        (self.format == Format::DebeziumJson).then(|| self.op_column.as_deref().unwrap_or("op"))
+        (self.format == Format::DebeziumJson || self.upsert_key.is_some())
+            .then(|| self.op_column.as_deref().unwrap_or("op"))
+    }
+
+    /// The columns of an upsert key (never null: a record's key has them).
+    pub(super) fn key_fields(&self) -> Result<Vec<Field>, String> {
+        let Some(u) = &self.upsert_key else { return Ok(Vec::new()) };
+        if u.columns.is_empty() {
+            return Err("an upsert key needs at least one column".into());
+        }
+        Ok(value_fields(Format::Json, &u.columns)?.into_iter().map(|f| f.with_nullable(false)).collect())
     }
 
     pub(super) fn group_id(&self, uid: &str) -> String {
@@ -206,6 +237,22 @@ impl SourceConfig {
     /// The output schema: value columns, then metadata columns.
     pub(super) fn schema(&self) -> Result<SchemaRef, (String, String)> {
         let mut fields = value_fields(self.format, &self.schema).map_err(|m| ("config.schema".to_string(), m))?;
+        if let Some(u) = &self.upsert_key {
+            // A delete has only its key: the value's columns may be null.
+            fields = fields.into_iter().map(|f| f.with_nullable(true)).collect();
+            for f in self.key_fields().map_err(|m| ("config.upsert_key.columns".to_string(), m))? {
+                if fields.iter().any(|v| v.name() == f.name()) {
+                    return Err((
+                        "config.upsert_key.columns".into(),
+                        format!("column `{}` is in the schema too; the key's columns come from the key", f.name()),
+                    ));
+                }
+                fields.push(f);
+            }
+            if u.format == KeyFormat::Raw && !matches!(&u.columns[..], [c] if c.ty == "string") {
+                return Err(("config.upsert_key".into(), "a raw key is one string column".into()));
+            }
+        }
         let m = &self.metadata;
         let extra = [
             (&m.key, DataType::Utf8, true, "key"),

@@ -29,6 +29,7 @@ mod read;
 mod state;
 #[cfg(test)]
 mod tests;
+mod upsert;
 mod watermarks;
 
 use std::collections::{HashMap, VecDeque};
@@ -80,9 +81,18 @@ impl KafkaSourceFactory {
                 .error("a schema is only read by the json and debezium_json formats")
                 .field("config.schema"));
         }
-        if c.format != Format::DebeziumJson && (c.op_column.is_some() || c.schema_include) {
-            let field = if c.schema_include { "config.schema_include" } else { "config.op_column" };
-            return Err(ctx.error("op_column and schema_include are options of the debezium_json format").field(field));
+        if c.format != Format::DebeziumJson && c.schema_include {
+            return Err(ctx
+                .error("schema_include is an option of the debezium_json format")
+                .field("config.schema_include"));
+        }
+        if c.op_column.is_some() && c.format != Format::DebeziumJson && c.upsert_key.is_none() {
+            return Err(ctx
+                .error("op_column is for changelogs: the debezium_json format, or an upsert_key")
+                .field("config.op_column"));
+        }
+        if c.upsert_key.is_some() && c.format != Format::Json {
+            return Err(ctx.error("an upsert topic's values are read with the json format").field("config.format"));
         }
         match (c.on_error, &c.dead_letter_topic) {
             (OnError::DeadLetter, None) => {
@@ -222,6 +232,8 @@ struct Open {
     consumer: BaseConsumer<OffsetsContext>,
     dead_letters: Option<ThreadedProducer<super::sink::CountingContext>>,
     decoder: Option<JsonDecoder>,
+    /// The decoder of an upsert topic's JSON keys.
+    key_decoder: Option<JsonDecoder>,
 }
 
 /// One subtask of `kafka_source`.

@@ -86,7 +86,14 @@ impl KafkaSource {
             }
             Format::String | Format::Raw => None,
         };
-        self.open = Some(Open { consumer, dead_letters, decoder });
+        let key_decoder = match &self.config.upsert_key {
+            Some(u) if u.format == KeyFormat::Json => Some(JsonDecoder::new(
+                self.config.key_fields().map_err(OperatorError::InvalidData)?,
+                self.config.batch_size,
+            )?),
+            _ => None,
+        };
+        self.open = Some(Open { consumer, dead_letters, decoder, key_decoder });
         let found = self.discover(true)?;
         tracing::info!(
             operator = %self.uid,

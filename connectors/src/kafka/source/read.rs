@@ -28,7 +28,7 @@ impl KafkaSource {
         let mut values: Vec<u8> = Vec::new();
         let mut value_ranges: Vec<Option<(usize, usize)>> = Vec::new();
         let mut meta: Vec<RecordMeta> = Vec::new();
-        let wants_key = self.config.metadata.key.is_some();
+        let wants_key = self.config.metadata.key.is_some() || self.config.upsert_key.is_some();
         let wants_headers = self.config.metadata.headers.is_some();
         let now = Instant::now();
         while meta.len() < self.config.batch_size {
@@ -102,7 +102,12 @@ impl KafkaSource {
         }
         let candidates: Vec<usize> = (0..meta.len()).filter(|i| !bad.iter().any(|b| b.0 == *i)).collect();
         let candidate_values: Vec<Option<&[u8]>> = candidates.iter().map(|&i| slices[i]).collect();
-        let (value_columns, rejected, changes) = self.decode_values(&candidate_values)?;
+        let (value_columns, rejected, changes) = if self.config.upsert_key.is_some() {
+            let keys: Vec<Option<&[u8]>> = candidates.iter().map(|&i| meta[i].key.as_deref()).collect();
+            self.decode_upserts(&candidate_values, &keys)?
+        } else {
+            self.decode_values(&candidate_values)?
+        };
         let mut good = Vec::with_capacity(candidates.len());
         let mut rejected = rejected.into_iter().peekable();
         for (j, &i) in candidates.iter().enumerate() {
