@@ -777,3 +777,81 @@ GROUP BY channel, window_start, window_end;"
     assert_eq!(got, want);
     Ok(())
 }
+
+/// `weir sql` with its statements piped in: a table declared over several
+/// lines, a mistake reported with its line and caret (the session goes
+/// on), a GROUP BY shown as the final table of its groups, the same kind of
+/// query in changelog mode (its changes replay to the groups), an INSERT
+/// run to its end, and QUIT.
+#[test]
+fn the_sql_shell_declares_queries_and_shows_results_as_tables_and_changelogs() -> anyhow::Result<()> {
+    use std::io::Write;
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("cheap");
+    let input = format!(
+        "CREATE TABLE bids (auction BIGINT, price BIGINT,
+  event_time_ms BIGINT, channel STRING)
+  WITH ('connector' = 'datagen', 'number-of-rows' = '1000');
+SET 'parallelism.default' = '2';
+SELECT chanel FROM bids;
+SELECT channel, COUNT(*) AS n, MAX(price) AS top FROM bids GROUP BY channel;
+SET 'sql-client.execution.result-mode' = 'changelog';
+SELECT channel, COUNT(*) AS n FROM bids WHERE auction < 300 GROUP BY channel;
+CREATE TABLE cheap (auction BIGINT, price BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+INSERT INTO cheap SELECT auction, price FROM bids WHERE price < 1000;
+QUIT;
+SELECT 'never run' FROM bids;
+",
+        out.display()
+    );
+    let mut child = std::process::Command::new(bin("weir"))
+        .arg("sql")
+        .env("HOME", dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
+    let run = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        stdout.contains("error: line 1, column 8: unknown column `chanel` (did you mean `channel`?)")
+            && stdout.contains("   |        ^"),
+        "{stdout}"
+    );
+    let channels = ["apple", "google", "facebook", "baidu"];
+    let bid = |i: i64| ((i * 7919) % 10_000, 100 + (i * 31) % 10_000, channels[(i % 4) as usize]);
+    for c in channels {
+        let top = (0..1000).map(bid).filter(|b| b.2 == c).map(|b| b.1).max().unwrap_or(0);
+        let row = format!("| {c:<8} | 250 | {top} |");
+        assert!(stdout.contains(&row), "no row {row} in\n{stdout}");
+    }
+    assert!(stdout.contains("4 rows"), "{stdout}");
+    // The changelog's changes replay to the counts.
+    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+    for line in stdout.lines() {
+        let cells: Vec<&str> = line.split(" | ").collect();
+        match cells[..] {
+            ["+I" | "+U", c, n] => {
+                counts.insert(c.to_string(), n.parse()?);
+            }
+            ["-U" | "-D", c, _] => {
+                counts.remove(c);
+            }
+            _ => {}
+        }
+    }
+    let mut want: BTreeMap<String, i64> = BTreeMap::new();
+    for (auction, _, c) in (0..1000).map(bid) {
+        if auction < 300 {
+            *want.entry(c.to_string()).or_default() += 1;
+        }
+    }
+    assert_eq!(counts, want, "{stdout}");
+    let cheap = (0..1000).map(bid).filter(|b| b.1 < 1000).count();
+    assert!(stdout.contains(&format!("finished: {cheap} rows written")), "{stdout}");
+    assert_eq!(visible_lines(&out).len(), cheap);
+    assert!(!stdout.contains("never run"), "nothing runs after QUIT: {stdout}");
+    Ok(())
+}

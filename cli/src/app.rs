@@ -248,6 +248,7 @@ impl Application {
                 let graph = file.graph;
                 embedded::run_local(&graph, self.registry.clone(), parallelism, slots, fmt).await
             }
+            Command::Sql => crate::shell::run(self.registry.clone()).await,
             Command::Run { job, target, parallelism, wait, from_savepoint, allow_non_restored_state, args } => {
                 let file = self.resolve(job.as_deref(), &args)?;
                 if file.explain {
@@ -402,6 +403,9 @@ enum Command {
         #[arg(long = "arg", value_name = "KEY=VALUE")]
         args: Vec<String>,
     },
+    /// An interactive SQL shell: declare tables, run queries on an embedded
+    /// cluster and watch their results change.
+    Sql,
     /// Submit a job to a cluster and print its id.
     Run {
         /// A YAML job file, a SQL script (.sql), or the name of one of the

@@ -16,6 +16,7 @@ mod output;
 mod progress;
 mod roles;
 mod savepoint;
+mod shell;
 
 pub use app::{Application, JobArgs, JobFactory};
 pub use bench::BenchWorkload;

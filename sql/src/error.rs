@@ -38,6 +38,15 @@ impl SqlError {
         self
     }
 
+    /// The error counted from line `skipped + 1` of its script (the first
+    /// line of a statement after `skipped` lines of others).
+    pub fn after_lines(mut self, skipped: u32) -> Self {
+        if self.line > skipped {
+            self.line -= skipped;
+        }
+        self
+    }
+
     /// A parser error: sqlparser ends its messages with "at Line: L, Column: C".
     pub(crate) fn parser(e: ParserError) -> Self {
         let msg = match e {

@@ -53,8 +53,31 @@ pub fn compile(text: &str, name: &str) -> Result<Script, SqlError> {
     compile_inner(text, name).map_err(|e| e.in_text(text))
 }
 
-fn compile_inner(text: &str, name: &str) -> Result<Script, SqlError> {
-    let statements = parse::parse_script(text)?;
+/// Checks a script of declarations only (`CREATE TABLE`, `CREATE VIEW`,
+/// `SET`), as an interactive session keeps them: a job statement in it is
+/// an error.
+pub fn declare(text: &str) -> Result<(), SqlError> {
+    let run = || {
+        let (_, _, job) = declarations(parse::parse_script(text)?)?;
+        match job {
+            Some(_) => Err(SqlError::script("only CREATE and SET statements declare; this one runs a job")),
+            None => Ok(()),
+        }
+    };
+    run().map_err(|e| e.in_text(text))
+}
+
+/// Whether `text` ends a statement: its last token (comments and spaces
+/// aside) is a `;` outside any quotes.
+pub fn is_complete(text: &str) -> bool {
+    parse::ends_with_semicolon(text)
+}
+
+/// A script's job statement, and whether it is under `EXPLAIN`.
+type Job = Option<(Statement, bool)>;
+
+/// The tables, views and settings a script declares, and its job statement.
+fn declarations(statements: Vec<Statement>) -> Result<(Catalog, Settings, Job), SqlError> {
     let mut catalog = Catalog::default();
     let mut settings = Settings::default();
     let mut job: Option<(Statement, bool)> = None;
@@ -78,6 +101,11 @@ fn compile_inner(text: &str, name: &str) -> Result<Script, SqlError> {
             other => job = Some(one_job(job, other, false)?),
         }
     }
+    Ok((catalog, settings, job))
+}
+
+fn compile_inner(text: &str, name: &str) -> Result<Script, SqlError> {
+    let (catalog, settings, job) = declarations(parse::parse_script(text)?)?;
     let Some((statement, explain)) = job else {
         return Err(SqlError::script("the script has no INSERT INTO, EXECUTE STATEMENT SET or SELECT: nothing to run"));
     };

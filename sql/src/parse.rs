@@ -426,6 +426,13 @@ fn data_type_nested(p: &mut Parser<'_>, pending: &mut u32) -> Result<SqlType, Sq
     Ok(SqlType::Row(fields))
 }
 
+/// Whether the last significant token of `text` is `;` (a text that does
+/// not tokenize, such as an open quote, is not finished).
+pub fn ends_with_semicolon(text: &str) -> bool {
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, text).tokenize() else { return false };
+    matches!(tokens.iter().rev().find(|t| !matches!(t, Token::Whitespace(_))), Some(Token::SemiColon))
+}
+
 /// Flink passes tables to window functions as `TABLE name`
 /// (`TUMBLE(TABLE bids, ...)`), which sqlparser does not parse as a function
 /// argument. The keyword is blanked out where it starts an argument, which

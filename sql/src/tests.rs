@@ -564,3 +564,17 @@ SELECT COUNT(*) FROM TABLE(TUMBLE(TABLE j, DESCRIPTOR(ts), INTERVAL '1' SECOND))
     ));
     assert!(e.contains("is not an event-time attribute"), "{e}");
 }
+
+#[test]
+fn a_statement_is_complete_at_a_semicolon_outside_quotes_and_declarations_run_no_job() {
+    assert!(is_complete("SELECT 1\n  FROM t;\n"));
+    assert!(is_complete("SET 'a' = 'b'; -- done\n"));
+    assert!(!is_complete("SELECT ';' FROM t"));
+    assert!(!is_complete("SELECT 'open;"));
+    assert!(!is_complete(""));
+    assert!(declare(&format!("{DATAGEN} SET 'parallelism.default' = '2';")).is_ok());
+    let e = declare(&format!("{DATAGEN} SELECT * FROM bids;")).unwrap_err().to_string();
+    assert!(e.contains("only CREATE and SET statements declare"), "{e}");
+    let e = declare("SET 'no.such.key' = '1';").unwrap_err().to_string();
+    assert!(e.contains("no.such.key"), "{e}");
+}
