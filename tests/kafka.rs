@@ -1938,3 +1938,72 @@ SELECT warehouse, SUM(qty) AS total, COUNT(*) AS skus FROM stock GROUP BY wareho
     assert_eq!(groups, want);
     Ok(())
 }
+
+/// A processing-time lookup join in SQL (`weir local`, parallelism 2):
+/// orders with a `PROCTIME()` column LEFT JOIN an upsert-kafka table of
+/// rates `FOR SYSTEM_TIME AS OF o.proc`. The table is bounded, so it is
+/// read whole before the first order: every order meets its currency's
+/// last rate, and a currency deleted or never listed pads.
+#[test]
+fn a_sql_lookup_join_meets_the_table_as_it_is_when_rows_arrive() -> anyhow::Result<()> {
+    let kafka = shared_kafka();
+    let bootstrap = kafka.bootstrap();
+    let [orders, rates] = ["orders-lj", "rates-lj"].map(|t| unique(t, '-'));
+    kafka.create_topic(&orders, 2)?;
+    kafka.create_topic(&rates, 2)?;
+    let p = producer(&bootstrap);
+    for (cur, rate) in [("EUR", Some(110)), ("USD", Some(100)), ("EUR", Some(114)), ("GBP", Some(120)), ("USD", None)] {
+        let value = rate.map(|r| format!(r#"{{"currency":"{cur}","rate":{r}}}"#));
+        let mut r: BaseRecord<'_, str, str> = BaseRecord::to(&rates).key(cur);
+        if let Some(v) = &value {
+            r = r.payload(v.as_str());
+        }
+        p.send(r).map_err(|(e, _)| anyhow::anyhow!("producing: {e}"))?;
+    }
+    p.flush(Duration::from_secs(60))?;
+    let currencies = ["EUR", "USD", "GBP", "CHF"];
+    let order_events: Vec<_> = (0..40i64)
+        .map(|i| (Some((i % 2) as i32), None, format!(r#"{{"id":{i},"currency":"{}"}}"#, currencies[(i % 4) as usize])))
+        .collect();
+    produce(&bootstrap, &orders, &order_events)?;
+    let dir = tempfile::tempdir()?;
+    let script = dir.path().join("lookup.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "SET 'parallelism.default' = '2';
+CREATE TABLE orders (id BIGINT, currency STRING, proc AS PROCTIME()) WITH (
+  'connector' = 'kafka', 'topic' = '{orders}', 'properties.bootstrap.servers' = '{bootstrap}',
+  'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset', 'format' = 'json');
+CREATE TABLE rates (currency STRING, rate BIGINT, PRIMARY KEY (currency) NOT ENFORCED) WITH (
+  'connector' = 'upsert-kafka', 'topic' = '{rates}', 'properties.bootstrap.servers' = '{bootstrap}',
+  'key.format' = 'raw', 'value.format' = 'json', 'scan.bounded.mode' = 'latest-offset');
+SELECT o.id, o.currency, r.rate, r.currency AS listed FROM orders AS o
+  LEFT JOIN rates FOR SYSTEM_TIME AS OF o.proc AS r ON o.currency = r.currency;
+"
+        ),
+    )?;
+    let run = std::process::Command::new(weir_tests::bin("weir")).arg("local").arg(&script).output()?;
+    anyhow::ensure!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let mut got: BTreeMap<i64, (Option<i64>, Option<String>)> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&run.stdout).lines() {
+        let json = line.split_once("> ").map_or(line, |(_, rest)| rest);
+        let Ok(row) = serde_json::from_str::<serde_json::Value>(json) else { continue };
+        let id = row["id"].as_i64().context("an id")?;
+        let value = (row["rate"].as_i64(), row["listed"].as_str().map(str::to_string));
+        assert!(got.insert(id, value).is_none(), "order {id} written twice");
+    }
+    let want: BTreeMap<i64, (Option<i64>, Option<String>)> = (0..40i64)
+        .map(|i| {
+            let cur = currencies[(i % 4) as usize];
+            let rate = match cur {
+                "EUR" => Some(114),
+                "GBP" => Some(120),
+                _ => None,
+            };
+            (i, (rate, rate.map(|_| cur.to_string())))
+        })
+        .collect();
+    assert_eq!(got, want);
+    Ok(())
+}

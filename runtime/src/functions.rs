@@ -1,13 +1,13 @@
 //! Flink's scalar functions that DataFusion lacks, registered for every
 //! expression Weir compiles: `REGEXP_EXTRACT` and `SPLIT_INDEX`, with
 //! Flink's null rules (a missing match, group or part is null, not an
-//! error).
+//! error), and `PROCTIME()`.
 
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
-use arrow::datatypes::{DataType, Int64Type};
-use datafusion::common::Result;
+use arrow::datatypes::{DataType, Int64Type, TimeUnit};
+use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
 };
@@ -18,6 +18,37 @@ use regex::Regex;
 pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(RegexpExtract::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(SplitIndex::new()));
+    ctx.register_udf(ScalarUDF::new_from_impl(Proctime::new()));
+}
+
+/// `PROCTIME()`: the time the row is processed (the wall clock when its
+/// batch is evaluated), as Flink's processing-time attribute.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Proctime {
+    signature: Signature,
+}
+
+impl Proctime {
+    fn new() -> Self {
+        Self { signature: Signature::exact(Vec::new(), Volatility::Volatile) }
+    }
+}
+
+impl ScalarUDFImpl for Proctime {
+    fn name(&self) -> &str {
+        "proctime"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Timestamp(TimeUnit::Millisecond, None))
+    }
+    fn invoke_with_args(&self, _: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        Ok(ColumnarValue::Scalar(ScalarValue::TimestampMillisecond(Some(now), None)))
+    }
 }
 
 fn strings_and_index(extra: usize) -> Signature {

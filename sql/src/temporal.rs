@@ -8,10 +8,10 @@
 //! keeps the left input's event-time attribute.
 
 use datafusion::sql::sqlparser::ast::{Expr, Join, ObjectNamePart, Spanned, TableFactor, TableVersion};
-use serde_json::json;
+use serde_json::{json, Value};
 use weir_runtime::graph::Partitioning;
 
-use crate::builder::{fingerprint, Col, Rel, OP};
+use crate::builder::{fingerprint, quoted, Col, Rel, OP};
 use crate::error::SqlError;
 use crate::expr::span_start;
 use crate::join::{combine, conjuncts, key_condition, qualify, Kind};
@@ -41,18 +41,20 @@ impl Planner<'_> {
                 "not supported: a temporal join of an updating input (its left side must only append rows)",
             ));
         }
-        // AS OF the left side's event-time attribute.
+        // AS OF the left side's event-time attribute: versions by event
+        // time; AS OF another of its columns (`PROCTIME()`): a lookup of the
+        // table as it is when the row arrives.
         let time_column = match qualify(time, &left)? {
             Expr::Identifier(id) => Some(id.value),
             _ => None,
         };
-        let Some(left_time) = left.rowtime.clone().filter(|t| time_column.as_deref() == Some(t.as_str())) else {
+        let Some(time_column) = time_column else {
             return Err(SqlError::at(
                 span_start(time),
-                format!("not supported: FOR SYSTEM_TIME AS OF `{time}`: Weir joins versions as of the left input's event-time attribute{} (processing-time lookup joins are not planned yet)",
-                    left.rowtime.as_ref().map(|t| format!(" (`{t}`)")).unwrap_or_default()),
+                format!("FOR SYSTEM_TIME AS OF `{time}`: name a time column of the left input (its event-time attribute, or a PROCTIME() column)"),
             ));
         };
+        let event_time = left.rowtime.as_deref() == Some(time_column.as_str());
         // The versioned table: a table with a primary key and a watermark.
         let table_name = name.0.last().and_then(ObjectNamePart::as_ident).map(|i| i.value.clone()).unwrap_or_default();
         let Some(def) = self.catalog.tables.get(&table_name) else {
@@ -73,12 +75,12 @@ impl Planner<'_> {
             *version = None;
         }
         let right = self.factor(&unversioned)?;
-        let Some(right_time) = right.rowtime.clone() else {
+        if event_time && right.rowtime.is_none() {
             return Err(SqlError::at(
                 at,
                 format!("table `{table_name}` is not versioned: declare a WATERMARK on its event time"),
             ));
-        };
+        }
         // The join's keys must be the table's primary key.
         let sides = [&left, &right];
         let mut keys: Vec<(String, String)> = Vec::new();
@@ -104,6 +106,14 @@ impl Planner<'_> {
                 "not supported: conditions besides the keys in the ON of a LEFT temporal join; filter the input in a subquery",
             ));
         }
+        if !event_time {
+            // A bounded table is read whole before the first lookup.
+            let option = |k: &str| def.options.iter().find(|o| o.0 == k).map(|o| o.1.as_str());
+            let bounded = option("scan.bounded.mode") == Some("latest-offset")
+                || (option("connector") == Some("datagen") && option("number-of-rows").is_some());
+            return self.lookup_join(left, right, kind, keys, &rest, bounded);
+        }
+        let (left_time, right_time) = (time_column, right.rowtime.clone().expect("checked above"));
         let (names, right_names, qualifiers) = combine(&left, &right);
         let (left_key, right_key): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
         let meaning = format!("{left_key:?}|{right_key:?}|{left_time}|{right_time}|{}", kind.name());
@@ -131,7 +141,105 @@ impl Planner<'_> {
         };
         self.filter_rest(out, &rest)
     }
+
+    /// A processing-time lookup join: each left row meets the right table's
+    /// row of its key as it is when the row arrives (`lookup_join`, the
+    /// table built from the right input: the last row per key, a changelog's
+    /// deletes removing theirs).
+    fn lookup_join(
+        &mut self,
+        left: Rel,
+        right: Rel,
+        kind: Kind,
+        keys: Vec<(String, String)>,
+        rest: &[&Expr],
+        bounded: bool,
+    ) -> Result<Rel, SqlError> {
+        let (names, right_names, qualifiers) = combine(&left, &right);
+        let (left_key, right_key): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
+        // The table's rows, with whether a row deletes its key and a marker
+        // telling a match from padding.
+        let mut table = right.clone();
+        let mut cols: Vec<Value> = right.names().map(|n| json!(n)).collect();
+        cols.push(json!({"name": PRESENT, "expr": "true"}));
+        if right.changelog {
+            let keep = format!("{} <> '-U'", quoted(OP));
+            table.uid = self.b.then(
+                &table,
+                &format!("{}.lookup-table-filter", self.context),
+                "filter",
+                json!({"predicate": keep}),
+            );
+            cols.push(json!({"name": DELETE, "expr": format!("{} = '-D'", quoted(OP))}));
+        }
+        table.uid = self.b.then(&table, &format!("{}.lookup-table", self.context), "project", json!({"columns": cols}));
+        let values: Vec<String> = right
+            .names()
+            .filter(|n| !right_key.iter().any(|k| k == n))
+            .map(str::to_string)
+            .chain([PRESENT.to_string()])
+            .collect();
+        let meaning = format!("{left_key:?}|{right_key:?}|{}", kind.name());
+        let base = format!("{}-{}.lookup-join-{}", left.origin, right.origin, fingerprint(&meaning));
+        let mut config = json!({
+            "key": left_key, "table_key": right_key, "columns": values, "join_type": kind.name(), "prefix": TABLE_PREFIX,
+        });
+        if right.changelog {
+            config["delete_column"] = json!(DELETE);
+        }
+        if bounded {
+            config["bootstrap"] = json!(true);
+        }
+        let uid = self.b.add(&base, "lookup_join", config, 0);
+        self.b.connect_input(&left.uid, &uid, 0, Partitioning::Hash, left_key.clone());
+        self.b.connect_input(&table.uid, &uid, 1, Partitioning::Hash, right_key.clone());
+        // The output as Flink's: the left's columns, then the right's (its
+        // key columns are the left's keys where a row matched).
+        let present = quoted(&format!("{TABLE_PREFIX}{PRESENT}"));
+        let mut out_cols: Vec<Value> = left.names().map(|n| json!(n)).collect();
+        for (c, name) in right.names().zip(&right_names) {
+            let expr = match right_key.iter().position(|k| k == c) {
+                Some(i) => format!("CASE WHEN {present} THEN {} END", quoted(&left_key[i])),
+                None => quoted(&format!("{TABLE_PREFIX}{c}")),
+            };
+            out_cols.push(json!({"name": name, "expr": expr}));
+        }
+        let joined = Rel {
+            uid,
+            columns: Vec::new(),
+            rowtime: None,
+            origin: String::new(),
+            qualifiers: Vec::new(),
+            changelog: false,
+            window: None,
+        };
+        let project = self.b.then(
+            &joined,
+            &format!("{}.lookup-join-output", self.context),
+            "project",
+            json!({"columns": out_cols}),
+        );
+        let mut columns = left.columns.clone();
+        columns.extend(right.columns.iter().zip(&right_names).map(|(c, n)| Col { name: n.clone(), ty: c.ty.clone() }));
+        debug_assert_eq!(columns.len(), names.len());
+        let out = Rel {
+            uid: project,
+            columns,
+            rowtime: left.rowtime.clone(),
+            origin: format!("{}-{}", left.origin, right.origin),
+            qualifiers,
+            changelog: false,
+            window: None,
+        };
+        self.filter_rest(out, rest)
+    }
 }
+
+/// The lookup join's names for the table's columns, its deletes and its
+/// match marker.
+const TABLE_PREFIX: &str = "__table.";
+const DELETE: &str = "__delete";
+const PRESENT: &str = "__present";
 
 #[cfg(test)]
 mod tests {
@@ -173,14 +281,32 @@ CREATE TABLE rates (currency STRING, rate BIGINT, ts TIMESTAMP(3), PRIMARY KEY (
     }
 
     #[test]
+    fn as_of_a_processing_time_it_is_a_lookup_join_of_the_table_as_it_is() {
+        let g = compiled(&format!(
+            "{} SELECT o.id, r.rate, r.currency FROM orders AS o
+  LEFT JOIN rates FOR SYSTEM_TIME AS OF o.proc AS r ON o.currency = r.currency;",
+            TABLES.replace("ts TIMESTAMP(3),\n  WATERMARK", "ts TIMESTAMP(3), proc AS PROCTIME(),\n  WATERMARK")
+        ));
+        let j = g.operators.iter().find(|o| o.kind == "lookup_join").expect("a lookup join");
+        assert!(j.uid.starts_with("orders-rates.lookup-join-"), "{}", j.uid);
+        assert_eq!(
+            j.config,
+            json!({"key": ["currency"], "table_key": ["currency"], "columns": ["rate", "ts", "__present"],
+                   "join_type": "left", "prefix": "__table.", "delete_column": "__delete"})
+        );
+        let table = g.operators.iter().find(|o| o.uid.ends_with("lookup-table")).expect("the table's rows");
+        assert_eq!(table.config["columns"][4], json!({"name": "__delete", "expr": "\"__op\" = '-D'"}));
+        let computed = g.operators.iter().find(|o| o.uid == "orders.computed").expect("the proctime column");
+        assert_eq!(computed.config["columns"][0]["expr"], "PROCTIME()");
+    }
+
+    #[test]
     fn what_a_temporal_join_cannot_be_is_refused() {
         let q = |join: &str| error(&format!("{TABLES} SELECT o.id FROM orders o {join};"));
         let e = q("JOIN rates FOR SYSTEM_TIME AS OF o.ts r ON o.id = r.rate");
         assert!(e.contains("equates the primary key of `rates` (currency)"), "{e}");
         let e = q("FULL JOIN rates FOR SYSTEM_TIME AS OF o.ts r ON o.currency = r.currency");
         assert!(e.contains("not supported: a full temporal join"), "{e}");
-        let e = q("JOIN rates FOR SYSTEM_TIME AS OF o.amount r ON o.currency = r.currency");
-        assert!(e.contains("as of the left input's event-time attribute (`ts`)"), "{e}");
         let e = q("JOIN orders FOR SYSTEM_TIME AS OF o.ts r ON o.currency = r.currency");
         assert!(e.contains("table `orders` is not versioned: declare its PRIMARY KEY"), "{e}");
     }
