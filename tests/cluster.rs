@@ -855,3 +855,42 @@ SELECT 'never run' FROM bids;
     assert!(!stdout.contains("never run"), "nothing runs after QUIT: {stdout}");
     Ok(())
 }
+
+/// An OVER aggregation in SQL at parallelism 2: each bid with the count
+/// and total price of its channel's bids of the last 5 ms (rows of the same
+/// time included), exactly as the generator's rows give them.
+#[test]
+fn a_sql_over_aggregation_sums_each_rows_preceding_range() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let rows = printed(
+        dir.path(),
+        "over.sql",
+        "SET 'parallelism.default' = '2';
+CREATE TABLE bids (auction BIGINT, price BIGINT, event_time_ms BIGINT, channel STRING,
+  ts AS TO_TIMESTAMP_LTZ(event_time_ms, 3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+  WITH ('connector' = 'datagen', 'number-of-rows' = '3000');
+SELECT auction, event_time_ms, channel,
+  COUNT(*) OVER (PARTITION BY channel ORDER BY ts RANGE BETWEEN INTERVAL '5' MILLISECOND PRECEDING AND CURRENT ROW) AS n,
+  SUM(price) OVER (PARTITION BY channel ORDER BY ts RANGE BETWEEN INTERVAL '5' MILLISECOND PRECEDING AND CURRENT ROW) AS total
+FROM bids;",
+    )?;
+    let bids: Vec<(i64, i64, i64, &str)> = (0..3000).map(datagen_bid).collect();
+    let mut want: Vec<(i64, i64, i64)> = bids
+        .iter()
+        .map(|b| {
+            let frame = bids.iter().filter(|o| o.3 == b.3 && o.2 <= b.2 && o.2 >= b.2 - 5);
+            (b.0, frame.clone().count() as i64, frame.map(|o| o.1).sum())
+        })
+        .collect();
+    let mut got: Vec<(i64, i64, i64)> = rows
+        .iter()
+        .map(|r| {
+            (r["auction"].as_i64().unwrap_or(-1), r["n"].as_i64().unwrap_or(-1), r["total"].as_i64().unwrap_or(-1))
+        })
+        .collect();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got.len(), 3000);
+    assert_eq!(got, want);
+    Ok(())
+}

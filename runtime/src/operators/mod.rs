@@ -20,6 +20,7 @@ pub mod datagen;
 pub mod join;
 pub mod nexmark;
 pub mod normalize;
+pub mod over;
 pub mod project;
 pub mod registry;
 

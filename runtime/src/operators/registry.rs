@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::OperatorFactory;
-use super::{aggregate, datagen, join, nexmark, normalize, project, sinks, top_n, values, watermark, window};
+use super::{aggregate, datagen, join, nexmark, normalize, over, project, sinks, top_n, values, watermark, window};
 
 /// Operator kinds by name.
 #[derive(Clone, Default)]
@@ -42,7 +42,7 @@ impl Registry {
     /// `interval_join`, `regular_join`, `discard`, `stdout` and `jsonl_file`.
     pub fn builtins() -> Self {
         let mut r = Self::empty();
-        let builtins: [Arc<dyn OperatorFactory>; 18] = [
+        let builtins: [Arc<dyn OperatorFactory>; 19] = [
             Arc::new(datagen::DatagenFactory),
             Arc::new(nexmark::NexmarkFactory),
             Arc::new(values::ValuesFactory),
@@ -58,6 +58,7 @@ impl Registry {
             Arc::new(join::RegularJoinFactory),
             Arc::new(join::TemporalJoinFactory),
             Arc::new(normalize::ChangelogNormalizeFactory),
+            Arc::new(over::OverAggregateFactory),
             Arc::new(sinks::DiscardFactory),
             Arc::new(sinks::StdoutFactory),
             Arc::new(sinks::JsonlFileFactory),

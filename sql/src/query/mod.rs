@@ -23,6 +23,7 @@ use crate::types::SqlType;
 
 mod aggregates;
 mod group;
+mod over;
 mod top_n;
 mod union;
 mod window_table;
@@ -347,6 +348,16 @@ impl Planner<'_> {
             rel.uid = self.stateless(&rel, "filter", "filter", json!({"predicate": predicate}));
         }
         let legacy = group.iter().find_map(legacy_window);
+        if over::has_over(s) {
+            if !group.is_empty() || window.is_some() {
+                return Err(SqlError::at(at, "not supported: OVER aggregations with GROUP BY or a window function"));
+            }
+            let planned = self.over_aggregate(s, rel)?;
+            return match s.distinct {
+                Some(_) => self.distinct(planned),
+                None => Ok(planned),
+            };
+        }
         // Rows of a window table function (a view of one, say) grouped by
         // their window bounds make a window aggregation, as in Flink.
         if window.is_none() && legacy.is_none() {
