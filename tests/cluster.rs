@@ -894,3 +894,43 @@ FROM bids;",
     assert_eq!(got, want);
     Ok(())
 }
+
+/// Window Top-N over HOP windows read as a table (each row once per
+/// window), at parallelism 2: every window's two highest prices, once.
+#[test]
+fn a_sql_window_top_n_over_hopping_windows_ranks_each_window() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let rows = printed(
+        dir.path(),
+        "hop.sql",
+        &format!(
+            "{WINDOWED_BIDS}SELECT CAST(window_start AS BIGINT) AS ws, price, rn FROM (
+  SELECT price, window_start, window_end,
+    ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY price DESC) AS rn
+  FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '500' MILLISECOND, INTERVAL '1' SECOND))) WHERE rn <= 2;"
+        ),
+    )?;
+    let mut per_window: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for i in 0..20_000 {
+        let (_, price, t, _) = datagen_bid(i);
+        let mut start = t - t.rem_euclid(500);
+        while start + 1000 > t {
+            per_window.entry(start).or_default().push(price);
+            start -= 500;
+        }
+    }
+    let mut want: Vec<(i64, i64, i64)> = Vec::new();
+    for (start, mut prices) in per_window {
+        prices.sort_unstable_by(|a, b| b.cmp(a));
+        want.extend(prices.into_iter().take(2).enumerate().map(|(r, p)| (start, p, r as i64 + 1)));
+    }
+    let mut got: Vec<(i64, i64, i64)> = rows
+        .iter()
+        .map(|r| (r["ws"].as_i64().unwrap_or(-1), r["price"].as_i64().unwrap_or(-1), r["rn"].as_i64().unwrap_or(-1)))
+        .collect();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    assert_eq!(want.len(), 10, "five windows of two rows");
+    Ok(())
+}

@@ -42,7 +42,7 @@ impl Registry {
     /// `interval_join`, `regular_join`, `discard`, `stdout` and `jsonl_file`.
     pub fn builtins() -> Self {
         let mut r = Self::empty();
-        let builtins: [Arc<dyn OperatorFactory>; 19] = [
+        let builtins: [Arc<dyn OperatorFactory>; 20] = [
             Arc::new(datagen::DatagenFactory),
             Arc::new(nexmark::NexmarkFactory),
             Arc::new(values::ValuesFactory),
@@ -51,6 +51,7 @@ impl Registry {
             Arc::new(project::FilterFactory),
             Arc::new(watermark::WatermarkFactory),
             Arc::new(window::WindowFactory),
+            Arc::new(window::WindowAssignFactory),
             Arc::new(aggregate::GroupAggregateFactory),
             Arc::new(top_n::TopNFactory),
             Arc::new(join::LookupJoinFactory),

@@ -15,26 +15,11 @@ const BOUNDS: [&str; 3] = ["window_start", "window_end", "window_time"];
 impl Planner<'_> {
     /// The rows of `rel` with the bounds of their tumbling window, computed
     /// as the window operator assigns them (a window starts at a multiple
-    /// of its size since the epoch). A row of a sliding or session window
-    /// belongs to several windows, or to one known only later: those are
-    /// refused.
+    /// of its size since the epoch). A row of a sliding or cumulating window
+    /// is given once per window (`window_assign`); a session's window is
+    /// known only later: refused.
     pub(crate) fn window_table(&mut self, rel: Rel, w: &WindowFn) -> Result<Rel, SqlError> {
         let kind = w.spec["type"].as_str().unwrap_or_default();
-        let size = w.spec["size"].as_str().and_then(|s| s.strip_suffix("ms")).and_then(|s| s.parse::<u64>().ok());
-        let Some(size) = size.filter(|_| kind == "tumbling") else {
-            let name = match kind {
-                "sliding" => "HOP",
-                "cumulate" => "CUMULATE",
-                _ => "SESSION",
-            };
-            return Err(SqlError::at(
-                w.at,
-                format!("not supported: {name} read as a table (window joins and window Top-N take TUMBLE windows); a {name} window is aggregated with GROUP BY window_start, window_end"),
-            ));
-        };
-        if size == 0 {
-            return Err(SqlError::at(w.at, "a window's size must be at least 1 millisecond"));
-        }
         if let Some(taken) = BOUNDS.iter().find(|b| rel.column(b).is_some()) {
             return Err(SqlError::at(
                 w.at,
@@ -42,6 +27,27 @@ impl Planner<'_> {
                     "the table already has a column `{taken}`, which the window function adds; rename it in a subquery"
                 ),
             ));
+        }
+        if kind == "sliding" || kind == "cumulate" {
+            // A row in several windows: once per window. Grouped by the
+            // bounds, these rows are a group aggregation (updating), not a
+            // window one: the window operator would assign them again.
+            let config = json!({"timestamp_column": w.column, "window": w.spec});
+            let uid = self.stateless(&rel, "window-assign", "window_assign", config);
+            let window = WindowBounds { start: BOUNDS[0].into(), end: BOUNDS[1].into(), spec: None };
+            let mut out = Rel { uid, window: Some(window), ..rel };
+            out.columns.extend(BOUNDS.iter().map(|b| Col::typed(*b, SqlType::Timestamp)));
+            return Ok(out);
+        }
+        let size = w.spec["size"].as_str().and_then(|s| s.strip_suffix("ms")).and_then(|s| s.parse::<u64>().ok());
+        let Some(size) = size.filter(|_| kind == "tumbling") else {
+            return Err(SqlError::at(
+                w.at,
+                "not supported: SESSION read as a table (a row's session is known only later); aggregate it with GROUP BY window_start, window_end",
+            ));
+        };
+        if size == 0 {
+            return Err(SqlError::at(w.at, "a window's size must be at least 1 millisecond"));
         }
         let offset = w.spec["offset"].as_str().and_then(|s| s.strip_suffix("ms")).and_then(|s| s.parse::<u64>().ok());
         let t = format!("CAST({} AS BIGINT)", quoted(&w.column));
@@ -121,8 +127,12 @@ SELECT channel, window_start, window_end, COUNT(*) AS n FROM w GROUP BY channel,
         ));
         let window = g.operators.iter().find(|o| o.kind == "window").expect("a window aggregation");
         assert_eq!(window.config["window"], json!({"type": "tumbling", "size": "10000ms"}));
-        let e = error(&format!("{DATAGEN} SELECT * FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND, INTERVAL '10' SECOND));"));
-        assert!(e.contains("not supported: HOP read as a table"), "{e}");
+        let g = compiled(&format!("{DATAGEN} SELECT * FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND, INTERVAL '10' SECOND));"));
+        let assign = g.operators.iter().find(|o| o.kind == "window_assign").expect("rows once per window");
+        assert_eq!(assign.config["window"], json!({"type": "sliding", "slide": "1000ms", "size": "10000ms"}));
+        let e =
+            error(&format!("{DATAGEN} SELECT * FROM TABLE(SESSION(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND));"));
+        assert!(e.contains("not supported: SESSION read as a table"), "{e}");
     }
 
     #[test]

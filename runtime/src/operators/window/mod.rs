@@ -43,6 +43,9 @@ mod state;
 #[cfg(test)]
 mod tests;
 mod trigger;
+mod tvf;
+
+pub use tvf::WindowAssignFactory;
 
 use accumulate::Accumulators;
 use assign::{FixedWindow, Sessions};
