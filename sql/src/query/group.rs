@@ -126,7 +126,7 @@ impl Planner<'_> {
 
     /// A `group_aggregate`'s config: `base` with the change-kind columns and
     /// `table.exec.state.ttl`.
-    fn group_config(&self, mut base: Value, updating_input: bool) -> Value {
+    pub(super) fn group_config(&self, mut base: Value, updating_input: bool) -> Value {
         base["op_column"] = json!(OP);
         if updating_input {
             base["input_op_column"] = json!(OP);
@@ -253,6 +253,23 @@ INSERT INTO hist SELECT n, COUNT(*) FROM (SELECT auction, COUNT(*) AS n FROM bid
         assert!(e.contains("column `price` is neither grouped nor inside an aggregate"), "{e}");
         let e = error(&format!("{DATAGEN} SELECT auction, SUM(DISTINCT price) FROM bids GROUP BY auction;"));
         assert!(e.contains("not supported: SUM(DISTINCT ...)"), "{e}");
+    }
+
+    #[test]
+    fn intersect_and_except_group_both_sides_tagged_rows() {
+        let q =
+            |op: &str| format!("{DATAGEN} SELECT channel FROM bids WHERE price < 10 {op} SELECT channel FROM bids;");
+        let g = compiled(&q("INTERSECT"));
+        let agg = g.operators.iter().find(|o| o.kind == "group_aggregate").expect("a grouping");
+        assert!(agg.uid.starts_with("bids.intersect-"), "{}", agg.uid);
+        assert_eq!(agg.config["key"], json!(["channel"]));
+        let filter = g.operators.iter().find(|o| o.uid.ends_with("set-filter")).unwrap();
+        assert_eq!(filter.config["predicate"], "\"__in_left\" > 0 AND \"__in_right\" > 0");
+        let g = compiled(&q("EXCEPT"));
+        let filter = g.operators.iter().find(|o| o.uid.ends_with("set-filter")).unwrap();
+        assert_eq!(filter.config["predicate"], "\"__in_left\" > 0 AND \"__in_right\" = 0");
+        let e = error(&q("INTERSECT ALL"));
+        assert!(e.contains("not supported: INTERSECT ALL"), "{e}");
     }
 
     #[test]

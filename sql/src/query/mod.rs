@@ -118,11 +118,17 @@ impl Planner<'_> {
                 let all = self.union_all(left, right)?;
                 self.distinct(all)
             }
+            SetExpr::SetOperation {
+                op: op @ (SetOperator::Intersect | SetOperator::Except | SetOperator::Minus),
+                set_quantifier: SetQuantifier::None | SetQuantifier::Distinct,
+                left,
+                right,
+            } => self.intersect(left, right, !matches!(op, SetOperator::Intersect)),
             SetExpr::SetOperation { op, left, .. } => {
                 let what = match op {
                     SetOperator::Union => "this kind of UNION",
-                    SetOperator::Intersect => "INTERSECT",
-                    SetOperator::Except | SetOperator::Minus => "EXCEPT",
+                    SetOperator::Intersect => "INTERSECT ALL",
+                    SetOperator::Except | SetOperator::Minus => "EXCEPT ALL",
                 };
                 Err(SqlError::at(left.span().end, format!("not supported: {what}")))
             }

@@ -1,7 +1,12 @@
-//! `UNION ALL`: both sides feed one operator under the left side's names.
+//! `UNION ALL`: both sides feed one operator under the left side's names;
+//! `INTERSECT` and `EXCEPT` group the tagged rows of both.
 
 use super::*;
 use crate::builder::OP;
+
+/// How many rows of a value each side of an INTERSECT or EXCEPT has.
+const IN_LEFT: &str = "__in_left";
+const IN_RIGHT: &str = "__in_right";
 
 impl Planner<'_> {
     /// `left UNION ALL right`: both sides' rows, under the left side's
@@ -10,7 +15,59 @@ impl Planner<'_> {
     pub(crate) fn union_all(&mut self, left: &SetExpr, right: &SetExpr) -> Result<Rel, SqlError> {
         let l = self.body(left)?;
         let r = self.body(right)?;
-        let at = right.span().start;
+        self.union_rels(l, r, right.span().start)
+    }
+
+    /// `left INTERSECT right` (`except`: `left EXCEPT right`), distinct:
+    /// the rows of both sides tagged with their side and grouped by every
+    /// column, kept while the left has the row and the right has it too
+    /// (or, for EXCEPT, has it not). The result is updating, as in Flink: a
+    /// right row coming later takes an EXCEPT's row back.
+    pub(crate) fn intersect(&mut self, left: &SetExpr, right: &SetExpr, except: bool) -> Result<Rel, SqlError> {
+        let (l, r) = (self.body(left)?, self.body(right)?);
+        let tag = |me: &mut Self, rel: Rel, side: (i32, i32)| {
+            let mut cols: Vec<Value> = rel.names().map(|n| json!(n)).collect();
+            cols.push(json!({"name": IN_LEFT, "expr": side.0.to_string()}));
+            cols.push(json!({"name": IN_RIGHT, "expr": side.1.to_string()}));
+            if rel.changelog {
+                cols.push(json!(OP));
+            }
+            let uid = me.stateless(&rel, "set-side", "project", json!({"columns": cols}));
+            let mut columns = rel.columns.clone();
+            columns.extend([Col::typed(IN_LEFT, SqlType::Int), Col::typed(IN_RIGHT, SqlType::Int)]);
+            Rel { uid, columns, ..rel }
+        };
+        let what = if except { "EXCEPT" } else { "INTERSECT" };
+        if l.columns.len() != r.columns.len() {
+            return Err(SqlError::at(right.span().start, format!("{what} needs as many columns on both sides")));
+        }
+        let names: Vec<String> = l.names().map(str::to_string).collect();
+        let (l, r) = (tag(self, l, (1, 0)), tag(self, r, (0, 1)));
+        let both = self.union_rels(l, r, right.span().start)?;
+        let meaning = format!("{what}|{names:?}|{}", both.changelog);
+        let base = format!("{}.{}-{}", both.origin, what.to_ascii_lowercase(), fingerprint(&meaning));
+        let aggregates =
+            json!([{"fn": "sum", "column": IN_LEFT, "as": IN_LEFT}, {"fn": "sum", "column": IN_RIGHT, "as": IN_RIGHT}]);
+        let config = self.group_config(json!({"key": names, "aggregates": aggregates}), both.changelog);
+        let uid = self.b.add(&base, "group_aggregate", config, 0);
+        self.b.connect(&both.uid, &uid, Partitioning::Hash, names.clone());
+        let keep = if except {
+            format!("{} > 0 AND {} = 0", quoted(IN_LEFT), quoted(IN_RIGHT))
+        } else {
+            format!("{} > 0 AND {} > 0", quoted(IN_LEFT), quoted(IN_RIGHT))
+        };
+        let grouped = Rel { uid, rowtime: None, qualifiers: Vec::new(), changelog: true, window: None, ..both };
+        let filtered = self.stateless(&grouped, "set-filter", "filter", json!({"predicate": keep}));
+        let mut cols: Vec<Value> = names.iter().map(|n| json!(n)).collect();
+        cols.push(json!(OP));
+        let filtered = Rel { uid: filtered, ..grouped };
+        let uid = self.stateless(&filtered, "set-result", "project", json!({"columns": cols}));
+        let columns = filtered.columns.iter().filter(|c| c.name != IN_LEFT && c.name != IN_RIGHT).cloned().collect();
+        Ok(Rel { uid, columns, ..filtered })
+    }
+
+    /// Both relations' rows under the left's names.
+    fn union_rels(&mut self, l: Rel, r: Rel, at: Location) -> Result<Rel, SqlError> {
         // An updating side makes the union updating: the other side's rows
         // are inserts.
         let changelog = l.changelog || r.changelog;
