@@ -45,7 +45,8 @@ pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
         .register(jdbc::JdbcSinkFactory)?
         .register(mongo::MongoSinkFactory)?
         .register(elasticsearch::ElasticsearchSinkFactory)?
-        .register(files::FileSinkFactory)?;
+        .register(files::FileSinkFactory)?
+        .register(files::FileSourceFactory)?;
     Ok(())
 }
 

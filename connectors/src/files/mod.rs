@@ -22,8 +22,11 @@
 
 mod config;
 mod parts;
+mod source;
 #[cfg(test)]
 mod tests;
+
+pub use source::FileSourceFactory;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;

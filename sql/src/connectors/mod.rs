@@ -235,12 +235,8 @@ pub fn source(b: &mut Builder, t: &TableDef, settings: &Settings) -> Result<Rel,
             (b.add(&name, "nexmark_source", Value::Object(config), 0), columns, false)
         }
         "filesystem" => {
-            return Err(SqlError::at(
-                t.name.span.start,
-                format!(
-                "not supported yet: reading table `{name}`: the filesystem connector is a sink only in this version"
-            ),
-            ))
+            let (config, columns) = filesystem_source(t, &mut opts)?;
+            (b.add(&name, "file_source", Value::Object(config), 0), columns, false)
         }
         other => {
             return Err(SqlError::at(
@@ -406,6 +402,7 @@ fn known_source_options(connector: &str) -> Vec<&'static str> {
             "sink.transactional-id-prefix",
         ],
         "datagen" => vec!["connector", "number-of-rows", "rows-per-second"],
+        "filesystem" => [FILESYSTEM_SINK_OPTIONS, &["json.fail-on-missing-field", "json.ignore-parse-errors"]].concat(),
         "upsert-kafka" => UPSERT_KAFKA_OPTIONS.to_vec(),
         "nexmark" => nexmark::OPTIONS.to_vec(),
         _ => vec!["connector"],
@@ -572,6 +569,49 @@ fn updating_sink(t: &TableDef, connector: &str, at: Location) -> Result<(), SqlE
 }
 
 /// Flink's `filesystem` sink options (and the Parquet codec).
+/// A `filesystem` table read: `file_source` over its path (local files;
+/// `file://` too), JSON lines, every physical column from the objects.
+fn filesystem_source(t: &TableDef, opts: &mut Options<'_>) -> Result<(Map<String, Value>, Vec<Col>), SqlError> {
+    let path = opts.required("path")?;
+    let local = match path.strip_prefix("file://") {
+        Some(p) => p.to_string(),
+        None if !path.contains("://") => path.clone(),
+        None => {
+            return Err(SqlError::at(
+                t.name.span.start,
+                format!("not supported: reading `{path}`: the filesystem source reads local files (a path or file://)"),
+            ))
+        }
+    };
+    let format = opts.required("format")?;
+    if format != "json" {
+        return Err(SqlError::at(t.name.span.start, format!("not supported: reading format '{format}' (json)")));
+    }
+    let fail_on_missing = opts.bool("json.fail-on-missing-field", false)?;
+    if let Some((v, at)) = opts.take("json.ignore-parse-errors") {
+        if v.eq_ignore_ascii_case("true") {
+            return Err(SqlError::at(at, "not supported: json.ignore-parse-errors = true; a bad line fails the job"));
+        }
+    }
+    let mut schema = Vec::new();
+    let mut columns = Vec::new();
+    for (n, ty, not_null) in physical(t) {
+        let Some(jt) = ty.json_type() else {
+            return Err(SqlError::at(
+                t.name.span.start,
+                format!("not supported: column `{n}` of type {ty} in a json file"),
+            ));
+        };
+        schema.push(json!({"name": n, "type": jt, "nullable": !(not_null || fail_on_missing)}));
+        columns.push(Col::typed(n, ty));
+    }
+    let mut c = Map::new();
+    c.insert("path".into(), json!(local));
+    c.insert("format".into(), json!("json"));
+    c.insert("schema".into(), json!(schema));
+    Ok((c, columns))
+}
+
 const FILESYSTEM_SINK_OPTIONS: &[&str] = &[
     "connector",
     "path",
