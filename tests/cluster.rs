@@ -793,6 +793,8 @@ fn the_sql_shell_declares_queries_and_shows_results_as_tables_and_changelogs() -
   event_time_ms BIGINT, channel STRING)
   WITH ('connector' = 'datagen', 'number-of-rows' = '1000');
 SET 'parallelism.default' = '2';
+SHOW TABLES;
+DESCRIBE bids;
 SELECT chanel FROM bids;
 SELECT channel, COUNT(*) AS n, MAX(price) AS top FROM bids GROUP BY channel;
 SET 'sql-client.execution.result-mode' = 'changelog';
@@ -815,6 +817,8 @@ SELECT 'never run' FROM bids;
     let run = child.wait_with_output()?;
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains("| bids | TABLE (datagen) |"), "{stdout}");
+    assert!(stdout.contains("| channel       | STRING |"), "{stdout}");
     assert!(
         stdout.contains("error: line 1, column 8: unknown column `chanel` (did you mean `channel`?)")
             && stdout.contains("   |        ^"),

@@ -67,6 +67,62 @@ pub fn declare(text: &str) -> Result<(), SqlError> {
     run().map_err(|e| e.in_text(text))
 }
 
+/// A table or view a script declares, as `SHOW TABLES` and `DESCRIBE`
+/// list them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declared {
+    /// Its name.
+    pub name: String,
+    /// `TABLE` (with its connector) or `VIEW`.
+    pub kind: String,
+    /// A table's columns: name, type (or `AS expr`), and notes (primary
+    /// key, watermark, metadata).
+    pub columns: Vec<(String, String, String)>,
+}
+
+/// The tables and views a script of declarations declares, by name.
+pub fn declared(text: &str) -> Result<Vec<Declared>, SqlError> {
+    let (catalog, _, _) = declarations(parse::parse_script(text)?).map_err(|e| e.in_text(text))?;
+    let mut out: Vec<Declared> = catalog
+        .tables
+        .values()
+        .map(|t| {
+            let connector = t.options.iter().find(|o| o.0 == "connector").map_or("", |o| o.1.as_str());
+            let columns = t
+                .columns
+                .iter()
+                .map(|c| {
+                    let mut notes = Vec::new();
+                    if t.primary_key.iter().any(|k| k.value == c.name.value) {
+                        notes.push("PRIMARY KEY".to_string());
+                    }
+                    if let Some((w, e)) = &t.watermark {
+                        if w.value == c.name.value {
+                            notes.push(format!("WATERMARK AS {e}"));
+                        }
+                    }
+                    let ty = match &c.kind {
+                        parse::ColumnKind::Physical(ty) => format!("{ty}{}", if c.not_null { " NOT NULL" } else { "" }),
+                        parse::ColumnKind::Computed(e) => format!("AS {e}"),
+                        parse::ColumnKind::Metadata { ty, key } => {
+                            notes.push(format!(
+                                "METADATA{}",
+                                key.as_ref().map(|k| format!(" FROM '{k}'")).unwrap_or_default()
+                            ));
+                            ty.to_string()
+                        }
+                    };
+                    (c.name.value.clone(), ty, notes.join(", "))
+                })
+                .collect();
+            Declared { name: t.name.value.clone(), kind: format!("TABLE ({connector})"), columns }
+        })
+        .chain(catalog.views.keys().map(|v| Declared { name: v.clone(), kind: "VIEW".into(), columns: Vec::new() }))
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
 /// Whether `text` ends a statement: its last token (comments and spaces
 /// aside) is a `;` outside any quotes.
 pub fn is_complete(text: &str) -> bool {

@@ -5,7 +5,8 @@
 //! that changes while the query runs — or, with `SET
 //! 'sql-client.execution.result-mode' = 'changelog'`, every change as it
 //! comes; `INSERT INTO` and statement sets run to their end; `EXPLAIN`
-//! prints the job graph. Ctrl-C cancels the running query; `QUIT;` (or
+//! prints the job graph; `SHOW TABLES` and `DESCRIBE name` list what the
+//! session declared. Ctrl-C cancels the running query; `QUIT;` (or
 //! Ctrl-D) leaves. Lines are kept in `~/.weir_sql_history`.
 
 use std::io::{IsTerminal, Write};
@@ -35,6 +36,7 @@ const HELP: &str = "Statements end with `;` and may span lines.
   INSERT INTO ... / EXECUTE STATEMENT SET ...        runs to its end
   EXPLAIN ...                                        prints the job graph
   SET 'sql-client.execution.result-mode' = 'table' | 'changelog'
+  SHOW TABLES;  DESCRIBE name;                       what the session declared
   RESET;  forgets the session's declarations
   HELP;  QUIT;";
 
@@ -116,6 +118,39 @@ impl Session {
         match first.as_str() {
             "QUIT" | "EXIT" => return Ok(false),
             "HELP" => println!("{HELP}"),
+            "SHOW" => {
+                let declared = weir_sql::declared(&self.declarations).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let mut t = comfy_table::Table::new();
+                t.load_preset(comfy_table::presets::ASCII_MARKDOWN);
+                t.set_header(["name", "kind"]);
+                for d in &declared {
+                    t.add_row([d.name.clone(), d.kind.clone()]);
+                }
+                println!("{t}");
+            }
+            "DESCRIBE" | "DESC" => {
+                let name =
+                    statement.split_whitespace().nth(1).unwrap_or_default().trim_end_matches(';').trim_matches('`');
+                let declared = weir_sql::declared(&self.declarations).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let Some(d) = declared.iter().find(|d| d.name == name) else {
+                    let names: Vec<&str> = declared.iter().map(|d| d.name.as_str()).collect();
+                    anyhow::bail!(
+                        "no table or view `{name}` in this session; it has {}",
+                        if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                    );
+                };
+                if d.columns.is_empty() {
+                    println!("`{}` is a view.", d.name);
+                } else {
+                    let mut t = comfy_table::Table::new();
+                    t.load_preset(comfy_table::presets::ASCII_MARKDOWN);
+                    t.set_header(["column", "type", ""]);
+                    for (c, ty, notes) in &d.columns {
+                        t.add_row([c.clone(), ty.clone(), notes.clone()]);
+                    }
+                    println!("{t}");
+                }
+            }
             "RESET" => {
                 self.declarations.clear();
                 self.mode = Mode::Table;
