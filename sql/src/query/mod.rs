@@ -75,12 +75,17 @@ pub(crate) struct WindowFn {
 impl Planner<'_> {
     /// Plans a query.
     pub fn query(&mut self, q: &Query) -> Result<Rel, SqlError> {
-        if let Some(o) = &q.order_by {
-            return Err(SqlError::at(o.span().start, "not supported: ORDER BY on a stream"));
-        }
         if let Some(l) = &q.limit_clause {
             return Err(SqlError::at(l.span().start, "not supported: LIMIT on a stream"));
         }
+        let rel = self.unordered(q)?;
+        match &q.order_by {
+            Some(o) => self.order_by_time(o, rel),
+            None => Ok(rel),
+        }
+    }
+
+    fn unordered(&mut self, q: &Query) -> Result<Rel, SqlError> {
         let Some(with) = &q.with else { return self.body(&q.body) };
         // `WITH name AS (query)`: each name is a view of this query only,
         // planned where it is read; later ones may read earlier ones.

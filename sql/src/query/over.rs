@@ -4,8 +4,8 @@
 //! it. The select list may hold several, over one window.
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, Select, SelectItem, Spanned, WindowFrameBound,
-    WindowFrameUnits, WindowSpec, WindowType,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, OrderBy, OrderByKind, Select, SelectItem, Spanned,
+    WindowFrameBound, WindowFrameUnits, WindowSpec, WindowType,
 };
 use serde_json::{json, Value};
 use weir_runtime::graph::Partitioning;
@@ -36,6 +36,36 @@ pub(super) fn has_over(s: &Select) -> bool {
 }
 
 impl Planner<'_> {
+    /// `ORDER BY ts` of the event-time attribute, ascending, as Flink sorts a
+    /// stream: every row, in event-time order (rows of one time in arrival
+    /// order), each emitted when the watermark passes it — an
+    /// `over_aggregate` on one key whose count is dropped.
+    pub(super) fn order_by_time(&mut self, o: &OrderBy, rel: Rel) -> Result<Rel, SqlError> {
+        let at = o.span().start;
+        let time = match &o.kind {
+            OrderByKind::Expressions(e) if e.len() == 1 && e[0].options.asc != Some(false) => plain_column(&e[0].expr)
+                .map(|c| resolve_column(&rel, &c.value, c.span.start))
+                .transpose()?
+                .filter(|c| rel.rowtime.as_deref() == Some(c.as_str())),
+            _ => None,
+        };
+        let Some(time) = time.filter(|_| !rel.changelog) else {
+            return Err(SqlError::at(
+                at,
+                format!("not supported: ORDER BY on a stream other than by its event-time attribute{} alone, ascending, of rows that only append", rel.rowtime.as_ref().map_or_else(|| " (select it, then order by it)".to_string(), |t| format!(" (`{t}`)"))),
+            ));
+        };
+        let input = self.stateless(&rel, "order-input", "map", json!({"columns": [{"name": "__all", "expr": "0"}]}));
+        let config = json!({"partition_key": ["__all"], "time_column": time, "frame": {"type": "rows", "preceding": 0},
+            "aggregates": [{"fn": "count", "as": "__order"}]});
+        let uid = self.b.add(&format!("{}.order-by-time", rel.origin), "over_aggregate", config, 0);
+        self.b.connect(&input, &uid, Partitioning::Hash, vec!["__all".into()]);
+        let cols: Vec<Value> = rel.names().map(|n| json!(n)).collect();
+        let sorted = Rel { uid, ..rel.clone() };
+        let uid = self.stateless(&sorted, "order-output", "project", json!({"columns": cols}));
+        Ok(Rel { uid, ..rel })
+    }
+
     pub(super) fn over_aggregate(&mut self, s: &Select, rel: Rel) -> Result<Rel, SqlError> {
         let calls = over_calls(s);
         let at = calls[0].1.name.span().start;
@@ -252,5 +282,19 @@ mod tests {
         assert!(e.contains("ending after the current row"), "{e}");
         let e = q("ROW_NUMBER() OVER (ORDER BY ts)");
         assert!(e.contains("outside a Top-N"), "{e}");
+        let e = error(&format!("{DATAGEN} SELECT price, ts FROM bids ORDER BY price;"));
+        assert!(e.contains("not supported: ORDER BY on a stream other than by its event-time attribute (`ts`)"), "{e}");
+    }
+
+    #[test]
+    fn order_by_the_event_time_sorts_every_row_on_one_key() {
+        let g = compiled(&format!("{DATAGEN} SELECT auction, ts FROM bids ORDER BY ts;"));
+        let o = g.operators.iter().find(|o| o.kind == "over_aggregate").expect("a sort");
+        assert_eq!(o.uid, "bids.order-by-time");
+        assert_eq!(o.config["frame"], json!({"type": "rows", "preceding": 0}));
+        assert_eq!(
+            g.operators.iter().find(|o| o.uid.ends_with("order-output")).unwrap().config["columns"],
+            json!(["auction", "ts"])
+        );
     }
 }
