@@ -1042,5 +1042,16 @@ fn a_sql_order_by_the_event_time_emits_rows_in_time_order() -> anyhow::Result<()
     let mut want: Vec<i64> = (0..20_000).map(|i| datagen_bid(i).0).collect();
     want.sort_unstable();
     assert_eq!(auctions, want, "every row once");
+    // With LIMIT, the first rows in time order: the 20 of the first 2 ms.
+    let rows = printed(
+        dir.path(),
+        "first.sql",
+        &format!("{WINDOWED_BIDS}SELECT auction, event_time_ms, ts FROM bids ORDER BY ts LIMIT 20;"),
+    )?;
+    let mut first: Vec<i64> = rows.iter().map(|r| r["auction"].as_i64().unwrap_or(-1)).collect();
+    first.sort_unstable();
+    let mut want: Vec<i64> = (0..20).map(|i| datagen_bid(i).0).collect();
+    want.sort_unstable();
+    assert_eq!(first, want);
     Ok(())
 }

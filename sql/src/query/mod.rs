@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, ObjectName, Query, Select,
-    SelectItem, SetExpr, SetOperator, SetQuantifier, Spanned, TableFactor, TableWithJoins,
+    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, LimitClause, ObjectName,
+    Query, Select, SelectItem, SetExpr, SetOperator, SetQuantifier, Spanned, TableFactor, TableWithJoins,
 };
 use datafusion::sql::sqlparser::tokenizer::Location;
 use serde_json::{json, Value};
@@ -75,12 +75,26 @@ pub(crate) struct WindowFn {
 impl Planner<'_> {
     /// Plans a query.
     pub fn query(&mut self, q: &Query) -> Result<Rel, SqlError> {
-        if let Some(l) = &q.limit_clause {
-            return Err(SqlError::at(l.span().start, "not supported: LIMIT on a stream"));
-        }
+        // `LIMIT n` of a stream sorted by its event time: its first rows.
+        let limit = match &q.limit_clause {
+            None => None,
+            Some(l @ LimitClause::LimitOffset { limit: Some(n), offset: None, limit_by }) if limit_by.is_empty() => {
+                match (&q.order_by, n.to_string().parse::<u64>()) {
+                    (Some(_), Ok(n)) => Some(n),
+                    (None, _) => {
+                        return Err(SqlError::at(
+                            l.span().start,
+                            "not supported: LIMIT on a stream without ORDER BY its event time",
+                        ))
+                    }
+                    (_, Err(_)) => return Err(SqlError::at(l.span().start, "LIMIT takes a whole number of rows")),
+                }
+            }
+            Some(l) => return Err(SqlError::at(l.span().start, "not supported: this form of LIMIT (OFFSET, BY, ALL)")),
+        };
         let rel = self.unordered(q)?;
         match &q.order_by {
-            Some(o) => self.order_by_time(o, rel),
+            Some(o) => self.order_by_time(o, rel, limit),
             None => Ok(rel),
         }
     }

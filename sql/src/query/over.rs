@@ -40,7 +40,7 @@ impl Planner<'_> {
     /// stream: every row, in event-time order (rows of one time in arrival
     /// order), each emitted when the watermark passes it — an
     /// `over_aggregate` on one key whose count is dropped.
-    pub(super) fn order_by_time(&mut self, o: &OrderBy, rel: Rel) -> Result<Rel, SqlError> {
+    pub(super) fn order_by_time(&mut self, o: &OrderBy, rel: Rel, limit: Option<u64>) -> Result<Rel, SqlError> {
         let at = o.span().start;
         let time = match &o.kind {
             OrderByKind::Expressions(e) if e.len() == 1 && e[0].options.asc != Some(false) => plain_column(&e[0].expr)
@@ -56,12 +56,21 @@ impl Planner<'_> {
             ));
         };
         let input = self.stateless(&rel, "order-input", "map", json!({"columns": [{"name": "__all", "expr": "0"}]}));
-        let config = json!({"partition_key": ["__all"], "time_column": time, "frame": {"type": "rows", "preceding": 0},
+        // With a LIMIT, the count runs over every row so far: each row's place.
+        let frame = match limit {
+            Some(_) => json!({"type": "unbounded"}),
+            None => json!({"type": "rows", "preceding": 0}),
+        };
+        let config = json!({"partition_key": ["__all"], "time_column": time, "frame": frame,
             "aggregates": [{"fn": "count", "as": "__order"}]});
         let uid = self.b.add(&format!("{}.order-by-time", rel.origin), "over_aggregate", config, 0);
         self.b.connect(&input, &uid, Partitioning::Hash, vec!["__all".into()]);
         let cols: Vec<Value> = rel.names().map(|n| json!(n)).collect();
-        let sorted = Rel { uid, ..rel.clone() };
+        let mut sorted = Rel { uid, ..rel.clone() };
+        if let Some(n) = limit {
+            sorted.uid =
+                self.stateless(&sorted, "limit", "filter", json!({"predicate": format!("\"__order\" <= {n}")}));
+        }
         let uid = self.stateless(&sorted, "order-output", "project", json!({"columns": cols}));
         Ok(Rel { uid, ..rel })
     }
@@ -292,6 +301,11 @@ mod tests {
         let o = g.operators.iter().find(|o| o.kind == "over_aggregate").expect("a sort");
         assert_eq!(o.uid, "bids.order-by-time");
         assert_eq!(o.config["frame"], json!({"type": "rows", "preceding": 0}));
+        let g = compiled(&format!("{DATAGEN} SELECT auction, ts FROM bids ORDER BY ts LIMIT 5;"));
+        let limit = g.operators.iter().find(|o| o.uid.ends_with(".limit")).expect("the limit");
+        assert_eq!(limit.config["predicate"], "\"__order\" <= 5");
+        let e = error(&format!("{DATAGEN} SELECT auction FROM bids LIMIT 5;"));
+        assert!(e.contains("LIMIT on a stream without ORDER BY"), "{e}");
         assert_eq!(
             g.operators.iter().find(|o| o.uid.ends_with("order-output")).unwrap().config["columns"],
             json!(["auction", "ts"])
