@@ -13,13 +13,13 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use serde::Deserialize;
 
 use super::{Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo};
-use crate::error::{OpResult, OperatorError, PlanError};
+use crate::error::{OpResult, PlanError};
 use crate::keygroup::{hash_rows, is_key_type, key_group};
 use crate::state::{KeyedValues, StateReader, StateWriter};
 
@@ -130,13 +130,7 @@ impl Operator for Normalize {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let ops = batch
-            .column(self.p.op)
-            .as_string_opt::<i32>()
-            .cloned()
-            .ok_or_else(|| OperatorError::InvalidData("the change-kind column is not a string column".into()))?;
-        let keep: Vec<usize> = (0..batch.num_columns()).filter(|&j| j != self.p.op).collect();
-        let batch = batch.project(&keep)?;
+        let (ops, batch) = super::join::split_changes(&batch, self.p.op)?;
         let key_columns: Vec<ArrayRef> = self.p.key.iter().map(|&i| batch.column(i).clone()).collect();
         let keys = self.keys.convert_columns(&key_columns)?;
         let mut hashes = Vec::new();

@@ -3,11 +3,12 @@
 //! when their event times are close enough) and `regular_join` (two streams
 //! whose rows meet whenever their keys are equal).
 
-use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::array::{new_null_array, Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::buffer::NullBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, SchemaRef};
-use arrow::row::{RowConverter, Rows};
+use arrow::error::ArrowError;
+use arrow::row::{RowConverter, Rows, SortField};
 
 use crate::error::{OpResult, OperatorError, PlanError};
 use crate::keygroup::{hash_rows, is_key_type};
@@ -25,6 +26,31 @@ pub use temporal::TemporalJoinFactory;
 
 /// Join keys as row bytes, their hashes, and which are null.
 pub(crate) type JoinKeys = (Rows, Vec<u64>, Option<NullBuffer>);
+
+/// Per side, its columns to row bytes and back, and its all-null row (the
+/// padding of an outer join).
+pub(crate) fn side_rows(inputs: &[SchemaRef; 2]) -> Result<(Vec<RowConverter>, Vec<Vec<u8>>), ArrowError> {
+    let mut rows = Vec::new();
+    let mut nulls = Vec::new();
+    for schema in inputs {
+        let conv = RowConverter::new(schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
+        let null: Vec<ArrayRef> = schema.fields().iter().map(|f| new_null_array(f.data_type(), 1)).collect();
+        nulls.push(conv.convert_columns(&null)?.row(0).data().to_vec());
+        rows.push(conv);
+    }
+    Ok((rows, nulls))
+}
+
+/// A changelog batch split into its change kinds (column `op`) and its rows.
+pub(crate) fn split_changes(batch: &RecordBatch, op: usize) -> OpResult<(StringArray, RecordBatch)> {
+    let ops = batch
+        .column(op)
+        .as_string_opt::<i32>()
+        .cloned()
+        .ok_or_else(|| OperatorError::InvalidData("the change-kind column is not a string column".into()))?;
+    let keep: Vec<usize> = (0..batch.num_columns()).filter(|&j| j != op).collect();
+    Ok((ops, batch.project(&keep)?))
+}
 
 /// A joined pair of row bytes (`None`: that side is padded).
 pub(crate) type Pair<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);

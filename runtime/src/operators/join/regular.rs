@@ -22,12 +22,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use arrow::array::{new_null_array, Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use arrow::array::{Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use serde::Deserialize;
 
-use super::{join_keys, key_rows, output_fields, pair_columns, JoinType};
+use super::{join_keys, key_rows, output_fields, pair_columns, side_rows, split_changes, JoinType};
 use crate::error::{OpResult, OperatorError, PlanError};
 use crate::keygroup::key_group;
 use crate::operators::{
@@ -154,16 +154,7 @@ impl OperatorFactory for RegularJoinFactory {
         let p = plan(ctx)?;
         let err = |e: arrow::error::ArrowError| ctx.error(e.to_string());
         let keys = RowConverter::new(p.key_types.iter().map(|t| SortField::new(t.clone())).collect()).map_err(err)?;
-        let mut rows = Vec::new();
-        let mut nulls = Vec::new();
-        for schema in &p.inputs {
-            let conv =
-                RowConverter::new(schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())
-                    .map_err(err)?;
-            let null: Vec<ArrayRef> = schema.fields().iter().map(|f| new_null_array(f.data_type(), 1)).collect();
-            nulls.push(conv.convert_columns(&null).map_err(err)?.row(0).data().to_vec());
-            rows.push(conv);
-        }
+        let (rows, nulls) = side_rows(&p.inputs).map_err(err)?;
         Ok(Instance::Operator(Box::new(RegularJoin {
             keys,
             rows,
@@ -264,11 +255,8 @@ impl Operator for RegularJoin {
         // An updating input's change kinds, and its rows without them.
         let (ops, batch) = match self.p.input_ops[me] {
             Some(i) => {
-                let ops = batch.column(i).as_string_opt::<i32>().cloned().ok_or_else(|| {
-                    OperatorError::InvalidData("the change-kind column is not a string column".into())
-                })?;
-                let keep: Vec<usize> = (0..batch.num_columns()).filter(|&j| j != i).collect();
-                (Some(ops), batch.project(&keep)?)
+                let (ops, rows) = split_changes(&batch, i)?;
+                (Some(ops), rows)
             }
             None => (None, batch),
         };
