@@ -129,7 +129,7 @@ fn settings_that_cannot_work_are_clear_errors_before_any_record() -> anyhow::Res
     // user may read it but not create a directory in it.
     let denied = format!("{}/{dir}", dfs.url());
     let cases = [
-        ("hdfs:///no-namenode".to_string(), None, "hdfs://NAMENODE:PORT/DIR"),
+        ("hdfs:///no-namenode".to_string(), None, "hdfs://NAMENODE:PORT/PATH"),
         (closed, None, "hdfs://127.0.0.1"),
         (denied, Some("weir-stranger"), "Permission denied: user=weir-stranger"),
     ];

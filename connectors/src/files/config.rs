@@ -57,6 +57,44 @@ fn default_pattern() -> String {
     "dt=%Y-%m-%d/hour=%H".into()
 }
 
+/// The layout of CSV files (written and read).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvSettings {
+    /// Whether a file starts with a line of column names (default true;
+    /// Flink's `csv` format has none, so SQL tables set false).
+    #[serde(default = "yes")]
+    pub header: bool,
+    /// The field delimiter, one ASCII character (default `,`).
+    #[serde(default = "comma")]
+    pub delimiter: char,
+}
+
+impl Default for CsvSettings {
+    fn default() -> Self {
+        CsvSettings { header: true, delimiter: ',' }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn comma() -> char {
+    ','
+}
+
+impl CsvSettings {
+    /// The delimiter as a byte, or why it cannot be one.
+    pub fn delimiter_byte(&self) -> Result<u8, String> {
+        u8::try_from(self.delimiter).ok().filter(|b| b.is_ascii() && *b != b'\n' && *b != b'"').ok_or_else(|| {
+            format!(
+                "the CSV delimiter must be one ASCII character other than a quote or newline, not {:?}",
+                self.delimiter
+            )
+        })
+    }
+}
+
 /// Non-secret S3 settings; credentials come from the task manager's
 /// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, ...).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -86,6 +124,9 @@ pub struct FileSinkConfig {
     /// Parquet's codec: `snappy` (default), `zstd` or `none`.
     #[serde(default)]
     pub compression: Compression,
+    /// CSV's header line and delimiter.
+    #[serde(default)]
+    pub csv: CsvSettings,
     /// Columns whose values name directories (`col=value/`), in order; they
     /// are not written into the files (as Hive expects).
     #[serde(default)]
@@ -120,21 +161,27 @@ fn default_prefix() -> String {
 impl FileSinkConfig {
     /// The storage URI of `path` (absolute paths become `file://` URIs).
     pub fn uri(&self) -> Result<String, String> {
-        let p = self.path.trim_end_matches('/');
-        if p.starts_with("s3://") || p.starts_with("file:///") {
+        storage_uri(&self.path)
+    }
+}
+
+/// The storage URI of a file sink's or source's `path`: `file:///…`,
+/// `s3://bucket/prefix`, `hdfs://namenode:port/dir`, or an absolute path
+/// (which becomes a `file://` URI). Trailing slashes are dropped.
+pub fn storage_uri(path: &str) -> Result<String, String> {
+    let p = path.trim_end_matches('/');
+    if p.starts_with("s3://") || p.starts_with("file:///") {
+        return Ok(p.to_string());
+    }
+    if let Some(rest) = p.strip_prefix("hdfs://") {
+        if !rest.is_empty() && !rest.starts_with('/') {
             return Ok(p.to_string());
         }
-        if let Some(rest) = p.strip_prefix("hdfs://") {
-            if !rest.is_empty() && !rest.starts_with('/') {
-                return Ok(p.to_string());
-            }
-        }
-        if p.starts_with('/') {
-            return Ok(format!("file://{p}"));
-        }
-        Err(format!(
-            "path `{}` is neither an absolute directory, file:///DIR, s3://BUCKET/PREFIX nor hdfs://NAMENODE:PORT/DIR",
-            self.path
-        ))
     }
+    if p.starts_with('/') {
+        return Ok(format!("file://{p}"));
+    }
+    Err(format!(
+        "path `{path}` is neither an absolute path, file:///PATH, s3://BUCKET/PREFIX nor hdfs://NAMENODE:PORT/PATH"
+    ))
 }

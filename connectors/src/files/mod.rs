@@ -42,7 +42,7 @@ use weir_runtime::error::{OpResult, OperatorError, PlanError};
 use weir_runtime::operators::{Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo};
 use weir_runtime::state::{subtask_epoch_key, CheckpointId, StateReader, StateWriter, UnionKeys};
 
-pub use config::{Compression, FileFormat, FileSinkConfig, TimePartition};
+pub use config::{storage_uri, Compression, CsvSettings, FileFormat, FileSinkConfig, TimePartition};
 use parts::{PartWriter, Partitioner};
 
 use crate::blocking::wait;
@@ -105,6 +105,7 @@ impl FileSinkFactory {
         }
         let schema = parts::written_schema(schema, &written).map_err(|e| ctx.error(e.to_string()))?;
         if c.format == FileFormat::Csv {
+            c.csv.delimiter_byte().map_err(|e| ctx.error(e).field("config.csv.delimiter"))?;
             if let Some(f) = schema.fields().iter().find(|f| f.data_type().is_nested()) {
                 return Err(ctx
                     .error(format!("column `{}` is {}, which CSV cannot hold", f.name(), f.data_type()))
@@ -407,8 +408,12 @@ impl Operator for FileSink {
             let part = match self.open.get_mut(&dir) {
                 Some(p) => p,
                 None => {
-                    let writer =
-                        PartWriter::new(self.config.format, self.config.compression, &self.partitioner.schema)?;
+                    let writer = PartWriter::new(
+                        self.config.format,
+                        self.config.compression,
+                        self.config.csv,
+                        &self.partitioner.schema,
+                    )?;
                     self.open.entry(dir.clone()).or_insert(OpenPart { writer, opened: Instant::now() })
                 }
             };

@@ -11,13 +11,13 @@ use parquet::basic::{Compression as Codec, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use weir_runtime::error::{OpResult, OperatorError};
 
-use super::config::{Compression, FileFormat};
+use super::config::{Compression, CsvSettings, FileFormat};
 
 /// An open part: rows encoded so far, in memory until the part rolls.
 pub enum PartWriter {
     /// JSON lines.
     Json(Vec<u8>),
-    /// CSV with a header.
+    /// CSV (with a header line unless configured otherwise).
     Csv(Box<arrow_csv::Writer<Vec<u8>>>, u64),
     /// Parquet (row groups flushed as they fill).
     Parquet(Box<ArrowWriter<Vec<u8>>>),
@@ -29,11 +29,18 @@ fn external(e: impl std::fmt::Display) -> OperatorError {
 
 impl PartWriter {
     /// A writer of `format` for rows of `schema`.
-    pub fn new(format: FileFormat, compression: Compression, schema: &SchemaRef) -> OpResult<PartWriter> {
+    pub fn new(
+        format: FileFormat,
+        compression: Compression,
+        csv: CsvSettings,
+        schema: &SchemaRef,
+    ) -> OpResult<PartWriter> {
         Ok(match format {
             FileFormat::Json => PartWriter::Json(Vec::new()),
             FileFormat::Csv => {
-                PartWriter::Csv(Box::new(arrow_csv::WriterBuilder::new().with_header(true).build(Vec::new())), 0)
+                let delimiter = csv.delimiter_byte().map_err(OperatorError::InvalidData)?;
+                let w = arrow_csv::WriterBuilder::new().with_header(csv.header).with_delimiter(delimiter);
+                PartWriter::Csv(Box::new(w.build(Vec::new())), 0)
             }
             FileFormat::Parquet => {
                 let codec = match compression {
@@ -122,6 +129,33 @@ fn escape(v: &str) -> String {
 
 const NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
 
+/// The value a directory name part stands for (`None` for NULL): the
+/// inverse of `escape`. A malformed escape is kept as written.
+pub fn unescape(v: &str) -> Option<String> {
+    match v {
+        NULL_PARTITION => return None,
+        "%0" => return Some(String::new()),
+        "%1" => return Some(".".into()),
+        "%2" => return Some("..".into()),
+        _ => {}
+    }
+    let (b, mut out, mut i) = (v.as_bytes(), Vec::with_capacity(v.len()), 0);
+    while i < b.len() {
+        let hex = (b[i] == b'%').then(|| v.get(i + 1..i + 3)).flatten();
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
 impl Partitioner {
     /// Whether rows go into directories at all.
     pub fn is_flat(&self) -> bool {
@@ -201,6 +235,14 @@ pub fn written_schema(schema: &SchemaRef, written: &[usize]) -> OpResult<SchemaR
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn directory_names_read_back_as_the_values_they_escape() {
+        for v in ["", ".", "..", "a/b", "100%", "déjà vu", "x:1,2+3", "%0"] {
+            assert_eq!(super::unescape(&super::escape(v)).as_deref(), Some(v), "{v}");
+        }
+        assert_eq!(super::unescape(super::NULL_PARTITION), None);
+    }
+
     use arrow::array::{Int64Array, StringArray};
     use arrow::datatypes::{Field, Schema};
 
@@ -257,7 +299,7 @@ mod tests {
     fn every_format_encodes_a_whole_file() {
         let b = batch();
         for format in [FileFormat::Json, FileFormat::Csv, FileFormat::Parquet] {
-            let mut w = PartWriter::new(format, Compression::Zstd, &b.schema()).unwrap();
+            let mut w = PartWriter::new(format, Compression::Zstd, CsvSettings::default(), &b.schema()).unwrap();
             w.write(&b).unwrap();
             w.write(&b).unwrap();
             assert!(w.size() > 0 || format == FileFormat::Parquet);

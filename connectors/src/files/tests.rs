@@ -39,8 +39,8 @@ fn configurations_are_checked_when_planned() {
     plan(json!({"path": "s3://bucket/events", "format": "csv"})).unwrap();
     plan(json!({"path": "hdfs://namenode:8020/lake/events", "format": "json"})).unwrap();
     let refused = [
-        (json!({"path": "relative/dir"}), "neither an absolute directory"),
-        (json!({"path": "hdfs:///lake/events"}), "hdfs://NAMENODE:PORT/DIR"),
+        (json!({"path": "relative/dir"}), "neither an absolute path"),
+        (json!({"path": "hdfs:///lake/events"}), "hdfs://NAMENODE:PORT/PATH"),
         (json!({"path": "/tmp/x", "partition_by": ["nope"]}), "no column `nope`"),
         (json!({"path": "/tmp/x", "partition_by": ["page", "ts", "n"]}), "nothing is left to write"),
         (json!({"path": "/tmp/x", "time_partition": {"column": "page"}}), "must hold epoch milliseconds or timestamps"),

@@ -402,7 +402,11 @@ fn known_source_options(connector: &str) -> Vec<&'static str> {
             "sink.transactional-id-prefix",
         ],
         "datagen" => vec!["connector", "number-of-rows", "rows-per-second"],
-        "filesystem" => [FILESYSTEM_SINK_OPTIONS, &["json.fail-on-missing-field", "json.ignore-parse-errors"]].concat(),
+        "filesystem" => [
+            FILESYSTEM_SINK_OPTIONS,
+            &["json.fail-on-missing-field", "json.ignore-parse-errors", "csv.ignore-parse-errors"],
+        ]
+        .concat(),
         "upsert-kafka" => UPSERT_KAFKA_OPTIONS.to_vec(),
         "nexmark" => nexmark::OPTIONS.to_vec(),
         _ => vec!["connector"],
@@ -568,30 +572,32 @@ fn updating_sink(t: &TableDef, connector: &str, at: Location) -> Result<(), SqlE
     ))
 }
 
-/// Flink's `filesystem` sink options (and the Parquet codec).
-/// A `filesystem` table read: `file_source` over its path (local files;
-/// `file://` too), JSON lines, every physical column from the objects.
+/// A `filesystem` table read: `file_source` over its path, every physical
+/// column from the files, except `PARTITIONED BY` columns, which come from
+/// the `name=value` directories.
 fn filesystem_source(t: &TableDef, opts: &mut Options<'_>) -> Result<(Map<String, Value>, Vec<Col>), SqlError> {
     let path = opts.required("path")?;
-    let local = match path.strip_prefix("file://") {
-        Some(p) => p.to_string(),
-        None if !path.contains("://") => path.clone(),
-        None => {
-            return Err(SqlError::at(
-                t.name.span.start,
-                format!("not supported: reading `{path}`: the filesystem source reads local files (a path or file://)"),
-            ))
-        }
+    let path = match path.strip_prefix("file://") {
+        Some(local) if !local.starts_with('/') => local.to_string(),
+        _ => path,
     };
-    let format = opts.required("format")?;
-    if format != "json" {
-        return Err(SqlError::at(t.name.span.start, format!("not supported: reading format '{format}' (json)")));
+    let (format, at) = opts
+        .take("format")
+        .ok_or_else(|| SqlError::at(t.name.span.start, "the filesystem connector needs 'format'"))?;
+    if !matches!(format.as_str(), "json" | "csv" | "parquet") {
+        return Err(SqlError::at(at, format!("not supported: reading format '{format}' (json, csv or parquet)")));
     }
     let fail_on_missing = opts.bool("json.fail-on-missing-field", false)?;
-    if let Some((v, at)) = opts.take("json.ignore-parse-errors") {
-        if v.eq_ignore_ascii_case("true") {
-            return Err(SqlError::at(at, "not supported: json.ignore-parse-errors = true; a bad line fails the job"));
+    for key in ["json.ignore-parse-errors", "csv.ignore-parse-errors"] {
+        if let Some((v, at)) = opts.take(key) {
+            if v.eq_ignore_ascii_case("true") {
+                return Err(SqlError::at(at, format!("not supported: {key} = true; a bad line fails the job")));
+            }
         }
+    }
+    let mut c = Map::new();
+    if format == "csv" {
+        c.insert("csv".into(), csv_settings(opts)?);
     }
     let mut schema = Vec::new();
     let mut columns = Vec::new();
@@ -599,17 +605,40 @@ fn filesystem_source(t: &TableDef, opts: &mut Options<'_>) -> Result<(Map<String
         let Some(jt) = ty.json_type() else {
             return Err(SqlError::at(
                 t.name.span.start,
-                format!("not supported: column `{n}` of type {ty} in a json file"),
+                format!("not supported: column `{n}` of type {ty} in a {format} file"),
             ));
         };
         schema.push(json!({"name": n, "type": jt, "nullable": !(not_null || fail_on_missing)}));
         columns.push(Col::typed(n, ty));
     }
-    let mut c = Map::new();
-    c.insert("path".into(), json!(local));
-    c.insert("format".into(), json!("json"));
+    c.insert("path".into(), json!(path));
+    c.insert("format".into(), json!(format));
     c.insert("schema".into(), json!(schema));
+    if !t.partitioned_by.is_empty() {
+        c.insert("partition_by".into(), json!(t.partitioned_by.iter().map(|p| p.value.clone()).collect::<Vec<_>>()));
+    }
     Ok((c, columns))
+}
+
+/// Flink's `csv` format: no header line, and `csv.field-delimiter`.
+fn csv_settings(opts: &mut Options<'_>) -> Result<Value, SqlError> {
+    let mut csv = json!({"header": false});
+    if let Some((v, at)) = opts.take("csv.field-delimiter") {
+        let d = match v.as_str() {
+            "\\t" => '\t',
+            _ => {
+                let mut chars = v.chars();
+                match (chars.next(), chars.next()) {
+                    (Some(c), None) if c.is_ascii() && c != '"' && c != '\n' => c,
+                    _ => {
+                        return Err(SqlError::at(at, format!("csv.field-delimiter is one ASCII character, not '{v}'")))
+                    }
+                }
+            }
+        };
+        csv["delimiter"] = json!(d.to_string());
+    }
+    Ok(csv)
 }
 
 const FILESYSTEM_SINK_OPTIONS: &[&str] = &[
@@ -617,6 +646,7 @@ const FILESYSTEM_SINK_OPTIONS: &[&str] = &[
     "path",
     "format",
     "json.timestamp-format.standard",
+    "csv.field-delimiter",
     "sink.rolling-policy.file-size",
     "sink.rolling-policy.rollover-interval",
     "sink.rolling-policy.check-interval",
@@ -652,7 +682,11 @@ fn filesystem_sink(t: &TableDef, opts: &mut Options<'_>) -> Result<Value, SqlErr
         .take("format")
         .ok_or_else(|| SqlError::at(t.name.span.start, "the filesystem connector needs 'format'"))?;
     match f.as_str() {
-        "json" | "csv" | "parquet" => c.insert("format".into(), json!(f)),
+        "json" | "parquet" => c.insert("format".into(), json!(f)),
+        "csv" => {
+            c.insert("csv".into(), csv_settings(opts)?);
+            c.insert("format".into(), json!(f))
+        }
         other => {
             return Err(SqlError::at(
                 at,
