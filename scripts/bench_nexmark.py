@@ -57,8 +57,21 @@ def fill(text, **values):
     return text
 
 
+_side_input = None
+
+
+def side_input():
+    """q13's side input: a CSV file of 10,000 rows `k,k`, written once."""
+    global _side_input
+    if _side_input is None:
+        path = Path(tempfile.mkdtemp(prefix="weir-nexmark-side-")) / "side_input.txt"
+        path.write_text("".join(f"{k},{k}\n" for k in range(10_000)))
+        _side_input = path
+    return _side_input
+
+
 def script(query, topic, bootstrap, parallelism, print_rows=False):
-    text = (QUERIES / f"{query}.sql").read_text()
+    text = fill((QUERIES / f"{query}.sql").read_text(), SIDE_INPUT=side_input())
     if print_rows:
         text = text.replace("'connector' = 'blackhole'", "'connector' = 'print'")
     ddl = fill((QUERIES / "ddl.sql").read_text(), TOPIC=topic, BOOTSTRAP_SERVERS=bootstrap)

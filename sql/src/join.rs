@@ -67,7 +67,7 @@ impl Bounds {
 
 /// A column of one side of a join: the side (0 left, 1 right) and its name
 /// in that side's relation.
-type SideColumn = (usize, String);
+pub(crate) type SideColumn = (usize, String);
 
 impl Planner<'_> {
     /// A `FROM` with joins, planned left to right.
@@ -441,7 +441,7 @@ fn strip(e: &Expr) -> &Expr {
 
 /// Which side a column reference belongs to, and its name there; `None`
 /// when `e` is not a column reference.
-fn side_column(sides: &[&Rel; 2], e: &Expr) -> Result<Option<SideColumn>, SqlError> {
+pub(crate) fn side_column(sides: &[&Rel; 2], e: &Expr) -> Result<Option<SideColumn>, SqlError> {
     match e {
         Expr::Identifier(id) => {
             let found: Vec<usize> = (0..2).filter(|&s| find(sides[s], &id.value).is_some()).collect();

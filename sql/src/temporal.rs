@@ -7,14 +7,14 @@
 //! `temporal_join`, keyed by the primary key; the result only appends and
 //! keeps the left input's event-time attribute.
 
-use datafusion::sql::sqlparser::ast::{Expr, Join, ObjectNamePart, Spanned, TableFactor, TableVersion};
+use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, Join, ObjectNamePart, Spanned, TableFactor, TableVersion};
 use serde_json::{json, Value};
 use weir_runtime::graph::Partitioning;
 
 use crate::builder::{fingerprint, quoted, Col, Rel, OP};
 use crate::error::SqlError;
-use crate::expr::span_start;
-use crate::join::{combine, conjuncts, key_condition, qualify, Kind};
+use crate::expr::{span_start, to_sql};
+use crate::join::{combine, conjuncts, key_condition, qualify, side_column, Kind};
 use crate::query::Planner;
 
 impl Planner<'_> {
@@ -64,7 +64,7 @@ impl Planner<'_> {
             ));
         };
         let primary_key: Vec<String> = def.primary_key.iter().map(|i| i.value.clone()).collect();
-        if primary_key.is_empty() {
+        if event_time && primary_key.is_empty() {
             return Err(SqlError::at(
                 at,
                 format!("table `{table_name}` is not versioned: declare its PRIMARY KEY (...) NOT ENFORCED"),
@@ -81,20 +81,31 @@ impl Planner<'_> {
                 format!("table `{table_name}` is not versioned: declare a WATERMARK on its event time"),
             ));
         }
-        // The join's keys must be the table's primary key.
+        // The join's keys: equalities of a left column — or, in a lookup
+        // join, of an expression of left columns — with a table column.
         let sides = [&left, &right];
         let mut keys: Vec<(String, String)> = Vec::new();
+        let mut computed: Vec<(String, String)> = Vec::new();
         let mut rest: Vec<&Expr> = Vec::new();
         for c in conjuncts(on) {
-            if !key_condition(&sides, c, &mut keys)? {
-                rest.push(c);
+            if key_condition(&sides, c, &mut keys)? {
+                continue;
+            }
+            match computed_key(&sides, c)? {
+                Some((expr, table_column)) if !event_time => {
+                    let name = format!("{COMPUTED_KEY}{}", computed.len());
+                    computed.push((name.clone(), expr));
+                    keys.push((name, table_column));
+                }
+                _ => rest.push(c),
             }
         }
         let mut right_key: Vec<String> = keys.iter().map(|k| k.1.clone()).collect();
         right_key.sort();
         let mut want = primary_key.clone();
         want.sort();
-        if right_key != want {
+        let by_primary_key = !want.is_empty() && right_key == want;
+        if event_time && !by_primary_key {
             return Err(SqlError::at(
                 span_start(on),
                 format!("a temporal join's ON equates the primary key of `{table_name}` ({}) with columns of the other side, and no other column of it", primary_key.join(", ")),
@@ -107,11 +118,25 @@ impl Planner<'_> {
             ));
         }
         if !event_time {
+            if keys.is_empty() {
+                return Err(SqlError::at(
+                    span_start(on),
+                    format!("a lookup join's ON equates columns of `{table_name}` with the other side's: it has none"),
+                ));
+            }
+            if !by_primary_key && right.changelog {
+                return Err(SqlError::at(
+                    span_start(on),
+                    format!("`{table_name}` is updating: a lookup join of it equates its PRIMARY KEY ({}) with the other side", primary_key.join(", ")),
+                ));
+            }
             // A bounded table is read whole before the first lookup.
             let option = |k: &str| def.options.iter().find(|o| o.0 == k).map(|o| o.1.as_str());
             let bounded = option("scan.bounded.mode") == Some("latest-offset")
+                || option("connector") == Some("filesystem")
                 || (option("connector") == Some("datagen") && option("number-of-rows").is_some());
-            return self.lookup_join(left, right, kind, keys, &rest, bounded);
+            let lookup = Lookup { kind, keys, computed, every_row: !by_primary_key, bounded };
+            return self.lookup_join(left, right, lookup, &rest);
         }
         let (left_time, right_time) = (time_column, right.rowtime.clone().expect("checked above"));
         let (names, right_names, qualifiers) = combine(&left, &right);
@@ -146,17 +171,18 @@ impl Planner<'_> {
     /// row of its key as it is when the row arrives (`lookup_join`, the
     /// table built from the right input: the last row per key, a changelog's
     /// deletes removing theirs).
-    fn lookup_join(
-        &mut self,
-        left: Rel,
-        right: Rel,
-        kind: Kind,
-        keys: Vec<(String, String)>,
-        rest: &[&Expr],
-        bounded: bool,
-    ) -> Result<Rel, SqlError> {
+    fn lookup_join(&mut self, left: Rel, right: Rel, lookup: Lookup, rest: &[&Expr]) -> Result<Rel, SqlError> {
+        let Lookup { kind, keys, computed, every_row, bounded } = lookup;
         let (names, right_names, qualifiers) = combine(&left, &right);
         let (left_key, right_key): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
+        // Keys computed from the left's columns ride along as hidden columns.
+        let mut stream = left.clone();
+        if !computed.is_empty() {
+            let mut cols: Vec<Value> = left.names().map(|n| json!(n)).collect();
+            cols.extend(computed.iter().map(|(name, expr)| json!({"name": name, "expr": expr})));
+            stream.uid =
+                self.b.then(&left, &format!("{}.lookup-keys", self.context), "project", json!({"columns": cols}));
+        }
         // The table's rows, with whether a row deletes its key and a marker
         // telling a match from padding.
         let mut table = right.clone();
@@ -179,7 +205,16 @@ impl Planner<'_> {
             .map(str::to_string)
             .chain([PRESENT.to_string()])
             .collect();
-        let meaning = format!("{left_key:?}|{right_key:?}|{}", kind.name());
+        // What the state means; the parts added later only when they are
+        // used, so that the uids of earlier joins stay as they were.
+        let mut meaning = format!("{left_key:?}|{right_key:?}|{}", kind.name());
+        if !computed.is_empty() {
+            let exprs: Vec<&str> = computed.iter().map(|c| c.1.as_str()).collect();
+            meaning.push_str(&format!("|{exprs:?}"));
+        }
+        if every_row {
+            meaning.push_str("|every row");
+        }
         let base = format!("{}-{}.lookup-join-{}", left.origin, right.origin, fingerprint(&meaning));
         let mut config = json!({
             "key": left_key, "table_key": right_key, "columns": values, "join_type": kind.name(), "prefix": TABLE_PREFIX,
@@ -190,8 +225,11 @@ impl Planner<'_> {
         if bounded {
             config["bootstrap"] = json!(true);
         }
+        if every_row {
+            config["every_row"] = json!(true);
+        }
         let uid = self.b.add(&base, "lookup_join", config, 0);
-        self.b.connect_input(&left.uid, &uid, 0, Partitioning::Hash, left_key.clone());
+        self.b.connect_input(&stream.uid, &uid, 0, Partitioning::Hash, left_key.clone());
         self.b.connect_input(&table.uid, &uid, 1, Partitioning::Hash, right_key.clone());
         // The output as Flink's: the left's columns, then the right's (its
         // key columns are the left's keys where a row matched).
@@ -233,6 +271,41 @@ impl Planner<'_> {
         };
         self.filter_rest(out, rest)
     }
+}
+
+/// A lookup join's shape.
+struct Lookup {
+    kind: Kind,
+    /// (stream column, table column) pairs.
+    keys: Vec<(String, String)>,
+    /// Hidden stream columns computed for keys: (name, expression).
+    computed: Vec<(String, String)>,
+    /// Whether the table keeps every row of a key (it has no primary key,
+    /// or the ON does not equate it).
+    every_row: bool,
+    /// Whether the table is read whole before the first lookup.
+    bounded: bool,
+}
+
+/// The names of hidden stream columns holding computed lookup keys.
+const COMPUTED_KEY: &str = "__lookup_key";
+
+/// `expr = table.column` (either way round), where `expr` is an expression
+/// of the left side's columns that is not a plain column: the expression
+/// in Weir's SQL and the table's column.
+fn computed_key(sides: &[&Rel; 2], c: &Expr) -> Result<Option<(String, String)>, SqlError> {
+    let Expr::BinaryOp { left: a, op: BinaryOperator::Eq, right: b } = c else { return Ok(None) };
+    for (e, column) in [(a, b), (b, a)] {
+        let Some((1, name)) = side_column(sides, column)? else { continue };
+        if side_column(sides, e).is_ok_and(|s| s.is_some()) {
+            continue;
+        }
+        let Ok(qualified) = qualify(e, sides[0]) else { continue };
+        if let Ok(sql) = to_sql(&qualified, sides[0]) {
+            return Ok(Some((sql, name)));
+        }
+    }
+    Ok(None)
 }
 
 /// The lookup join's names for the table's columns, its deletes and its
@@ -298,6 +371,26 @@ CREATE TABLE rates (currency STRING, rate BIGINT, ts TIMESTAMP(3), PRIMARY KEY (
         assert_eq!(table.config["columns"][4], json!({"name": "__delete", "expr": "\"__op\" = '-D'"}));
         let computed = g.operators.iter().find(|o| o.uid == "orders.computed").expect("the proctime column");
         assert_eq!(computed.config["columns"][0]["expr"], "PROCTIME()");
+    }
+
+    #[test]
+    fn a_lookup_join_of_a_table_without_a_primary_key_meets_every_row_of_a_computed_key() {
+        let g = compiled(
+            "CREATE TABLE bids (auction BIGINT, price BIGINT) WITH ('connector' = 'datagen');
+CREATE TABLE side (key BIGINT, `value` STRING) WITH ('connector' = 'filesystem', 'path' = '/data/side.csv', 'format' = 'csv');
+SELECT B.price, S.`value` FROM (SELECT *, PROCTIME() AS p FROM bids) B
+  JOIN side FOR SYSTEM_TIME AS OF B.p AS S ON MOD(B.auction, 100) = S.key;",
+        );
+        let j = g.operators.iter().find(|o| o.kind == "lookup_join").expect("a lookup join");
+        assert_eq!(
+            j.config,
+            json!({"key": ["__lookup_key0"], "table_key": ["key"], "columns": ["value", "__present"],
+                   "join_type": "inner", "prefix": "__table.", "bootstrap": true, "every_row": true})
+        );
+        let keys = g.operators.iter().find(|o| o.uid.ends_with("lookup-keys")).expect("the computed key");
+        assert_eq!(keys.config["columns"][3], json!({"name": "__lookup_key0", "expr": "((\"auction\") % (100))"}));
+        let side = g.operators.iter().find(|o| o.kind == "file_source").expect("the file");
+        assert_eq!(side.config["csv"], json!({"header": false}));
     }
 
     #[test]

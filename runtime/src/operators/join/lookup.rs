@@ -8,6 +8,11 @@
 //! table) or hash-partitioned on `table_key` while the stream is partitioned on
 //! `key` (each subtask holds its share).
 //!
+//! With `every_row: true` (a table without a primary key: SQL lookup joins
+//! on columns that need not be unique) the table keeps every row, and a
+//! stream record meets each row of its key; such a table only appends (no
+//! `delete_column`).
+//!
 //! With `bootstrap: true` the stream is held back until the table input has
 //! ended, so that a bounded table is complete before the first lookup (for a
 //! bounded table only: an unbounded table input never ends).
@@ -43,6 +48,8 @@ struct Config {
     delete_column: Option<String>,
     #[serde(default)]
     bootstrap: bool,
+    #[serde(default)]
+    every_row: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -62,6 +69,7 @@ struct Planned {
     delete: Option<usize>,
     join_type: JoinType,
     bootstrap: bool,
+    every_row: bool,
     schema: SchemaRef,
     value_schema: SchemaRef,
 }
@@ -93,6 +101,11 @@ fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
         key.push(i);
         table_key.push(j);
         key_types.push(key_type(a));
+    }
+    if c.every_row && c.delete_column.is_some() {
+        return Err(ctx
+            .error("a table that keeps every row only appends: every_row and delete_column exclude each other")
+            .field("config.every_row"));
     }
     let delete = match &c.delete_column {
         None => None,
@@ -148,6 +161,7 @@ fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
         delete,
         join_type: c.join_type,
         bootstrap: c.bootstrap,
+        every_row: c.every_row,
         schema: Arc::new(Schema::new(fields)),
         value_schema: Arc::new(Schema::new(value_fields)),
     })
@@ -193,6 +207,7 @@ impl OperatorFactory for LookupJoinFactory {
             converter,
             batches: Vec::new(),
             index: HashMap::new(),
+            more: HashMap::new(),
             dead: 0,
             null_row,
             table_ended: false,
@@ -211,8 +226,10 @@ struct LookupJoin {
     converter: RowConverter,
     /// Table values (projected), in arrival order.
     batches: Vec<RecordBatch>,
-    /// Key -> (batch, row) of its latest value.
+    /// Key -> (batch, row) of its latest value (with `every_row`, its first).
     index: HashMap<Box<[u8]>, RowAt>,
+    /// With `every_row`: key -> its later rows.
+    more: HashMap<Box<[u8]>, Vec<RowAt>>,
     /// Rows in `batches` no longer referenced by `index`.
     dead: usize,
     /// One all-null row: the "match" of unmatched rows in a left join.
@@ -249,6 +266,11 @@ impl LookupJoin {
                 continue;
             }
             let key: Box<[u8]> = rows.row(r).as_ref().into();
+            if self.p.every_row {
+                self.add(key, (b, r));
+                kept += 1;
+                continue;
+            }
             let delete = deletes.as_ref().is_some_and(|d| d.is_valid(r) && d.value(r));
             let old = if delete { self.index.remove(&key) } else { self.index.insert(key, (b, r)) };
             if old.is_some() {
@@ -259,6 +281,16 @@ impl LookupJoin {
         self.dead += batch.num_rows() - kept;
         self.batches.push(values);
         self.compact()
+    }
+
+    /// Keeps one more row of `key` (`every_row`).
+    fn add(&mut self, key: Box<[u8]>, at: RowAt) {
+        match self.index.entry(key) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(at);
+            }
+            std::collections::hash_map::Entry::Occupied(o) => self.more.entry(o.key().clone()).or_default().push(at),
+        }
     }
 
     /// Rewrites the table into one batch when most stored rows are dead.
@@ -300,6 +332,10 @@ impl LookupJoin {
                 (Some(&at), _) => {
                     stream_rows.push(r as u32);
                     picks.push(at);
+                    if let Some(more) = self.more.get(rows.row(r).as_ref()) {
+                        stream_rows.extend(std::iter::repeat_n(r as u32, more.len()));
+                        picks.extend(more);
+                    }
                 }
                 (None, JoinType::Left) => {
                     stream_rows.push(r as u32);
@@ -311,11 +347,12 @@ impl LookupJoin {
         if stream_rows.is_empty() {
             return Ok(());
         }
-        let left = if stream_rows.len() == batch.num_rows() {
-            batch
-        } else {
-            take_record_batch(&batch, &UInt32Array::from(stream_rows))?
-        };
+        let left =
+            if stream_rows.len() == batch.num_rows() && stream_rows.iter().enumerate().all(|(i, r)| *r as usize == i) {
+                batch
+            } else {
+                take_record_batch(&batch, &UInt32Array::from(stream_rows))?
+            };
         let mut columns = left.columns().to_vec();
         columns.extend(self.gather(&picks)?);
         out.emit(RecordBatch::try_new(self.p.schema.clone(), columns)?);
@@ -355,7 +392,8 @@ impl LookupJoin {
 
 impl Operator for LookupJoin {
     fn snapshot_state(&mut self, w: &mut StateWriter) -> OpResult<()> {
-        let entries: Vec<(&Box<[u8]>, &RowAt)> = self.index.iter().collect();
+        let more = self.more.iter().flat_map(|(k, ats)| ats.iter().map(move |at| (k, at)));
+        let entries: Vec<(&Box<[u8]>, &RowAt)> = self.index.iter().chain(more).collect();
         let picks: Vec<RowAt> = entries.iter().map(|(_, at)| **at).collect();
         let mut columns = self.gather(&picks)?;
         columns.push(Arc::new(arrow::array::BinaryArray::from_iter_values(entries.iter().map(|(k, _)| k.as_ref()))));
@@ -380,11 +418,16 @@ impl Operator for LookupJoin {
             self.table_ended = ended != 0;
             self.batches.clear();
             self.index.clear();
+            self.more.clear();
             for (b, batch) in ipc_decode(ipc)?.into_iter().enumerate() {
                 let n = batch.num_columns();
                 let keys = batch.column(n - 1).as_binary::<i32>().clone();
                 for r in 0..keys.len() {
-                    self.index.insert(keys.value(r).into(), (b, r));
+                    if self.p.every_row {
+                        self.add(keys.value(r).into(), (b, r));
+                    } else {
+                        self.index.insert(keys.value(r).into(), (b, r));
+                    }
                 }
                 self.batches.push(batch.project(&(0..n - 1).collect::<Vec<_>>())?);
             }
@@ -427,5 +470,113 @@ impl Operator for LookupJoin {
     fn finish(&mut self, out: &mut Collector) -> OpResult<()> {
         self.table_ended = true;
         self.release(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::StreamElement;
+    use crate::graph::EdgeSpec;
+    use crate::state::CheckpointId;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::Int64Type;
+    use serde_json::json;
+
+    fn schemas() -> [SchemaRef; 2] {
+        [
+            Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)])),
+            Arc::new(Schema::new(vec![
+                Field::new("tk", DataType::Int64, false),
+                Field::new("v", DataType::Utf8, false),
+            ])),
+        ]
+    }
+
+    fn create(config: serde_json::Value) -> Result<Box<dyn Operator>, PlanError> {
+        let edge = |input: u32, key: &str| EdgeSpec {
+            from: format!("src{input}"),
+            to: "join".into(),
+            partitioning: Partitioning::Hash,
+            key: vec![key.into()],
+            input,
+            output: String::new(),
+            line: 0,
+        };
+        let (e0, e1) = (edge(0, "k"), edge(1, "tk"));
+        let inputs = schemas();
+        let ctx = PlanContext {
+            uid: "join",
+            line: 0,
+            config: &config,
+            inputs: &inputs,
+            input_edges: &[&e0, &e1],
+            parallelism: 2,
+            checkpoint: None,
+        };
+        Ok(match LookupJoinFactory.create(&ctx, SubtaskInfo { index: 0, parallelism: 2, max_parallelism: 128 })? {
+            Instance::Operator(o) => o,
+            Instance::Source(_) => unreachable!(),
+        })
+    }
+
+    fn table(rows: &[(i64, &str)]) -> RecordBatch {
+        RecordBatch::try_new(
+            schemas()[1].clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn pairs(op: &mut Box<dyn Operator>, keys: &[i64]) -> Vec<(i64, Option<String>)> {
+        let mut out = Collector::default();
+        let batch = RecordBatch::try_new(schemas()[0].clone(), vec![Arc::new(Int64Array::from(keys.to_vec()))]);
+        op.process_batch(0, batch.unwrap(), &mut out).unwrap();
+        let mut got: Vec<(i64, Option<String>)> = out
+            .drain()
+            .filter_map(|e| match e {
+                StreamElement::Batch(b) => Some(b),
+                _ => None,
+            })
+            .flat_map(|b| {
+                let (k, v) = (b.column(0).as_primitive::<Int64Type>().clone(), b.column(1).as_string::<i32>().clone());
+                (0..b.num_rows()).map(move |i| (k.value(i), v.is_valid(i).then(|| v.value(i).to_string())))
+            })
+            .collect();
+        got.sort();
+        got
+    }
+
+    #[test]
+    fn a_table_of_every_row_meets_each_row_of_a_key_and_restores_them_all() {
+        let config = json!({"key": ["k"], "table_key": ["tk"], "join_type": "left", "every_row": true});
+        let mut op = create(config.clone()).unwrap();
+        let mut out = Collector::default();
+        op.process_batch(1, table(&[(1, "a"), (2, "b"), (1, "c")]), &mut out).unwrap();
+        op.process_batch(1, table(&[(1, "d")]), &mut out).unwrap();
+        let want = vec![
+            (1, Some("a".to_string())),
+            (1, Some("c".to_string())),
+            (1, Some("d".to_string())),
+            (2, Some("b".to_string())),
+            (3, None),
+        ];
+        assert_eq!(pairs(&mut op, &[1, 2, 3]), want);
+        let mut w = StateWriter::new("join", CheckpointId(1), true);
+        op.snapshot_state(&mut w).unwrap();
+        let entries = w.into_entries();
+        let mut restored = create(config).unwrap();
+        restored.restore_state(&StateReader::new("join", &entries)).unwrap();
+        assert_eq!(pairs(&mut restored, &[3, 2, 1]), want);
+
+        // By default the last row of a key wins.
+        let mut last = create(json!({"key": ["k"], "table_key": ["tk"]})).unwrap();
+        last.process_batch(1, table(&[(1, "a"), (1, "c")]), &mut out).unwrap();
+        assert_eq!(pairs(&mut last, &[1]), [(1, Some("c".to_string()))]);
+        let e = create(json!({"key": ["k"], "table_key": ["tk"], "every_row": true, "delete_column": "v"}));
+        assert!(e.err().unwrap().to_string().contains("every_row and delete_column"));
     }
 }
