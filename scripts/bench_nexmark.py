@@ -70,17 +70,49 @@ def side_input():
     return _side_input
 
 
-def script(query, topic, bootstrap, parallelism, print_rows=False):
-    text = fill((QUERIES / f"{query}.sql").read_text(), SIDE_INPUT=side_input())
+def script(query, topic, bootstrap, parallelism, print_rows=False, output=None):
+    """The script an engine runs; `output` is the directory a query that
+    writes files (`${OUTPUT}`, q10) writes into."""
+    text = fill((QUERIES / f"{query}.sql").read_text(), SIDE_INPUT=side_input(), OUTPUT=output or "/nonexistent")
     if print_rows:
         text = text.replace("'connector' = 'blackhole'", "'connector' = 'print'")
     ddl = fill((QUERIES / "ddl.sql").read_text(), TOPIC=topic, BOOTSTRAP_SERVERS=bootstrap)
     return f"SET 'parallelism.default' = '{parallelism}';\n\n{ddl}\n{text}"
 
 
+def writes_files(query):
+    return "${OUTPUT}" in (QUERIES / f"{query}.sql").read_text()
+
+
+def file_rows(root, columns):
+    """The rows of the CSV files a query wrote under `root` (names starting
+    with `.` or `_` skipped), each with the partition values of its
+    directories appended; and the partitions that lack a success file."""
+    import csv
+    import urllib.parse
+    rows = collections.Counter()
+    unmarked = []
+    for d, _, names in os.walk(root):
+        rel = os.path.relpath(d, root)
+        if any(part.startswith((".", "_")) for part in Path(rel).parts):
+            continue
+        values = [urllib.parse.unquote(p.split("=", 1)[1]) for p in Path(rel).parts if "=" in p]
+        data = [n for n in names if not n.startswith((".", "_"))]
+        if data and "_SUCCESS" not in names:
+            unmarked.append(rel)
+        for n in data:
+            with open(os.path.join(d, n), newline="") as f:
+                for record in csv.reader(f):
+                    row = tuple(normal(v) for v in record + values)
+                    if len(row) != len(columns):
+                        raise ValueError(f"{n}: {len(row)} values, not {len(columns)}: {record}")
+                    rows[row] += 1
+    return rows, unmarked
+
+
 def sink_columns(query):
     text = (QUERIES / f"{query}.sql").read_text()
-    body = re.search(r"CREATE TABLE nexmark_q\d+ \((.*?)\n\) WITH", text, re.S).group(1)
+    body = re.search(r"CREATE TABLE nexmark_q\d+ \((.*?)\n\)(?: PARTITIONED BY \([^)]*\))? WITH", text, re.S).group(1)
     return [line.strip().split()[0].strip("`") for line in body.strip().splitlines()]
 
 
@@ -213,7 +245,8 @@ def bench(args, weir, flink_src, Kafka, sh):
                 for engine, cmd in engines.items():
                     if engine in failed:
                         continue
-                    ok, out, err, wall, peak = run(cmd, script(q, "nexmark", kafka.bootstrap, p))
+                    with tempfile.TemporaryDirectory(prefix="weir-nexmark-out-") as output:
+                        ok, out, err, wall, peak = run(cmd, script(q, "nexmark", kafka.bootstrap, p, output=output))
                     if not ok:
                         failed[engine] = first_error(err)
                         print(f"  {q} {engine}: unsupported ({failed[engine]})", file=sys.stderr)
@@ -232,11 +265,21 @@ def bench(args, weir, flink_src, Kafka, sh):
                 results = {}
                 outputs = {}
                 for engine, cmd in engines.items():
-                    ok, out, err, _, _ = run(cmd, script(q, "nexmark-check", kafka.bootstrap, p, print_rows=True))
+                    output = tempfile.mkdtemp(prefix=f"weir-nexmark-{q}-{engine}-")
+                    text = script(q, "nexmark-check", kafka.bootstrap, p, print_rows=True, output=output)
+                    ok, out, err, _, _ = run(cmd, text)
                     if not ok:
                         failed[engine] = first_error(err)
                         break
-                    results[engine] = materialize(changelog(engine, out, columns), key)
+                    if writes_files(q):
+                        results[engine], unmarked = file_rows(output, columns)
+                        if unmarked:
+                            print(f"  {q} {engine}: partitions without _SUCCESS: {', '.join(unmarked[:5])}",
+                                  file=sys.stderr)
+                            results[engine]["unmarked partitions"] = len(unmarked)
+                        out = f"files in {output}"
+                    else:
+                        results[engine] = materialize(changelog(engine, out, columns), key)
                     outputs[engine] = out
                 if not failed:
                     same = results["weir"] == results["flink"]

@@ -508,23 +508,8 @@ fn nexmark_rows_with(
     columns: &[&str],
     side_input: &str,
 ) -> anyhow::Result<Vec<Vec<serde_json::Value>>> {
-    let bench = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/nexmark");
-    let ddl = std::fs::read_to_string(bench.join("ddl.sql"))?;
-    let (table, rest) = ddl.split_once(") WITH (").context("ddl.sql declares one table")?;
-    let (_, views) = rest.split_once(");").context("ddl.sql's WITH ends")?;
-    let options = format!(
-        "'connector' = 'nexmark', 'events.num' = '{events}', 'first-event.rate' = '1000', 'next-event.rate' = '1000'"
-    );
     let dir = tempfile::tempdir()?;
-    let side = dir.path().join("side_input.txt");
-    std::fs::write(&side, side_input)?;
-    let q = std::fs::read_to_string(bench.join(format!("{query}.sql")))?
-        .replace("'connector' = 'blackhole'", "'connector' = 'print'")
-        .replace("${SIDE_INPUT}", &side.display().to_string());
-    let script = dir.path().join(format!("{query}.sql"));
-    std::fs::write(&script, format!("SET 'parallelism.default' = '2';\n{table}) WITH ({options});{views}\n{q}"))?;
-    let run = std::process::Command::new(bin("weir")).arg("local").arg(&script).output()?;
-    anyhow::ensure!(run.status.success(), "{query}: {}", String::from_utf8_lossy(&run.stderr));
+    let run = nexmark_run(query, events, dir.path(), side_input)?;
     let mut rows: Vec<Vec<serde_json::Value>> = Vec::new();
     for line in String::from_utf8_lossy(&run.stdout).lines() {
         let json = line.split_once("> ").map_or(line, |(_, rest)| rest);
@@ -541,6 +526,35 @@ fn nexmark_rows_with(
     }
     rows.sort_by_key(|r| serde_json::to_string(r).unwrap_or_default());
     Ok(rows)
+}
+
+/// Runs a query of bench/nexmark over the DDL's views on the `nexmark`
+/// connector with `weir local` in `dir`: `${SIDE_INPUT}` is a file holding
+/// `side_input`, `${OUTPUT}` is `dir/out`, and a `blackhole` sink prints.
+fn nexmark_run(
+    query: &str,
+    events: u64,
+    dir: &std::path::Path,
+    side_input: &str,
+) -> anyhow::Result<std::process::Output> {
+    let bench = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/nexmark");
+    let ddl = std::fs::read_to_string(bench.join("ddl.sql"))?;
+    let (table, rest) = ddl.split_once(") WITH (").context("ddl.sql declares one table")?;
+    let (_, views) = rest.split_once(");").context("ddl.sql's WITH ends")?;
+    let options = format!(
+        "'connector' = 'nexmark', 'events.num' = '{events}', 'first-event.rate' = '1000', 'next-event.rate' = '1000'"
+    );
+    let side = dir.join("side_input.txt");
+    std::fs::write(&side, side_input)?;
+    let q = std::fs::read_to_string(bench.join(format!("{query}.sql")))?
+        .replace("'connector' = 'blackhole'", "'connector' = 'print'")
+        .replace("${SIDE_INPUT}", &side.display().to_string())
+        .replace("${OUTPUT}", &dir.join("out").display().to_string());
+    let script = dir.join(format!("{query}.sql"));
+    std::fs::write(&script, format!("SET 'parallelism.default' = '2';\n{table}) WITH ({options});{views}\n{q}"))?;
+    let run = std::process::Command::new(bin("weir")).arg("local").arg(&script).output()?;
+    anyhow::ensure!(run.status.success(), "{query}: {}", String::from_utf8_lossy(&run.stderr));
+    Ok(run)
 }
 
 /// The events of the `nexmark` connector at 1000 events per second of
@@ -562,7 +576,8 @@ fn nexmark_events(events: u64) -> Vec<nexmark::event::Event> {
 
 /// Nexmark's q2 (a filter on the fields of the `bid` row, through the
 /// views of bench/nexmark/ddl.sql), q3 (a regular join of the person and
-/// auction views) and q13 (a lookup join against a CSV file) on the
+/// auction views), q13 (a lookup join against a CSV file) and q10
+/// (partitioned CSV files with success files) on the
 /// `nexmark` connector give exactly the rows computed from the generator's
 /// events.
 #[test]
@@ -625,6 +640,36 @@ fn nexmark_queries_over_the_generator_give_the_rows_of_its_events() -> anyhow::R
     }
     want.sort_by_key(|r| serde_json::to_string(r).unwrap_or_default());
     assert_eq!(nexmark_rows_with("q13", N, &["auction", "price", "value"], &side)?, want);
+
+    // q10: every bid as CSV under dt=/hm= directories of its minute, each
+    // marked with a success file.
+    let dir = tempfile::tempdir()?;
+    nexmark_run("q10", N, dir.path(), "")?;
+    let mut want: BTreeMap<String, Vec<(i64, i64, i64)>> = BTreeMap::new();
+    for e in &events {
+        let Event::Bid(b) = e else { continue };
+        let at = chrono::DateTime::from_timestamp_millis(b.date_time as i64).context("a time")?;
+        let partition = format!("dt={}/hm={}", at.format("%Y-%m-%d"), at.format("%H%%3A%M"));
+        want.entry(partition).or_default().push((b.auction as i64, b.bidder as i64, b.price as i64));
+    }
+    for (partition, rows) in &mut want {
+        let path = dir.path().join("out").join(partition.as_str());
+        assert!(path.join("_SUCCESS").exists(), "q10: {partition} has no success file");
+        let mut got = Vec::new();
+        for f in std::fs::read_dir(&path)? {
+            let name = f?.file_name().to_string_lossy().to_string();
+            if name.starts_with(['.', '_']) {
+                continue;
+            }
+            for line in std::fs::read_to_string(path.join(&name))?.lines() {
+                let n: Vec<i64> = line.split(',').take(3).map(|v| v.parse().unwrap_or(-1)).collect();
+                got.push((n[0], n[1], n[2]));
+            }
+        }
+        got.sort_unstable();
+        rows.sort_unstable();
+        assert!(got == *rows, "q10: {partition} holds {} rows, not the {} bids of its minute", got.len(), rows.len());
+    }
     Ok(())
 }
 
@@ -1133,6 +1178,63 @@ CREATE TABLE bids (auction BIGINT, price BIGINT, event_time_ms BIGINT, channel S
         assert_eq!(got.len(), want.len(), "{format}: every row once");
         assert!(got == want, "{format}: the rows read back differ from those written");
     }
+    Ok(())
+}
+
+/// A partitioned filesystem sink with Flink's partition commit options
+/// (Nexmark q10's shape: partitions named by DATE_FORMAT of the event
+/// time, committed by partition time), checkpointed at parallelism 2: every
+/// partition ends with its `_SUCCESS` file and holds exactly its rows, and
+/// the subtasks' markers are gone.
+#[test]
+fn a_sql_filesystem_sink_marks_each_finished_partition_with_a_success_file() -> anyhow::Result<()> {
+    const N: i64 = 30_000;
+    let dir = tempfile::tempdir()?;
+    let lake = dir.path().join("lake");
+    let script = format!(
+        "SET 'parallelism.default' = '2';
+SET 'execution.checkpointing.interval' = '300ms';
+CREATE TABLE bids (auction BIGINT, price BIGINT, event_time_ms BIGINT, channel STRING,
+  ts AS TO_TIMESTAMP_LTZ(event_time_ms, 3), WATERMARK FOR ts AS ts)
+  WITH ('connector' = 'datagen', 'number-of-rows' = '{N}', 'rows-per-second' = '10000');
+CREATE TABLE lake (auction BIGINT, price BIGINT, dt STRING, hms STRING) PARTITIONED BY (dt, hms)
+  WITH ('connector' = 'filesystem', 'path' = 'file://{}', 'format' = 'csv',
+    'sink.partition-commit.trigger' = 'partition-time', 'sink.partition-commit.delay' = '0 s',
+    'sink.partition-commit.policy.kind' = 'success-file',
+    'partition.time-extractor.timestamp-pattern' = '$dt $hms');
+INSERT INTO lake SELECT auction, price, DATE_FORMAT(ts, 'yyyy-MM-dd'), DATE_FORMAT(ts, 'HH:mm:ss') FROM bids;",
+        lake.display()
+    );
+    printed(dir.path(), "commit.sql", &script)?;
+    // The rows each partition should hold, by datagen's formulas.
+    let mut want: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+    for i in 0..N {
+        let (auction, price, t, _) = datagen_bid(i);
+        let at = chrono::DateTime::from_timestamp_millis(t).context("a time")?;
+        let dir = format!("dt={}/hms={}", at.format("%Y-%m-%d"), at.format("%H%%3A%M%%3A%S"));
+        want.entry(dir).or_default().push((auction, price));
+    }
+    assert!(want.len() >= 2, "the rows span several seconds");
+    for (partition, rows) in &mut want {
+        let path = lake.join(partition.as_str());
+        assert!(path.join("_SUCCESS").exists(), "{partition} has no success file");
+        let mut got = Vec::new();
+        for e in std::fs::read_dir(&path)? {
+            let name = e?.file_name().to_string_lossy().to_string();
+            if name.starts_with(['.', '_']) {
+                continue;
+            }
+            for line in std::fs::read_to_string(path.join(&name))?.lines() {
+                let (a, p) = line.split_once(',').context("two fields")?;
+                got.push((a.parse::<i64>()?, p.parse::<i64>()?));
+            }
+        }
+        got.sort_unstable();
+        rows.sort_unstable();
+        assert_eq!(&got, rows, "{partition}");
+    }
+    let markers = lake.join(".weir-commit-lake");
+    assert!(!markers.exists() || std::fs::read_dir(&markers)?.next().is_none(), "markers left behind");
     Ok(())
 }
 

@@ -160,7 +160,7 @@ fn function_name(name: &str) -> ObjectName {
 }
 
 /// A Java date pattern (Flink's `DATE_FORMAT`) as a chrono format.
-fn java_pattern(p: &str) -> String {
+pub(crate) fn java_pattern(p: &str) -> String {
     let mut out = String::new();
     let chars: Vec<char> = p.chars().collect();
     let mut i = 0;

@@ -213,7 +213,7 @@ pub fn duration(v: &str) -> Result<Duration, String> {
     humantime::parse_duration(&compact).map_err(|_| format!("'{v}' is not a duration (write e.g. 10s, 500 ms, 1 min)"))
 }
 
-fn duration_value(v: &str) -> Result<Value, String> {
+pub(crate) fn duration_value(v: &str) -> Result<Value, String> {
     let d = duration(v)?;
     Ok(json!(humantime::format_duration(d).to_string()))
 }

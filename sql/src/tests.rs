@@ -578,3 +578,35 @@ fn a_statement_is_complete_at_a_semicolon_outside_quotes_and_declarations_run_no
     let e = declare("SET 'no.such.key' = '1';").unwrap_err().to_string();
     assert!(e.contains("no.such.key"), "{e}");
 }
+
+#[test]
+fn filesystem_partition_commit_options_become_the_sinks_success_files() {
+    let sink = |options: &str| {
+        format!(
+            "{DATAGEN} CREATE TABLE lake (auction BIGINT, dt STRING, hm STRING) PARTITIONED BY (dt, hm)
+  WITH ('connector' = 'filesystem', 'path' = '/tmp/lake', 'format' = 'csv'{options});
+INSERT INTO lake SELECT auction, DATE_FORMAT(ts, 'yyyy-MM-dd'), DATE_FORMAT(ts, 'HH:mm') FROM bids;"
+        )
+    };
+    let g = compiled(&sink(
+        ", 'sink.partition-commit.trigger' = 'partition-time', 'sink.partition-commit.delay' = '1 min',
+  'sink.partition-commit.policy.kind' = 'success-file', 'partition.time-extractor.timestamp-pattern' = '$dt $hm:00',
+  'sink.rolling-policy.rollover-interval' = '1min', 'sink.rolling-policy.check-interval' = '1min'",
+    ));
+    let lake = g.operators.iter().find(|o| o.kind == "file_sink").expect("the sink");
+    assert_eq!(
+        lake.config["partition_commit"],
+        serde_json::json!({"trigger": "partition_time", "delay": "1m", "timestamp_pattern": "$dt $hm:00"})
+    );
+    assert_eq!(lake.config["rollover_interval"], "1m");
+    assert_eq!(lake.config["csv"], serde_json::json!({"header": false}));
+    let g = compiled(&sink(", 'sink.partition-commit.policy.kind' = 'success-file', 'partition.time-extractor.timestamp-formatter' = 'yyyyMMdd'"));
+    let lake = g.operators.iter().find(|o| o.kind == "file_sink").expect("the sink");
+    assert_eq!(lake.config["partition_commit"], serde_json::json!({"timestamp_format": "%Y%m%d"}));
+    let e = error(&sink(", 'sink.partition-commit.policy.kind' = 'metastore,success-file'"));
+    assert!(e.contains("not supported: sink.partition-commit.policy.kind 'metastore'"), "{e}");
+    let e = error(&sink(
+        ", 'sink.partition-commit.policy.kind' = 'success-file', 'sink.partition-commit.trigger' = 'never'",
+    ));
+    assert!(e.contains("'process-time' or 'partition-time', not 'never'"), "{e}");
+}

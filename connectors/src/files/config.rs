@@ -143,6 +143,9 @@ pub struct FileSinkConfig {
     /// File name prefix (default `part`).
     #[serde(default = "default_prefix")]
     pub part_prefix: String,
+    /// Success files for finished partitions.
+    #[serde(default)]
+    pub partition_commit: Option<super::commit::PartitionCommit>,
     /// S3 endpoint, region and addressing.
     #[serde(default)]
     pub s3: S3Settings,

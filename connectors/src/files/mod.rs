@@ -20,6 +20,7 @@
 //! checkpoint whatever the format. Without checkpoints parts are renamed as
 //! soon as they roll and at the end of input.
 
+mod commit;
 mod config;
 mod parts;
 mod source;
@@ -42,6 +43,8 @@ use weir_runtime::error::{OpResult, OperatorError, PlanError};
 use weir_runtime::operators::{Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo};
 use weir_runtime::state::{subtask_epoch_key, CheckpointId, StateReader, StateWriter, UnionKeys};
 
+use commit::Committer;
+pub use commit::{PartitionCommit, Trigger};
 pub use config::{storage_uri, Compression, CsvSettings, FileFormat, FileSinkConfig, TimePartition};
 use parts::{PartWriter, Partitioner};
 
@@ -50,13 +53,14 @@ use crate::failpoint;
 
 const SUBTASKS: &str = "subtasks";
 const EPOCHS: &str = "epochs";
+const PARTITIONS: &str = "partitions";
 
 /// Factory of `file_sink`.
 #[derive(Debug)]
 pub struct FileSinkFactory;
 
 impl FileSinkFactory {
-    fn config(ctx: &PlanContext<'_>) -> Result<(FileSinkConfig, String, Partitioner), PlanError> {
+    fn config(ctx: &PlanContext<'_>) -> Result<(FileSinkConfig, String, Partitioner, Option<String>), PlanError> {
         let c: FileSinkConfig = ctx.config()?;
         let uri = c.uri().map_err(|e| ctx.error(e).field("config.path"))?;
         if c.max_part_bytes == 0 {
@@ -103,6 +107,18 @@ impl FileSinkFactory {
                 .error("every column is a partition column: nothing is left to write")
                 .field("config.partition_by"));
         }
+        // The partition columns in directory order: those of partition_by,
+        // then the names of the time pattern's `name=` directories.
+        let time_names = c.time_partition.iter().flat_map(|t| t.pattern.split('/').filter_map(|d| d.split_once('=')));
+        let names: Vec<String> =
+            columns.iter().map(|(n, _)| n.clone()).chain(time_names.map(|(n, _)| n.to_string())).collect();
+        let commit_pattern = match &c.partition_commit {
+            Some(pc) => Some(
+                pc.check(&names)
+                    .map_err(|(e, field)| ctx.error(e).field(format!("config.partition_commit.{field}")))?,
+            ),
+            None => None,
+        };
         let schema = parts::written_schema(schema, &written).map_err(|e| ctx.error(e.to_string()))?;
         if c.format == FileFormat::Csv {
             c.csv.delimiter_byte().map_err(|e| ctx.error(e).field("config.csv.delimiter"))?;
@@ -112,7 +128,7 @@ impl FileSinkFactory {
                     .field("config.format"));
             }
         }
-        Ok((c, uri, Partitioner { columns, time, written, schema }))
+        Ok((c, uri, Partitioner { columns, time, written, schema }, commit_pattern))
     }
 }
 
@@ -142,6 +158,7 @@ impl OperatorFactory for FileSinkFactory {
         vec![
             (SUBTASKS.into(), "union map subtask -> base uri".into()),
             (EPOCHS.into(), "union map (subtask, epoch) -> parts to commit (json)".into()),
+            (PARTITIONS.into(), "union map subtask -> partitions waiting for their success file (json)".into()),
         ]
     }
     fn plan(&self, ctx: &PlanContext<'_>) -> Result<SchemaRef, PlanError> {
@@ -149,8 +166,15 @@ impl OperatorFactory for FileSinkFactory {
         Ok(ctx.inputs[0].clone())
     }
     fn create(&self, ctx: &PlanContext<'_>, subtask: SubtaskInfo) -> Result<Instance, PlanError> {
-        let (config, uri, partitioner) = Self::config(ctx)?;
+        let (config, uri, partitioner, pattern) = Self::config(ctx)?;
+        let committer = match (&config.partition_commit, pattern) {
+            (Some(pc), Some(pattern)) => {
+                Some(Committer::new(pc.clone(), pattern, ctx.uid, subtask.index, subtask.parallelism))
+            }
+            _ => None,
+        };
         Ok(Instance::Operator(Box::new(FileSink {
+            committer,
             uid: ctx.uid.to_string(),
             run: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
             checkpointed: ctx.checkpoint.is_some(),
@@ -212,12 +236,12 @@ impl Store {
         Ok(Store { store, prefix })
     }
 
+    /// The store path of `rel`, taken as written: directory names are
+    /// already escaped (`hms=08%3A05`), and `StorePath::from` would escape
+    /// their `%` once more.
     fn path(&self, rel: &str) -> StorePath {
-        if self.prefix.is_empty() {
-            StorePath::from(rel)
-        } else {
-            StorePath::from(format!("{}/{rel}", self.prefix))
-        }
+        let full = if self.prefix.is_empty() { rel.to_string() } else { format!("{}/{rel}", self.prefix) };
+        StorePath::parse(&full).unwrap_or_else(|_| StorePath::from(full))
     }
 }
 
@@ -278,6 +302,13 @@ pub struct FileSink {
     pending: VecDeque<(u64, Vec<Part>)>,
     written: UnionKeys,
     count: u64,
+    /// Success files of finished partitions, when configured.
+    committer: Option<Committer>,
+}
+
+/// The directories of parts (relative to the sink's base).
+fn dirs_of(parts: &[Part]) -> BTreeSet<&str> {
+    parts.iter().map(|p| p.fin.rsplit_once('/').map_or("", |(d, _)| d)).collect()
 }
 
 impl FileSink {
@@ -336,7 +367,11 @@ impl FileSink {
         if self.checkpointed {
             self.rolled.push(p);
         } else {
-            wait(commit(store, vec![p]))?;
+            let parts = vec![p];
+            if let Some(c) = &mut self.committer {
+                c.committed(dirs_of(&parts));
+            }
+            wait(commit(store, parts))?;
         }
         Ok(())
     }
@@ -425,6 +460,14 @@ impl Operator for FileSink {
         Ok(())
     }
 
+    fn process_watermark(&mut self, watermark: i64, out: &mut Collector) -> OpResult<()> {
+        if let Some(c) = &mut self.committer {
+            c.watermark(watermark);
+        }
+        out.emit_watermark(watermark);
+        Ok(())
+    }
+
     fn on_processing_time(&mut self, now: Instant, _out: &mut Collector) -> OpResult<()> {
         self.ensure_reached()?;
         let old: Vec<String> = self
@@ -453,6 +496,15 @@ impl Operator for FileSink {
             let bytes = serde_json::to_vec(&record).map_err(|e| OperatorError::State(e.to_string()))?;
             want.insert((EPOCHS.into(), subtask_epoch_key(self.subtask.index, *epoch)), bytes);
         }
+        if self.committer.is_some() {
+            let store = self.store()?;
+            let c = self.committer.as_mut().expect("checked");
+            c.barrier(&store, id)?;
+            if !c.pending.is_empty() {
+                let bytes = serde_json::to_vec(&c.pending).map_err(|e| OperatorError::State(e.to_string()))?;
+                want.insert((PARTITIONS.into(), self.subtask.index.to_be_bytes().to_vec()), bytes);
+            }
+        }
         self.written = w.put_union_entries(&self.written, want);
         Ok(())
     }
@@ -473,6 +525,18 @@ impl Operator for FileSink {
             self.written.insert((SUBTASKS.into(), e.key.clone()));
             if mine(j) {
                 olds.insert(j, base);
+            }
+        }
+        for e in r.state(PARTITIONS) {
+            self.written.insert((PARTITIONS.into(), e.key.clone()));
+            let j = u32::from_be_bytes(
+                e.key.as_slice().try_into().map_err(|_| OperatorError::State("file sink partitions key".into()))?,
+            );
+            let Some(c) = self.committer.as_mut().filter(|_| mine(j)) else { continue };
+            let pending: BTreeMap<String, i64> = serde_json::from_slice(e.value.as_deref().unwrap_or_default())
+                .map_err(|e| OperatorError::State(format!("file sink partitions do not decode: {e}")))?;
+            for (dir, t) in pending {
+                c.pending.entry(dir).or_insert(t);
             }
         }
         let mut by_base: BTreeMap<String, Vec<Part>> = BTreeMap::new();
@@ -496,6 +560,9 @@ impl Operator for FileSink {
         for (base, parts) in by_base {
             let store = if base == self.uri { self.store()? } else { Store::open(&base, &self.config.s3)? };
             keep.entry(base.clone()).or_default().extend(parts.iter().map(|p| p.hidden.clone()));
+            if let Some(c) = self.committer.as_mut().filter(|_| base == self.uri) {
+                c.committed(dirs_of(&parts));
+            }
             committed += wait(commit(store, parts))?;
         }
         // Hidden parts no checkpoint records were written after the barrier.
@@ -522,12 +589,18 @@ impl Operator for FileSink {
         while self.pending.front().is_some_and(|(e, _)| *e <= id.0) {
             parts.extend(self.pending.pop_front().expect("checked").1);
         }
-        if parts.is_empty() {
-            return Ok(());
+        if !parts.is_empty() {
+            failpoint::hit("file_sink_before_commit");
+            let store = self.store()?;
+            if let Some(c) = &mut self.committer {
+                c.committed(dirs_of(&parts));
+            }
+            wait(commit(store, parts))?;
         }
-        failpoint::hit("file_sink_before_commit");
-        let store = self.store()?;
-        wait(commit(store, parts))?;
+        if self.committer.is_some() {
+            let store = self.store()?;
+            self.committer.as_mut().expect("checked").complete(&store, id.0)?;
+        }
         Ok(())
     }
 
@@ -540,7 +613,14 @@ impl Operator for FileSink {
         }
         if !parts.is_empty() {
             let store = self.store()?;
+            if let Some(c) = &mut self.committer {
+                c.committed(dirs_of(&parts));
+            }
             wait(commit(store, parts))?;
+        }
+        if self.committer.is_some() {
+            let store = self.store()?;
+            self.committer.as_mut().expect("checked").finish(&store)?;
         }
         Ok(())
     }

@@ -112,7 +112,7 @@ pub struct Partitioner {
 fn escape(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for c in v.chars() {
-        if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ' ' | ':' | '+' | ',') {
+        if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ' ' | '+' | ',') {
             out.push(c);
         } else {
             let mut buf = [0u8; 4];

@@ -51,6 +51,12 @@ fn configurations_are_checked_when_planned() {
         ),
         (json!({"path": "/tmp/x", "part_prefix": ".hidden"}), "part_prefix"),
         (json!({"path": "/tmp/x", "format": "orc"}), "unknown variant `orc`"),
+        (json!({"path": "/tmp/x", "partition_commit": {}}), "partition commit needs partitions"),
+        (
+            json!({"path": "/tmp/x", "partition_by": ["page"], "partition_commit": {"trigger": "partition_time", "timestamp_pattern": "$dt"}}),
+            "`$dt` is not a partition column (they are: page)",
+        ),
+        (json!({"path": "/tmp/x", "csv": {"delimiter": "\n"}, "format": "csv"}), "the CSV delimiter"),
     ];
     for (config, expected) in refused {
         let e = plan(config.clone()).expect_err(&format!("{config} should be refused")).to_string();
@@ -60,6 +66,10 @@ fn configurations_are_checked_when_planned() {
 
 fn sink(dir: &std::path::Path, checkpointed: bool) -> Box<dyn Operator> {
     let config = json!({"path": dir.to_str().unwrap(), "format": "json", "partition_by": ["page"]});
+    sink_of(config, checkpointed, 0, 1)
+}
+
+fn sink_of(config: serde_json::Value, checkpointed: bool, index: u32, parallelism: u32) -> Box<dyn Operator> {
     let edge = EdgeSpec {
         from: "src".into(),
         to: "out".into(),
@@ -76,10 +86,10 @@ fn sink(dir: &std::path::Path, checkpointed: bool) -> Box<dyn Operator> {
         config: &config,
         inputs: &[schema()],
         input_edges: &[&edge],
-        parallelism: 1,
+        parallelism,
         checkpoint: checkpointed.then_some(&cp),
     };
-    match FileSinkFactory.create(&ctx, SubtaskInfo { index: 0, parallelism: 1, max_parallelism: 128 }).unwrap() {
+    match FileSinkFactory.create(&ctx, SubtaskInfo { index, parallelism, max_parallelism: 128 }).unwrap() {
         Instance::Operator(op) => op,
         Instance::Source(_) => unreachable!(),
     }
@@ -182,4 +192,71 @@ fn without_checkpoints_parts_commit_as_they_roll() {
     a.process_batch(0, rows(10, 12), &mut out).unwrap();
     a.finish(&mut out).unwrap();
     assert_eq!(files(dir.path()), ((0..12).collect(), 0));
+}
+
+/// Rows at these times (ms), all on page `p`.
+fn timed(times: &[i64]) -> RecordBatch {
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(StringArray::from(vec!["p"; times.len()])),
+            Arc::new(Int64Array::from(times.to_vec())),
+            Arc::new(Int64Array::from(times.to_vec())),
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn success_files_mark_an_hour_once_every_subtasks_watermark_passed_it() {
+    const HOUR: i64 = 3_600_000;
+    let dir = tempfile::tempdir().unwrap();
+    let config = json!({"path": dir.path().to_str().unwrap(), "time_partition": {"column": "ts"},
+        "partition_commit": {"trigger": "partition_time", "delay": "1h", "timestamp_pattern": "$dt $hour:00:00"}});
+    let success = |hour: u32| dir.path().join(format!("dt=1970-01-01/hour={hour:02}/_SUCCESS")).exists();
+    let mut out = Collector::default();
+    let (mut a, mut b) = (sink_of(config.clone(), true, 0, 2), sink_of(config, true, 1, 2));
+    a.process_batch(0, timed(&[10, HOUR + 10]), &mut out).unwrap();
+    b.process_batch(0, timed(&[20]), &mut out).unwrap();
+    let barrier = |a: &mut Box<dyn Operator>, b: &mut Box<dyn Operator>, id: u64| {
+        for s in [a, b] {
+            s.snapshot_state(&mut StateWriter::new("out", CheckpointId(id), true)).unwrap();
+        }
+    };
+    // Subtask 0 is past hour 0 (and its hour of delay), subtask 1 is not.
+    a.process_watermark(HOUR + 1, &mut out).unwrap();
+    b.process_watermark(HOUR / 2, &mut out).unwrap();
+    barrier(&mut a, &mut b, 1);
+    a.checkpoint_complete(CheckpointId(1)).unwrap();
+    b.checkpoint_complete(CheckpointId(1)).unwrap();
+    assert!(dir.path().join("dt=1970-01-01/hour=00/part-out-0-").parent().unwrap().exists());
+    assert!(!success(0), "subtask 1's watermark has not passed hour 0 yet");
+    b.process_watermark(HOUR + 1, &mut out).unwrap();
+    barrier(&mut a, &mut b, 2);
+    a.checkpoint_complete(CheckpointId(2)).unwrap();
+    assert!(success(0), "both watermarks passed hour 0 plus its delay");
+    assert!(!success(1), "hour 1 is not over");
+    // At the end of input, the last subtask to end marks what is left.
+    b.checkpoint_complete(CheckpointId(2)).unwrap();
+    a.finish(&mut out).unwrap();
+    assert!(!success(1), "subtask 1 has not ended");
+    b.finish(&mut out).unwrap();
+    assert!(success(1));
+    assert_eq!(std::fs::read_dir(dir.path().join(".weir-commit-out")).unwrap().count(), 0, "markers removed");
+}
+
+#[test]
+fn by_processing_time_a_partition_is_marked_when_its_parts_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = json!({"path": dir.path().to_str().unwrap(), "partition_by": ["page"],
+        "partition_commit": {"success_file": "_DONE"}});
+    let mut out = Collector::default();
+    let mut a = sink_of(config, true, 0, 1);
+    a.process_batch(0, rows(0, 4), &mut out).unwrap();
+    a.snapshot_state(&mut StateWriter::new("out", CheckpointId(1), true)).unwrap();
+    assert!(!dir.path().join("page=odd/_DONE").exists(), "not before the checkpoint completes");
+    a.checkpoint_complete(CheckpointId(1)).unwrap();
+    assert!(dir.path().join("page=odd/_DONE").exists() && dir.path().join("page=even/_DONE").exists());
+    // The success file does not count as a part.
+    assert_eq!(files(dir.path()), ((0..4).collect(), 0));
 }

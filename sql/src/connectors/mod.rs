@@ -652,8 +652,69 @@ const FILESYSTEM_SINK_OPTIONS: &[&str] = &[
     "sink.rolling-policy.check-interval",
     "sink.partition-commit.policy.kind",
     "sink.partition-commit.trigger",
+    "sink.partition-commit.delay",
+    "sink.partition-commit.watermark-time-zone",
+    "sink.partition-commit.success-file.name",
+    "partition.time-extractor.kind",
+    "partition.time-extractor.timestamp-pattern",
+    "partition.time-extractor.timestamp-formatter",
     "parquet.compression",
 ];
+
+/// Flink's partition commit options as `file_sink`'s `partition_commit`;
+/// `None` without a commit policy (the other options then do nothing, as
+/// in Flink).
+fn partition_commit(opts: &mut Options<'_>) -> Result<Option<Value>, SqlError> {
+    let policy = opts.take("sink.partition-commit.policy.kind");
+    let trigger = opts.take("sink.partition-commit.trigger");
+    let delay = opts.take("sink.partition-commit.delay");
+    let name = opts.take("sink.partition-commit.success-file.name");
+    let pattern = opts.take("partition.time-extractor.timestamp-pattern");
+    let formatter = opts.take("partition.time-extractor.timestamp-formatter");
+    for (key, only) in
+        [("sink.partition-commit.watermark-time-zone", "UTC"), ("partition.time-extractor.kind", "default")]
+    {
+        if let Some((v, at)) = opts.take(key) {
+            if !v.eq_ignore_ascii_case(only) {
+                return Err(SqlError::at(at, format!("not supported: {key} '{v}' (only '{only}')")));
+            }
+        }
+    }
+    let Some((policy, at)) = policy else { return Ok(None) };
+    if let Some(kind) = policy.split(',').map(str::trim).find(|k| *k != "success-file") {
+        return Err(SqlError::at(
+            at,
+            format!("not supported: sink.partition-commit.policy.kind '{kind}' (Weir writes success files, 'success-file'; it has no metastore)"),
+        ));
+    }
+    let mut pc = Map::new();
+    if let Some((v, at)) = trigger {
+        let t = match v.as_str() {
+            "process-time" => "process_time",
+            "partition-time" => "partition_time",
+            _ => {
+                return Err(SqlError::at(
+                    at,
+                    format!("sink.partition-commit.trigger is 'process-time' or 'partition-time', not '{v}'"),
+                ))
+            }
+        };
+        pc.insert("trigger".into(), json!(t));
+    }
+    if let Some((v, at)) = delay {
+        pc.insert("delay".into(), crate::settings::duration_value(&v).map_err(|e| SqlError::at(at, e))?);
+    }
+    if let Some((v, _)) = name {
+        pc.insert("success_file".into(), json!(v));
+    }
+    if let Some((v, _)) = pattern {
+        pc.insert("timestamp_pattern".into(), json!(v));
+    }
+    if let Some((v, _)) = formatter {
+        pc.insert("timestamp_format".into(), json!(crate::expr::java_pattern(&v)));
+    }
+    Ok(Some(Value::Object(pc)))
+}
 
 /// Bytes in a Flink memory size (`128MB`, `1 gb`, `4096`).
 fn memory_size(v: &str) -> Option<u64> {
@@ -714,14 +775,19 @@ fn filesystem_sink(t: &TableDef, opts: &mut Options<'_>) -> Result<Value, SqlErr
         })?;
         c.insert("max_part_bytes".into(), json!(n));
     }
-    if let Some(v) = opts.value("sink.rolling-policy.rollover-interval") {
-        c.insert("rollover_interval".into(), json!(v));
+    if let Some((v, at)) = opts.take("sink.rolling-policy.rollover-interval") {
+        c.insert("rollover_interval".into(), crate::settings::duration_value(&v).map_err(|e| SqlError::at(at, e))?);
     }
-    // The task's timer checks rolling often enough; success files are not written yet.
+    // The task's timer checks rolling often enough.
     opts.take("sink.rolling-policy.check-interval");
-    opts.take("sink.partition-commit.trigger");
-    if let Some((v, at)) = opts.take("sink.partition-commit.policy.kind") {
-        return Err(SqlError::at(at, format!("not supported: sink.partition-commit.policy.kind '{v}' (parts are committed with checkpoints; no success files or metastore yet)")));
+    if let Some(commit) = partition_commit(opts)? {
+        if t.partitioned_by.is_empty() {
+            return Err(SqlError::at(
+                t.name.span.start,
+                "sink.partition-commit.policy.kind needs partitions: declare PARTITIONED BY (...)",
+            ));
+        }
+        c.insert("partition_commit".into(), commit);
     }
     if !t.partitioned_by.is_empty() {
         c.insert("partition_by".into(), json!(t.partitioned_by.iter().map(|p| p.value.clone()).collect::<Vec<_>>()));
