@@ -1238,6 +1238,68 @@ INSERT INTO lake SELECT auction, price, DATE_FORMAT(ts, 'yyyy-MM-dd'), DATE_FORM
     Ok(())
 }
 
+/// SUM and AVG of DISTINCT values in SQL at parallelism 2: in 500 ms
+/// windows, and in an updating GROUP BY (where every price of a channel
+/// comes twice), each against values computed from datagen's formulas.
+#[test]
+fn sql_sums_and_means_of_distinct_values_count_each_value_once() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let rows = printed(
+        dir.path(),
+        "windows.sql",
+        &format!(
+            "{WINDOWED_BIDS}SELECT CAST(window_start AS BIGINT) AS ws, SUM(DISTINCT price / 100) AS s,
+  AVG(DISTINCT price / 100) AS a, COUNT(DISTINCT price / 100) AS c
+FROM windowed GROUP BY window_start, window_end;"
+        ),
+    )?;
+    let mut want: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
+    for i in 0..20_000 {
+        let (_, price, t, _) = datagen_bid(i);
+        want.entry(t - t % 500).or_default().insert(price / 100);
+    }
+    let got: BTreeMap<i64, (i64, f64, i64)> = rows
+        .iter()
+        .map(|r| {
+            let n = |k: &str| r[k].as_i64().unwrap_or(-1);
+            (n("ws"), (n("s"), r["a"].as_f64().unwrap_or(-1.0), n("c")))
+        })
+        .collect();
+    assert_eq!(got.len(), want.len(), "one row per window");
+    for (ws, values) in &want {
+        let sum: i64 = values.iter().sum();
+        let (s, a, c) = got[ws];
+        assert_eq!((s, c), (sum, values.len() as i64), "window {ws}");
+        assert!((a - sum as f64 / values.len() as f64).abs() < 1e-9, "window {ws}: mean {a}");
+    }
+
+    // Updating: the final row of each channel.
+    let rows = printed(
+        dir.path(),
+        "groups.sql",
+        &format!("{WINDOWED_BIDS}SELECT channel, SUM(price) AS total, SUM(DISTINCT price) AS distinct_total FROM bids GROUP BY channel;"),
+    )?;
+    let mut last: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for r in &rows {
+        let op = r["__op"].as_str().unwrap_or("+I");
+        if op == "+I" || op == "+U" {
+            let n = |k: &str| r[k].as_i64().unwrap_or(-1);
+            last.insert(r["channel"].as_str().unwrap_or_default().to_string(), (n("total"), n("distinct_total")));
+        }
+    }
+    let mut want: BTreeMap<String, (i64, BTreeSet<i64>)> = BTreeMap::new();
+    for i in 0..20_000 {
+        let (_, price, _, channel) = datagen_bid(i);
+        let e = want.entry(channel.to_string()).or_default();
+        e.0 += price;
+        e.1.insert(price);
+    }
+    let want: BTreeMap<String, (i64, i64)> = want.into_iter().map(|(c, (t, d))| (c, (t, d.iter().sum()))).collect();
+    assert_eq!(last, want);
+    assert!(want.values().all(|(t, d)| *t == 2 * d), "every price of a channel comes twice");
+    Ok(())
+}
+
 /// `ORDER BY` the event time in SQL at parallelism 2: the generator's
 /// subtasks interleave their rows, the result comes out in time order.
 #[test]

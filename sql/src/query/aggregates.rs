@@ -122,7 +122,7 @@ fn aggregate(f: &Function, name: &str, aggs: &mut Vec<Aggregate>) -> Result<usiz
     };
     // MIN and MAX of distinct values are MIN and MAX.
     let distinct = list.duplicate_treatment == Some(DuplicateTreatment::Distinct) && !["MIN", "MAX"].contains(&name);
-    if distinct && name != "COUNT" {
+    if distinct && !["COUNT", "SUM", "AVG"].contains(&name) {
         return Err(SqlError::at(at, format!("not supported: {name}(DISTINCT ...)")));
     }
     if list.clauses.iter().any(|c| !matches!(c, FunctionArgumentClause::IgnoreOrRespectNulls(_))) {
@@ -178,7 +178,7 @@ pub(super) fn specs(aggs: &[Aggregate], rel: &Rel) -> Result<(Vec<Value>, Vec<Va
     let mut pre = Vec::new();
     let mut specs = Vec::new();
     for (i, a) in aggs.iter().enumerate() {
-        let func = if a.distinct { "count_distinct".to_string() } else { a.function.to_ascii_lowercase() };
+        let func = a.function.to_ascii_lowercase() + if a.distinct { "_distinct" } else { "" };
         let mut spec = json!({"fn": func, "as": format!("__agg{i}")});
         if let Some(arg) = &a.argument {
             let column = match plain_column(arg) {

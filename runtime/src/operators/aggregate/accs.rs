@@ -62,6 +62,10 @@ pub(super) enum Kind {
     MinMulti,
     MaxMulti,
     Distinct,
+    /// SUM(DISTINCT) of int64 values, of float64 values; AVG(DISTINCT).
+    DistinctSumInt,
+    DistinctSumFloat,
+    DistinctAvg,
 }
 
 impl Kind {
@@ -76,6 +80,9 @@ impl Kind {
             AggFn::Min => Kind::Min,
             AggFn::Max => Kind::Max,
             AggFn::CountDistinct => Kind::Distinct,
+            AggFn::SumDistinct if float => Kind::DistinctSumFloat,
+            AggFn::SumDistinct => Kind::DistinctSumInt,
+            AggFn::AvgDistinct => Kind::DistinctAvg,
         }
     }
 
@@ -86,7 +93,12 @@ impl Kind {
             Kind::SumFloat => Acc::SumFloat { sum: 0.0, n: 0 },
             Kind::Avg => Acc::Avg { sum: 0.0, n: 0 },
             Kind::Min | Kind::Max => Acc::Extreme(None),
-            Kind::MinMulti | Kind::MaxMulti | Kind::Distinct => Acc::Multiset(BTreeMap::new()),
+            Kind::MinMulti
+            | Kind::MaxMulti
+            | Kind::Distinct
+            | Kind::DistinctSumInt
+            | Kind::DistinctSumFloat
+            | Kind::DistinctAvg => Acc::Multiset(BTreeMap::new()),
         }
     }
 }
@@ -121,16 +133,10 @@ impl Acc {
                     *best = Some(x.to_vec());
                 }
             }
-            (Acc::Multiset(m), Value::Bytes(x)) => {
-                if sign > 0 {
-                    *m.entry(x.to_vec()).or_insert(0) += 1;
-                } else if let Some(c) = m.get_mut(x) {
-                    *c -= 1;
-                    if *c <= 0 {
-                        m.remove(x);
-                    }
-                }
-            }
+            // Distinct numbers, kept by their bytes (a float's with -0 as 0).
+            (Acc::Multiset(m), Value::Int(x)) => count(m, sign, &x.to_be_bytes()),
+            (Acc::Multiset(m), Value::Float(x)) => count(m, sign, &(x + 0.0).to_bits().to_be_bytes()),
+            (Acc::Multiset(m), Value::Bytes(x)) => count(m, sign, x),
             _ => unreachable!("accumulators and their inputs are planned together"),
         }
     }
@@ -145,6 +151,18 @@ impl Acc {
             Acc::Extreme(b) => Out::Bytes(b.clone()),
             Acc::Multiset(m) => match kind {
                 Kind::Distinct => Out::Int(Some(m.len() as i64)),
+                Kind::DistinctSumInt => Out::Int(
+                    (!m.is_empty())
+                        .then(|| m.keys().map(|k| i64::from_be_bytes(eight(k))).fold(0i64, i64::wrapping_add)),
+                ),
+                Kind::DistinctSumFloat | Kind::DistinctAvg => Out::Float((!m.is_empty()).then(|| {
+                    let sum: f64 = m.keys().map(|k| f64::from_bits(u64::from_be_bytes(eight(k)))).sum();
+                    if kind == Kind::DistinctAvg {
+                        sum / m.len() as f64
+                    } else {
+                        sum
+                    }
+                })),
                 Kind::MinMulti => Out::Bytes(m.keys().next().cloned()),
                 _ => Out::Bytes(m.keys().next_back().cloned()),
             },
@@ -207,6 +225,23 @@ impl Acc {
             t => return Err(bad(&format!("accumulator tag {t}"))),
         })
     }
+}
+
+/// Adds (`sign` 1) or takes back (-1) one occurrence of `x`.
+fn count(m: &mut BTreeMap<Vec<u8>, i64>, sign: i64, x: &[u8]) {
+    if sign > 0 {
+        *m.entry(x.to_vec()).or_insert(0) += 1;
+    } else if let Some(c) = m.get_mut(x) {
+        *c -= 1;
+        if *c <= 0 {
+            m.remove(x);
+        }
+    }
+}
+
+/// The eight bytes of a distinct number's key.
+fn eight(k: &[u8]) -> [u8; 8] {
+    k.try_into().unwrap_or_default()
 }
 
 fn bad(what: &str) -> OperatorError {

@@ -71,6 +71,8 @@ enum AggFn {
     Max,
     Avg,
     CountDistinct,
+    SumDistinct,
+    AvgDistinct,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,14 +155,16 @@ fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
         let float = t.as_ref().is_some_and(|t| t.is_floating());
         let (out_type, nullable) = match (a.func, &t) {
             (AggFn::Count | AggFn::CountDistinct, _) => (DataType::Int64, false),
-            (AggFn::Sum | AggFn::Avg, Some(t)) if !t.is_integer() && !t.is_floating() => {
+            (AggFn::Sum | AggFn::Avg | AggFn::SumDistinct | AggFn::AvgDistinct, Some(t))
+                if !t.is_integer() && !t.is_floating() =>
+            {
                 return Err(ctx
                     .error(format!("{name} cannot aggregate a column of type {t}; it needs a number"))
                     .field(format!("{at}.column")))
             }
-            (AggFn::Avg, _) => (DataType::Float64, true),
-            (AggFn::Sum, _) if float => (DataType::Float64, true),
-            (AggFn::Sum, _) => (DataType::Int64, true),
+            (AggFn::Avg | AggFn::AvgDistinct, _) => (DataType::Float64, true),
+            (AggFn::Sum | AggFn::SumDistinct, _) if float => (DataType::Float64, true),
+            (AggFn::Sum | AggFn::SumDistinct, _) => (DataType::Int64, true),
             (_, Some(t)) if !is_key_type(t) && !t.is_floating() => {
                 return Err(ctx
                     .error(format!("{name} cannot compare values of type {t}"))
@@ -350,7 +354,9 @@ impl GroupAggregate {
                     Input::Bytes(conv.convert_columns(std::slice::from_ref(col))?, col.logical_nulls())
                 }
                 (Kind::Count, _) => Input::NonNull(col.logical_nulls()),
-                (Kind::SumInt, _) => Input::Int(cast(col, &DataType::Int64)?.as_primitive::<Int64Type>().clone()),
+                (Kind::SumInt | Kind::DistinctSumInt, _) => {
+                    Input::Int(cast(col, &DataType::Int64)?.as_primitive::<Int64Type>().clone())
+                }
                 _ => Input::Float(cast(col, &DataType::Float64)?.as_primitive::<Float64Type>().clone()),
             });
         }

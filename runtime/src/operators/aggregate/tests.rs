@@ -263,3 +263,19 @@ fn bad_configurations_name_the_field() {
         assert!(err.contains(want), "{cfg}: {err}");
     }
 }
+
+#[test]
+fn sums_and_means_of_distinct_values_retract_one_occurrence_at_a_time() {
+    let aggs =
+        json!([{"fn": "sum_distinct", "column": "v", "as": "s"}, {"fn": "avg_distinct", "column": "f", "as": "a"}]);
+    let mut agg = operator(json!({"key": ["k"], "aggregates": aggs, "input_op_column": "op"}));
+    let mut out = Collector::default();
+    let row = |v: i64, f: f64| (Some("a"), Some(v), Some(f), None);
+    let b1 = batch(&[row(5, 0.5), row(5, 0.5), row(7, -0.0), row(7, 0.0)], Some(&["+I", "+I", "+I", "+I"]));
+    agg.process_batch(0, b1, &mut out).unwrap();
+    assert_eq!(rows(&mut out), vec!["a,12,0.25,+I"], "5 and 7 once each; -0 and 0 are one value");
+    agg.process_batch(0, batch(&[row(5, 0.5)], Some(&["-D"])), &mut out).unwrap();
+    assert_eq!(rows(&mut out), Vec::<String>::new(), "one 5 is left: nothing changes");
+    agg.process_batch(0, batch(&[row(5, 0.5)], Some(&["-D"])), &mut out).unwrap();
+    assert_eq!(rows(&mut out), vec!["a,12,0.25,-U", "a,7,0.0,+U"]);
+}

@@ -23,8 +23,22 @@ pub(super) enum AccColumn {
     MinFloat(Vec<f64>, Vec<bool>),
     MaxFloat(Vec<f64>, Vec<bool>),
     Avg(Vec<f64>, Vec<i64>),
-    /// The distinct values (row bytes) of each slot.
-    Distinct(Vec<HashSet<Box<[u8]>>>),
+    /// The distinct values (row bytes) of each slot, and what the result is
+    /// of them.
+    Distinct(Vec<HashSet<Box<[u8]>>>, Distinct),
+}
+
+/// The result of a slot's distinct values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Distinct {
+    /// How many there are.
+    Count,
+    /// Their sum, of int64 values.
+    SumInt,
+    /// Their sum, of float64 values.
+    SumFloat,
+    /// Their mean (float64 values).
+    Avg,
 }
 
 #[derive(Debug, Clone)]
@@ -55,7 +69,10 @@ impl Accumulators {
                 (AggFn::Min, true) => AccColumn::MinFloat(Vec::new(), Vec::new()),
                 (AggFn::Max, true) => AccColumn::MaxFloat(Vec::new(), Vec::new()),
                 (AggFn::Avg, _) => AccColumn::Avg(Vec::new(), Vec::new()),
-                (AggFn::CountDistinct, _) => AccColumn::Distinct(Vec::new()),
+                (AggFn::CountDistinct, _) => AccColumn::Distinct(Vec::new(), Distinct::Count),
+                (AggFn::SumDistinct, false) => AccColumn::Distinct(Vec::new(), Distinct::SumInt),
+                (AggFn::SumDistinct, true) => AccColumn::Distinct(Vec::new(), Distinct::SumFloat),
+                (AggFn::AvgDistinct, _) => AccColumn::Distinct(Vec::new(), Distinct::Avg),
             })
             .collect();
         Self { cols }
@@ -77,7 +94,7 @@ impl Accumulators {
                     v.push(0.0);
                     n.push(0)
                 }
-                AccColumn::Distinct(v) => v.push(HashSet::new()),
+                AccColumn::Distinct(v, _) => v.push(HashSet::new()),
             }
         }
     }
@@ -92,6 +109,13 @@ impl Accumulators {
                         let col = batch.column(c);
                         let conv = RowConverter::new(vec![SortField::new(col.data_type().clone())])?;
                         AggInput::Bytes(conv.convert_columns(std::slice::from_ref(col))?, col.logical_nulls())
+                    }
+                    // Distinct numbers, as the row bytes of int64 or float64 values.
+                    (AggFn::SumDistinct | AggFn::AvgDistinct, Some(c)) => {
+                        let t = number_type(a.func == AggFn::AvgDistinct || a.float);
+                        let col = cast(batch.column(c), &t)?;
+                        let conv = RowConverter::new(vec![SortField::new(t)])?;
+                        AggInput::Bytes(conv.convert_columns(std::slice::from_ref(&col))?, col.logical_nulls())
                     }
                     (AggFn::Count, Some(c)) => AggInput::NonNull(batch.column(c).logical_nulls()),
                     (AggFn::Avg, Some(c)) => AggInput::Float(
@@ -179,7 +203,7 @@ impl Accumulators {
                         n[s] += 1;
                     }
                 }
-                (AccColumn::Distinct(sets), AggInput::Bytes(rows, nulls)) => {
+                (AccColumn::Distinct(sets, _), AggInput::Bytes(rows, nulls)) => {
                     for (r, s) in pairs.filter(|(r, _)| nulls.as_ref().is_none_or(|n| n.is_valid(*r))) {
                         let v = rows.row(r).data();
                         if !sets[s].contains(v) {
@@ -213,7 +237,7 @@ impl Accumulators {
                     sum[dst] += sum[src];
                     n[dst] += n[src];
                 }
-                AccColumn::Distinct(sets) => {
+                AccColumn::Distinct(sets, _) => {
                     let from = std::mem::take(&mut sets[src]);
                     sets[dst].extend(from);
                 }
@@ -238,13 +262,13 @@ impl Accumulators {
                     v[s] = 0.0;
                     n[s] = 0
                 }
-                AccColumn::Distinct(sets) => sets[s] = HashSet::new(),
+                AccColumn::Distinct(sets, _) => sets[s] = HashSet::new(),
             }
         }
     }
 
     /// Output columns for `slots`.
-    pub(super) fn columns(&self, slots: &[u32]) -> Vec<ArrayRef> {
+    pub(super) fn columns(&self, slots: &[u32]) -> OpResult<Vec<ArrayRef>> {
         let pick_i = |v: &[i64], seen: Option<&[bool]>| -> ArrayRef {
             Arc::new(
                 slots
@@ -258,23 +282,61 @@ impl Accumulators {
         };
         self.cols
             .iter()
-            .map(|c| match c {
-                AccColumn::Count(v) => {
-                    Arc::new(Int64Array::from_iter_values(slots.iter().map(|&s| v[s as usize]))) as ArrayRef
-                }
-                AccColumn::SumInt(v, s) | AccColumn::MinInt(v, s) | AccColumn::MaxInt(v, s) => pick_i(v, Some(s)),
-                AccColumn::SumFloat(v, s) | AccColumn::MinFloat(v, s) | AccColumn::MaxFloat(v, s) => pick_f(v, s),
-                AccColumn::Avg(sum, n) => Arc::new(
-                    slots
-                        .iter()
-                        .map(|&s| (n[s as usize] > 0).then(|| sum[s as usize] / n[s as usize] as f64))
-                        .collect::<Float64Array>(),
-                ),
-                AccColumn::Distinct(sets) => {
-                    Arc::new(Int64Array::from_iter_values(slots.iter().map(|&s| sets[s as usize].len() as i64)))
-                        as ArrayRef
-                }
+            .map(|c| {
+                Ok(match c {
+                    AccColumn::Count(v) => {
+                        Arc::new(Int64Array::from_iter_values(slots.iter().map(|&s| v[s as usize]))) as ArrayRef
+                    }
+                    AccColumn::SumInt(v, s) | AccColumn::MinInt(v, s) | AccColumn::MaxInt(v, s) => pick_i(v, Some(s)),
+                    AccColumn::SumFloat(v, s) | AccColumn::MinFloat(v, s) | AccColumn::MaxFloat(v, s) => pick_f(v, s),
+                    AccColumn::Avg(sum, n) => Arc::new(
+                        slots
+                            .iter()
+                            .map(|&s| (n[s as usize] > 0).then(|| sum[s as usize] / n[s as usize] as f64))
+                            .collect::<Float64Array>(),
+                    ),
+                    AccColumn::Distinct(sets, Distinct::Count) => {
+                        Arc::new(Int64Array::from_iter_values(slots.iter().map(|&s| sets[s as usize].len() as i64)))
+                            as ArrayRef
+                    }
+                    AccColumn::Distinct(sets, how) => distinct_numbers(sets, *how, slots)?,
+                })
             })
             .collect()
     }
+}
+
+/// The type distinct numbers are kept as.
+fn number_type(float: bool) -> DataType {
+    if float {
+        DataType::Float64
+    } else {
+        DataType::Int64
+    }
+}
+
+/// The sums or means of the distinct numbers of `slots` (null where a slot
+/// has none), decoded from their row bytes.
+fn distinct_numbers(sets: &[HashSet<Box<[u8]>>], how: Distinct, slots: &[u32]) -> OpResult<ArrayRef> {
+    let float = how != Distinct::SumInt;
+    let conv = RowConverter::new(vec![SortField::new(number_type(float))])?;
+    let parser = conv.parser();
+    let mut ints = Vec::with_capacity(slots.len());
+    let mut floats = Vec::with_capacity(slots.len());
+    for &s in slots {
+        let set = &sets[s as usize];
+        if set.is_empty() {
+            ints.push(None);
+            floats.push(None);
+            continue;
+        }
+        let values = conv.convert_rows(set.iter().map(|b| parser.parse(b)))?.remove(0);
+        if float {
+            let sum: f64 = values.as_primitive::<Float64Type>().values().iter().sum();
+            floats.push(Some(if how == Distinct::Avg { sum / set.len() as f64 } else { sum }));
+        } else {
+            ints.push(Some(values.as_primitive::<Int64Type>().values().iter().fold(0i64, |a, b| a.wrapping_add(*b))));
+        }
+    }
+    Ok(if float { Arc::new(Float64Array::from(floats)) } else { Arc::new(Int64Array::from(ints)) })
 }

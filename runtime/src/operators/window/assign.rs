@@ -284,7 +284,7 @@ pub(super) fn window_rows(
     let mut cols = keys.columns(&w.index, slots)?;
     cols.push(std::sync::Arc::new(Int64Array::from_value(start, n)));
     cols.push(std::sync::Arc::new(Int64Array::from_value(end, n)));
-    cols.extend(w.accs.columns(slots));
+    cols.extend(w.accs.columns(slots)?);
     Ok(RecordBatch::try_new(schema.clone(), cols)?)
 }
 
@@ -301,6 +301,6 @@ pub(super) fn session_rows(
     let mut cols = keys.columns(index, &key_slots)?;
     cols.push(std::sync::Arc::new(Int64Array::from_iter_values(sessions.iter().map(|(_, x)| x.start))));
     cols.push(std::sync::Arc::new(Int64Array::from_iter_values(sessions.iter().map(|(_, x)| x.end))));
-    cols.extend(accs.columns(&acc_slots));
+    cols.extend(accs.columns(&acc_slots)?);
     Ok(RecordBatch::try_new(schema.clone(), cols)?)
 }

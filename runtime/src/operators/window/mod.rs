@@ -1,5 +1,6 @@
 //! `window`: keyed event-time windows — tumbling, sliding and session — with
-//! `count`, `count_distinct`, `sum`, `min`, `max` and `avg`.
+//! `count`, `count_distinct`, `sum`, `sum_distinct`, `min`, `max`, `avg` and
+//! `avg_distinct`.
 //!
 //! A window `[start, end)` fires once the watermark reaches `end - 1`, emitting
 //! one row per key with events in it: the key columns, `window_start`,
@@ -110,6 +111,8 @@ enum AggFn {
     Max,
     Avg,
     CountDistinct,
+    SumDistinct,
+    AvgDistinct,
 }
 
 #[derive(Debug, Deserialize)]
@@ -231,7 +234,7 @@ fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
         };
         let (dt, nullable) = match a.func {
             AggFn::Count | AggFn::CountDistinct => (DataType::Int64, false),
-            AggFn::Avg => (DataType::Float64, true),
+            AggFn::Avg | AggFn::AvgDistinct => (DataType::Float64, true),
             _ if float => (DataType::Float64, true),
             _ => (DataType::Int64, true),
         };

@@ -133,7 +133,7 @@ impl Accumulators {
                         n[s as usize] = c.ivarint()?;
                     }
                 }
-                AccColumn::Distinct(sets) => {
+                AccColumn::Distinct(sets, _) => {
                     for &s in slots {
                         sets[s as usize] = read_set(c)?;
                     }
@@ -159,7 +159,7 @@ impl Accumulators {
                     out.extend_from_slice(&sum[s].to_le_bytes());
                     out.extend_from_slice(&n[s].to_le_bytes());
                 }
-                AccColumn::Distinct(sets) => put_set(out, &sets[s]),
+                AccColumn::Distinct(sets, _) => put_set(out, &sets[s]),
             }
         }
     }
@@ -180,7 +180,7 @@ impl Accumulators {
                     sum[s] = c.f64()?;
                     n[s] = c.i64()?;
                 }
-                AccColumn::Distinct(sets) => sets[s] = read_set(c)?,
+                AccColumn::Distinct(sets, _) => sets[s] = read_set(c)?,
             }
         }
         Ok(())
@@ -289,7 +289,7 @@ impl Accumulators {
                         put_ivarint(&mut bufs[kg as usize], x);
                     }
                 }
-                AccColumn::Distinct(sets) => {
+                AccColumn::Distinct(sets, _) => {
                     for (set, &kg) in sets.iter().zip(kgs) {
                         put_set(&mut bufs[kg as usize], set);
                     }
