@@ -1300,6 +1300,21 @@ FROM windowed GROUP BY window_start, window_end;"
     Ok(())
 }
 
+/// `LIMIT n OFFSET m` without an order at parallelism 2: exactly n of the
+/// generator's rows, whichever arrive first.
+#[test]
+fn a_sql_limit_without_an_order_keeps_that_many_rows_of_the_input() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let rows =
+        printed(dir.path(), "limit.sql", &format!("{WINDOWED_BIDS}SELECT auction, price FROM bids LIMIT 7 OFFSET 3;"))?;
+    let all: BTreeSet<(i64, i64)> = (0..20_000).map(|i| (datagen_bid(i).0, datagen_bid(i).1)).collect();
+    let got: Vec<(i64, i64)> =
+        rows.iter().map(|r| (r["auction"].as_i64().unwrap_or(-1), r["price"].as_i64().unwrap_or(-1))).collect();
+    assert_eq!(got.len(), 7, "{got:?}");
+    assert!(got.iter().all(|r| all.contains(r)), "rows of the input: {got:?}");
+    Ok(())
+}
+
 /// `ORDER BY` the event time in SQL at parallelism 2: the generator's
 /// subtasks interleave their rows, the result comes out in time order.
 #[test]

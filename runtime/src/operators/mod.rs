@@ -18,6 +18,7 @@ use crate::state::{CheckpointId, StateReader, StateWriter};
 pub mod aggregate;
 pub mod datagen;
 pub mod join;
+pub mod limit;
 pub mod nexmark;
 pub mod normalize;
 pub mod over;

@@ -12,7 +12,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::OperatorFactory;
-use super::{aggregate, datagen, join, nexmark, normalize, over, project, sinks, top_n, values, watermark, window};
+use super::{
+    aggregate, datagen, join, limit, nexmark, normalize, over, project, sinks, top_n, values, watermark, window,
+};
 
 /// Operator kinds by name.
 #[derive(Clone, Default)]
@@ -38,11 +40,11 @@ impl Registry {
     }
 
     /// A registry with the built-in operators: `datagen`, `nexmark_source`, `values`, `map`,
-    /// `project`, `filter`, `watermark`, `window`, `group_aggregate`, `top_n`, `lookup_join`,
+    /// `project`, `filter`, `watermark`, `window`, `group_aggregate`, `top_n`, `limit`, `lookup_join`,
     /// `interval_join`, `regular_join`, `discard`, `stdout` and `jsonl_file`.
     pub fn builtins() -> Self {
         let mut r = Self::empty();
-        let builtins: [Arc<dyn OperatorFactory>; 20] = [
+        let builtins: [Arc<dyn OperatorFactory>; 21] = [
             Arc::new(datagen::DatagenFactory),
             Arc::new(nexmark::NexmarkFactory),
             Arc::new(values::ValuesFactory),
@@ -60,6 +62,7 @@ impl Registry {
             Arc::new(join::TemporalJoinFactory),
             Arc::new(normalize::ChangelogNormalizeFactory),
             Arc::new(over::OverAggregateFactory),
+            Arc::new(limit::LimitFactory),
             Arc::new(sinks::DiscardFactory),
             Arc::new(sinks::StdoutFactory),
             Arc::new(sinks::JsonlFileFactory),

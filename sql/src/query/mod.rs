@@ -72,31 +72,54 @@ pub(crate) struct WindowFn {
     at: Location,
 }
 
+/// A count of rows in LIMIT or OFFSET.
+fn whole_rows(e: &Expr) -> Result<u64, SqlError> {
+    e.to_string()
+        .parse::<u64>()
+        .map_err(|_| SqlError::at(e.span().start, "LIMIT and OFFSET take a whole number of rows"))
+}
+
 impl Planner<'_> {
     /// Plans a query.
     pub fn query(&mut self, q: &Query) -> Result<Rel, SqlError> {
-        // `LIMIT n` of a stream sorted by its event time: its first rows.
-        let limit = match &q.limit_clause {
-            None => None,
-            Some(l @ LimitClause::LimitOffset { limit: Some(n), offset: None, limit_by }) if limit_by.is_empty() => {
-                match (&q.order_by, n.to_string().parse::<u64>()) {
-                    (Some(_), Ok(n)) => Some(n),
-                    (None, _) => {
-                        return Err(SqlError::at(
-                            l.span().start,
-                            "not supported: LIMIT on a stream without ORDER BY its event time",
-                        ))
-                    }
-                    (_, Err(_)) => return Err(SqlError::at(l.span().start, "LIMIT takes a whole number of rows")),
-                }
+        // `LIMIT n [OFFSET m]`: of a stream sorted by its event time, its
+        // first rows; of another, the first rows to arrive.
+        let (limit, offset) = match &q.limit_clause {
+            None => (None, 0),
+            Some(LimitClause::LimitOffset { limit, offset, limit_by }) if limit_by.is_empty() => {
+                let offset = offset.as_ref().map(|o| whole_rows(&o.value)).transpose()?.unwrap_or(0);
+                (limit.as_ref().map(whole_rows).transpose()?, offset)
             }
-            Some(l) => return Err(SqlError::at(l.span().start, "not supported: this form of LIMIT (OFFSET, BY, ALL)")),
+            Some(l) => {
+                return Err(SqlError::at(l.span().start, "not supported: this form of LIMIT (BY, or `LIMIT m, n`)"))
+            }
         };
         let rel = self.unordered(q)?;
         match &q.order_by {
-            Some(o) => self.order_by_time(o, rel, limit),
+            Some(o) => self.order_by_time(o, rel, limit, offset),
+            None if limit.is_some() || offset > 0 => self.limit(rel, limit, offset, q),
             None => Ok(rel),
         }
+    }
+
+    /// The first `limit` rows after `offset` of a stream in arrival order:
+    /// `limit`, at parallelism 1.
+    fn limit(&mut self, rel: Rel, limit: Option<u64>, offset: u64, q: &Query) -> Result<Rel, SqlError> {
+        if rel.changelog {
+            let at = q.limit_clause.as_ref().map_or(q.body.span().start, |l| l.span().start);
+            return Err(SqlError::at(at, "not supported: LIMIT or OFFSET of an updating input"));
+        }
+        let mut config = json!({"offset": offset});
+        if let Some(n) = limit {
+            config["limit"] = json!(n);
+        }
+        let limit = self.b.add(&format!("{}.limit", rel.origin), "limit", config, 1);
+        self.b.connect(&rel.uid, &limit, Partitioning::Rebalance, Vec::new());
+        // Back to the job's parallelism, so that what follows may chain.
+        let cols: Vec<Value> = rel.names().map(|n| json!(n)).collect();
+        let uid = self.b.add(&format!("{}.limit-output", rel.origin), "project", json!({"columns": cols}), 0);
+        self.b.connect(&limit, &uid, Partitioning::Rebalance, Vec::new());
+        Ok(Rel { uid, ..rel })
     }
 
     fn unordered(&mut self, q: &Query) -> Result<Rel, SqlError> {

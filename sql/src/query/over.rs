@@ -40,7 +40,13 @@ impl Planner<'_> {
     /// stream: every row, in event-time order (rows of one time in arrival
     /// order), each emitted when the watermark passes it — an
     /// `over_aggregate` on one key whose count is dropped.
-    pub(super) fn order_by_time(&mut self, o: &OrderBy, rel: Rel, limit: Option<u64>) -> Result<Rel, SqlError> {
+    pub(super) fn order_by_time(
+        &mut self,
+        o: &OrderBy,
+        rel: Rel,
+        limit: Option<u64>,
+        offset: u64,
+    ) -> Result<Rel, SqlError> {
         let at = o.span().start;
         let time = match &o.kind {
             OrderByKind::Expressions(e) if e.len() == 1 && e[0].options.asc != Some(false) => plain_column(&e[0].expr)
@@ -57,9 +63,9 @@ impl Planner<'_> {
         };
         let input = self.stateless(&rel, "order-input", "map", json!({"columns": [{"name": "__all", "expr": "0"}]}));
         // With a LIMIT, the count runs over every row so far: each row's place.
-        let frame = match limit {
-            Some(_) => json!({"type": "unbounded"}),
-            None => json!({"type": "rows", "preceding": 0}),
+        let frame = match (limit, offset) {
+            (None, 0) => json!({"type": "rows", "preceding": 0}),
+            _ => json!({"type": "unbounded"}),
         };
         let config = json!({"partition_key": ["__all"], "time_column": time, "frame": frame,
             "aggregates": [{"fn": "count", "as": "__order"}]});
@@ -67,9 +73,15 @@ impl Planner<'_> {
         self.b.connect(&input, &uid, Partitioning::Hash, vec!["__all".into()]);
         let cols: Vec<Value> = rel.names().map(|n| json!(n)).collect();
         let mut sorted = Rel { uid, ..rel.clone() };
+        let mut bounds = Vec::new();
+        if offset > 0 {
+            bounds.push(format!("\"__order\" > {offset}"));
+        }
         if let Some(n) = limit {
-            sorted.uid =
-                self.stateless(&sorted, "limit", "filter", json!({"predicate": format!("\"__order\" <= {n}")}));
+            bounds.push(format!("\"__order\" <= {}", offset + n));
+        }
+        if !bounds.is_empty() {
+            sorted.uid = self.stateless(&sorted, "limit", "filter", json!({"predicate": bounds.join(" AND ")}));
         }
         let uid = self.stateless(&sorted, "order-output", "project", json!({"columns": cols}));
         Ok(Rel { uid, ..rel })
@@ -304,11 +316,23 @@ mod tests {
         let g = compiled(&format!("{DATAGEN} SELECT auction, ts FROM bids ORDER BY ts LIMIT 5;"));
         let limit = g.operators.iter().find(|o| o.uid.ends_with(".limit")).expect("the limit");
         assert_eq!(limit.config["predicate"], "\"__order\" <= 5");
-        let e = error(&format!("{DATAGEN} SELECT auction FROM bids LIMIT 5;"));
-        assert!(e.contains("LIMIT on a stream without ORDER BY"), "{e}");
         assert_eq!(
             g.operators.iter().find(|o| o.uid.ends_with("order-output")).unwrap().config["columns"],
             json!(["auction", "ts"])
         );
+        let g = compiled(&format!("{DATAGEN} SELECT auction, ts FROM bids ORDER BY ts LIMIT 5 OFFSET 2;"));
+        let limit = g.operators.iter().find(|o| o.uid.ends_with(".limit")).expect("the limit");
+        assert_eq!(limit.config["predicate"], "\"__order\" > 2 AND \"__order\" <= 7");
+    }
+
+    #[test]
+    fn a_limit_without_an_order_takes_the_first_rows_to_arrive_on_one_subtask() {
+        let g = compiled(&format!("{DATAGEN} SELECT auction FROM bids LIMIT 5 OFFSET 2;"));
+        let l = g.operators.iter().find(|o| o.kind == "limit").expect("a limit");
+        assert_eq!((l.uid.as_str(), &l.config, l.parallelism), ("bids.limit", &json!({"limit": 5, "offset": 2}), 1));
+        let e = error(&format!("{DATAGEN} SELECT auction, COUNT(*) FROM bids GROUP BY auction LIMIT 5;"));
+        assert!(e.contains("not supported: LIMIT or OFFSET of an updating input"), "{e}");
+        let e = error(&format!("{DATAGEN} SELECT auction FROM bids LIMIT 2.5;"));
+        assert!(e.contains("LIMIT and OFFSET take a whole number of rows"), "{e}");
     }
 }
