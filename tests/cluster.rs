@@ -1315,6 +1315,44 @@ fn a_sql_limit_without_an_order_keeps_that_many_rows_of_the_input() -> anyhow::R
     Ok(())
 }
 
+/// A processing-time tumbling window in SQL at parallelism 2: datagen's
+/// rows, throttled over about three seconds, are counted in one-second
+/// windows of the clock; every row is counted once, in a window of the
+/// run's seconds.
+#[test]
+fn a_sql_processing_time_window_counts_rows_by_the_clock() -> anyhow::Result<()> {
+    const N: i64 = 3_000;
+    let dir = tempfile::tempdir()?;
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64);
+    let started = now()?;
+    let rows = printed(
+        dir.path(),
+        "proctime.sql",
+        &format!(
+            "SET 'parallelism.default' = '2';
+CREATE TABLE bids (auction BIGINT, price BIGINT, event_time_ms BIGINT, channel STRING, proc AS PROCTIME())
+  WITH ('connector' = 'datagen', 'number-of-rows' = '{N}', 'rows-per-second' = '1000');
+SELECT channel, CAST(window_start AS BIGINT) AS ws, CAST(window_end AS BIGINT) AS we, COUNT(*) AS n
+FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(proc), INTERVAL '1' SECOND)) GROUP BY channel, window_start, window_end;"
+        ),
+    )?;
+    let ended = now()?;
+    let mut per_channel: BTreeMap<String, i64> = BTreeMap::new();
+    let mut windows = BTreeSet::new();
+    for r in &rows {
+        let (ws, we) = (r["ws"].as_i64().unwrap_or(-1), r["we"].as_i64().unwrap_or(-1));
+        assert_eq!((we - ws, ws % 1000), (1000, 0), "a one-second window of the clock: {r}");
+        assert!(we > started - 1000 && ws < ended, "a window of the run's time: {r}");
+        windows.insert(ws);
+        *per_channel.entry(r["channel"].as_str().unwrap_or_default().to_string()).or_default() +=
+            r["n"].as_i64().unwrap_or(0);
+    }
+    assert_eq!(per_channel.values().sum::<i64>(), N, "every row counted once");
+    assert_eq!(per_channel.len(), 4);
+    assert!(windows.len() >= 2, "the rows came over several seconds: {windows:?}");
+    Ok(())
+}
+
 /// `ORDER BY` the event time in SQL at parallelism 2: the generator's
 /// subtasks interleave their rows, the result comes out in time order.
 #[test]

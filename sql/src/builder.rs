@@ -35,6 +35,8 @@ pub struct Rel {
     pub columns: Vec<Col>,
     /// The event-time attribute, if it has one.
     pub rowtime: Option<String>,
+    /// The processing-time attribute, if it has one: a `PROCTIME()` column.
+    pub proctime: Option<String>,
     /// The table it reads, for the uids of operators over it.
     pub origin: String,
     /// In the `FROM` of a join: each input's name (its alias, or the

@@ -284,6 +284,7 @@ mod tests {
             uid: "t".into(),
             columns: vec![Col::typed("Price", SqlType::BigInt), Col::typed("name", SqlType::String)],
             rowtime: None,
+            proctime: None,
             origin: "t".into(),
             qualifiers: Vec::new(),
             changelog: false,

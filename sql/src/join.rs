@@ -293,6 +293,7 @@ impl Planner<'_> {
             uid,
             columns,
             rowtime,
+            proctime: None,
             origin: format!("{}-{}", left.origin, right.origin),
             qualifiers,
             changelog,

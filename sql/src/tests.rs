@@ -331,7 +331,7 @@ fn errors_name_the_place_and_the_closest_name() {
     let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT, n BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT auctoin, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY auction, window_start, window_end;"));
     assert!(e.contains("unknown column `auctoin` (did you mean `auction`?)"), "{e}");
     let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(event_time_ms), INTERVAL '1' SECOND)) GROUP BY window_start, window_end;"));
-    assert!(e.contains("`event_time_ms` is not an event-time attribute"), "{e}");
+    assert!(e.contains("`event_time_ms` is not a time attribute: declare `WATERMARK FOR event_time_ms AS ...`"), "{e}");
     let e = error(&format!("{DATAGEN} SET 'parallelism.default' = '2';"));
     assert!(e.contains("nothing to run"), "{e}");
     let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT auction FROM bids;\nINSERT INTO o SELECT auction FROM bids;"));
@@ -562,7 +562,7 @@ INSERT INTO o SELECT b.price, a.bidder FROM bids b LEFT JOIN asks a ON b.auction
         "{DATAGEN}{ASKS} CREATE VIEW j AS SELECT b.ts, b.price FROM bids b JOIN asks a ON b.auction = a.auction;
 SELECT COUNT(*) FROM TABLE(TUMBLE(TABLE j, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY window_start, window_end;"
     ));
-    assert!(e.contains("is not an event-time attribute"), "{e}");
+    assert!(e.contains("is not a time attribute"), "{e}");
 }
 
 #[test]
@@ -609,4 +609,33 @@ INSERT INTO lake SELECT auction, DATE_FORMAT(ts, 'yyyy-MM-dd'), DATE_FORMAT(ts, 
         ", 'sink.partition-commit.policy.kind' = 'success-file', 'sink.partition-commit.trigger' = 'never'",
     ));
     assert!(e.contains("'process-time' or 'partition-time', not 'never'"), "{e}");
+}
+
+#[test]
+fn a_window_by_a_proctime_column_runs_by_the_clock() {
+    let table = "CREATE TABLE clicks (channel STRING, proc AS PROCTIME()) WITH ('connector' = 'datagen');\n";
+    let g = compiled(&format!(
+        "{table} SELECT channel, window_start, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE clicks, DESCRIPTOR(proc), INTERVAL '1' MINUTE))
+  GROUP BY channel, window_start, window_end;"
+    ));
+    let w = g.operators.iter().find(|o| o.kind == "window").expect("a window");
+    assert_eq!(w.config["processing_time"], true);
+    assert!(w.config.get("timestamp_column").is_none());
+    // The attribute passes through a subquery under another name, and the
+    // legacy syntax takes it too.
+    let g = compiled(&format!(
+        "{table} SELECT TUMBLE_START(p, INTERVAL '1' MINUTE) AS s, COUNT(*) AS n
+  FROM (SELECT channel, proc AS p FROM clicks) GROUP BY TUMBLE(p, INTERVAL '1' MINUTE);"
+    ));
+    let w = g.operators.iter().find(|o| o.kind == "window").expect("a window");
+    assert_eq!(w.config["processing_time"], true);
+    let g = compiled(&format!(
+        "{table} CREATE VIEW v AS SELECT channel, PROCTIME() AS t FROM clicks;
+SELECT window_start, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE v, DESCRIPTOR(t), INTERVAL '1' MINUTE))
+  GROUP BY window_start, window_end;"
+    ));
+    assert!(g.operators.iter().any(|o| o.kind == "window" && o.config["processing_time"] == true));
+    let e =
+        error(&format!("{table} SELECT * FROM TABLE(TUMBLE(TABLE clicks, DESCRIPTOR(proc), INTERVAL '1' MINUTE));"));
+    assert!(e.contains("not supported: a processing-time window function read as a table"), "{e}");
 }

@@ -248,8 +248,16 @@ pub fn source(b: &mut Builder, t: &TableDef, settings: &Settings) -> Result<Rel,
         }
     };
     opts.finish(&known_source_options(&connector))?;
-    let mut rel =
-        Rel { uid, columns, rowtime: None, origin: name.clone(), qualifiers: Vec::new(), changelog, window: None };
+    let mut rel = Rel {
+        uid,
+        columns,
+        rowtime: None,
+        proctime: None,
+        origin: name.clone(),
+        qualifiers: Vec::new(),
+        changelog,
+        window: None,
+    };
     // Exactly the declared physical and metadata columns, in order (and a
     // changelog's change kinds).
     let op: Vec<Value> = if changelog { vec![json!(OP)] } else { Vec::new() };
@@ -303,9 +311,12 @@ pub fn source(b: &mut Builder, t: &TableDef, settings: &Settings) -> Result<Rel,
             cols.push(json!({"name": n, "expr": e.to_string()}));
         }
         rel.uid = b.then(&rel, &format!("{name}.computed"), "map", json!({"columns": cols}));
-        for (n, _) in &computed {
+        for (n, e) in &computed {
             let ty = watermark.as_ref().filter(|(c, _)| c == n).map(|_| SqlType::Timestamp);
             rel.columns.push(Col { name: n.clone(), ty });
+            if crate::query::is_proctime_call(e) {
+                rel.proctime = Some(n.clone());
+            }
         }
         // Declaration order, as Flink shows a table's columns.
         let order: Vec<&str> = t.columns.iter().map(|c| c.name.value.as_str()).collect();

@@ -72,6 +72,7 @@ impl Planner<'_> {
             uid,
             columns,
             rowtime: None,
+            proctime: None,
             origin: rel.origin.clone(),
             qualifiers: Vec::new(),
             changelog: true,
@@ -106,6 +107,7 @@ impl Planner<'_> {
             uid,
             columns: result,
             rowtime: None,
+            proctime: None,
             origin: rel.origin,
             qualifiers: Vec::new(),
             changelog: true,
@@ -121,7 +123,7 @@ impl Planner<'_> {
         let config = self.group_config(json!({"key": key}), rel.changelog);
         let uid = self.b.add(&uid_base, "group_aggregate", config, 0);
         self.b.connect(&rel.uid, &uid, Partitioning::Hash, key);
-        Ok(Rel { uid, rowtime: None, qualifiers: Vec::new(), changelog: true, window: None, ..rel })
+        Ok(Rel { uid, rowtime: None, proctime: None, qualifiers: Vec::new(), changelog: true, window: None, ..rel })
     }
 
     /// A `group_aggregate`'s config: `base` with the change-kind columns and

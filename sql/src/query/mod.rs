@@ -70,6 +70,14 @@ pub(crate) struct WindowFn {
     column: String,
     /// Where it is written.
     at: Location,
+    /// Whether `column` is the processing-time attribute: windows by the
+    /// clock of the task managers.
+    processing: bool,
+}
+
+/// Whether `e` is a call of `PROCTIME()`: the processing-time attribute.
+pub(crate) fn is_proctime_call(e: &Expr) -> bool {
+    matches!(e, Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("PROCTIME"))
 }
 
 /// A count of rows in LIMIT or OFFSET.
@@ -296,7 +304,7 @@ impl Planner<'_> {
             if let (Some(w), Some(time)) = (&rel.window, &rel.rowtime) {
                 let named = |c: &str| group.iter().any(|g| window_column(g).is_some_and(|n| n == c));
                 if let (Some(spec), true) = (&w.spec, named(&w.start) && named(&w.end)) {
-                    window = Some(WindowFn { spec: spec.clone(), column: time.clone(), at });
+                    window = Some(WindowFn { spec: spec.clone(), column: time.clone(), at, processing: false });
                 }
             }
         }
@@ -326,7 +334,7 @@ impl Planner<'_> {
     fn projection(&mut self, s: &Select, rel: Rel) -> Result<Rel, SqlError> {
         let mut cols = Vec::new();
         let mut out = Vec::new();
-        let mut rowtime = None;
+        let (mut rowtime, mut proctime) = (None, None);
         // Where the window bounds went, if they pass through.
         let (mut start, mut end) = (None, None);
         for (i, item) in s.projection.iter().enumerate() {
@@ -341,6 +349,9 @@ impl Planner<'_> {
                     }
                     if rel.rowtime.is_some() {
                         rowtime = rel.rowtime.clone();
+                    }
+                    if rel.proctime.is_some() {
+                        proctime = rel.proctime.clone();
                     }
                 }
                 SelectItem::ExprWithAliases { expr, .. } => {
@@ -381,6 +392,9 @@ impl Planner<'_> {
                     if source.is_some() && source == rel.rowtime {
                         rowtime = Some(name.clone());
                     }
+                    if (source.is_some() && source == rel.proctime) || is_proctime_call(e) {
+                        proctime = Some(name.clone());
+                    }
                     if let (Some(c), Some(w)) = (&source, &rel.window) {
                         if *c == w.start {
                             start = Some(name.clone());
@@ -396,7 +410,7 @@ impl Planner<'_> {
         let spec = rel.window.as_ref().and_then(|w| w.spec.clone());
         let window = start.zip(end).map(|(start, end)| WindowBounds { start, end, spec });
         if out == rel.columns {
-            return Ok(Rel { rowtime, qualifiers: Vec::new(), window, ..rel });
+            return Ok(Rel { rowtime, proctime, qualifiers: Vec::new(), window, ..rel });
         }
         if rel.changelog {
             cols.push(json!(OP));
@@ -406,6 +420,7 @@ impl Planner<'_> {
             uid,
             columns: out,
             rowtime,
+            proctime,
             origin: rel.origin,
             qualifiers: Vec::new(),
             changelog: rel.changelog,
@@ -511,10 +526,15 @@ impl Planner<'_> {
         let key: Vec<String> = if global { vec!["__all".into()] } else { keys.iter().map(|k| k.0.clone()).collect() };
         // The uid changes with what the state means (keys, window,
         // aggregates), so a changed query does not restore old state into it.
-        let meaning = format!("{key:?}{}|{}|{}|{specs:?}", gk.expressions(), window.column, window.spec);
+        let clock = if window.processing { "|processing time" } else { "" };
+        let meaning = format!("{key:?}{}|{}{clock}|{}|{specs:?}", gk.expressions(), window.column, window.spec);
         let kind = window.spec["type"].as_str().unwrap_or("window").to_string();
         let uid_base = format!("{}.{kind}-{}", rel.origin, fingerprint(&meaning));
-        let config = json!({"key": key, "timestamp_column": window.column, "window": window.spec, "aggregates": specs});
+        let mut config = json!({"key": key, "window": window.spec, "aggregates": specs});
+        match window.processing {
+            true => config["processing_time"] = json!(true),
+            false => config["timestamp_column"] = json!(window.column),
+        }
         let uid = self.b.add(&uid_base, "window", config, 0);
         self.b.connect(&input.uid, &uid, Partitioning::Hash, key.clone());
         let mut columns: Vec<Col> = Vec::new();
@@ -537,6 +557,7 @@ impl Planner<'_> {
             uid,
             columns,
             rowtime: None,
+            proctime: None,
             origin: rel.origin.clone(),
             qualifiers: Vec::new(),
             changelog: false,
@@ -586,10 +607,13 @@ impl Planner<'_> {
             result.push(Col { name, ty });
         }
         let uid = self.stateless(&out, "project", "project", json!({"columns": cols}));
+        // `window_time` of a processing-time window is a processing time.
+        let (rowtime, proctime) = if window.processing { (None, rowtime) } else { (rowtime, None) };
         Ok(Rel {
             uid,
             columns: result,
             rowtime,
+            proctime,
             origin: rel.origin,
             qualifiers: Vec::new(),
             changelog: false,

@@ -190,7 +190,16 @@ impl Planner<'_> {
         let mut columns = input.columns.clone();
         columns.push(Col::typed(alias.value.clone(), SqlType::BigInt));
         let changelog = window.is_none();
-        let out = Rel { uid, columns, rowtime: None, origin: rel.origin, qualifiers: Vec::new(), changelog, window };
+        let out = Rel {
+            uid,
+            columns,
+            rowtime: None,
+            proctime: None,
+            origin: rel.origin,
+            qualifiers: Vec::new(),
+            changelog,
+            window,
+        };
         // The global key column is internal: project it away.
         let out = if input.uid != rel.uid {
             let mut cols: Vec<Value> =

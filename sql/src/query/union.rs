@@ -56,7 +56,8 @@ impl Planner<'_> {
         } else {
             format!("{} > 0 AND {} > 0", quoted(IN_LEFT), quoted(IN_RIGHT))
         };
-        let grouped = Rel { uid, rowtime: None, qualifiers: Vec::new(), changelog: true, window: None, ..both };
+        let grouped =
+            Rel { uid, rowtime: None, proctime: None, qualifiers: Vec::new(), changelog: true, window: None, ..both };
         let filtered = self.stateless(&grouped, "set-filter", "filter", json!({"predicate": keep}));
         let mut cols: Vec<Value> = names.iter().map(|n| json!(n)).collect();
         cols.push(json!(OP));
@@ -128,7 +129,16 @@ impl Planner<'_> {
             let i = l.columns.iter().position(|c| &c.name == t);
             i.is_some() && r.rowtime.as_deref() == i.map(|i| r.columns[i].name.as_str())
         });
-        Ok(Rel { uid, columns: l.columns, rowtime, origin: l.origin, qualifiers: Vec::new(), changelog, window: None })
+        Ok(Rel {
+            uid,
+            columns: l.columns,
+            rowtime,
+            proctime: None,
+            origin: l.origin,
+            qualifiers: Vec::new(),
+            changelog,
+            window: None,
+        })
     }
 
     /// `rel` as a changelog when `changelog` is asked for: an append-only

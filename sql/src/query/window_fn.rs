@@ -83,12 +83,7 @@ impl Planner<'_> {
                 ))
             }
         };
-        if rel.rowtime.as_deref() != Some(column.as_str()) {
-            return Err(SqlError::at(
-                time.span().start,
-                format!("`{column}` is not an event-time attribute; declare `WATERMARK FOR {column} AS ...` on the table (processing-time windows are not supported)"),
-            ));
-        }
+        let processing = time_attribute(&rel, &column).map_err(|e| SqlError::at(time.span().start, e))?;
         let arg = |i: usize| interval_ms(args[i].expect("checked"));
         let (mut spec, align) = match name.as_str() {
             "TUMBLE" => {
@@ -119,7 +114,7 @@ impl Planner<'_> {
                 spec["offset"] = json!(ms(shift as u64));
             }
         }
-        Ok((rel, Some(WindowFn { spec, column, at })))
+        Ok((rel, Some(WindowFn { spec, column, at, processing })))
     }
 
     /// `TUMBLE(ts, size)`, `HOP(ts, slide, size)`, `SESSION(ts, gap)` in a GROUP BY.
@@ -150,21 +145,29 @@ impl Planner<'_> {
                 ))
             }
         };
-        if rel.rowtime.as_deref() != Some(column.as_str()) {
-            return Err(SqlError::at(
-                args[0].span().start,
-                format!(
-                    "`{column}` is not an event-time attribute; declare `WATERMARK FOR {column} AS ...` on the table"
-                ),
-            ));
-        }
+        let processing = time_attribute(rel, &column).map_err(|e| SqlError::at(args[0].span().start, e))?;
         let spec = match name.as_str() {
             "TUMBLE" => json!({"type": "tumbling", "size": ms(interval_ms(args[1])?)}),
             "HOP" => json!({"type": "sliding", "slide": ms(interval_ms(args[1])?), "size": ms(interval_ms(args[2])?)}),
             _ => json!({"type": "session", "gap": ms(interval_ms(args[1])?)}),
         };
-        Ok(WindowFn { spec, column, at })
+        Ok(WindowFn { spec, column, at, processing })
     }
+}
+
+/// Whether a window's time column is the processing-time attribute (a
+/// `PROCTIME()` column) rather than the event-time one; an error if it is
+/// neither.
+fn time_attribute(rel: &Rel, column: &str) -> Result<bool, String> {
+    if rel.rowtime.as_deref() == Some(column) {
+        return Ok(false);
+    }
+    if rel.proctime.as_deref() == Some(column) {
+        return Ok(true);
+    }
+    Err(format!(
+        "`{column}` is not a time attribute: declare `WATERMARK FOR {column} AS ...` on the table (event time), or window by a `PROCTIME()` column (processing time)"
+    ))
 }
 
 /// A window offset: an interval, possibly negative (`INTERVAL '-1' MINUTE`

@@ -20,6 +20,12 @@ impl Planner<'_> {
     /// known only later: refused.
     pub(crate) fn window_table(&mut self, rel: Rel, w: &WindowFn) -> Result<Rel, SqlError> {
         let kind = w.spec["type"].as_str().unwrap_or_default();
+        if w.processing {
+            return Err(SqlError::at(
+                w.at,
+                "not supported: a processing-time window function read as a table; group it by window_start and window_end",
+            ));
+        }
         if let Some(taken) = BOUNDS.iter().find(|b| rel.column(b).is_some()) {
             return Err(SqlError::at(
                 w.at,

@@ -57,7 +57,14 @@ use state::{FIXED_STATE, SESSION_STATE};
 #[serde(deny_unknown_fields)]
 struct Config {
     key: Vec<String>,
-    timestamp_column: String,
+    /// The event-time column; with `processing_time`, none.
+    #[serde(default)]
+    timestamp_column: Option<String>,
+    /// Windows by the task manager's clock: each row belongs to the windows
+    /// of the moment it arrives, and a window fires when the clock passes
+    /// its end (Flink's processing-time windows).
+    #[serde(default)]
+    processing_time: bool,
     window: WindowSpec,
     aggregates: Vec<AggSpec>,
     /// How long after a window's end records are still added to it (each
@@ -141,7 +148,8 @@ struct Planned {
     key: Vec<usize>,
     /// Single non-null integer key: the fast path.
     int_key: bool,
-    time: usize,
+    /// The event-time column; `None` for processing time.
+    time: Option<usize>,
     window: WindowSpec,
     aggs: Vec<AggPlan>,
     schema: SchemaRef,
@@ -172,7 +180,25 @@ fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
     }
     ctx.require_keyed_input(0, &c.key, "config.key")?;
     let int_key = key.len() == 1 && !input.field(key[0]).is_nullable() && input.field(key[0]).data_type().is_integer();
-    let time = time_column(ctx, &input, &c.timestamp_column, "config.timestamp_column")?;
+    let time = match (&c.timestamp_column, c.processing_time) {
+        (Some(t), false) => Some(time_column(ctx, &input, t, "config.timestamp_column")?),
+        (None, true) => None,
+        (Some(_), true) => {
+            return Err(ctx
+                .error("processing-time windows take no timestamp_column: rows are timed as they arrive")
+                .field("config.timestamp_column"))
+        }
+        (None, false) => {
+            return Err(ctx
+                .error("set timestamp_column (event time), or processing_time: true")
+                .field("config.timestamp_column"))
+        }
+    };
+    if time.is_none() && c.allowed_lateness.is_some() {
+        return Err(ctx
+            .error("processing-time windows have no late rows, so no allowed_lateness")
+            .field("config.allowed_lateness"));
+    }
     match c.window {
         WindowSpec::Tumbling { size, .. } if size.as_millis() == 0 => {
             return Err(ctx.error("size must be at least 1ms").field("config.window.size"))
@@ -260,6 +286,11 @@ fn offset_text(offset: Option<Duration>) -> String {
     }
 }
 
+/// The task manager's clock, in milliseconds since the epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Factory of `window`.
 #[derive(Debug)]
 pub struct WindowFactory;
@@ -305,7 +336,8 @@ impl OperatorFactory for WindowFactory {
                 format!("{func}({column}){}", if a.float { ": float" } else { "" })
             })
             .collect();
-        vec![(name.to_string(), format!("{window} by [{}] of [{}]", keys.join(", "), aggs.join(", ")))]
+        let clock = if p.time.is_none() { " by processing time" } else { "" };
+        vec![(name.to_string(), format!("{window}{clock} by [{}] of [{}]", keys.join(", "), aggs.join(", ")))]
     }
     fn create(&self, ctx: &PlanContext<'_>, info: SubtaskInfo) -> Result<Instance, PlanError> {
         let p = plan(ctx)?;
@@ -360,7 +392,14 @@ const LATE_PORT: u32 = 1;
 
 impl Operator for WindowOperator {
     fn process_batch(&mut self, _input: usize, batch: RecordBatch, out: &mut Collector) -> OpResult<()> {
-        let times = event_times(&batch, self.p.time)?;
+        let times = match self.p.time {
+            Some(c) => event_times(&batch, c)?,
+            // The clock, which never goes back below what fired already.
+            None => {
+                let now = now_ms().max(self.watermark.saturating_add(1));
+                Arc::new(arrow::array::Int64Array::from(vec![now; batch.num_rows()]))
+            }
+        };
         let late = match self.p.window {
             WindowSpec::Session { .. } => self.absorb_sessions(&batch, &times, out)?,
             _ => self.absorb_fixed(&batch, &times, out)?,
@@ -374,12 +413,27 @@ impl Operator for WindowOperator {
     }
 
     fn process_watermark(&mut self, watermark: i64, out: &mut Collector) -> OpResult<()> {
-        if watermark <= self.watermark {
+        // Processing-time windows have no event time: the result has none.
+        if self.p.time.is_none() || watermark <= self.watermark {
             return Ok(());
         }
         self.watermark = watermark;
         self.fire(watermark, out)?;
         out.emit_watermark(watermark);
+        Ok(())
+    }
+
+    fn on_processing_time(&mut self, _now: std::time::Instant, out: &mut Collector) -> OpResult<()> {
+        if self.p.time.is_some() {
+            return Ok(());
+        }
+        // Windows that ended by the clock fire; as a watermark, the clock
+        // is the last millisecond that has passed.
+        let passed = now_ms() - 1;
+        if passed > self.watermark {
+            self.watermark = passed;
+            self.fire(passed, out)?;
+        }
         Ok(())
     }
 

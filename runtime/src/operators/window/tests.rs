@@ -18,6 +18,15 @@ fn input_schema() -> SchemaRef {
 }
 
 fn window(config: serde_json::Value) -> Box<dyn Operator> {
+    try_window(config).unwrap()
+}
+
+/// Why a window of this configuration is refused.
+fn plan_error(config: serde_json::Value) -> String {
+    try_window(config).err().expect("refused").to_string()
+}
+
+fn try_window(config: serde_json::Value) -> Result<Box<dyn Operator>, PlanError> {
     let schema = input_schema();
     let key: Vec<String> = config["key"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
     let edge = EdgeSpec {
@@ -38,10 +47,10 @@ fn window(config: serde_json::Value) -> Box<dyn Operator> {
         parallelism: 2,
         checkpoint: None,
     };
-    match WindowFactory.create(&ctx, SubtaskInfo { index: 0, parallelism: 2, max_parallelism: 128 }).unwrap() {
+    Ok(match WindowFactory.create(&ctx, SubtaskInfo { index: 0, parallelism: 2, max_parallelism: 128 })? {
         Instance::Operator(o) => o,
         Instance::Source(_) => unreachable!(),
-    }
+    })
 }
 
 fn batch(rows: &[(i64, &str, i64, Option<i64>)]) -> RecordBatch {
@@ -642,4 +651,40 @@ fn sums_and_means_of_distinct_values_count_each_value_once_through_merges_and_re
         // Key 1 saw 1, 1, null, 3, 1: the distinct values 1 and 3.
         assert_eq!(got, [format!("1,0,{},4,2.0", end.0), format!("2,{start2},{},2,2.0", end.1)], "{window_spec}");
     }
+}
+
+#[test]
+fn processing_time_windows_take_rows_as_they_arrive_and_fire_by_the_clock() {
+    let cfg = serde_json::json!({
+        "key": ["k"], "processing_time": true, "window": {"type": "tumbling", "size": "20ms"},
+        "aggregates": [{"fn": "count", "as": "n"}]
+    });
+    let mut w = window(cfg);
+    let mut out = Collector::default();
+    // The rows' own times (0 and 10^12) play no part.
+    w.process_batch(0, batch(&[(1, "a", 0, None), (1, "a", 1_000_000_000_000, None), (2, "b", 5, None)]), &mut out)
+        .unwrap();
+    w.process_watermark(i64::MAX, &mut out).unwrap();
+    assert!(out.drain().next().is_none(), "event time neither fires windows nor passes through");
+    // Wait, with a deadline, for the clock to pass the window's end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    while got.is_empty() && std::time::Instant::now() < deadline {
+        w.on_processing_time(std::time::Instant::now(), &mut out).unwrap();
+        got = rows(&mut out);
+    }
+    assert_eq!(got.len(), 2, "both keys' window fired: {got:?}");
+    let cells: Vec<Vec<i64>> =
+        got.iter().map(|r| r.split(',').map(|c| c.parse().unwrap_or(-1)).collect::<Vec<i64>>()).collect();
+    assert_eq!((cells[0][0], cells[0][3], cells[1][0], cells[1][3]), (1, 2, 2, 1));
+    assert_eq!(cells[0][2] - cells[0][1], 20);
+    assert!(
+        cells[0][2] <= std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    );
+    let refused = serde_json::json!({
+        "key": ["k"], "processing_time": true, "timestamp_column": "t", "window": {"type": "tumbling", "size": "20ms"},
+        "aggregates": [{"fn": "count", "as": "n"}]
+    });
+    let e = plan_error(refused);
+    assert!(e.contains("processing-time windows take no timestamp_column"), "{e}");
 }
