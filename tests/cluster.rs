@@ -1071,6 +1071,47 @@ SELECT auction % 50 AS k FROM bids WHERE price > 9800 AND auction < 3000;"
         assert_eq!(got.keys().copied().collect::<BTreeSet<i64>>(), want, "{op}");
         assert!(!want.is_empty(), "{op}: the check covers rows");
     }
+    // The ALL forms count: a row as often as the smaller of its counts on
+    // both sides, or as its left count exceeds its right one.
+    type Bid = (i64, i64, i64, &'static str);
+    let count = |keep: &dyn Fn(&Bid) -> bool| {
+        let mut m: BTreeMap<i64, i64> = BTreeMap::new();
+        for b in bids.iter().filter(|b| keep(b)) {
+            *m.entry(b.0 % 10).or_default() += 1;
+        }
+        m
+    };
+    let (l, r) = (count(&|b| b.1 < 5000), count(&|b| b.1 > 8000 && b.0 < 5000));
+    for op in ["INTERSECT ALL", "EXCEPT ALL"] {
+        let mut want: BTreeMap<i64, i64> = BTreeMap::new();
+        for (k, n) in &l {
+            let m = r.get(k).copied().unwrap_or(0);
+            let copies = if op == "INTERSECT ALL" { (*n).min(m) } else { (*n - m).max(0) };
+            if copies > 0 {
+                want.insert(*k, copies);
+            }
+        }
+        let rows = printed(
+            dir.path(),
+            "sets-all.sql",
+            &format!(
+                "SET 'parallelism.default' = '2';
+CREATE TABLE bids (auction BIGINT, price BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '3000');
+SELECT auction % 10 AS k FROM bids WHERE price < 5000
+{op}
+SELECT auction % 10 AS k FROM bids WHERE price > 8000 AND auction < 5000;"
+            ),
+        )?;
+        let mut got: BTreeMap<i64, i64> = BTreeMap::new();
+        for r in &rows {
+            let k = r["k"].as_i64().context("a key")?;
+            let d = if matches!(r["__op"].as_str(), Some("-U" | "-D")) { -1 } else { 1 };
+            *got.entry(k).or_default() += d;
+        }
+        got.retain(|_, n| *n != 0);
+        assert_eq!(got, want, "{op}");
+        assert!(want.values().any(|n| *n > 1), "{op}: the check covers rows that come more than once");
+    }
     Ok(())
 }
 

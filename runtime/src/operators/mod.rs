@@ -24,6 +24,7 @@ pub mod normalize;
 pub mod over;
 pub mod project;
 pub mod registry;
+pub mod replicate;
 
 pub use registry::Registry;
 pub mod sinks;

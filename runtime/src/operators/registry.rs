@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use super::OperatorFactory;
 use super::{
-    aggregate, datagen, join, limit, nexmark, normalize, over, project, sinks, top_n, values, watermark, window,
+    aggregate, datagen, join, limit, nexmark, normalize, over, project, replicate, sinks, top_n, values, watermark,
+    window,
 };
 
 /// Operator kinds by name.
@@ -40,11 +41,11 @@ impl Registry {
     }
 
     /// A registry with the built-in operators: `datagen`, `nexmark_source`, `values`, `map`,
-    /// `project`, `filter`, `watermark`, `window`, `group_aggregate`, `top_n`, `limit`, `lookup_join`,
+    /// `project`, `filter`, `watermark`, `window`, `group_aggregate`, `top_n`, `limit`, `replicate`, `lookup_join`,
     /// `interval_join`, `regular_join`, `discard`, `stdout` and `jsonl_file`.
     pub fn builtins() -> Self {
         let mut r = Self::empty();
-        let builtins: [Arc<dyn OperatorFactory>; 21] = [
+        let builtins: [Arc<dyn OperatorFactory>; 22] = [
             Arc::new(datagen::DatagenFactory),
             Arc::new(nexmark::NexmarkFactory),
             Arc::new(values::ValuesFactory),
@@ -63,6 +64,7 @@ impl Registry {
             Arc::new(normalize::ChangelogNormalizeFactory),
             Arc::new(over::OverAggregateFactory),
             Arc::new(limit::LimitFactory),
+            Arc::new(replicate::ReplicateFactory),
             Arc::new(sinks::DiscardFactory),
             Arc::new(sinks::StdoutFactory),
             Arc::new(sinks::JsonlFileFactory),

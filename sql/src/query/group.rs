@@ -274,8 +274,16 @@ INSERT INTO hist SELECT n, COUNT(*) FROM (SELECT auction, COUNT(*) AS n FROM bid
         let g = compiled(&q("EXCEPT"));
         let filter = g.operators.iter().find(|o| o.uid.ends_with("set-filter")).unwrap();
         assert_eq!(filter.config["predicate"], "\"__in_left\" > 0 AND \"__in_right\" = 0");
-        let e = error(&q("INTERSECT ALL"));
-        assert!(e.contains("not supported: INTERSECT ALL"), "{e}");
+        let g = compiled(&q("INTERSECT ALL"));
+        let copies = g.operators.iter().find(|o| o.uid.ends_with("set-copies")).expect("the counts");
+        assert_eq!(
+            copies.config["columns"][1]["expr"],
+            "CASE WHEN \"__in_left\" < \"__in_right\" THEN \"__in_left\" ELSE \"__in_right\" END"
+        );
+        let r = g.operators.iter().find(|o| o.kind == "replicate").expect("the copies");
+        assert_eq!(r.config, json!({"count_column": "__copies", "op_column": "__op"}));
+        let g = compiled(&q("EXCEPT ALL"));
+        assert!(g.operators.iter().any(|o| o.uid.starts_with("bids.except-all-")));
     }
 
     #[test]

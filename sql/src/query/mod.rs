@@ -171,17 +171,12 @@ impl Planner<'_> {
             }
             SetExpr::SetOperation {
                 op: op @ (SetOperator::Intersect | SetOperator::Except | SetOperator::Minus),
-                set_quantifier: SetQuantifier::None | SetQuantifier::Distinct,
+                set_quantifier: q @ (SetQuantifier::None | SetQuantifier::Distinct | SetQuantifier::All),
                 left,
                 right,
-            } => self.intersect(left, right, !matches!(op, SetOperator::Intersect)),
-            SetExpr::SetOperation { op, left, .. } => {
-                let what = match op {
-                    SetOperator::Union => "this kind of UNION",
-                    SetOperator::Intersect => "INTERSECT ALL",
-                    SetOperator::Except | SetOperator::Minus => "EXCEPT ALL",
-                };
-                Err(SqlError::at(left.span().end, format!("not supported: {what}")))
+            } => self.intersect(left, right, !matches!(op, SetOperator::Intersect), *q == SetQuantifier::All),
+            SetExpr::SetOperation { left, .. } => {
+                Err(SqlError::at(left.span().end, "not supported: this kind of set operation (BY NAME)"))
             }
             SetExpr::Values(v) => {
                 Err(SqlError::at(v.span().start, "not supported: VALUES as a query (declare a table)"))

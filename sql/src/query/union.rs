@@ -7,6 +7,8 @@ use crate::builder::OP;
 /// How many rows of a value each side of an INTERSECT or EXCEPT has.
 const IN_LEFT: &str = "__in_left";
 const IN_RIGHT: &str = "__in_right";
+/// How many times a row of an INTERSECT ALL or EXCEPT ALL is written.
+const COPIES: &str = "__copies";
 
 impl Planner<'_> {
     /// `left UNION ALL right`: both sides' rows, under the left side's
@@ -22,8 +24,17 @@ impl Planner<'_> {
     /// the rows of both sides tagged with their side and grouped by every
     /// column, kept while the left has the row and the right has it too
     /// (or, for EXCEPT, has it not). The result is updating, as in Flink: a
-    /// right row coming later takes an EXCEPT's row back.
-    pub(crate) fn intersect(&mut self, left: &SetExpr, right: &SetExpr, except: bool) -> Result<Rel, SqlError> {
+    /// right row coming later takes an EXCEPT's row back. With `all`
+    /// (`INTERSECT ALL`, `EXCEPT ALL`) a row comes as often as the smaller
+    /// count of both sides (or as the left's count exceeds the right's):
+    /// `replicate` writes each change that many times.
+    pub(crate) fn intersect(
+        &mut self,
+        left: &SetExpr,
+        right: &SetExpr,
+        except: bool,
+        all: bool,
+    ) -> Result<Rel, SqlError> {
         let (l, r) = (self.body(left)?, self.body(right)?);
         let tag = |me: &mut Self, rel: Rel, side: (i32, i32)| {
             let mut cols: Vec<Value> = rel.names().map(|n| json!(n)).collect();
@@ -37,7 +48,12 @@ impl Planner<'_> {
             columns.extend([Col::typed(IN_LEFT, SqlType::Int), Col::typed(IN_RIGHT, SqlType::Int)]);
             Rel { uid, columns, ..rel }
         };
-        let what = if except { "EXCEPT" } else { "INTERSECT" };
+        let what = match (except, all) {
+            (false, false) => "INTERSECT",
+            (true, false) => "EXCEPT",
+            (false, true) => "INTERSECT ALL",
+            (true, true) => "EXCEPT ALL",
+        };
         if l.columns.len() != r.columns.len() {
             return Err(SqlError::at(right.span().start, format!("{what} needs as many columns on both sides")));
         }
@@ -45,21 +61,35 @@ impl Planner<'_> {
         let (l, r) = (tag(self, l, (1, 0)), tag(self, r, (0, 1)));
         let both = self.union_rels(l, r, right.span().start)?;
         let meaning = format!("{what}|{names:?}|{}", both.changelog);
-        let base = format!("{}.{}-{}", both.origin, what.to_ascii_lowercase(), fingerprint(&meaning));
+        let base = format!("{}.{}-{}", both.origin, what.to_ascii_lowercase().replace(' ', "-"), fingerprint(&meaning));
         let aggregates =
             json!([{"fn": "sum", "column": IN_LEFT, "as": IN_LEFT}, {"fn": "sum", "column": IN_RIGHT, "as": IN_RIGHT}]);
         let config = self.group_config(json!({"key": names, "aggregates": aggregates}), both.changelog);
         let uid = self.b.add(&base, "group_aggregate", config, 0);
         self.b.connect(&both.uid, &uid, Partitioning::Hash, names.clone());
-        let keep = if except {
-            format!("{} > 0 AND {} = 0", quoted(IN_LEFT), quoted(IN_RIGHT))
-        } else {
-            format!("{} > 0 AND {} > 0", quoted(IN_LEFT), quoted(IN_RIGHT))
-        };
+        let (l_n, r_n) = (quoted(IN_LEFT), quoted(IN_RIGHT));
+        let keep = if except { format!("{l_n} > 0 AND {r_n} = 0") } else { format!("{l_n} > 0 AND {r_n} > 0") };
         let grouped =
             Rel { uid, rowtime: None, proctime: None, qualifiers: Vec::new(), changelog: true, window: None, ..both };
-        let filtered = self.stateless(&grouped, "set-filter", "filter", json!({"predicate": keep}));
         let mut cols: Vec<Value> = names.iter().map(|n| json!(n)).collect();
+        if all {
+            // How many times each row is in the result.
+            let copies = if except {
+                format!("CASE WHEN {l_n} > {r_n} THEN {l_n} - {r_n} ELSE 0 END")
+            } else {
+                format!("CASE WHEN {l_n} < {r_n} THEN {l_n} ELSE {r_n} END")
+            };
+            let mut counted = cols.clone();
+            counted.push(json!({"name": COPIES, "expr": copies}));
+            counted.push(json!(OP));
+            let counted = self.stateless(&grouped, "set-copies", "project", json!({"columns": counted}));
+            let config = json!({"count_column": COPIES, "op_column": OP});
+            let uid = self.b.add(&format!("{}.set-replicate", self.context), "replicate", config, 0);
+            self.b.connect(&counted, &uid, Partitioning::Forward, Vec::new());
+            let columns = grouped.columns.iter().filter(|c| c.name != IN_LEFT && c.name != IN_RIGHT).cloned().collect();
+            return Ok(Rel { uid, columns, ..grouped });
+        }
+        let filtered = self.stateless(&grouped, "set-filter", "filter", json!({"predicate": keep}));
         cols.push(json!(OP));
         let filtered = Rel { uid: filtered, ..grouped };
         let uid = self.stateless(&filtered, "set-result", "project", json!({"columns": cols}));
