@@ -295,16 +295,23 @@ impl LookupJoin {
 
     /// Rewrites the table into one batch when most stored rows are dead.
     fn compact(&mut self) -> OpResult<()> {
-        let live = self.index.len();
+        let live = self.index.len() + self.more.values().map(Vec::len).sum::<usize>();
         if self.dead < 4096 || self.dead < 2 * live {
             return Ok(());
         }
-        let entries: Vec<(Box<[u8]>, RowAt)> = self.index.drain().collect();
+        // Every live row — a key's first and, with `every_row`, its others —
+        // moves into one batch, in that order.
+        let mut entries: Vec<(Box<[u8]>, RowAt)> = self.index.drain().collect();
+        for (k, ats) in self.more.drain() {
+            entries.extend(ats.into_iter().map(|at| (k.clone(), at)));
+        }
         let picks: Vec<RowAt> = entries.iter().map(|(_, at)| *at).collect();
         let columns = self.gather(&picks)?;
         let merged = RecordBatch::try_new(self.p.value_schema.clone(), columns)?;
         self.batches = vec![merged];
-        self.index = entries.into_iter().enumerate().map(|(i, (k, _))| (k, (0, i))).collect();
+        for (i, (k, _)) in entries.into_iter().enumerate() {
+            self.add(k, (0, i));
+        }
         self.dead = 0;
         Ok(())
     }
@@ -487,7 +494,7 @@ mod tests {
         [
             Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)])),
             Arc::new(Schema::new(vec![
-                Field::new("tk", DataType::Int64, false),
+                Field::new("tk", DataType::Int64, true),
                 Field::new("v", DataType::Utf8, false),
             ])),
         ]
@@ -571,6 +578,16 @@ mod tests {
         let mut restored = create(config).unwrap();
         restored.restore_state(&StateReader::new("join", &entries)).unwrap();
         assert_eq!(pairs(&mut restored, &[3, 2, 1]), want);
+
+        // 9000 rows without a key make most stored rows dead, so the table
+        // is compacted into one batch; every row of a key stays.
+        let nulls = RecordBatch::try_new(
+            schemas()[1].clone(),
+            vec![Arc::new(Int64Array::from(vec![None; 9000])), Arc::new(StringArray::from(vec!["x"; 9000]))],
+        )
+        .unwrap();
+        op.process_batch(1, nulls, &mut out).unwrap();
+        assert_eq!(pairs(&mut op, &[1, 2, 3]), want);
 
         // By default the last row of a key wins.
         let mut last = create(json!({"key": ["k"], "table_key": ["tk"]})).unwrap();
