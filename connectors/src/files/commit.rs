@@ -150,8 +150,7 @@ pub struct Committer {
     pub pending: BTreeMap<String, i64>,
     watermark: Option<i64>,
     barriers: VecDeque<(u64, Option<i64>)>,
-    /// The candidates left at the end of input, once it ended: barriers
-    /// after the end (checkpoints of a finished task) keep saying so.
+    /// The candidates left at the end of input, once it ended.
     ended: Option<BTreeMap<String, i64>>,
 }
 
@@ -197,7 +196,9 @@ impl Committer {
         while self.barriers.len() > REMEMBERED {
             self.barriers.pop_front();
         }
-        if self.config.trigger == Trigger::PartitionTime {
+        // After the end of input the marker says so already; rewritten, it
+        // could outlive the last subtask's clean-up.
+        if self.config.trigger == Trigger::PartitionTime && self.ended.is_none() {
             self.put_marker(store)?;
         }
         Ok(())

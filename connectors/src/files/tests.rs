@@ -240,6 +240,8 @@ fn success_files_mark_an_hour_once_every_subtasks_watermark_passed_it() {
     b.checkpoint_complete(CheckpointId(2)).unwrap();
     a.finish(&mut out).unwrap();
     assert!(!success(1), "subtask 1 has not ended");
+    // A finished subtask still takes part in checkpoints; it stays ended.
+    a.snapshot_state(&mut StateWriter::new("out", CheckpointId(3), true)).unwrap();
     b.finish(&mut out).unwrap();
     assert!(success(1));
     assert_eq!(std::fs::read_dir(dir.path().join(".weir-commit-out")).unwrap().count(), 0, "markers removed");
