@@ -225,14 +225,7 @@ impl Store {
         if uri.starts_with("memory:") {
             return Err(OperatorError::InvalidData("file_sink cannot write to memory://".into()));
         }
-        let opts = weir_state::S3Options {
-            endpoint: s3.endpoint.clone(),
-            region: s3.region.clone(),
-            path_style: s3.path_style,
-            ..Default::default()
-        };
-        let (store, prefix) = weir_state::object_store_for(uri, &opts)
-            .map_err(|e| OperatorError::External { system: "storage", message: format!("opening {uri}: {e}") })?;
+        let (store, prefix) = open_store(uri, s3)?;
         Ok(Store { store, prefix })
     }
 
@@ -243,6 +236,18 @@ impl Store {
         let full = if self.prefix.is_empty() { rel.to_string() } else { format!("{}/{rel}", self.prefix) };
         StorePath::parse(&full).unwrap_or_else(|_| StorePath::from(full))
     }
+}
+
+/// The store of a storage URI and the prefix within it.
+fn open_store(uri: &str, s3: &config::S3Settings) -> OpResult<(Arc<dyn ObjectStore>, String)> {
+    let opts = weir_state::S3Options {
+        endpoint: s3.endpoint.clone(),
+        region: s3.region.clone(),
+        path_style: s3.path_style,
+        ..Default::default()
+    };
+    weir_state::object_store_for(uri, &opts)
+        .map_err(|e| OperatorError::External { system: "storage", message: format!("opening {uri}: {e}") })
 }
 
 fn storage_error(doing: String, e: object_store::Error) -> OperatorError {

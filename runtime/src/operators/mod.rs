@@ -80,6 +80,24 @@ impl PlanContext<'_> {
         PlanError::operator(self.uid, self.line, message)
     }
 
+    /// The indexes of the key columns `key` of input `input`: each present
+    /// and of a type that can be a key, and the input routed by them (see
+    /// [`PlanContext::require_keyed_input`]). Errors name `field`.
+    pub fn key_columns(&self, input: usize, key: &[String], field: &str) -> Result<Vec<usize>, PlanError> {
+        let schema = &self.inputs[input];
+        let mut columns = Vec::with_capacity(key.len());
+        for k in key {
+            let i = schema.index_of(k).map_err(|_| self.error(format!("no column `{k}` in the input")).field(field))?;
+            let t = schema.field(i).data_type();
+            if !crate::keygroup::is_key_type(t) {
+                return Err(self.error(format!("key column `{k}` has type {t}, which cannot be a key")).field(field));
+            }
+            columns.push(i);
+        }
+        self.require_keyed_input(input, key, field)?;
+        Ok(columns)
+    }
+
     /// Checks that input `input` is routed by `key` (hash-partitioned on it),
     /// as keyed operators require; any routing works at parallelism 1.
     pub fn require_keyed_input(&self, input: usize, key: &[String], field: &str) -> Result<(), PlanError> {

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use super::{Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo};
 use crate::error::{OpResult, PlanError};
-use crate::keygroup::{hash_rows, is_key_type, key_group};
+use crate::keygroup::{hash_rows, key_group};
 use crate::state::{KeyedValues, StateReader, StateWriter};
 
 #[derive(Debug, Deserialize)]
@@ -58,17 +58,9 @@ fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
     if c.key.is_empty() {
         return Err(ctx.error("a key of at least one column is needed").field("config.key"));
     }
-    let mut key = Vec::new();
-    for k in &c.key {
-        let i =
-            input.index_of(k).map_err(|_| ctx.error(format!("no column `{k}` in the input")).field("config.key"))?;
-        let t = input.field(i).data_type();
-        if !is_key_type(t) {
-            return Err(ctx.error(format!("key column `{k}` has type {t}, which cannot be a key")).field("config.key"));
-        }
-        key.push(if i > op { i - 1 } else { i });
-    }
-    ctx.require_keyed_input(0, &c.key, "config.key")?;
+    // Key indexes in the rows kept, which lack the change-kind column.
+    let key: Vec<usize> =
+        ctx.key_columns(0, &c.key, "config.key")?.into_iter().map(|i| if i > op { i - 1 } else { i }).collect();
     let rows: Vec<Field> =
         input.fields().iter().enumerate().filter(|(j, _)| *j != op).map(|(_, f)| f.as_ref().clone()).collect();
     // A delete's other columns are null: the output says so.

@@ -29,7 +29,7 @@ use serde::Deserialize;
 use super::watermark::{event_times, time_column};
 use super::{duration, millis, Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo};
 use crate::error::{OpResult, OperatorError, PlanError};
-use crate::keygroup::{hash_rows, is_key_type, key_group};
+use crate::keygroup::{hash_rows, key_group};
 use crate::state::{KeyedValues, StateCodec, StateReader, StateWriter, Timers};
 
 #[derive(Debug, Deserialize)]
@@ -98,15 +98,7 @@ fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
     if c.partition_key.is_empty() {
         return Err(ctx.error("an OVER aggregation needs a partition key column").field("config.partition_key"));
     }
-    let mut key = Vec::new();
-    for k in &c.partition_key {
-        let i = column(k, "config.partition_key")?;
-        if !is_key_type(input.field(i).data_type()) {
-            return Err(ctx.error(format!("key column `{k}` cannot be a key")).field("config.partition_key"));
-        }
-        key.push(i);
-    }
-    ctx.require_keyed_input(0, &c.partition_key, "config.partition_key")?;
+    let key = ctx.key_columns(0, &c.partition_key, "config.partition_key")?;
     let time = time_column(ctx, &input, &c.time_column, "config.time_column")?;
     if c.aggregates.is_empty() {
         return Err(ctx.error("at least one aggregate is needed").field("config.aggregates"));

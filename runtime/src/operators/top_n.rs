@@ -34,7 +34,7 @@ use serde::Deserialize;
 use super::watermark::{event_times, time_column};
 use super::{Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo};
 use crate::error::{OpResult, OperatorError, PlanError};
-use crate::keygroup::{hash_rows, is_key_type, key_group};
+use crate::keygroup::{hash_rows, key_group};
 use crate::state::{KeyedValues, StateCodec, StateReader, StateWriter, Timers};
 
 #[derive(Debug, Deserialize)]
@@ -92,18 +92,7 @@ fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
     if c.partition_key.is_empty() {
         return Err(ctx.error("a Top-N needs at least one partition key column").field("config.partition_key"));
     }
-    let mut key = Vec::new();
-    for k in &c.partition_key {
-        let i = column(k, "config.partition_key")?;
-        let t = input.field(i).data_type();
-        if !is_key_type(t) {
-            return Err(ctx
-                .error(format!("key column `{k}` has type {t}, which cannot be a key"))
-                .field("config.partition_key"));
-        }
-        key.push(i);
-    }
-    ctx.require_keyed_input(0, &c.partition_key, "config.partition_key")?;
+    let key = ctx.key_columns(0, &c.partition_key, "config.partition_key")?;
     if c.order_by.is_empty() {
         return Err(ctx.error("a Top-N needs an order").field("config.order_by"));
     }

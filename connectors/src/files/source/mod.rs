@@ -29,7 +29,7 @@ use weir_runtime::operators::{
 use weir_runtime::state::{StateReader, StateWriter};
 
 use super::config::{storage_uri, CsvSettings, FileFormat, S3Settings};
-use super::parts;
+use super::{parts, storage_error};
 use crate::blocking::wait;
 use crate::kafka::format::{value_fields, ColumnSpec, Format, JsonDecoder};
 use read::{LineFormat, LineReader, Reading};
@@ -171,17 +171,10 @@ fn open(uri: &str, s3: &S3Settings) -> OpResult<(Arc<dyn ObjectStore>, String)> 
             _ => return Err(OperatorError::InvalidData(format!("`{local}` is neither a file nor a directory"))),
         };
         let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
-            .map_err(|e| read::storage(format!("opening {local}"), e))?;
+            .map_err(|e| storage_error(format!("opening {local}"), e))?;
         return Ok((Arc::new(fs), name));
     }
-    let opts = weir_state::S3Options {
-        endpoint: s3.endpoint.clone(),
-        region: s3.region.clone(),
-        path_style: s3.path_style,
-        ..Default::default()
-    };
-    weir_state::object_store_for(uri, &opts)
-        .map_err(|e| OperatorError::External { system: "storage", message: format!("opening {uri}: {e}") })
+    super::open_store(uri, s3)
 }
 
 /// Every file to read at `prefix` — those under it not hidden by a name
@@ -270,7 +263,7 @@ impl FileSource {
             let (store, prefix) = open(&self.uri, &self.s3)?;
             let uri = self.uri.clone();
             let all =
-                wait(list(store.clone(), prefix.clone())).map_err(|e| read::storage(format!("listing {uri}"), e))?;
+                wait(list(store.clone(), prefix.clone())).map_err(|e| storage_error(format!("listing {uri}"), e))?;
             if all.is_empty() {
                 return Err(OperatorError::InvalidData(format!("no files to read at {uri}")));
             }

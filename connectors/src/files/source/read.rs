@@ -15,14 +15,11 @@ use weir_runtime::error::{OpResult, OperatorError};
 
 use crate::blocking::wait;
 use crate::files::config::CsvSettings;
+use crate::files::storage_error;
 use crate::kafka::format::JsonDecoder;
 
 /// Bytes fetched per request of a line-based file.
 const CHUNK: u64 = 4 << 20;
-
-pub fn storage(doing: String, e: object_store::Error) -> OperatorError {
-    OperatorError::External { system: "storage", message: format!("{doing}: {e}") }
-}
 
 /// How the lines of a JSON or CSV file become rows.
 pub enum LineFormat {
@@ -134,7 +131,7 @@ impl LineReader {
         let to = (from + CHUNK).min(self.size);
         let (store, path) = (self.store.clone(), self.path.clone());
         let bytes = wait(async move { store.get_range(&path, from..to).await })
-            .map_err(|e| storage(format!("reading {}", self.path), e))?;
+            .map_err(|e| storage_error(format!("reading {}", self.path), e))?;
         self.buf.extend_from_slice(&bytes);
         Ok(true)
     }
@@ -207,8 +204,8 @@ impl Reading {
     /// Opens a Parquet file, fetched whole, after its first `rows` rows.
     pub fn parquet(store: &Arc<dyn ObjectStore>, path: &StorePath, rows: u64, batch: usize) -> OpResult<Reading> {
         let (s, p) = (store.clone(), path.clone());
-        let bytes: Bytes =
-            wait(async move { s.get(&p).await?.bytes().await }).map_err(|e| storage(format!("reading {path}"), e))?;
+        let bytes: Bytes = wait(async move { s.get(&p).await?.bytes().await })
+            .map_err(|e| storage_error(format!("reading {path}"), e))?;
         let bad =
             |e: parquet::errors::ParquetError| OperatorError::InvalidData(format!("{path}: not a Parquet file: {e}"));
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)

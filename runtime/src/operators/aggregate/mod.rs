@@ -124,20 +124,8 @@ fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
     if c.key.is_empty() {
         return Err(ctx.error("a group aggregation needs at least one key column").field("config.key"));
     }
-    let mut key = Vec::new();
-    let mut fields = Vec::new();
-    for k in &c.key {
-        let i = column(k, "config.key".into())?;
-        let f = input.field(i);
-        if !is_key_type(f.data_type()) {
-            return Err(ctx
-                .error(format!("key column `{k}` has type {}, which cannot be a key", f.data_type()))
-                .field("config.key"));
-        }
-        key.push(i);
-        fields.push(f.as_ref().clone());
-    }
-    ctx.require_keyed_input(0, &c.key, "config.key")?;
+    let key = ctx.key_columns(0, &c.key, "config.key")?;
+    let mut fields: Vec<Field> = key.iter().map(|&i| input.field(i).as_ref().clone()).collect();
     let updating = input_op.is_some();
     let mut aggs = Vec::new();
     for (i, a) in c.aggregates.iter().enumerate() {

@@ -332,6 +332,8 @@ impl LookupJoin {
         let mut stream_rows: Vec<u32> = Vec::with_capacity(batch.num_rows());
         let mut picks = Vec::with_capacity(batch.num_rows());
         let null_pick = (self.batches.len(), 0);
+        // Whether some stream row meets several table rows.
+        let mut repeated = false;
         for r in 0..batch.num_rows() {
             let hit =
                 if nulls.as_ref().is_some_and(|n| n.is_null(r)) { None } else { self.index.get(rows.row(r).as_ref()) };
@@ -339,9 +341,11 @@ impl LookupJoin {
                 (Some(&at), _) => {
                     stream_rows.push(r as u32);
                     picks.push(at);
-                    if let Some(more) = self.more.get(rows.row(r).as_ref()) {
+                    let more = if self.p.every_row { self.more.get(rows.row(r).as_ref()) } else { None };
+                    if let Some(more) = more {
                         stream_rows.extend(std::iter::repeat_n(r as u32, more.len()));
                         picks.extend(more);
+                        repeated = true;
                     }
                 }
                 (None, JoinType::Left) => {
@@ -354,12 +358,11 @@ impl LookupJoin {
         if stream_rows.is_empty() {
             return Ok(());
         }
-        let left =
-            if stream_rows.len() == batch.num_rows() && stream_rows.iter().enumerate().all(|(i, r)| *r as usize == i) {
-                batch
-            } else {
-                take_record_batch(&batch, &UInt32Array::from(stream_rows))?
-            };
+        let left = if stream_rows.len() == batch.num_rows() && !repeated {
+            batch
+        } else {
+            take_record_batch(&batch, &UInt32Array::from(stream_rows))?
+        };
         let mut columns = left.columns().to_vec();
         columns.extend(self.gather(&picks)?);
         out.emit(RecordBatch::try_new(self.p.schema.clone(), columns)?);

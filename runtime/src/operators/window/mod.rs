@@ -34,7 +34,6 @@ use serde::Deserialize;
 use super::watermark::{event_times, time_column};
 use super::{duration, millis, Arity, Collector, Instance, Operator, OperatorFactory, PlanContext, SubtaskInfo};
 use crate::error::{OpResult, OperatorError, PlanError};
-use crate::keygroup::is_key_type;
 use crate::state::{StateReader, StateWriter};
 
 mod accumulate;
@@ -164,21 +163,8 @@ fn plan(ctx: &PlanContext<'_>) -> Result<Planned, PlanError> {
     if c.key.is_empty() {
         return Err(ctx.error("a keyed window needs at least one key column").field("config.key"));
     }
-    let mut key = Vec::new();
-    let mut fields = Vec::new();
-    for k in &c.key {
-        let i =
-            input.index_of(k).map_err(|_| ctx.error(format!("no column `{k}` in the input")).field("config.key"))?;
-        let f = input.field(i);
-        if !is_key_type(f.data_type()) {
-            return Err(ctx
-                .error(format!("key column `{k}` has type {}, which cannot be a key", f.data_type()))
-                .field("config.key"));
-        }
-        key.push(i);
-        fields.push(f.as_ref().clone());
-    }
-    ctx.require_keyed_input(0, &c.key, "config.key")?;
+    let key = ctx.key_columns(0, &c.key, "config.key")?;
+    let mut fields: Vec<Field> = key.iter().map(|&i| input.field(i).as_ref().clone()).collect();
     let int_key = key.len() == 1 && !input.field(key[0]).is_nullable() && input.field(key[0]).data_type().is_integer();
     let time = match (&c.timestamp_column, c.processing_time) {
         (Some(t), false) => Some(time_column(ctx, &input, t, "config.timestamp_column")?),
