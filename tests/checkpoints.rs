@@ -75,6 +75,8 @@ enum Storage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum On {
     Disk,
+    /// Local disk, with mutual TLS on every connection of the cluster.
+    DiskOverTls,
     Hdfs,
     S3,
 }
@@ -205,12 +207,19 @@ fn newest_metadata(storage: &Path, job: &str) -> Option<(u64, PathBuf)> {
 fn survive_kill(backend: &str, damage_newest: bool, on: On) -> anyhow::Result<u64> {
     let s3 = weir_tests::s3::shared_s3();
     let env = if on == On::S3 { s3_env(s3) } else { Vec::new() };
-    let mut cluster = start_cluster(2, "1s", &[], &env)?;
+    let pki = tempfile::tempdir()?;
+    let mut cluster = if on == On::DiskOverTls {
+        // One certificate for every process and the CLI: all roles.
+        let files = weir_tests::pki::Ca::new(pki.path(), "weir-ca")?.issue("weir-cluster")?;
+        Cluster::start_secure(2, 2, "1s", &[], files.env(), files.env())?
+    } else {
+        start_cluster(2, "1s", &[], &env)?
+    };
     let scratch = cluster.dir.path().to_path_buf();
     let expected = reference(&scratch);
     let out = scratch.join("out");
     let storage = match on {
-        On::Disk => Storage::Local(scratch.join("checkpoints")),
+        On::Disk | On::DiskOverTls => Storage::Local(scratch.join("checkpoints")),
         On::Hdfs => Storage::hdfs(backend),
         On::S3 => s3_storage(s3, backend),
     };
@@ -253,6 +262,7 @@ fn survive_kill(backend: &str, damage_newest: bool, on: On) -> anyhow::Result<u6
     assert!(running <= recovery["checkpoint_after_ms"].as_u64().unwrap(), "{recovery:#}");
     let place = match on {
         On::Disk => "local disk",
+        On::DiskOverTls => "local disk (over TLS)",
         On::Hdfs => "HDFS",
         On::S3 => "S3",
     };
@@ -301,6 +311,13 @@ fn survive_kill(backend: &str, damage_newest: bool, on: On) -> anyhow::Result<u6
 #[test]
 fn heap_state_survives_kill_9_of_a_task_manager_exactly_once() -> anyhow::Result<()> {
     survive_kill("heap", false, On::Disk).map(|_| ())
+}
+
+/// The same with mutual TLS on every connection: job manager, task
+/// managers, their data exchange and the CLI.
+#[test]
+fn heap_state_survives_kill_9_of_a_task_manager_exactly_once_with_tls_everywhere() -> anyhow::Result<()> {
+    survive_kill("heap", false, On::DiskOverTls).map(|_| ())
 }
 
 #[test]

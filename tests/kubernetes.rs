@@ -183,3 +183,67 @@ fn a_token_secret_guards_the_rest_api() -> anyhow::Result<()> {
     assert!(!args.iter().any(|a| a == "--rest-token-file"), "{args:?}");
     Ok(())
 }
+
+/// A TLS Secret reaches every pod: mounted, named by the `WEIR_TLS_*`
+/// variables, gRPC addresses in https://, task managers advertised by the
+/// pod names the certificate can name; roles land in weir.yaml; and the
+/// NetworkPolicies let only the release's pods reach the gRPC ports.
+#[test]
+fn a_tls_secret_and_network_policies_close_the_cluster() -> anyhow::Result<()> {
+    let docs = render(&["-f", weir_tests::repo().join("helm/weir/ci/tls-and-network-policy.yaml").to_str().unwrap()])?;
+    for (kind, name) in [("Deployment", "jobmanager"), ("StatefulSet", "taskmanager"), ("Job", "submit")] {
+        let pod = &find(&docs, kind, name)?["spec"]["template"]["spec"];
+        let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "tls").expect("a tls volume");
+        assert_eq!(volume["secret"]["secretName"], "weir-tls", "{kind}");
+        let containers: Vec<&Value> = pod["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(pod["initContainers"].as_array().into_iter().flatten())
+            .collect();
+        for c in containers {
+            let mounts = c["volumeMounts"].as_array().unwrap();
+            assert!(mounts.iter().any(|m| m["name"] == "tls" && m["mountPath"] == "/etc/weir-tls"), "{kind}: {c}");
+            let env = c["env"].as_array().unwrap();
+            for (k, v) in [("WEIR_TLS_CA", "ca.crt"), ("WEIR_TLS_CERT", "tls.crt"), ("WEIR_TLS_KEY", "tls.key")] {
+                let value = format!("/etc/weir-tls/{v}");
+                assert!(env.iter().any(|e| e["name"] == k && e["value"] == value.as_str()), "{kind}: {k}");
+            }
+            let text = c.to_string();
+            assert!(!text.contains("http://"), "every address is https: {kind}: {text}");
+        }
+    }
+    let jm = &find(&docs, "Deployment", "jobmanager")?["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(jm["readinessProbe"]["httpGet"]["scheme"], "HTTPS", "REST is HTTPS with TLS: {jm}");
+    let tm = &find(&docs, "StatefulSet", "taskmanager")?["spec"]["template"]["spec"]["containers"][0];
+    let args = strings(&tm["args"]);
+    assert!(args.contains(&"https://weir-jobmanager:6123".to_string()), "{args:?}");
+    let advertised = tm["env"].as_array().unwrap().iter().find(|e| e["name"] == "WEIR_TASKMANAGER_ADVERTISED_ADDRESS");
+    assert_eq!(advertised.unwrap()["value"], "https://$(POD_NAME).weir-taskmanager:6124");
+    let config = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "weir-config")
+        .context("the config map")?["data"]["weir.yaml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&config)?;
+    assert_eq!(config["security"]["roles"]["CN=dashboards"], "read", "{config:?}");
+    for name in ["jobmanager", "taskmanager"] {
+        let policy = find(&docs, "NetworkPolicy", name)?;
+        let rpc = policy["spec"]["ingress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["ports"][0]["port"] == "rpc")
+            .expect("a rule for gRPC")
+            .clone();
+        assert_eq!(rpc["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"], "weir", "{rpc}");
+    }
+    // Without them, nothing of it is rendered.
+    let docs = render(&[])?;
+    assert!(find(&docs, "NetworkPolicy", "jobmanager").is_err());
+    let jm = find(&docs, "Deployment", "jobmanager")?.to_string();
+    assert!(!jm.contains("WEIR_TLS") && !jm.contains("https://"), "{jm}");
+    Ok(())
+}

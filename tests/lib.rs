@@ -17,6 +17,7 @@ pub mod chart;
 pub mod databases;
 pub mod dfs;
 pub mod mongo;
+pub mod pki;
 pub mod s3;
 pub mod search;
 
@@ -285,6 +286,8 @@ pub struct Cluster {
     jm_args: Vec<String>,
     slots: u32,
     env: Vec<(String, String)>,
+    /// Environment of the `weir` CLI runs (its certificate or token).
+    pub cli_env: Vec<(String, String)>,
 }
 
 /// Starts `cmd` with its output in `<dir>/<name>.log`, killed when dropped.
@@ -325,9 +328,24 @@ impl Cluster {
         env: &[(&str, &str)],
     ) -> anyhow::Result<Cluster> {
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Self::start_secure(tms, slots, heartbeat_timeout, jm_flags, env, Vec::new())
+    }
+
+    /// [`Cluster::start_with_env`] where the `weir` CLI runs with `cli_env`.
+    /// With `WEIR_TLS_CA` in `env`, the cluster speaks TLS and its address
+    /// is `https://`.
+    pub fn start_secure(
+        tms: usize,
+        slots: u32,
+        heartbeat_timeout: &str,
+        jm_flags: &[&str],
+        env: Vec<(String, String)>,
+        cli_env: Vec<(String, String)>,
+    ) -> anyhow::Result<Cluster> {
         let dir = tempfile::tempdir()?;
         let ports = free_ports(2);
-        let url = format!("http://127.0.0.1:{}", ports[0]);
+        let scheme = if env.iter().any(|(k, _)| k == "WEIR_TLS_CA") { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{}", ports[0]);
         let rest = format!("127.0.0.1:{}", ports[1]);
         let mut jm_args = vec![
             "--rpc-addr".to_string(),
@@ -360,7 +378,7 @@ impl Cluster {
             )?;
             taskmanagers.push((id, p));
         }
-        let cluster = Cluster { url, rest, jobmanager, taskmanagers, dir, jm_args, slots, env };
+        let cluster = Cluster { url, rest, jobmanager, taskmanagers, dir, jm_args, slots, env, cli_env };
         wait_until("task managers to register", Duration::from_secs(30), || {
             let out = cluster.weir_json(&["taskmanagers"])?;
             let n = out["task_managers"].as_array().map(|a| a.len()).unwrap_or(0);
@@ -423,13 +441,20 @@ impl Cluster {
 
     /// Runs `weir ARGS --jobmanager URL`.
     pub fn weir(&self, args: &[&str]) -> anyhow::Result<Output> {
-        Ok(Command::new(bin("weir")).args(args).args(["--jobmanager", &self.url]).output()?)
+        Ok(Command::new(bin("weir"))
+            .args(args)
+            .args(["--jobmanager", &self.url])
+            .envs(self.cli_env.clone())
+            .output()?)
     }
 
     /// Runs `weir ARGS --output json` and parses stdout; fails on a non-zero exit.
     pub fn weir_json(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-        let out =
-            Command::new(bin("weir")).args(args).args(["--jobmanager", &self.url, "--output", "json"]).output()?;
+        let out = Command::new(bin("weir"))
+            .args(args)
+            .args(["--jobmanager", &self.url, "--output", "json"])
+            .envs(self.cli_env.clone())
+            .output()?;
         if !out.status.success() {
             bail!("weir {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         }

@@ -316,7 +316,9 @@ fn with_a_token_file_the_api_needs_a_token_of_the_right_role() -> anyhow::Result
     let file = secrets.path().join("tokens");
     let (reader, admin) = ("reader-5f0c1e2d3a4b5c6d", "admin-9a8b7c6d5e4f3a2b");
     std::fs::write(&file, format!("# who may do what\n{reader} read\n{admin} admin\n"))?;
-    let c = Cluster::start_with(1, 2, "5s", &["--rest-token-file", file.to_str().unwrap()])?;
+    // The CLI presents the admin token over gRPC: the same file guards both.
+    let cli = vec![("WEIR_TOKEN".to_string(), admin.to_string())];
+    let c = Cluster::start_secure(1, 2, "5s", &["--rest-token-file", file.to_str().unwrap()], Vec::new(), cli)?;
     let with = |token: &str, method: &str, path: &str, body: Option<&str>| {
         let url = url(&c, path);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -232,7 +232,8 @@ fn behind_a_token_the_page_asks_for_one_and_then_shows_the_cluster() -> anyhow::
     let secrets = tempfile::tempdir()?;
     let file = secrets.path().join("tokens");
     std::fs::write(&file, "reader-5f0c1e2d3a4b5c6d read\n")?;
-    let c = Cluster::start_with(1, 2, "5s", &["--rest-token-file", file.to_str().unwrap()])?;
+    let cli = vec![("WEIR_TOKEN".to_string(), "reader-5f0c1e2d3a4b5c6d".to_string())];
+    let c = Cluster::start_secure(1, 2, "5s", &["--rest-token-file", file.to_str().unwrap()], Vec::new(), cli)?;
     let b = Browser::start(c.dir.path())?;
     b.open(&format!("http://{}/", c.rest))?;
     b.wait_for("the sign-in form", "return document.querySelector('#token-form') !== null")?;

@@ -255,7 +255,7 @@ impl Application {
                     return self.explain(&file.graph, parallelism, fmt);
                 }
                 let graph = file.graph;
-                let mut c = client::connect(&target.jobmanager).await?;
+                let mut c = client::connect(&target.jobmanager, &target.credentials).await?;
                 let from = client::StartFrom { savepoint: from_savepoint, allow_non_restored_state };
                 let id = client::submit(&mut c, &graph, parallelism, &from).await?;
                 if !wait {
@@ -274,7 +274,7 @@ impl Application {
                 (Some(SavepointAction::Inspect { uri }), _) => savepoint::inspect(fmt, &uri, &self.registry).await,
                 (Some(SavepointAction::Dispose { uri }), _) => savepoint::dispose(fmt, &uri).await,
                 (None, Some(job_id)) => {
-                    let mut c = client::connect(&args.jobmanager).await?;
+                    let mut c = client::connect(&args.jobmanager, &args.credentials).await?;
                     savepoint::trigger(&mut c, fmt, &job_id, args.target, false, args.timeout).await
                 }
                 (None, None) => bail!("savepoint needs a job id, or `inspect URI` / `dispose URI`"),
@@ -283,30 +283,30 @@ impl Application {
                 let Some(dir) = savepoint else {
                     bail!("stop takes a savepoint: pass --savepoint [URI] (cancel stops without one)")
                 };
-                let mut c = client::connect(&target.jobmanager).await?;
+                let mut c = client::connect(&target.jobmanager, &target.credentials).await?;
                 savepoint::trigger(&mut c, fmt, &job_id, Some(dir).filter(|d| !d.is_empty()), true, timeout).await
             }
             Command::List { target } => {
-                let mut c = client::connect(&target.jobmanager).await?;
+                let mut c = client::connect(&target.jobmanager, &target.credentials).await?;
                 let jobs =
                     c.list_jobs(weir_proto::v1::ListJobsRequest {}).await.map_err(client::status)?.into_inner().jobs;
                 output::jobs(fmt, &jobs);
                 Ok(ExitCode::SUCCESS)
             }
             Command::Status { job_id, target } => {
-                let mut c = client::connect(&target.jobmanager).await?;
+                let mut c = client::connect(&target.jobmanager, &target.credentials).await?;
                 let details = client::details(&mut c, &job_id).await?;
                 output::details(fmt, &details);
                 Ok(ExitCode::SUCCESS)
             }
             Command::Checkpoints { job_id, target } => {
-                let mut c = client::connect(&target.jobmanager).await?;
+                let mut c = client::connect(&target.jobmanager, &target.credentials).await?;
                 let details = client::details(&mut c, &job_id).await?;
                 output::checkpoints(fmt, &details);
                 Ok(ExitCode::SUCCESS)
             }
             Command::Cancel { job_id, target } => {
-                let mut c = client::connect(&target.jobmanager).await?;
+                let mut c = client::connect(&target.jobmanager, &target.credentials).await?;
                 let r = c
                     .cancel_job(weir_proto::v1::CancelJobRequest { job_id: job_id.clone() })
                     .await
@@ -316,7 +316,7 @@ impl Application {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Taskmanagers { target } => {
-                let mut c = client::connect(&target.jobmanager).await?;
+                let mut c = client::connect(&target.jobmanager, &target.credentials).await?;
                 let o = c
                     .cluster_overview(weir_proto::v1::ClusterOverviewRequest {})
                     .await
@@ -374,9 +374,11 @@ struct Cli {
 
 #[derive(Debug, clap::Args)]
 struct Target {
-    /// Job manager URL.
+    /// Job manager URL (https://… when it uses TLS).
     #[arg(long, short = 'm', env = "WEIR_JOBMANAGER", default_value = "http://127.0.0.1:6123")]
     jobmanager: String,
+    #[command(flatten)]
+    credentials: client::Credentials,
 }
 
 #[derive(Debug, Subcommand)]
@@ -543,6 +545,8 @@ struct SavepointArgs {
     /// Job manager URL (`inspect` and `dispose` work on storage directly).
     #[arg(long, short = 'm', env = "WEIR_JOBMANAGER", default_value = "http://127.0.0.1:6123", global = true)]
     jobmanager: String,
+    #[command(flatten)]
+    credentials: client::Credentials,
 }
 
 #[derive(Debug, Subcommand)]

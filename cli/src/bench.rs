@@ -276,7 +276,7 @@ pub async fn run(
         c.changelog = changelog;
     }
     let cluster = Embedded::start(parallelism, registry).await?;
-    let mut c = client::connect(&cluster.url).await?;
+    let mut c = client::connect(&cluster.url, &Default::default()).await?;
     let started = Instant::now();
     let id = client::submit(&mut c, &graph, None, &client::StartFrom::default()).await?;
     let details = client::wait_for_end(&mut c, &id, &Progress::hidden()).await?;

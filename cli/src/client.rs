@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use weir_proto::v1;
 use weir_proto::v1::job_manager_service_client::JobManagerServiceClient;
@@ -13,7 +15,54 @@ use weir_runtime::graph::JobGraph;
 use crate::progress::Progress;
 
 /// A job manager client.
-pub type Client = JobManagerServiceClient<Channel>;
+pub type Client = JobManagerServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// How the CLI proves who it is to a job manager: a client certificate
+/// (TLS), a bearer token, or both.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Credentials {
+    #[command(flatten)]
+    pub tls: weir_security::TlsArgs,
+    /// File holding a bearer token of the job manager's token file (the
+    /// token itself may instead be in WEIR_TOKEN).
+    #[arg(long, env = "WEIR_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+impl Credentials {
+    /// The token to present: from `--token-file`, else `WEIR_TOKEN`.
+    fn token(&self) -> anyhow::Result<Option<String>> {
+        let token = match &self.token_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("reading token file {}", p.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => std::env::var("WEIR_TOKEN").ok().map(|t| t.trim().to_string()),
+        };
+        Ok(token.filter(|t| !t.is_empty()))
+    }
+}
+
+/// Adds `authorization: Bearer TOKEN` to every call, when there is a token.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Bearer(<token>)" } else { "Bearer(none)" })
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
 
 /// Reads and parses a job file; errors name the file and line.
 pub fn read_job(path: &Path) -> anyhow::Result<JobFile> {
@@ -36,20 +85,47 @@ pub struct JobFile {
     pub explain: bool,
 }
 
-/// Connects to the job manager at `url`.
-pub async fn connect(url: &str) -> anyhow::Result<Client> {
-    let endpoint = Channel::from_shared(url.to_string())
-        .with_context(|| format!("invalid job manager URL {url}"))?
-        .connect_timeout(Duration::from_secs(5));
-    let channel = endpoint.connect().await.with_context(|| format!("cannot reach the job manager at {url}"))?;
-    Ok(JobManagerServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20))
+/// Connects to the job manager at `url`, presenting `credentials`.
+pub async fn connect(url: &str, credentials: &Credentials) -> anyhow::Result<Client> {
+    let mut section = weir_security::SecuritySection::default();
+    section.apply(&credentials.tls);
+    let tls = section.tls()?;
+    let bearer = match credentials.token()? {
+        Some(t) => Some(
+            MetadataValue::try_from(format!("Bearer {t}"))
+                .map_err(|_| anyhow!("the token holds characters a header cannot carry"))?,
+        ),
+        None => None,
+    };
+    let channel = weir_security::channel(url, tls.as_ref(), Duration::from_secs(5))
+        .await
+        .map_err(|e| anyhow!("the job manager: {e}"))?;
+    Ok(JobManagerServiceClient::with_interceptor(channel, Bearer(bearer))
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20))
 }
 
 /// A gRPC status as an error a user can read.
 pub fn status(s: tonic::Status) -> anyhow::Error {
+    if let Some(cause) = std::error::Error::source(&s) {
+        // A broken connection: its innermost cause says why (a refused
+        // certificate, a reset).
+        let why = weir_security::explain(cause);
+        let hint = if why.contains(" (") {
+            ""
+        } else {
+            // TLS 1.3 clients finish their handshake before the server checks
+            // their certificate: a refusal often shows as a closed connection.
+            " (the job manager closed the connection: with TLS it refuses a client certificate of another CA or an \
+             expired one, and its log says which; a job manager with TLS is addressed as https:// with --tls-ca, \
+             --tls-cert and --tls-key)"
+        };
+        return anyhow!("the job manager: {}: {why}{hint}", s.message());
+    }
     match s.code() {
         tonic::Code::InvalidArgument => anyhow!("job rejected: {}", s.message()),
         tonic::Code::Unavailable => anyhow!("the job manager is unavailable: {}", s.message()),
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => anyhow!("refused: {}", s.message()),
         _ => anyhow!("{}", s.message()),
     }
 }

@@ -44,7 +44,7 @@ impl Embedded {
             TaskManagerOptions::new(url.clone(), slots),
             registry,
         )?;
-        let mut c = client::connect(&url).await?;
+        let mut c = client::connect(&url, &Default::default()).await?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let o = c.cluster_overview(v1::ClusterOverviewRequest {}).await.map_err(client::status)?.into_inner();
@@ -79,7 +79,7 @@ pub async fn run_local(
     let cluster = Embedded::start(slots.unwrap_or(plan.slots_needed()).max(1), registry)
         .await
         .context("starting the embedded cluster")?;
-    let mut c = client::connect(&cluster.url).await?;
+    let mut c = client::connect(&cluster.url, &Default::default()).await?;
     let id = client::submit(&mut c, graph, parallelism, &client::StartFrom::default()).await?;
     if fmt == Format::Text {
         eprintln!("job {id} ({}) running on an embedded cluster; Ctrl-C cancels it", graph.name);
@@ -90,7 +90,7 @@ pub async fn run_local(
         _ = tokio::signal::ctrl_c() => {
             progress.clear();
             eprintln!("cancelling job {id}");
-            let mut c2 = client::connect(&cluster.url).await?;
+            let mut c2 = client::connect(&cluster.url, &Default::default()).await?;
             c2.cancel_job(v1::CancelJobRequest { job_id: id.clone() }).await.map_err(client::status)?;
             client::wait_for_end(&mut c2, &id, &Progress::start(fmt, "cancelling")).await?
         }

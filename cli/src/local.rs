@@ -73,14 +73,14 @@ impl LocalCluster {
 
     /// Submits `graph`, from the savepoint at `savepoint` if given; returns the job id.
     pub async fn submit(&self, graph: &JobGraph, savepoint: Option<&str>) -> anyhow::Result<String> {
-        let mut c = client::connect(&self.cluster.url).await?;
+        let mut c = client::connect(&self.cluster.url, &Default::default()).await?;
         let from = StartFrom { savepoint: savepoint.map(str::to_string), allow_non_restored_state: false };
         client::submit(&mut c, graph, None, &from).await
     }
 
     /// The job's status now.
     pub async fn status(&self, job_id: &str) -> anyhow::Result<JobStatus> {
-        let mut c = client::connect(&self.cluster.url).await?;
+        let mut c = client::connect(&self.cluster.url, &Default::default()).await?;
         Ok(JobStatus::of(&client::details(&mut c, job_id).await?))
     }
 
@@ -92,7 +92,7 @@ impl LocalCluster {
         ready: impl Fn(&JobStatus) -> bool,
     ) -> anyhow::Result<JobStatus> {
         let deadline = Instant::now() + timeout;
-        let mut c = client::connect(&self.cluster.url).await?;
+        let mut c = client::connect(&self.cluster.url, &Default::default()).await?;
         loop {
             let req = v1::GetJobRequest { job_id: job_id.to_string(), wait_for_end_ms: 20 };
             let s = JobStatus::of(&c.get_job(req).await.map_err(client::status)?.into_inner());
@@ -110,14 +110,14 @@ impl LocalCluster {
 
     /// Waits for the job to end.
     pub async fn wait_for_end(&self, job_id: &str) -> anyhow::Result<JobStatus> {
-        let mut c = client::connect(&self.cluster.url).await?;
+        let mut c = client::connect(&self.cluster.url, &Default::default()).await?;
         Ok(JobStatus::of(&client::wait_for_end(&mut c, job_id, &Progress::hidden()).await?))
     }
 
     /// Takes a savepoint under `dir` (the cluster's default location when
     /// `None`) and returns where it is; with `stop`, the job then finishes.
     pub async fn savepoint(&self, job_id: &str, dir: Option<&str>, stop: bool) -> anyhow::Result<String> {
-        let mut c = client::connect(&self.cluster.url).await?;
+        let mut c = client::connect(&self.cluster.url, &Default::default()).await?;
         let req = v1::TriggerSavepointRequest {
             job_id: job_id.to_string(),
             target: dir.unwrap_or_default().to_string(),
@@ -135,7 +135,7 @@ impl LocalCluster {
 
     /// Cancels the job and waits for it to end.
     pub async fn cancel(&self, job_id: &str) -> anyhow::Result<JobStatus> {
-        let mut c = client::connect(&self.cluster.url).await?;
+        let mut c = client::connect(&self.cluster.url, &Default::default()).await?;
         c.cancel_job(v1::CancelJobRequest { job_id: job_id.to_string() }).await.map_err(client::status)?;
         Ok(JobStatus::of(&client::wait_for_end(&mut c, job_id, &Progress::hidden()).await?))
     }

@@ -12,6 +12,7 @@ use weir_config::load_section;
 use weir_jobmanager::config::{ByteSize, JobManagerSection, Listen};
 use weir_jobmanager::{Http, JobManager};
 use weir_runtime::operators::Registry;
+use weir_security::{SecuritySection, TlsArgs};
 use weir_taskmanager::config::TaskManagerSection;
 use weir_taskmanager::TaskManager;
 
@@ -21,7 +22,7 @@ pub struct JobManagerArgs {
     /// Address to serve gRPC on [default: 127.0.0.1:6123].
     #[arg(long, env = "WEIR_JOBMANAGER_RPC_ADDR")]
     rpc_addr: Option<SocketAddr>,
-    /// Config file (its `jobmanager:` section is read).
+    /// Config file (its `jobmanager:` and `security:` sections are read).
     #[arg(long, env = "WEIR_CONFIG")]
     config: Option<PathBuf>,
     /// Task manager silence after which it is lost, e.g. `5s`.
@@ -54,6 +55,8 @@ pub struct JobManagerArgs {
     /// Address for the Prometheus endpoint (/metrics, also /healthz) [default: none].
     #[arg(long, env = "WEIR_JOBMANAGER_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 /// Flags of the task manager role.
@@ -81,9 +84,11 @@ pub struct TaskManagerArgs {
     /// (Prometheus) [default: none].
     #[arg(long, env = "WEIR_TASKMANAGER_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
-    /// Config file (its `taskmanager:` section is read).
+    /// Config file (its `taskmanager:` and `security:` sections are read).
     #[arg(long, env = "WEIR_CONFIG")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 /// Runs a job manager until SIGTERM or Ctrl-C.
@@ -101,12 +106,13 @@ pub async fn jobmanager(args: JobManagerArgs, registry: Arc<Registry>) -> anyhow
     section.rest_max_body = args.rest_max_body.or(section.rest_max_body);
     section.rest_token_file = args.rest_token_file.or(section.rest_token_file);
     section.metrics_addr = args.metrics_addr.or(section.metrics_addr);
-    let opts = section.options()?;
+    let mut opts = section.options()?;
+    let mut rest = section.rest_options()?;
+    opts.security = security_section(args.config.as_deref(), &args.tls)?.resolve(rest.tokens.clone())?;
     let addr = section.rpc_addr.unwrap_or_else(|| JobManagerSection::DEFAULT_RPC_ADDR.parse().expect("valid default"));
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let mut jm = JobManager::start(listener, opts, registry)?;
     // REST takes SQL scripts too, compiled here: the job manager knows no SQL.
-    let mut rest = section.rest_options()?;
     if rest.tokens.is_none() && section.rest_listen().is_some_and(|a| !a.ip().is_loopback()) {
         tracing::warn!("the REST API listens beyond loopback without tokens: anyone who reaches it may submit and cancel jobs (see --rest-token-file)");
     }
@@ -123,7 +129,7 @@ pub async fn jobmanager(args: JobManagerArgs, registry: Arc<Registry>) -> anyhow
             let http = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding {addr} (set another address with {flag})"))?;
-            jm.serve_http(http, what, rest.clone());
+            jm.serve_http(http, what, rest.clone())?;
         }
     }
     tokio::select! {
@@ -148,7 +154,8 @@ pub async fn taskmanager(args: TaskManagerArgs, registry: Arc<Registry>) -> anyh
     s.id = args.id.or(s.id);
     s.state_dir = args.state_dir.or(s.state_dir);
     s.metrics_addr = args.metrics_addr.or(s.metrics_addr);
-    let opts = s.options()?;
+    let mut opts = s.options()?;
+    opts.security = security_section(args.config.as_deref(), &args.tls)?.resolve(None)?;
     let addr = s.rpc_addr.unwrap_or_else(|| "127.0.0.1:0".parse().expect("valid default"));
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let mut tm = TaskManager::start(listener, opts, registry)?;
@@ -163,6 +170,16 @@ pub async fn taskmanager(args: TaskManagerArgs, registry: Arc<Registry>) -> anyh
             tm.shutdown().await
         }
     }
+}
+
+/// The `security:` section of the config file (if any), under the flags.
+pub(crate) fn security_section(config: Option<&std::path::Path>, tls: &TlsArgs) -> anyhow::Result<SecuritySection> {
+    let mut section: SecuritySection = match config {
+        Some(p) => load_section(p, "security")?,
+        None => SecuritySection::default(),
+    };
+    section.apply(tls);
+    Ok(section)
 }
 
 async fn shutdown_signal() {

@@ -1,5 +1,6 @@
 //! Weir's config file, `weir.yaml`: one section per process kind
-//! (`jobmanager`, `taskmanager`, `client`). Each process reads its own
+//! (`jobmanager`, `taskmanager`, `client`, and `security`, which every
+//! process reads). Each process reads its own
 //! section strictly (unknown keys are errors) and ignores the others, so one
 //! file can configure a whole cluster. Flags and environment variables
 //! override the file; see `docs/configuration.md`.
@@ -10,7 +11,7 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 
 /// Sections a `weir.yaml` may hold.
-pub const SECTIONS: [&str; 3] = ["jobmanager", "taskmanager", "client"];
+pub const SECTIONS: [&str; 4] = ["jobmanager", "taskmanager", "client", "security"];
 
 /// Reads section `name` of the config file at `path`; a missing section is
 /// the section's default.

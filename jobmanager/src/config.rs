@@ -129,7 +129,7 @@ impl JobManagerSection {
         let d = crate::RestOptions::default();
         let tokens = match &self.rest_token_file {
             Some(p) => Some(std::sync::Arc::new(
-                crate::rest::auth::Tokens::load(p).map_err(|e| anyhow::anyhow!("rest_token_file: {e}"))?,
+                weir_security::Tokens::load(p).map_err(|e| anyhow::anyhow!("rest_token_file: {e}"))?,
             )),
             None => None,
         };
@@ -146,6 +146,7 @@ impl JobManagerSection {
             checkpoint_storage: self.checkpoint_storage.clone().unwrap_or(d.checkpoint_storage),
             s3: self.s3.clone().unwrap_or_default(),
             savepoint_dir: self.savepoint_dir.clone(),
+            security: d.security,
         };
         weir_state::CheckpointStorage::from_uri_with(&o.checkpoint_storage, &o.s3)
             .map_err(|e| anyhow::anyhow!("checkpoint_storage: {e}"))?;

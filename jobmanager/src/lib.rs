@@ -37,7 +37,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use weir_proto::v1::job_manager_service_server::JobManagerServiceServer;
 use weir_runtime::operators::Registry;
@@ -59,6 +58,7 @@ pub struct JobManager {
     pub api: api::Api,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     shutdown: CancellationToken,
+    tls: Option<Arc<weir_security::Tls>>,
 }
 
 impl JobManager {
@@ -72,22 +72,26 @@ impl JobManager {
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let s3 = opts.s3.clone();
+        let security = opts.security.clone();
+        let tls = security.tls.clone();
+        weir_security::warn_if_plaintext(addr, security.tls.is_some(), "gRPC");
+        let incoming = weir_security::incoming(listener, security.tls.clone(), "gRPC");
         let (core, cluster) = cluster::Cluster::new(opts, registry);
         let core_task = tokio::spawn(core.run(shutdown.clone()));
         let api = api::Api::new(cluster.clone(), s3);
-        let svc = JobManagerServiceServer::new(service::JobManagerRpc::new(api.clone(), cluster.clone()))
+        let svc = JobManagerServiceServer::new(service::JobManagerRpc::new(api.clone(), cluster.clone(), security))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let token = shutdown.clone();
         let task = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(svc)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), token.cancelled())
+                .serve_with_incoming_shutdown(incoming, token.cancelled())
                 .await?;
             core_task.await?;
             Ok(())
         });
         tracing::info!(%addr, "job manager listening");
-        Ok(JobManager { addr, cluster, api, task, shutdown })
+        Ok(JobManager { addr, cluster, api, task, shutdown, tls })
     }
 
     /// Stops serving and waits for the server to end.
@@ -97,14 +101,20 @@ impl JobManager {
     }
 
     /// Serves an HTTP endpoint on `listener` until shutdown: the REST API
-    /// (with `/healthz` and `/readyz`) or the Prometheus endpoint
-    /// (`/metrics`, and `/healthz`).
-    pub fn serve_http(&self, listener: TcpListener, what: Http, opts: RestOptions) {
-        let name = match what {
-            Http::Rest => "rest",
-            Http::Metrics => "metrics",
-        };
-        weir_telemetry::serve(listener, rest::router(self.api.clone(), what, opts), self.shutdown.clone(), name);
+    /// (with `/healthz` and `/readyz`; HTTPS when the job manager has TLS
+    /// settings) or the Prometheus endpoint (`/metrics`, and `/healthz`;
+    /// plain HTTP for scrapers).
+    pub fn serve_http(&self, listener: TcpListener, what: Http, opts: RestOptions) -> anyhow::Result<()> {
+        let router = rest::router(self.api.clone(), what, opts);
+        match (what, &self.tls) {
+            (Http::Rest, Some(tls)) => {
+                let https = weir_security::HttpsListener::new(listener, tls.clone(), "rest")?;
+                weir_telemetry::serve(https, router, self.shutdown.clone(), "rest (https)");
+            }
+            (Http::Rest, None) => weir_telemetry::serve(listener, router, self.shutdown.clone(), "rest"),
+            (Http::Metrics, _) => weir_telemetry::serve(listener, router, self.shutdown.clone(), "metrics"),
+        }
+        Ok(())
     }
 
     /// Waits until the server stops by itself (it only does on error).

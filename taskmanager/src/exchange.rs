@@ -41,19 +41,22 @@ pub const MAX_FRAME_BYTES: usize = 256 << 20;
 #[derive(Debug, Default, Clone)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    tls: Option<Arc<weir_security::Tls>>,
 }
 
 impl Peers {
+    /// No channels yet; they will be TLS with `tls`.
+    pub fn new(tls: Option<Arc<weir_security::Tls>>) -> Self {
+        Self { channels: Arc::default(), tls }
+    }
+
     fn channel(&self, address: &str) -> Result<Channel, String> {
         let mut g = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = g.get(address) {
             return Ok(c.clone());
         }
-        let c = Channel::from_shared(address.to_string())
-            .map_err(|e| format!("bad peer address {address}: {e}"))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let c = weir_security::lazy_channel(address, self.tls.as_ref(), Duration::from_secs(5))
+            .map_err(|e| format!("peer task manager {address}: {e}"))?;
         g.insert(address.to_string(), c.clone());
         Ok(c)
     }
@@ -161,13 +164,15 @@ async fn write_channel(
 pub struct ExchangeService {
     tasks: Tasks,
     deploy_wait: Duration,
+    security: weir_security::Security,
 }
 
 impl ExchangeService {
     /// A service delivering into the inboxes of `tasks`; a channel whose
-    /// target is not deployed within `deploy_wait` is refused.
-    pub fn new(tasks: Tasks, deploy_wait: Duration) -> Self {
-        Self { tasks, deploy_wait }
+    /// target is not deployed within `deploy_wait` is refused, and so is a
+    /// caller without the `taskmanager` role.
+    pub fn new(tasks: Tasks, deploy_wait: Duration, security: weir_security::Security) -> Self {
+        Self { tasks, deploy_wait, security }
     }
 }
 
@@ -176,6 +181,7 @@ impl DataExchange for ExchangeService {
     type ExchangeStream = ReceiverStream<Result<ExchangeCredit, Status>>;
 
     async fn exchange(&self, req: Request<Streaming<ExchangeFrame>>) -> Result<Response<Self::ExchangeStream>, Status> {
+        self.security.check(&req, weir_security::Role::TaskManager, "send records to tasks")?;
         let mut frames = req.into_inner();
         let header = match frames.message().await? {
             Some(ExchangeFrame { frame: Some(Frame::Header(h)) }) => h,

@@ -28,7 +28,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -39,6 +38,7 @@ use weir_proto::v1::job_manager_service_client::JobManagerServiceClient;
 use weir_proto::v1::task_manager_service_server::{TaskManagerService, TaskManagerServiceServer};
 use weir_runtime::operators::Registry;
 use weir_runtime::task::{TaskControl, TaskOptions};
+use weir_security::Role;
 use weir_types::{CheckpointId, JobId};
 
 use crate::checkpoint::SavepointTable;
@@ -74,6 +74,9 @@ pub struct TaskManagerOptions {
     pub s3: weir_state::S3Options,
     /// Nice increment of task threads (0: same priority as the process).
     pub task_nice: i32,
+    /// TLS and roles: how callers are known, and how the job manager and
+    /// other task managers are reached.
+    pub security: weir_security::Security,
 }
 
 impl TaskManagerOptions {
@@ -90,12 +93,15 @@ impl TaskManagerOptions {
             state_dir: std::env::temp_dir().join("weir-state"),
             s3: weir_state::S3Options::default(),
             task_nice: DEFAULT_TASK_NICE,
+            security: weir_security::Security::default(),
         }
     }
 }
 
+/// Serves `TaskManagerService`; every call needs the `jobmanager` role.
 struct TaskManagerRpc {
     ctx: DeployContext,
+    security: weir_security::Security,
 }
 
 #[tonic::async_trait]
@@ -104,6 +110,7 @@ impl TaskManagerService for TaskManagerRpc {
         &self,
         req: Request<v1::DeployTaskRequest>,
     ) -> Result<Response<v1::DeployTaskResponse>, Status> {
+        self.security.check(&req, Role::JobManager, "deploy tasks")?;
         deploy::deploy(&self.ctx, req.into_inner())?;
         Ok(Response::new(v1::DeployTaskResponse {}))
     }
@@ -112,6 +119,7 @@ impl TaskManagerService for TaskManagerRpc {
         &self,
         req: Request<v1::CancelJobTasksRequest>,
     ) -> Result<Response<v1::CancelJobTasksResponse>, Status> {
+        self.security.check(&req, Role::JobManager, "cancel tasks")?;
         let r = req.into_inner();
         let n = self.ctx.tasks.cancel_job(&r.job_id, r.attempt);
         info!(job_id = %r.job_id, attempt = r.attempt, tasks = n, "cancelling tasks");
@@ -122,6 +130,7 @@ impl TaskManagerService for TaskManagerRpc {
         &self,
         req: Request<v1::TriggerCheckpointRequest>,
     ) -> Result<Response<v1::TriggerCheckpointResponse>, Status> {
+        self.security.check(&req, Role::JobManager, "trigger checkpoints")?;
         let r = req.into_inner();
         if !r.savepoint_location.is_empty() {
             // Opening the directory now turns a bad target into a failed
@@ -149,6 +158,7 @@ impl TaskManagerService for TaskManagerRpc {
         &self,
         req: Request<v1::NotifyCheckpointCompleteRequest>,
     ) -> Result<Response<v1::NotifyCheckpointCompleteResponse>, Status> {
+        self.security.check(&req, Role::JobManager, "confirm checkpoints")?;
         let r = req.into_inner();
         let id = CheckpointId(r.checkpoint_id);
         let ctl = if r.aborted { TaskControl::CheckpointAborted(id) } else { TaskControl::CheckpointComplete(id) };
@@ -182,11 +192,13 @@ impl TaskManager {
         operators: Arc<Registry>,
     ) -> anyhow::Result<TaskManager> {
         let addr = listener.local_addr()?;
+        let tls = opts.security.tls.clone();
         let advertised = opts.advertised_address.clone().unwrap_or_else(|| {
             let ip = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
-            format!("http://{ip}:{}", addr.port())
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{ip}:{}", addr.port())
         });
-        let jm = Channel::from_shared(opts.jobmanager.clone())?.connect_timeout(Duration::from_secs(5)).connect_lazy();
+        let jm = weir_security::lazy_channel(&opts.jobmanager, tls.as_ref(), Duration::from_secs(5))?;
         let jm = JobManagerServiceClient::new(jm);
         let scratch = scratch::Scratch::claim(&opts.state_dir, &opts.id).map_err(|e| {
             anyhow::anyhow!("claiming the scratch directory {}: {e}", opts.state_dir.join(&opts.id).display())
@@ -198,7 +210,7 @@ impl TaskManager {
             task_manager_id: opts.id.clone(),
             tasks: tasks.clone(),
             operators,
-            peers: Peers::default(),
+            peers: Peers::new(tls.clone()),
             runtime: tokio::runtime::Handle::current(),
             reports,
             options: opts.task,
@@ -220,17 +232,21 @@ impl TaskManager {
             shutdown.clone(),
             registered.clone(),
         ));
-        let tm_svc = TaskManagerServiceServer::new(TaskManagerRpc { ctx }).max_decoding_message_size(MAX_DEPLOY_BYTES);
-        let ex_svc = DataExchangeServer::new(ExchangeService::new(tasks.clone(), opts.deploy_wait))
-            .max_decoding_message_size(MAX_FRAME_BYTES)
-            .max_encoding_message_size(MAX_FRAME_BYTES);
+        let tm_svc = TaskManagerServiceServer::new(TaskManagerRpc { ctx, security: opts.security.clone() })
+            .max_decoding_message_size(MAX_DEPLOY_BYTES);
+        let ex_svc =
+            DataExchangeServer::new(ExchangeService::new(tasks.clone(), opts.deploy_wait, opts.security.clone()))
+                .max_decoding_message_size(MAX_FRAME_BYTES)
+                .max_encoding_message_size(MAX_FRAME_BYTES);
         let token = shutdown.clone();
+        weir_security::warn_if_plaintext(addr, tls.is_some(), "gRPC");
+        let incoming = weir_security::incoming(listener, tls, "gRPC");
         let server = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(tm_svc)
                 .add_service(ex_svc)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), token.cancelled())
+                .serve_with_incoming_shutdown(incoming, token.cancelled())
                 .await?;
             Ok(())
         });

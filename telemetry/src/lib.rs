@@ -5,7 +5,6 @@
 
 pub mod metrics;
 
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Sends `tracing` events to stderr, filtered by `WEIR_LOG` (e.g. `info`,
@@ -17,9 +16,13 @@ pub fn init_logging(default: &str) {
 }
 
 /// Serves `router` on `listener` in a task of its own until `shutdown`.
-pub fn serve(listener: TcpListener, router: axum::Router, shutdown: CancellationToken, what: &'static str) {
+pub fn serve<L>(listener: L, router: axum::Router, shutdown: CancellationToken, what: &'static str)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, endpoint = what, "serving HTTP");
+        tracing::info!(?addr, endpoint = what, "serving HTTP");
     }
     tokio::spawn(async move {
         let served = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await;

@@ -211,7 +211,7 @@ impl Session {
                 Some(Embedded::start(slots, self.registry.clone()).await.context("starting the embedded cluster")?);
         }
         let url = self.cluster.as_ref().expect("started").url.clone();
-        let mut c = client::connect(&url).await?;
+        let mut c = client::connect(&url, &Default::default()).await?;
         let id = client::submit(&mut c, &graph, None, &client::StartFrom::default()).await?;
         let progress = Progress::hidden();
         let mut rows = Rows::default();
@@ -230,7 +230,7 @@ impl Session {
                     }
                 }
                 _ = tokio::signal::ctrl_c() => {
-                    let mut c2 = client::connect(&url).await?;
+                    let mut c2 = client::connect(&url, &Default::default()).await?;
                     c2.cancel_job(v1::CancelJobRequest { job_id: id.clone() }).await.map_err(client::status)?;
                     break client::wait_for_end(&mut c2, &id, &progress).await?;
                 }

@@ -59,7 +59,37 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 The job manager's gRPC URL inside the cluster.
 */}}
 {{- define "weir.jobmanagerUrl" -}}
-{{- printf "http://%s:6123" (include "weir.jobmanagerName" .) }}
+{{- printf "%s://%s:6123" (include "weir.scheme" .) (include "weir.jobmanagerName" .) }}
+{{- end }}
+
+{{/*
+http, or https with tls.secretName.
+*/}}
+{{- define "weir.scheme" -}}
+{{- if .Values.tls.secretName }}https{{ else }}http{{ end }}
+{{- end }}
+
+{{/*
+The TLS Secret's volume and its mount, for pods and containers.
+*/}}
+{{- define "weir.tlsVolume" -}}
+{{- with .Values.tls.secretName }}
+- name: tls
+  secret:
+    secretName: {{ . | quote }}
+    items:
+      - {key: ca.crt, path: ca.crt}
+      - {key: tls.crt, path: tls.crt}
+      - {key: tls.key, path: tls.key}
+{{- end }}
+{{- end }}
+
+{{- define "weir.tlsMount" -}}
+{{- if .Values.tls.secretName }}
+- name: tls
+  mountPath: /etc/weir-tls
+  readOnly: true
+{{- end }}
 {{- end }}
 
 {{- define "weir.serviceAccountName" -}}
@@ -91,11 +121,19 @@ s3:
 {{- end }}
 
 {{/*
-Environment shared by every container: log filter, Kafka brokers, S3
+Environment shared by every container: TLS files, log filter, Kafka brokers, S3
 endpoint/region (for the `weir` CLI run inside a pod, which reads only the
 environment) and the S3 key pair from an existing Secret.
 */}}
 {{- define "weir.commonEnv" -}}
+{{- if .Values.tls.secretName }}
+- name: WEIR_TLS_CA
+  value: /etc/weir-tls/ca.crt
+- name: WEIR_TLS_CERT
+  value: /etc/weir-tls/tls.crt
+- name: WEIR_TLS_KEY
+  value: /etc/weir-tls/tls.key
+{{- end }}
 {{- if .Values.logLevel }}
 - name: WEIR_LOG
   value: {{ .Values.logLevel | quote }}

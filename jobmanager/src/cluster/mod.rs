@@ -50,6 +50,9 @@ pub struct JobManagerOptions {
     pub s3: S3Options,
     /// Where savepoints go when a request names no target.
     pub savepoint_dir: Option<String>,
+    /// TLS, roles and tokens: how callers are known, and how task managers
+    /// are reached.
+    pub security: weir_security::Security,
 }
 
 impl Default for JobManagerOptions {
@@ -61,6 +64,7 @@ impl Default for JobManagerOptions {
             checkpoint_storage: format!("file://{}", std::env::temp_dir().join("weir-checkpoints").display()),
             s3: S3Options::default(),
             savepoint_dir: None,
+            security: weir_security::Security::default(),
         }
     }
 }
@@ -373,8 +377,12 @@ impl Cluster {
     fn register(&mut self, req: v1::RegisterTaskManagerRequest) -> v1::RegisterTaskManagerResponse {
         let reply =
             v1::RegisterTaskManagerResponse { heartbeat_interval_ms: self.opts.heartbeat_interval.as_millis() as u64 };
-        let channel = match Channel::from_shared(req.rpc_address.clone()) {
-            Ok(e) => e.connect_timeout(Duration::from_secs(5)).connect_lazy(),
+        let channel = match weir_security::lazy_channel(
+            &req.rpc_address,
+            self.opts.security.tls.as_ref(),
+            Duration::from_secs(5),
+        ) {
+            Ok(c) => c,
             Err(e) => {
                 warn!(task_manager = %req.task_manager_id, address = %req.rpc_address, error = %e, "bad task manager address");
                 return reply;

@@ -48,7 +48,7 @@ pub struct RestOptions {
     /// Accepts SQL scripts as jobs, if given.
     pub sql: Option<std::sync::Arc<SqlCompile>>,
     /// Bearer tokens the API requires, if any (see [`auth`]).
-    pub tokens: Option<std::sync::Arc<auth::Tokens>>,
+    pub tokens: Option<std::sync::Arc<weir_security::Tokens>>,
 }
 
 impl std::fmt::Debug for RestOptions {

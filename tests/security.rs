@@ -1,0 +1,246 @@
+//! Who gets in: a cluster started with TLS settings on every process
+//! refuses, on every port it opens, whoever lacks a certificate of its CA;
+//! certificate subjects map to roles, so a task manager's certificate
+//! cannot submit jobs; rotated certificates take effect without a restart;
+//! and bearer tokens guard the job manager's gRPC API as they guard REST.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use weir_tests::pki::{Ca, Files};
+use weir_tests::{bin, job_file, wait_until, Cluster};
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// An unbounded, rate-limited job over two task managers (hash exchange).
+fn endless_job() -> String {
+    job_file("w2-tumble.yaml", &[("events: 20000000", "rate: 20000"), ("name: w2-tumble", "name: endless")])
+}
+
+/// Opens a raw TLS connection to `addr` trusting `ca`, presenting `client`
+/// (or no certificate), and sends the HTTP/2 preface. `Ok` when the server
+/// answers; `Err` with the reason when it refuses.
+fn probe(addr: &str, ca: &Path, client: Option<&Files>) -> Result<(), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
+        roots.add(c.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let mut config = match client {
+        None => builder.with_no_client_auth(),
+        Some(f) => {
+            let chain = CertificateDer::pem_file_iter(&f.cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+            builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(&f.key).unwrap()).unwrap()
+        }
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let conn = rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("127.0.0.1").unwrap())
+        .map_err(|e| e.to_string())?;
+    let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 9];
+    match tls.read(&mut buf) {
+        Ok(n) if n > 0 => Ok(()),
+        Ok(_) => Err("closed".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Runs `weir ARGS` against `url` with `env` only (no certificate unless
+/// given); returns success and stderr.
+fn weir_as(url: &str, env: &[(String, String)], args: &[&str]) -> (bool, String) {
+    let out = Command::new(bin("weir"))
+        .args(args)
+        .args(["--jobmanager", url])
+        .env_remove("WEIR_TLS_CA")
+        .env_remove("WEIR_TLS_CERT")
+        .env_remove("WEIR_TLS_KEY")
+        .envs(env.iter().cloned())
+        .output()
+        .expect("running weir");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `GET url` over HTTPS trusting `ca`: the status and body.
+fn https_get(url: &str, ca: &Path) -> anyhow::Result<(u16, String)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(ca)?)?;
+        let client = reqwest::Client::builder().add_root_certificate(ca).no_proxy().build()?;
+        let res = client.get(url).timeout(Duration::from_secs(10)).send().await?;
+        Ok((res.status().as_u16(), res.text().await?))
+    })
+}
+
+fn tls_env(files: &Files, extra: &[(&str, &Path)]) -> Vec<(String, String)> {
+    let mut env = files.env();
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.display().to_string())));
+    env
+}
+
+#[test]
+fn a_cluster_with_tls_refuses_every_stranger_and_gives_each_certificate_only_its_role() -> anyhow::Result<()> {
+    let pki = tempfile::tempdir()?;
+    let ca = Ca::new(pki.path(), "weir-ca")?;
+    let other = Ca::new(pki.path(), "other-ca")?;
+    let cluster_cert = ca.issue("weir-cluster")?;
+    let alice = ca.issue("alice")?;
+    let dashboards = ca.issue("dashboards")?;
+    let expired = ca.issue_expired("alice")?;
+    // Mallory's certificate is of another CA; she trusts both CAs, so only
+    // the cluster's refusal stands between her and the job manager.
+    let bundle = pki.path().join("both-cas.crt");
+    std::fs::write(&bundle, [std::fs::read(&ca.cert)?, std::fs::read(&other.cert)?].concat())?;
+    let mallory = Files { ca: bundle.clone(), ..other.issue("mallory")? };
+    let config = pki.path().join("weir.yaml");
+    std::fs::write(
+        &config,
+        "security:\n  roles:\n    CN=weir-cluster: [jobmanager, taskmanager]\n    CN=alice: admin\n    CN=dashboards: read\n    CN=mallory: admin\n",
+    )?;
+    let env = tls_env(&cluster_cert, &[("WEIR_CONFIG", &config)]);
+    let cluster = Cluster::start_secure(2, 2, "5s", &[], env.clone(), tls_env(&alice, &[]))?;
+    let url = cluster.url.clone();
+    assert!(url.starts_with("https://"), "{url}");
+    let jm_addr = url.trim_start_matches("https://").to_string();
+
+    // Alice (admin) runs a job across both task managers: deployment, the
+    // data exchange and every report travel over mutual TLS.
+    let job = cluster.write("endless.yaml", &endless_job());
+    let id = cluster.submit(&job, &["--parallelism", "4"])?;
+    wait_until("every task to run", LONG, || {
+        let s = cluster.weir_json(&["status", &id])?;
+        let tasks = s["tasks"].as_array().cloned().unwrap_or_default();
+        Ok((tasks.len() == 8 && tasks.iter().all(|t| t["state"] == "RUNNING")).then_some(()))
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", cluster.logs()))?;
+
+    // Every port refuses a handshake without a certificate, with one of
+    // another CA, and with an expired one.
+    let tms = cluster.weir_json(&["taskmanagers"])?;
+    let mut ports = vec![jm_addr.clone()];
+    for t in tms["task_managers"].as_array().unwrap() {
+        let address = t["address"].as_str().unwrap();
+        assert!(address.starts_with("https://"), "task managers advertise TLS addresses: {address}");
+        ports.push(address.trim_start_matches("https://").to_string());
+    }
+    assert_eq!(ports.len(), 3);
+    for port in &ports {
+        probe(port, &ca.cert, Some(&alice)).map_err(|e| anyhow::anyhow!("{port} refused a good certificate: {e}"))?;
+        let none = probe(port, &ca.cert, None).expect_err("no certificate must be refused");
+        assert!(none.contains("CertificateRequired") || none.contains("HandshakeFailure"), "{port}: {none}");
+        let stranger = probe(port, &bundle, Some(&mallory)).expect_err("another CA's certificate must be refused");
+        assert!(stranger.contains("UnknownCA") || stranger.contains("BadCertificate"), "{port}: {stranger}");
+        let old = probe(port, &ca.cert, Some(&expired)).expect_err("an expired certificate must be refused");
+        assert!(old.contains("CertificateExpired") || old.contains("BadCertificate"), "{port}: {old}");
+    }
+
+    // REST is HTTPS with the same certificate; plain HTTP gets no answer.
+    let (status, body) = https_get(&format!("https://{}/v1/jobs", cluster.rest), &ca.cert)?;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&id), "{body}");
+    assert!(weir_tests::http_get(&cluster.rest, "/healthz").map(|(s, _)| s != 200).unwrap_or(true));
+
+    // The CLI says why it is refused.
+    let (ok, err) = weir_as(&url, &[], &["list"]);
+    assert!(!ok && err.contains("no TLS settings are given"), "{err}");
+    let (ok, err) = weir_as(&url.replace("https", "http"), &[], &["list"]);
+    assert!(!ok && err.contains("addressed as https://"), "a plaintext client gets nowhere: {err}");
+    for (who, files) in [("another CA's", &mallory), ("an expired", &expired)] {
+        let (ok, err) = weir_as(&url, &files.env(), &["list"]);
+        assert!(
+            !ok && (err.contains("refused this process's certificate") || err.contains("refuses a client certificate")),
+            "{who} certificate: {err}"
+        );
+    }
+    let refusals = cluster.jobmanager.log();
+    assert!(refusals.contains("UnknownCA") || refusals.contains("UnknownIssuer"), "{refusals}");
+    assert!(refusals.contains("certificate expired"), "the job manager logs why: {refusals}");
+
+    // Roles: the task managers' certificate may not submit or even list
+    // jobs; a reader may list but not cancel.
+    let (ok, err) = weir_as(&url, &cluster_cert.env(), &["run", job.to_str().unwrap()]);
+    assert!(!ok && err.contains("`CN=weir-cluster` may not submit jobs") && err.contains("role `admin`"), "{err}");
+    let (ok, err) = weir_as(&url, &cluster_cert.env(), &["list"]);
+    assert!(!ok && err.contains("role `read`"), "{err}");
+    let (ok, err) = weir_as(&url, &dashboards.env(), &["list"]);
+    assert!(ok, "{err}");
+    let (ok, err) = weir_as(&url, &dashboards.env(), &["cancel", &id]);
+    assert!(!ok && err.contains("`CN=dashboards` may not cancel jobs"), "{err}");
+
+    // A task manager without TLS cannot join.
+    let mut fake = weir_tests::spawn(
+        "tm-fake",
+        Command::new(bin("weir-taskmanager"))
+            .args(["--jobmanager", &url.replace("https", "http"), "--id", "tm-fake"])
+            .arg("--state-dir")
+            .arg(cluster.dir.path().join("state"))
+            .env_remove("WEIR_CONFIG"),
+        cluster.dir.path(),
+    )?;
+    wait_until("the plaintext task manager to fail registering", LONG, || {
+        Ok(fake.log().contains("registering with the job manager failed").then_some(()))
+    })?;
+    let tms = cluster.weir_json(&["taskmanagers"])?;
+    assert_eq!(tms["task_managers"].as_array().unwrap().len(), 2, "{tms}");
+    fake.kill9();
+
+    // Rotation: the CA bundle now trusts the other CA too. New connections
+    // take it without a restart, and the job runs on untouched.
+    std::fs::write(&ca.cert, std::fs::read(&bundle)?)?;
+    wait_until("the job manager to accept the other CA", LONG, || {
+        Ok(weir_as(&url, &mallory.env(), &["list"]).0.then_some(()))
+    })?;
+    let s = cluster.weir_json(&["status", &id])?;
+    assert_eq!(s["state"], "RUNNING", "{s:#}");
+    assert_eq!(s["restarts"], 0, "{s:#}");
+    let r = cluster.weir_json(&["cancel", &id])?;
+    assert!(r["state"] == "CANCELLING" || r["state"] == "CANCELED", "{r}");
+    cluster.wait_state(&id, &["CANCELED"], LONG)?;
+    assert!(!cluster.logs().contains("BEGIN PRIVATE KEY"), "keys are never logged");
+    Ok(())
+}
+
+#[test]
+fn the_cli_presents_tokens_and_the_job_manager_checks_their_role() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "reader-0123456789abcdef read\nadmin-0123456789abcdef admin\n")?;
+    let admin_file = dir.path().join("admin-token");
+    std::fs::write(&admin_file, "admin-0123456789abcdef\n")?;
+    let admin = vec![("WEIR_TOKEN_FILE".to_string(), admin_file.display().to_string())];
+    let cluster =
+        Cluster::start_secure(1, 2, "5s", &["--rest-token-file", tokens.to_str().unwrap()], Vec::new(), admin.clone())?;
+    let url = cluster.url.clone();
+    let job = cluster.write("endless.yaml", &endless_job());
+
+    let (ok, err) = weir_as(&url, &[], &["list"]);
+    assert!(!ok && err.contains("a caller without a token may not list jobs"), "{err}");
+    let reader = [("WEIR_TOKEN".to_string(), "reader-0123456789abcdef".to_string())];
+    assert!(weir_as(&url, &reader, &["list"]).0);
+    let (ok, err) = weir_as(&url, &reader, &["run", job.to_str().unwrap()]);
+    assert!(!ok && err.contains("may not submit jobs: that needs role `admin`"), "{err}");
+    let wrong = [("WEIR_TOKEN".to_string(), "admin-0123456789abcdeX".to_string())];
+    let (ok, err) = weir_as(&url, &wrong, &["list"]);
+    assert!(!ok && err.contains("an unknown token"), "{err}");
+    assert_eq!(cluster.weir_json(&["list"])?.as_array().map(|a| a.len()), Some(0), "nothing was scheduled");
+
+    let id = cluster.submit(&job, &[])?;
+    cluster.wait_state(&id, &["RUNNING"], LONG)?;
+    cluster.weir_json(&["cancel", &id])?;
+    cluster.wait_state(&id, &["CANCELED"], LONG)?;
+    let logs = cluster.logs();
+    assert!(!logs.contains("admin-0123456789abcdef") && !logs.contains("reader-0123456789abcdef"), "{logs}");
+    Ok(())
+}
