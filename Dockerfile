@@ -12,8 +12,9 @@
 FROM rust:1-bookworm AS builder
 
 # libclang: RocksDB's bindings are generated at build time. cmake: native
-# dependencies' build scripts. librdkafka and RocksDB themselves are compiled
-# from source by their crates, and protoc comes vendored (protoc-bin-vendored).
+# dependencies' build scripts. librdkafka (with OpenSSL, for Kafka's TLS and
+# SASL) and RocksDB themselves are compiled from source by their crates, and
+# protoc comes vendored (protoc-bin-vendored).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libclang-dev cmake \
  && rm -rf /var/lib/apt/lists/*

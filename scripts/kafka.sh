@@ -15,6 +15,10 @@
 #       $WEIR_KAFKA_LIBS if set, else fetches.
 #
 # KAFKA_VERSION overrides the version; KAFKA_HEAP the heap (default 512m).
+# With KAFKA_SASL_SSL_PORT set, the broker also listens there for SASL over
+# TLS: KAFKA_SSL_KEYSTORE is a PEM file holding its key and certificate
+# chain, KAFKA_SSL_TRUSTSTORE the PEM CA, and KAFKA_SASL_USERS space-separated
+# `name=password` pairs, each a PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 user.
 set -euo pipefail
 
 VERSION="${KAFKA_VERSION:-4.1.2}"
@@ -129,6 +133,30 @@ group.initial.rebalance.delay.ms=0
 broker.heartbeat.interval.ms=500
 broker.session.timeout.ms=2000
 EOF
+  local scram=()
+  if [ -n "${KAFKA_SASL_SSL_PORT:-}" ]; then
+    local sport="$KAFKA_SASL_SSL_PORT" plain="" user name pw
+    for user in ${KAFKA_SASL_USERS:-}; do
+      name="${user%%=*}" pw="${user#*=}"
+      plain="$plain user_$name=\"$pw\""
+      scram+=(--add-scram "SCRAM-SHA-256=[name=$name,password=$pw]" --add-scram "SCRAM-SHA-512=[name=$name,password=$pw]")
+    done
+    sed -i -e "s|^listeners=.*|listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SASL_SSL://127.0.0.1:$sport|" \
+      -e "s|^advertised.listeners=.*|advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$sport|" \
+      -e "s|^listener.security.protocol.map=.*|listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL|" \
+      "$data/server.properties"
+    cat >>"$data/server.properties" <<EOF
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required$plain;
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PEM
+ssl.keystore.location=${KAFKA_SSL_KEYSTORE:?KAFKA_SSL_KEYSTORE is needed with KAFKA_SASL_SSL_PORT}
+ssl.truststore.type=PEM
+ssl.truststore.location=${KAFKA_SSL_TRUSTSTORE:?KAFKA_SSL_TRUSTSTORE is needed with KAFKA_SASL_SSL_PORT}
+ssl.client.auth=none
+EOF
+  fi
   local java=(java "-Xms128m" "-Xmx${KAFKA_HEAP:-512m}" -XX:+UseSerialGC -XX:TieredStopAtLevel=1
     -Djava.awt.headless=true "-Dlog4j2.configurationFile=$data/log4j2.properties" -cp "$libs/*")
   if [ ! -f "$data/log/meta.properties" ]; then
@@ -137,7 +165,7 @@ EOF
     # must not be '-', which the tool would read as an option.
     id="A$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c 2-22)"
     "${java[@]}" kafka.tools.StorageTool format --config "$data/server.properties" \
-      --cluster-id "$id" --ignore-formatted >&2
+      --cluster-id "$id" --ignore-formatted ${scram[@]+"${scram[@]}"} >&2
   fi
   exec "${java[@]}" kafka.Kafka "$data/server.properties"
 }

@@ -39,6 +39,10 @@ pub struct KafkaBroker {
     /// Whether the wrapper removes `dir` when the broker is killed: for the
     /// shared broker, which is never dropped.
     remove_dir: bool,
+    /// The SASL_SSL listener's port, if any.
+    sasl_port: Option<u16>,
+    /// Environment of `scripts/kafka.sh start` (the SASL_SSL settings).
+    env: Vec<(String, String)>,
 }
 
 impl KafkaBroker {
@@ -49,6 +53,14 @@ impl KafkaBroker {
     }
 
     fn start_with(remove_dir: bool) -> anyhow::Result<KafkaBroker> {
+        let mut broker = Self::start_later()?;
+        broker.remove_dir = remove_dir;
+        broker.launch()?;
+        Ok(broker)
+    }
+
+    /// A broker on free ports, not started yet.
+    fn start_later() -> anyhow::Result<KafkaBroker> {
         let libs = PathBuf::from(std::env::var_os("WEIR_KAFKA_LIBS").context(
             "WEIR_KAFKA_LIBS is not set: run `scripts/kafka.sh fetch` and export WEIR_KAFKA_LIBS \
              as the directory it prints (scripts/test.sh does both)",
@@ -58,10 +70,50 @@ impl KafkaBroker {
         }
         let port = free_port();
         let controller_port = std::iter::repeat_with(free_port).find(|&p| p != port).expect("an endless iterator");
-        let mut broker =
-            KafkaBroker { libs, port, controller_port, dir: tempfile::tempdir()?, proc: None, starts: 0, remove_dir };
+        let broker = KafkaBroker {
+            libs,
+            port,
+            controller_port,
+            dir: tempfile::tempdir()?,
+            proc: None,
+            starts: 0,
+            remove_dir: false,
+            sasl_port: None,
+            env: Vec::new(),
+        };
+        Ok(broker)
+    }
+
+    /// A broker that also listens for SASL over TLS: `keystore` is a PEM
+    /// file of its key and certificate chain, `ca` the PEM CA, and `users`
+    /// name and password pairs (each a PLAIN, SCRAM-SHA-256 and
+    /// SCRAM-SHA-512 user). Its PLAINTEXT listener stays open for the
+    /// test's own tools.
+    pub fn start_sasl_ssl(
+        keystore: &std::path::Path,
+        ca: &std::path::Path,
+        users: &[(&str, &str)],
+    ) -> anyhow::Result<KafkaBroker> {
+        let mut broker = Self::start_later()?;
+        let sasl_port = std::iter::repeat_with(free_port)
+            .find(|p| *p != broker.port && *p != broker.controller_port)
+            .expect("an endless iterator");
+        let users: Vec<String> = users.iter().map(|(n, p)| format!("{n}={p}")).collect();
+        broker.sasl_port = Some(sasl_port);
+        broker.env = vec![
+            ("KAFKA_SASL_SSL_PORT".into(), sasl_port.to_string()),
+            ("KAFKA_SSL_KEYSTORE".into(), keystore.display().to_string()),
+            ("KAFKA_SSL_TRUSTSTORE".into(), ca.display().to_string()),
+            ("KAFKA_SASL_USERS".into(), users.join(" ")),
+        ];
         broker.launch()?;
         Ok(broker)
+    }
+
+    /// The SASL_SSL bootstrap address, `127.0.0.1:PORT` (brokers started
+    /// with [`KafkaBroker::start_sasl_ssl`]).
+    pub fn sasl_ssl_bootstrap(&self) -> Option<String> {
+        self.sasl_port.map(|p| format!("127.0.0.1:{p}"))
     }
 
     /// The bootstrap servers, `127.0.0.1:PORT`.
@@ -142,9 +194,10 @@ impl KafkaBroker {
         let (port, controller) = (self.port.to_string(), self.controller_port.to_string());
         let args = [OsStr::new("start"), data.as_os_str(), OsStr::new(&port), OsStr::new(&controller)];
         let remove = self.remove_dir.then(|| self.dir.path());
+        let mut env: Vec<(&str, &OsStr)> = vec![("WEIR_KAFKA_LIBS", self.libs.as_os_str())];
+        env.extend(self.env.iter().map(|(k, v)| (k.as_str(), OsStr::new(v.as_str()))));
         let started =
-            Lifeline::start(&name, &script, &args, &[("WEIR_KAFKA_LIBS", self.libs.as_os_str())], &log, remove)
-                .context("starting scripts/kafka.sh")?;
+            Lifeline::start(&name, &script, &args, &env, &log, remove).context("starting scripts/kafka.sh")?;
         let proc = &mut self.proc.insert(started).proc;
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let ready = wait_until("the Kafka broker to start", START_TIMEOUT, || {

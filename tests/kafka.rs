@@ -2007,3 +2007,47 @@ SELECT o.id, o.currency, r.rate, r.currency AS listed FROM orders AS o
     assert_eq!(got, want);
     Ok(())
 }
+
+/// Over SASL_SSL with SCRAM-SHA-256 — the broker's certificate checked
+/// against the test's CA, the password read from a file on the task
+/// managers — the pass-through job is exactly once through a task manager
+/// kill, and the password appears in no output.
+#[test]
+fn kafka_over_sasl_ssl_with_scram_is_exactly_once_through_a_kill() -> anyhow::Result<()> {
+    const PASSWORD: &str = "scram-Pa55word-7c41e0";
+    const N: u64 = 40_000;
+    let pki = tempfile::tempdir()?;
+    let ca = weir_tests::pki::Ca::new(pki.path(), "kafka-ca")?;
+    let broker = ca.issue("kafka-broker")?;
+    let keystore = pki.path().join("broker-keystore.pem");
+    std::fs::write(&keystore, [std::fs::read(&broker.key)?, std::fs::read(&broker.cert)?].concat())?;
+    let kafka = KafkaBroker::start_sasl_ssl(&keystore, &ca.cert, &[("weir", PASSWORD)])?;
+    // The test's own clients use the PLAINTEXT listener; the job only the SASL_SSL one.
+    let (plain, secure) = (kafka.bootstrap(), kafka.sasl_ssl_bootstrap().expect("a SASL_SSL listener"));
+    let (inp, out) = (unique("sasl-in", '-'), unique("sasl-out", '-'));
+    kafka.create_topic(&inp, 4)?;
+    kafka.create_topic(&out, 3)?;
+    produce(&plain, &inp, &input(N, 4))?;
+    let password_file = pki.path().join("kafka-password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n"))?;
+    let security = format!(
+        "      security:\n        protocol: SASL_SSL\n        ca_file: {}\n        sasl: {{mechanism: SCRAM-SHA-256, username: weir, password_file: {}}}\n",
+        ca.cert.display(),
+        password_file.display()
+    );
+    let job = pass_through_job(&secure, &inp, &out, &security, "150ms")
+        .replace("      connect_timeout: 10s\nedges:", &format!("      connect_timeout: 10s\n{security}edges:"));
+    assert_eq!(job.matches("protocol: SASL_SSL").count(), 2, "source and sink: {job}");
+    let mut cluster = Cluster::start(2, 2, "1s")?;
+    let id = cluster.submit(&cluster.write("sasl.yaml", &job), &[])?;
+    wait_until("two completed checkpoints", LONG, || Ok((completed_checkpoints(&cluster, &id)? >= 2).then_some(())))
+        .with_context(|| format!("{}\n{}", cluster.logs(), kafka.log()))?;
+    cluster.taskmanager("tm-b").kill9();
+    let reads = settle_and_read(&cluster, &id, &plain, &out, N as usize)?;
+    assert_exactly_once(&reads, N, "over SASL_SSL through a kill");
+    let status = cluster.weir_json(&["status", &id])?;
+    assert!(status["restarts"].as_u64() >= Some(1), "{status:#}");
+    let weir = format!("{}{status}", cluster.logs());
+    assert!(!weir.contains(PASSWORD), "the password leaked into Weir's output");
+    Ok(())
+}

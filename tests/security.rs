@@ -244,3 +244,44 @@ fn the_cli_presents_tokens_and_the_job_manager_checks_their_role() -> anyhow::Re
     assert!(!logs.contains("admin-0123456789abcdef") && !logs.contains("reader-0123456789abcdef"), "{logs}");
     Ok(())
 }
+
+#[test]
+fn jobs_may_only_name_local_paths_under_the_allowed_roots() -> anyhow::Result<()> {
+    let cluster = Cluster::start(1, 2, "5s")?;
+    let outside = tempfile::tempdir_in("/var/tmp").or_else(|_| tempfile::tempdir_in(std::env::current_dir()?))?;
+    std::os::unix::fs::symlink(outside.path(), cluster.dir.path().join("escape"))?;
+    let scratch = cluster.dir.path().display().to_string();
+    let job_to = |path: &str| job_file("enrich.yaml", &[("/tmp/weir-enrich-events", path)]);
+    let refused = |path: &str| -> anyhow::Result<String> {
+        let job = cluster.write("job.yaml", &job_to(path));
+        let out = cluster.weir(&["run", job.to_str().unwrap()])?;
+        assert!(!out.status.success(), "{path} was accepted");
+        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let err = refused("/etc/weir-sandbox")?;
+    assert!(err.contains("field `config.path`: `/etc/weir-sandbox` is outside the paths jobs may use"), "{err}");
+    assert!(err.contains("security.allowed_paths"), "{err}");
+    let err = refused(&format!("{scratch}/../../etc"))?;
+    assert!(err.contains("`..` is not allowed"), "{err}");
+    let err = refused(&format!("{scratch}/escape/out"))?;
+    assert!(err.contains("it leads to"), "a symlink out of the temp directory: {err}");
+    assert_eq!(cluster.weir_json(&["list"])?.as_array().map(|a| a.len()), Some(0), "nothing was scheduled");
+
+    // Inside the temp directory the same job runs; a savepoint target
+    // outside is refused like a path in a job.
+    let id = cluster.submit(&cluster.write("ok.yaml", &job_to(&format!("{scratch}/out"))), &[])?;
+    let out = cluster.weir(&["savepoint", &id, "--target", "file:///etc/weir-savepoints"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("savepoint target: `file:///etc/weir-savepoints`"), "{err}");
+    cluster.wait_state(&id, &["FINISHED"], LONG)?;
+
+    // `weir local` allows the working directory and the temp directory.
+    let local = Command::new(bin("weir"))
+        .arg("local")
+        .arg(cluster.write("local.yaml", &job_to(&outside.path().join("out").display().to_string())))
+        .current_dir(cluster.dir.path())
+        .output()?;
+    let err = String::from_utf8_lossy(&local.stderr);
+    assert!(!local.status.success() && err.contains("is outside the paths jobs may use"), "{err}");
+    Ok(())
+}

@@ -33,10 +33,12 @@ impl Embedded {
     pub async fn start(slots: u32, registry: Arc<Registry>) -> anyhow::Result<Embedded> {
         // A fresh job manager storage: an embedded cluster never resumes another's jobs.
         let storage = tempfile::Builder::new().prefix("weir-embedded").tempdir()?;
-        let opts = JobManagerOptions {
+        let mut opts = JobManagerOptions {
             checkpoint_storage: format!("file://{}", storage.path().display()),
             ..JobManagerOptions::default()
         };
+        // Local runs write where the user works, and to the temp directory.
+        opts.security.allowed_paths = weir_security::AllowedPaths::local_default();
         let jm = JobManager::start(TcpListener::bind("127.0.0.1:0").await?, opts, registry.clone())?;
         let url = format!("http://{}", jm.addr);
         let tm = TaskManager::start(

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 use weir_proto::v1;
+use weir_security::AllowedPaths;
 
 use crate::cluster::{ClusterError, ClusterHandle, Command};
 
@@ -37,19 +38,48 @@ struct Triggers {
 pub struct Api {
     cluster: ClusterHandle,
     s3: weir_state::S3Options,
+    allowed: AllowedPaths,
     triggers: Arc<Mutex<Triggers>>,
 }
 
 impl Api {
-    /// Operations on `cluster`; `s3` opens savepoints that jobs start from.
-    pub(crate) fn new(cluster: ClusterHandle, s3: weir_state::S3Options) -> Self {
-        Self { cluster, s3, triggers: Arc::default() }
+    /// Operations on `cluster`; `s3` opens savepoints that jobs start from;
+    /// jobs may only name local paths under `allowed`.
+    pub(crate) fn new(cluster: ClusterHandle, s3: weir_state::S3Options, allowed: AllowedPaths) -> Self {
+        Self { cluster, s3, allowed, triggers: Arc::default() }
+    }
+
+    /// Refuses a job that names a local path outside the allowed roots: in
+    /// an operator's settings, as its checkpoint storage, or as the
+    /// savepoint it starts from.
+    fn check_paths(&self, req: &v1::SubmitJobRequest) -> Result<(), ClusterError> {
+        let invalid = ClusterError::InvalidJob;
+        let graph = req.graph.as_ref().ok_or_else(|| invalid("the request has no job graph".into()))?;
+        let graph = weir_proto::graph_from_proto(graph).map_err(|e| invalid(e.to_string()))?;
+        for op in &graph.operators {
+            for (field, path) in weir_security::local_paths(&op.config) {
+                self.allowed.check(&path).map_err(|e| {
+                    let line = if op.line > 0 { format!(" at line {}", op.line) } else { String::new() };
+                    invalid(format!("{}{line}, field `{field}`: {e}", op.uid))
+                })?;
+            }
+        }
+        if let Some(storage) = graph.checkpoint.as_ref().and_then(|c| c.storage.as_deref()) {
+            self.allowed.check(storage).map_err(|e| invalid(format!("checkpoints.storage: {e}")))?;
+        }
+        if !req.from_savepoint.is_empty() {
+            self.allowed
+                .check(&req.from_savepoint)
+                .map_err(|e| invalid(format!("the savepoint to start from: {e}")))?;
+        }
+        Ok(())
     }
 
     /// Submits a job. The savepoint it starts from is read and verified
     /// (every file's checksum) before the job exists, so that a bad one is
     /// refused at submission and nothing is scheduled.
     pub async fn submit(&self, req: v1::SubmitJobRequest) -> Result<String, ClusterError> {
+        self.check_paths(&req)?;
         let savepoint = if req.from_savepoint.is_empty() {
             None
         } else {
@@ -69,6 +99,7 @@ impl Api {
         target: String,
         stop: bool,
     ) -> Result<v1::TriggerSavepointResponse, ClusterError> {
+        self.check_target(&target)?;
         self.cluster.ask(|reply| Command::Savepoint { job, target, stop, reply, accepted: None }).await
     }
 
@@ -77,6 +108,7 @@ impl Api {
     /// request that fails its checks (unknown job, job not running, no
     /// target) is refused at once, as [`Api::savepoint`] would refuse it.
     pub async fn trigger_savepoint(&self, job: String, target: String, stop: bool) -> Result<String, ClusterError> {
+        self.check_target(&target)?;
         let (accepted, started) = oneshot::channel();
         let (reply, answer) = oneshot::channel();
         let cmd = Command::Savepoint { job: job.clone(), target, stop, reply, accepted: Some(accepted) };
@@ -112,6 +144,14 @@ impl Api {
             }
         });
         Ok(trigger)
+    }
+
+    /// Refuses a savepoint directory outside the allowed roots.
+    fn check_target(&self, target: &str) -> Result<(), ClusterError> {
+        if target.is_empty() {
+            return Ok(());
+        }
+        self.allowed.check(target).map_err(|e| ClusterError::InvalidJob(format!("savepoint target: {e}")))
     }
 
     /// Where savepoint `trigger` of `job` stands.

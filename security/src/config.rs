@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::paths::AllowedPaths;
 use crate::roles::{Grants, Role, RoleList, Roles};
 use crate::serve::PeerInfo;
 use crate::tls::{Tls, TlsError, TlsFiles};
@@ -25,6 +26,10 @@ pub struct SecuritySection {
     /// role.
     #[serde(default)]
     pub roles: BTreeMap<String, RoleList>,
+    /// Roots under which jobs may read and write local files (default: the
+    /// system temp directory and `/var/lib/weir`; `weir local`: the working
+    /// directory and the temp directory). `["/"]` allows everything.
+    pub allowed_paths: Option<Vec<PathBuf>>,
 }
 
 /// `security.tls`: all three files, or none (no TLS).
@@ -67,6 +72,9 @@ pub enum SecurityError {
     /// `security.roles` is malformed.
     #[error("security.roles: {0}")]
     Roles(String),
+    /// `security.allowed_paths` is malformed.
+    #[error("security.allowed_paths: {0}")]
+    AllowedPaths(String),
 }
 
 impl SecuritySection {
@@ -99,7 +107,16 @@ impl SecuritySection {
 
     /// Everything a server checks its callers with.
     pub fn resolve(&self, tokens: Option<Arc<Tokens>>) -> Result<Security, SecurityError> {
-        Ok(Security { tls: self.tls()?, roles: Roles::new(&self.roles).map_err(SecurityError::Roles)?, tokens })
+        let allowed_paths = match &self.allowed_paths {
+            Some(roots) => AllowedPaths::new(roots).map_err(SecurityError::AllowedPaths)?,
+            None => AllowedPaths::cluster_default(),
+        };
+        Ok(Security {
+            tls: self.tls()?,
+            roles: Roles::new(&self.roles).map_err(SecurityError::Roles)?,
+            tokens,
+            allowed_paths,
+        })
     }
 }
 
@@ -115,6 +132,8 @@ pub struct Security {
     pub roles: Roles,
     /// Bearer tokens (the job manager's token file).
     pub tokens: Option<Arc<Tokens>>,
+    /// Where jobs may read and write local files (checked by the job manager).
+    pub allowed_paths: AllowedPaths,
 }
 
 impl Security {

@@ -9,6 +9,7 @@
 //! - [`Roles`], [`Tokens`], [`Security::check`]: what a certificate's
 //!   subject or a bearer token may do (`read`, `admin`, `taskmanager`,
 //!   `jobmanager`), checked by each call.
+//! - [`AllowedPaths`]: where jobs may read and write local files.
 //!
 //! It depends on no other Weir crate: the job manager, the task manager and
 //! the CLI all use it, and nothing of theirs reaches in.
@@ -16,6 +17,7 @@
 mod config;
 mod connect;
 mod https;
+mod paths;
 mod roles;
 mod serve;
 mod tls;
@@ -24,6 +26,7 @@ mod tokens;
 pub use config::{warn_if_plaintext, Caller, Security, SecurityError, SecuritySection, TlsArgs, TlsSection};
 pub use connect::{channel, check_address, explain, lazy_channel, ConnectError};
 pub use https::HttpsListener;
+pub use paths::{local_paths, AllowedPaths};
 pub use roles::{subject_of, Grants, Role, RoleList, Roles};
 pub use serve::{incoming, Conn, PeerInfo};
 pub use tls::{Tls, TlsError, TlsFiles};

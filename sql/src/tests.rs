@@ -307,6 +307,35 @@ INSERT INTO o SELECT id FROM t;");
 }
 
 #[test]
+fn kafka_security_options_of_flinks_java_client_become_librdkafkas() {
+    let table = |props: &str| {
+        format!(
+            "CREATE TABLE t (id BIGINT) WITH ('connector' = 'kafka', 'topic' = 'a', 'properties.bootstrap.servers' = 'k:9094', 'format' = 'json', {props});
+CREATE TABLE o (id BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO o SELECT id FROM t;"
+        )
+    };
+    let g = compiled(&table(
+        "'properties.security.protocol' = 'SASL_SSL', 'properties.sasl.mechanism' = 'SCRAM-SHA-256',
+         'properties.sasl.jaas.config' = 'org.apache.kafka.common.security.scram.ScramLoginModule required username=\"weir\" password=\"s3cret\";',
+         'properties.ssl.truststore.type' = 'PEM', 'properties.ssl.truststore.location' = '/etc/ca.pem',
+         'properties.ssl.endpoint.identification.algorithm' = ''",
+    ));
+    let p = &g.operators[0].config["properties"];
+    assert_eq!(p["security.protocol"], "SASL_SSL");
+    assert_eq!(p["sasl.mechanism"], "SCRAM-SHA-256");
+    assert_eq!(p["sasl.username"], "weir");
+    assert_eq!(p["sasl.password"], "s3cret");
+    assert_eq!(p["ssl.ca.location"], "/etc/ca.pem");
+    assert_eq!(p["ssl.endpoint.identification.algorithm"], "none");
+    assert!(p.get("sasl.jaas.config").is_none() && p.get("ssl.truststore.location").is_none(), "{p}");
+    let e = error(&table("'properties.ssl.truststore.location' = '/etc/truststore.jks'"));
+    assert!(e.contains("JKS store, which librdkafka cannot read"), "{e}");
+    let e = error(&table("'properties.sasl.jaas.config' = 'x required;'"));
+    assert!(e.contains("needs username="), "{e}");
+}
+
+#[test]
 fn errors_name_the_place_and_the_closest_name() {
     let e = error(&format!("{DATAGEN} CREATE TABLE o (a BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT auctoin FROM bids;"));
     assert!(e.contains("unknown column `auctoin` (did you mean `auction`?)"), "{e}");

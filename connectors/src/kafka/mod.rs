@@ -22,6 +22,7 @@ use weir_runtime::PlanError;
 
 pub mod debezium;
 pub mod format;
+pub mod security;
 pub mod sink;
 pub mod source;
 
@@ -33,8 +34,10 @@ pub struct Connection {
     pub bootstrap_servers: String,
     /// How long to wait for the brokers when opening (metadata, transactions).
     pub connect_timeout: Duration,
-    /// librdkafka properties passed through as they are (e.g. security settings).
+    /// librdkafka properties passed through as they are.
     pub properties: BTreeMap<String, String>,
+    /// TLS and SASL towards the brokers.
+    pub security: Option<security::KafkaSecurity>,
 }
 
 /// `connect_timeout` when a job leaves it out.
@@ -62,17 +65,25 @@ impl Connection {
                 .error(format!("property `{k}` is set by Weir itself; use the operator's own fields"))
                 .field(format!("config.properties.{k}")));
         }
+        if let Some(s) = &self.security {
+            s.validate().map_err(|(field, msg)| ctx.error(msg).field(field))?;
+        }
         Ok(())
     }
 
-    /// A client configuration with the brokers and the pass-through properties.
-    pub fn client_config(&self) -> ClientConfig {
+    /// A client configuration with the brokers, the pass-through
+    /// properties and the security settings (passwords read here, on the
+    /// task manager).
+    pub fn client_config(&self) -> Result<ClientConfig, OperatorError> {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers);
         for (k, v) in &self.properties {
             c.set(k, v);
         }
-        c
+        if let Some(s) = &self.security {
+            s.apply(&mut c).map_err(|message| OperatorError::External { system: "kafka", message })?;
+        }
+        Ok(c)
     }
 }
 

@@ -54,9 +54,8 @@ pub(super) fn kafka_source(
         let d = crate::settings::duration(&v).map_err(|m| SqlError::at(at, m))?;
         c.insert("partition_discovery".into(), json!(format!("{}ms", d.as_millis())));
     }
-    let props = opts.prefixed("properties.");
-    if !props.is_empty() {
-        c.insert("properties".into(), Value::Object(props.into_iter().map(|(k, v)| (k, json!(v))).collect()));
+    if let Some(props) = properties(opts)? {
+        c.insert("properties".into(), props);
     }
     let format = format_option(opts)?;
     let (key_fields, except_key) = key_options(t, opts)?;
@@ -318,9 +317,8 @@ pub(super) fn kafka_sink(
         c.insert("partitioning".into(), json!("subtask"));
     }
     opts.take("properties.group.id");
-    let props = opts.prefixed("properties.");
-    if !props.is_empty() {
-        c.insert("properties".into(), Value::Object(props.into_iter().map(|(k, v)| (k, json!(v))).collect()));
+    if let Some(props) = properties(opts)? {
+        c.insert("properties".into(), props);
     }
     Ok(Value::Object(c))
 }
@@ -381,9 +379,8 @@ pub(super) fn upsert_kafka_sink(t: &TableDef, opts: &mut Options<'_>) -> Result<
     // options have nothing left to do.
     opts.take("sink.buffer-flush.max-rows");
     opts.take("sink.buffer-flush.interval");
-    let props = opts.prefixed("properties.");
-    if !props.is_empty() {
-        c.insert("properties".into(), Value::Object(props.into_iter().map(|(k, v)| (k, json!(v))).collect()));
+    if let Some(props) = properties(opts)? {
+        c.insert("properties".into(), props);
     }
     Ok(Value::Object(c))
 }
@@ -465,9 +462,8 @@ pub(super) fn upsert_kafka_source(
     c.insert("schema".into(), json!(schema));
     c.insert("upsert_key".into(), json!({"format": key_format, "columns": key_schema}));
     c.insert("op_column".into(), json!(OP));
-    let props = opts.prefixed("properties.");
-    if !props.is_empty() {
-        c.insert("properties".into(), Value::Object(props.into_iter().map(|(k, v)| (k, json!(v))).collect()));
+    if let Some(props) = properties(opts)? {
+        c.insert("properties".into(), props);
     }
     columns.extend(key_columns);
     Ok((c, columns, key))
@@ -488,3 +484,53 @@ pub(super) const UPSERT_KAFKA_OPTIONS: &[&str] = &[
     "sink.buffer-flush.max-rows",
     "sink.buffer-flush.interval",
 ];
+
+/// The `properties.*` options as librdkafka properties. Flink passes them to
+/// Kafka's Java client; the security settings Flink users write for it
+/// become librdkafka's: `sasl.jaas.config`'s user name and password become
+/// `sasl.username` and `sasl.password`, a PEM trust store becomes
+/// `ssl.ca.location`, and an empty endpoint identification algorithm turns
+/// host name checks off as it does in Java. Java key and trust stores
+/// (JKS, PKCS12) are refused: librdkafka reads PEM.
+fn properties(opts: &mut Options<'_>) -> Result<Option<Value>, SqlError> {
+    let mut props: std::collections::BTreeMap<String, String> = opts.prefixed("properties.").into_iter().collect();
+    if let Some(jaas) = props.remove("sasl.jaas.config") {
+        let field = |name: &str| {
+            let start = jaas.find(&format!("{name}=\""))? + name.len() + 2;
+            let len = jaas[start..].find('"')?;
+            Some(jaas[start..start + len].to_string())
+        };
+        let (Some(user), Some(password)) = (field("username"), field("password")) else {
+            return Err(SqlError::script(
+                "properties.sasl.jaas.config needs username=\"...\" and password=\"...\" (PlainLoginModule or ScramLoginModule)",
+            ));
+        };
+        props.insert("sasl.username".into(), user);
+        props.insert("sasl.password".into(), password);
+    }
+    let trust_type = props.remove("ssl.truststore.type").unwrap_or_else(|| "JKS".into());
+    if let Some(location) = props.remove("ssl.truststore.location") {
+        if !trust_type.eq_ignore_ascii_case("PEM") {
+            return Err(SqlError::script(format!(
+                "properties.ssl.truststore.location is a {trust_type} store, which librdkafka cannot read: convert it to PEM (properties.ssl.truststore.type = 'PEM') or set properties.ssl.ca.location"
+            )));
+        }
+        props.insert("ssl.ca.location".into(), location);
+    }
+    if let Some(pem) = props.remove("ssl.keystore.location") {
+        if !props.remove("ssl.keystore.type").is_some_and(|t| t.eq_ignore_ascii_case("PEM")) {
+            return Err(SqlError::script(
+                "properties.ssl.keystore.location must be PEM for librdkafka: set properties.ssl.certificate.location and properties.ssl.key.location instead",
+            ));
+        }
+        props.insert("ssl.certificate.location".into(), pem.clone());
+        props.insert("ssl.key.location".into(), pem);
+    }
+    if props.get("ssl.endpoint.identification.algorithm").is_some_and(|a| a.is_empty()) {
+        props.insert("ssl.endpoint.identification.algorithm".into(), "none".into());
+    }
+    if props.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Value::Object(props.into_iter().map(|(k, v)| (k, json!(v))).collect())))
+}

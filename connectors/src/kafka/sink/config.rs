@@ -34,6 +34,9 @@ pub struct SinkConfig {
     /// librdkafka properties passed through.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// TLS and SASL towards the brokers.
+    #[serde(default)]
+    pub security: Option<super::super::security::KafkaSecurity>,
     /// Output topic.
     pub topic: String,
     /// `json` (every column as an object), `string` or `raw` (`value_column`).
@@ -85,6 +88,7 @@ impl SinkConfig {
             bootstrap_servers: self.bootstrap_servers.clone(),
             connect_timeout: self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             properties: self.properties.clone(),
+            security: self.security.clone(),
         }
     }
 

@@ -22,8 +22,8 @@ impl KafkaSink {
         self.config.delivery == Delivery::ExactlyOnce
     }
 
-    pub(super) fn producer_config(&self, transactional_id: Option<&str>) -> rdkafka::config::ClientConfig {
-        let mut c = self.config.connection().client_config();
+    pub(super) fn producer_config(&self, transactional_id: Option<&str>) -> OpResult<rdkafka::config::ClientConfig> {
+        let mut c = self.config.connection().client_config()?;
         c.set_if_unset("partitioner", "murmur2_random")
             .set_if_unset("linger.ms", "5")
             .set_if_unset("client.id", format!("weir-{}-{}", self.uid, self.subtask.index))
@@ -32,7 +32,7 @@ impl KafkaSink {
             let t = self.config.transaction_timeout.unwrap_or(DEFAULT_TRANSACTION_TIMEOUT);
             c.set("transactional.id", id).set("transaction.timeout.ms", t.as_millis().to_string());
         }
-        c
+        Ok(c)
     }
 
     /// A transactional producer for `id` that has fenced every earlier
@@ -40,7 +40,7 @@ impl KafkaSink {
     pub(super) fn fenced(&self, id: &str) -> OpResult<(TxProducer, BaseConsumer)> {
         let timeout = self.config.timeout();
         let producer: TxProducer = self
-            .producer_config(Some(id))
+            .producer_config(Some(id))?
             .create_with_context(CountingContext::default())
             .map_err(|e| kafka_error("creating a transactional producer", e))?;
         producer.init_transactions(timeout).map_err(|e| {
@@ -49,7 +49,7 @@ impl KafkaSink {
                 e,
             )
         })?;
-        let mut cc = self.config.connection().client_config();
+        let mut cc = self.config.connection().client_config()?;
         cc.set("group.id", id).set("enable.auto.commit", "false").set("isolation.level", "read_committed");
         let markers: BaseConsumer = cc.create().map_err(|e| kafka_error("creating the marker consumer", e))?;
         Ok((producer, markers))
@@ -94,7 +94,7 @@ impl KafkaSink {
             self.markers = Some(m);
         } else {
             let p: TxProducer = self
-                .producer_config(None)
+                .producer_config(None)?
                 .create_with_context(CountingContext::default())
                 .map_err(|e| kafka_error("creating a producer", e))?;
             self.producer = Some(p);
@@ -106,7 +106,7 @@ impl KafkaSink {
     pub(super) fn resolve_partition(&mut self) -> OpResult<()> {
         if self.config.partitioning == Partitioning::Subtask && self.partition.is_none() {
             let p: TxProducer = self
-                .producer_config(None)
+                .producer_config(None)?
                 .create_with_context(CountingContext::default())
                 .map_err(|e| kafka_error("creating a producer", e))?;
             let topic = &self.config.topic;

@@ -116,6 +116,9 @@ pub struct SourceConfig {
     /// librdkafka properties passed through.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// TLS and SASL towards the brokers.
+    #[serde(default)]
+    pub security: Option<super::super::security::KafkaSecurity>,
     /// One topic...
     #[serde(default)]
     pub topic: Option<String>,
@@ -197,6 +200,7 @@ impl SourceConfig {
             bootstrap_servers: self.bootstrap_servers.clone(),
             connect_timeout: self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             properties: self.properties.clone(),
+            security: self.security.clone(),
         }
     }
 

@@ -50,7 +50,7 @@ impl KafkaSource {
     /// and assigns them.
     pub(super) fn open(&mut self) -> OpResult<()> {
         let conn = self.config.connection();
-        let mut cc = conn.client_config();
+        let mut cc = conn.client_config()?;
         cc.set("group.id", self.config.group_id(&self.uid))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -69,7 +69,7 @@ impl KafkaSource {
             .map_err(|e| kafka_error(format!("creating a consumer for {}", conn.bootstrap_servers), e))?;
         let dead_letters = match &self.config.dead_letter_topic {
             Some(_) => {
-                let mut pc = conn.client_config();
+                let mut pc = conn.client_config()?;
                 pc.set("enable.idempotence", "true").set_if_unset("linger.ms", "5");
                 Some(
                     pc.create_with_context(super::super::sink::CountingContext::default())
