@@ -138,12 +138,26 @@ fn a_cluster_with_tls_refuses_every_stranger_and_gives_each_certificate_only_its
     assert_eq!(ports.len(), 3);
     for port in &ports {
         probe(port, &ca.cert, Some(&alice)).map_err(|e| anyhow::anyhow!("{port} refused a good certificate: {e}"))?;
-        let none = probe(port, &ca.cert, None).expect_err("no certificate must be refused");
-        assert!(none.contains("CertificateRequired") || none.contains("HandshakeFailure"), "{port}: {none}");
-        let stranger = probe(port, &bundle, Some(&mallory)).expect_err("another CA's certificate must be refused");
-        assert!(stranger.contains("UnknownCA") || stranger.contains("BadCertificate"), "{port}: {stranger}");
-        let old = probe(port, &ca.cert, Some(&expired)).expect_err("an expired certificate must be refused");
-        assert!(old.contains("CertificateExpired") || old.contains("BadCertificate"), "{port}: {old}");
+        // What the client sees of a refusal depends on timing (the server's
+        // alert, or a reset); the server's log says exactly why.
+        assert!(probe(port, &ca.cert, None).is_err(), "{port}: no certificate must be refused");
+        assert!(probe(port, &bundle, Some(&mallory)).is_err(), "{port}: another CA's certificate must be refused");
+        assert!(probe(port, &ca.cert, Some(&expired)).is_err(), "{port}: an expired certificate must be refused");
+    }
+    for (name, log) in std::iter::once(("jobmanager", cluster.jobmanager.log()))
+        .chain(cluster.taskmanagers.iter().map(|(id, p)| (id.as_str(), p.log())))
+    {
+        for reason in ["peer sent no certificates", "UnknownIssuer", "certificate expired"] {
+            wait_until(&format!("{name} to log a refusal: {reason}"), LONG, || {
+                let log = if name == "jobmanager" {
+                    cluster.jobmanager.log()
+                } else {
+                    cluster.taskmanagers.iter().find(|(id, _)| id == name).map(|(_, p)| p.log()).unwrap_or_default()
+                };
+                Ok(log.contains(reason).then_some(()))
+            })
+            .map_err(|e| anyhow::anyhow!("{e}\n{log}"))?;
+        }
     }
 
     // REST is HTTPS with the same certificate; plain HTTP gets no answer.
@@ -283,5 +297,25 @@ fn jobs_may_only_name_local_paths_under_the_allowed_roots() -> anyhow::Result<()
         .output()?;
     let err = String::from_utf8_lossy(&local.stderr);
     assert!(!local.status.success() && err.contains("is outside the paths jobs may use"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn a_submission_asking_for_more_than_the_limits_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("weir.yaml");
+    std::fs::write(&config, "security:\n  max_parallelism: 2\n  max_operators: 4\n")?;
+    let cluster = Cluster::start_with_env(1, 2, "5s", &[], &[("WEIR_CONFIG", config.to_str().unwrap())])?;
+    let w2 = cluster.write("w2.yaml", &job_file("w2-tumble.yaml", &[("events: 20000000", "events: 1000")]));
+    let out = cluster.weir(&["run", w2.to_str().unwrap(), "--parallelism", "3"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("asks for parallelism 3; this cluster allows at most 2"), "{err}");
+    let enrich = cluster.write("enrich.yaml", &job_file("enrich.yaml", &[]));
+    let out = cluster.weir(&["run", enrich.to_str().unwrap()])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("this cluster takes at most 4 (security.max_operators)"), "{err}");
+    assert_eq!(cluster.weir_json(&["list"])?.as_array().map(|a| a.len()), Some(0), "nothing was scheduled");
+    let id = cluster.submit(&w2, &["--parallelism", "2"])?;
+    assert_eq!(cluster.wait_state(&id, &["FINISHED", "FAILED"], LONG)?["state"], "FINISHED");
     Ok(())
 }

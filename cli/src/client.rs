@@ -111,14 +111,18 @@ pub fn status(s: tonic::Status) -> anyhow::Error {
         // A broken connection: its innermost cause says why (a refused
         // certificate, a reset).
         let why = weir_security::explain(cause);
-        let hint = if why.contains(" (") {
-            ""
-        } else {
+        // A closed port or an unknown host say all there is to say; anything
+        // else (a reset, a broken pipe, garbled HTTP/2) is what a TLS server
+        // looks like to a client it refused or that spoke plain HTTP/2.
+        let plain_failure = ["refused", "timed out", "lookup", "resolve"].iter().any(|w| why.contains(w));
+        let hint = if !plain_failure && !why.contains(" (") {
             // TLS 1.3 clients finish their handshake before the server checks
             // their certificate: a refusal often shows as a closed connection.
             " (the job manager closed the connection: with TLS it refuses a client certificate of another CA or an \
              expired one, and its log says which; a job manager with TLS is addressed as https:// with --tls-ca, \
              --tls-cert and --tls-key)"
+        } else {
+            ""
         };
         return anyhow!("the job manager: {}: {why}{hint}", s.message());
     }
@@ -191,5 +195,22 @@ pub fn exit_code(d: &v1::JobDetails) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status;
+
+    #[test]
+    fn broken_connections_say_why_and_refusals_say_who() {
+        let closed = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "stream closed because of a broken pipe");
+        let e = status(tonic::Status::from_error(Box::new(closed))).to_string();
+        assert!(e.contains("broken pipe") && e.contains("addressed as https://"), "{e}");
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused (os error 111)");
+        let e = status(tonic::Status::from_error(Box::new(refused))).to_string();
+        assert!(e.contains("Connection refused") && !e.contains("https://"), "no TLS hint for a closed port: {e}");
+        let e = status(tonic::Status::permission_denied("certificate `CN=x` may not submit jobs")).to_string();
+        assert_eq!(e, "refused: certificate `CN=x` may not submit jobs");
     }
 }

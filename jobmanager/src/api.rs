@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 use weir_proto::v1;
-use weir_security::AllowedPaths;
+use weir_security::{AllowedPaths, SubmitLimits};
 
 use crate::cluster::{ClusterError, ClusterHandle, Command};
 
@@ -39,23 +39,43 @@ pub struct Api {
     cluster: ClusterHandle,
     s3: weir_state::S3Options,
     allowed: AllowedPaths,
+    limits: SubmitLimits,
     triggers: Arc<Mutex<Triggers>>,
 }
 
 impl Api {
     /// Operations on `cluster`; `s3` opens savepoints that jobs start from;
-    /// jobs may only name local paths under `allowed`.
-    pub(crate) fn new(cluster: ClusterHandle, s3: weir_state::S3Options, allowed: AllowedPaths) -> Self {
-        Self { cluster, s3, allowed, triggers: Arc::default() }
+    /// jobs may only name local paths under the allowed roots and ask for
+    /// no more than the limits of `security`.
+    pub(crate) fn new(cluster: ClusterHandle, s3: weir_state::S3Options, security: &weir_security::Security) -> Self {
+        Self { cluster, s3, allowed: security.allowed_paths.clone(), limits: security.limits, triggers: Arc::default() }
     }
 
-    /// Refuses a job that names a local path outside the allowed roots: in
-    /// an operator's settings, as its checkpoint storage, or as the
-    /// savepoint it starts from.
-    fn check_paths(&self, req: &v1::SubmitJobRequest) -> Result<(), ClusterError> {
+    /// Refuses a job that asks for more than the limits allow, or names a
+    /// local path outside the allowed roots: in an operator's settings, as
+    /// its checkpoint storage, or as the savepoint it starts from.
+    fn check_submission(&self, req: &v1::SubmitJobRequest) -> Result<(), ClusterError> {
         let invalid = ClusterError::InvalidJob;
         let graph = req.graph.as_ref().ok_or_else(|| invalid("the request has no job graph".into()))?;
         let graph = weir_proto::graph_from_proto(graph).map_err(|e| invalid(e.to_string()))?;
+        let limits = self.limits;
+        if graph.operators.len() > limits.max_operators {
+            return Err(invalid(format!(
+                "the job has {} operators; this cluster takes at most {} (security.max_operators)",
+                graph.operators.len(),
+                limits.max_operators
+            )));
+        }
+        let default = [req.default_parallelism, graph.default_parallelism].into_iter().find(|p| *p > 0).unwrap_or(1);
+        for op in &graph.operators {
+            let p = if op.parallelism > 0 { op.parallelism } else { default };
+            if p > limits.max_parallelism {
+                return Err(invalid(format!(
+                    "{} asks for parallelism {p}; this cluster allows at most {} (security.max_parallelism)",
+                    op.uid, limits.max_parallelism
+                )));
+            }
+        }
         for op in &graph.operators {
             for (field, path) in weir_security::local_paths(&op.config) {
                 self.allowed.check(&path).map_err(|e| {
@@ -79,7 +99,7 @@ impl Api {
     /// (every file's checksum) before the job exists, so that a bad one is
     /// refused at submission and nothing is scheduled.
     pub async fn submit(&self, req: v1::SubmitJobRequest) -> Result<String, ClusterError> {
-        self.check_paths(&req)?;
+        self.check_submission(&req)?;
         let savepoint = if req.from_savepoint.is_empty() {
             None
         } else {

@@ -78,7 +78,7 @@ impl JobManager {
         let incoming = weir_security::incoming(listener, security.tls.clone(), "gRPC");
         let (core, cluster) = cluster::Cluster::new(opts, registry);
         let core_task = tokio::spawn(core.run(shutdown.clone()));
-        let api = api::Api::new(cluster.clone(), s3, security.allowed_paths.clone());
+        let api = api::Api::new(cluster.clone(), s3, &security);
         let svc = JobManagerServiceServer::new(service::JobManagerRpc::new(api.clone(), cluster.clone(), security))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let token = shutdown.clone();

@@ -30,6 +30,25 @@ pub struct SecuritySection {
     /// system temp directory and `/var/lib/weir`; `weir local`: the working
     /// directory and the temp directory). `["/"]` allows everything.
     pub allowed_paths: Option<Vec<PathBuf>>,
+    /// Largest parallelism a submitted job may give an operator (default 1024).
+    pub max_parallelism: Option<u32>,
+    /// Most operators a submitted job may have (default 1000).
+    pub max_operators: Option<usize>,
+}
+
+/// What one submission may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubmitLimits {
+    /// Largest parallelism of any operator.
+    pub max_parallelism: u32,
+    /// Most operators in one job.
+    pub max_operators: usize,
+}
+
+impl Default for SubmitLimits {
+    fn default() -> Self {
+        SubmitLimits { max_parallelism: 1024, max_operators: 1000 }
+    }
 }
 
 /// `security.tls`: all three files, or none (no TLS).
@@ -75,6 +94,9 @@ pub enum SecurityError {
     /// `security.allowed_paths` is malformed.
     #[error("security.allowed_paths: {0}")]
     AllowedPaths(String),
+    /// A limit of zero would refuse every job.
+    #[error("security.max_parallelism and security.max_operators must be at least 1")]
+    Limits,
 }
 
 impl SecuritySection {
@@ -111,11 +133,20 @@ impl SecuritySection {
             Some(roots) => AllowedPaths::new(roots).map_err(SecurityError::AllowedPaths)?,
             None => AllowedPaths::cluster_default(),
         };
+        let d = SubmitLimits::default();
+        let limits = SubmitLimits {
+            max_parallelism: self.max_parallelism.unwrap_or(d.max_parallelism),
+            max_operators: self.max_operators.unwrap_or(d.max_operators),
+        };
+        if limits.max_parallelism == 0 || limits.max_operators == 0 {
+            return Err(SecurityError::Limits);
+        }
         Ok(Security {
             tls: self.tls()?,
             roles: Roles::new(&self.roles).map_err(SecurityError::Roles)?,
             tokens,
             allowed_paths,
+            limits,
         })
     }
 }
@@ -134,6 +165,8 @@ pub struct Security {
     pub tokens: Option<Arc<Tokens>>,
     /// Where jobs may read and write local files (checked by the job manager).
     pub allowed_paths: AllowedPaths,
+    /// What one submission may ask for (checked by the job manager).
+    pub limits: SubmitLimits,
 }
 
 impl Security {
@@ -239,6 +272,9 @@ mod tests {
         let security = SecuritySection { tls: TlsSection::default(), ..section }.resolve(None).unwrap();
         assert!(security.roles.grants("CN=weir-cluster").allows(Role::TaskManager));
         assert!(serde_json::from_str::<SecuritySection>(r#"{"tls": {"cafile": "x"}}"#).is_err(), "unknown keys");
+        assert_eq!(security.limits, SubmitLimits::default());
+        let zero: SecuritySection = serde_json::from_str(r#"{"max_parallelism": 0}"#).unwrap();
+        assert!(zero.resolve(None).unwrap_err().to_string().contains("at least 1"));
     }
 
     #[test]

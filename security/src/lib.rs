@@ -23,7 +23,9 @@ mod serve;
 mod tls;
 mod tokens;
 
-pub use config::{warn_if_plaintext, Caller, Security, SecurityError, SecuritySection, TlsArgs, TlsSection};
+pub use config::{
+    warn_if_plaintext, Caller, Security, SecurityError, SecuritySection, SubmitLimits, TlsArgs, TlsSection,
+};
 pub use connect::{channel, check_address, explain, lazy_channel, ConnectError};
 pub use https::HttpsListener;
 pub use paths::{local_paths, AllowedPaths};
