@@ -294,8 +294,11 @@ pub struct Cluster {
 pub fn spawn(name: &str, cmd: &mut Command, dir: &Path) -> anyhow::Result<Proc> {
     let log = dir.join(format!("{name}.log"));
     let file = std::fs::File::create(&log)?;
+    // `info` unless the caller asked for another level.
+    if !cmd.get_envs().any(|(k, _)| k == "WEIR_LOG") {
+        cmd.env("WEIR_LOG", "info");
+    }
     let child = cmd
-        .env("WEIR_LOG", "info")
         .stdin(Stdio::null())
         .stdout(file.try_clone()?)
         .stderr(file)

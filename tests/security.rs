@@ -319,3 +319,90 @@ fn a_submission_asking_for_more_than_the_limits_is_refused() -> anyhow::Result<(
     assert_eq!(cluster.wait_state(&id, &["FINISHED", "FAILED"], LONG)?["state"], "FINISHED");
     Ok(())
 }
+
+/// Secrets in every place a job takes them — the S3 key pair of checkpoint
+/// storage, a database password inline in a job, a wrong one that fails a
+/// job, the REST/CLI token — appear in no output: every process's log at
+/// `debug`, `weir status` and `weir checkpoints` of both jobs, `weir list`,
+/// the REST job details and exceptions, and the CLI's error messages.
+#[test]
+fn secrets_appear_in_no_output() -> anyhow::Result<()> {
+    use weir_tests::databases::{shared, Flavor, MARIADB_PASSWORD, MARIADB_USER};
+    const WRONG: &str = "wr0ng-Pa55-91xq";
+    const TOKEN: &str = "admin-7d1f0c9e4b2a6c83";
+    let s3 = weir_tests::s3::shared_s3();
+    let db = shared(Flavor::MariaDb);
+    let name = weir_tests::unique("leaks", '_');
+    db.create_database(&name)?;
+    db.execute(&name, "CREATE TABLE people (id BIGINT PRIMARY KEY, name VARCHAR(32))")?;
+    let dir = tempfile::tempdir()?;
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("{TOKEN} admin\n"))?;
+    let mut env: Vec<(String, String)> = s3.env().iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    env.push(("AWS_ENDPOINT_URL".into(), s3.endpoint()));
+    env.push(("WEIR_LOG".into(), "debug".into()));
+    let cli = vec![("WEIR_TOKEN".to_string(), TOKEN.to_string())];
+    let cluster = Cluster::start_secure(1, 2, "5s", &["--rest-token-file", tokens.to_str().unwrap()], env, cli)?;
+    let job = |password: &str| {
+        format!(
+            "name: people
+operators:
+  - uid: people
+    kind: values
+    config:
+      schema: [{{name: id, type: int64}}, {{name: name, type: string}}]
+      rows: [{{id: 1, name: ada}}, {{id: 2, name: bob}}]
+  - uid: db
+    kind: jdbc_sink
+    config:
+      url: {url}
+      username: {MARIADB_USER}
+      password: {password}
+      table: people
+      key: [id]
+edges:
+  - {{from: people, to: db}}
+checkpoints:
+  interval: 200ms
+  storage: s3://weir-lake/{prefix}
+  restart: {{strategy: none}}
+",
+            url = db.url(&name),
+            prefix = weir_tests::unique("leaks", '-'),
+        )
+    };
+    let good = cluster.submit(&cluster.write("good.yaml", &job(MARIADB_PASSWORD)), &[])?;
+    let bad = cluster.submit(&cluster.write("bad.yaml", &job(WRONG)), &[])?;
+    assert_eq!(cluster.wait_state(&good, &["FINISHED", "FAILED"], LONG)?["state"], "FINISHED", "{}", cluster.logs());
+    let failed = cluster.wait_state(&bad, &["FINISHED", "FAILED"], LONG)?;
+    assert_eq!(failed["state"], "FAILED", "{failed:#}");
+    assert!(failed.to_string().contains("Access denied"), "the failure says why: {failed:#}");
+    assert_eq!(db.execute(&name, "SELECT COUNT(*) FROM people")?, "2\n");
+
+    let mut outputs = vec![cluster.logs(), cluster.weir_json(&["list"])?.to_string()];
+    for id in [&good, &bad] {
+        outputs.push(cluster.weir_json(&["status", id])?.to_string());
+        outputs.push(cluster.weir_json(&["checkpoints", id])?.to_string());
+        for path in
+            [format!("/v1/jobs/{id}"), format!("/v1/jobs/{id}/exceptions"), format!("/v1/jobs/{id}/checkpoints")]
+        {
+            let url = format!("http://{}{path}", cluster.rest);
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            outputs.push(rt.block_on(async {
+                let r = reqwest::Client::new().get(&url).bearer_auth(TOKEN).send().await?;
+                anyhow::Ok(r.text().await?)
+            })?);
+        }
+    }
+    let refused = Command::new(bin("weir"))
+        .args(["list", "--jobmanager", &cluster.url])
+        .env("WEIR_TOKEN", "admin-7d1f0c9e4b2a6c8X")
+        .output()?;
+    outputs.push(String::from_utf8_lossy(&refused.stderr).into_owned());
+    let all = outputs.join("\n");
+    assert!(all.contains("DEBUG"), "the logs are at debug level");
+    for secret in [MARIADB_PASSWORD, WRONG, weir_tests::s3::SECRET_KEY, TOKEN, "admin-7d1f0c9e4b2a6c8X"] {
+        assert!(!all.contains(secret), "`{secret}` leaked into the output");
+    }
+    Ok(())
+}
