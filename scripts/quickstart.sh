@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Weir's quick start: builds the `weir` binary (installing libclang first if
-# the machine lacks it) and runs jobs/quickstart.yaml on an embedded job
+# Weir's quick start: builds the `weir` binary (installing libclang, perl
+# and make first if the machine lacks them) and runs jobs/quickstart.yaml on an embedded job
 # manager and task manager in one process. Extra arguments go to
 # `weir local` (e.g. `--output json`).
 set -euo pipefail

@@ -144,19 +144,14 @@ fn a_cluster_with_tls_refuses_every_stranger_and_gives_each_certificate_only_its
         assert!(probe(port, &bundle, Some(&mallory)).is_err(), "{port}: another CA's certificate must be refused");
         assert!(probe(port, &ca.cert, Some(&expired)).is_err(), "{port}: an expired certificate must be refused");
     }
-    for (name, log) in std::iter::once(("jobmanager", cluster.jobmanager.log()))
-        .chain(cluster.taskmanagers.iter().map(|(id, p)| (id.as_str(), p.log())))
-    {
+    let processes = std::iter::once(("jobmanager", &cluster.jobmanager))
+        .chain(cluster.taskmanagers.iter().map(|(id, p)| (id.as_str(), p)));
+    for (name, process) in processes {
         for reason in ["peer sent no certificates", "UnknownIssuer", "certificate expired"] {
             wait_until(&format!("{name} to log a refusal: {reason}"), LONG, || {
-                let log = if name == "jobmanager" {
-                    cluster.jobmanager.log()
-                } else {
-                    cluster.taskmanagers.iter().find(|(id, _)| id == name).map(|(_, p)| p.log()).unwrap_or_default()
-                };
-                Ok(log.contains(reason).then_some(()))
+                Ok(process.log().contains(reason).then_some(()))
             })
-            .map_err(|e| anyhow::anyhow!("{e}\n{log}"))?;
+            .map_err(|e| anyhow::anyhow!("{e}\n{}", process.log()))?;
         }
     }
 

@@ -172,16 +172,13 @@ pub struct Security {
 impl Security {
     /// What the caller of `req` may do, and how it is known.
     pub fn caller<T>(&self, req: &tonic::Request<T>) -> Caller {
-        let certs = req.extensions().get::<PeerInfo>().and_then(|p| p.certs.clone());
-        let mut caller = match (&self.tls, certs.as_ref().and_then(|c| c.first())) {
-            (Some(_), Some(cert)) => {
-                let subject = crate::roles::subject_of(cert).unwrap_or_default();
-                Caller {
-                    grants: self.roles.grants(&subject),
-                    who: format!("certificate `{subject}`"),
-                    anonymous: false,
-                }
-            }
+        let subject = req.extensions().get::<PeerInfo>().and_then(|p| p.subject.clone());
+        let mut caller = match (&self.tls, subject) {
+            (Some(_), Some(subject)) => Caller {
+                grants: self.roles.grants(&subject),
+                who: format!("certificate `{subject}`"),
+                anonymous: false,
+            },
             (Some(_), None) => Caller::anonymous(Grants::NONE, "a caller without a certificate"),
             (None, _) if self.tokens.is_none() => Caller::anonymous(Grants::ALL, "any caller"),
             (None, _) => Caller::anonymous(

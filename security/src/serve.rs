@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -31,9 +30,9 @@ const BACKLOG: usize = 64;
 pub struct PeerInfo {
     /// Its address.
     pub remote: Option<SocketAddr>,
-    /// The certificate chain it presented (checked against the CA), when the
-    /// connection is TLS.
-    pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// The subject of the certificate it presented (checked against the
+    /// CA), when the connection is TLS; read once per connection.
+    pub subject: Option<Arc<str>>,
 }
 
 /// An accepted connection, plain or TLS.
@@ -50,14 +49,13 @@ impl Connected for Conn {
 
     fn connect_info(&self) -> PeerInfo {
         match self {
-            Conn::Plain(s) => PeerInfo { remote: s.peer_addr().ok(), certs: None },
+            Conn::Plain(s) => PeerInfo { remote: s.peer_addr().ok(), subject: None },
             Conn::Tls(s) => {
                 let (tcp, session) = s.get_ref();
+                let leaf = session.peer_certificates().and_then(|c| c.first());
                 PeerInfo {
                     remote: tcp.peer_addr().ok(),
-                    certs: session
-                        .peer_certificates()
-                        .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())),
+                    subject: leaf.and_then(|c| crate::roles::subject_of(c).ok()).map(Arc::from),
                 }
             }
         }
@@ -122,12 +120,19 @@ impl AsyncWrite for Conn {
 pub fn incoming(listener: TcpListener, tls: Option<Arc<Tls>>, what: &'static str) -> ReceiverStream<io::Result<Conn>> {
     let rx = match tls {
         Some(tls) => accept_tls(listener, move || tls.server_config(), what, |s, _| Conn::Tls(Box::new(s))),
-        None => accept_plain(listener),
+        None => accept_each(listener, |tcp, _, _| Some(Conn::Plain(tcp))),
     };
     ReceiverStream::new(rx)
 }
 
-fn accept_plain(listener: TcpListener) -> mpsc::Receiver<io::Result<Conn>> {
+/// Accepts connections of `listener` (with `TCP_NODELAY`) until the
+/// receiver is dropped. `take` turns each into an item for the receiver, or
+/// returns `None` when it hands the connection on itself (through the
+/// sender it is given); accept errors reach the receiver as they are.
+fn accept_each<T: Send + 'static>(
+    listener: TcpListener,
+    mut take: impl FnMut(TcpStream, SocketAddr, &mpsc::Sender<io::Result<T>>) -> Option<T> + Send + 'static,
+) -> mpsc::Receiver<io::Result<T>> {
     let (tx, rx) = mpsc::channel(BACKLOG);
     tokio::spawn(async move {
         loop {
@@ -135,12 +140,17 @@ fn accept_plain(listener: TcpListener) -> mpsc::Receiver<io::Result<Conn>> {
                 _ = tx.closed() => return,
                 a = listener.accept() => a,
             };
-            let conn = accepted.map(|(tcp, _)| {
-                let _ = tcp.set_nodelay(true);
-                Conn::Plain(tcp)
-            });
-            if tx.send(conn).await.is_err() {
-                return;
+            let item = match accepted {
+                Ok((tcp, remote)) => {
+                    let _ = tcp.set_nodelay(true);
+                    take(tcp, remote, &tx).map(Ok)
+                }
+                Err(e) => Some(Err(e)),
+            };
+            if let Some(item) = item {
+                if tx.send(item).await.is_err() {
+                    return;
+                }
             }
         }
     });
@@ -156,37 +166,20 @@ pub(crate) fn accept_tls<T: Send + 'static>(
     what: &'static str,
     wrap: fn(TlsStream<TcpStream>, SocketAddr) -> T,
 ) -> mpsc::Receiver<io::Result<T>> {
-    let (tx, rx) = mpsc::channel(BACKLOG);
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                _ = tx.closed() => return,
-                a = listener.accept() => a,
-            };
-            let (tcp, remote) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    if tx.send(Err(e)).await.is_err() {
-                        return;
-                    }
-                    continue;
+    accept_each(listener, move |tcp, remote, tx| {
+        let acceptor = TlsAcceptor::from(config());
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => {
+                    let _ = tx.send(Ok(wrap(s, remote))).await;
                 }
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = TlsAcceptor::from(config());
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => {
-                        let _ = tx.send(Ok(wrap(s, remote))).await;
-                    }
-                    Ok(Err(e)) => {
-                        tracing::info!(port = what, %remote, error = %e, "refused a connection: TLS handshake failed")
-                    }
-                    Err(_) => tracing::info!(port = what, %remote, "refused a connection: no TLS handshake within 10s"),
+                Ok(Err(e)) => {
+                    tracing::info!(port = what, %remote, error = %e, "refused a connection: TLS handshake failed")
                 }
-            });
-        }
-    });
-    rx
+                Err(_) => tracing::info!(port = what, %remote, "refused a connection: no TLS handshake within 10s"),
+            }
+        });
+        None
+    })
 }
