@@ -492,3 +492,171 @@ fn checkpoints_on_s3_ride_out_a_server_restart_and_a_10s_outage() -> anyhow::Res
     assert!(storage.newest_metadata(&id).is_some(), "a retained checkpoint on the server");
     Ok(())
 }
+
+/// Points of a task manager's side of a checkpoint where the crash test
+/// aborts one: after the snapshot, between two uploaded files, after the
+/// files before the acknowledgement, after it, after a RocksDB base was
+/// uploaded, and in the sink's commit after the checkpoint completed.
+const TASK_MANAGER_POINTS: [&str; 6] = [
+    "checkpoint_snapshot_taken",
+    "checkpoint_file_upload",
+    "checkpoint_files_written",
+    "checkpoint_acknowledged",
+    "state_base_uploaded",
+    "file_sink_before_commit",
+];
+
+/// The job manager's: before the metadata of a complete checkpoint is
+/// written, after it, and while a subsumed checkpoint is deleted.
+const JOB_MANAGER_POINTS: [&str; 3] = ["jm_before_metadata", "jm_metadata_written", "jm_discarding"];
+
+/// Reproducible choices (xorshift64*): the seed is printed, and
+/// `WEIR_CRASH_SEED` replays a run.
+struct Dice(u64);
+
+impl Dice {
+    fn seeded() -> (Dice, u64) {
+        let seed = std::env::var("WEIR_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+        });
+        (Dice(seed | 1), seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+
+    /// One of `points`, armed to abort at its first to sixth hit.
+    fn point(&mut self, points: &[&str]) -> String {
+        let point = points[self.below(points.len() as u64) as usize];
+        format!("{point}@{}", 1 + self.below(6))
+    }
+}
+
+/// The point a process's log says it aborted at.
+fn crashed_at(log: &str) -> Option<String> {
+    let line = log.lines().find(|l| l.contains("failpoint reached: "))?;
+    Some(line.split("failpoint reached: ").nth(1)?.split(' ').next()?.to_string())
+}
+
+/// Twenty crashes of the job manager and the task managers at random points
+/// of checkpoints, each process armed with a crash point when it starts (a
+/// process that reaches none within 10 s is killed with SIGKILL instead).
+/// The job then finishes with exactly the output of a run without failure,
+/// its checkpoint storage holds only the files of the retained checkpoints,
+/// and no task manager keeps local state.
+#[test]
+fn twenty_crashes_in_the_middle_of_checkpoints_leave_only_the_retained_checkpoints() -> anyhow::Result<()> {
+    const CRASHES: usize = 20;
+    let (mut dice, seed) = Dice::seeded();
+    eprintln!("crash test seed {seed} (WEIR_CRASH_SEED={seed} replays its choices)");
+    let mut cluster = start_cluster(0, "1s", &[], &[])?;
+    let scratch = cluster.dir.path().to_path_buf();
+    let expected = reference(&scratch);
+    let (out, storage) = (scratch.join("out"), scratch.join("checkpoints"));
+    let armed = dice.point(&JOB_MANAGER_POINTS);
+    cluster.restart_jobmanager_with(&[("WEIR_FAILPOINT", &armed)])?;
+    wait_until("the job manager to answer", LONG, || Ok(cluster.weir_json(&["taskmanagers"]).ok()))?;
+    let tms = ["tm-a", "tm-b"];
+    for tm in tms {
+        // One slot each: the job needs both task managers, so both take part in every checkpoint.
+        let armed = dice.point(&TASK_MANAGER_POINTS);
+        cluster.start_taskmanager(tm, 1, &[("WEIR_FAILPOINT", &armed)])?;
+    }
+    let text = job(&out, &format!("file://{}", storage.display()), "rocksdb", Some(10_000), 2)
+        .replace("attempts: 3", "attempts: 1000");
+    let id = cluster.submit(&cluster.write("job.yaml", &text), &[])?;
+    let mut crashes: Vec<String> = Vec::new();
+    let deadline = Instant::now() + LONG * 3;
+    let status = loop {
+        anyhow::ensure!(Instant::now() < deadline, "the job did not end; crashes: {crashes:?}\n{}", cluster.logs());
+        let armed = crashes.len() < CRASHES;
+        // A process that died, or (once every crash happened) the job's end.
+        let event = wait_until("a process to crash at its failpoint", Duration::from_secs(10), || {
+            let mut dead: Vec<String> =
+                tms.iter().filter(|tm| cluster.taskmanager(tm).exited().is_some()).map(|tm| tm.to_string()).collect();
+            if cluster.jobmanager.exited().is_some() {
+                dead.insert(0, "jobmanager".into());
+            }
+            if !dead.is_empty() {
+                return Ok(Some(Err(dead)));
+            }
+            if armed {
+                return Ok(None);
+            }
+            let s = cluster.weir_json(&["status", &id])?;
+            Ok(["FINISHED", "FAILED"].contains(&s["state"].as_str().unwrap_or("")).then_some(Ok(s)))
+        });
+        let dead = match event {
+            Ok(Ok(status)) => break status,
+            Ok(Err(dead)) => dead,
+            Err(_) if armed => {
+                // No crash point reached in time: a crash at whatever point the job is.
+                let state = cluster.weir_json(&["status", &id])?["state"].clone();
+                anyhow::ensure!(
+                    state != "FINISHED" && state != "FAILED",
+                    "the job ended ({state}) after only {} crashes: {crashes:?}\n{}",
+                    crashes.len(),
+                    cluster.logs()
+                );
+                let victim = ["jobmanager", "tm-a", "tm-b"][dice.below(3) as usize];
+                match victim {
+                    "jobmanager" => cluster.jobmanager.kill9(),
+                    tm => cluster.taskmanager(tm).kill9(),
+                }
+                vec![victim.to_string()]
+            }
+            Err(_) => continue,
+        };
+        for name in dead {
+            let log = if name == "jobmanager" { cluster.jobmanager.log() } else { cluster.taskmanager(&name).log() };
+            let how = crashed_at(&log).unwrap_or_else(|| "kill -9".into());
+            crashes.push(format!("{name}: {how}"));
+            // Armed again until the last crash; a process still armed after it may crash once more.
+            let points: &[&str] = if name == "jobmanager" { &JOB_MANAGER_POINTS } else { &TASK_MANAGER_POINTS };
+            let armed = if crashes.len() < CRASHES { dice.point(points) } else { String::new() };
+            if name == "jobmanager" {
+                cluster.restart_jobmanager_with(&[("WEIR_FAILPOINT", &armed)])?;
+            } else {
+                cluster.spawn_taskmanager(&name, 1, &[("WEIR_FAILPOINT", &armed)])?;
+            }
+        }
+    };
+    eprintln!("crashes: {crashes:#?}");
+    assert_eq!(status["state"], "FINISHED", "{status:#}\n{}", cluster.logs());
+    let got = committed(&out);
+    assert_eq!(got.len(), expected.len(), "rows after {CRASHES} crashes\n{}", cluster.logs());
+    assert!(got == expected, "the output differs from a run without failure");
+    wait_until("only the retained checkpoints' files in storage", LONG, || {
+        Ok(leftovers(&storage, &id).is_empty().then_some(()))
+    })
+    .map_err(|e| anyhow::anyhow!("{e}: {:?}\n{}", leftovers(&storage, &id), cluster.jobmanager.log()))?;
+    let retained: Vec<String> = std::fs::read_dir(storage.join(&id))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("chk-"))
+        .collect();
+    let inside = |d: &String| -> Vec<String> {
+        std::fs::read_dir(storage.join(&id).join(d))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert!(
+        !retained.is_empty() && retained.len() <= 2,
+        "two checkpoints retained at most: {:?}",
+        retained.iter().map(|d| (d, inside(d))).collect::<Vec<_>>()
+    );
+    let local = scratch.join("state");
+    wait_until("no task manager to keep local state", LONG, || {
+        Ok(tms.iter().all(|tm| std::fs::read_dir(local.join(tm)).is_ok_and(|mut d| d.next().is_none())).then_some(()))
+    })?;
+    let record = scratch.join("jobmanager-storage").join("_jobs").join(format!("{id}.pb"));
+    wait_until("the job record to be deleted", LONG, || Ok((!record.exists()).then_some(())))?;
+    Ok(())
+}

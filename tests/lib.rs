@@ -393,6 +393,19 @@ impl Cluster {
     /// Starts task manager `id` with `slots` slots and extra environment
     /// variables (e.g. failpoints), and waits until it registered.
     pub fn start_taskmanager(&mut self, id: &str, slots: u32, env: &[(&str, &str)]) -> anyhow::Result<()> {
+        self.spawn_taskmanager(id, slots, env)?;
+        let want = id.to_string();
+        wait_until(&format!("{id} to register"), Duration::from_secs(30), || {
+            let out = self.weir_json(&["taskmanagers"])?;
+            let found = out["task_managers"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|t| t["id"].as_str() == Some(want.as_str())));
+            Ok(found.then_some(()))
+        })
+    }
+
+    /// [`Cluster::start_taskmanager`] without waiting for the registration.
+    pub fn spawn_taskmanager(&mut self, id: &str, slots: u32, env: &[(&str, &str)]) -> anyhow::Result<()> {
         let n = std::fs::read_dir(self.dir.path())?
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().starts_with(id))
@@ -409,14 +422,7 @@ impl Cluster {
         let p = spawn(&name, &mut cmd, self.dir.path())?;
         self.taskmanagers.retain(|(i, _)| i != id);
         self.taskmanagers.push((id.to_string(), p));
-        let want = id.to_string();
-        wait_until(&format!("{id} to register"), Duration::from_secs(30), || {
-            let out = self.weir_json(&["taskmanagers"])?;
-            let found = out["task_managers"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|t| t["id"].as_str() == Some(want.as_str())));
-            Ok(found.then_some(()))
-        })
+        Ok(())
     }
 
     /// Kills task manager `id` if it still runs and starts it again with
@@ -430,6 +436,12 @@ impl Cluster {
     /// Starts the job manager again with the same arguments (after it was
     /// killed); its log goes to `jobmanager-2.log` and so on.
     pub fn restart_jobmanager(&mut self) -> anyhow::Result<()> {
+        self.restart_jobmanager_with(&[])
+    }
+
+    /// [`Cluster::restart_jobmanager`] with extra environment variables
+    /// for the new process (e.g. failpoints).
+    pub fn restart_jobmanager_with(&mut self, env: &[(&str, &str)]) -> anyhow::Result<()> {
         self.jobmanager.kill9();
         let n = std::fs::read_dir(self.dir.path())?
             .flatten()
@@ -438,6 +450,9 @@ impl Cluster {
         let name = format!("jobmanager-{}", n + 1);
         let mut cmd = Command::new(bin("weir-jobmanager"));
         cmd.args(&self.jm_args).envs(self.env.clone());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         self.jobmanager = spawn(&name, &mut cmd, self.dir.path())?;
         Ok(())
     }

@@ -27,7 +27,6 @@ pub mod blocking;
 mod changes;
 mod delivery;
 pub mod elasticsearch;
-pub mod failpoint;
 pub mod files;
 pub mod jdbc;
 pub mod kafka;

@@ -2,6 +2,7 @@
 //! shared files, metadata, and the small objects of the job manager's
 //! records.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
@@ -45,6 +46,32 @@ impl fmt::Debug for CheckpointStorage {
 pub struct Swept {
     /// Files deleted.
     pub files: usize,
+}
+
+/// Deletes what writers on the local file system cut short under `dir`:
+/// `object_store` writes a file as `<name>#<n>` and renames it when done,
+/// and its listings skip such files, so nothing else would find them.
+/// Directories left empty go too, up to `root`. Returns how many files.
+fn delete_staged(root: &std::path::Path, dir: &std::path::Path) -> usize {
+    let staged =
+        |name: &str| name.rsplit_once('#').is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let mut deleted = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if staged(&e.file_name().to_string_lossy()) && std::fs::remove_file(&path).is_ok() {
+                deleted += 1;
+                let mut parent = path.parent();
+                while let Some(p) = parent.filter(|p| *p != root && std::fs::remove_dir(p).is_ok()) {
+                    parent = p.parent();
+                }
+            }
+        }
+    }
+    deleted
 }
 
 impl CheckpointStorage {
@@ -272,14 +299,17 @@ impl CheckpointStorage {
         Ok(())
     }
 
-    /// Deletes the files of `job` that no complete checkpoint needs: every
+    /// Deletes the files of `job` that no retained checkpoint needs: every
     /// file of a checkpoint without metadata (failed, aborted, or cut short
-    /// by a crash) and every shared file that no complete checkpoint names.
-    /// Complete checkpoints stay whole, damaged ones included; if one's
-    /// metadata cannot be read, shared files are left alone. Call it only
-    /// while none of the job's checkpoints is being written: the job manager
-    /// sweeps before it deploys a restarted job and after a job ended.
-    pub async fn sweep(&self, job: &JobId) -> Result<Swept, StorageError> {
+    /// by a crash), every file of a complete checkpoint older than the
+    /// `keep` newest readable ones (subsumed, but a crash came before it was
+    /// deleted, or a new job manager never knew it), and every shared file
+    /// that no kept checkpoint names. Kept checkpoints stay whole, damaged
+    /// ones newer than those included; if a kept one's metadata cannot be
+    /// read, shared files are left alone. Call it only while none of the
+    /// job's checkpoints is being written: the job manager sweeps before it
+    /// deploys a restarted job and after a job ended.
+    pub async fn sweep(&self, job: &JobId, keep: usize) -> Result<Swept, StorageError> {
         let prefix = self.root.clone().join(job.as_str());
         let all: Vec<Path> = self.store.list(Some(&prefix)).map_ok(|m| m.location).try_collect().await?;
         // Each object as (its first part under the job: `chk-<n>` or `shared`, its path).
@@ -290,35 +320,56 @@ impl CheckpointStorage {
                 Some((first, p))
             })
             .collect();
-        let complete: std::collections::BTreeSet<&str> = parts
+        let mut complete: Vec<(u64, &str)> = parts
             .iter()
-            .filter(|(dir, p)| dir.starts_with("chk-") && p.filename() == Some(METADATA))
-            .map(|(dir, _)| dir.as_str())
+            .filter(|(_, p)| p.filename() == Some(METADATA))
+            .filter_map(|(dir, _)| Some((dir.strip_prefix("chk-")?.parse().ok()?, dir.as_str())))
             .collect();
-        let mut named = std::collections::HashSet::new();
+        complete.sort_unstable_by(|a, b| b.cmp(a));
+        // Newest first: kept until `keep` of them were read.
+        let (mut kept, mut named, mut readable) = (std::collections::BTreeSet::new(), HashSet::new(), 0);
         let mut all_read = true;
-        for dir in &complete {
-            let meta = self.store.get(&prefix.clone().join(*dir).join(METADATA)).await?.bytes().await?;
+        for (_, dir) in complete {
+            if readable >= keep.max(1) {
+                break;
+            }
+            kept.insert(dir);
+            let meta = self.store.get(&prefix.clone().join(dir).join(METADATA)).await?.bytes().await?;
             let parsed = checked_body(&meta).ok().and_then(|b| serde_json::from_str::<CheckpointMetadata>(b).ok());
             match parsed {
-                Some(m) => named.extend(m.files().map(|f| f.path.clone())),
+                Some(m) => {
+                    named.extend(m.files().map(|f| f.path.clone()));
+                    readable += 1;
+                }
                 None => all_read = false,
             }
         }
+        let garbage: Vec<&Path> = parts
+            .iter()
+            .filter(|(dir, path)| {
+                if dir == SHARED {
+                    all_read && !named.contains(path.as_ref())
+                } else {
+                    dir.starts_with("chk-") && !kept.contains(dir.as_str())
+                }
+            })
+            .map(|(_, path)| path)
+            .collect();
+        // Metadata first, so that a checkpoint never looks complete with files missing.
+        let (meta, rest): (Vec<&Path>, Vec<&Path>) = garbage.into_iter().partition(|p| p.filename() == Some(METADATA));
         let mut swept = Swept::default();
-        for (dir, path) in &parts {
-            let garbage = if dir == SHARED {
-                all_read && !named.contains(path.as_ref())
-            } else {
-                dir.starts_with("chk-") && !complete.contains(dir.as_str())
-            };
-            if !garbage {
-                continue;
-            }
+        for path in meta.into_iter().chain(rest) {
             match self.store.delete(path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => swept.files += 1,
                 Err(e) => return Err(e.into()),
             }
+        }
+        if let Some(dir) = self.uri.strip_prefix("file://") {
+            let (root, job) = (std::path::PathBuf::from(dir), job.as_str().to_string());
+            swept.files +=
+                tokio::task::spawn_blocking(move || delete_staged(&root, &root.join(job))).await.map_err(|e| {
+                    StorageError::Store(object_store::Error::Generic { store: "file", source: Box::new(e) })
+                })?;
         }
         Ok(swept)
     }
@@ -400,16 +451,84 @@ mod tests {
         s.write_file(&job, CheckpointId(2), "v0-0.state", Bytes::from_static(b"t")).await.unwrap();
         s.write_shared_file(&JobId::new("k"), "b.sst", Bytes::from_static(b"b")).await.unwrap();
 
-        assert_eq!(s.sweep(&job).await.unwrap(), Swept { files: 2 });
+        assert_eq!(s.sweep(&job, 1).await.unwrap(), Swept { files: 2 });
         assert_eq!(names(&s, &job).await, ["chk-1/_metadata", "chk-1/v0-0.state", "shared/a.sst"]);
         assert_eq!(names(&s, &JobId::new("k")).await, ["shared/b.sst"]);
         s.load(&job, CheckpointId(1)).await.expect("the kept checkpoint is whole");
-        assert_eq!(s.sweep(&job).await.unwrap(), Swept { files: 0 }, "nothing left to sweep");
+        assert_eq!(s.sweep(&job, 1).await.unwrap(), Swept { files: 0 }, "nothing left to sweep");
 
         // Unreadable metadata: shared files might be named by it, so they stay.
         s.write_shared_file(&job, "maybe.sst", Bytes::from_static(b"m")).await.unwrap();
         s.store.put(&Path::from("j/chk-3/_metadata"), PutPayload::from_static(b"garbage")).await.unwrap();
-        assert_eq!(s.sweep(&job).await.unwrap(), Swept { files: 0 });
+        assert_eq!(s.sweep(&job, 1).await.unwrap(), Swept { files: 0 });
         assert!(names(&s, &job).await.contains(&"shared/maybe.sst".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_sweep_on_local_disk_deletes_half_written_files_and_empty_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = CheckpointStorage::from_uri(&format!("file://{}", dir.path().display())).unwrap();
+        let job = JobId::new("j");
+        let own = s.write_file(&job, CheckpointId(1), "v0-0.state", Bytes::from_static(b"s")).await.unwrap();
+        complete(&s, &job, 1, vec![own]).await;
+        // A writer killed while writing checkpoint 2, and a file of checkpoint 3 the sweep deletes.
+        std::fs::create_dir_all(dir.path().join("j/chk-2")).unwrap();
+        std::fs::write(dir.path().join("j/chk-2/v0-0.state#1"), b"half").unwrap();
+        s.write_file(&job, CheckpointId(3), "v0-0.state", Bytes::from_static(b"t")).await.unwrap();
+
+        assert_eq!(s.sweep(&job, 1).await.unwrap(), Swept { files: 2 });
+        let mut left: Vec<String> = std::fs::read_dir(dir.path().join("j"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["chk-1"], "no directory of a deleted checkpoint stays");
+        s.discard(&job, CheckpointId(1)).await.unwrap();
+        assert!(!dir.path().join("j").exists(), "the last file takes the job's directory with it");
+        assert!(dir.path().exists(), "but never the storage's root");
+    }
+
+    /// A complete checkpoint of `job` naming `files`.
+    async fn complete(s: &CheckpointStorage, job: &JobId, id: u64, files: Vec<FileHandle>) {
+        let meta = CheckpointMetadata {
+            version: METADATA_VERSION,
+            job_id: job.clone(),
+            checkpoint_id: CheckpointId(id),
+            timestamp_ms: 0,
+            tasks: vec![TaskSnapshot { files, ..Default::default() }],
+            max_parallelism: 0,
+            finished: Vec::new(),
+        };
+        s.complete(&meta).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_sweep_deletes_complete_checkpoints_older_than_the_retained_ones() {
+        let s = CheckpointStorage::from_uri("memory://").unwrap();
+        let job = JobId::new("j");
+        let base = s.write_shared_file(&job, "base.sst", Bytes::from_static(b"b")).await.unwrap();
+        let old = s.write_shared_file(&job, "old.sst", Bytes::from_static(b"o")).await.unwrap();
+        for id in 1..=4 {
+            let own = s.write_file(&job, CheckpointId(id), "v0-0.state", Bytes::from_static(b"s")).await.unwrap();
+            let mut files = vec![base.clone(), own];
+            if id == 1 {
+                files.push(old.clone());
+            }
+            complete(&s, &job, id, files).await;
+        }
+        // Checkpoints 1 and 2 were subsumed, but a crash kept them from being deleted.
+        assert_eq!(s.sweep(&job, 2).await.unwrap(), Swept { files: 5 });
+        let left = names(&s, &job).await;
+        assert_eq!(
+            left,
+            ["chk-3/_metadata", "chk-3/v0-0.state", "chk-4/_metadata", "chk-4/v0-0.state", "shared/base.sst"]
+        );
+        s.load(&job, CheckpointId(3)).await.expect("a kept checkpoint is whole");
+
+        // A damaged newest checkpoint does not count: the one before stays to restore from.
+        s.store.put(&Path::from("j/chk-5/_metadata"), PutPayload::from_static(b"garbage")).await.unwrap();
+        assert_eq!(s.sweep(&job, 1).await.unwrap(), Swept { files: 2 }, "checkpoint 3 goes");
+        assert!(names(&s, &job).await.contains(&"chk-4/_metadata".to_string()));
+        assert_eq!(s.latest_valid(&job).await.unwrap().map(|m| m.checkpoint_id), Some(CheckpointId(4)));
     }
 }

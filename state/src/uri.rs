@@ -105,7 +105,10 @@ pub fn object_store_for(uri: &str, s3: &S3Options) -> Result<(Arc<dyn ObjectStor
         }
         std::fs::create_dir_all(dir)
             .map_err(|e| StorageError::Store(object_store::Error::Generic { store: "file", source: Box::new(e) }))?;
-        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?;
+        // Deleting a directory's last file deletes the directory too (up to the
+        // root), as with object stores, which have no directories: otherwise
+        // every discarded checkpoint would leave an empty `chk-<n>` behind.
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true);
         return Ok((Arc::new(fs), String::new()));
     }
     Err(StorageError::Uri(uri.to_string()))

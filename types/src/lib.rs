@@ -4,7 +4,8 @@
 //! checkpoints move ([`StateEntry`]), what a checkpoint is made of
 //! ([`snapshot`]), state backend kinds ([`BackendKind`])
 //! and the classes of errors ([`ErrorClass`]) that let a failure keep its
-//! meaning from storage to the checkpoint coordinator.
+//! meaning from storage to the checkpoint coordinator. Test builds add
+//! crash points ([`failpoint`]).
 //!
 //! It depends on serde only: the runtime, the state backends, the job
 //! manager and the task manager all build on it, so it must stay free of
@@ -12,6 +13,7 @@
 
 mod backend;
 mod error;
+pub mod failpoint;
 mod id;
 pub mod keygroup;
 pub mod snapshot;

@@ -49,7 +49,7 @@ pub use config::{storage_uri, Compression, CsvSettings, FileFormat, FileSinkConf
 use parts::{PartWriter, Partitioner};
 
 use crate::blocking::wait;
-use crate::failpoint;
+use weir_types::failpoint;
 
 const SUBTASKS: &str = "subtasks";
 const EPOCHS: &str = "epochs";

@@ -244,7 +244,9 @@ fn success_files_mark_an_hour_once_every_subtasks_watermark_passed_it() {
     a.snapshot_state(&mut StateWriter::new("out", CheckpointId(3), true)).unwrap();
     b.finish(&mut out).unwrap();
     assert!(success(1));
-    assert_eq!(std::fs::read_dir(dir.path().join(".weir-commit-out")).unwrap().count(), 0, "markers removed");
+    // The last marker takes its directory with it.
+    let markers = std::fs::read_dir(dir.path().join(".weir-commit-out")).map_or(0, |d| d.count());
+    assert_eq!(markers, 0, "markers removed");
 }
 
 #[test]

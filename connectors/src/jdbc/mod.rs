@@ -44,7 +44,7 @@ use db::{Db, DbError, Target};
 use rows::{Kind, Layout};
 
 use crate::blocking::{runtime, wait};
-use crate::failpoint;
+use weir_types::failpoint;
 
 const SUBTASKS: &str = "subtasks";
 const EPOCHS: &str = "epochs";

@@ -7,7 +7,7 @@ use tracing::{info, warn};
 use weir_proto::v1;
 use weir_state::savepoint::Savepoint;
 use weir_state::CheckpointStorage;
-use weir_types::{Failure, JobId};
+use weir_types::{failpoint, Failure, JobId};
 
 use super::{Cluster, ClusterError, Command};
 use crate::job::{Effect, Job};
@@ -98,7 +98,11 @@ impl Cluster {
                 let Some(storage) = self.storage_of(id) else { return };
                 let (tx, job, cp) = (self.tx.clone(), id.clone(), meta.checkpoint_id);
                 tokio::spawn(async move {
+                    failpoint::hit("jm_before_metadata");
                     let result = storage.complete(&meta).await.map(|_| meta).map_err(|e| Failure::of(&e));
+                    if result.is_ok() {
+                        failpoint::hit("jm_metadata_written");
+                    }
                     let _ = tx.send(Command::MetadataWritten { job, id: cp, result }).await;
                 });
             }
@@ -135,6 +139,7 @@ impl Cluster {
                 let job = id.clone();
                 tokio::spawn(async move {
                     for old in checkpoints {
+                        failpoint::hit("jm_discarding");
                         if let Err(e) = storage.discard(&job, old).await {
                             warn!(job_id = %job, checkpoint = %old, error = %e, "deleting a checkpoint's files failed");
                         }
@@ -147,13 +152,13 @@ impl Cluster {
             Effect::Restart { attempt, delay } => {
                 let Some(job) = self.jobs.get(id) else { return };
                 let storage = self.storage_of(id);
-                let (tx, job_id, start) = (self.tx.clone(), id.clone(), job.start.clone());
+                let (tx, job_id, start, keep) = (self.tx.clone(), id.clone(), job.start.clone(), retained(job));
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
                     if let Some(storage) = &storage {
                         // The failed attempt's tasks are gone: whatever its
                         // unfinished checkpoints wrote is garbage now.
-                        sweep(storage, &job_id).await;
+                        sweep(storage, &job_id, keep).await;
                     }
                     let restore = restore::find_restore_point(storage, &job_id, start).await;
                     let _ = tx.send(Command::RestartReady { job: job_id, attempt, restore }).await;
@@ -170,7 +175,9 @@ impl Cluster {
                 });
             }
             Effect::Ended => {
-                let Some(storage) = self.storage_of(id) else { return };
+                let (Some(storage), Some(keep)) = (self.storage_of(id), self.jobs.get(id).map(retained)) else {
+                    return;
+                };
                 let (records, job) = (self.records.clone(), id.clone());
                 tokio::spawn(async move {
                     if let Some(records) = records {
@@ -178,7 +185,7 @@ impl Cluster {
                             warn!(job_id = %job, error = %e, "removing the job record failed");
                         }
                     }
-                    sweep(&storage, &job).await;
+                    sweep(&storage, &job, keep).await;
                 });
             }
             Effect::Answer { request, result } => {
@@ -272,13 +279,18 @@ fn rpc_failure(tm: &str, e: &tonic::Status) -> Failure {
     Failure::new(class, format!("task manager {tm}: {}", e.message()))
 }
 
-/// Deletes the files of `job`'s checkpoints that no complete checkpoint
-/// needs (see [`CheckpointStorage::sweep`]); a failure is only logged, the
-/// next sweep tries again.
-async fn sweep(storage: &CheckpointStorage, job: &JobId) {
-    match storage.sweep(job).await {
+/// How many complete checkpoints `job` retains.
+fn retained(job: &Job) -> usize {
+    job.plan.graph.checkpoint.as_ref().map_or(1, |c| c.retained as usize)
+}
+
+/// Deletes the files of `job`'s checkpoints that none of the `keep` newest
+/// complete ones needs (see [`CheckpointStorage::sweep`]); a failure is only
+/// logged, the next sweep tries again.
+async fn sweep(storage: &CheckpointStorage, job: &JobId, keep: usize) {
+    match storage.sweep(job, keep).await {
         Ok(swept) if swept.files > 0 => {
-            info!(job_id = %job, files = swept.files, "deleted files no complete checkpoint needs")
+            info!(job_id = %job, files = swept.files, "deleted files no retained checkpoint needs")
         }
         Ok(_) => {}
         Err(e) => warn!(job_id = %job, error = %e, "sweeping the checkpoint storage failed"),

@@ -214,6 +214,8 @@ impl Upload {
     }
 
     async fn write(&self, name: &str, bytes: Bytes, shared: bool) -> Result<FileHandle, StorageError> {
+        // A crash between two files of one upload leaves some of them behind.
+        weir_types::failpoint::hit("checkpoint_file_upload");
         if shared {
             self.storage.write_shared_file(&self.me.job, name, bytes).await
         } else {

@@ -29,7 +29,7 @@ use weir_runtime::keygroup::key_group_range;
 use weir_runtime::task::{Checkpointer, SnapshotTiming};
 use weir_state::backend::{BackendError, TaskBackend, TaskIdentity, Uploaded};
 use weir_state::{CheckpointStorage, TaskSnapshot};
-use weir_types::{BackendKind, CheckpointId, Classify, ErrorClass, Failure, JobId, StateEntry};
+use weir_types::{failpoint, BackendKind, CheckpointId, Classify, ErrorClass, Failure, JobId, StateEntry};
 
 use order::{snapshot_kind, SnapshotKind, Unapplied};
 pub use savepoints::SavepointTable;
@@ -299,6 +299,7 @@ impl StateThread {
             }
         };
         debug!(checkpoint = %id, vertex = self.key.vertex, subtask = self.key.subtask, took = ?handed_over.elapsed(), "backend snapshot taken");
+        failpoint::hit("checkpoint_snapshot_taken");
         let (backend, key, mut jm, state_bytes) =
             (self.backend.clone(), self.key.clone(), self.jm.clone(), self.state_bytes.clone());
         self.background.spawn(&self.runtime, async move {
@@ -307,6 +308,7 @@ impl StateThread {
             debug!(checkpoint = %id, vertex = key.vertex, subtask = key.subtask, took = ?started.elapsed(), "checkpoint files written");
             let sent = match result {
                 Ok(done) => {
+                    failpoint::hit("checkpoint_files_written");
                     // Only when there is something to record: the state
                     // thread may hold the backend for a while, applying changes.
                     if done.concerns_backend() {
@@ -333,8 +335,9 @@ impl StateThread {
                     jm.decline_checkpoint(decline(key.clone(), id, &failure)).await
                 }
             };
-            if let Err(e) = sent {
-                warn!(checkpoint = %id, error = %e.message(), "reporting a checkpoint to the job manager failed");
+            match sent {
+                Ok(_) => failpoint::hit("checkpoint_acknowledged"),
+                Err(e) => warn!(checkpoint = %id, error = %e.message(), "reporting a checkpoint to the job manager failed"),
             }
             drop(spent);
         });
@@ -363,6 +366,7 @@ impl StateThread {
             match base.run().await {
                 Ok(done) => {
                     debug!(checkpoint = %id, vertex = key.vertex, subtask = key.subtask, bytes = done.uploaded_bytes, took = ?started.elapsed(), "state base uploaded");
+                    failpoint::hit("state_base_uploaded");
                     let (orphans, storage) = {
                         let mut b = lock(&backend);
                         (b.uploaded(&done), b.storage().clone())

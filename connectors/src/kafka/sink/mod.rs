@@ -51,7 +51,7 @@ use weir_runtime::state::{subtask_epoch_key, CheckpointId, StateReader, StateWri
 
 use super::format::Format;
 use super::kafka_error;
-use crate::failpoint;
+use weir_types::failpoint;
 
 use config::*;
 pub use config::{Delivery, Partitioning, SinkConfig};
