@@ -37,7 +37,15 @@ fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
 
 /// Produces `records` (partition, key, value) and waits until all are acknowledged.
 fn produce(bootstrap: &str, topic: &str, records: &[(Option<i32>, Option<String>, String)]) -> anyhow::Result<()> {
-    let p = producer(bootstrap);
+    produce_with(&producer(bootstrap), topic, records)
+}
+
+/// [`produce`] with a producer of the caller's.
+fn produce_with(
+    p: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    records: &[(Option<i32>, Option<String>, String)],
+) -> anyhow::Result<()> {
     for (partition, key, value) in records {
         let mut r: BaseRecord<'_, str, str> = BaseRecord::to(topic).payload(value.as_str());
         if let Some(k) = key {
@@ -2049,5 +2057,221 @@ fn kafka_over_sasl_ssl_with_scram_is_exactly_once_through_a_kill() -> anyhow::Re
     assert!(status["restarts"].as_u64() >= Some(1), "{status:#}");
     let weir = format!("{}{status}", cluster.logs());
     assert!(!weir.contains(PASSWORD), "the password leaked into Weir's output");
+    Ok(())
+}
+
+/// Resident memory of process `pid` in MiB (0 if it is gone).
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    kib.unwrap_or(0.0) / 1024.0
+}
+
+/// Bytes of every file under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// Mean of the samples of the first and of the last third of `series`.
+fn thirds(series: &[f64]) -> (f64, f64) {
+    let n = (series.len() / 3).max(1);
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
+    (mean(&series[..n.min(series.len())]), mean(&series[series.len().saturating_sub(n)..]))
+}
+
+/// The soak run of issue "reliability" (`scripts/soak.sh`, not part of CI:
+/// `WEIR_SOAK_MINUTES`, default 30; `WEIR_SOAK_KILL_EVERY`, default 120 s).
+/// The payment filter and the windowed count of `jobs/` read a steady stream
+/// of payments and clicks while a task manager running their tasks is killed
+/// with SIGKILL every two minutes and started again. Afterwards the routed
+/// payments and every window's count are exact, the memory of the cluster's
+/// processes (after a two-minute warm-up) and the size of the checkpoint
+/// storage are flat: the mean of the last third of the samples at most 30 %
+/// (memory) or 50 % (storage) above the mean of the first third.
+#[test]
+#[ignore = "a soak of 30 minutes: scripts/soak.sh"]
+fn soak_two_jobs_through_a_kill_every_two_minutes() -> anyhow::Result<()> {
+    let minutes: u64 = std::env::var("WEIR_SOAK_MINUTES").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    let kill_every =
+        Duration::from_secs(std::env::var("WEIR_SOAK_KILL_EVERY").ok().and_then(|v| v.parse().ok()).unwrap_or(120));
+    // Two minutes of warm-up (a quarter of a shorter run).
+    let warm_up = Duration::from_secs(120).min(Duration::from_secs(minutes * 15));
+    const RATE: u64 = 2_000;
+    let mut cluster = Cluster::start(2, 4, "1s")?;
+    let (kafka, bootstrap, payments, routed) = setup("soak-payments", 2, 1)?;
+    let (_, _, clicks, counts) = setup("soak-clicks", 2, 1)?;
+    let dlq = unique("soak-dlq", '-');
+    kafka.create_topic(&dlq, 1)?;
+    let restart = "  restart: {strategy: fixed_delay, attempts: 1000, delay: 1s}\n";
+    let filter = weir_tests::job_file(
+        "payment-filter.yaml",
+        &[
+            ("127.0.0.1:9092", &bootstrap),
+            ("topic: payment\n", &format!("topic: {payments}\n")),
+            ("topic: unknown-payment", &format!("topic: {routed}")),
+            ("payment-dead-letters", &dlq),
+            ("transactional_id_prefix: payment-filter", &format!("transactional_id_prefix: {routed}")),
+        ],
+    );
+    let filter = filter.lines().filter(|l| !l.trim_start().starts_with("restart:")).collect::<Vec<_>>().join("\n");
+    let windowed = weir_tests::job_file(
+        "kafka-windowed-count.yaml",
+        &[
+            ("127.0.0.1:9092", &bootstrap),
+            ("topic: clicks\n", &format!("topic: {clicks}\n")),
+            ("topic: clicks-per-page", &format!("topic: {counts}")),
+            ("transactional_id_prefix: clicks-per-page", &format!("transactional_id_prefix: {counts}")),
+        ],
+    );
+    let filter_job = cluster.submit(&cluster.write("filter.yaml", &format!("{filter}\n{restart}")), &[])?;
+    let windowed_job = cluster.submit(&cluster.write("windowed.yaml", &format!("{windowed}{restart}")), &[])?;
+    for job in [&filter_job, &windowed_job] {
+        cluster.wait_state(job, &["RUNNING"], LONG)?;
+    }
+    // A steady stream: payment i (every tenth keyed `unknown`) and click i
+    // (pages p0..p4 in turn, 10 ms of event time apart), RATE of each per second.
+    const BASE: u64 = 1_772_352_000_000;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeder = {
+        let (bootstrap, payments, clicks, stop) = (bootstrap.clone(), payments.clone(), clicks.clone(), stop.clone());
+        std::thread::spawn(move || -> anyhow::Result<u64> {
+            let p = producer(&bootstrap);
+            let started = Instant::now();
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let due = started.elapsed().as_millis() as u64 * RATE / 1000;
+                let batch: Vec<u64> = (i..due.max(i)).collect();
+                let pay: Vec<_> = batch
+                    .iter()
+                    .map(|i| {
+                        let key = if i % 10 == 0 { "unknown" } else { "known" };
+                        (
+                            Some((i % 2) as i32),
+                            Some(key.to_string()),
+                            format!(r#"{{"id":{i},"amount":{i}.5,"currency":"EUR"}}"#),
+                        )
+                    })
+                    .collect();
+                let clk: Vec<_> = batch
+                    .iter()
+                    .map(|i| {
+                        (
+                            Some((i % 2) as i32),
+                            None,
+                            format!(r#"{{"page":"p{}","user":{i},"ts":{}}}"#, i % 5, BASE + i * 10),
+                        )
+                    })
+                    .collect();
+                produce_with(&p, &payments, &pay)?;
+                produce_with(&p, &clicks, &clk)?;
+                i = due.max(i);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok(i)
+        })
+    };
+    let started = Instant::now();
+    let (mut rss, mut jm_rss, mut storage) = (Vec::new(), Vec::new(), Vec::new());
+    let mut next_kill = started + kill_every;
+    let mut kills = 0;
+    let storage_dir = cluster.dir.path().join("jobmanager-storage");
+    while started.elapsed() < Duration::from_secs(minutes * 60) {
+        if Instant::now() >= next_kill {
+            // The task manager running the most tasks of the two jobs.
+            let mut load: BTreeMap<String, usize> = BTreeMap::new();
+            for job in [&filter_job, &windowed_job] {
+                for t in cluster.weir_json(&["status", job])?["tasks"].as_array().cloned().unwrap_or_default() {
+                    *load.entry(t["task_manager"].as_str().unwrap_or("").to_string()).or_default() += 1;
+                }
+            }
+            let victim = load.into_iter().max_by_key(|(_, n)| *n).map(|(tm, _)| tm).context("no task runs")?;
+            cluster.taskmanager(&victim).kill9();
+            kills += 1;
+            for job in [&filter_job, &windowed_job] {
+                wait_until("the job to run again after the kill", LONG, || {
+                    let s = cluster.weir_json(&["status", job])?;
+                    let tasks = s["tasks"].as_array().cloned().unwrap_or_default();
+                    anyhow::ensure!(s["state"] != "FAILED", "job {job} failed: {s:#}");
+                    let on_victim = tasks.iter().any(|t| t["task_manager"] == victim.as_str());
+                    Ok((s["state"] == "RUNNING" && !on_victim && tasks.iter().all(|t| t["state"] == "RUNNING"))
+                        .then_some(()))
+                })
+                .with_context(|| cluster.logs())?;
+            }
+            cluster.restart_taskmanager(&victim)?;
+            next_kill += kill_every;
+        }
+        if started.elapsed() >= warm_up {
+            let jm = rss_mib(cluster.jobmanager.child.id());
+            let tms: f64 = cluster.taskmanagers.iter().map(|(_, p)| rss_mib(p.child.id())).sum();
+            jm_rss.push(jm);
+            rss.push(jm + tms);
+            storage.push(dir_bytes(&storage_dir) as f64 / (1024.0 * 1024.0));
+        }
+        // Pacing of the samples, not synchronisation.
+        std::thread::sleep(Duration::from_secs(10));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let produced = feeder.join().expect("the feeder")?;
+    // Clicks far ahead on both partitions close every window of the stream.
+    let flush: Vec<_> = (0..2)
+        .map(|p| (Some(p), None, format!(r#"{{"page":"flush","user":0,"ts":{}}}"#, BASE + produced * 10 + 120_000)))
+        .collect();
+    produce(&bootstrap, &clicks, &flush)?;
+    let unknown = produced.div_ceil(10) as usize;
+    let reads = settle_and_read(&cluster, &filter_job, &bootstrap, &routed, unknown)?;
+    let mut ids: Vec<u64> = values(&reads).iter().map(|v| v["id"].as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    assert!(
+        ids == (0..produced).step_by(10).collect::<Vec<u64>>(),
+        "payments routed exactly once ({} read, {unknown} expected)",
+        ids.len()
+    );
+    let mut expected: BTreeMap<(String, u64), u64> = BTreeMap::new();
+    for i in 0..produced {
+        let ts = BASE + i * 10;
+        *expected.entry((format!("p{}", i % 5), ts - ts % 10_000)).or_default() += 1;
+    }
+    let windows = expected.len();
+    let counted = wait_until("every window's count", LONG, || {
+        let reads = read_committed(&bootstrap, &counts, windows, LONG)?;
+        let mut got: BTreeMap<(String, u64), u64> = BTreeMap::new();
+        for v in values(&reads) {
+            let key = (v["page"].as_str().unwrap_or("").to_string(), v["window_start"].as_u64().unwrap_or(0));
+            assert!(
+                got.insert(key.clone(), v["clicks"].as_u64().unwrap_or(0)).is_none(),
+                "window {key:?} written twice"
+            );
+        }
+        got.retain(|(page, _), _| page != "flush");
+        Ok((got.len() >= windows).then_some(got))
+    })?;
+    assert!(counted == expected, "window counts differ from the input's");
+    let (mem_first, mem_last) = thirds(&rss);
+    let (jm_first, jm_last) = thirds(&jm_rss);
+    let (disk_first, disk_last) = thirds(&storage);
+    eprintln!(
+        "soak: {minutes} min, {kills} kills, {produced} payments and clicks; cluster RSS {mem_first:.0} -> {mem_last:.0} MiB, \
+         job manager {jm_first:.0} -> {jm_last:.0} MiB, checkpoint storage {disk_first:.1} -> {disk_last:.1} MiB \
+         (means of the first and last third of {} samples)",
+        rss.len()
+    );
+    assert!(mem_last <= mem_first * 1.3, "the cluster's memory grew: {rss:?}");
+    assert!(jm_last <= jm_first * 1.3, "the job manager's memory grew: {jm_rss:?}");
+    assert!(disk_last <= disk_first * 1.5 + 1.0, "the checkpoint storage grew: {storage:?}");
     Ok(())
 }
