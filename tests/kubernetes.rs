@@ -229,6 +229,9 @@ fn a_tls_secret_and_network_policies_close_the_cluster() -> anyhow::Result<()> {
         .to_string();
     let config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&config)?;
     assert_eq!(config["security"]["roles"]["CN=dashboards"], "read", "{config:?}");
+    assert_eq!(config["security"]["allowed_paths"][0], "/var/lib/weir/out", "{config:?}");
+    assert_eq!(config["security"]["max_parallelism"], 8, "{config:?}");
+    assert_eq!(config["security"]["max_operators"], 1000, "{config:?}");
     for name in ["jobmanager", "taskmanager"] {
         let policy = find(&docs, "NetworkPolicy", name)?;
         let rpc = policy["spec"]["ingress"]

@@ -3,7 +3,9 @@
 //! manager's gRPC API in the same metadata, so `weir` and `curl` present
 //! the same tokens.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
@@ -13,24 +15,97 @@ use crate::roles::{Grants, Role};
 const MIN_TOKEN_LEN: usize = 16;
 
 /// Tokens and their roles. Never printed: `Debug` shows only how many.
-#[derive(Clone)]
-pub struct Tokens(Vec<(Vec<u8>, Role)>);
+/// Loaded from a file, they follow it: a changed file is read again (at
+/// most once a second, when a token is checked), so tokens are added and
+/// revoked without a restart; a file that no longer reads keeps the tokens
+/// loaded before, and says so in the log.
+pub struct Tokens {
+    current: RwLock<Arc<Entries>>,
+    file: Option<Followed>,
+}
+
+/// Parsed tokens, and the text they came from.
+struct Entries {
+    list: Vec<(Vec<u8>, Role)>,
+    text: String,
+}
+
+/// The file tokens were loaded from.
+struct Followed {
+    path: PathBuf,
+    checked: Mutex<Instant>,
+    recheck: Duration,
+}
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tokens({} configured)", self.0.len())
+        write!(f, "Tokens({} configured)", self.entries().list.len())
     }
 }
 
+/// How often a token file is looked at for changes.
+const RECHECK: Duration = Duration::from_secs(1);
+
 impl Tokens {
-    /// Reads a token file; errors name the file and line.
+    /// Reads a token file, followed from then on; errors name the file and line.
     pub fn load(path: &Path) -> Result<Tokens, String> {
+        Self::follow(path, RECHECK)
+    }
+
+    fn follow(path: &Path, recheck: Duration) -> Result<Tokens, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let list = Self::entries_of(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Tokens {
+            current: RwLock::new(Arc::new(Entries { list, text })),
+            file: Some(Followed { path: path.to_path_buf(), checked: Mutex::new(Instant::now()), recheck }),
+        })
+    }
+
+    /// Tokens from `TOKEN ROLE` lines (not followed).
+    pub fn parse(text: &str) -> Result<Tokens, String> {
+        let list = Self::entries_of(text)?;
+        Ok(Tokens { current: RwLock::new(Arc::new(Entries { list, text: text.to_string() })), file: None })
+    }
+
+    fn entries(&self) -> Arc<Entries> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The current tokens, read again first when the file changed.
+    fn fresh(&self) -> Arc<Entries> {
+        let current = self.entries();
+        let Some(file) = &self.file else { return current };
+        {
+            let mut checked = file.checked.lock().unwrap_or_else(|e| e.into_inner());
+            if checked.elapsed() < file.recheck {
+                return current;
+            }
+            *checked = Instant::now();
+        }
+        let text = match std::fs::read_to_string(&file.path) {
+            Ok(t) if t != current.text => t,
+            Ok(_) => return current,
+            Err(e) => {
+                tracing::warn!(file = %file.path.display(), error = %e, "the token file is unreadable; keeping the tokens loaded before");
+                return current;
+            }
+        };
+        match Self::entries_of(&text) {
+            Ok(list) => {
+                tracing::info!(file = %file.path.display(), tokens = list.len(), "the token file changed; its tokens apply now");
+                let fresh = Arc::new(Entries { list, text });
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+                fresh
+            }
+            Err(e) => {
+                tracing::warn!(file = %file.path.display(), error = %e, "the changed token file does not read; keeping the tokens loaded before");
+                current
+            }
+        }
     }
 
     /// Reads `TOKEN ROLE` lines; blank lines and `#` comments are skipped.
-    pub fn parse(text: &str) -> Result<Tokens, String> {
+    fn entries_of(text: &str) -> Result<Vec<(Vec<u8>, Role)>, String> {
         let mut tokens = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -54,13 +129,13 @@ impl Tokens {
         if tokens.is_empty() {
             return Err("no tokens: every request would be refused".into());
         }
-        Ok(Tokens(tokens))
+        Ok(tokens)
     }
 
     /// What `token` may do (every entry is compared in constant time).
     pub fn grants(&self, token: &str) -> Grants {
         let mut found = Grants::NONE;
-        for (t, role) in &self.0 {
+        for (t, role) in &self.fresh().list {
             if bool::from(t.as_slice().ct_eq(token.as_bytes())) {
                 found = found.union(Grants::of(*role));
             }
@@ -93,5 +168,24 @@ mod tests {
         assert!(Tokens::parse("onlyonefield0123456\n").unwrap_err().contains("expected `TOKEN ROLE`"));
         assert!(Tokens::parse("# nothing\n").unwrap_err().contains("no tokens"));
         assert!(!format!("{t:?}").contains("0123456789"), "tokens are never printed");
+    }
+
+    #[test]
+    fn a_changed_token_file_applies_without_a_restart_and_a_broken_one_keeps_the_last_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        std::fs::write(&path, "old-0123456789abcdef admin\n").unwrap();
+        let t = Tokens::follow(&path, Duration::ZERO).unwrap();
+        assert!(t.grants("old-0123456789abcdef").allows(Role::Admin));
+        // Rotation: the old token is revoked, a new one added.
+        std::fs::write(&path, "new-0123456789abcdef read\n").unwrap();
+        assert_eq!(t.grants("old-0123456789abcdef"), Grants::NONE, "revoked");
+        assert!(t.grants("new-0123456789abcdef").allows(Role::Read));
+        // A half-written file and a missing one keep what was loaded.
+        std::fs::write(&path, "new-0123456789abcdef").unwrap();
+        assert!(t.grants("new-0123456789abcdef").allows(Role::Read));
+        std::fs::remove_file(&path).unwrap();
+        assert!(t.grants("new-0123456789abcdef").allows(Role::Read));
+        assert_eq!(format!("{t:?}"), "Tokens(1 configured)");
     }
 }
