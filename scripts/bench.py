@@ -27,6 +27,12 @@ on Weir and on Flink SQL over the same events in Kafka, checks that both give
 the same result, and prints one line per query (see scripts/bench_nexmark.py):
 `qN weir_events_per_sec=... flink_events_per_sec=... ratio=... match=yes|no`.
 
+Checkpoint storage (`scripts/bench.py checkpoint-storage`, alone) runs W3
+with RocksDB state on Weir only, its checkpoints on local disk, on an
+S3-compatible server, and on that server behind a proxy that delays each
+request (--delay-ms, default 50), and prints the checkpoint durations and
+their ratio to local disk's (see scripts/bench_storage.py).
+
 Usage: scripts/bench.py [--events N] [--parallelism P] [--runs R] [--flink DIR] [--weir BIN] [WORKLOAD ...]
        scripts/bench.py nexmark [--events N] [--check-events M] [--queries q0,q1,...] [--runs R] ...
 """
@@ -162,10 +168,10 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, text=True, **kw)
 
 
-def timed(cmd):
+def timed(cmd, env=None):
     """Runs cmd under GNU time; returns (result line fields, peak RSS in MiB)."""
     with tempfile.NamedTemporaryFile("r") as rss:
-        p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name] + cmd, text=True, capture_output=True)
+        p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name] + cmd, text=True, capture_output=True, env=env)
         if p.returncode != 0:
             sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-3000:]}")
         peak_kib = int(rss.read().strip().splitlines()[-1])
@@ -176,7 +182,10 @@ def timed(cmd):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("workloads", nargs="*", default=["w1", "w2"], choices=sorted(WORKLOADS) + ["nexmark"])
+    ap.add_argument("workloads", nargs="*", default=["w1", "w2"],
+                    choices=sorted(WORKLOADS) + ["nexmark", "checkpoint-storage"])
+    ap.add_argument("--delay-ms", type=int, default=50,
+                    help="checkpoint-storage: how long the proxy holds each request to the S3 server")
     ap.add_argument("--check-events", type=int, default=200_000,
                     help="nexmark: events of the smaller topic both engines' results are compared on")
     ap.add_argument("--queries", type=lambda s: [q for q in s.split(",") if q],
@@ -196,6 +205,12 @@ def main():
         print("building weir (release)...", file=sys.stderr)
         sh(["cargo", "build", "--release", "--locked", "-p", "weir"], cwd=REPO, env=env)
         weir = str(target / "release" / "weir")
+    if "checkpoint-storage" in args.workloads:
+        if args.workloads != ["checkpoint-storage"]:
+            sys.exit("checkpoint-storage runs alone: scripts/bench.py checkpoint-storage [...]")
+        import bench_storage
+        bench_storage.bench(args, weir, sh, timed)
+        return
     flink = Path(args.flink)
     if not (flink / "run.sh").exists():
         sys.exit(f"Flink baseline not found at {flink} (set --flink or FLINK_BASELINE_DIR)")

@@ -336,9 +336,10 @@ impl Application {
                 output::plan(fmt, &plan);
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Bench { workload, events, parallelism, no_changelog, systems } => {
+            Command::Bench { workload, events, parallelism, no_changelog, checkpoint_storage, systems } => {
                 let w = bench::choose(&workload, &self.workloads, &systems)?;
-                bench::run(w, events, parallelism, !no_changelog, self.registry.clone()).await
+                let checkpoints = bench::Checkpoints { changelog: !no_changelog, storage: checkpoint_storage };
+                bench::run(w, events, parallelism, checkpoints, self.registry.clone()).await
             }
         }
     }
@@ -521,6 +522,10 @@ enum Command {
         /// w3-rocksdb: checkpoints without change files (`changelog: false`).
         #[arg(long)]
         no_changelog: bool,
+        /// W3: where checkpoints go (e.g. `s3://bucket/prefix`, S3 settings
+        /// from the `AWS_*` variables); default: a fresh local directory.
+        #[arg(long, value_name = "URI")]
+        checkpoint_storage: Option<String>,
         #[command(flatten)]
         systems: bench::Systems,
     },

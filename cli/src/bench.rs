@@ -258,22 +258,29 @@ pub(crate) fn choose(
     })
 }
 
-/// Runs one workload and prints its result line. `changelog` is the
-/// checkpoints' `changelog` setting (it matters to RocksDB only).
+/// How a checkpointed workload checkpoints.
+#[derive(Debug, Clone, Default)]
+pub struct Checkpoints {
+    /// The `changelog` setting (it matters to RocksDB only).
+    pub changelog: bool,
+    /// Where checkpoints go; `None`: a fresh local directory, removed afterwards.
+    pub storage: Option<String>,
+}
+
+/// Runs one workload and prints its result line.
 pub async fn run(
     w: BenchWorkload,
     events: u64,
     parallelism: u32,
-    changelog: bool,
+    checkpoints: Checkpoints,
     registry: Arc<Registry>,
 ) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(parallelism >= 1, "parallelism must be at least 1");
     let mut graph = (w.build)(events, parallelism)?;
-    // W3 writes to a fresh local directory, removed afterwards.
     let dir = tempfile::Builder::new().prefix("weir-bench-checkpoints").tempdir()?;
     if let Some(c) = graph.checkpoint.as_mut() {
-        c.storage = Some(format!("file://{}", dir.path().display()));
-        c.changelog = changelog;
+        c.storage = Some(checkpoints.storage.unwrap_or_else(|| format!("file://{}", dir.path().display())));
+        c.changelog = checkpoints.changelog;
     }
     let cluster = Embedded::start(parallelism, registry).await?;
     let mut c = client::connect(&cluster.url, &Default::default()).await?;

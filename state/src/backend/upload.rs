@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 
 use super::rocks::{read_rocks_dir, Written};
 use crate::codec::encode_entries;
@@ -148,8 +149,29 @@ impl Uploaded {
     }
 }
 
+/// How many files of one upload are written at once. An object store
+/// answers each write after a round trip, so a checkpoint of many files
+/// (RocksDB's, change files) waits for a few round trips instead of one per
+/// file.
+const PARALLEL_WRITES: usize = 8;
+
+/// How many MiB of local files one upload holds in memory at once (a file
+/// larger than that is read alone).
+const READ_BUDGET_MIB: u32 = 64;
+
+/// One file of an upload, written (or reused).
+struct Settled {
+    local: String,
+    handle: FileHandle,
+    /// Bytes this upload wrote for it.
+    written: u64,
+    /// A shared file written now, that later checkpoints may reuse.
+    new_shared: bool,
+}
+
 impl Upload {
-    /// Writes the files; returns the subtask's part of the checkpoint.
+    /// Writes the files, several at once; returns the subtask's part of the
+    /// checkpoint (files in the order they were handed over).
     pub async fn run(mut self) -> Result<Uploaded, BackendError> {
         let mut snapshot = TaskSnapshot {
             operators: self.me.operators.clone(),
@@ -160,57 +182,80 @@ impl Upload {
             file_operators: Vec::new(),
             parallelism: 0,
         };
-        let mut uploaded_bytes = 0;
-        let mut new_shared = Vec::new();
         let files = std::mem::take(&mut self.files);
-        for (local, pending) in files {
-            let handle = match pending {
-                Pending::Reused(h) => h,
-                Pending::Bytes { name, bytes, shared } => {
-                    uploaded_bytes += bytes.len() as u64;
-                    let written = self.write(&name, bytes.clone(), shared).await?;
-                    // The store let go of its copy: the buffer is ours again.
-                    if let (Some(spare), Ok(mut buf)) = (&self.spare, bytes.try_into_mut()) {
-                        buf.clear();
-                        *spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(buf);
-                    }
-                    written
-                }
-                Pending::File { path, name, shared } => {
-                    let bytes = tokio::fs::read(&path).await.map_err(|e| io(&path, e))?;
-                    uploaded_bytes += bytes.len() as u64;
-                    let h = self.write(&name, Bytes::from(bytes), shared).await?;
-                    if shared {
-                        new_shared.push((local.clone(), h.clone()));
-                    }
-                    h
-                }
-                Pending::Changes { name, bytes, written } => {
-                    uploaded_bytes += bytes.len() as u64;
-                    let h = self.write(&name, bytes, true).await;
-                    // Dropping `written` unsent (an error above) tells later
-                    // checkpoints that the file is missing.
-                    let _ = written.send(Some(h.is_ok()));
-                    h?
-                }
-                Pending::Earlier { handle, written: None } => handle,
-                Pending::Earlier { handle, written: Some(mut written) } => {
-                    // A later checkpoint must not complete naming a file that is not there.
-                    let ok = written.wait_for(Option::is_some).await.ok().and_then(|w| *w).unwrap_or(false);
-                    if !ok {
-                        return Err(BackendError::Unwritten { path: handle.path });
-                    }
-                    handle
-                }
-            };
-            snapshot.files.push(handle);
-            snapshot.local_names.push(local);
+        let budget = tokio::sync::Semaphore::new(READ_BUDGET_MIB as usize);
+        let settled: Vec<Settled> = {
+            let (this, budget) = (&self, &budget);
+            futures::stream::iter(files)
+                .map(|(local, pending)| this.settle(local, pending, budget))
+                .buffered(PARALLEL_WRITES)
+                .try_collect()
+                .await?
+        };
+        let mut uploaded_bytes = self.earlier_bytes;
+        let mut new_shared = Vec::new();
+        for s in settled {
+            uploaded_bytes += s.written;
+            if s.new_shared {
+                new_shared.push((s.local.clone(), s.handle.clone()));
+            }
+            snapshot.files.push(s.handle);
+            snapshot.local_names.push(s.local);
         }
         if let Some(dir) = self.cleanup.take() {
             let _ = tokio::fs::remove_dir_all(dir).await;
         }
-        uploaded_bytes += self.earlier_bytes;
         Ok(Uploaded { snapshot, uploaded_bytes, new_shared, base: self.base, background: self.background })
+    }
+
+    /// Writes one file (or waits for the earlier upload that writes it).
+    async fn settle(
+        &self,
+        local: String,
+        pending: Pending,
+        budget: &tokio::sync::Semaphore,
+    ) -> Result<Settled, BackendError> {
+        let done = |handle, written, new_shared| Settled { local: local.clone(), handle, written, new_shared };
+        Ok(match pending {
+            Pending::Reused(h) => done(h, 0, false),
+            Pending::Bytes { name, bytes, shared } => {
+                let size = bytes.len() as u64;
+                let written = self.write(&name, bytes.clone(), shared).await?;
+                // The store let go of its copy: the buffer is ours again.
+                if let (Some(spare), Ok(mut buf)) = (&self.spare, bytes.try_into_mut()) {
+                    buf.clear();
+                    *spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(buf);
+                }
+                done(written, size, false)
+            }
+            Pending::File { path, name, shared } => {
+                let size = tokio::fs::metadata(&path).await.map_err(|e| io(&path, e))?.len();
+                let mib = size.div_ceil(1 << 20).clamp(1, READ_BUDGET_MIB as u64) as u32;
+                let _memory = budget.acquire_many(mib).await.expect("the budget is never closed");
+                let bytes = tokio::fs::read(&path).await.map_err(|e| io(&path, e))?;
+                let size = bytes.len() as u64;
+                let h = self.write(&name, Bytes::from(bytes), shared).await?;
+                done(h, size, shared)
+            }
+            Pending::Changes { name, bytes, written } => {
+                let size = bytes.len() as u64;
+                let h = self.write(&name, bytes, true).await;
+                // Dropping `written` unsent (an error above, or this write
+                // cancelled by another one's error) tells later checkpoints
+                // that the file is missing.
+                let _ = written.send(Some(h.is_ok()));
+                done(h?, size, false)
+            }
+            Pending::Earlier { handle, written: None } => done(handle, 0, false),
+            Pending::Earlier { handle, written: Some(mut written) } => {
+                // A later checkpoint must not complete naming a file that is not there.
+                let ok = written.wait_for(Option::is_some).await.ok().and_then(|w| *w).unwrap_or(false);
+                if !ok {
+                    return Err(BackendError::Unwritten { path: handle.path });
+                }
+                done(handle, 0, false)
+            }
+        })
     }
 
     async fn write(&self, name: &str, bytes: Bytes, shared: bool) -> Result<FileHandle, StorageError> {
