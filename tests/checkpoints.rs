@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use weir_tests::s3::S3Server;
-use weir_tests::{bin, committed, unique, wait_until, Cluster};
+use weir_tests::{bin, committed, unique, wait_until, Cluster, Rng};
 
 const LONG: Duration = Duration::from_secs(120);
 const EVENTS: u64 = 900_000;
@@ -510,23 +510,20 @@ const TASK_MANAGER_POINTS: [&str; 6] = [
 /// written, after it, and while a subsumed checkpoint is deleted.
 const JOB_MANAGER_POINTS: [&str; 3] = ["jm_before_metadata", "jm_metadata_written", "jm_discarding"];
 
-/// Reproducible choices (xorshift64*): the seed is printed, and
+/// The crash test's choices, reproducible: the seed is printed, and
 /// `WEIR_CRASH_SEED` replays a run.
-struct Dice(u64);
+struct Dice(Rng);
 
 impl Dice {
     fn seeded() -> (Dice, u64) {
         let seed = std::env::var("WEIR_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
         });
-        (Dice(seed | 1), seed)
+        (Dice(Rng(seed | 1)), seed)
     }
 
     fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        self.0.below(n)
     }
 
     /// One of `points`, armed to abort at its first to sixth hit.

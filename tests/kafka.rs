@@ -22,7 +22,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use weir_tests::broker::{shared_kafka, KafkaBroker};
-use weir_tests::{unique, wait_until, Cluster};
+use weir_tests::{unique, wait_until, Cluster, Rng};
 
 const LONG: Duration = Duration::from_secs(180);
 
@@ -231,17 +231,6 @@ fn settle_and_read(cluster: &Cluster, job: &str, bootstrap: &str, out: &str, min
     read_committed(bootstrap, out, reads.len(), LONG)
 }
 
-/// A tiny deterministic generator for kill moments (xorshift).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn exactly_once_under_task_manager_kills() -> anyhow::Result<()> {
     let trials: u64 = std::env::var("WEIR_KAFKA_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
@@ -258,9 +247,9 @@ fn exactly_once_under_task_manager_kills() -> anyhow::Result<()> {
         cluster.wait_state(&job, &["RUNNING"], LONG)?;
         // Kill at a seeded moment: anywhere from before the first checkpoint
         // to well into the run.
-        let delay = Duration::from_millis(100 + rng.next() % 1500);
+        let delay = Duration::from_millis(100 + rng.next_u64() % 1500);
         std::thread::sleep(delay); // the moment of the crash, not a synchronisation
-        let victim = if rng.next().is_multiple_of(2) { "tm-a" } else { "tm-b" };
+        let victim = if rng.next_u64().is_multiple_of(2) { "tm-a" } else { "tm-b" };
         cluster.taskmanager(victim).kill9();
         let reads = settle_and_read(&cluster, &job, &bootstrap, &out, N as usize)
             .with_context(|| format!("trial {trial}, {victim} killed after {delay:?}"))?;

@@ -57,6 +57,27 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     held.iter().map(|l| l.local_addr().expect("a local address").port()).collect()
 }
 
+/// A small deterministic generator (xorshift64) for choices a test must be
+/// able to replay from its seed (kill moments, crash points). The seed must
+/// not be 0.
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
 /// Polls `check` until it returns `Some`, or fails after `timeout`.
 pub fn wait_until<T>(
     what: &str,

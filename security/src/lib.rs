@@ -16,6 +16,7 @@
 
 mod config;
 mod connect;
+mod follow;
 mod https;
 mod paths;
 mod roles;

@@ -4,8 +4,7 @@
 //! connection without a restart.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::server::WebPkiClientVerifier;
@@ -13,10 +12,8 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::follow::Followed;
 use crate::roles::subject_of;
-
-/// Files are looked at again at most this often (on a handshake).
-const RECHECK: Duration = Duration::from_secs(1);
 
 /// Where a process's TLS material lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,9 +44,8 @@ pub enum TlsError {
 /// configuration; connections already open keep the one they started with.
 pub struct Tls {
     files: TlsFiles,
-    current: RwLock<Arc<Loaded>>,
-    checked: Mutex<Instant>,
-    recheck: Duration,
+    /// Looked at again on a handshake.
+    loaded: Followed<Loaded>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -72,12 +68,7 @@ impl Tls {
         let contents = read_all(&files)?;
         let loaded = build(&files, contents)?;
         tracing::info!(subject = %loaded.subject, ca = %files.ca.display(), "TLS on: peers need a certificate of this CA");
-        Ok(Arc::new(Tls {
-            files,
-            current: RwLock::new(Arc::new(loaded)),
-            checked: Mutex::new(Instant::now()),
-            recheck: RECHECK,
-        }))
+        Ok(Arc::new(Tls { files, loaded: Followed::new(loaded) }))
     }
 
     /// The files this follows.
@@ -113,34 +104,26 @@ impl Tls {
     /// that does not load (a half-written rotation) keeps the previous
     /// material and is logged; the next check tries again.
     fn fresh(&self) -> Arc<Loaded> {
-        let current = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
-        {
-            let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
-            if checked.elapsed() < self.recheck {
-                return current;
+        self.loaded.fresh(|current| {
+            let contents = match read_all(&self.files) {
+                Ok(c) if c != current.contents => c,
+                Ok(_) => return None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "TLS files unreadable; keeping the certificates loaded before");
+                    return None;
+                }
+            };
+            match build(&self.files, contents) {
+                Ok(loaded) => {
+                    tracing::info!(subject = %loaded.subject, "TLS files changed; new connections use them");
+                    Some(loaded)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "changed TLS files do not load; keeping the certificates loaded before");
+                    None
+                }
             }
-            *checked = Instant::now();
-        }
-        let contents = match read_all(&self.files) {
-            Ok(c) if c != current.contents => c,
-            Ok(_) => return current,
-            Err(e) => {
-                tracing::warn!(error = %e, "TLS files unreadable; keeping the certificates loaded before");
-                return current;
-            }
-        };
-        match build(&self.files, contents) {
-            Ok(loaded) => {
-                tracing::info!(subject = %loaded.subject, "TLS files changed; new connections use them");
-                let loaded = Arc::new(loaded);
-                *self.current.write().unwrap_or_else(|e| e.into_inner()) = loaded.clone();
-                loaded
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "changed TLS files do not load; keeping the certificates loaded before");
-                current
-            }
-        }
+        })
     }
 }
 
@@ -241,7 +224,7 @@ mod tests {
         let ca = ca(dir.path());
         issue(dir.path(), &ca, "first");
         let mut tls = Arc::try_unwrap(Tls::load(files(dir.path())).unwrap()).unwrap();
-        tls.recheck = Duration::ZERO;
+        tls.loaded.recheck = std::time::Duration::ZERO;
         assert_eq!(tls.subject(), "CN=first");
         issue(dir.path(), &ca, "second");
         assert_eq!(tls.subject(), "CN=second", "a rotated certificate is read on the next use");

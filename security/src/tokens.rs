@@ -4,11 +4,11 @@
 //! the same tokens.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 
+use crate::follow::Followed;
 use crate::roles::{Grants, Role};
 
 /// Shortest token accepted.
@@ -20,8 +20,9 @@ const MIN_TOKEN_LEN: usize = 16;
 /// revoked without a restart; a file that no longer reads keeps the tokens
 /// loaded before, and says so in the log.
 pub struct Tokens {
-    current: RwLock<Arc<Entries>>,
-    file: Option<Followed>,
+    entries: Followed<Entries>,
+    /// The file they were loaded from, if any.
+    file: Option<PathBuf>,
 }
 
 /// Parsed tokens, and the text they came from.
@@ -30,78 +31,49 @@ struct Entries {
     text: String,
 }
 
-/// The file tokens were loaded from.
-struct Followed {
-    path: PathBuf,
-    checked: Mutex<Instant>,
-    recheck: Duration,
-}
-
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tokens({} configured)", self.entries().list.len())
+        write!(f, "Tokens({} configured)", self.entries.current().list.len())
     }
 }
-
-/// How often a token file is looked at for changes.
-const RECHECK: Duration = Duration::from_secs(1);
 
 impl Tokens {
     /// Reads a token file, followed from then on; errors name the file and line.
     pub fn load(path: &Path) -> Result<Tokens, String> {
-        Self::follow(path, RECHECK)
-    }
-
-    fn follow(path: &Path, recheck: Duration) -> Result<Tokens, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
         let list = Self::entries_of(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(Tokens {
-            current: RwLock::new(Arc::new(Entries { list, text })),
-            file: Some(Followed { path: path.to_path_buf(), checked: Mutex::new(Instant::now()), recheck }),
-        })
+        Ok(Tokens { entries: Followed::new(Entries { list, text }), file: Some(path.to_path_buf()) })
     }
 
     /// Tokens from `TOKEN ROLE` lines (not followed).
     pub fn parse(text: &str) -> Result<Tokens, String> {
         let list = Self::entries_of(text)?;
-        Ok(Tokens { current: RwLock::new(Arc::new(Entries { list, text: text.to_string() })), file: None })
-    }
-
-    fn entries(&self) -> Arc<Entries> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        Ok(Tokens { entries: Followed::new(Entries { list, text: text.to_string() }), file: None })
     }
 
     /// The current tokens, read again first when the file changed.
     fn fresh(&self) -> Arc<Entries> {
-        let current = self.entries();
-        let Some(file) = &self.file else { return current };
-        {
-            let mut checked = file.checked.lock().unwrap_or_else(|e| e.into_inner());
-            if checked.elapsed() < file.recheck {
-                return current;
+        let Some(path) = &self.file else { return self.entries.current() };
+        self.entries.fresh(|current| {
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) if t != current.text => t,
+                Ok(_) => return None,
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "the token file is unreadable; keeping the tokens loaded before");
+                    return None;
+                }
+            };
+            match Self::entries_of(&text) {
+                Ok(list) => {
+                    tracing::info!(file = %path.display(), tokens = list.len(), "the token file changed; its tokens apply now");
+                    Some(Entries { list, text })
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "the changed token file does not read; keeping the tokens loaded before");
+                    None
+                }
             }
-            *checked = Instant::now();
-        }
-        let text = match std::fs::read_to_string(&file.path) {
-            Ok(t) if t != current.text => t,
-            Ok(_) => return current,
-            Err(e) => {
-                tracing::warn!(file = %file.path.display(), error = %e, "the token file is unreadable; keeping the tokens loaded before");
-                return current;
-            }
-        };
-        match Self::entries_of(&text) {
-            Ok(list) => {
-                tracing::info!(file = %file.path.display(), tokens = list.len(), "the token file changed; its tokens apply now");
-                let fresh = Arc::new(Entries { list, text });
-                *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
-                fresh
-            }
-            Err(e) => {
-                tracing::warn!(file = %file.path.display(), error = %e, "the changed token file does not read; keeping the tokens loaded before");
-                current
-            }
-        }
+        })
     }
 
     /// Reads `TOKEN ROLE` lines; blank lines and `#` comments are skipped.
@@ -175,7 +147,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens");
         std::fs::write(&path, "old-0123456789abcdef admin\n").unwrap();
-        let t = Tokens::follow(&path, Duration::ZERO).unwrap();
+        let mut t = Tokens::load(&path).unwrap();
+        t.entries.recheck = std::time::Duration::ZERO;
         assert!(t.grants("old-0123456789abcdef").allows(Role::Admin));
         // Rotation: the old token is revoked, a new one added.
         std::fs::write(&path, "new-0123456789abcdef read\n").unwrap();
